@@ -2382,10 +2382,20 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
       int levels_needed = 1;
       while (levels_needed < 64 && detail::power(m, levels_needed) < blocks) levels_needed++;
       out->merge_bound += uint64_t(2 * (m - 1)) * uint64_t(levels_needed);
-      // Timeline from the level-0 prefix sums: two binary searches per point.
-      for (size_t i = 0; i < points; i++) {
-        int64_t pa = a + int64_t(i) * step_blocks;
-        out->timeline.samples[i] += fi.samples_in(s, pa, std::min(b, pa + step_blocks));
+      // Timeline without decoding trees: walk the level-0 entries in the range, or, when there are
+      // many more entries than points, two binary searches in the prefix sums per point.
+      const auto& blocks0 = s.levels[0];
+      auto first = std::lower_bound(blocks0.begin(), blocks0.end(), a,
+                                    [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
+      auto last = std::lower_bound(first, blocks0.end(), b,
+                                   [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
+      if (size_t(last - first) <= points * 32) {
+        for (auto it = first; it != last; ++it) out->timeline.samples[size_t((it->index - a) / step_blocks)] += it->samples;
+      } else {
+        for (size_t i = 0; i < points; i++) {
+          int64_t pa = a + int64_t(i) * step_blocks;
+          out->timeline.samples[i] += fi.samples_in(s, pa, std::min(b, pa + step_blocks));
+        }
       }
       if (!options.want_tree) continue;
       Status failed;
