@@ -1,0 +1,2 @@
+#define PYROSCOPE_IMPLEMENTATION
+#include "pyroscope.hpp"

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs the Debian (bookworm) packages that building, testing and running pyroscope.hpp need, and
+# the viewer's npm packages. Idempotent: a machine that has everything does no network work.
+# Runs as root (CI) or through sudo; needs no input.
+#
+# Usage: bash scripts/install-deps.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# package[:command] — when a command is given, having that command on PATH is enough (node and npm
+# may come from another source than Debian's packages, e.g. NodeSource's nodejs, which bundles npm
+# and conflicts with Debian's npm package).
+packages=(
+  # build
+  build-essential cmake g++ clang dpkg-dev git
+  # libFuzzer and the sanitizer runtimes for clang
+  libclang-rt-14-dev
+  # tests
+  doctest-dev
+  # the sampler and benchmarks: unwinding, symbols, gzip baseline, the gperftools baseline
+  zlib1g-dev libunwind-dev libdw-dev libgoogle-perftools-dev google-perftools
+  # the rideshare example's HTTP server
+  libcpp-httplib-dev
+  # the viewer: native (Dear ImGui, GLFW, stb_image_write) and WebAssembly
+  libimgui-dev libglfw3-dev libstb-dev emscripten
+  # browser and screenshot tests
+  xvfb chromium imagemagick nodejs:node npm:npm
+)
+
+missing=()
+for entry in "${packages[@]}"; do
+  package=${entry%%:*}
+  command_name=""
+  [[ $entry == *:* ]] && command_name=${entry#*:}
+  if [[ -n $command_name ]] && command -v "$command_name" >/dev/null 2>&1; then
+    continue
+  fi
+  if dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    continue
+  fi
+  missing+=("$package")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "install-deps: missing packages (${missing[*]}) and not root; install them as root" >&2
+      exit 1
+    fi
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+else
+  echo "install-deps: all Debian packages present"
+fi
+
+# npm packages of the viewer's browser tests (playwright-core drives the system chromium): only when
+# the repository pins them in package-lock.json, and only when node_modules was not installed from this
+# very lock file already (npm ci deletes node_modules first, so the stamp goes with it).
+if [[ -f package-lock.json ]]; then
+  lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+  stamp=node_modules/.installed-from-lock-sha256
+  if [[ ! -f $stamp || $(cat "$stamp") != "$lock_hash" ]]; then
+    echo "install-deps: npm ci"
+    npm ci --no-audit --no-fund </dev/null
+    echo "$lock_hash" >"$stamp"
+  else
+    echo "install-deps: node_modules already installed from package-lock.json"
+  fi
+fi

@@ -1,0 +1,184 @@
+// Crash safety: a writer killed with SIGKILL at any instant leaves a file that opens, with every
+// block it had finished intact and at most the block being written lost; a writer reopening the torn
+// file appends to it. A forked child writes blocks of known content and reports each finished append
+// through a pipe; the parent kills it at a random moment and checks the file.
+#include "test_core_support.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using core_test::StackCounts;
+using pyroscope::SeriesKey;
+using pyroscope::Status;
+
+namespace {
+
+constexpr int64_t kStart = 1700000000;
+constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
+constexpr uint32_t kOpened = 0xffffffffu;
+constexpr uint32_t kFailed = 0xfffffffeu;
+
+const SeriesKey& crash_series() {
+  static const SeriesKey key("crash", {{"kind", "kill -9"}});
+  return key;
+}
+
+// Block i's content: known to parent and child alike. Sizeable, so a kill often lands mid-write.
+StackCounts block_stacks(int block) {
+  StackCounts stacks;
+  for (int j = 0; j < 40; ++j) {
+    const std::string stack = "main;worker_" + std::to_string(j % 5) + ";fn_" + std::to_string((block * 7 + j) % 50) +
+                              ";leaf_" + std::to_string(j);
+    stacks[stack] += static_cast<uint64_t>(block % 9 + j + 1);
+  }
+  return stacks;
+}
+
+void report(int fd, uint32_t value) {
+  // 4 bytes to a pipe are written atomically; the parent reads them in order.
+  while (write(fd, &value, sizeof value) < 0 && errno == EINTR) {
+  }
+}
+
+[[noreturn]] void child_write_forever(const std::string& path, int report_fd) {
+  pyroscope::Writer writer;
+  if (!writer.open(path).ok()) {
+    report(report_fd, kFailed);
+    _exit(1);
+  }
+  report(report_fd, kOpened);
+  for (int block = 0; block < 1000000; ++block) {
+    if (!writer.append(crash_series(), kStart + block * kStep, core_test::tree_of(block_stacks(block))).ok()) {
+      report(report_fd, kFailed);
+      _exit(1);
+    }
+    report(report_fd, static_cast<uint32_t>(block));
+  }
+  _exit(0);
+}
+
+struct ChildReport {
+  bool opened = false;
+  bool failed = false;
+  int64_t finished_blocks = 0;  // appends that returned ok
+};
+
+ChildReport read_reports(int fd) {
+  ChildReport result;
+  uint32_t value;
+  for (;;) {
+    const ssize_t got = read(fd, &value, sizeof value);
+    if (got < 0 && errno == EINTR) continue;
+    if (got != static_cast<ssize_t>(sizeof value)) break;
+    if (value == kOpened) {
+      result.opened = true;
+    } else if (value == kFailed) {
+      result.failed = true;
+    } else {
+      result.finished_blocks = static_cast<int64_t>(value) + 1;
+    }
+  }
+  return result;
+}
+
+// Blocks [0, blocks) of the file must be exactly what the child wrote: the timeline gives each
+// block's total, the whole-range tree the merge of all, and a few blocks are compared one by one.
+void check_blocks(const std::string& path, int64_t blocks, std::mt19937& rng) {
+  pyroscope::Dataset data;
+  const Status status = data.add_file(path);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  pyroscope::QueryResult whole;
+  REQUIRE(data.query(crash_series().to_string(), kStart, kStart + blocks * kStep, &whole).ok());
+  StackCounts expected;
+  std::vector<uint64_t> expected_timeline;
+  for (int block = 0; block < blocks; ++block) {
+    const StackCounts stacks = block_stacks(block);
+    core_test::add_counts(&expected, stacks);
+    expected_timeline.push_back(core_test::sum_of(stacks));
+  }
+  CHECK(core_test::stacks_of(whole.tree) == expected);
+  CHECK(whole.timeline.samples == expected_timeline);
+  if (blocks == 0) return;
+  for (int64_t block : {blocks - 1, static_cast<int64_t>(rng() % static_cast<uint32_t>(blocks))}) {
+    pyroscope::QueryResult one;
+    REQUIRE(data.query(crash_series().to_string(), kStart + block * kStep, kStart + (block + 1) * kStep, &one).ok());
+    CHECK(core_test::stacks_of(one.tree) == block_stacks(static_cast<int>(block)));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("crash safety: kill -9 at random points loses at most the block being written") {
+  core_test::TempDir dir;
+  std::mt19937 rng(20240611);
+  const int trials = 60;
+  int killed_mid_run = 0, killed_before_file = 0;
+  int64_t most_blocks = 0;
+  for (int trial = 0; trial < trials; ++trial) {
+    CAPTURE(trial);
+    const std::string path = dir.file("crash-" + std::to_string(trial) + ".pyro");
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      close(fds[0]);
+      child_write_forever(path, fds[1]);
+    }
+    close(fds[1]);
+
+    // Every tenth trial kills the child while it may still be creating the file.
+    const bool during_open = trial % 10 == 0;
+    if (!during_open) {
+      uint32_t first = 0;
+      REQUIRE(read(fds[0], &first, sizeof first) == static_cast<ssize_t>(sizeof first));
+      REQUIRE(first == kOpened);
+    }
+    usleep(during_open ? rng() % 3000 : rng() % 15000);
+    kill(child, SIGKILL);
+    int wait_status = 0;
+    REQUIRE(waitpid(child, &wait_status, 0) == child);
+    ChildReport reports = read_reports(fds[0]);
+    reports.opened = reports.opened || !during_open;
+    close(fds[0]);
+    REQUIRE_FALSE(reports.failed);
+
+    struct stat st;
+    if (during_open && stat(path.c_str(), &st) != 0) {
+      ++killed_before_file;  // killed before the file appeared: nothing to check but its absence
+      CHECK(reports.finished_blocks == 0);
+      continue;
+    }
+    ++killed_mid_run;
+    pyroscope::File file;
+    const Status status = file.open_path(path);
+    REQUIRE_MESSAGE(status.ok(), status.to_string());
+    const int64_t blocks = static_cast<int64_t>(file.info().block_count);
+    CAPTURE(blocks);
+    CAPTURE(reports.finished_blocks);
+    CHECK(blocks >= reports.finished_blocks);      // nothing finished is lost
+    CHECK(blocks <= reports.finished_blocks + 1);  // at most the one being written got in
+    most_blocks = std::max(most_blocks, blocks);
+    check_blocks(path, blocks, rng);
+
+    // A writer reopening the torn file cuts the tail and appends after the last intact block.
+    {
+      pyroscope::Writer writer;
+      const Status reopened = writer.open(path);
+      REQUIRE_MESSAGE(reopened.ok(), reopened.to_string());
+      REQUIRE(writer.append(crash_series(), kStart + blocks * kStep, core_test::tree_of(block_stacks(static_cast<int>(blocks)))).ok());
+      REQUIRE(writer.close().ok());
+    }
+    pyroscope::File after;
+    REQUIRE(after.open_path(path).ok());
+    CHECK(after.info().block_count == static_cast<uint64_t>(blocks + 1));
+    CHECK(after.info().valid_bytes == after.info().file_bytes);
+    check_blocks(path, blocks + 1, rng);
+  }
+  MESSAGE(trials << " kills: " << killed_mid_run << " left a file (up to " << most_blocks << " blocks), "
+                 << killed_before_file << " came before the file existed");
+  CHECK(killed_mid_run >= 50);
+}

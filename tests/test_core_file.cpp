@@ -1,0 +1,520 @@
+// The .pyro file: writer, reader, data set, selectors and queries. Every expected query result is
+// computed in the test by merging the trees that were written, not by reading the file.
+#include "test_core_support.hpp"
+
+#include <cmath>
+#include <functional>
+#include <set>
+
+using core_test::StackCounts;
+using core_test::stacks_of;
+using pyroscope::Dataset;
+using pyroscope::QueryResult;
+using pyroscope::SeriesKey;
+using pyroscope::Status;
+using pyroscope::Tree;
+
+namespace {
+
+constexpr int64_t kStart = 1700000000;  // a multiple of the 10 s resolution
+constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
+
+int64_t floor_block(int64_t t) { return t - (((t % kStep) + kStep) % kStep); }
+int64_t ceil_block(int64_t t) { return floor_block(t + kStep - 1); }
+
+// What was written: per series, per block start, the stacks of the block's tree.
+struct Written {
+  std::vector<SeriesKey> series;
+  std::vector<std::map<int64_t, StackCounts>> blocks;  // parallel to series
+
+  size_t block_count() const {
+    size_t n = 0;
+    for (const auto& per_series : blocks) n += per_series.size();
+    return n;
+  }
+};
+
+using TagPredicate = std::function<bool(const SeriesKey&)>;
+
+std::string tag(const SeriesKey& key, const std::string& name) {
+  for (const auto& t : key.tags)
+    if (t.key == name) return t.value;
+  return "";
+}
+
+// Merge of the written trees for the series the predicate selects over [from, until), rounded out to
+// whole blocks; also the samples per block.
+struct Expected {
+  StackCounts stacks;
+  std::vector<uint64_t> timeline;
+  uint32_t series_matched = 0;
+};
+
+Expected expected_query(const Written& written, const TagPredicate& selects, int64_t from, int64_t until) {
+  Expected expected;
+  const int64_t first = floor_block(from), end = ceil_block(until);
+  expected.timeline.assign(static_cast<size_t>((end - first) / kStep), 0);
+  for (size_t s = 0; s < written.series.size(); ++s) {
+    if (!selects(written.series[s])) continue;
+    ++expected.series_matched;
+    for (const auto& [start, stacks] : written.blocks[s]) {
+      if (start < first || start >= end) continue;
+      core_test::add_counts(&expected.stacks, stacks);
+      expected.timeline[static_cast<size_t>((start - first) / kStep)] += core_test::sum_of(stacks);
+    }
+  }
+  return expected;
+}
+
+// Six series over two apps, 100 blocks, with gaps that differ per series.
+Written write_sample_file(const std::string& path) {
+  Written written;
+  written.series = {
+      SeriesKey("ride", {{"region", "eu-north"}, {"vehicle", "car"}}),
+      SeriesKey("ride", {{"region", "eu-north"}, {"vehicle", "bike"}}),
+      SeriesKey("ride", {{"region", "us-east"}, {"vehicle", "car"}}),
+      SeriesKey("ride", {{"region", "us-east"}, {"vehicle", "bike"}}),
+      SeriesKey("ride", {{"region", "ap-south"}, {"vehicle", "scooter"}}),
+      SeriesKey("other", {{"host", "x"}}),
+  };
+  written.blocks.resize(written.series.size());
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path).ok());
+  for (int block = 0; block < 100; ++block) {
+    for (size_t s = 0; s < written.series.size(); ++s) {
+      if ((block + static_cast<int>(s)) % 7 == 3) continue;
+      std::mt19937 rng(static_cast<uint32_t>(s * 1000 + static_cast<size_t>(block)));
+      const StackCounts stacks = core_test::random_stacks(rng, 12, 6);
+      const int64_t start = kStart + block * kStep;
+      const Status status = writer.append(written.series[s], start, core_test::tree_of(stacks));
+      REQUIRE_MESSAGE(status.ok(), status.to_string());
+      written.blocks[s][start] = stacks;
+    }
+  }
+  REQUIRE(writer.close().ok());
+  return written;
+}
+
+void check_query(const Dataset& data, const Written& written, const std::string& selector,
+                 const TagPredicate& selects, int64_t from, int64_t until) {
+  CAPTURE(selector);
+  CAPTURE(from - kStart);
+  CAPTURE(until - kStart);
+  QueryResult result;
+  const Status status = data.query(selector, from, until, &result);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  const Expected expected = expected_query(written, selects, from, until);
+  CHECK(stacks_of(result.tree) == expected.stacks);
+  CHECK(result.tree.total() == core_test::sum_of(expected.stacks));
+  CHECK(result.series_matched == expected.series_matched);
+  CHECK(result.merges <= result.merge_bound);
+  CHECK(result.timeline.step == kStep);
+  CHECK(result.timeline.start == floor_block(from));
+  CHECK(result.timeline.samples == expected.timeline);
+}
+
+// The bound the issue states: about 2(m-1)·log_m(n) merges for a range over n blocks.
+uint64_t stated_bound(uint64_t multiplier, uint64_t blocks) {
+  uint64_t levels = 1;
+  for (uint64_t span = multiplier; span < blocks; span *= multiplier) ++levels;
+  return 2 * (multiplier - 1) * (levels + 1);
+}
+
+}  // namespace
+
+TEST_CASE("file: written blocks read back, with the index of apps, tag keys and values") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("sample.pyro");
+  const Written written = write_sample_file(path);
+
+  pyroscope::File file;
+  const Status status = file.open_path(path);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  const pyroscope::FileInfo& info = file.info();
+  CHECK(info.format_version >= 1);
+  CHECK(info.resolution_seconds == kStep);
+  CHECK(info.multiplier == 10);
+  CHECK(info.series_count == written.series.size());
+  CHECK(info.block_count == written.block_count());
+  CHECK(info.stored_trees >= info.block_count);
+  CHECK(info.symbol_count == file.symbols().size());
+  CHECK(info.symbol_count > 0);
+  CHECK(info.first_time == kStart);
+  CHECK(info.end_time == kStart + 100 * kStep);
+  CHECK(info.file_bytes == core_test::read_file(path).size());
+  CHECK(info.valid_bytes == info.file_bytes);
+  const std::set<SeriesKey> stored(file.series().begin(), file.series().end());
+  CHECK(stored == std::set<SeriesKey>(written.series.begin(), written.series.end()));
+
+  Dataset data;
+  REQUIRE(data.add_file(path).ok());
+  CHECK(data.file_count() == 1);
+  CHECK(data.resolution_seconds() == kStep);
+  CHECK(data.apps() == std::vector<std::string>{"other", "ride"});
+  CHECK(data.tag_keys("ride") == std::vector<std::string>{"region", "vehicle"});
+  CHECK(data.tag_keys("other") == std::vector<std::string>{"host"});
+  CHECK(data.tag_keys("missing").empty());
+  CHECK(data.tag_values("ride", "region") == std::vector<std::string>{"ap-south", "eu-north", "us-east"});
+  CHECK(data.tag_values("ride", "vehicle") == std::vector<std::string>{"bike", "car", "scooter"});
+  CHECK(data.tag_values("ride", "host").empty());
+  CHECK(data.tag_values("other", "host") == std::vector<std::string>{"x"});
+  int64_t first = 0, end = 0;
+  data.time_span(&first, &end);
+  CHECK(first == kStart);
+  CHECK(end == kStart + 100 * kStep);
+
+  pyroscope::Selector selector;
+  REQUIRE(pyroscope::Selector::parse("ride{vehicle=\"car\"}", &selector).ok());
+  std::vector<SeriesKey> cars = data.series(selector);
+  std::sort(cars.begin(), cars.end());
+  CHECK(cars == std::vector<SeriesKey>{written.series[0], written.series[2]});
+}
+
+TEST_CASE("file: queries by selector and time range equal the merge of the written trees") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("sample.pyro");
+  const Written written = write_sample_file(path);
+  Dataset data;
+  REQUIRE(data.add_file(path).ok());
+
+  const auto is_app = [](const char* app) { return [app](const SeriesKey& k) { return k.app == app; }; };
+  struct Query {
+    std::string selector;
+    TagPredicate selects;
+  };
+  const std::vector<Query> queries = {
+      {"ride{}", is_app("ride")},
+      {"ride", is_app("ride")},
+      {"ride{region=\"eu-north\"}", [](const SeriesKey& k) { return k.app == "ride" && tag(k, "region") == "eu-north"; }},
+      {"ride{region!=\"eu-north\"}", [](const SeriesKey& k) { return k.app == "ride" && tag(k, "region") != "eu-north"; }},
+      {"ride{region=~\"eu-.*|us-.*\"}",
+       [](const SeriesKey& k) { return k.app == "ride" && tag(k, "region") != "ap-south"; }},
+      {"ride{region=~\"eu\"}", [](const SeriesKey&) { return false; }},  // anchored: "eu" is not "eu-north"
+      {"ride{region!~\"ap.*\"}", [](const SeriesKey& k) { return k.app == "ride" && tag(k, "region") != "ap-south"; }},
+      {"ride{region=\"eu-north\", vehicle=\"car\"}",
+       [](const SeriesKey& k) { return k.app == "ride" && tag(k, "region") == "eu-north" && tag(k, "vehicle") == "car"; }},
+      {"ride{ vehicle =~ \"(car|bike)\" , region != \"us-east\" }",
+       [](const SeriesKey& k) {
+         return k.app == "ride" && (tag(k, "vehicle") == "car" || tag(k, "vehicle") == "bike") &&
+                tag(k, "region") != "us-east";
+       }},
+      {"ride{vehicle=~\"[bs].*e\\\\w*\"}",  // bike, scooter; regex [bs].*e\w*
+       [](const SeriesKey& k) { return k.app == "ride" && tag(k, "vehicle") != "car"; }},
+      {"other{host=\"x\"}", is_app("other")},
+      {"other{host=\"y\"}", [](const SeriesKey&) { return false; }},
+      {"{region=\"us-east\"}", [](const SeriesKey& k) { return tag(k, "region") == "us-east"; }},
+  };
+
+  std::mt19937 rng(29);
+  std::vector<std::pair<int64_t, int64_t>> ranges = {
+      {kStart, kStart + 100 * kStep},               // everything
+      {kStart - 1000, kStart + 2000 * kStep},       // beyond both ends
+      {kStart + 30, kStart + 40},                   // one block
+      {kStart + 33, kStart + 47},                   // unaligned: rounds out to two blocks
+      {kStart + 10 * kStep, kStart + 80 * kStep},   // aligned to upper levels
+      {kStart + 200 * kStep, kStart + 300 * kStep}, // after the data
+  };
+  for (int i = 0; i < 25; ++i) {
+    const int64_t from = kStart - 50 + static_cast<int64_t>(rng() % 1100);
+    ranges.emplace_back(from, from + 1 + static_cast<int64_t>(rng() % 1100));
+  }
+  for (const Query& query : queries)
+    for (const auto& [from, until] : ranges) check_query(data, written, query.selector, query.selects, from, until);
+}
+
+TEST_CASE("file: add_bytes reads the same as add_file, and several files form one data set") {
+  core_test::TempDir dir;
+  const Written written = write_sample_file(dir.file("a.pyro"));
+
+  Dataset from_bytes;
+  REQUIRE(from_bytes.add_bytes(core_test::read_file(dir.file("a.pyro"))).ok());
+  check_query(from_bytes, written, "ride{vehicle=\"bike\"}",
+              [](const SeriesKey& k) { return k.app == "ride" && tag(k, "vehicle") == "bike"; }, kStart, kStart + 1000);
+
+  // A second file: the same series later in time, plus one series of its own.
+  Written second;
+  second.series = {written.series[0], SeriesKey("third", {})};
+  second.blocks.resize(2);
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(dir.file("b.pyro")).ok());
+    for (int block = 100; block < 130; ++block) {
+      for (size_t s = 0; s < 2; ++s) {
+        std::mt19937 rng(static_cast<uint32_t>(77 + block * 3 + static_cast<int>(s)));
+        const StackCounts stacks = core_test::random_stacks(rng, 8, 5);
+        REQUIRE(writer.append(second.series[s], kStart + block * kStep, core_test::tree_of(stacks)).ok());
+        second.blocks[s][kStart + block * kStep] = stacks;
+      }
+    }
+    REQUIRE(writer.close().ok());
+  }
+  Written both = written;
+  for (const auto& [start, stacks] : second.blocks[0]) both.blocks[0][start] = stacks;
+  both.series.push_back(second.series[1]);
+  both.blocks.push_back(second.blocks[1]);
+
+  Dataset data;
+  REQUIRE(data.add_file(dir.file("a.pyro")).ok());
+  REQUIRE(data.add_file(dir.file("b.pyro")).ok());
+  CHECK(data.file_count() == 2);
+  CHECK(data.apps() == std::vector<std::string>{"other", "ride", "third"});
+  int64_t first = 0, end = 0;
+  data.time_span(&first, &end);
+  CHECK(first == kStart);
+  CHECK(end == kStart + 130 * kStep);
+  const TagPredicate eu_cars = [](const SeriesKey& k) {
+    return k.app == "ride" && tag(k, "region") == "eu-north" && tag(k, "vehicle") == "car";
+  };
+  check_query(data, both, "ride{region=\"eu-north\",vehicle=\"car\"}", eu_cars, kStart, kStart + 130 * kStep);
+  check_query(data, both, "ride{region=\"eu-north\",vehicle=\"car\"}", eu_cars, kStart + 905, kStart + 1111);
+  check_query(data, both, "third", [](const SeriesKey& k) { return k.app == "third"; }, kStart, kStart + 2000);
+}
+
+TEST_CASE("file: a long range merges far fewer trees than it has blocks") {
+  for (const uint32_t multiplier : {10u, 4u}) {
+    CAPTURE(multiplier);
+    core_test::TempDir dir;
+    const std::string path = dir.file("long.pyro");
+    const int blocks = multiplier == 10 ? 3000 : 700;
+    Written written;
+    written.series = {SeriesKey("long", {{"k", "v"}})};
+    written.blocks.resize(1);
+    {
+      pyroscope::WriterOptions options;
+      options.multiplier = multiplier;
+      pyroscope::Writer writer;
+      REQUIRE(writer.open(path, options).ok());
+      for (int block = 0; block < blocks; ++block) {
+        const StackCounts stacks{{"main;f" + std::to_string(block % 13), 1 + static_cast<uint64_t>(block % 5)},
+                                 {"main;g", 2}};
+        REQUIRE(writer.append(written.series[0], kStart + block * kStep, core_test::tree_of(stacks)).ok());
+        written.blocks[0][kStart + block * kStep] = stacks;
+      }
+      REQUIRE(writer.close().ok());
+    }
+    Dataset data;
+    REQUIRE(data.add_file(path).ok());
+    CHECK(data.file(0).info().multiplier == multiplier);
+    const TagPredicate all = [](const SeriesKey&) { return true; };
+
+    QueryResult whole;
+    REQUIRE(data.query("long{k=\"v\"}", kStart, kStart + blocks * kStep, &whole).ok());
+    MESSAGE("m=" << multiplier << ", " << blocks << " blocks: whole range merged " << whole.merges
+                  << " trees (bound " << whole.merge_bound << ")");
+    CHECK(whole.merges <= whole.merge_bound);
+    CHECK(whole.merges * 10 <= static_cast<uint64_t>(blocks));
+    CHECK(whole.merge_bound <= stated_bound(multiplier, static_cast<uint64_t>(blocks)));
+    check_query(data, written, "long", all, kStart, kStart + blocks * kStep);
+
+    std::mt19937 rng(31 + multiplier);
+    uint64_t worst = 0;
+    for (int i = 0; i < 40; ++i) {
+      const int64_t from = kStart + static_cast<int64_t>(rng() % static_cast<uint32_t>(blocks * kStep));
+      const int64_t until = from + 1 + static_cast<int64_t>(rng() % static_cast<uint32_t>(blocks * kStep));
+      check_query(data, written, "long", all, from, until);
+      QueryResult result;
+      REQUIRE(data.query("long", from, until, &result).ok());
+      const uint64_t range_blocks = static_cast<uint64_t>((ceil_block(until) - floor_block(from)) / kStep);
+      CHECK(result.merge_bound <= stated_bound(multiplier, range_blocks));
+      worst = std::max<uint64_t>(worst, result.merges);
+    }
+    MESSAGE("m=" << multiplier << ": most merges over 40 random ranges: " << worst);
+
+    // A coarser timeline keeps the sum of the samples.
+    pyroscope::QueryOptions options;
+    options.timeline_points = 10;
+    options.want_tree = false;
+    QueryResult coarse;
+    REQUIRE(data.query("long", kStart, kStart + blocks * kStep, &coarse, options).ok());
+    CHECK(coarse.timeline.samples.size() <= 10);
+    CHECK(coarse.timeline.step % kStep == 0);
+    uint64_t sum = 0;
+    for (uint64_t v : coarse.timeline.samples) sum += v;
+    CHECK(sum == whole.tree.total());
+  }
+}
+
+TEST_CASE("file: blocks out of order are refused; an empty tree is skipped") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("order.pyro");
+  const SeriesKey a("app", {{"s", "a"}}), b("app", {{"s", "b"}});
+  Tree tree;
+  core_test::insert_stack(&tree, "main;x", 3);
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path).ok());
+  CHECK(writer.is_open());
+  CHECK(writer.resolution_seconds() == kStep);
+  REQUIRE(writer.append(a, kStart + 20, tree).ok());
+  CHECK(writer.append(a, kStart + 10, tree).code() == pyroscope::StatusCode::out_of_order);
+  CHECK(writer.append(a, kStart + 20, tree).code() == pyroscope::StatusCode::out_of_order);
+  CHECK(writer.append(b, kStart, tree).ok());  // order is per series
+  CHECK_FALSE(writer.append(a, kStart + 35, tree).ok());  // not a block start
+  CHECK(writer.append(a, kStart + 30, Tree()).ok());      // empty: skipped
+  CHECK(writer.append(a, kStart + 40, tree).ok());
+  REQUIRE(writer.close().ok());
+  CHECK_FALSE(writer.is_open());
+
+  pyroscope::File file;
+  REQUIRE(file.open_path(path).ok());
+  CHECK(file.info().block_count == 3);
+  Dataset data;
+  REQUIRE(data.add_file(path).ok());
+  QueryResult result;
+  REQUIRE(data.query("app{s=\"a\"}", kStart, kStart + 60, &result).ok());
+  CHECK(result.tree.total() == 6);
+  CHECK(result.timeline.samples == std::vector<uint64_t>{0, 0, 3, 0, 3, 0});
+}
+
+TEST_CASE("file: a reopened file takes more blocks and keeps the order rule") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("reopen.pyro");
+  Written written;
+  written.series = {SeriesKey("app", {{"s", "a"}}), SeriesKey("app", {{"s", "b"}})};
+  written.blocks.resize(2);
+  auto append = [&](pyroscope::Writer& writer, size_t s, int block) {
+    const StackCounts stacks{{"main;s" + std::to_string(s) + ";b" + std::to_string(block % 4), 1 + static_cast<uint64_t>(block)}};
+    const Status status = writer.append(written.series[s], kStart + block * kStep, core_test::tree_of(stacks));
+    if (status.ok()) written.blocks[s][kStart + block * kStep] = stacks;
+    return status;
+  };
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path).ok());
+    for (int block = 0; block < 10; ++block) REQUIRE(append(writer, 0, block).ok());
+    REQUIRE(writer.close().ok());
+  }
+  for (int round = 0; round < 3; ++round) {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path).ok());
+    const int next = 10 + round * 10;
+    CHECK(append(writer, 0, next - 5).code() == pyroscope::StatusCode::out_of_order);  // remembered across opens
+    for (int block = next; block < next + 10; ++block) REQUIRE(append(writer, 0, block).ok());
+    for (int block = round * 5; block < round * 5 + 5; ++block) REQUIRE(append(writer, 1, block).ok());
+    REQUIRE(writer.close().ok());
+  }
+  pyroscope::File file;
+  REQUIRE(file.open_path(path).ok());
+  CHECK(file.info().block_count == written.block_count());
+  CHECK(file.info().series_count == 2);
+  Dataset data;
+  REQUIRE(data.add_file(path).ok());
+  const auto only = [](const char* s) { return [s](const SeriesKey& k) { return tag(k, "s") == s; }; };
+  check_query(data, written, "app{s=\"a\"}", only("a"), kStart, kStart + 400);
+  check_query(data, written, "app{s=\"b\"}", only("b"), kStart, kStart + 400);
+  check_query(data, written, "app", [](const SeriesKey&) { return true; }, kStart + 15, kStart + 215);
+}
+
+TEST_CASE("file: opening a missing file or a non-pyro file is an error") {
+  core_test::TempDir dir;
+  pyroscope::File file;
+  CHECK_FALSE(file.open_path(dir.file("missing.pyro")).ok());
+  core_test::write_file(dir.file("text.pyro"), "main;work 3\n");
+  const Status status = file.open_path(dir.file("text.pyro"));
+  CHECK_FALSE(status.ok());
+  CHECK_FALSE(status.message().empty());
+  CHECK_FALSE(file.open_span(pyroscope::ByteSpan{}).ok());
+  // The writer refuses to append to a file that is not a .pyro file rather than overwrite it.
+  pyroscope::Writer writer;
+  CHECK_FALSE(writer.open(dir.file("text.pyro")).ok());
+  CHECK(core_test::read_file(dir.file("text.pyro")) == "main;work 3\n");
+}
+
+TEST_CASE("selector: parse, print and match") {
+  pyroscope::Selector selector;
+  Status status = pyroscope::Selector::parse(
+      "ride{region=\"eu-north\", vehicle!=\"car\",  k3=~\"a.*\",k4!~\"b|c\", quoted=\"say \\\"hi\\\"\"}", &selector);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  CHECK(selector.app == "ride");
+  REQUIRE(selector.matchers.size() == 5);
+  using Op = pyroscope::Matcher::Op;
+  CHECK(selector.matchers[0].key == "region");
+  CHECK(selector.matchers[0].op == Op::equal);
+  CHECK(selector.matchers[0].value == "eu-north");
+  CHECK(selector.matchers[1].op == Op::not_equal);
+  CHECK(selector.matchers[2].op == Op::regex);
+  CHECK(selector.matchers[2].value == "a.*");
+  CHECK(selector.matchers[3].op == Op::not_regex);
+  CHECK(selector.matchers[3].value == "b|c");
+  CHECK(selector.matchers[4].value == "say \"hi\"");
+
+  pyroscope::Selector reparsed;
+  REQUIRE(pyroscope::Selector::parse(selector.to_string(), &reparsed).ok());
+  CHECK(reparsed.app == selector.app);
+  REQUIRE(reparsed.matchers.size() == selector.matchers.size());
+  for (size_t i = 0; i < selector.matchers.size(); ++i) {
+    CHECK(reparsed.matchers[i].key == selector.matchers[i].key);
+    CHECK(reparsed.matchers[i].op == selector.matchers[i].op);
+    CHECK(reparsed.matchers[i].value == selector.matchers[i].value);
+  }
+
+  REQUIRE(pyroscope::Selector::parse("ride{region=~\"eu-.*\", vehicle!=\"car\"}", &selector).ok());
+  CHECK(selector.matches(SeriesKey("ride", {{"region", "eu-north"}, {"vehicle", "bike"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("ride", {{"region", "eu-north"}, {"vehicle", "car"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("ride", {{"region", "us-east"}, {"vehicle", "bike"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("other", {{"region", "eu-north"}, {"vehicle", "bike"}})));
+  REQUIRE(pyroscope::Selector::parse("ride{region=~\"eu\"}", &selector).ok());
+  CHECK_FALSE(selector.matches(SeriesKey("ride", {{"region", "eu-north"}})));  // anchored
+  REQUIRE(pyroscope::Selector::parse("ride{id=~\"\\\\d+\"}", &selector).ok());
+  CHECK(selector.matches(SeriesKey("ride", {{"id", "123"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("ride", {{"id", "12a"}})));
+  REQUIRE(pyroscope::Selector::parse("ride{id=~\"[^0-9]{2,3}\"}", &selector).ok());
+  CHECK(selector.matches(SeriesKey("ride", {{"id", "abc"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("ride", {{"id", "abcd"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("ride", {{"id", "a1"}})));
+  REQUIRE(pyroscope::Selector::parse("{}", &selector).ok());
+  CHECK(selector.app.empty());
+  CHECK(selector.matches(SeriesKey("anything", {{"k", "v"}})));
+}
+
+TEST_CASE("selector: malformed selectors are errors with a message") {
+  const char* const bad[] = {
+      "ride{region=\"eu\"",        // unclosed brace
+      "ride{region=\"eu}",         // unclosed quote
+      "ride{region==\"eu\"}",      // bad operator
+      "ride{region<\"eu\"}",       // bad operator
+      "ride{region~\"eu\"}",       // bad operator
+      "ride{region=eu}",           // value not quoted
+      "ride{=\"eu\"}",             // no key
+      "ride{region}",              // no operator
+      "ride{region=~\"(eu\"}",     // bad regex: unclosed group
+      "ride{region=~\"[a-\"}",     // bad regex: unclosed class
+      "ride{region=~\"*eu\"}",     // bad regex: nothing to repeat
+      "ride{region!~\"eu)\"}",     // bad regex: unmatched )
+      "ride{region=\"eu\"} tail",  // text after the selector
+      "ride}",
+  };
+  for (const char* text : bad) {
+    CAPTURE(text);
+    pyroscope::Selector selector;
+    const Status status = pyroscope::Selector::parse(text, &selector);
+    CHECK_FALSE(status.ok());
+    CHECK_FALSE(status.message().empty());
+  }
+
+  core_test::TempDir dir;
+  write_sample_file(dir.file("sample.pyro"));
+  Dataset data;
+  REQUIRE(data.add_file(dir.file("sample.pyro")).ok());
+  QueryResult result;
+  CHECK_FALSE(data.query("ride{region=~\"(\"}", kStart, kStart + 100, &result).ok());
+}
+
+TEST_CASE("series key: tags sorted, last value wins, text form round trips") {
+  const SeriesKey key("app", {{"zone", "1"}, {"b", "x"}, {"zone", "2"}});
+  REQUIRE(key.tags.size() == 2);
+  CHECK(key.tags[0] == pyroscope::Tag{"b", "x"});
+  CHECK(key.tags[1] == pyroscope::Tag{"zone", "2"});
+  CHECK(key.to_string() == "app{b=\"x\",zone=\"2\"}");
+
+  for (const SeriesKey& original :
+       {key, SeriesKey("ride-sharing-app", {}), SeriesKey("a.cpu", {{"k", "with \"quotes\", commas and \\ slashes"}}),
+        SeriesKey("app", {{"region", "eu-north"}, {"vehicle", "car"}})}) {
+    SeriesKey parsed;
+    const Status status = SeriesKey::parse(original.to_string(), &parsed);
+    CHECK_MESSAGE(status.ok(), original.to_string() << ": " << status.to_string());
+    CHECK(parsed == original);
+  }
+  SeriesKey parsed;
+  CHECK_FALSE(SeriesKey::parse("app{k=\"v\"", &parsed).ok());
+  CHECK_FALSE(SeriesKey::parse("app{k!=\"v\"}", &parsed).ok());  // a key has no operators but =
+}
