@@ -1,0 +1,112 @@
+#include "rideshare.hpp"
+
+#include <httplib.h>
+#include <time.h>
+
+#include "pyroscope.hpp"
+
+// The walkthrough's premise: eu-north's mutex_lock is about 70% of the CPU in heavy periods and a
+// small sliver in light ones.
+static_assert(kMutexHeavyUnits / (1.0 + kDriverCheckUnits + kMutexHeavyUnits) > 0.69 &&
+                  kMutexHeavyUnits / (1.0 + kDriverCheckUnits + kMutexHeavyUnits) < 0.71,
+              "mutex_lock should be ~70% of an eu-north request in heavy periods");
+static_assert(kMutexLightUnits / (1.0 + kDriverCheckUnits + kMutexLightUnits) < 0.1,
+              "mutex_lock should be under 10% of an eu-north request in light periods");
+
+namespace {
+
+RideshareSettings g_settings;
+bool g_checks_drivers = false;  // eu-north only
+
+// Spins for cpu_ns of this thread's CPU time. The loop is an xorshift chain whose result the caller
+// returns, so it cannot be optimized away; the CPU clock is read every ~15 µs, so the clock's own cost
+// (a system call: there is no vDSO path for thread clocks) stays a few percent. always_inline keeps the
+// spinning in the caller's own frame, as the walkthrough's flame graphs show it.
+[[gnu::always_inline]] inline uint64_t spin_cpu(int64_t cpu_ns, uint64_t seed) {
+  const int64_t deadline = thread_cpu_time_ns() + cpu_ns;
+  uint64_t x = seed | 1;
+  do {
+    for (int i = 0; i < 16384; i++) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+    }
+    asm volatile("" : "+r"(x));  // the chain's value must exist here: no closed form, no vectorizing
+  } while (thread_cpu_time_ns() < deadline);
+  return x;
+}
+
+int64_t units_ns(int search_radius, double units) {
+  return static_cast<int64_t>(static_cast<double>(g_settings.work_unit_ns) * units * search_radius);
+}
+
+std::string describe(const char* vehicle, uint64_t found) {
+  return std::string(vehicle) + " #" + std::to_string(found % 1000) + " found in " + g_settings.region + "\n";
+}
+
+}  // namespace
+
+int64_t thread_cpu_time_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+bool is_mutex_heavy_period(int64_t unix_seconds, int64_t period_seconds) {
+  return (unix_seconds / period_seconds) % 2 == 0;
+}
+
+void configure_rideshare(const RideshareSettings& settings) {
+  g_settings = settings;
+  g_checks_drivers = settings.region == "eu-north";
+}
+
+const RideshareSettings& rideshare_settings() { return g_settings; }
+
+// noinline everywhere below: each function must stay a frame of its own in the profile. None of the
+// calls is a tail call either (each caller uses the result afterwards), so no frame is skipped.
+
+__attribute__((noinline)) uint64_t mutex_lock(int search_radius) {
+  const bool heavy = is_mutex_heavy_period(time(nullptr), g_settings.mutex_period_seconds);
+  return spin_cpu(units_ns(search_radius, heavy ? kMutexHeavyUnits : kMutexLightUnits), 0x6d75746578ull);
+}
+
+__attribute__((noinline)) uint64_t check_driver_availability(int search_radius) {
+  uint64_t drivers = spin_cpu(units_ns(search_radius, kDriverCheckUnits), 0x64726976ull);
+  drivers ^= mutex_lock(search_radius);
+  return drivers;
+}
+
+__attribute__((noinline)) uint64_t find_nearest_vehicle(int search_radius, const char* vehicle) {
+  pyroscope::tag_scope vehicle_tag{"vehicle", vehicle};
+  uint64_t nearest = spin_cpu(units_ns(search_radius, 1.0), reinterpret_cast<uintptr_t>(vehicle));
+  if (g_checks_drivers) nearest ^= check_driver_availability(search_radius);
+  return nearest;
+}
+
+__attribute__((noinline)) std::string order_bike(int search_radius) {
+  return describe("bike", find_nearest_vehicle(search_radius, "bike"));
+}
+
+__attribute__((noinline)) std::string order_car(int search_radius) {
+  return describe("car", find_nearest_vehicle(search_radius, "car"));
+}
+
+__attribute__((noinline)) std::string order_scooter(int search_radius) {
+  return describe("scooter", find_nearest_vehicle(search_radius, "scooter"));
+}
+
+void add_rideshare_routes(httplib::Server* server) {
+  server->Get("/bike", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content(order_bike(1), "text/plain");
+  });
+  server->Get("/car", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content(order_car(3), "text/plain");
+  });
+  server->Get("/scooter", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content(order_scooter(2), "text/plain");
+  });
+  server->Get("/", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content("ride-sharing-app region=" + g_settings.region + "\n", "text/plain");
+  });
+}
