@@ -1,0 +1,140 @@
+// Writes the browser and screenshot tests' data with the header's Writer:
+//   rideshare.pyro  ride-sharing-app{region, vehicle}, 60 blocks of 10 s from 2023-11-14 22:13:20 UTC;
+//                   in the second half check_driver_availability grows and json::parse shrinks, so a
+//                   diff of the halves has red and green; metrics::emit has 400 one-sample children
+//                   (narrow nodes that merge into blocks). Plus a second app, "billing".
+//   deep.pyro       deep-app: stacks 10,000 frames deep.
+//   sample.folded   folded text (perf / FlameGraph style).
+//   corrupt.pyro    rideshare.pyro with its header overwritten: must give a readable error.
+// usage: make_test_data OUTDIR
+#define PYROSCOPE_IMPLEMENTATION
+#include "pyroscope.hpp"
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kStart = 1700000000;  // a multiple of 10
+constexpr int kBlocks = 60;
+
+bool check(const pyroscope::Status& status, const char* what) {
+  if (status.ok()) return true;
+  std::fprintf(stderr, "make_test_data: %s: %s\n", what, status.to_string().c_str());
+  return false;
+}
+
+void add(pyroscope::Tree* tree, const std::string& folded_stack, uint64_t count) {
+  std::vector<std::string_view> frames;
+  size_t begin = 0;
+  while (begin <= folded_stack.size()) {
+    size_t end = folded_stack.find(';', begin);
+    if (end == std::string::npos) end = folded_stack.size();
+    frames.emplace_back(folded_stack.data() + begin, end - begin);
+    begin = end + 1;
+  }
+  tree->insert(frames, count);
+}
+
+bool write_rideshare(const std::string& path) {
+  pyroscope::Writer writer;
+  if (!check(writer.open(path), path.c_str())) return false;
+  const char* regions[] = {"eu-north", "us-east", "ap-south"};
+  const char* vehicles[] = {"car", "bike", "scooter"};
+  for (int block = 0; block < kBlocks; ++block) {
+    const bool second_half = block >= kBlocks / 2;
+    for (int r = 0; r < 3; ++r) {
+      for (int v = 0; v < 3; ++v) {
+        pyroscope::Tree tree;
+        const std::string vehicle = vehicles[v];
+        const std::string handle = "main;rideshare::Server::handle(Request const&)";
+        const std::string order = handle + ";rideshare::order_" + vehicle + "(int)";
+        add(&tree, order + ";rideshare::find_nearest_vehicle(Region, Vehicle);geo::distance(Point, Point)",
+            200 + (r == 0 ? 300 : 0) + static_cast<uint64_t>(v) * 50);
+        add(&tree, order + ";rideshare::check_driver_availability(Region);std::mutex::lock()",
+            second_half ? 600 : 60);
+        add(&tree, handle + ";rideshare::parse_request(Request const&);json::parse(std::string_view)",
+            second_half ? 80 : 450);
+        add(&tree, "main;runtime::background();gc::collect()", 100);
+        add(&tree, handle + ";rideshare::write_response(Response&);zlib::deflate(Stream&)", 120 + static_cast<uint64_t>(r) * 10);
+        for (int m = 0; m < 400; ++m) {
+          add(&tree, handle + ";metrics::emit();metrics::counter_" + std::to_string(m) + "()", 1);
+        }
+        const pyroscope::SeriesKey key("ride-sharing-app", {{"region", regions[r]}, {"vehicle", vehicles[v]}});
+        if (!check(writer.append(key, kStart + block * 10, tree), "append")) return false;
+      }
+    }
+    pyroscope::Tree billing;
+    add(&billing, "main;billing::Invoice::render();pdf::write()", 30);
+    add(&billing, "main;billing::Invoice::total();decimal::mul()", 15);
+    if (!check(writer.append(pyroscope::SeriesKey("billing", {{"region", "eu-north"}}), kStart + block * 10, billing),
+               "append billing")) {
+      return false;
+    }
+  }
+  return check(writer.close(), "close");
+}
+
+bool write_deep(const std::string& path) {
+  pyroscope::Writer writer;
+  if (!check(writer.open(path), path.c_str())) return false;
+  for (int block = 0; block < 6; ++block) {
+    pyroscope::Tree tree;
+    std::vector<std::string> names;
+    for (int d = 0; d < 10000; ++d) names.push_back("recurse::level_" + std::to_string(d) + "()");
+    std::vector<std::string_view> frames(names.begin(), names.end());
+    tree.insert(frames, 50);
+    frames.resize(5000);
+    frames.push_back("leaf::halfway()");
+    tree.insert(frames, 20);
+    frames.resize(10);
+    frames.push_back("leaf::shallow()");
+    tree.insert(frames, 30);
+    if (!check(writer.append(pyroscope::SeriesKey("deep-app", {}), kStart + block * 10, tree), "append deep")) {
+      return false;
+    }
+  }
+  return check(writer.close(), "close deep");
+}
+
+bool write_text(const std::string& path, const std::string& text) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) return false;
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  return std::fclose(f) == 0 && ok;
+}
+
+bool write_corrupt(const std::string& from, const std::string& to) {
+  FILE* in = std::fopen(from.c_str(), "rb");
+  if (!in) return false;
+  std::string bytes;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, in)) > 0) bytes.append(buf, n);
+  std::fclose(in);
+  for (size_t i = 0; i < 64 && i < bytes.size(); ++i) bytes[i] = static_cast<char>(0xA5 ^ i);
+  return write_text(to, bytes);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_test_data OUTDIR\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  for (const char* name : {"/rideshare.pyro", "/deep.pyro"}) std::remove((dir + name).c_str());
+  if (!write_rideshare(dir + "/rideshare.pyro")) return 1;
+  if (!write_deep(dir + "/deep.pyro")) return 1;
+  const std::string folded =
+      "main;server::accept();server::handle();db::query(std::string const&) 120\n"
+      "main;server::accept();server::handle();json::encode(Value const&) 45\n"
+      "main;server::accept();server::handle() 10\n"
+      "main;scheduler::tick();timer::fire() 30\n";
+  if (!write_text(dir + "/sample.folded", folded)) return 1;
+  if (!write_corrupt(dir + "/rideshare.pyro", dir + "/corrupt.pyro")) return 1;
+  std::printf("make_test_data: wrote rideshare.pyro deep.pyro sample.folded corrupt.pyro to %s\n", dir.c_str());
+  return 0;
+}

@@ -1,0 +1,76 @@
+#!/bin/sh
+# Builds the WebAssembly viewer into a static folder: index.html, viewer-page.js, viewer.js,
+# viewer.wasm and viewer.data (the UI font). Any static file server can serve it.
+# usage: viewer/build-wasm.sh [OUTDIR]        (default: build/wasm in the repository)
+# Needs Debian's emscripten (3.1.6) and ImGui's sources, which viewer/fetch-imgui-source.sh fetches
+# from Debian's source package into build/third_party (needs dpkg-dev and a deb-src entry).
+set -eu
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-"$repo/build/wasm"}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+obj="$repo/build/wasm-obj"
+mkdir -p "$obj"
+
+imgui=$("$repo/viewer/fetch-imgui-source.sh" | tail -n 1)
+# Debian's emcc runs its JS tools with the system node, which finds acorn only through NODE_PATH.
+export NODE_PATH="${NODE_PATH:-/usr/share/nodejs}"
+EMXX=${EMXX:-em++}
+jobs=${JOBS:-2}
+
+common="-O2 -std=c++17 -fno-exceptions -fno-rtti -DIMGUI_IMPL_OPENGL_ES3 -I$imgui -I$repo -I$repo/viewer"
+
+# ImGui itself changes only with the source package: compile it once and keep the objects.
+compile() {  # source object
+  if [ ! -f "$2" ] || [ "$1" -nt "$2" ]; then
+    echo "em++ $(basename "$1")"
+    $EMXX $common $EXTRA_FLAGS -c "$1" -o "$2"
+  fi
+}
+EXTRA_FLAGS=""
+pids=""
+running=0
+for src in imgui.cpp imgui_draw.cpp imgui_tables.cpp imgui_widgets.cpp backends/imgui_impl_glfw.cpp \
+           backends/imgui_impl_opengl3.cpp; do
+  compile "$imgui/$src" "$obj/imgui-$(basename "$src" .cpp).o" &
+  pids="$pids $!"
+  running=$((running + 1))
+  if [ "$running" -ge "$jobs" ]; then wait; running=0; fi
+done
+wait
+
+# The viewer (and the header's implementation) every time: they are what changes.
+EXTRA_FLAGS="-Wall -Wextra"
+for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp; do
+  o="$obj/viewer-$(basename "$src" .cpp).o"
+  rm -f "$o"
+  compile "$repo/viewer/$src" "$o" &
+  running=$((running + 1))
+  if [ "$running" -ge "$jobs" ]; then wait; running=0; fi
+done
+wait
+for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp; do
+  [ -f "$obj/viewer-$(basename "$src" .cpp).o" ] || { echo "build-wasm: compiling $src failed" >&2; exit 1; }
+done
+
+font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+preload=""
+if [ -f "$font" ]; then
+  preload="--preload-file $font@/fonts/DejaVuSans.ttf"
+else
+  echo "build-wasm: $font not found (fonts-dejavu-core); the viewer uses ImGui's built-in font" >&2
+fi
+
+echo "em++ -o $out/viewer.js"
+# shellcheck disable=SC2086
+$EMXX -O2 -o "$out/viewer.js" "$obj"/imgui-*.o "$obj"/viewer-*.o \
+  -sUSE_GLFW=3 -sMIN_WEBGL_VERSION=2 -sMAX_WEBGL_VERSION=2 \
+  -sALLOW_MEMORY_GROWTH=1 -sINITIAL_MEMORY=33554432 -sMAXIMUM_MEMORY=2147483648 \
+  -sENVIRONMENT=web -sEXIT_RUNTIME=0 \
+  -sEXPORTED_FUNCTIONS=_main,_malloc,_free,_realloc \
+  -sEXPORTED_RUNTIME_METHODS=UTF8ToString,stringToUTF8,lengthBytesUTF8 \
+  $preload
+
+cp "$repo/wasm/index.html" "$repo/wasm/viewer-page.js" "$out/"
+echo "build-wasm: $out"
+ls -l "$out" | awk 'NR > 1 { total += $5; print "  " $9 " " $5 } END { print "  total " total " bytes" }'

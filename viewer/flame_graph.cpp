@@ -1,0 +1,663 @@
+#include "flame_graph.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace pyroscope::viewer {
+
+void record_item(std::string_view name);  // viewer.cpp: publishes the last item's rectangle
+
+namespace {
+
+constexpr uint32_t kExitMark = 0x80000000u;  // iterative DFS: "leave this node" entries
+
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+ImU32 hsv(float h, float s, float v) {
+  float r, g, b;
+  ImGui::ColorConvertHSVtoRGB(h, s, v, r, g, b);
+  return ImGui::ColorConvertFloat4ToU32(ImVec4(r, g, b, 1.0f));
+}
+
+ImU32 lerp_colour(ImU32 a, ImU32 b, float t) {
+  ImVec4 ca = ImGui::ColorConvertU32ToFloat4(a);
+  ImVec4 cb = ImGui::ColorConvertU32ToFloat4(b);
+  return ImGui::ColorConvertFloat4ToU32(ImVec4(ca.x + (cb.x - ca.x) * t, ca.y + (cb.y - ca.y) * t,
+                                               ca.z + (cb.z - ca.z) * t, 1.0f));
+}
+
+char lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+
+std::string format_count(uint64_t n) {
+  char digits[32];
+  int len = std::snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(n));
+  std::string out;
+  out.reserve(static_cast<size_t>(len) + static_cast<size_t>(len) / 3);
+  for (int i = 0; i < len; ++i) {
+    if (i > 0 && (len - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+std::string format_share(double share) {
+  char buf[32];
+  double percent = share * 100.0;
+  if (percent != 0 && std::fabs(percent) < 0.01) {
+    std::snprintf(buf, sizeof buf, "%.4f%%", percent);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f%%", percent);
+  }
+  return buf;
+}
+
+bool contains_ignore_case(std::string_view haystack, std::string_view needle) {
+  if (needle.empty()) return true;
+  if (needle.size() > haystack.size()) return false;
+  const char first = lower_ascii(needle[0]);
+  for (size_t i = 0; i + needle.size() <= haystack.size(); ++i) {
+    if (lower_ascii(haystack[i]) != first) continue;
+    size_t j = 1;
+    while (j < needle.size() && lower_ascii(haystack[i + j]) == lower_ascii(needle[j])) ++j;
+    if (j == needle.size()) return true;
+  }
+  return false;
+}
+
+std::string_view package_of(std::string_view name) {
+  // Arguments and template parameters are not part of the package: cut at the first '(' or '<'.
+  size_t end = name.size();
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '(' || name[i] == '<') {
+      end = i;
+      break;
+    }
+  }
+  std::string_view head = name.substr(0, end);
+  // C++: everything before the last "::" (namespace and class).
+  size_t colons = head.rfind("::");
+  if (colons != std::string_view::npos && colons > 0) return head.substr(0, colons);
+  // Go / Python / Java: path up to the last '/', then the part before the first '.' after it.
+  size_t slash = head.rfind('/');
+  size_t from = slash == std::string_view::npos ? 0 : slash + 1;
+  size_t dot = head.find('.', from);
+  if (dot != std::string_view::npos && dot > 0) return head.substr(0, dot);
+  return head;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+void FlameLayout::clear() {
+  children_offsets.clear();
+  children.clear();
+  left.clear();
+  depth.clear();
+  row_offsets.clear();
+  row_nodes.clear();
+  depth_count = 0;
+}
+
+void FlameLayout::build(const Tree& tree) {
+  clear();
+  tree.sorted_children(&children_offsets, &children);
+  const uint32_t n = tree.node_count();
+  left.assign(n, 0.0);
+  depth.assign(n, 0);
+  row_nodes.reserve(n);
+  row_nodes.push_back(Tree::kRoot);
+  row_offsets.push_back(0);
+  // Breadth-first: each row is produced left to right, so it is sorted by left edge for free.
+  size_t begin = 0, end = 1;
+  uint32_t d = 0;
+  while (begin < end) {
+    for (size_t k = begin; k < end; ++k) {
+      const uint32_t node = row_nodes[k];
+      double x = left[node];
+      for (uint32_t c = children_offsets[node]; c < children_offsets[node + 1]; ++c) {
+        const uint32_t child = children[c];
+        left[child] = x;
+        depth[child] = d + 1;
+        x += static_cast<double>(tree.node_total(child));
+        row_nodes.push_back(child);
+      }
+    }
+    row_offsets.push_back(static_cast<uint32_t>(end));
+    begin = end;
+    end = row_nodes.size();
+    ++d;
+  }
+  depth_count = static_cast<uint32_t>(row_offsets.size() - 1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+void aggregate_functions(const Tree& tree, const FlameLayout& layout, const DiffTree* diff,
+                         std::vector<FunctionRow>* rows) {
+  rows->clear();
+  const uint32_t symbol_count = tree.symbols().size();
+  std::vector<FunctionRow> by_symbol(symbol_count);
+  std::vector<uint32_t> on_path(symbol_count, 0);
+  std::vector<uint32_t> stack;
+  const auto& offsets = layout.children_offsets;
+  const auto& children = layout.children;
+  if (offsets.empty()) return;
+  for (uint32_t c = offsets[Tree::kRoot]; c < offsets[Tree::kRoot + 1]; ++c) stack.push_back(children[c]);
+  while (!stack.empty()) {
+    const uint32_t entry = stack.back();
+    stack.pop_back();
+    if (entry & kExitMark) {
+      --on_path[tree.symbol(entry & ~kExitMark)];
+      continue;
+    }
+    const uint32_t node = entry;
+    const uint32_t symbol = tree.symbol(node);
+    FunctionRow& row = by_symbol[symbol];
+    const bool outermost = on_path[symbol] == 0;  // recursion: count the outermost call only
+    if (diff) {
+      row.self += diff->left_self(node);
+      row.right_self += diff->right_self(node);
+      if (outermost) {
+        row.total += diff->left_total(node);
+        row.right_total += diff->right_total(node);
+      }
+    } else {
+      row.self += tree.self(node);
+      if (outermost) row.total += tree.node_total(node);
+    }
+    ++on_path[symbol];
+    stack.push_back(node | kExitMark);
+    for (uint32_t c = offsets[node]; c < offsets[node + 1]; ++c) stack.push_back(children[c]);
+  }
+  for (uint32_t s = 0; s < symbol_count; ++s) {
+    FunctionRow& row = by_symbol[s];
+    if (row.total == 0 && row.right_total == 0) continue;
+    row.symbol = s;
+    rows->push_back(row);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+void FlameGraph::clear() {
+  tree_ = nullptr;
+  diff_ = nullptr;
+  layout_.clear();
+  symbol_colour_.clear();
+  diff_colour_.clear();
+  colours_valid_ = false;
+  search_.clear();
+  symbol_match_.clear();
+  match_prefix_.clear();
+  matched_total_ = 0;
+  focus_ = Tree::kRoot;
+  view_left_ = 0;
+  view_width_ = 1;
+  hovered_ = Tree::kNoNode;
+  drawn_blocks_ = merged_blocks_ = labelled_blocks_ = visited_nodes_ = 0;
+}
+
+void FlameGraph::set_tree(const Tree* tree, const DiffTree* diff) {
+  const std::string search = search_;
+  clear();
+  tree_ = tree;
+  diff_ = diff;
+  if (!tree_) return;
+  layout_.build(*tree_);
+  reset_zoom();
+  scroll_to_focus_ = true;
+  set_search(search);
+}
+
+double FlameGraph::matched_share() const {
+  if (!tree_ || tree_->total() == 0) return 0.0;
+  return static_cast<double>(matched_total_) / static_cast<double>(tree_->total());
+}
+
+bool FlameGraph::symbol_matches(uint32_t symbol) const {
+  return symbol < symbol_match_.size() && symbol_match_[symbol] != 0;
+}
+
+void FlameGraph::set_search(std::string_view term) {
+  if (term == search_ && (term.empty() || !symbol_match_.empty() || !tree_)) return;
+  search_ = std::string(term);
+  symbol_match_.clear();
+  match_prefix_.clear();
+  matched_total_ = 0;
+  if (!tree_ || search_.empty()) return;
+  const SymbolTable& symbols = tree_->symbols();
+  symbol_match_.assign(symbols.size(), 0);
+  for (uint32_t s = 0; s < symbols.size(); ++s) {
+    symbol_match_[s] = contains_ignore_case(symbols.name(s), search_) ? 1 : 0;
+  }
+  // Prefix counts over the rows let a merged run of narrow nodes know in O(1) whether it holds a match.
+  const auto& rows = layout_.row_nodes;
+  match_prefix_.assign(rows.size() + 1, 0);
+  // Samples under a match, each counted once: a match inside another match adds nothing. Rows are in
+  // breadth-first order, so a parent's "covered" flag is known before its children are visited.
+  std::vector<uint8_t> covered(tree_->node_count(), 0);
+  for (size_t k = 0; k < rows.size(); ++k) {
+    const uint32_t node = rows[k];
+    const bool match = node != Tree::kRoot && symbol_match_[tree_->symbol(node)] != 0;
+    match_prefix_[k + 1] = match_prefix_[k] + (match ? 1u : 0u);
+    const bool parent_covered = node != Tree::kRoot && covered[tree_->parent(node)] != 0;
+    if (match && !parent_covered) matched_total_ += tree_->node_total(node);
+    covered[node] = (match || parent_covered) ? 1 : 0;
+  }
+}
+
+void FlameGraph::rebuild_colours(ColourMode mode, const FlamePalette& palette) {
+  colour_mode_ = mode;
+  colours_dark_ = palette.dark;
+  colours_valid_ = true;
+  if (!tree_) return;
+  const SymbolTable& symbols = tree_->symbols();
+  symbol_colour_.assign(symbols.size(), 0);
+  // Warm "flame" hues per function; the whole hue circle per package, so packages stand apart.
+  const float value_scale = palette.dark ? 0.88f : 1.0f;
+  for (uint32_t s = 0; s < symbols.size(); ++s) {
+    const std::string_view name = symbols.name(s);
+    if (mode == ColourMode::function) {
+      const uint64_t h = fnv1a(name);
+      const float hue = static_cast<float>(h & 0xffff) / 65535.0f * 0.13f;            // red..orange-yellow
+      const float sat = 0.50f + static_cast<float>((h >> 16) & 0xff) / 255.0f * 0.30f;
+      const float val = (0.86f + static_cast<float>((h >> 24) & 0xff) / 255.0f * 0.12f) * value_scale;
+      symbol_colour_[s] = hsv(hue, sat, val);
+    } else {
+      const uint64_t h = fnv1a(package_of(name));
+      const float hue = static_cast<float>(h & 0xffff) / 65535.0f;
+      const float sat = 0.38f + static_cast<float>((h >> 16) & 0xff) / 255.0f * 0.22f;
+      const float val = (0.80f + static_cast<float>((h >> 24) & 0xff) / 255.0f * 0.15f) * value_scale;
+      symbol_colour_[s] = hsv(hue, sat, val);
+    }
+  }
+  diff_colour_.clear();
+  if (diff_) {
+    // Red grew, green shrank; the colour moves from neutral toward full red/green with |change|.
+    const ImU32 grew = IM_COL32(228, 60, 56, 255);
+    const ImU32 shrank = IM_COL32(46, 180, 80, 255);
+    diff_colour_.resize(tree_->node_count());
+    for (uint32_t n = 0; n < tree_->node_count(); ++n) {
+      const double change = diff_->change_percent(n);
+      const float t = static_cast<float>(std::min(1.0, std::fabs(change) / 100.0));
+      diff_colour_[n] = lerp_colour(palette.diff_neutral, change >= 0 ? grew : shrank, t);
+    }
+  }
+}
+
+ImU32 FlameGraph::node_colour(uint32_t node) const {
+  if (diff_) return diff_colour_[node];
+  if (node == Tree::kRoot) return IM_COL32(190, 190, 196, 255);
+  return symbol_colour_[tree_->symbol(node)];
+}
+
+uint32_t FlameGraph::node_at(uint32_t d, double x) const {
+  if (!tree_ || d >= layout_.depth_count) return Tree::kNoNode;
+  const uint32_t* begin = layout_.row_nodes.data() + layout_.row_offsets[d];
+  const uint32_t* end = layout_.row_nodes.data() + layout_.row_offsets[d + 1];
+  // Last node whose left edge is <= x.
+  const uint32_t* it = std::upper_bound(begin, end, x, [this](double value, uint32_t node) {
+    return value < layout_.left[node];
+  });
+  if (it == begin) return Tree::kNoNode;
+  const uint32_t node = *(it - 1);
+  if (x < layout_.left[node] + static_cast<double>(node_width(node))) return node;
+  return Tree::kNoNode;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+void FlameGraph::focus(uint32_t node) {
+  if (!tree_ || node >= tree_->node_count()) return;
+  focus_ = node;
+  view_left_ = layout_.left[node];
+  view_width_ = std::max(1.0, static_cast<double>(node_width(node)));
+  scroll_to_focus_ = true;
+}
+
+void FlameGraph::focus_parent() {
+  if (!tree_ || focus_ == Tree::kRoot) return;
+  focus(tree_->parent(focus_));
+}
+
+std::vector<uint32_t> FlameGraph::focus_path() const {
+  std::vector<uint32_t> path;
+  if (!tree_) return path;
+  for (uint32_t n = focus_;; n = tree_->parent(n)) {
+    path.push_back(n);
+    if (n == Tree::kRoot) break;
+  }
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
+void FlameGraph::reset_zoom() {
+  if (!tree_) return;
+  view_left_ = layout_.left[focus_];
+  view_width_ = std::max(1.0, static_cast<double>(node_width(focus_)));
+}
+
+void FlameGraph::clamp_view() {
+  if (!tree_) return;
+  const double focus_left = layout_.left[focus_];
+  const double focus_width = std::max(1.0, static_cast<double>(node_width(focus_)));
+  // Deep zoom stays meaningful down to a millionth of a sample per pixel row; beyond that doubles blur.
+  const double min_width = focus_width * 1e-9;
+  view_width_ = std::clamp(view_width_, min_width, focus_width);
+  view_left_ = std::clamp(view_left_, focus_left, focus_left + focus_width - view_width_);
+}
+
+void FlameGraph::zoom(double factor, double anchor_fraction) {
+  if (!tree_ || factor <= 0) return;
+  const double anchor = view_left_ + anchor_fraction * view_width_;
+  view_width_ /= factor;
+  view_left_ = anchor - anchor_fraction * view_width_;
+  clamp_view();
+}
+
+void FlameGraph::pan(double fraction_of_width) {
+  view_left_ += fraction_of_width * view_width_;
+  clamp_view();
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+void FlameGraph::draw_breadcrumb(const char* id) {
+  ImGui::PushID(id);
+  if (!tree_) {
+    ImGui::TextDisabled("no data");
+    ImGui::PopID();
+    return;
+  }
+  const std::vector<uint32_t> path = focus_path();
+  // Deep stacks: show the root, an ellipsis and the last few frames.
+  constexpr size_t kShown = 5;
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path.size() > kShown + 1 && i > 0 && i < path.size() - kShown) {
+      if (i == 1) {
+        ImGui::SameLine(0, 4);
+        ImGui::TextDisabled("> ... (%zu frames) ", path.size() - kShown - 1);
+      }
+      continue;
+    }
+    if (i > 0) {
+      ImGui::SameLine(0, 4);
+      ImGui::TextDisabled(">");
+      ImGui::SameLine(0, 4);
+    }
+    const uint32_t node = path[i];
+    std::string label(node == Tree::kRoot ? std::string_view("total") : tree_->name(node));
+    if (label.size() > 48) label = label.substr(0, 45) + "...";
+    ImGui::PushID(static_cast<int>(i));
+    const bool current = i + 1 == path.size();
+    if (current) ImGui::PushStyleColor(ImGuiCol_Button, ImGui::GetStyleColorVec4(ImGuiCol_ButtonActive));
+    if (ImGui::SmallButton(label.c_str())) focus(node);
+    if (current) ImGui::PopStyleColor();
+    record_item(std::string(id) + ".crumb." + std::to_string(i));
+    ImGui::PopID();
+  }
+  ImGui::PopID();
+}
+
+void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
+  drawn_blocks_ = merged_blocks_ = labelled_blocks_ = visited_nodes_ = 0;
+  hovered_ = Tree::kNoNode;
+  if (!colours_valid_ || colour_mode_ != o.colour_mode || colours_dark_ != o.palette.dark) {
+    rebuild_colours(o.colour_mode, o.palette);
+  }
+
+  ImGui::PushStyleVar(ImGuiStyleVar_WindowPadding, ImVec2(0, 0));
+  ImGui::PushStyleColor(ImGuiCol_ChildBg, o.palette.background);
+  ImGui::BeginChild(o.id, size, false, ImGuiWindowFlags_NoScrollWithMouse | ImGuiWindowFlags_NoMove);
+  ImGui::PopStyleColor();
+  ImGui::PopStyleVar();
+
+  ImDrawList* draw_list = ImGui::GetWindowDrawList();
+  const ImVec2 window_pos = ImGui::GetWindowPos();
+  const float visible_height = ImGui::GetWindowHeight();
+  const float width = std::max(1.0f, ImGui::GetContentRegionAvail().x);
+  canvas_min_ = window_pos;
+  canvas_max_ = ImVec2(window_pos.x + ImGui::GetWindowWidth(), window_pos.y + visible_height);
+
+  if (empty()) {
+    ImGui::SetCursorPos(ImVec2(12, 12));
+    ImGui::TextDisabled(tree_ ? "No samples in this selection." : "No data.");
+    ImGui::EndChild();
+    record_item(o.id);
+    return;
+  }
+
+  const float row_h = o.row_height;
+  const float content_h = std::max(static_cast<float>(layout_.depth_count) * row_h, visible_height);
+  const ImVec2 origin = ImGui::GetCursorScreenPos();  // content top-left, scroll applied
+  const bool flame = o.orientation == Orientation::flame;
+  auto row_y = [&](uint32_t d) {
+    return flame ? origin.y + content_h - static_cast<float>(d + 1) * row_h
+                 : origin.y + static_cast<float>(d) * row_h;
+  };
+
+  // The canvas item: gives hover, click and drag, and makes the content as tall as the tree.
+  ImGui::InvisibleButton("canvas", ImVec2(width, content_h));
+  const bool canvas_hovered = ImGui::IsItemHovered();
+  const bool canvas_active = ImGui::IsItemActive();
+  const bool canvas_released = ImGui::IsItemDeactivated();
+
+  if (scroll_to_focus_) {
+    scroll_to_focus_ = false;
+    const float focus_y = row_y(layout_.depth[focus_]) - origin.y;  // within the content
+    const float target = flame ? focus_y - visible_height + 4 * row_h : focus_y - 2 * row_h;
+    ImGui::SetScrollY(std::clamp(target, 0.0f, std::max(0.0f, content_h - visible_height)));
+  }
+
+  ImGuiIO& io = ImGui::GetIO();
+  const double scale = static_cast<double>(width) / view_width_;  // pixels per sample
+  auto to_px = [&](double x) { return origin.x + static_cast<float>((x - view_left_) * scale); };
+
+  // Interaction: ctrl+wheel zooms around the cursor, shift+wheel pans, wheel scrolls; drag pans.
+  if (canvas_hovered) {
+    const double anchor = std::clamp(static_cast<double>((io.MousePos.x - origin.x) / width), 0.0, 1.0);
+    if (io.MouseWheel != 0 && io.KeyCtrl) {
+      zoom(std::pow(1.25, static_cast<double>(io.MouseWheel)), anchor);
+    } else if (io.MouseWheel != 0 && io.KeyShift) {
+      pan(-0.1 * static_cast<double>(io.MouseWheel));
+    } else if (io.MouseWheel != 0) {
+      ImGui::SetScrollY(ImGui::GetScrollY() - io.MouseWheel * row_h * 3);
+    }
+    if (io.MouseWheelH != 0) pan(-0.1 * static_cast<double>(io.MouseWheelH));
+  }
+  if (canvas_active && ImGui::IsMouseDragging(ImGuiMouseButton_Left, 4.0f)) {
+    if (!dragging_) {
+      dragging_ = true;
+      drag_last_x_ = io.MouseClickedPos[0].x;
+    }
+    pan(-static_cast<double>(io.MousePos.x - drag_last_x_) / width);
+    drag_last_x_ = io.MousePos.x;
+    ImGui::SetScrollY(ImGui::GetScrollY() - io.MouseDelta.y);
+  }
+
+  const double view_right = view_left_ + view_width_;
+  const double min_block = static_cast<double>(o.min_block_px) / scale;  // in samples
+  const float gap = 1.0f;
+  const ImVec4 clip = ImVec4(canvas_min_.x, canvas_min_.y, canvas_max_.x, canvas_max_.y);
+  ImFont* font = ImGui::GetFont();
+  const float font_size = ImGui::GetFontSize();
+  const float text_pad = 4.0f;
+  const float min_label_px = font_size * 1.5f;
+  const bool searching = !search_.empty() && !symbol_match_.empty();
+  const ImU32 dim_text = o.palette.dark ? IM_COL32(150, 150, 150, 255) : IM_COL32(110, 110, 110, 255);
+
+  // Visible rows only.
+  const float top = canvas_min_.y, bottom = canvas_max_.y;
+  uint32_t first_row, last_row;  // inclusive range of depths on screen
+  if (flame) {
+    const float from_bottom_top = (origin.y + content_h - bottom) / row_h;
+    const float from_bottom_bottom = (origin.y + content_h - top) / row_h;
+    first_row = static_cast<uint32_t>(std::max(0.0f, std::floor(from_bottom_top)));
+    last_row = static_cast<uint32_t>(std::max(0.0f, std::ceil(from_bottom_bottom)));
+  } else {
+    first_row = static_cast<uint32_t>(std::max(0.0f, std::floor((top - origin.y) / row_h)));
+    last_row = static_cast<uint32_t>(std::max(0.0f, std::ceil((bottom - origin.y) / row_h)));
+  }
+  last_row = std::min(last_row, layout_.depth_count - 1);
+
+  const double* left = layout_.left.data();
+  const uint32_t* rows = layout_.row_nodes.data();
+  auto node_end = [&](uint32_t node) { return left[node] + static_cast<double>(node_width(node)); };
+
+  auto draw_label = [&](float x0, float x1, float y, std::string_view text, ImU32 colour) {
+    const float visible_x0 = std::max(x0, canvas_min_.x);
+    const float visible_x1 = std::min(x1, canvas_max_.x);
+    const float room = visible_x1 - visible_x0 - 2 * text_pad;
+    if (room < min_label_px) return;
+    const char* begin = text.data();
+    const char* end = text.data() + text.size();
+    const char* fits = end;
+    font->CalcTextSizeA(font_size, room, 0.0f, begin, end, &fits);
+    if (fits == begin) return;
+    draw_list->AddText(font, font_size, ImVec2(visible_x0 + text_pad, y + (row_h - gap - font_size) * 0.5f),
+                       colour, begin, fits);
+    ++labelled_blocks_;
+  };
+
+  for (uint32_t d = first_row; d <= last_row && first_row < layout_.depth_count; ++d) {
+    const float y = row_y(d);
+    const uint32_t row_begin = layout_.row_offsets[d];
+    const uint32_t row_end = layout_.row_offsets[d + 1];
+    // First node whose right edge is past the view's left edge (right edges are sorted too).
+    uint32_t k = static_cast<uint32_t>(
+        std::upper_bound(rows + row_begin, rows + row_end, view_left_,
+                         [&](double value, uint32_t node) { return value < node_end(node); }) -
+        rows);
+    while (k < row_end) {
+      const uint32_t node = rows[k];
+      const double x0 = left[node];
+      if (x0 >= view_right) break;
+      ++visited_nodes_;
+      const double w = static_cast<double>(node_width(node));
+      if (w >= min_block) {
+        const float px0 = to_px(x0), px1 = to_px(x0 + w);
+        const bool match = searching && node != Tree::kRoot && symbol_match_[tree_->symbol(node)];
+        ImU32 colour = node_colour(node);
+        if (searching && !match) colour = lerp_colour(colour, o.palette.background, 0.72f);
+        draw_list->AddRectFilled(ImVec2(std::max(px0, clip.x - 1), y),
+                                 ImVec2(std::min(px1, clip.z + 1) - gap, y + row_h - gap), colour);
+        if (match) {
+          draw_list->AddRect(ImVec2(std::max(px0, clip.x - 1), y),
+                             ImVec2(std::min(px1, clip.z + 1) - gap, y + row_h - gap), o.palette.search_match,
+                             0.0f, 0, 2.0f);
+        }
+        const std::string_view name = node == Tree::kRoot ? std::string_view("total") : tree_->name(node);
+        draw_label(px0, px1 - gap, y, name, searching && !match ? dim_text : o.palette.text_on_block);
+        ++drawn_blocks_;
+        ++k;
+        continue;
+      }
+      // A run of narrow nodes becomes one block: extend while the next node ends within one more
+      // block width, or is itself narrow and close. Each step covers >= min_block_px on screen, so a
+      // row costs O(width / min_block_px * log n) however many nodes it holds.
+      const uint32_t run_first = k;
+      uint32_t last = k;        // last node absorbed into the run
+      double run_end = x0 + w;  // == node_end(rows[last])
+      for (;;) {
+        // Nodes after `last` that end within one more block width start after run_end, so they are
+        // narrow: they all join.
+        const double next_end = run_end + min_block;
+        const uint32_t j = static_cast<uint32_t>(
+            std::lower_bound(rows + last + 1, rows + row_end, next_end,
+                             [&](uint32_t n, double value) { return node_end(n) < value; }) -
+            rows);
+        if (j > last + 1) {
+          last = j - 1;
+          run_end = node_end(rows[last]);
+        }
+        if (j >= row_end) break;
+        const uint32_t next = rows[j];
+        const double next_w = static_cast<double>(node_width(next));
+        if (next_w >= min_block || left[next] - run_end >= min_block || left[next] >= view_right) break;
+        last = j;
+        run_end = left[next] + next_w;
+      }
+      k = last + 1;
+      const float px0 = to_px(x0);
+      const float px1 = std::max(to_px(run_end), px0 + 1.0f);
+      const bool any_match = searching && match_prefix_[k] - match_prefix_[run_first] > 0;
+      ImU32 colour = o.palette.merged_block;
+      if (searching) colour = any_match ? o.palette.search_match : lerp_colour(colour, o.palette.background, 0.72f);
+      draw_list->AddRectFilled(ImVec2(px0, y), ImVec2(px1, y + row_h - gap), colour);
+      ++drawn_blocks_;
+      ++merged_blocks_;
+    }
+  }
+
+  // Hover: the exact node under the cursor, even inside a merged block.
+  if (canvas_hovered) {
+    const float my = io.MousePos.y;
+    const float rel = flame ? (origin.y + content_h - my) / row_h : (my - origin.y) / row_h;
+    if (rel >= 0) {
+      const uint32_t d = static_cast<uint32_t>(rel);
+      const double mx = view_left_ + static_cast<double>(io.MousePos.x - origin.x) / scale;
+      hovered_ = node_at(d, mx);
+    }
+  }
+  if (hovered_ != Tree::kNoNode) {
+    const float y = row_y(layout_.depth[hovered_]);
+    const float px0 = to_px(left[hovered_]);
+    const float px1 = std::max(to_px(node_end(hovered_)), px0 + 1.0f);
+    draw_list->AddRect(ImVec2(std::max(px0, clip.x), y), ImVec2(std::min(px1, clip.z) - gap, y + row_h - gap),
+                       o.palette.dark ? IM_COL32(255, 255, 255, 230) : IM_COL32(0, 0, 0, 230), 0.0f, 0, 1.5f);
+    if (!dragging_) {
+      const uint64_t all = tree_->total();
+      const uint64_t focus_total = node_width(focus_);
+      const std::string_view name = hovered_ == Tree::kRoot ? std::string_view("total") : tree_->name(hovered_);
+      ImGui::BeginTooltip();
+      ImGui::PushTextWrapPos(ImGui::GetFontSize() * 40.0f);
+      ImGui::TextUnformatted(name.data(), name.data() + name.size());
+      ImGui::PopTextWrapPos();
+      ImGui::Separator();
+      if (diff_) {
+        const uint64_t left_all = diff_->left_total(Tree::kRoot), right_all = diff_->right_total(Tree::kRoot);
+        const double left_share = left_all ? double(diff_->left_total(hovered_)) / double(left_all) : 0.0;
+        const double right_share = right_all ? double(diff_->right_total(hovered_)) / double(right_all) : 0.0;
+        ImGui::Text("Left:   total %s (%s), self %s", format_count(diff_->left_total(hovered_)).c_str(),
+                    format_share(left_share).c_str(), format_count(diff_->left_self(hovered_)).c_str());
+        ImGui::Text("Right:  total %s (%s), self %s", format_count(diff_->right_total(hovered_)).c_str(),
+                    format_share(right_share).c_str(), format_count(diff_->right_self(hovered_)).c_str());
+        ImGui::Text("Change: %+.2f points of share (%+.1f%%)", (right_share - left_share) * 100.0,
+                    diff_->change_percent(hovered_));
+      } else {
+        const uint64_t total = node_width(hovered_);
+        ImGui::Text("Total: %s samples, %s of all", format_count(total).c_str(),
+                    format_share(all ? double(total) / double(all) : 0.0).c_str());
+        if (focus_ != Tree::kRoot) {
+          ImGui::Text("       %s of the focused %s", format_share(focus_total ? double(total) / double(focus_total) : 0.0).c_str(),
+                      format_count(focus_total).c_str());
+        }
+        ImGui::Text("Self:  %s samples, %s of all", format_count(tree_->self(hovered_)).c_str(),
+                    format_share(all ? double(tree_->self(hovered_)) / double(all) : 0.0).c_str());
+      }
+      ImGui::TextDisabled("click: focus   ctrl+wheel: zoom   drag: pan");
+      ImGui::EndTooltip();
+    }
+  }
+
+  if (canvas_released) {
+    if (!dragging_ && hovered_ != Tree::kNoNode) focus(hovered_);
+    dragging_ = false;
+  }
+
+  ImGui::EndChild();
+  record_item(o.id);
+}
+
+}  // namespace pyroscope::viewer

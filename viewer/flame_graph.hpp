@@ -1,0 +1,171 @@
+// Flame graph: layout, visible-slice drawing, search and the per-function table of one tree.
+//
+// The layout of a tree is computed once (when the tree changes) and then drawn every frame by
+// visiting only what is on screen: each depth keeps its nodes sorted by left edge, so a frame
+// binary-searches the visible slice of each visible row (Tracy's method) and merges runs of nodes
+// narrower than a few pixels into one block. Focus and zoom only change the visible x range, never
+// the layout. Every traversal is iterative, so stacks 10,000 frames deep need no recursion.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "imgui.h"
+#include "pyroscope.hpp"
+
+namespace pyroscope::viewer {
+
+enum class Orientation { icicle, flame };       // root at the top / root at the bottom
+enum class ColourMode { function, package };    // stable colour per function name / per package
+
+// Colours that depend on the theme; filled by the viewer from the active ImGui style.
+struct FlamePalette {
+  ImU32 background = IM_COL32(30, 30, 34, 255);
+  ImU32 text_on_block = IM_COL32(20, 20, 20, 255);
+  ImU32 merged_block = IM_COL32(120, 120, 128, 255);
+  ImU32 diff_neutral = IM_COL32(160, 160, 165, 255);
+  ImU32 search_match = IM_COL32(80, 170, 255, 255);
+  bool dark = true;
+};
+
+// Where each node of a tree sits: left edge in samples and depth, plus each depth's nodes sorted by
+// left edge. Built once per tree.
+struct FlameLayout {
+  std::vector<uint32_t> children_offsets;  // Tree::sorted_children: children in name order
+  std::vector<uint32_t> children;
+  std::vector<double> left;                // per node: samples left of it within the root
+  std::vector<uint32_t> depth;             // per node: 0 for the root
+  std::vector<uint32_t> row_offsets;       // depth d: row_nodes[row_offsets[d] .. row_offsets[d+1])
+  std::vector<uint32_t> row_nodes;         // breadth-first order, which sorts each row by left edge
+  uint32_t depth_count = 0;
+
+  void build(const Tree& tree);
+  void clear();
+};
+
+// Per-function totals for the table. `total` counts a function once per stack even when it recurses.
+struct FunctionRow {
+  uint32_t symbol = 0;
+  uint64_t self = 0;
+  uint64_t total = 0;
+  uint64_t right_self = 0;   // diff table only: the right side; self/total are then the left side
+  uint64_t right_total = 0;
+};
+
+// Aggregates per function. For a diff, `values` gives left (self,total) and right (self,total).
+void aggregate_functions(const Tree& tree, const FlameLayout& layout, const DiffTree* diff,
+                         std::vector<FunctionRow>* rows);
+
+// Case-insensitive substring match, the search box's rule.
+bool contains_ignore_case(std::string_view haystack, std::string_view needle);
+
+// The part of a function name its package colour is taken from: "app::net::Conn::read(int)" ->
+// "app::net::Conn", "github.com/x/y.(*T).F" -> "github.com/x/y", "main" -> "main".
+std::string_view package_of(std::string_view function_name);
+
+struct FlameDrawOptions {
+  Orientation orientation = Orientation::icicle;
+  ColourMode colour_mode = ColourMode::function;
+  FlamePalette palette;
+  float row_height = 18.0f;
+  float min_block_px = 3.0f;   // narrower nodes merge with their neighbours into one block
+  const char* id = "flame";    // ImGui id and widget name for the page's status()
+};
+
+// One flame graph on screen: its tree (or diff), layout, focus, zoom, scroll and search matches.
+class FlameGraph {
+ public:
+  // Points at a tree owned elsewhere (the viewer's query result); diff, when given, must be the
+  // DiffTree whose shape() is tree. Rebuilds the layout; resets focus and zoom.
+  void set_tree(const Tree* tree, const DiffTree* diff);
+  void clear();
+  bool empty() const { return tree_ == nullptr || tree_->total() == 0; }
+  const Tree* tree() const { return tree_; }
+  const DiffTree* diff() const { return diff_; }
+  const FlameLayout& layout() const { return layout_; }
+
+  // Recomputes matches when the term changed; empty term clears them.
+  void set_search(std::string_view term);
+  uint64_t matched_total() const { return matched_total_; }   // samples under matches, counted once
+  double matched_share() const;                               // of the whole tree
+  bool symbol_matches(uint32_t symbol) const;
+
+  // Focus shows node's subtree across the full width (its ancestors stay above as full bars).
+  void focus(uint32_t node);
+  void focus_parent();
+  uint32_t focused() const { return focus_; }
+  std::vector<uint32_t> focus_path() const;                   // root .. focus
+  // Horizontal zoom by factor (>1 zooms in) around a point given as a fraction of the width.
+  void zoom(double factor, double anchor_fraction);
+  void pan(double fraction_of_width);
+  void reset_zoom();
+  double view_left() const { return view_left_; }
+  double view_width() const { return view_width_; }
+
+  // Draws into a child region of the given size (breadcrumb above it is drawn by the caller with
+  // draw_breadcrumb). Handles hover tooltip, click-to-focus, drag-to-pan, ctrl+wheel zoom.
+  void draw(ImVec2 size, const FlameDrawOptions& options);
+  void draw_breadcrumb(const char* id);
+
+  // Last frame's figures, for the status object and the benchmark.
+  uint32_t drawn_blocks() const { return drawn_blocks_; }
+  uint32_t merged_blocks() const { return merged_blocks_; }
+  uint32_t labelled_blocks() const { return labelled_blocks_; }
+  uint32_t visited_nodes() const { return visited_nodes_; }
+  uint32_t hovered() const { return hovered_; }
+  ImVec2 canvas_min() const { return canvas_min_; }
+  ImVec2 canvas_max() const { return canvas_max_; }
+  // Asks the next draw to scroll so the focused row is in view.
+  void scroll_to_focus() { scroll_to_focus_ = true; }
+
+  uint64_t node_width(uint32_t node) const { return tree_->node_total(node); }
+
+ private:
+  void rebuild_colours(ColourMode mode, const FlamePalette& palette);
+  ImU32 node_colour(uint32_t node) const;
+  uint32_t node_at(uint32_t depth, double x) const;   // kNoNode if none covers x
+  void clamp_view();
+
+  const Tree* tree_ = nullptr;
+  const DiffTree* diff_ = nullptr;
+  FlameLayout layout_;
+
+  // Colours: per symbol (function/package mode) or per node (diff), rebuilt when mode/theme change.
+  std::vector<ImU32> symbol_colour_;
+  std::vector<ImU32> diff_colour_;
+  ColourMode colour_mode_ = ColourMode::function;
+  bool colours_dark_ = true;
+  bool colours_valid_ = false;
+
+  // Search.
+  std::string search_;
+  std::vector<uint8_t> symbol_match_;
+  std::vector<uint32_t> match_prefix_;   // over row_nodes: matches before each slot
+  uint64_t matched_total_ = 0;
+
+  uint32_t focus_ = Tree::kRoot;
+  double view_left_ = 0;
+  double view_width_ = 1;
+  bool scroll_to_focus_ = false;
+
+  // Interaction.
+  bool dragging_ = false;
+  float drag_last_x_ = 0;
+
+  uint32_t drawn_blocks_ = 0;
+  uint32_t merged_blocks_ = 0;
+  uint32_t labelled_blocks_ = 0;
+  uint32_t visited_nodes_ = 0;
+  uint32_t hovered_ = Tree::kNoNode;
+  ImVec2 canvas_min_{0, 0};
+  ImVec2 canvas_max_{0, 0};
+};
+
+// Formats a sample count with thousands separators ("1,234,567").
+std::string format_count(uint64_t n);
+// "12.34%" for share in [0,1].
+std::string format_share(double share);
+
+}  // namespace pyroscope::viewer

@@ -1,0 +1,265 @@
+// Native viewer: a GLFW window with an OpenGL 3 context, the files to open on the command line or
+// dropped on the window. An ordinary event loop that sleeps in glfwWaitEvents() when nothing changed.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <GLFW/glfw3.h>
+
+#include "backends/imgui_impl_glfw.h"
+#include "backends/imgui_impl_opengl3.h"
+#include "imgui.h"
+#include "viewer.hpp"
+
+extern "C" int stbi_write_png(const char* filename, int w, int h, int comp, const void* data, int stride_in_bytes);
+
+namespace viewer = pyroscope::viewer;
+
+namespace {
+
+const char* kUsage =
+    "usage: pyroscope-viewer [options] FILE...\n"
+    "  Opens .pyro files (and folded stacks: .folded, .txt) as one data set.\n"
+    "options:\n"
+    "  --view single|comparison|diff   --search TERM   --theme dark|light\n"
+    "  --orientation icicle|flame      --colour function|package\n"
+    "  --app NAME   --tags k=v,k2=v2   --from UNIX --until UNIX --right-from UNIX --right-until UNIX\n"
+    "  --size WxH          window size (default 1400x900)\n"
+    "  --scale S           UI scale (default: the monitor's content scale)\n"
+    "  --font PATH         TTF font (default DejaVu Sans if installed)\n"
+    "  --screenshot PNG    draw --frames frames (default 12), save the last one, exit\n"
+    "  --frames N\n"
+    "  --bench-zoom N      zoom the flame graph in and out for N frames, print frame times, exit\n"
+    "  --status-json PATH  write the viewer's status object there on exit\n";
+
+viewer::ViewerState* g_state = nullptr;
+
+void on_input(GLFWwindow*) {
+  if (g_state) viewer::request_redraw(*g_state, 3);
+}
+void on_cursor(GLFWwindow* w, double, double) { on_input(w); }
+void on_button(GLFWwindow* w, int, int, int) { on_input(w); }
+void on_scroll(GLFWwindow* w, double, double) { on_input(w); }
+void on_key(GLFWwindow* w, int, int, int, int) { on_input(w); }
+void on_char(GLFWwindow* w, unsigned int) { on_input(w); }
+void on_size(GLFWwindow* w, int, int) { on_input(w); }
+void on_focus(GLFWwindow* w, int) { on_input(w); }
+void on_drop(GLFWwindow*, int count, const char** paths) {
+  if (!g_state) return;
+  std::vector<viewer::LoadInput> inputs;
+  for (int i = 0; i < count; ++i) {
+    viewer::LoadInput in;
+    in.path = paths[i];
+    inputs.push_back(std::move(in));
+  }
+  viewer::open_files(*g_state, std::move(inputs));
+}
+
+bool save_png(const std::string& path, int width, int height) {
+  std::vector<unsigned char> pixels(static_cast<size_t>(width) * height * 4);
+  glPixelStorei(GL_PACK_ALIGNMENT, 1);
+  glReadPixels(0, 0, width, height, GL_RGBA, GL_UNSIGNED_BYTE, pixels.data());
+  // OpenGL's rows go bottom-up; PNG's top-down.
+  std::vector<unsigned char> flipped(pixels.size());
+  const size_t row = static_cast<size_t>(width) * 4;
+  for (int y = 0; y < height; ++y) {
+    std::memcpy(&flipped[static_cast<size_t>(y) * row], &pixels[static_cast<size_t>(height - 1 - y) * row], row);
+  }
+  for (size_t i = 3; i < flipped.size(); i += 4) flipped[i] = 255;
+  return stbi_write_png(path.c_str(), width, height, 4, flipped.data(), static_cast<int>(row)) != 0;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<viewer::LoadInput> inputs;
+  std::vector<std::pair<std::string, std::string>> settings;
+  std::string screenshot, status_path;
+  std::string font = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+  int frames = 12, bench_zoom = 0, width = 1400, height = 900;
+  float scale = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](const char* name) -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "pyroscope-viewer: %s needs a value\n%s", name, kUsage);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "-h" || arg == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (arg == "--screenshot") {
+      screenshot = value("--screenshot");
+    } else if (arg == "--frames") {
+      frames = std::atoi(value("--frames").c_str());
+    } else if (arg == "--bench-zoom") {
+      bench_zoom = std::atoi(value("--bench-zoom").c_str());
+    } else if (arg == "--status-json") {
+      status_path = value("--status-json");
+    } else if (arg == "--size") {
+      const std::string v = value("--size");
+      if (std::sscanf(v.c_str(), "%dx%d", &width, &height) != 2 || width < 200 || height < 150) {
+        std::fprintf(stderr, "pyroscope-viewer: --size wants WxH (at least 200x150), not '%s'\n", v.c_str());
+        return 2;
+      }
+    } else if (arg == "--scale") {
+      scale = static_cast<float>(std::atof(value("--scale").c_str()));
+    } else if (arg == "--font") {
+      font = value("--font");
+    } else if (arg.rfind("--", 0) == 0) {
+      // Viewer settings: --view diff, --right-from 123, ... (dashes become underscores).
+      std::string key = arg.substr(2);
+      for (char& c : key) c = c == '-' ? '_' : c;
+      settings.emplace_back(key, value(arg.c_str()));
+    } else {
+      viewer::LoadInput in;
+      in.path = arg;
+      inputs.push_back(std::move(in));
+    }
+  }
+
+  glfwSetErrorCallback([](int code, const char* text) { std::fprintf(stderr, "GLFW error %d: %s\n", code, text); });
+  if (!glfwInit()) {
+    std::fprintf(stderr, "pyroscope-viewer: cannot initialise GLFW (is DISPLAY set?)\n");
+    return 1;
+  }
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 2);
+  glfwWindowHint(GLFW_OPENGL_PROFILE, GLFW_OPENGL_CORE_PROFILE);
+  glfwWindowHint(GLFW_OPENGL_FORWARD_COMPAT, GL_TRUE);
+  GLFWwindow* window = glfwCreateWindow(width, height, "pyroscope viewer", nullptr, nullptr);
+  if (!window) {
+    std::fprintf(stderr, "pyroscope-viewer: cannot create an OpenGL 3.2 window\n");
+    glfwTerminate();
+    return 1;
+  }
+  glfwMakeContextCurrent(window);
+  const bool batch = !screenshot.empty() || bench_zoom > 0;
+  glfwSwapInterval(batch ? 0 : 1);
+
+  viewer::ViewerState state;
+  g_state = &state;
+  // Our callbacks go in first: ImGui's backend chains to them, so every event also wakes the loop.
+  glfwSetCursorPosCallback(window, on_cursor);
+  glfwSetMouseButtonCallback(window, on_button);
+  glfwSetScrollCallback(window, on_scroll);
+  glfwSetKeyCallback(window, on_key);
+  glfwSetCharCallback(window, on_char);
+  glfwSetWindowSizeCallback(window, on_size);
+  glfwSetWindowFocusCallback(window, on_focus);
+  glfwSetDropCallback(window, on_drop);
+
+  IMGUI_CHECKVERSION();
+  ImGui::CreateContext();
+  ImGui::GetIO().IniFilename = nullptr;
+  ImGui_ImplGlfw_InitForOpenGL(window, true);
+  ImGui_ImplOpenGL3_Init("#version 150");
+
+  if (scale <= 0) {
+    float xs = 1, ys = 1;
+    glfwGetWindowContentScale(window, &xs, &ys);
+    scale = xs > 0 ? xs : 1;
+  }
+  viewer::setup_style(state, scale, font);
+  for (const auto& [key, v] : settings) {
+    const pyroscope::Status status = viewer::apply_setting(state, key, v);
+    if (!status.ok()) {
+      std::fprintf(stderr, "pyroscope-viewer: --%s: %s\n%s", key.c_str(), status.message().c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (!inputs.empty()) viewer::open_files(state, std::move(inputs));
+
+  using clock = std::chrono::steady_clock;
+  int frame_number = 0;
+  bool bench_started = false;
+  int exit_code = 0;
+  while (!glfwWindowShouldClose(window)) {
+    if (!batch && !viewer::needs_frame(state)) {
+      glfwWaitEvents();  // idle: no redraw until something happens
+      continue;
+    }
+    glfwPollEvents();
+    const auto start = clock::now();
+    ImGui_ImplOpenGL3_NewFrame();
+    ImGui_ImplGlfw_NewFrame();
+    ImGui::NewFrame();
+    viewer::frame(state);
+    ImGui::Render();
+    const auto ui_done = clock::now();
+    int fb_w, fb_h;
+    glfwGetFramebufferSize(window, &fb_w, &fb_h);
+    glViewport(0, 0, fb_w, fb_h);
+    const ImVec4 bg = ImGui::GetStyle().Colors[ImGuiCol_WindowBg];
+    glClearColor(bg.x, bg.y, bg.z, 1.0f);
+    glClear(GL_COLOR_BUFFER_BIT);
+    ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+    if (batch) glFinish();  // measure the GPU's work too
+    const double ms = std::chrono::duration<double, std::milli>(clock::now() - start).count();
+    viewer::record_frame_time(state, ms, std::chrono::duration<double, std::milli>(ui_done - start).count());
+    if (state.flame_painted && state.first_flame_paint_ms < 0) state.first_flame_paint_ms = ms;
+    ++frame_number;
+
+    if (bench_zoom > 0 && state.flame_painted && !bench_started && state.pending.empty()) {
+      viewer::start_zoom_benchmark(state, bench_zoom);
+      bench_started = true;
+    } else if (bench_zoom > 0 && bench_started && state.bench_zoom_frames == 0) {
+      auto report = [&](const char* what, const std::vector<double>& t) {
+        double sum = 0, worst = 0;
+        for (double v : t) {
+          sum += v;
+          worst = std::max(worst, v);
+        }
+        std::printf("zoom benchmark, %s: %zu frames, mean %.2f ms, p50 %.2f ms, p95 %.2f ms, max %.2f ms\n", what,
+                    t.size(), t.empty() ? 0 : sum / static_cast<double>(t.size()), percentile(t, 0.5),
+                    percentile(t, 0.95), worst);
+      };
+      std::printf("zoom benchmark: %u nodes, %u rows deep, %dx%d pixels (60 fps budget: 16.7 ms)\n",
+                  state.left.tree.node_count(), state.flame_left.layout().depth_count, fb_w, fb_h);
+      report("whole frame incl. GL (glFinish)", state.bench_frame_ms);
+      report("UI only (layout visit + ImGui)", state.bench_ui_ms);
+      break;
+    }
+    if (!screenshot.empty() && frame_number >= frames && state.pending.empty()) {
+      if (!save_png(screenshot, fb_w, fb_h)) {
+        std::fprintf(stderr, "pyroscope-viewer: cannot write %s\n", screenshot.c_str());
+        exit_code = 1;
+      }
+      break;
+    }
+    glfwSwapBuffers(window);
+  }
+
+  if (!status_path.empty()) {
+    FILE* f = std::fopen(status_path.c_str(), "wb");
+    if (f) {
+      const std::string json = viewer::status_json(state);
+      std::fwrite(json.data(), 1, json.size(), f);
+      std::fclose(f);
+    } else {
+      std::fprintf(stderr, "pyroscope-viewer: cannot write %s\n", status_path.c_str());
+      exit_code = 1;
+    }
+  }
+  if (!state.error.empty()) std::fprintf(stderr, "pyroscope-viewer: %s\n", state.error.c_str());
+
+  ImGui_ImplOpenGL3_Shutdown();
+  ImGui_ImplGlfw_Shutdown();
+  ImGui::DestroyContext();
+  glfwDestroyWindow(window);
+  glfwTerminate();
+  return exit_code;
+}

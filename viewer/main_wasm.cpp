@@ -1,0 +1,186 @@
+// WebAssembly viewer: the same UI in a <canvas>, driven by the browser's animation frames
+// (emscripten_set_main_loop_arg; never a blocking loop). The page (wasm/viewer-page.js) reads files
+// (picker, drag-and-drop, ?file=<url> with progress) into malloc'd memory and hands them over through
+// the pv_* functions below; several files handed over together open as one data set.
+#include <emscripten.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <GLFW/glfw3.h>
+#include <GLES3/gl3.h>
+
+#include "backends/imgui_impl_glfw.h"
+#include "backends/imgui_impl_opengl3.h"
+#include "imgui.h"
+#include "viewer.hpp"
+
+namespace viewer = pyroscope::viewer;
+
+namespace {
+
+const char* kFontPath = "/fonts/DejaVuSans.ttf";  // preloaded by build-wasm.sh (absent: built-in font)
+
+struct App {
+  GLFWwindow* window = nullptr;
+  viewer::ViewerState state;
+  std::vector<viewer::LoadInput> batch;
+  float pixel_ratio = 1.0f;
+  std::string status;
+};
+
+App* g_app = nullptr;
+
+void on_input() {
+  if (g_app) viewer::request_redraw(g_app->state, 3);
+}
+void on_cursor(GLFWwindow*, double, double) { on_input(); }
+void on_button(GLFWwindow*, int, int, int) { on_input(); }
+void on_scroll(GLFWwindow*, double, double) { on_input(); }
+void on_key(GLFWwindow*, int, int, int, int) { on_input(); }
+void on_char(GLFWwindow*, unsigned int) { on_input(); }
+void on_size(GLFWwindow*, int, int) { on_input(); }
+
+void main_loop(void* arg) {
+  App& app = *static_cast<App*>(arg);
+  // An idle page draws nothing: the canvas keeps showing the last frame.
+  if (!viewer::needs_frame(app.state)) return;
+  const double start = emscripten_get_now();
+  ImGui_ImplOpenGL3_NewFrame();
+  ImGui_ImplGlfw_NewFrame();
+  ImGui::NewFrame();
+  viewer::frame(app.state);
+  ImGui::Render();
+  const double ui_done = emscripten_get_now();
+  int width = 0, height = 0;
+  glfwGetFramebufferSize(app.window, &width, &height);
+  glViewport(0, 0, width, height);
+  const ImVec4 bg = ImGui::GetStyle().Colors[ImGuiCol_WindowBg];
+  glClearColor(bg.x, bg.y, bg.z, 1.0f);
+  glClear(GL_COLOR_BUFFER_BIT);
+  ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+  const double end = emscripten_get_now();
+  viewer::record_frame_time(app.state, end - start, ui_done - start);
+  if (app.state.flame_painted && app.state.first_flame_paint_ms < 0) {
+    app.state.first_flame_paint_ms = end;  // performance.now(): ms since the navigation started
+    EM_ASM({ if (Module.onFirstFlamePaint) Module.onFirstFlamePaint($0); }, end);
+  }
+}
+
+void rebuild_fonts(App& app) {
+  viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
+  ImGui_ImplOpenGL3_DestroyFontsTexture();
+  ImGui_ImplOpenGL3_CreateFontsTexture();
+}
+
+}  // namespace
+
+extern "C" {
+
+// Starts a batch of files that open together as one data set.
+EMSCRIPTEN_KEEPALIVE void pv_open_begin() {
+  for (viewer::LoadInput& in : g_app->batch) std::free(in.bytes);
+  g_app->batch.clear();
+}
+
+// Adds one file to the batch. bytes must come from malloc (the page's _malloc); the viewer owns them.
+EMSCRIPTEN_KEEPALIVE void pv_open_add(const char* name, uint8_t* bytes, uint32_t size, double modified_unix) {
+  viewer::LoadInput in;
+  in.name = name;
+  in.bytes = bytes;
+  in.size = size;
+  in.modified_unix = static_cast<int64_t>(modified_unix);
+  g_app->batch.push_back(std::move(in));
+}
+
+// Opens the batch now. Returns 1 when everything opened, 0 when an error is shown (pv_status().error).
+EMSCRIPTEN_KEEPALIVE int pv_open_end() {
+  viewer::open_files(g_app->state, std::move(g_app->batch));
+  g_app->batch.clear();
+  viewer::load_pending(g_app->state);
+  viewer::request_redraw(g_app->state, 3);
+  return g_app->state.error.empty() ? 1 : 0;
+}
+
+// The status object as JSON (valid until the next call).
+EMSCRIPTEN_KEEPALIVE const char* pv_status() {
+  g_app->status = viewer::status_json(g_app->state);
+  return g_app->status.c_str();
+}
+
+// The canvas' CSS size and the device pixel ratio: the framebuffer gets css * ratio pixels and the UI
+// scales with the ratio, so text stays sharp on HiDPI screens.
+EMSCRIPTEN_KEEPALIVE void pv_set_size(int css_width, int css_height, double pixel_ratio) {
+  const float ratio = pixel_ratio > 0.5 ? static_cast<float>(pixel_ratio) : 1.0f;
+  glfwSetWindowSize(g_app->window, static_cast<int>(css_width * ratio + 0.5f), static_cast<int>(css_height * ratio + 0.5f));
+  if (ratio != g_app->pixel_ratio) {
+    g_app->pixel_ratio = ratio;
+    rebuild_fonts(*g_app);
+  }
+  viewer::request_redraw(g_app->state, 3);
+}
+
+// A setting from the URL (view, search, theme, app, tags, from, until, ...). Returns 1 if accepted.
+EMSCRIPTEN_KEEPALIVE int pv_setting(const char* key, const char* value) {
+  const pyroscope::Status status = viewer::apply_setting(g_app->state, key, value);
+  if (!status.ok()) g_app->state.error = status.message();
+  viewer::request_redraw(g_app->state, 3);
+  return status.ok() ? 1 : 0;
+}
+
+// An error the page ran into (download failed, file unreadable): shown like the viewer's own.
+EMSCRIPTEN_KEEPALIVE void pv_set_error(const char* message) {
+  g_app->state.error = message;
+  viewer::request_redraw(g_app->state, 3);
+}
+
+EMSCRIPTEN_KEEPALIVE void pv_redraw() { viewer::request_redraw(g_app->state, 3); }
+
+// Zooms the main flame graph in and out for `frames` frames; the frame times appear in status().bench.
+EMSCRIPTEN_KEEPALIVE void pv_bench_zoom(int frames) { viewer::start_zoom_benchmark(g_app->state, frames); }
+
+}  // extern "C"
+
+int main() {
+  if (!glfwInit()) {
+    EM_ASM({ if (Module.onFatal) Module.onFatal("GLFW failed to initialise"); });
+    return 1;
+  }
+  // WebGL 2 is OpenGL ES 3.0; ImGui's backend then uses "#version 300 es" shaders.
+  glfwWindowHint(GLFW_CLIENT_API, GLFW_OPENGL_ES_API);
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
+  glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 0);
+  const double ratio = EM_ASM_DOUBLE({ return window.devicePixelRatio || 1; });
+  const int css_w = EM_ASM_INT({ return Module.canvas.clientWidth || window.innerWidth; });
+  const int css_h = EM_ASM_INT({ return Module.canvas.clientHeight || window.innerHeight; });
+  static App app;
+  g_app = &app;
+  app.pixel_ratio = static_cast<float>(ratio);
+  app.window = glfwCreateWindow(static_cast<int>(css_w * ratio + 0.5), static_cast<int>(css_h * ratio + 0.5),
+                                "pyroscope viewer", nullptr, nullptr);
+  if (!app.window) {
+    EM_ASM({ if (Module.onFatal) Module.onFatal("WebGL 2 is not available in this browser"); });
+    return 1;
+  }
+  glfwMakeContextCurrent(app.window);
+  glfwSetCursorPosCallback(app.window, on_cursor);
+  glfwSetMouseButtonCallback(app.window, on_button);
+  glfwSetScrollCallback(app.window, on_scroll);
+  glfwSetKeyCallback(app.window, on_key);
+  glfwSetCharCallback(app.window, on_char);
+  glfwSetWindowSizeCallback(app.window, on_size);
+
+  IMGUI_CHECKVERSION();
+  ImGui::CreateContext();
+  ImGui::GetIO().IniFilename = nullptr;
+  ImGui_ImplGlfw_InitForOpenGL(app.window, true);
+  ImGui_ImplOpenGL3_Init("#version 300 es");
+  viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
+  app.state.open_dialog = [] { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); };
+
+  EM_ASM({ if (Module.onViewerReady) Module.onViewerReady(); });
+  emscripten_set_main_loop_arg(main_loop, &app, 0, false);
+  return 0;
+}
