@@ -427,7 +427,7 @@ struct QueryResult {
   Timeline timeline;          // over [from, until) at the file resolution or coarser (timeline_points)
   uint64_t merges = 0;        // stored trees decoded and merged to answer the query
   uint64_t merge_bound = 0;   // the segment tree's worst case for this range
-  uint32_t series_matched = 0;
+  uint32_t series_matched = 0;  // distinct series, however many files hold parts of them
 };
 
 struct QueryOptions {
@@ -2372,13 +2372,14 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
   out->timeline.step = step_blocks * resolution;
   out->timeline.samples.assign(points, 0);
 
+  std::set<SeriesKey> matched_keys;  // a series split over several files counts once
   for (const File& f : impl_->files) {
     const File::Impl& fi = f.impl();
     uint32_t m = fi.header.multiplier;
     std::vector<uint32_t> remap(fi.symbols->size(), SymbolTable::kNone);
     for (const detail::SeriesIndex& s : fi.series) {
       if (!selector.matches(s.key)) continue;
-      out->series_matched++;
+      matched_keys.insert(s.key);
       int levels_needed = 1;
       while (levels_needed < 64 && detail::power(m, levels_needed) < blocks) levels_needed++;
       out->merge_bound += uint64_t(2 * (m - 1)) * uint64_t(levels_needed);
@@ -2418,6 +2419,7 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
       if (!failed.ok()) return failed;
     }
   }
+  out->series_matched = uint32_t(matched_keys.size());
   return {};
 }
 
