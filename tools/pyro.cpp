@@ -1,0 +1,1055 @@
+// pyro — command-line tool for .pyro profile files, built on pyroscope.hpp alone.
+//
+//   pyro info FILE...                      what a file holds
+//   pyro query FILE... SELECTOR [...]      merged profile of a selection (folded, table, json, timeline)
+//   pyro import-folded IN -o OUT --app A   append a folded profile as one block
+//   pyro slice FILE... SELECTOR -o OUT     selected series and range as a new small file
+//   pyro merge IN... -o OUT                all series of several files in one file
+//   pyro export-folded FILE... SELECTOR -o OUT.folded
+//
+// Exit codes: 0 success, 1 runtime or data error (unreadable or corrupt file, ...), 2 usage error.
+// Each command is one entry of kCommands: adding one (export-html) is a function plus a table row.
+
+#define PYROSCOPE_NO_SAMPLER 1
+#define PYROSCOPE_IMPLEMENTATION
+#include "pyroscope.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+enum ExitCode : int { kExitOk = 0, kExitError = 1, kExitUsage = 2 };
+
+// ------------------------------------------------------------------------------------------------
+// Command table and argument parsing
+
+struct Args;
+using Handler = int (*)(const Args&);
+
+struct OptionSpec {
+  const char* name;        // "--from"
+  const char* alias;       // "-o" or nullptr
+  const char* value_name;  // "T" for "--from T"; nullptr for a flag
+  const char* help;
+};
+
+struct Command {
+  const char* name;
+  const char* synopsis;  // arguments after the command name
+  const char* summary;
+  std::vector<OptionSpec> options;
+  size_t min_positional;
+  Handler run;
+};
+
+struct Args {
+  const Command* command = nullptr;
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> values;  // option name ("--from") -> value
+  std::set<std::string> flags;
+
+  bool has(const char* name) const { return values.count(name) || flags.count(name); }
+  const std::string* value(const char* name) const {
+    auto it = values.find(name);
+    return it == values.end() ? nullptr : &it->second;
+  }
+};
+
+const std::vector<Command>& commands();
+
+void print_command_usage(FILE* out, const Command& c) {
+  std::fprintf(out, "usage: pyro %s %s\n  %s\n", c.name, c.synopsis, c.summary);
+  if (!c.options.empty()) std::fprintf(out, "options:\n");
+  for (const OptionSpec& o : c.options) {
+    std::string left = o.name;
+    if (o.alias) left = std::string(o.alias) + ", " + left;
+    if (o.value_name) left += std::string(" ") + o.value_name;
+    std::fprintf(out, "  %-22s %s\n", left.c_str(), o.help);
+  }
+}
+
+void print_main_usage(FILE* out) {
+  std::fprintf(out,
+               "pyro %s — read, query and write .pyro profile files\n\n"
+               "usage: pyro COMMAND [ARGS...]   (pyro help COMMAND for details)\n\ncommands:\n",
+               PYROSCOPE_VERSION_STRING);
+  for (const Command& c : commands()) std::fprintf(out, "  %-14s %s\n", c.name, c.summary);
+  std::fprintf(out,
+               "\ntimes (--from, --until, --at): unix seconds, ISO 8601 UTC such as 2026-11-22T10:00:00Z,\n"
+               "or relative to the current time: now, now-15m, now-1h, now-7d (units s m h d w)\n"
+               "exit codes: 0 ok, 1 runtime or data error, 2 usage error\n");
+}
+
+int usage_error(const Command* c, const std::string& message) {
+  if (c) {
+    std::fprintf(stderr, "pyro %s: %s\n", c->name, message.c_str());
+    std::fprintf(stderr, "usage: pyro %s %s\n(see 'pyro help %s')\n", c->name, c->synopsis, c->name);
+  } else {
+    std::fprintf(stderr, "pyro: %s\n(see 'pyro help')\n", message.c_str());
+  }
+  return kExitUsage;
+}
+
+int runtime_error(const Args& a, const std::string& message) {
+  std::fprintf(stderr, "pyro %s: error: %s\n", a.command->name, message.c_str());
+  return kExitError;
+}
+
+// Returns kExitOk or kExitUsage (after printing the problem).
+int parse_args(const Command& c, int argc, char** argv, Args* out) {
+  out->command = &c;
+  bool options_done = false;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (options_done || arg == "-" || arg.size() < 2 || arg[0] != '-') {
+      out->positional.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      options_done = true;
+      continue;
+    }
+    std::string name = arg, inline_value;
+    bool has_inline = false;
+    size_t eq = arg.find('=');
+    if (arg.compare(0, 2, "--") == 0 && eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      inline_value = arg.substr(eq + 1);
+      has_inline = true;
+    }
+    const OptionSpec* spec = nullptr;
+    for (const OptionSpec& o : c.options)
+      if (name == o.name || (o.alias && name == o.alias)) spec = &o;
+    if (!spec) {
+      // A negative number or a selector that starts with '-' is never valid, so no ambiguity here.
+      return usage_error(&c, "unknown option '" + name + "'");
+    }
+    if (!spec->value_name) {
+      if (has_inline) return usage_error(&c, std::string("option ") + spec->name + " takes no value");
+      out->flags.insert(spec->name);
+      continue;
+    }
+    std::string value;
+    if (has_inline) {
+      value = inline_value;
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return usage_error(&c, std::string("option ") + spec->name + " needs a value");
+    }
+    if (out->values.count(spec->name))
+      return usage_error(&c, std::string("option ") + spec->name + " given twice");
+    out->values[spec->name] = value;
+  }
+  if (out->positional.size() < c.min_positional)
+    return usage_error(&c, "missing arguments");
+  return kExitOk;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Time: unix seconds, ISO 8601 UTC, now[+-]N[smhdw]
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+void civil_from_days(int64_t z, int64_t* y, unsigned* m, unsigned* d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const unsigned doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = static_cast<int64_t>(yoe) + era * 400 + (*m <= 2);
+}
+
+std::string format_utc(int64_t t) {
+  int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+  int64_t secs = t - days * 86400;
+  int64_t y;
+  unsigned m, d;
+  civil_from_days(days, &y, &m, &d);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02dZ", y, m, d,
+                static_cast<int>(secs / 3600), static_cast<int>(secs / 60 % 60), static_cast<int>(secs % 60));
+  return buf;
+}
+
+std::string format_duration(int64_t seconds) {
+  if (seconds < 0) return "-" + format_duration(-seconds);
+  char buf[64];
+  int64_t d = seconds / 86400, h = seconds / 3600 % 24, m = seconds / 60 % 60, s = seconds % 60;
+  if (d) std::snprintf(buf, sizeof buf, "%" PRId64 "d %" PRId64 "h %" PRId64 "m", d, h, m);
+  else if (h) std::snprintf(buf, sizeof buf, "%" PRId64 "h %" PRId64 "m %" PRId64 "s", h, m, s);
+  else if (m) std::snprintf(buf, sizeof buf, "%" PRId64 "m %" PRId64 "s", m, s);
+  else std::snprintf(buf, sizeof buf, "%" PRId64 "s", s);
+  return buf;
+}
+
+// Reads exactly `digits` decimal digits at *pos.
+bool read_digits(const std::string& s, size_t* pos, int digits, int64_t* out) {
+  int64_t v = 0;
+  for (int i = 0; i < digits; ++i) {
+    if (*pos >= s.size() || s[*pos] < '0' || s[*pos] > '9') return false;
+    v = v * 10 + (s[(*pos)++] - '0');
+  }
+  *out = v;
+  return true;
+}
+
+bool parse_iso8601(const std::string& s, int64_t* out) {
+  size_t p = 0;
+  int64_t year, month, day, hour = 0, minute = 0, second = 0;
+  if (!read_digits(s, &p, 4, &year) || p >= s.size() || s[p++] != '-' || !read_digits(s, &p, 2, &month) ||
+      p >= s.size() || s[p++] != '-' || !read_digits(s, &p, 2, &day))
+    return false;
+  if (month < 1 || month > 12 || day < 1 || day > 31) return false;
+  int64_t offset = 0;
+  if (p < s.size()) {
+    if (s[p] != 'T' && s[p] != 't' && s[p] != ' ') return false;
+    ++p;
+    if (!read_digits(s, &p, 2, &hour) || p >= s.size() || s[p++] != ':' || !read_digits(s, &p, 2, &minute))
+      return false;
+    if (p < s.size() && s[p] == ':') {
+      ++p;
+      if (!read_digits(s, &p, 2, &second)) return false;
+    }
+    if (hour > 23 || minute > 59 || second > 60) return false;
+    if (p < s.size() && s[p] == '.') {  // fractions of a second are dropped
+      ++p;
+      while (p < s.size() && s[p] >= '0' && s[p] <= '9') ++p;
+    }
+    if (p < s.size() && (s[p] == 'Z' || s[p] == 'z')) {
+      ++p;
+    } else if (p < s.size() && (s[p] == '+' || s[p] == '-')) {
+      int sign = s[p++] == '-' ? -1 : 1;
+      int64_t oh, om = 0;
+      if (!read_digits(s, &p, 2, &oh)) return false;
+      if (p < s.size() && s[p] == ':') ++p;
+      if (p < s.size() && !read_digits(s, &p, 2, &om)) return false;
+      offset = sign * (oh * 3600 + om * 60);
+    } else if (p < s.size()) {
+      return false;
+    }
+  }
+  if (p != s.size()) return false;
+  // Check the day exists in that month (2026-02-30 is an error, not March 2nd).
+  int64_t y2;
+  unsigned m2, d2;
+  int64_t days = days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
+  civil_from_days(days, &y2, &m2, &d2);
+  if (y2 != year || m2 != month || d2 != day) return false;
+  *out = days * 86400 + hour * 3600 + minute * 60 + second - offset;
+  return true;
+}
+
+bool parse_int64(const std::string& s, int64_t* out) {
+  if (s.empty()) return false;
+  size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
+  if (i == s.size()) return false;
+  for (size_t k = i; k < s.size(); ++k)
+    if (s[k] < '0' || s[k] > '9') return false;
+  if (s.size() - i > 18) return false;  // keeps the arithmetic below far from overflow
+  *out = std::strtoll(s.c_str(), nullptr, 10);
+  return true;
+}
+
+// Accepts unix seconds, ISO 8601 (UTC unless an offset is given) and now, now-1h, now+30m.
+bool parse_time(const std::string& text, int64_t now, int64_t* out, std::string* error) {
+  if (text.compare(0, 3, "now") == 0) {
+    if (text.size() == 3) {
+      *out = now;
+      return true;
+    }
+    char sign = text[3];
+    std::string rest = text.substr(4);
+    if ((sign != '-' && sign != '+') || rest.size() < 2) {
+      *error = "time '" + text + "': expected now, now-<N><unit> or now+<N><unit> (units s m h d w)";
+      return false;
+    }
+    char unit = rest.back();
+    int64_t multiplier = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : unit == 'd' ? 86400
+                       : unit == 'w' ? 7 * 86400 : 0;
+    int64_t n;
+    if (!multiplier || !parse_int64(rest.substr(0, rest.size() - 1), &n) || n < 0 || n > 1000000000) {
+      *error = "time '" + text + "': expected now-<N><unit> with a unit among s m h d w (e.g. now-1h)";
+      return false;
+    }
+    *out = sign == '-' ? now - n * multiplier : now + n * multiplier;
+    return true;
+  }
+  int64_t v;
+  if (parse_int64(text, &v)) {
+    *out = v;
+    return true;
+  }
+  if (parse_iso8601(text, out)) return true;
+  *error = "time '" + text + "' is neither unix seconds, ISO 8601 (2026-11-22T10:00:00Z) nor now-<N><unit>";
+  return false;
+}
+
+int64_t floor_to(int64_t t, int64_t step) {
+  int64_t r = t % step;
+  return r < 0 ? t - r - step : t - r;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Files
+
+bool read_input(const std::string& path, std::string* out, std::string* error) {
+  FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (!f) {
+    *error = "cannot open '" + path + "': " + std::strerror(errno);
+    return false;
+  }
+  out->clear();
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out->append(buf, n);
+  bool failed = std::ferror(f);
+  if (f != stdin) std::fclose(f);
+  if (failed) {
+    *error = "cannot read '" + path + "'";
+    return false;
+  }
+  return true;
+}
+
+bool write_output(const std::string& path, const std::string& data, std::string* error) {
+  if (path == "-") {
+    if (std::fwrite(data.data(), 1, data.size(), stdout) != data.size() || std::fflush(stdout) != 0) {
+      *error = "cannot write to standard output";
+      return false;
+    }
+    return true;
+  }
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) {
+    *error = "cannot create '" + path + "': " + std::strerror(errno);
+    return false;
+  }
+  bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) *error = "cannot write '" + path + "': " + std::strerror(errno);
+  return ok;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+pyroscope::OpenOptions open_options(const Args& a) {
+  pyroscope::OpenOptions o;
+  o.salvage = a.has("--salvage");
+  return o;
+}
+
+// Opens every file into one dataset; on failure prints the problem and returns false.
+bool open_dataset(const Args& a, const std::vector<std::string>& paths, pyroscope::Dataset* data) {
+  for (const std::string& path : paths) {
+    pyroscope::Status st = data->add_file(path, open_options(a));
+    if (!st.ok()) {
+      runtime_error(a, path + ": " + st.to_string());
+      return false;
+    }
+  }
+  return true;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Selections: files + selector + time range, shared by query, slice and export
+
+struct Selection {
+  std::vector<std::string> files;
+  std::string selector_text;
+  pyroscope::Selector selector;
+  int64_t from = 0, until = 0;
+};
+
+// Splits "FILE... SELECTOR", parses the selector and the range (default: all the data).
+// Returns kExitOk, or the exit code after printing the problem.
+int parse_selection(const Args& a, pyroscope::Dataset* data, Selection* s, bool range_required) {
+  s->files.assign(a.positional.begin(), a.positional.end() - 1);
+  s->selector_text = a.positional.back();
+  if (s->selector_text.find('{') == std::string::npos && s->selector_text.size() > 5 &&
+      s->selector_text.compare(s->selector_text.size() - 5, 5, ".pyro") == 0)
+    return usage_error(a.command, "missing selector: the last argument '" + s->selector_text +
+                                      "' looks like a file (use '{}' to select every series)");
+  pyroscope::Status st = pyroscope::Selector::parse(s->selector_text, &s->selector);
+  if (!st.ok()) return usage_error(a.command, "selector '" + s->selector_text + "': " + st.to_string());
+  if (range_required && (!a.has("--from") || !a.has("--until")))
+    return usage_error(a.command, "--from and --until are required");
+
+  int64_t now = static_cast<int64_t>(std::time(nullptr));
+  std::string error;
+  if (const std::string* v = a.value("--from"))
+    if (!parse_time(*v, now, &s->from, &error)) return usage_error(a.command, "--from: " + error);
+  if (const std::string* v = a.value("--until"))
+    if (!parse_time(*v, now, &s->until, &error)) return usage_error(a.command, "--until: " + error);
+
+  if (!open_dataset(a, s->files, data)) return kExitError;
+  int64_t first = 0, end = 0;
+  data->time_span(&first, &end);
+  if (end <= first && !a.has("--from") && !a.has("--until")) {
+    // No blocks at all: an empty result over one block rather than an error about the range.
+    std::fprintf(stderr, "pyro %s: warning: the input files hold no blocks\n", a.command->name);
+    first = floor_to(static_cast<int64_t>(std::time(nullptr)), data->resolution_seconds());
+    end = first + data->resolution_seconds();
+  }
+  if (!a.has("--from")) s->from = first;
+  if (!a.has("--until")) s->until = end;
+  if (s->until <= s->from)
+    return usage_error(a.command, "empty time range: --until (" + format_utc(s->until) +
+                                      ") is not after --from (" + format_utc(s->from) + ")");
+  return kExitOk;
+}
+
+// A selector that matches exactly one series: its own tags with `=`, and `key=""` (the key is absent)
+// for every other tag key its app has, so app{} does not also pick up app{vehicle="car"}.
+bool exact_selector(const pyroscope::Dataset& data, const pyroscope::SeriesKey& series,
+                    pyroscope::Selector* out, std::string* error) {
+  std::string text = series.to_string();
+  std::string extra;
+  for (const std::string& key : data.tag_keys(series.app)) {
+    bool present = false;
+    for (const pyroscope::Tag& t : series.tags) present = present || t.key == key;
+    if (!present) extra += (extra.empty() ? "" : ",") + key + "=\"\"";
+  }
+  if (!extra.empty()) {
+    PYROSCOPE_ASSERT(!text.empty() && text.back() == '}');
+    text.insert(text.size() - 1, (text[text.size() - 2] == '{' ? "" : ",") + extra);
+  }
+  pyroscope::Status st = pyroscope::Selector::parse(text, out);
+  if (!st.ok()) {
+    *error = "cannot select series " + series.to_string() + " alone (" + text + "): " + st.to_string();
+    return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Output formats
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);  // UTF-8 passes through unchanged
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// The N heaviest stacks of folded text, heaviest first (N = 0: all, in the text's own order).
+std::string top_folded(const std::string& folded, size_t top) {
+  if (top == 0) return folded;
+  std::vector<std::pair<uint64_t, std::string_view>> lines;
+  std::string_view text(folded);
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    size_t sp = line.rfind(' ');
+    if (sp == std::string_view::npos) continue;
+    lines.emplace_back(std::strtoull(std::string(line.substr(sp + 1)).c_str(), nullptr, 10), line);
+  }
+  std::stable_sort(lines.begin(), lines.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+  if (lines.size() > top) lines.resize(top);
+  std::string out;
+  for (const auto& l : lines) out.append(l.second).push_back('\n');
+  return out;
+}
+
+struct FunctionRow {
+  std::string_view name;
+  uint64_t self = 0;
+  uint64_t total = 0;  // samples with the function anywhere on the stack (recursion counted once)
+};
+
+std::vector<FunctionRow> function_table(const pyroscope::Tree& tree) {
+  std::vector<uint32_t> offsets, children;
+  tree.sorted_children(&offsets, &children);
+  std::map<uint32_t, size_t> row_of_symbol;
+  std::vector<FunctionRow> rows;
+  std::vector<uint32_t> active;  // per row: ancestors on the current path with this function
+  // Iterative depth-first walk: (node, entering?) so a function's total is counted at its outermost
+  // occurrence on each path only.
+  std::vector<std::pair<uint32_t, bool>> stack{{pyroscope::Tree::kRoot, true}};
+  while (!stack.empty()) {
+    auto [node, entering] = stack.back();
+    stack.pop_back();
+    size_t row = SIZE_MAX;
+    if (node != pyroscope::Tree::kRoot) {
+      auto it = row_of_symbol.find(tree.symbol(node));
+      if (it == row_of_symbol.end()) {
+        it = row_of_symbol.emplace(tree.symbol(node), rows.size()).first;
+        rows.push_back({tree.name(node), 0, 0});
+        active.push_back(0);
+      }
+      row = it->second;
+    }
+    if (!entering) {
+      if (row != SIZE_MAX) --active[row];
+      continue;
+    }
+    if (row != SIZE_MAX) {
+      rows[row].self += tree.self(node);
+      if (active[row]++ == 0) rows[row].total += tree.node_total(node);
+    }
+    stack.emplace_back(node, false);
+    for (uint32_t i = offsets[node + 1]; i > offsets[node]; --i) stack.emplace_back(children[i - 1], true);
+  }
+  std::sort(rows.begin(), rows.end(), [](const FunctionRow& x, const FunctionRow& y) {
+    if (x.self != y.self) return x.self > y.self;
+    if (x.total != y.total) return x.total > y.total;
+    return x.name < y.name;
+  });
+  return rows;
+}
+
+std::string format_table(const pyroscope::Tree& tree, size_t top) {
+  std::vector<FunctionRow> rows = function_table(tree);
+  if (top && rows.size() > top) rows.resize(top);
+  double all = tree.total() ? static_cast<double>(tree.total()) : 1.0;
+  std::string out;
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "%12s %7s %12s %7s  %s\n", "self", "self%", "total", "total%", "function");
+  out += buf;
+  for (const FunctionRow& r : rows) {
+    std::snprintf(buf, sizeof buf, "%12" PRIu64 " %6.2f%% %12" PRIu64 " %6.2f%%  ", r.self, 100.0 * r.self / all,
+                  r.total, 100.0 * r.total / all);
+    out += buf;
+    out.append(r.name).push_back('\n');
+  }
+  return out;
+}
+
+// Pyroscope's flamebearer: names[], levels[depth] = 4 ints per node [x delta from the previous node's
+// end on that level, total, self, name index], numTicks, maxSelf. Node 0 is "total".
+std::string flamebearer_json(const pyroscope::Tree& tree) {
+  std::vector<uint32_t> offsets, children;
+  tree.sorted_children(&offsets, &children);
+  std::vector<std::string_view> names{"total"};
+  std::map<uint32_t, uint32_t> name_index;
+  std::vector<std::vector<uint64_t>> levels;
+  std::vector<uint64_t> level_end;
+  uint64_t max_self = 0;
+  struct Item {
+    uint32_t node;
+    uint32_t depth;
+    uint64_t x;
+  };
+  std::vector<Item> stack{{pyroscope::Tree::kRoot, 0, 0}};
+  while (!stack.empty()) {
+    Item it = stack.back();
+    stack.pop_back();
+    if (levels.size() <= it.depth) {
+      levels.emplace_back();
+      level_end.push_back(0);
+    }
+    uint32_t name = 0;
+    if (it.node != pyroscope::Tree::kRoot) {
+      auto found = name_index.find(tree.symbol(it.node));
+      if (found == name_index.end()) {
+        found = name_index.emplace(tree.symbol(it.node), static_cast<uint32_t>(names.size())).first;
+        names.push_back(tree.name(it.node));
+      }
+      name = found->second;
+    }
+    uint64_t total = tree.node_total(it.node), self = tree.self(it.node);
+    std::vector<uint64_t>& level = levels[it.depth];
+    level.insert(level.end(), {it.x - level_end[it.depth], total, self, name});
+    level_end[it.depth] = it.x + total;
+    if (it.node != pyroscope::Tree::kRoot) max_self = std::max(max_self, self);
+    // Depth-first with children pushed in reverse, so each level is filled left to right.
+    uint64_t child_x = it.x;
+    std::vector<Item> kids;
+    for (uint32_t i = offsets[it.node]; i < offsets[it.node + 1]; ++i) {
+      kids.push_back({children[i], it.depth + 1, child_x});
+      child_x += tree.node_total(children[i]);
+    }
+    stack.insert(stack.end(), kids.rbegin(), kids.rend());
+  }
+  std::string out = "{\"names\":[";
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? "," : "") + json_string(names[i]);
+  out += "],\"levels\":[";
+  for (size_t d = 0; d < levels.size(); ++d) {
+    out += d ? ",[" : "[";
+    for (size_t i = 0; i < levels[d].size(); ++i) out += (i ? "," : "") + std::to_string(levels[d][i]);
+    out += "]";
+  }
+  out += "],\"numTicks\":" + std::to_string(tree.total()) + ",\"maxSelf\":" + std::to_string(max_self) + "}";
+  return out;
+}
+
+std::string format_json(const Selection& s, const pyroscope::QueryResult& r, int64_t resolution) {
+  std::string out = "{\"version\":1,\"flamebearer\":" + flamebearer_json(r.tree);
+  out += ",\"metadata\":{\"format\":\"single\",\"spyName\":\"pyroscope.hpp\",\"sampleRate\":100,"
+         "\"units\":\"samples\",\"name\":" + json_string(s.selector_text) + "}";
+  out += ",\"timeline\":{\"startTime\":" + std::to_string(r.timeline.start) + ",\"durationDelta\":" +
+         std::to_string(r.timeline.step ? r.timeline.step : resolution) + ",\"samples\":[";
+  for (size_t i = 0; i < r.timeline.samples.size(); ++i)
+    out += (i ? "," : "") + std::to_string(r.timeline.samples[i]);
+  out += "]},\"query\":{\"selector\":" + json_string(s.selector_text) + ",\"from\":" + std::to_string(s.from) +
+         ",\"until\":" + std::to_string(s.until) + ",\"merges\":" + std::to_string(r.merges) +
+         ",\"mergeBound\":" + std::to_string(r.merge_bound) + ",\"seriesMatched\":" +
+         std::to_string(r.series_matched) + "}}\n";
+  return out;
+}
+
+std::string format_timeline(const pyroscope::Timeline& t) {
+  std::string out;
+  char buf[64];
+  for (size_t i = 0; i < t.samples.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%" PRId64 " %" PRIu64 "\n", t.start + static_cast<int64_t>(i) * t.step,
+                  t.samples[i]);
+    out += buf;
+  }
+  return out;
+}
+
+bool parse_top(const Args& a, size_t* top) {
+  *top = 0;
+  const std::string* v = a.value("--top");
+  if (!v) return true;
+  int64_t n;
+  if (!parse_int64(*v, &n) || n <= 0) {
+    usage_error(a.command, "--top '" + *v + "': expected a positive integer");
+    return false;
+  }
+  *top = static_cast<size_t>(n);
+  return true;
+}
+
+void report_merges(const Selection& s, const pyroscope::QueryResult& r) {
+  std::fprintf(stderr, "%u series, %" PRIu64 " samples, %" PRIu64 " stored trees merged (bound %" PRIu64
+               ") over %s .. %s\n",
+               r.series_matched, r.tree.total(), r.merges, r.merge_bound, format_utc(s.from).c_str(),
+               format_utc(s.until).c_str());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Commands
+
+int cmd_info(const Args& a) {
+  int rc = kExitOk;
+  for (size_t fi = 0; fi < a.positional.size(); ++fi) {
+    const std::string& path = a.positional[fi];
+    pyroscope::File file;
+    pyroscope::Status st = file.open_path(path, open_options(a));
+    if (!st.ok()) {
+      rc = runtime_error(a, path + ": " + st.to_string());
+      continue;
+    }
+    if (fi) std::printf("\n");
+    pyroscope::Dataset data;
+    data.add(std::move(file));
+    const pyroscope::FileInfo& info = data.file(0).info();
+    std::printf("file          %s\n", path.c_str());
+    std::printf("format        version %u, resolution %" PRId64 " s, multiplier %u\n", info.format_version,
+                info.resolution_seconds, info.multiplier);
+    std::printf("size          %" PRIu64 " bytes, %" PRIu64 " valid%s\n", info.file_bytes, info.valid_bytes,
+                info.valid_bytes < info.file_bytes ? " (the rest is a torn tail of an interrupted write)" : "");
+    if (info.block_count) {
+      std::printf("time span     %s .. %s (%" PRId64 " .. %" PRId64 ", %s)\n", format_utc(info.first_time).c_str(),
+                  format_utc(info.end_time).c_str(), info.first_time, info.end_time,
+                  format_duration(info.end_time - info.first_time).c_str());
+    } else {
+      std::printf("time span     (no blocks)\n");
+    }
+    std::printf("blocks        %" PRIu64 "\n", info.block_count);
+    std::printf("stored trees  %" PRIu64 " (%.3f per block, all levels)\n", info.stored_trees,
+                info.block_count ? static_cast<double>(info.stored_trees) / info.block_count : 0.0);
+    std::printf("symbols       %" PRIu64 "\n", info.symbol_count);
+    if (!info.salvage_note.empty()) std::printf("salvage       %s\n", info.salvage_note.c_str());
+    std::vector<std::string> apps = data.apps();
+    std::printf("apps          %zu\n", apps.size());
+    for (const std::string& app : apps) {
+      std::printf("  %s\n", app.c_str());
+      for (const std::string& key : data.tag_keys(app)) {
+        std::string values;
+        for (const std::string& v : data.tag_values(app, key)) values += (values.empty() ? "" : ", ") + v;
+        std::printf("    %s: %s\n", key.c_str(), values.c_str());
+      }
+    }
+    const std::vector<pyroscope::SeriesKey>& series = data.file(0).series();
+    std::printf("series        %zu\n", series.size());
+    for (const pyroscope::SeriesKey& key : series) {
+      pyroscope::Selector exact;
+      std::string error;
+      pyroscope::QueryResult r;
+      pyroscope::QueryOptions timeline_only;
+      timeline_only.want_tree = false;
+      if (info.block_count && exact_selector(data, key, &exact, &error) &&
+          data.query(exact, info.first_time, info.end_time, &r, timeline_only).ok()) {
+        uint64_t samples = 0, blocks = 0;
+        for (uint64_t v : r.timeline.samples) {
+          samples += v;
+          blocks += v != 0;
+        }
+        std::printf("  %s  (%" PRIu64 " block%s, %" PRIu64 " samples)\n", key.to_string().c_str(), blocks,
+                    blocks == 1 ? "" : "s", samples);
+      } else {
+        std::printf("  %s\n", key.to_string().c_str());
+      }
+    }
+  }
+  return rc;
+}
+
+int cmd_query(const Args& a) {
+  std::string format = a.value("--format") ? *a.value("--format") : "folded";
+  if (format != "folded" && format != "table" && format != "json" && format != "timeline")
+    return usage_error(a.command, "--format '" + format + "': expected folded, table, json or timeline");
+  size_t top;
+  if (!parse_top(a, &top)) return kExitUsage;
+  if (top && format != "folded" && format != "table")
+    return usage_error(a.command, "--top applies to --format folded and table only");
+
+  pyroscope::Dataset data;
+  Selection s;
+  if (int rc = parse_selection(a, &data, &s, false)) return rc;
+  pyroscope::QueryOptions options;
+  options.want_tree = format != "timeline";
+  pyroscope::QueryResult r;
+  pyroscope::Status st = data.query(s.selector, s.from, s.until, &r, options);
+  if (!st.ok()) return runtime_error(a, "query " + s.selector_text + ": " + st.to_string());
+  if (r.series_matched == 0)
+    std::fprintf(stderr, "pyro query: warning: no series matches %s\n", s.selector_text.c_str());
+
+  std::string out;
+  if (format == "folded") {
+    out = top_folded(r.tree.to_folded(), top);
+  } else if (format == "table") {
+    report_merges(s, r);
+    out = format_table(r.tree, top);
+  } else if (format == "json") {
+    report_merges(s, r);
+    out = format_json(s, r, data.resolution_seconds());
+  } else {
+    out = format_timeline(r.timeline);
+  }
+  std::string error;
+  const std::string* output = a.value("--output");
+  if (!write_output(output ? *output : "-", out, &error)) return runtime_error(a, error);
+  return kExitOk;
+}
+
+int cmd_export_folded(const Args& a) {
+  const std::string* output = a.value("--output");
+  if (!output) return usage_error(a.command, "-o OUT.folded is required");
+  pyroscope::Dataset data;
+  Selection s;
+  if (int rc = parse_selection(a, &data, &s, false)) return rc;
+  pyroscope::QueryResult r;
+  pyroscope::Status st = data.query(s.selector, s.from, s.until, &r);
+  if (!st.ok()) return runtime_error(a, "query " + s.selector_text + ": " + st.to_string());
+  if (r.series_matched == 0)
+    std::fprintf(stderr, "pyro export-folded: warning: no series matches %s\n", s.selector_text.c_str());
+  std::string error;
+  if (!write_output(*output, r.tree.to_folded(), &error)) return runtime_error(a, error);
+  report_merges(s, r);
+  return kExitOk;
+}
+
+bool parse_tags(const std::string& text, pyroscope::Tags* tags, std::string* error) {
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      *error = "tag '" + item + "': expected key=value";
+      return false;
+    }
+    tags->push_back({item.substr(0, eq), item.substr(eq + 1)});
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return true;
+}
+
+int cmd_import_folded(const Args& a) {
+  if (a.positional.size() != 1) return usage_error(a.command, "expected exactly one input (a folded file or -)");
+  const std::string* output = a.value("--output");
+  const std::string* app = a.value("--app");
+  if (!output) return usage_error(a.command, "-o OUT.pyro is required");
+  if (!app || app->empty()) return usage_error(a.command, "--app NAME is required");
+  pyroscope::Tags tags;
+  std::string error;
+  if (const std::string* t = a.value("--tags"))
+    if (!parse_tags(*t, &tags, &error)) return usage_error(a.command, "--tags: " + error);
+  pyroscope::SeriesKey series(*app, tags);
+  pyroscope::SeriesKey round_trip;
+  if (!pyroscope::SeriesKey::parse(series.to_string(), &round_trip).ok() || !(round_trip == series))
+    return usage_error(a.command, "app '" + *app + "' with these tags cannot be stored as a series name (" +
+                                      series.to_string() + ")");
+  int64_t now = static_cast<int64_t>(std::time(nullptr));
+  int64_t at = now;
+  if (const std::string* v = a.value("--at"))
+    if (!parse_time(*v, now, &at, &error)) return usage_error(a.command, "--at: " + error);
+
+  std::string text;
+  if (!read_input(a.positional[0], &text, &error)) return runtime_error(a, error);
+  pyroscope::Tree tree;
+  pyroscope::Status st = tree.add_folded(text);
+  if (!st.ok()) return runtime_error(a, a.positional[0] + ": " + st.to_string());
+  if (tree.total() == 0) return runtime_error(a, a.positional[0] + ": no samples in the input");
+
+  pyroscope::Writer writer;
+  st = writer.open(*output);
+  if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
+  int64_t block = floor_to(at, writer.resolution_seconds());
+  st = writer.append(series, block, tree);
+  if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
+  st = writer.close();
+  if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
+  std::fprintf(stderr, "appended %" PRIu64 " samples as %s, block %s (%" PRId64 "), to %s\n", tree.total(),
+               series.to_string().c_str(), format_utc(block).c_str(), block, output->c_str());
+  return kExitOk;
+}
+
+// Opens the output of slice/merge: refuses to overwrite an input or (without --force) any file.
+int open_new_output(const Args& a, const std::vector<std::string>& inputs, const pyroscope::Dataset& data,
+                    pyroscope::Writer* writer, std::string* path) {
+  const std::string* output = a.value("--output");
+  if (!output) return usage_error(a.command, "-o OUT.pyro is required");
+  *path = *output;
+  for (const std::string& in : inputs)
+    if (same_file(in, *output)) return usage_error(a.command, "output '" + *output + "' is also an input");
+  if (file_exists(*output)) {
+    if (!a.has("--force"))
+      return runtime_error(a, "'" + *output + "' already exists (pass --force to replace it)");
+    if (::unlink(output->c_str()) != 0)
+      return runtime_error(a, "cannot remove '" + *output + "': " + std::strerror(errno));
+  }
+  pyroscope::WriterOptions options;
+  options.resolution_seconds = data.resolution_seconds();
+  if (data.file_count()) options.multiplier = data.file(0).info().multiplier;
+  if (const std::string* m = a.value("--multiplier")) {
+    int64_t v;
+    if (!parse_int64(*m, &v) || v < 2 || v > 1024)
+      return usage_error(a.command, "--multiplier '" + *m + "': expected an integer from 2 to 1024");
+    options.multiplier = static_cast<uint32_t>(v);
+  }
+  pyroscope::Status st = writer->open(*output, options);
+  if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
+  return kExitOk;
+}
+
+struct CopyStats {
+  uint64_t series = 0, blocks = 0, samples = 0;
+};
+
+// Copies the matching series over [from, until) block by block: one query per series per block with
+// data, so blocks of the same series at the same time in several files become one block.
+int copy_blocks(const Args& a, const pyroscope::Dataset& data, const pyroscope::Selector& selector, int64_t from,
+                int64_t until, pyroscope::Writer* writer, CopyStats* stats) {
+  const int64_t resolution = data.resolution_seconds();
+  for (size_t i = 0; i < data.file_count(); ++i)
+    if (data.file(i).info().resolution_seconds != resolution)
+      return runtime_error(a, "inputs have different resolutions (" + std::to_string(resolution) + " s and " +
+                                  std::to_string(data.file(i).info().resolution_seconds) + " s)");
+  pyroscope::QueryOptions timeline_only;
+  timeline_only.want_tree = false;
+  for (const pyroscope::SeriesKey& key : data.series(selector)) {
+    pyroscope::Selector exact;
+    std::string error;
+    if (!exact_selector(data, key, &exact, &error)) return runtime_error(a, error);
+    // series_matched counts a series once per file holding it; Dataset::series() is deduplicated.
+    std::vector<pyroscope::SeriesKey> matched = data.series(exact);
+    if (matched.size() != 1 || !(matched[0] == key))
+      return runtime_error(a, "selecting " + key.to_string() + " alone matched " + std::to_string(matched.size()) +
+                                  " series");
+    pyroscope::QueryResult blocks;
+    pyroscope::Status st = data.query(exact, from, until, &blocks, timeline_only);
+    if (!st.ok()) return runtime_error(a, key.to_string() + ": " + st.to_string());
+    if (blocks.timeline.step != resolution)
+      return runtime_error(a, key.to_string() + ": timeline step " + std::to_string(blocks.timeline.step) +
+                                  " s, expected one point per block");
+    uint64_t copied = 0;
+    for (size_t b = 0; b < blocks.timeline.samples.size(); ++b) {
+      if (blocks.timeline.samples[b] == 0) continue;
+      int64_t t = blocks.timeline.start + static_cast<int64_t>(b) * resolution;
+      pyroscope::QueryResult block;
+      st = data.query(exact, t, t + resolution, &block);
+      if (!st.ok()) return runtime_error(a, key.to_string() + " at " + format_utc(t) + ": " + st.to_string());
+      if (block.tree.total() != blocks.timeline.samples[b])
+        return runtime_error(a, key.to_string() + " at " + format_utc(t) + ": tree has " +
+                                    std::to_string(block.tree.total()) + " samples, timeline says " +
+                                    std::to_string(blocks.timeline.samples[b]));
+      st = writer->append(key, t, block.tree);
+      if (!st.ok()) return runtime_error(a, "writing " + key.to_string() + " at " + format_utc(t) + ": " +
+                                                st.to_string());
+      ++copied;
+      ++stats->blocks;
+      stats->samples += block.tree.total();
+    }
+    stats->series += copied != 0;
+  }
+  return kExitOk;
+}
+
+int finish_copy(const Args& a, pyroscope::Writer* writer, const std::string& path, const CopyStats& stats) {
+  pyroscope::Status st = writer->close();
+  if (!st.ok()) return runtime_error(a, path + ": " + st.to_string());
+  std::fprintf(stderr, "wrote %" PRIu64 " series, %" PRIu64 " blocks, %" PRIu64 " samples to %s\n", stats.series,
+               stats.blocks, stats.samples, path.c_str());
+  return kExitOk;
+}
+
+int cmd_slice(const Args& a) {
+  pyroscope::Dataset data;
+  Selection s;
+  if (int rc = parse_selection(a, &data, &s, true)) return rc;
+  pyroscope::Writer writer;
+  std::string path;
+  if (int rc = open_new_output(a, s.files, data, &writer, &path)) return rc;
+  CopyStats stats;
+  if (int rc = copy_blocks(a, data, s.selector, s.from, s.until, &writer, &stats)) return rc;
+  if (stats.blocks == 0) std::fprintf(stderr, "pyro slice: warning: nothing selected, %s is empty\n", path.c_str());
+  return finish_copy(a, &writer, path, stats);
+}
+
+int cmd_merge(const Args& a) {
+  pyroscope::Dataset data;
+  if (!open_dataset(a, a.positional, &data)) return kExitError;
+  pyroscope::Selector everything;
+  pyroscope::Status st = pyroscope::Selector::parse("{}", &everything);
+  if (!st.ok()) return runtime_error(a, "selector {}: " + st.to_string());
+  pyroscope::Writer writer;
+  std::string path;
+  if (int rc = open_new_output(a, a.positional, data, &writer, &path)) return rc;
+  int64_t first = 0, end = 0;
+  data.time_span(&first, &end);
+  CopyStats stats;
+  if (end > first)
+    if (int rc = copy_blocks(a, data, everything, first, end, &writer, &stats)) return rc;
+  return finish_copy(a, &writer, path, stats);
+}
+
+int cmd_help(const Args& a) {
+  if (a.positional.empty()) {
+    print_main_usage(stdout);
+    return kExitOk;
+  }
+  for (const Command& c : commands())
+    if (a.positional[0] == c.name) {
+      print_command_usage(stdout, c);
+      return kExitOk;
+    }
+  return usage_error(nullptr, "unknown command '" + a.positional[0] + "'");
+}
+
+const OptionSpec kSalvage{"--salvage", nullptr, nullptr, "open damaged files: read the records before the damage"};
+const OptionSpec kFrom{"--from", nullptr, "T", "start of the range (default: start of the data)"};
+const OptionSpec kUntil{"--until", nullptr, "T", "end of the range, exclusive (default: end of the data)"};
+const OptionSpec kForce{"--force", nullptr, nullptr, "replace OUT if it exists"};
+const OptionSpec kMultiplier{"--multiplier", nullptr, "M", "segment-tree multiplier m of OUT (default: input's)"};
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {
+      {"info", "FILE...", "apps, series, tags, time span, blocks, stored trees, symbols and size of each file",
+       {kSalvage}, 1, cmd_info},
+      {"query", "FILE... SELECTOR [--from T] [--until T] [--format F] [--top N] [-o OUT]",
+       "merged profile of the series matching SELECTOR, e.g. 'app{region=\"eu\",vehicle!=\"car\"}'",
+       {kFrom, kUntil,
+        {"--format", nullptr, "F", "folded (default), table, json (Pyroscope flamebearer) or timeline"},
+        {"--top", nullptr, "N", "table: first N functions; folded: N heaviest stacks"},
+        {"--output", "-o", "OUT", "write to this file instead of standard output"},
+        kSalvage},
+       2, cmd_query},
+      {"import-folded", "IN.folded -o OUT.pyro --app NAME [--tags k=v,k2=v2] [--at T]",
+       "append a folded profile (- reads standard input) as one block of OUT.pyro (created if missing)",
+       {{"--output", "-o", "OUT", "the .pyro file to append to"},
+        {"--app", nullptr, "NAME", "application name of the series"},
+        {"--tags", nullptr, "K=V,...", "tags of the series, k=v pairs separated by commas"},
+        {"--at", nullptr, "T", "time of the block, rounded down to the resolution (default: now)"}},
+       1, cmd_import_folded},
+      {"slice", "FILE... SELECTOR --from T --until T -o OUT.pyro",
+       "copy the matching series over a time range, block by block, into a new file",
+       {kFrom, kUntil, {"--output", "-o", "OUT", "the new .pyro file"}, kForce, kMultiplier, kSalvage}, 2,
+       cmd_slice},
+      {"merge", "IN.pyro... -o OUT.pyro",
+       "all series of all inputs in one new file; blocks of a series at the same time are merged",
+       {{"--output", "-o", "OUT", "the new .pyro file"}, kForce, kMultiplier, kSalvage}, 1, cmd_merge},
+      {"export-folded", "FILE... SELECTOR [--from T] [--until T] -o OUT.folded",
+       "merged profile of a selection as folded text (like query --format folded, to a file)",
+       {kFrom, kUntil, {"--output", "-o", "OUT", "the folded file to write (- for standard output)"}, kSalvage},
+       2, cmd_export_folded},
+      {"help", "[COMMAND]", "this overview, or the options of one command", {}, 0, cmd_help},
+  };
+  return table;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_main_usage(stderr);
+    return kExitUsage;
+  }
+  std::string name = argv[1];
+  if (name == "--help" || name == "-h") {
+    print_main_usage(stdout);
+    return kExitOk;
+  }
+  if (name == "--version") {
+    std::printf("pyro %s\n", PYROSCOPE_VERSION_STRING);
+    return kExitOk;
+  }
+  for (const Command& c : commands()) {
+    if (name != c.name) continue;
+    for (int i = 2; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--") == 0) break;
+      if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+        print_command_usage(stdout, c);
+        return kExitOk;
+      }
+    }
+    Args args;
+    if (int rc = parse_args(c, argc - 2, argv + 2, &args)) return rc;
+    return c.run(args);
+  }
+  return usage_error(nullptr, "unknown command '" + name + "'");
+}
