@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,7 +31,7 @@ using Clock = std::chrono::steady_clock;
 const char kUsage[] =
     "usage: rideshare-load [options] HOST:PORT...\n"
     "  --duration S   seconds to run (default 60)\n"
-    "  --rate R       requests per second to each server, cycling bike, car, scooter (default 45)\n"
+    "  --rate R       requests per second to each server, to /bike, /car or /scooter at random (default 45)\n"
     "  --wait S       seconds to wait for each server to answer GET / before giving up (default 15)\n";
 
 const char* const kEndpoints[] = {"/bike", "/car", "/scooter"};
@@ -92,11 +93,16 @@ void drive(Target* target, double rate, double wait_seconds) {
     if (!sleep_until(Clock::now() + std::chrono::milliseconds(100))) return;
   }
 
+  // Endpoints in random order, not round robin: the sampler takes a sample every 10 ms of a thread's
+  // CPU time, and a fixed bike, car, scooter cycle whose CPU cost is close to a multiple of 10 ms would
+  // be sampled at the same point of the cycle again and again (aliasing), skewing the shares.
+  std::mt19937 random(std::random_device{}());
+  std::uniform_int_distribution<int> pick(0, kEndpointCount - 1);
   const Clock::duration interval =
       std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate));
   Clock::time_point next = Clock::now();
-  for (uint64_t n = 0; !stopping(); n++) {
-    const int endpoint = int(n % kEndpointCount);
+  while (!stopping()) {
+    const int endpoint = pick(random);
     const Clock::time_point sent = Clock::now();
     httplib::Result result = client.Get(kEndpoints[endpoint]);
     const double took = std::chrono::duration<double>(Clock::now() - sent).count();
