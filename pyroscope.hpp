@@ -1441,7 +1441,6 @@ Status Tree::add_folded(std::string_view text) {
   std::vector<uint32_t> ids;
   size_t line_number = 0;
   size_t pos = 0;
-  if (text.size() >= 3 && std::memcmp(text.data(), "\xEF\xBB\xBF", 3) == 0) pos = 3;  // UTF-8 BOM
   auto fail = [&](const std::string& what) {
     return detail::error(StatusCode::parse_error, "line " + std::to_string(line_number) + ": " + what);
   };
@@ -1452,6 +1451,9 @@ Status Tree::add_folded(std::string_view text) {
     pos = eol + 1;
     line_number++;
     while (!line.empty() && detail::is_space(line.back())) line.remove_suffix(1);
+    // A UTF-8 byte-order mark is never part of a frame name; editors put it at the start of files
+    // (and concatenated files carry it into later lines).
+    if (line.size() >= 3 && std::memcmp(line.data(), "\xEF\xBB\xBF", 3) == 0) line.remove_prefix(3);
     while (!line.empty() && detail::is_space(line.front())) line.remove_prefix(1);
     if (line.empty()) continue;
     size_t space = line.find_last_of(" \t");
@@ -2014,7 +2016,7 @@ struct File::Impl {
   }
   // Samples of level-0 blocks in [a, b).
   uint64_t samples_in(const detail::SeriesIndex& s, int64_t a, int64_t b) const {
-    if (s.levels.empty() || a >= b) return 0;
+    if (s.levels.empty() || s.prefix_samples.empty() || a >= b) return 0;
     const auto& v = s.levels[0];
     auto lo = std::lower_bound(v.begin(), v.end(), a, [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
     auto hi = std::lower_bound(lo, v.end(), b, [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
@@ -2123,9 +2125,26 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       e.offset = payload_offset + uint64_t(in.p - payload);
       e.size = uint32_t(in.remaining());
       e.samples = samples;
+      if (level > 0) {
+        // The writer seals a span only after all its blocks, so they are already indexed: an upper
+        // tree must hold exactly their samples, or queries would disagree with their own timelines.
+        int64_t span = detail::power(header.multiplier, int(level)), first, end;
+        if (__builtin_mul_overflow(index, span, &first) || __builtin_add_overflow(first, span, &end))
+          return error(StatusCode::corrupt_file, "tree record: node index out of range");
+        uint64_t below = samples_in(series[id], first, end);
+        if (below != samples)
+          return error(StatusCode::corrupt_file, "level-" + std::to_string(level) + " node " + std::to_string(index) +
+                                                     " of " + series[id].key.to_string() + " holds " + std::to_string(samples) +
+                                                     " samples, its blocks " + std::to_string(below));
+      }
       entries.push_back(e);
       levels = std::max(levels, int(level) + 1);
       if (level == 0) {
+        auto& prefix = series[id].prefix_samples;
+        if (prefix.empty()) prefix.push_back(0);
+        uint64_t sum;
+        if (detail::add_overflows(prefix.back(), samples, &sum)) return error(StatusCode::corrupt_file, "sample count overflow");
+        prefix.push_back(sum);
         info.block_count++;
         int64_t start = index * header.resolution;
         if (info.block_count == 1 || start < info.first_time) info.first_time = start;
@@ -2187,8 +2206,7 @@ Status File::Impl::parse(const OpenOptions& options) {
   info.symbol_count = symbols->size();
   for (auto& s : series) {
     if (s.levels.empty()) s.levels.resize(1);
-    s.prefix_samples.assign(s.levels[0].size() + 1, 0);
-    for (size_t i = 0; i < s.levels[0].size(); i++) s.prefix_samples[i + 1] = s.prefix_samples[i] + s.levels[0][i].samples;
+    if (s.prefix_samples.empty()) s.prefix_samples.push_back(0);
   }
   return {};
 }
@@ -2408,6 +2426,14 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
         Status ds = detail::decode_tree(tree_bytes, fi.symbols->size(), &d);
         if (!ds.ok()) {
           failed = Status(ds.code(), s.key.to_string() + " block " + std::to_string(e.index) + ": " + ds.message());
+          return;
+        }
+        uint64_t decoded_total = d.root_self;
+        for (size_t i = 0; i < d.parent.size(); i++)
+          if (d.parent[i] == UINT32_MAX) decoded_total += d.total[i];
+        if (decoded_total != e.samples) {
+          failed = detail::error(StatusCode::corrupt_file, s.key.to_string() + " block " + std::to_string(e.index) +
+                                                               ": tree total differs from its record");
           return;
         }
         for (uint32_t sym : d.symbol)
