@@ -1,0 +1,43 @@
+// libFuzzer target: the binary tree encoding. Input: 2 bytes (little-endian, mod 1024) = size of the
+// symbol table the tree refers to, then the encoded tree. decode and merge_encoded must reject bad
+// input with a status; what decode accepts must re-encode canonically and merge the same way.
+#include "pyroscope.hpp"
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 2) return 0;
+  const uint32_t symbol_count = (data[0] | (static_cast<uint32_t>(data[1]) << 8)) % 1024;
+  const pyroscope::ByteSpan bytes{data + 2, size - 2};
+  auto symbols = std::make_shared<pyroscope::SymbolTable>();
+  auto reversed = std::make_shared<pyroscope::SymbolTable>();
+  for (uint32_t i = 0; i < symbol_count; ++i) symbols->intern("f" + std::to_string(i));
+  std::vector<uint32_t> remap(symbol_count);
+  for (uint32_t i = symbol_count; i-- > 0;) remap[i] = reversed->intern("f" + std::to_string(i));
+
+  pyroscope::Tree tree(symbols);
+  const bool decoded = tree.decode(bytes).ok();
+  pyroscope::Tree merged(symbols);
+  const bool merged_ok = merged.merge_encoded(bytes, nullptr).ok();
+  pyroscope::Tree remapped(reversed);
+  const bool remapped_ok = remapped.merge_encoded(bytes, &remap).ok();
+  if (!decoded) return 0;
+
+  if (!merged_ok || !remapped_ok) std::abort();  // merge_encoded accepts what decode accepts
+  const std::string folded = tree.to_folded();
+  if (merged.total() != tree.total() || merged.to_folded() != folded) std::abort();
+  if (remapped.total() != tree.total() || remapped.to_folded() != folded) std::abort();
+
+  std::string once, twice;
+  tree.encode(&once);
+  pyroscope::Tree again(symbols);
+  if (!again.decode({reinterpret_cast<const uint8_t*>(once.data()), once.size()}).ok()) std::abort();
+  again.encode(&twice);
+  if (once != twice || again.to_folded() != folded) std::abort();
+  // Merging an encoding into a tree that has data adds exactly its samples.
+  if (!merged.merge_encoded({reinterpret_cast<const uint8_t*>(once.data()), once.size()}, nullptr).ok()) std::abort();
+  if (merged.total() != 2 * tree.total()) std::abort();
+  return 0;
+}

@@ -1,0 +1,181 @@
+// Writes the seed corpora of the fuzz targets: make_seed_corpus OUT_DIR creates OUT_DIR/<target>/ with
+// a few small valid inputs each (made with the header itself, so they follow the current format).
+#define PYROSCOPE_NO_SAMPLER 1
+#define PYROSCOPE_IMPLEMENTATION
+#include "pyroscope.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string g_out;
+
+void fail(const std::string& what) {
+  std::fprintf(stderr, "make_seed_corpus: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void must(const pyroscope::Status& st, const std::string& what) {
+  if (!st.ok()) fail(what + ": " + st.to_string());
+}
+
+void write_seed(const std::string& target, const std::string& name, const std::string& bytes) {
+  std::string dir = g_out + "/" + target;
+  ::mkdir(g_out.c_str(), 0755);
+  ::mkdir(dir.c_str(), 0755);
+  std::string path = dir + "/" + name;
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f || std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size() || std::fclose(f) != 0)
+    fail("cannot write " + path);
+}
+
+std::string read_file(const std::string& path) {
+  std::string out;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) fail("cannot read " + path);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+const char* const kFolded[] = {
+    "main;ride_sharing::order_car(int);find_nearest_vehicle;mutex_lock 12\n"
+    "main;ride_sharing::order_bike(int);find_nearest_vehicle 5\nmain 1\n",
+    "a;b;c 3\r\na;b 2\r\n\r\n  \na;b;c 4   \n",
+    "start_thread;std::vector<std::pair<int, std::string> >::push_back(std::pair<int, std::string>&&) 7\n"
+    "start_thread;operator new(unsigned long) 2\n",
+    "x;x;x;x 1\nx;x 1\ny 4294967296\n",
+};
+
+pyroscope::Tree tree_of(const std::string& folded) {
+  pyroscope::Tree tree;
+  must(tree.add_folded(folded), "seed folded text");
+  return tree;
+}
+
+// Small .pyro files: one series; several series with tags over enough blocks for upper levels (m=4);
+// an empty file.
+void file_seeds() {
+  char tmpl[] = "/tmp/pyro-seed-XXXXXX";
+  if (!::mkdtemp(tmpl)) fail("mkdtemp");
+  std::string dir = tmpl;
+  const int64_t t0 = 1800000000;
+  {
+    std::string path = dir + "/one.pyro";
+    pyroscope::Writer w;
+    must(w.open(path), path);
+    for (int i = 0; i < 3; ++i)
+      must(w.append(pyroscope::SeriesKey("app", {}), t0 + 10 * i, tree_of(kFolded[0])), "append");
+    must(w.close(), "close");
+    write_seed("fuzz_file", "one_series.pyro", read_file(path));
+    std::remove(path.c_str());
+  }
+  {
+    std::string path = dir + "/tags.pyro";
+    pyroscope::WriterOptions options;
+    options.multiplier = 4;
+    pyroscope::Writer w;
+    must(w.open(path, options), path);
+    for (int i = 0; i < 18; ++i) {
+      must(w.append(pyroscope::SeriesKey("ride-sharing-app", {{"region", "eu"}, {"vehicle", "car"}}), t0 + 10 * i,
+                    tree_of(kFolded[i % 2])),
+           "append");
+      if (i % 3 == 0)
+        must(w.append(pyroscope::SeriesKey("ride-sharing-app", {{"region", "us"}}), t0 + 10 * i,
+                      tree_of(kFolded[2])),
+             "append");
+    }
+    must(w.close(), "close");
+    write_seed("fuzz_file", "tagged_m4.pyro", read_file(path));
+    std::remove(path.c_str());
+  }
+  {
+    std::string path = dir + "/empty.pyro";
+    pyroscope::Writer w;
+    must(w.open(path), path);
+    must(w.close(), "close");
+    write_seed("fuzz_file", "empty.pyro", read_file(path));
+    std::remove(path.c_str());
+  }
+  ::rmdir(dir.c_str());
+}
+
+void folded_seeds() {
+  int i = 0;
+  for (const char* text : kFolded) write_seed("fuzz_folded", "seed" + std::to_string(i++) + ".folded", text);
+  // Edge inputs: a line without a count (an error), and counts whose sum does not fit in 64 bits.
+  write_seed("fuzz_folded", "no_count.folded", "a;b;c 1\nbad line without count\n");
+  write_seed("fuzz_folded", "overflow.folded", "a 18446744073709551615\nb 1\n");
+}
+
+void tree_seeds() {
+  for (int i = 0; i < 4; ++i) {
+    auto symbols = std::make_shared<pyroscope::SymbolTable>();
+    for (int k = 0; k < 50; ++k) symbols->intern("f" + std::to_string(k));  // the fuzz target's names
+    pyroscope::Tree source = tree_of(kFolded[i]);
+    pyroscope::Tree tree(symbols);
+    tree.merge(source);  // the source's names get ids after f49: the target only needs ids < size
+    std::string bytes(2, '\0');
+    bytes[0] = static_cast<char>(symbols->size() & 0xff);
+    bytes[1] = static_cast<char>(symbols->size() >> 8);
+    tree.encode(&bytes);
+    write_seed("fuzz_tree_decode", "tree" + std::to_string(i) + ".bin", bytes);
+  }
+}
+
+void trie_seeds() {
+  const std::vector<std::vector<std::string>> tables = {
+      {"main", "main_loop", "std::vector<int>::push_back(int&&)", "std::vector<int>::reserve(unsigned long)"},
+      {"a", "ab", "abc", "b", ""},
+      {"app::net::Socket::read()", "app::net::Socket::write()", "app::db::Query::run()", "x"},
+  };
+  int i = 0;
+  for (uint32_t k : {0u, 2u}) {
+    for (const auto& names : tables) {
+      pyroscope::SymbolTable table;
+      for (uint32_t p = 0; p < k; ++p) table.intern("pre::name" + std::to_string(p));
+      for (const std::string& n : names) table.intern(n);
+      std::string bytes(1, static_cast<char>(k));
+      table.encode_trie(k, &bytes);
+      write_seed("fuzz_trie", "trie" + std::to_string(i++) + ".bin", bytes);
+    }
+  }
+}
+
+void selector_seeds() {
+  const char* const selectors[] = {
+      "app{}",
+      "app",
+      "{}",
+      "ride-sharing-app.cpu{region=\"eu-north\",vehicle!=\"car\"}",
+      "app{region=~\"eu-.*|us-(east|west)\", vehicle!~\"[bc]ar\\\\d?\"}",
+      "app{k=\"va\\\"l\\\\ue\"}",
+      "{region=~\"a{2,5}[^x]+?\"}",
+  };
+  int i = 0;
+  for (const char* s : selectors) write_seed("fuzz_selector", "selector" + std::to_string(i++) + ".txt", s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_seed_corpus OUT_DIR\n");
+    return 2;
+  }
+  g_out = argv[1];
+  file_seeds();
+  folded_seeds();
+  tree_seeds();
+  trie_seeds();
+  selector_seeds();
+  return 0;
+}
