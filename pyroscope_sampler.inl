@@ -1064,16 +1064,25 @@ struct HttpResponse {
   std::string error;  // connect/send/receive failure, or the status line of a non-2xx answer
 };
 
-// Waits for events on fd until deadline (monotonic ns). False on timeout or error.
-inline bool http_wait(int fd, short events, int64_t deadline_ns, std::string* error) {
+// The time limits of one request: its own deadline, and one that stop() may pull in while the request
+// is under way (monotonic ns).
+struct HttpDeadline {
+  int64_t own_ns;
+  const std::atomic<int64_t>* abort_ns;
+  int64_t now_limit() const { return std::min(own_ns, abort_ns->load(std::memory_order_acquire)); }
+};
+
+// Waits for events on fd until the deadline. False on timeout or error. Polls in slices of at most
+// 100 ms so that a deadline pulled in by stop() takes effect quickly.
+inline bool http_wait(int fd, short events, const HttpDeadline& deadline, std::string* error) {
   for (;;) {
-    const int64_t left_ms = (deadline_ns - sampler_monotonic_ns()) / 1000000;
+    const int64_t left_ms = (deadline.now_limit() - sampler_monotonic_ns()) / 1000000;
     if (left_ms <= 0) {
       *error = "timed out";
       return false;
     }
     pollfd p{fd, events, 0};
-    const int r = poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 1000000)));
+    const int r = poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 100)));
     if (r > 0) return true;
     if (r < 0 && errno != EINTR) {
       *error = std::string("poll: ") + std::strerror(errno);
@@ -1082,7 +1091,7 @@ inline bool http_wait(int fd, short events, int64_t deadline_ns, std::string* er
   }
 }
 
-inline int http_connect(const HttpEndpoint& endpoint, int64_t deadline_ns, std::string* error) {
+inline int http_connect(const HttpEndpoint& endpoint, const HttpDeadline& deadline, std::string* error) {
   addrinfo hints;
   std::memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
@@ -1110,7 +1119,7 @@ inline int http_connect(const HttpEndpoint& endpoint, int64_t deadline_ns, std::
       }
       int so_error = 0;
       socklen_t length = sizeof so_error;
-      if (!http_wait(fd, POLLOUT, deadline_ns, error) ||
+      if (!http_wait(fd, POLLOUT, deadline, error) ||
           getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &length) != 0 || so_error != 0) {
         if (so_error != 0) *error = "connect to " + endpoint.host_header + ": " + std::strerror(so_error);
         else if (error->find("connect") == std::string::npos) *error = "connect to " + endpoint.host_header + ": " + *error;
@@ -1129,9 +1138,9 @@ inline int http_connect(const HttpEndpoint& endpoint, int64_t deadline_ns, std::
 }
 
 inline HttpResponse http_post(const HttpEndpoint& endpoint, const std::string& target, const std::string& body,
-                              int64_t deadline_ns) {
+                              const HttpDeadline& deadline) {
   HttpResponse response;
-  const int fd = http_connect(endpoint, deadline_ns, &response.error);
+  const int fd = http_connect(endpoint, deadline, &response.error);
   if (fd < 0) return response;
   std::string request = "POST " + target + " HTTP/1.1\r\nHost: " + endpoint.host_header +
                         "\r\nUser-Agent: pyroscope-cpp/" PYROSCOPE_VERSION_STRING
@@ -1144,7 +1153,7 @@ inline HttpResponse http_post(const HttpEndpoint& endpoint, const std::string& t
     if (n > 0) {
       sent += static_cast<size_t>(n);
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      if (!http_wait(fd, POLLOUT, deadline_ns, &response.error)) {
+      if (!http_wait(fd, POLLOUT, deadline, &response.error)) {
         response.error = "sending: " + response.error;
         close(fd);
         return response;
@@ -1165,7 +1174,7 @@ inline HttpResponse http_post(const HttpEndpoint& endpoint, const std::string& t
     } else if (n == 0) {
       break;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-      if (!http_wait(fd, POLLIN, deadline_ns, &response.error)) {
+      if (!http_wait(fd, POLLIN, deadline, &response.error)) {
         response.error = "waiting for the response: " + response.error;
         close(fd);
         return response;
@@ -1219,11 +1228,7 @@ class PushClient {
       }
       Batch batch = queue_.front();
       lock.unlock();
-      int64_t deadline = sampler_monotonic_ns() + kRequestTimeoutNs;
-      {
-        std::lock_guard<std::mutex> guard(mutex_);
-        if (finishing_) deadline = std::min(deadline, finish_deadline_);
-      }
+      const HttpDeadline deadline{sampler_monotonic_ns() + kRequestTimeoutNs, &abort_deadline_};
       const HttpResponse response = http_post(endpoint_, batch.target, batch.body, deadline);
       lock.lock();
       const bool retryable = response.status == 0 || response.status == 408 || response.status == 429 ||
@@ -1291,6 +1296,7 @@ class PushClient {
     std::unique_lock<std::mutex> lock(mutex_);
     finishing_ = true;
     finish_deadline_ = deadline_ns;
+    abort_deadline_.store(deadline_ns, std::memory_order_release);  // also ends a request under way
     wake_.notify_all();
     return done_signal_.wait_for(lock, std::chrono::nanoseconds(deadline_ns - sampler_monotonic_ns()) +
                                            std::chrono::milliseconds(500),
@@ -1313,6 +1319,7 @@ class PushClient {
   bool finishing_ = false;
   bool done_ = false;
   int64_t finish_deadline_ = 0;
+  std::atomic<int64_t> abort_deadline_{INT64_MAX};
   uint64_t jitter_ = 0x9e3779b97f4a7c15ull;
   std::atomic<pid_t> tid_{0};
 
@@ -1823,7 +1830,8 @@ Status stop() {
     if (s->push->finish(sampler_monotonic_ns() + int64_t(kPushStopBudgetMs) * 1000000)) {
       s->push_thread.join();
     } else {
-      (*s->log)(LogLevel::warning, "push thread still busy at stop (DNS lookup?); left to finish on its own");
+      // Only a name lookup without a timeout can keep it busy this long; it exits when that returns.
+      (*s->log)(LogLevel::warning, "push thread still busy at stop; left to finish on its own");
       s->push_thread.detach();
     }
   }

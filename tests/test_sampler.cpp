@@ -94,27 +94,35 @@ uint64_t total_of_edge(const pyroscope::Tree& tree, std::string_view parent, std
 // keep frames of their own at -O2. The file is built -O2 without frame pointers (RelWithDebInfo on
 // x86-64 GCC); the rbp test below makes the absence of a usable frame-pointer chain certain.
 extern "C++" {
-volatile uint64_t g_sampler_test_sink;
+std::atomic<uint64_t> g_sampler_test_sink{0};  // keeps the work observable; atomic for TSan
 
-__attribute__((noinline)) void sampler_test_burn(long units) {
-  uint64_t x = g_sampler_test_sink;
-  for (long i = 0; i < units * 4000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
-  g_sampler_test_sink = x;
+__attribute__((noinline)) void sampler_test_burn(long iterations) {
+  uint64_t x = g_sampler_test_sink.load(std::memory_order_relaxed);
+  for (long i = 0; i < iterations; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
+  g_sampler_test_sink.store(x, std::memory_order_relaxed);
 }
-__attribute__((noinline)) void sampler_test_foo() {
-  sampler_test_burn(3);
+__attribute__((noinline)) void sampler_test_foo(long unit) {
+  sampler_test_burn(3 * unit);
   asm volatile("" ::: "memory");
 }
-__attribute__((noinline)) void sampler_test_bar() {
-  sampler_test_burn(1);
+__attribute__((noinline)) void sampler_test_bar(long unit) {
+  sampler_test_burn(unit);
   asm volatile("" ::: "memory");
 }
+// foo does exactly three times bar's work. The unit varies randomly: the kernel checks CPU-time timers
+// at its tick (4 ms here), so a loop with a fixed period would alias with the sampling and make the
+// shares wander far more than counting noise.
 __attribute__((noinline)) void sampler_test_foo_bar_until(double cpu_seconds) {
   const double end = thread_cpu_seconds() + cpu_seconds;
+  uint64_t random = 0x9e3779b97f4a7c15ull ^ uint64_t(reinterpret_cast<uintptr_t>(&random));
   while (thread_cpu_seconds() < end) {
     for (int i = 0; i < 20; i++) {
-      sampler_test_foo();
-      sampler_test_bar();
+      random ^= random << 13;
+      random ^= random >> 7;
+      random ^= random << 17;
+      const long unit = 500 + long(random % 7500);
+      sampler_test_foo(unit);
+      sampler_test_bar(unit);
     }
   }
   asm volatile("" ::: "memory");
@@ -122,7 +130,7 @@ __attribute__((noinline)) void sampler_test_foo_bar_until(double cpu_seconds) {
 // A static (internal-linkage) function: only .symtab knows its name, dladdr cannot find it.
 static __attribute__((noinline)) void sampler_test_static_worker(double cpu_seconds) {
   const double end = thread_cpu_seconds() + cpu_seconds;
-  while (thread_cpu_seconds() < end) sampler_test_burn(2);
+  while (thread_cpu_seconds() < end) sampler_test_burn(8000);
   asm volatile("" ::: "memory");
 }
 }
@@ -237,7 +245,7 @@ TEST_CASE("sampler: configuration errors name the problem") {
 TEST_CASE("sampler: symbolizer resolves static functions, demangles and falls back to module+offset") {
   pyroscope::detail::Symbolizer symbolizer;
   // pcs as the handler records them: somewhere inside the function.
-  CHECK(symbolizer.name_of(reinterpret_cast<uintptr_t>(&sampler_test_foo) + 1) == "sampler_test_foo()");
+  CHECK(symbolizer.name_of(reinterpret_cast<uintptr_t>(&sampler_test_foo) + 1) == "sampler_test_foo(long)");
   CHECK(symbolizer.name_of(reinterpret_cast<uintptr_t>(&sampler_test_static_worker) + 2) ==
         "sampler_test_static_worker(double)");
   // A function of a shared library (libc).
@@ -315,18 +323,18 @@ TEST_CASE("sampler: foo() 75% / bar() 25% measured within 5 points, stacks right
   const std::string path = fresh_path("shares");
   pyroscope::Config config = test_config("shares", path);
   REQUIRE(pyroscope::start(config).ok());
-  std::thread a([] { sampler_test_foo_bar_until(1.5); });
-  std::thread b([] { sampler_test_foo_bar_until(1.5); });
+  std::thread a([] { sampler_test_foo_bar_until(2.0); });
+  std::thread b([] { sampler_test_foo_bar_until(2.0); });
   a.join();
   b.join();
   REQUIRE(pyroscope::stop().ok());
 
   const pyroscope::QueryResult result = query_file(path, "shares{}");
   const pyroscope::Tree& tree = result.tree;
-  const uint64_t foo = total_under(tree, "sampler_test_foo()");
-  const uint64_t bar = total_under(tree, "sampler_test_bar()");
+  const uint64_t foo = total_under(tree, "sampler_test_foo(long)");
+  const uint64_t bar = total_under(tree, "sampler_test_bar(long)");
   MESSAGE("samples: total " << tree.total() << ", foo " << foo << ", bar " << bar);
-  REQUIRE(foo + bar > 400);
+  REQUIRE(foo + bar > 600);
 #if defined(SAMPLER_TEST_TSAN)
   // TSan delivers signals at its own interception points, not where the thread was: shares are not
   // measurable there. The sampler's machinery ran all the same.
@@ -338,8 +346,8 @@ TEST_CASE("sampler: foo() 75% / bar() 25% measured within 5 points, stacks right
   // The stacks are whole: the loop function is the caller of foo and bar, which call burn.
   const uint64_t loop = total_under(tree, "sampler_test_foo_bar_until(double)");
   CHECK(loop >= (foo + bar) * 95 / 100);
-  CHECK(total_of_edge(tree, "sampler_test_foo()", "sampler_test_burn(long)") >= foo * 90 / 100);
-  CHECK(total_of_edge(tree, "sampler_test_foo_bar_until(double)", "sampler_test_foo()") == foo);
+  CHECK(total_of_edge(tree, "sampler_test_foo(long)", "sampler_test_burn(long)") >= foo * 90 / 100);
+  CHECK(total_of_edge(tree, "sampler_test_foo_bar_until(double)", "sampler_test_foo(long)") == foo);
   // No frame of the handler or the signal trampoline is left in any stack.
   const std::string folded = tree.to_folded();
   CHECK(folded.find("sampler_on_signal") == std::string::npos);

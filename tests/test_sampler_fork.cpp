@@ -1,0 +1,151 @@
+// Sampler and process lifetime (issue 3): fork() while sampling, exit() without stop(), SIGKILL.
+// pyroscope-test: timeout=240
+#define PYROSCOPE_IMPLEMENTATION
+#include "pyroscope.hpp"
+
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+namespace {
+
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+std::atomic<uint64_t> g_sink{0};  // keeps the work observable; atomic for TSan
+
+__attribute__((noinline)) void burn_cpu(double seconds) {
+  const double end = thread_cpu_seconds() + seconds;
+  uint64_t x = g_sink.load(std::memory_order_relaxed);
+  while (thread_cpu_seconds() < end) {
+    for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
+  }
+  g_sink.store(x, std::memory_order_relaxed);
+}
+
+std::string fresh_path(const char* name) {
+  std::string path = std::string(name) + ".pyro";
+  std::remove(path.c_str());
+  return path;
+}
+
+pyroscope::Config test_config(const char* app, const std::string& path) {
+  pyroscope::Config config;
+  config.application_name = app;
+  config.output_path = path;
+  config.sample_rate_hz = 250;
+  return config;
+}
+
+// Total samples in the file, or -1 if it does not open / query.
+long long file_total(const std::string& path, const std::string& selector) {
+  pyroscope::Dataset data;
+  if (!data.add_file(path).ok()) return -1;
+  int64_t first = 0, end = 0;
+  data.time_span(&first, &end);
+  pyroscope::QueryResult result;
+  if (!data.query(selector, first, end, &result).ok()) return -1;
+  return static_cast<long long>(result.tree.total());
+}
+
+int wait_exit_code(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("sampler fork: the child is not profiled and may start its own profiler") {
+  const std::string parent_path = fresh_path("fork-parent");
+  const std::string child_path = fresh_path("fork-child");
+  REQUIRE(pyroscope::start(test_config("forkparent", parent_path)).ok());
+  std::thread busy([] { burn_cpu(0.3); });  // a sampled thread exists while forking
+  burn_cpu(0.05);
+  std::fflush(nullptr);  // the child must not write out the parent's buffered output again
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // Child: exit codes say which expectation failed.
+    if (pyroscope::is_running()) _exit(10);
+    struct sigaction action;
+    sigaction(SIGPROF, nullptr, &action);
+    if ((action.sa_flags & SA_SIGINFO) != 0 || action.sa_handler != SIG_DFL) _exit(11);
+    burn_cpu(0.1);  // no timer of the parent's is armed here: with SIG_DFL any SIGPROF would kill us
+    if (pyroscope::stop().code() != pyroscope::StatusCode::not_running) _exit(12);
+    if (!pyroscope::start(test_config("forkchild", child_path)).ok()) _exit(13);
+    burn_cpu(0.3);
+    if (!pyroscope::stop().ok()) _exit(14);
+    if (file_total(child_path, "forkchild{}") < 20) _exit(15);
+    _exit(0);
+  }
+  burn_cpu(0.2);
+  busy.join();
+  const int code = wait_exit_code(pid);
+  CHECK_MESSAGE(code == 0, "child exit code " << code);
+  CHECK(pyroscope::is_running());
+  REQUIRE(pyroscope::stop().ok());
+  const long long parent_samples = file_total(parent_path, "forkparent{}");
+  MESSAGE("parent samples: " << parent_samples);
+  CHECK(parent_samples > 60);  // about 0.55 s of CPU at 250 Hz, the parent's own only
+  CHECK(file_total(parent_path, "forkchild{}") == 0);
+}
+
+TEST_CASE("sampler fork: exit() without stop() still writes the partial block") {
+  const std::string path = fresh_path("atexit");
+  std::fflush(nullptr);  // the child must not write out the parent's buffered output again
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (!pyroscope::start(test_config("atexit", path)).ok()) _exit(20);
+    burn_cpu(0.3);
+    std::exit(0);  // no stop(): the atexit hook flushes
+  }
+  CHECK(wait_exit_code(pid) == 0);
+  const long long samples = file_total(path, "atexit{}");
+  MESSAGE("samples written at exit: " << samples);
+  CHECK(samples > 40);
+}
+
+TEST_CASE("sampler fork: a process killed while sampling leaves a file that opens") {
+  const std::string path = fresh_path("killed");
+  std::fflush(nullptr);  // the child must not write out the parent's buffered output again
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    pyroscope::Config config = test_config("killed", path);
+    config.flush_interval_seconds = 1;
+    if (!pyroscope::start(config).ok()) _exit(30);
+    for (;;) burn_cpu(1.0);
+  }
+  // Wait until at least one block is in the file, then kill without warning.
+  long long samples = -1;
+  for (int i = 0; i < 200 && samples <= 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    samples = file_total(path, "killed{}");
+  }
+  kill(pid, SIGKILL);
+  CHECK(wait_exit_code(pid) == 128 + SIGKILL);
+  pyroscope::File file;
+  const pyroscope::Status status = file.open_path(path);
+  CHECK_MESSAGE(status.ok(), status.to_string());
+  const long long after_kill = file_total(path, "killed{}");
+  MESSAGE("samples in the killed process's file: " << after_kill);
+  CHECK(after_kill > 0);
+  CHECK(after_kill >= samples);
+}

@@ -1,0 +1,297 @@
+// Sampler and threads (issue 3): threads created after start() are sampled, short-lived threads do not
+// leak timers, tag scopes race-free on many threads, blocking syscalls survive signals, start/stop
+// while threads come and go. The concurrency test of the sampler: run under TSan too.
+// pyroscope-test: timeout=240
+#define PYROSCOPE_IMPLEMENTATION
+#include "pyroscope.hpp"
+
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+std::atomic<uint64_t> g_sink{0};  // keeps the work observable; atomic for TSan
+
+__attribute__((noinline)) void burn_cpu(double seconds) {
+  const double end = thread_cpu_seconds() + seconds;
+  uint64_t x = g_sink.load(std::memory_order_relaxed);
+  while (thread_cpu_seconds() < end) {
+    for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
+  }
+  g_sink.store(x, std::memory_order_relaxed);
+}
+
+std::string fresh_path(const char* name) {
+  std::string path = std::string(name) + ".pyro";
+  std::remove(path.c_str());
+  return path;
+}
+
+pyroscope::Config test_config(const char* app, const std::string& path) {
+  pyroscope::Config config;
+  config.application_name = app;
+  config.output_path = path;
+  config.sample_rate_hz = 250;
+  config.log = [](pyroscope::LogLevel level, const std::string& message) {
+    if (level >= pyroscope::LogLevel::warning) MESSAGE("profiler log: " << message);
+  };
+  return config;
+}
+
+uint64_t query_total(const std::string& path, const std::string& selector) {
+  pyroscope::Dataset data;
+  pyroscope::Status status = data.add_file(path);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  int64_t first = 0, end = 0;
+  data.time_span(&first, &end);
+  pyroscope::QueryResult result;
+  status = data.query(selector, first, end, &result);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  return result.tree.total();
+}
+
+size_t count_threads() {
+  size_t n = 0;
+  DIR* dir = opendir("/proc/self/task");
+  while (dirent* e = readdir(dir)) n += e->d_name[0] >= '0' && e->d_name[0] <= '9';
+  closedir(dir);
+  return n;
+}
+
+// POSIX timers of the process as the kernel lists them (-1 if /proc/self/timers is not available).
+long count_kernel_timers() {
+  std::ifstream in("/proc/self/timers");
+  if (!in) return -1;
+  long n = 0;
+  std::string line;
+  while (std::getline(in, line)) n += line.compare(0, 3, "ID:") == 0;
+  return n;
+}
+
+pid_t gettid_now() { return pid_t(syscall(SYS_gettid)); }
+
+void wait_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+}  // namespace
+
+TEST_CASE("sampler threads: threads created after start() are sampled") {
+  const std::string path = fresh_path("late");
+  REQUIRE(pyroscope::start(test_config("late", path)).ok());
+  wait_ms(300);  // several rescans happen before the thread exists
+  std::thread late([] {
+    pyroscope::tag_scope scope("thread", "late");
+    burn_cpu(0.4);
+  });
+  late.join();
+  REQUIRE(pyroscope::stop().ok());
+  const uint64_t samples = query_total(path, "late{thread=\"late\"}");
+  MESSAGE("late thread samples: " << samples << " (0.4 s of CPU at 250 Hz: about 100)");
+  CHECK(samples > 50);
+}
+
+TEST_CASE("sampler threads: short-lived threads do not leak timers") {
+  const std::string path = fresh_path("churn");
+  REQUIRE(pyroscope::start(test_config("churn", path)).ok());
+  const pyroscope::detail::SamplerStats before = pyroscope::detail::sampler_stats();
+  const long kernel_timers_before = count_kernel_timers();
+  constexpr int kRounds = 6, kThreads = 16;
+  for (int round = 0; round < kRounds; round++) {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; i++) {
+      threads.emplace_back([] {
+        burn_cpu(0.002);
+        wait_ms(250);  // alive across at least one rescan, so it gets a timer
+      });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+  wait_ms(400);  // rescans notice the exited threads
+  const pyroscope::detail::SamplerStats after = pyroscope::detail::sampler_stats();
+  const size_t live_threads = count_threads() - 1;  // minus the agent
+  MESSAGE("timers created " << after.timers_created - before.timers_created << ", deleted "
+                            << after.timers_deleted - before.timers_deleted << ", armed " << after.timers_armed
+                            << ", live application threads " << live_threads << ", kernel timers "
+                            << count_kernel_timers() << " (before the churn " << kernel_timers_before << ")");
+  CHECK(after.timers_created - before.timers_created >= kRounds * kThreads / 2);
+  CHECK(after.timers_armed == live_threads);
+  if (count_kernel_timers() >= 0) CHECK(count_kernel_timers() == long(after.timers_armed));
+  REQUIRE(pyroscope::stop().ok());
+  CHECK(pyroscope::detail::sampler_stats().timers_armed == 0);
+  if (count_kernel_timers() >= 0) CHECK(count_kernel_timers() == 0);
+}
+
+TEST_CASE("sampler threads: tag scopes on many threads while sampling") {
+  const std::string path = fresh_path("manytags");
+  REQUIRE(pyroscope::start(test_config("manytags", path)).ok());
+  std::vector<std::thread> threads;
+  static const char* kValues[] = {"a", "b", "c", "d"};
+  for (int t = 0; t < 6; t++) {
+    threads.emplace_back([t] {
+      const double end = thread_cpu_seconds() + 0.25;
+      int i = 0;
+      while (thread_cpu_seconds() < end) {
+        pyroscope::tag_scope outer("worker", kValues[t % 4]);
+        pyroscope::tag_scope inner("step", kValues[i++ % 4]);
+        pyroscope::tag_wrapper({{"phase", kValues[(i / 4) % 4]}}, [] { burn_cpu(0.001); });
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  REQUIRE(pyroscope::stop().ok());
+  pyroscope::Dataset data;
+  REQUIRE(data.add_file(path).ok());
+  const std::vector<pyroscope::SeriesKey> series = data.series(pyroscope::Selector{});
+  MESSAGE(series.size() << " series");
+  CHECK(series.size() > 4);
+  CHECK(series.size() <= 4 * 4 * 4 + 4 * 4 + 4 + 1);
+  for (const pyroscope::SeriesKey& key : series) {
+    for (const pyroscope::Tag& tag : key.tags) {
+      const bool known = tag.key == "worker" || tag.key == "step" || tag.key == "phase";
+      CHECK_MESSAGE(known, key.to_string());
+    }
+  }
+  CHECK(query_total(path, "manytags{phase=~\"[abcd]\"}") > 50);
+}
+
+TEST_CASE("sampler threads: blocking syscalls survive signals (read, accept, condition variable, nanosleep)") {
+  const std::string path = fresh_path("syscalls");
+  REQUIRE(pyroscope::start(test_config("syscalls", path)).ok());
+  std::atomic<bool> stop_burning{false};
+  std::thread burner([&] {
+    while (!stop_burning.load()) burn_cpu(0.01);  // real timer samples meanwhile
+  });
+
+  int pipe_fds[2];
+  REQUIRE(pipe(pipe_fds) == 0);
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  socklen_t length = sizeof address;
+  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  REQUIRE(listen(listener, 4) == 0);
+
+  std::atomic<pid_t> reader_tid{0}, acceptor_tid{0}, waiter_tid{0}, sleeper_tid{0};
+  std::atomic<ssize_t> read_result{-2};
+  std::atomic<int> read_errno{0}, accept_result{-2}, accept_errno{0};
+  std::atomic<bool> waited_ok{false};
+  std::atomic<double> slept_seconds{0};
+  std::mutex mutex;
+  std::condition_variable condition;
+  bool ready = false;
+
+  std::thread reader([&] {
+    reader_tid = gettid_now();
+    char buffer[16];
+    const ssize_t n = read(pipe_fds[0], buffer, sizeof buffer);  // one call: no EINTR retry here
+    read_errno = errno;
+    read_result = n;
+  });
+  std::thread acceptor([&] {
+    acceptor_tid = gettid_now();
+    const int fd = accept(listener, nullptr, nullptr);  // one call: SA_RESTART must restart it
+    accept_errno = errno;
+    accept_result = fd;
+    if (fd >= 0) close(fd);
+  });
+  std::thread waiter([&] {
+    waiter_tid = gettid_now();
+    std::unique_lock<std::mutex> lock(mutex);
+    waited_ok = condition.wait_for(lock, std::chrono::seconds(30), [&] { return ready; });
+  });
+  std::thread sleeper([&] {
+    sleeper_tid = gettid_now();
+    const auto start = std::chrono::steady_clock::now();
+    timespec request{0, 400000000}, remaining{};
+    // nanosleep is never restarted (POSIX); the usual loop resumes it with the remaining time.
+    while (nanosleep(&request, &remaining) == -1 && errno == EINTR) request = remaining;
+    slept_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  });
+  while (!reader_tid || !acceptor_tid || !waiter_tid || !sleeper_tid) wait_ms(1);
+  wait_ms(50);  // let them block
+
+  // Signals land on the blocked threads while the profiler's handler is installed.
+  const pid_t targets[] = {reader_tid, acceptor_tid, waiter_tid, sleeper_tid};
+  int sent = 0;
+  for (int i = 0; i < 200; i++) {
+    for (pid_t tid : targets) sent += syscall(SYS_tgkill, getpid(), tid, SIGPROF) == 0;
+    std::this_thread::sleep_for(std::chrono::microseconds(1000));
+  }
+  MESSAGE(sent << " SIGPROF signals sent to blocked threads");
+
+  REQUIRE(write(pipe_fds[1], "hello", 5) == 5);
+  const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    ready = true;
+  }
+  condition.notify_all();
+  reader.join();
+  acceptor.join();
+  waiter.join();
+  sleeper.join();
+  stop_burning = true;
+  burner.join();
+  close(client);
+  close(listener);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  REQUIRE(pyroscope::stop().ok());
+
+  CHECK_MESSAGE(read_result.load() == 5, "read returned " << read_result.load() << ", errno " << read_errno.load());
+  CHECK_MESSAGE(accept_result.load() >= 0, "accept returned " << accept_result.load() << ", errno " << accept_errno.load());
+  CHECK(waited_ok.load());
+  CHECK(slept_seconds.load() >= 0.4);
+  CHECK(query_total(path, "syscalls{}") > 0);
+}
+
+TEST_CASE("sampler threads: start/stop cycles while threads come and go") {
+  const std::string path = fresh_path("cycles");
+  std::atomic<bool> done{false};
+  std::thread churn([&] {
+    while (!done.load()) {
+      std::thread t([] {
+        pyroscope::tag_scope scope("kind", "churn");
+        burn_cpu(0.003);
+      });
+      t.join();
+    }
+  });
+  for (int cycle = 0; cycle < 5; cycle++) {
+    pyroscope::Status status = pyroscope::start(test_config("cycles", path));
+    REQUIRE_MESSAGE(status.ok(), status.to_string());
+    burn_cpu(0.08);
+    status = pyroscope::stop();
+    REQUIRE_MESSAGE(status.ok(), status.to_string());
+  }
+  done = true;
+  churn.join();
+  CHECK(pyroscope::detail::sampler_stats().timers_armed == 0);
+  CHECK(query_total(path, "cycles{}") > 20);
+}
