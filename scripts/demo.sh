@@ -182,7 +182,7 @@ for i in "${!regions[@]}"; do
     stop_servers || true
     die "${regions[$i]} did not start (port $((base_port + i)) taken? try --base-port)"
   fi
-  say "$(head -n 1 "$log")"
+  say "$(grep -m 1 "listening on" "$log")"
 done
 
 # --- 3. The load -----------------------------------------------------------------------------------

@@ -35,11 +35,16 @@ constexpr double kMutexHeavyUnits = 3.5;
 constexpr double kMutexLightUnits = 0.1;
 constexpr double kDriverCheckUnits = 0.5;
 
-// Each sets *reply to the text the endpoint sends back. (Not returned: a function returning std::string
-// demangles as order_car[abi:cxx11](int), noise in every flame graph.)
-void order_bike(int search_radius, std::string* reply);
-void order_car(int search_radius, std::string* reply);
-void order_scooter(int search_radius, std::string* reply);
+// What an order found. (Not a std::string: a function returning one demangles as
+// order_car[abi:cxx11](int), and an out-parameter would put std::__cxx11::basic_string<...>* into every
+// flame graph label.)
+struct Ride {
+  const char* vehicle;
+  uint64_t vehicle_id;
+};
+Ride order_bike(int search_radius);
+Ride order_car(int search_radius);
+Ride order_scooter(int search_radius);
 // Each returns a value derived from its work, so the compiler has to do the work.
 uint64_t find_nearest_vehicle(int search_radius, const char* vehicle);
 uint64_t check_driver_availability(int search_radius);
