@@ -817,6 +817,7 @@ void print_machine() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows when the output goes to a file
   Options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
