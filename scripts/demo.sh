@@ -23,6 +23,7 @@
 #   --port N        port of the viewer's web server (default 4040)
 #   --base-port N   the regions listen on N, N+1, N+2 (default 5001)
 #   --no-serve      stop after profiling: no viewer build, no web server
+#   --serve-only    no profiling: serve the profiles an earlier run left in --out
 #   --skip-install  do not run scripts/install-deps.sh
 #   --bin-dir DIR   use rideshare and rideshare-load from DIR instead of building them
 set -euo pipefail
@@ -36,6 +37,7 @@ out=out/demo
 http_port=4040
 base_port=5001
 serve=1
+profile=1
 install=1
 bin_dir=""
 regions=(us-east eu-north ap-south)
@@ -65,6 +67,7 @@ while (($#)); do
       shift 2
       ;;
     --no-serve) serve=0; shift ;;
+    --serve-only) profile=0; shift ;;
     --skip-install) install=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
@@ -118,7 +121,9 @@ on_interrupt() {
   done
   stop_servers || true
   if compgen -G "$out/*.pyro" >/dev/null; then
-    say "the profiles recorded so far are in $out/"
+    local again="bash scripts/demo.sh --serve-only"
+    [[ $out == out/demo ]] || again+=" --out $out"
+    say "the profiles are in $out/ ($again shows them again)"
   fi
   exit 130
 }
@@ -131,15 +136,19 @@ if ((install)); then
   bash scripts/install-deps.sh
 fi
 
-if [[ -z $bin_dir ]]; then
+((serve || profile)) || die "--no-serve and --serve-only together leave nothing to do"
+
+if ((profile)) && [[ -z $bin_dir ]]; then
   bin_dir=build/demo/examples/rideshare
   say "building the example in build/demo"
   cmake -S "$root" -B build/demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYROSCOPE_BUILD_EXAMPLES=ON \
     -DPYROSCOPE_BUILD_TESTS=OFF -DPYROSCOPE_BUILD_TOOLS=OFF -DPYROSCOPE_BUILD_VIEWER=OFF >/dev/null
   cmake --build build/demo -j2 --target rideshare rideshare-load
 fi
-[[ -x $bin_dir/rideshare && -x $bin_dir/rideshare-load ]] || die "no rideshare and rideshare-load in $bin_dir"
-bin_dir=$(cd "$bin_dir" && pwd)
+if ((profile)); then
+  [[ -x $bin_dir/rideshare && -x $bin_dir/rideshare-load ]] || die "no rideshare and rideshare-load in $bin_dir"
+  bin_dir=$(cd "$bin_dir" && pwd)
+fi
 
 # The viewer is built before the profiling starts, so the build does not compete with the profiled
 # servers for the CPU.
@@ -157,63 +166,74 @@ if ((serve)); then
   [[ -f $site/index.html ]] || die "$viewer_script did not produce $site/index.html"
 fi
 
-# --- 2. The three regions --------------------------------------------------------------------------
+# Steps 2 to 4: the three regions under load, then stopped.
+record_profiles() {
+  # --- 2. The three regions ----------------------------------------------------------------------
 
-mkdir -p "$out/logs"
-rm -f "$out"/*.pyro
-addresses=()
-for i in "${!regions[@]}"; do
-  region=${regions[$i]}
-  port=$((base_port + i))
-  REGION=$region PORT=$port PYROSCOPE_OUTPUT="$out/rideshare-$region.pyro" MUTEX_PERIOD_SECONDS=$period \
-    "$bin_dir/rideshare" >"$out/logs/$region.log" 2>&1 &
-  server_pids+=($!)
-  addresses+=("127.0.0.1:$port")
-done
-for i in "${!regions[@]}"; do
-  log="$out/logs/${regions[$i]}.log"
-  for _ in $(seq 100); do
-    grep -q "listening on" "$log" && break
-    kill -0 "${server_pids[$i]}" 2>/dev/null || break
-    sleep 0.1
+  mkdir -p "$out/logs"
+  rm -f "$out"/*.pyro
+  addresses=()
+  for i in "${!regions[@]}"; do
+    region=${regions[$i]}
+    port=$((base_port + i))
+    REGION=$region PORT=$port PYROSCOPE_OUTPUT="$out/rideshare-$region.pyro" MUTEX_PERIOD_SECONDS=$period \
+      "$bin_dir/rideshare" >"$out/logs/$region.log" 2>&1 &
+    server_pids+=($!)
+    addresses+=("127.0.0.1:$port")
   done
-  if ! grep -q "listening on" "$log"; then
-    cat "$log" >&2
-    stop_servers || true
-    die "${regions[$i]} did not start (port $((base_port + i)) taken? try --base-port)"
-  fi
-  say "$(grep -m 1 "listening on" "$log")"
-done
+  for i in "${!regions[@]}"; do
+    log="$out/logs/${regions[$i]}.log"
+    for _ in $(seq 100); do
+      grep -q "listening on" "$log" && break
+      kill -0 "${server_pids[$i]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    if ! grep -q "listening on" "$log"; then
+      cat "$log" >&2
+      stop_servers || true
+      die "${regions[$i]} did not start (port $((base_port + i)) taken? try --base-port)"
+    fi
+    say "$(grep -m 1 "listening on" "$log")"
+  done
 
-# --- 3. The load -----------------------------------------------------------------------------------
+  # --- 3. The load -------------------------------------------------------------------------------
 
-say "load: $rate requests/s to each region for $duration s; eu-north's mutex_lock is heavy for $period s, light for $period s"
-"$bin_dir/rideshare-load" --duration "$duration" --rate "$rate" "${addresses[@]}" >"$out/logs/load.log" 2>&1 &
-load_pid=$!
-started=$SECONDS
-next_report=30
-while kill -0 "$load_pid" 2>/dev/null; do
-  sleep 1
-  if ((SECONDS - started >= next_report)); then
-    say "$((SECONDS - started)) of $duration s"
-    next_report=$((next_report + 30))
-  fi
-done
-load_status=0
-wait "$load_pid" || load_status=$?
-load_pid=""
-sed 's/^/demo: /' "$out/logs/load.log"
+  say "load: $rate requests/s to each region for $duration s; eu-north's mutex_lock is heavy for $period s, light for $period s"
+  "$bin_dir/rideshare-load" --duration "$duration" --rate "$rate" "${addresses[@]}" >"$out/logs/load.log" 2>&1 &
+  load_pid=$!
+  started=$SECONDS
+  next_report=30
+  while kill -0 "$load_pid" 2>/dev/null; do
+    sleep 1
+    if ((SECONDS - started >= next_report)); then
+      say "$((SECONDS - started)) of $duration s"
+      next_report=$((next_report + 30))
+    fi
+  done
+  load_status=0
+  wait "$load_pid" || load_status=$?
+  load_pid=""
+  sed 's/^/demo: /' "$out/logs/load.log"
 
-# --- 4. Stop the servers: each writes its partial block ------------------------------------------
+  # --- 4. Stop the servers: each writes its partial block ----------------------------------------
 
-say "stopping the servers"
-servers_status=0
-stop_servers || servers_status=$?
-((load_status == 0)) || die "the load generator failed (status $load_status); see $out/logs/"
-((servers_status == 0)) || die "a server did not stop cleanly; see $out/logs/"
+  say "stopping the servers"
+  servers_status=0
+  stop_servers || servers_status=$?
+  ((load_status == 0)) || die "the load generator failed (status $load_status); see $out/logs/"
+  ((servers_status == 0)) || die "a server did not stop cleanly; see $out/logs/"
+}
+
+if ((profile)); then
+  record_profiles
+fi
+
 files=()
 for region in "${regions[@]}"; do
-  [[ -s $out/rideshare-$region.pyro ]] || die "no profile from $region ($out/rideshare-$region.pyro); see $out/logs/$region.log"
+  if [[ ! -s $out/rideshare-$region.pyro ]]; then
+    ((profile)) && die "no profile from $region ($out/rideshare-$region.pyro); see $out/logs/$region.log"
+    die "no $out/rideshare-$region.pyro: run the demo without --serve-only first"
+  fi
   files+=("rideshare-$region.pyro")
 done
 say "profiles: $(cd "$out" && du -h "${files[@]}" | awk '{printf "%s (%s) ", $2, $1}')"
@@ -228,6 +248,7 @@ cp "${files[@]/#/$out/}" "$site/"
 query=""
 for f in "${files[@]}"; do query+="${query:+&}file=$f"; done
 url="http://localhost:$http_port/?$query"
+mkdir -p "$out/logs"
 command -v python3 >/dev/null || die "python3 is needed to serve $site (or serve that folder with any static file server)"
 python3 -m http.server "$http_port" --bind 127.0.0.1 --directory "$site" >"$out/logs/http.log" 2>&1 &
 http_pid=$!
