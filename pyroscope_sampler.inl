@@ -331,6 +331,7 @@ struct SamplerCounters {
   std::atomic<uint64_t> push_sent{0};
   std::atomic<uint64_t> push_failed{0};      // attempts that failed (retried or dropped)
   std::atomic<uint64_t> push_dropped{0};     // batches given up
+  std::atomic<uint64_t> agent_cpu_ns{0};     // CPU time of finished agent threads (drain, symbolize, write)
 };
 
 inline SamplerCounters g_sampler_counters;
@@ -342,7 +343,7 @@ inline std::atomic<int> g_sampler_in_flight{0};
 struct SamplerStats {
   uint64_t samples = 0, handler_ns = 0, dropped_full = 0, drained = 0, weight = 0;
   uint64_t timers_armed = 0, timers_created = 0, timers_deleted = 0, thread_scans = 0;
-  uint64_t blocks_written = 0, push_sent = 0, push_failed = 0, push_dropped = 0;
+  uint64_t blocks_written = 0, push_sent = 0, push_failed = 0, push_dropped = 0, agent_cpu_ns = 0;
 };
 
 inline SamplerStats sampler_stats() {
@@ -361,6 +362,7 @@ inline SamplerStats sampler_stats() {
   s.push_sent = c.push_sent.load(std::memory_order_relaxed);
   s.push_failed = c.push_failed.load(std::memory_order_relaxed);
   s.push_dropped = c.push_dropped.load(std::memory_order_relaxed);
+  s.agent_cpu_ns = c.agent_cpu_ns.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -1590,6 +1592,10 @@ struct ProfilerSession {
       std::lock_guard<std::mutex> lock(mutex);
       if (agent_status.ok()) agent_status = closed;
     }
+    timespec cpu;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    g_sampler_counters.agent_cpu_ns.fetch_add(uint64_t(cpu.tv_sec) * 1000000000u + uint64_t(cpu.tv_nsec),
+                                              std::memory_order_relaxed);
   }
 };
 
