@@ -439,6 +439,9 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
   }
 
   const float row_h = o.row_height;
+  row_height_ = row_h;
+  flame_orientation_ = o.orientation == Orientation::flame;
+  scroll_y_ = ImGui::GetScrollY();
   const float content_h = std::max(static_cast<float>(layout_.depth_count) * row_h, visible_height);
   const ImVec2 origin = ImGui::GetCursorScreenPos();  // content top-left, scroll applied
   const bool flame = o.orientation == Orientation::flame;

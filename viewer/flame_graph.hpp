@@ -115,6 +115,9 @@ class FlameGraph {
   uint32_t labelled_blocks() const { return labelled_blocks_; }
   uint32_t visited_nodes() const { return visited_nodes_; }
   uint32_t hovered() const { return hovered_; }
+  float row_height() const { return row_height_; }
+  float scroll_y() const { return scroll_y_; }
+  bool flame_orientation() const { return flame_orientation_; }
   ImVec2 canvas_min() const { return canvas_min_; }
   ImVec2 canvas_max() const { return canvas_max_; }
   // Asks the next draw to scroll so the focused row is in view.
@@ -161,6 +164,9 @@ class FlameGraph {
   uint32_t hovered_ = Tree::kNoNode;
   ImVec2 canvas_min_{0, 0};
   ImVec2 canvas_max_{0, 0};
+  float row_height_ = 0;
+  bool flame_orientation_ = false;
+  float scroll_y_ = 0;
 };
 
 // Formats a sample count with thousands separators ("1,234,567").

@@ -14,6 +14,7 @@
 #include "backends/imgui_impl_glfw.h"
 #include "backends/imgui_impl_opengl3.h"
 #include "imgui.h"
+#include "glfw_input.hpp"
 #include "viewer.hpp"
 
 extern "C" int stbi_write_png(const char* filename, int w, int h, int comp, const void* data, int stride_in_bytes);
@@ -39,16 +40,6 @@ const char* kUsage =
 
 viewer::ViewerState* g_state = nullptr;
 
-void on_input(GLFWwindow*) {
-  if (g_state) viewer::request_redraw(*g_state, 3);
-}
-void on_cursor(GLFWwindow* w, double, double) { on_input(w); }
-void on_button(GLFWwindow* w, int, int, int) { on_input(w); }
-void on_scroll(GLFWwindow* w, double, double) { on_input(w); }
-void on_key(GLFWwindow* w, int, int, int, int) { on_input(w); }
-void on_char(GLFWwindow* w, unsigned int) { on_input(w); }
-void on_size(GLFWwindow* w, int, int) { on_input(w); }
-void on_focus(GLFWwindow* w, int) { on_input(w); }
 void on_drop(GLFWwindow*, int count, const char** paths) {
   if (!g_state) return;
   std::vector<viewer::LoadInput> inputs;
@@ -152,20 +143,13 @@ int main(int argc, char** argv) {
 
   viewer::ViewerState state;
   g_state = &state;
-  // Our callbacks go in first: ImGui's backend chains to them, so every event also wakes the loop.
-  glfwSetCursorPosCallback(window, on_cursor);
-  glfwSetMouseButtonCallback(window, on_button);
-  glfwSetScrollCallback(window, on_scroll);
-  glfwSetKeyCallback(window, on_key);
-  glfwSetCharCallback(window, on_char);
-  glfwSetWindowSizeCallback(window, on_size);
-  glfwSetWindowFocusCallback(window, on_focus);
+  viewer::glfw_input::install(window, &state, /*browser_wheel=*/false);
   glfwSetDropCallback(window, on_drop);
 
   IMGUI_CHECKVERSION();
   ImGui::CreateContext();
   ImGui::GetIO().IniFilename = nullptr;
-  ImGui_ImplGlfw_InitForOpenGL(window, true);
+  ImGui_ImplGlfw_InitForOpenGL(window, false);
   ImGui_ImplOpenGL3_Init("#version 150");
 
   if (scale <= 0) {
@@ -210,6 +194,7 @@ int main(int argc, char** argv) {
     if (batch) glFinish();  // measure the GPU's work too
     const double ms = std::chrono::duration<double, std::milli>(clock::now() - start).count();
     viewer::record_frame_time(state, ms, std::chrono::duration<double, std::milli>(ui_done - start).count());
+    viewer::glfw_input::end_frame(window);
     if (state.flame_painted && state.first_flame_paint_ms < 0) state.first_flame_paint_ms = ms;
     ++frame_number;
 
@@ -228,7 +213,7 @@ int main(int argc, char** argv) {
                     percentile(t, 0.95), worst);
       };
       std::printf("zoom benchmark: %u nodes, %u rows deep, %dx%d pixels (60 fps budget: 16.7 ms)\n",
-                  state.left.tree.node_count(), state.flame_left.layout().depth_count, fb_w, fb_h);
+                  state.left_tree ? state.left_tree->node_count() : 0, state.flame_left.layout().depth_count, fb_w, fb_h);
       report("whole frame incl. GL (glFinish)", state.bench_frame_ms);
       report("UI only (layout visit + ImGui)", state.bench_ui_ms);
       break;

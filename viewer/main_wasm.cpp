@@ -15,6 +15,7 @@
 #include "backends/imgui_impl_glfw.h"
 #include "backends/imgui_impl_opengl3.h"
 #include "imgui.h"
+#include "glfw_input.hpp"
 #include "viewer.hpp"
 
 namespace viewer = pyroscope::viewer;
@@ -32,16 +33,6 @@ struct App {
 };
 
 App* g_app = nullptr;
-
-void on_input() {
-  if (g_app) viewer::request_redraw(g_app->state, 3);
-}
-void on_cursor(GLFWwindow*, double, double) { on_input(); }
-void on_button(GLFWwindow*, int, int, int) { on_input(); }
-void on_scroll(GLFWwindow*, double, double) { on_input(); }
-void on_key(GLFWwindow*, int, int, int, int) { on_input(); }
-void on_char(GLFWwindow*, unsigned int) { on_input(); }
-void on_size(GLFWwindow*, int, int) { on_input(); }
 
 void main_loop(void* arg) {
   App& app = *static_cast<App*>(arg);
@@ -63,6 +54,7 @@ void main_loop(void* arg) {
   ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
   const double end = emscripten_get_now();
   viewer::record_frame_time(app.state, end - start, ui_done - start);
+  viewer::glfw_input::end_frame(app.window);
   if (app.state.flame_painted && app.state.first_flame_paint_ms < 0) {
     app.state.first_flame_paint_ms = end;  // performance.now(): ms since the navigation started
     EM_ASM({ if (Module.onFirstFlamePaint) Module.onFirstFlamePaint($0); }, end);
@@ -114,7 +106,10 @@ EMSCRIPTEN_KEEPALIVE const char* pv_status() {
 // scales with the ratio, so text stays sharp on HiDPI screens.
 EMSCRIPTEN_KEEPALIVE void pv_set_size(int css_width, int css_height, double pixel_ratio) {
   const float ratio = pixel_ratio > 0.5 ? static_cast<float>(pixel_ratio) : 1.0f;
-  glfwSetWindowSize(g_app->window, static_cast<int>(css_width * ratio + 0.5f), static_cast<int>(css_height * ratio + 0.5f));
+  // Not glfwSetWindowSize: Emscripten's GLFW turns a size equal to the screen's into a fullscreen
+  // request. Resizing the canvas reaches GLFW through the browser module's resize listeners.
+  EM_ASM({ Browser.setCanvasSize($0, $1); }, static_cast<int>(css_width * ratio + 0.5f),
+         static_cast<int>(css_height * ratio + 0.5f));
   if (ratio != g_app->pixel_ratio) {
     g_app->pixel_ratio = ratio;
     rebuild_fonts(*g_app);
@@ -165,17 +160,12 @@ int main() {
     return 1;
   }
   glfwMakeContextCurrent(app.window);
-  glfwSetCursorPosCallback(app.window, on_cursor);
-  glfwSetMouseButtonCallback(app.window, on_button);
-  glfwSetScrollCallback(app.window, on_scroll);
-  glfwSetKeyCallback(app.window, on_key);
-  glfwSetCharCallback(app.window, on_char);
-  glfwSetWindowSizeCallback(app.window, on_size);
+  viewer::glfw_input::install(app.window, &app.state, /*browser_wheel=*/true);
 
   IMGUI_CHECKVERSION();
   ImGui::CreateContext();
   ImGui::GetIO().IniFilename = nullptr;
-  ImGui_ImplGlfw_InitForOpenGL(app.window, true);
+  ImGui_ImplGlfw_InitForOpenGL(app.window, false);
   ImGui_ImplOpenGL3_Init("#version 300 es");
   viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
   app.state.open_dialog = [] { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); };

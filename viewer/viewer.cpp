@@ -255,32 +255,6 @@ void record_item(std::string_view name) {
 
 namespace {
 
-// Folded text → one block of one series in a temporary .pyro, read back through the header like any
-// file: the rest of the viewer sees one more application.
-Status import_folded(std::string_view text, const std::string& name, int64_t at, File* out, uint64_t* samples) {
-  Tree tree;
-  Status status = Tree::from_folded(text, &tree);
-  if (!status.ok()) return status;
-  if (tree.total() == 0) return Status(StatusCode::parse_error, "no samples in the folded text");
-  *samples = tree.total();
-  char dir_template[] = "/tmp/pyroscope-viewer-XXXXXX";
-  const char* dir = mkdtemp(dir_template);
-  if (!dir) return Status(StatusCode::io_error, "cannot create a temporary folder in /tmp");
-  const std::string path = std::string(dir) + "/import.pyro";
-  {
-    Writer writer;
-    status = writer.open(path);
-    const int64_t resolution = status.ok() ? writer.resolution_seconds() : kDefaultResolutionSeconds;
-    if (status.ok()) status = writer.append(SeriesKey(app_name_for(name), {}), floor_to(at, resolution), tree);
-    Status closed = writer.is_open() ? writer.close() : Status();
-    if (status.ok()) status = closed;
-  }
-  if (status.ok()) status = out->open_path(path);
-  std::remove(path.c_str());
-  rmdir(dir);
-  return status;
-}
-
 std::string read_whole_file(const std::string& path, Status* status) {
   std::string data;
   FILE* f = std::fopen(path.c_str(), "rb");
@@ -315,6 +289,7 @@ void load_pending(ViewerState& state) {
   if (inputs.empty()) return;
   const double start = now_ms();
   Dataset dataset;
+  std::vector<FoldedSource> folded;
   std::vector<LoadedFile> files;
   std::vector<std::unique_ptr<uint8_t, FreeDeleter>> buffers;
   std::vector<std::string> errors;
@@ -325,35 +300,60 @@ void load_pending(ViewerState& state) {
     loaded.name = in.name.empty() ? base_name(in.path) : in.name;
     File file;
     Status status;
-    const bool folded = looks_folded(loaded.name, in.bytes, in.size);
-    const int64_t at = in.modified_unix > 0 ? in.modified_unix : now;
+    const bool is_folded = looks_folded(loaded.name, in.bytes, in.size);
+    int64_t at = in.modified_unix > 0 ? in.modified_unix : now;
+    auto tree = is_folded ? std::make_unique<Tree>() : nullptr;
     if (!in.path.empty()) {
       struct stat st;
-      if (::stat(in.path.c_str(), &st) == 0) loaded.bytes = static_cast<uint64_t>(st.st_size);
-      if (folded) {
+      if (::stat(in.path.c_str(), &st) == 0) {
+        loaded.bytes = static_cast<uint64_t>(st.st_size);
+        if (in.modified_unix <= 0) at = static_cast<int64_t>(st.st_mtime);
+      }
+      if (is_folded) {
         const std::string text = read_whole_file(in.path, &status);
-        if (status.ok()) status = import_folded(text, loaded.name, at, &file, &loaded.samples);
+        if (status.ok()) status = Tree::from_folded(text, tree.get());
       } else {
         status = file.open_path(in.path);
       }
     } else {
       loaded.bytes = in.size;
-      if (folded) {
-        status = import_folded(std::string_view(reinterpret_cast<const char*>(in.bytes), in.size), loaded.name, at,
-                               &file, &loaded.samples);
-        owned.reset();  // the text is no longer needed: the tree lives in the imported file
+      if (is_folded) {
+        status = Tree::from_folded(std::string_view(reinterpret_cast<const char*>(in.bytes), in.size), tree.get());
+        owned.reset();  // the text is not needed any more
       } else {
         status = file.open_span(ByteSpan{in.bytes, in.size});
         if (status.ok()) buffers.push_back(std::move(owned));
       }
     }
+    if (status.ok() && is_folded && tree->total() == 0) {
+      status = Status(StatusCode::parse_error, "no samples in the folded text");
+    }
     if (!status.ok()) {
       errors.push_back(loaded.name + ": " + status.to_string());
       continue;
     }
-    loaded.folded = folded;
-    dataset.add(std::move(file));
+    loaded.folded = is_folded;
+    if (is_folded) {
+      loaded.samples = tree->total();
+      FoldedSource source;
+      source.app = app_name_for(loaded.name);
+      // Two folded files with the same name stay apart.
+      for (int n = 2; std::any_of(folded.begin(), folded.end(), [&](const FoldedSource& f) { return f.app == source.app; }); ++n) {
+        source.app = app_name_for(loaded.name) + "-" + std::to_string(n);
+      }
+      source.time = floor_to(at, kDefaultResolutionSeconds);
+      source.tree = std::move(tree);
+      folded.push_back(std::move(source));
+    } else {
+      dataset.add(std::move(file));
+    }
     files.push_back(std::move(loaded));
+  }
+  if (!folded.empty() && dataset.file_count() > 0) {
+    const std::vector<std::string> pyro_apps = dataset.apps();
+    for (FoldedSource& f : folded) {
+      if (std::binary_search(pyro_apps.begin(), pyro_apps.end(), f.app)) f.app += "-folded";
+    }
   }
   std::string error;
   for (const std::string& e : errors) error += (error.empty() ? "" : "\n") + e;
@@ -363,8 +363,14 @@ void load_pending(ViewerState& state) {
     request_redraw(state);
     return;  // keep what was shown before
   }
+  state.flame_left.clear();  // the views point into the old trees
+  state.flame_right.clear();
+  state.flame_diff.clear();
+  state.left_tree = state.right_tree = nullptr;
+  state.diff.reset();
   state.dataset = std::move(dataset);  // the old data set lets go of its spans first...
   state.buffers = std::move(buffers);  // ...then the old buffers are freed
+  state.folded = std::move(folded);
   state.files = std::move(files);
   state.error = error;
   char line[160];
@@ -377,6 +383,13 @@ void load_pending(ViewerState& state) {
 // [SECTION] Selection, queries and derived data =====================================================
 
 namespace {
+
+const FoldedSource* find_folded(const ViewerState& state, const std::string& app) {
+  for (const FoldedSource& f : state.folded) {
+    if (f.app == app) return &f;
+  }
+  return nullptr;
+}
 
 void rebuild_selector(ViewerState& state) {
   std::string s = state.app + "{";
@@ -398,11 +411,36 @@ void rebuild_selector(ViewerState& state) {
 }
 
 void load_tags(ViewerState& state) {
-  state.tag_keys = state.dataset.tag_keys(state.app);
+  state.tag_keys.clear();
+  if (!find_folded(state, state.app)) state.tag_keys = state.dataset.tag_keys(state.app);  // folded: no tags
   state.tag_values.clear();
   for (const std::string& key : state.tag_keys) state.tag_values.push_back(state.dataset.tag_values(state.app, key));
   state.tag_value_samples.clear();
   state.tag_samples_key.clear();
+}
+
+void split_range_for_pair(ViewerState& state);
+
+// The time the application has samples in, so a data set that spans months still opens on the data.
+TimeRange data_extent(const ViewerState& state, const std::string& app) {
+  if (const FoldedSource* f = find_folded(state, app)) return TimeRange{f->time, f->time + state.resolution};
+  QueryOptions options;
+  options.want_tree = false;
+  options.timeline_points = 4096;
+  QueryResult result;
+  TimeRange extent{state.span_from, state.span_until};
+  if (!state.dataset.query(app + "{}", state.span_from, state.span_until, &result, options).ok()) return extent;
+  const Timeline& tl = result.timeline;
+  size_t first = tl.samples.size(), last = 0;
+  for (size_t i = 0; i < tl.samples.size(); ++i) {
+    if (tl.samples[i] == 0) continue;
+    first = std::min(first, i);
+    last = i;
+  }
+  if (first > last || tl.step <= 0) return extent;
+  extent.from = std::max(state.span_from, tl.start + static_cast<int64_t>(first) * tl.step);
+  extent.until = std::min(state.span_until, tl.start + static_cast<int64_t>(last + 1) * tl.step);
+  return extent.valid() ? extent : TimeRange{state.span_from, state.span_until};
 }
 
 void select_app(ViewerState& state, const std::string& app) {
@@ -410,6 +448,14 @@ void select_app(ViewerState& state, const std::string& app) {
   state.selected_tags.clear();
   load_tags(state);
   rebuild_selector(state);
+  if (app.empty()) return;
+  // Open on the application's own data: view and ranges fit it (a comparison then splits it again).
+  const TimeRange extent = data_extent(state, app);
+  state.timeline_view = extent;
+  state.ranges[0] = extent;
+  state.ranges[1] = extent;
+  state.pair_ranges_chosen = false;
+  if (state.view != ViewMode::single) split_range_for_pair(state);
 }
 
 bool parse_int64(const std::string& s, int64_t* out) {
@@ -472,8 +518,20 @@ void split_range_for_pair(ViewerState& state) {
 
 void reset_selection(ViewerState& state) {
   state.apps = state.dataset.apps();
-  state.dataset.time_span(&state.span_from, &state.span_until);
-  state.resolution = std::max<int64_t>(1, state.dataset.resolution_seconds());
+  for (const FoldedSource& f : state.folded) state.apps.push_back(f.app);
+  std::sort(state.apps.begin(), state.apps.end());
+  const bool have_pyro = state.dataset.file_count() > 0;
+  state.resolution = have_pyro ? std::max<int64_t>(1, state.dataset.resolution_seconds()) : kDefaultResolutionSeconds;
+  if (have_pyro) {
+    state.dataset.time_span(&state.span_from, &state.span_until);
+  } else if (!state.folded.empty()) {
+    state.span_from = state.folded.front().time;
+    state.span_until = state.span_from;
+  }
+  for (const FoldedSource& f : state.folded) {
+    state.span_from = std::min(state.span_from, f.time);
+    state.span_until = std::max(state.span_until, f.time + state.resolution);
+  }
   if (state.span_until <= state.span_from) state.span_until = state.span_from + state.resolution;
   const TimeRange full{state.span_from, state.span_until};
   state.timeline_view = full;
@@ -484,9 +542,12 @@ void reset_selection(ViewerState& state) {
   std::string first_app;
   size_t most_series = 0;
   for (const std::string& app : state.apps) {
-    Selector selector;
-    if (!Selector::parse(app + "{}", &selector).ok()) continue;
-    const size_t n = state.dataset.series(selector).size();
+    size_t n = 1;  // a folded file is one series
+    if (!find_folded(state, app)) {
+      Selector selector;
+      if (!Selector::parse(app + "{}", &selector).ok()) continue;
+      n = state.dataset.series(selector).size();
+    }
     if (first_app.empty() || n > most_series) {
       first_app = app;
       most_series = n;
@@ -494,9 +555,11 @@ void reset_selection(ViewerState& state) {
   }
   select_app(state, first_app);
   apply_requested(state);
-  if (state.view != ViewMode::single && state.requested.count("right_from") == 0) split_range_for_pair(state);
   state.timeline_key.clear();
   state.trees_key.clear();
+  state.table_rows.clear();
+  state.table_order.clear();
+  state.table_dirty = true;
   state.flame_left.clear();
   state.flame_right.clear();
   state.flame_diff.clear();
@@ -526,6 +589,18 @@ void update_timeline(ViewerState& state, float plot_width) {
                           std::to_string(state.timeline_view.until) + "|" + std::to_string(points);
   if (key == state.timeline_key) return;
   state.timeline_key = key;
+  if (const FoldedSource* f = find_folded(state, state.app)) {
+    // One block of samples: the same shape of timeline the query would give.
+    const TimeRange v = state.timeline_view;
+    const int64_t blocks = std::max<int64_t>(1, (v.until - v.from + state.resolution - 1) / state.resolution);
+    const int64_t per_point = std::max<int64_t>(1, (blocks + static_cast<int64_t>(points) - 1) / static_cast<int64_t>(points));
+    Timeline& tl = state.timeline.timeline;
+    tl.step = per_point * state.resolution;
+    tl.start = floor_to(v.from, tl.step);
+    tl.samples.assign(static_cast<size_t>((v.until - tl.start + tl.step - 1) / tl.step), 0);
+    if (f->time >= tl.start && f->time < v.until) tl.samples[static_cast<size_t>((f->time - tl.start) / tl.step)] = f->tree->total();
+    return;
+  }
   QueryOptions options;
   options.timeline_points = points;
   options.want_tree = false;
@@ -559,26 +634,35 @@ void update_trees(ViewerState& state) {
   state.flame_diff.clear();
   state.diff.reset();
 
-  QueryOptions options;
-  options.timeline_points = 1;  // the timeline comes from its own query
-  Status status = state.dataset.query(state.selector, state.ranges[0].from, state.ranges[0].until, &state.left, options);
-  if (status.ok() && pair) {
-    status = state.dataset.query(state.selector, state.ranges[1].from, state.ranges[1].until, &state.right, options);
+  state.left = QueryResult();
+  state.right = QueryResult();
+  state.left_tree = &state.left.tree;
+  state.right_tree = &state.right.tree;
+  if (const FoldedSource* f = find_folded(state, state.app)) {
+    // Its one block is in a range or not; no query needed.
+    auto in_range = [&](const TimeRange& r) { return f->time < r.until && f->time + state.resolution > r.from; };
+    state.left_tree = in_range(state.ranges[0]) ? f->tree.get() : &state.empty_tree;
+    state.right_tree = pair && in_range(state.ranges[1]) ? f->tree.get() : &state.empty_tree;
   } else {
-    state.right = QueryResult();
-  }
-  if (!status.ok()) {
-    state.error = "query " + state.selector + ": " + status.to_string();
-    state.left = QueryResult();
-    state.right = QueryResult();
+    QueryOptions options;
+    options.timeline_points = 1;  // the timeline comes from its own query
+    Status status = state.dataset.query(state.selector, state.ranges[0].from, state.ranges[0].until, &state.left, options);
+    if (status.ok() && pair) {
+      status = state.dataset.query(state.selector, state.ranges[1].from, state.ranges[1].until, &state.right, options);
+    }
+    if (!status.ok()) {
+      state.error = "query " + state.selector + ": " + status.to_string();
+      state.left = QueryResult();
+      state.right = QueryResult();
+    }
   }
   const double queried = now_ms();
-  state.flame_left.set_tree(&state.left.tree, nullptr);
+  state.flame_left.set_tree(state.left_tree, nullptr);
   state.flame_left.set_search(state.search);
   refocus(state.flame_left, left_focus);
   if (pair) {
-    state.diff = std::make_unique<DiffTree>(DiffTree::compute(state.left.tree, state.right.tree));
-    state.flame_right.set_tree(&state.right.tree, nullptr);
+    state.diff = std::make_unique<DiffTree>(DiffTree::compute(*state.left_tree, *state.right_tree));
+    state.flame_right.set_tree(state.right_tree, nullptr);
     state.flame_right.set_search(state.search);
     refocus(state.flame_right, right_focus);
     state.flame_diff.set_tree(&state.diff->shape(), state.diff.get());
@@ -586,16 +670,18 @@ void update_trees(ViewerState& state) {
     refocus(state.flame_diff, diff_focus);
   }
   state.table_dirty = true;
+  state.table_rows.clear();
+  state.table_order.clear();
   char line[200];
   std::snprintf(line, sizeof line, "query %.0f ms (%llu merges), layout %.0f ms, %u nodes", queried - start,
                 static_cast<unsigned long long>(state.left.merges + state.right.merges), now_ms() - queried,
-                state.left.tree.node_count());
+                state.left_tree->node_count());
   add_log(state, line);
 }
 
 // Samples per tag value for the tag explorer: the current filters of the other keys, this key = value.
 void update_tag_samples(ViewerState& state) {
-  if (state.app.empty()) return;
+  if (state.app.empty() || find_folded(state, state.app)) return;
   const std::string key = state.selector + "|" + std::to_string(state.ranges[0].from) + "|" +
                           std::to_string(state.ranges[0].until);
   if (key == state.tag_samples_key) return;
@@ -630,7 +716,7 @@ void update_tag_samples(ViewerState& state) {
 }
 
 const Tree* table_tree(const ViewerState& state) {
-  if (state.view == ViewMode::single) return &state.left.tree;
+  if (state.view == ViewMode::single) return state.flame_left.tree();
   return state.diff ? &state.diff->shape() : nullptr;
 }
 
@@ -641,7 +727,7 @@ void update_table(ViewerState& state) {
     state.table_rows.clear();
     if (state.view == ViewMode::single) {
       if (state.flame_left.tree()) {
-        aggregate_functions(state.left.tree, state.flame_left.layout(), nullptr, &state.table_rows);
+        aggregate_functions(*state.flame_left.tree(), state.flame_left.layout(), nullptr, &state.table_rows);
       }
     } else if (state.diff && state.flame_diff.tree()) {
       aggregate_functions(state.diff->shape(), state.flame_diff.layout(), state.diff.get(), &state.table_rows);
@@ -1257,7 +1343,8 @@ void draw_table(ViewerState& state, float height) {
                           ImGuiTableFlags_BordersInnerV | ImGuiTableFlags_BordersOuter | ImGuiTableFlags_ScrollY |
                           ImGuiTableFlags_SizingFixedFit;
   const int columns = pair ? 6 : 5;
-  if (!ImGui::BeginTable("functions", columns, flags, ImVec2(0, height))) return;
+  // Separate ids: the single and the pair tables have different columns (and sort specs).
+  if (!ImGui::BeginTable(pair ? "functions-pair" : "functions", columns, flags, ImVec2(0, height))) return;
   const float num_w = ImGui::CalcTextSize("000,000,000,000").x;
   const float pct_w = ImGui::CalcTextSize("100.00%%").x;
   ImGui::TableSetupScrollFreeze(0, 1);
@@ -1279,10 +1366,14 @@ void draw_table(ViewerState& state, float height) {
                             num_w, static_cast<ImGuiID>(TableSort::total));
     ImGui::TableSetupColumn("Total %", ImGuiTableColumnFlags_WidthFixed | ImGuiTableColumnFlags_NoSort, pct_w);
   }
-  ImGui::TableHeadersRow();
+  ImGui::TableNextRow(ImGuiTableRowFlags_Headers);
   for (int c = 0; c < columns; ++c) {
     ImGui::TableSetColumnIndex(c);
-    record_item(std::string("table.header.") + ImGui::TableGetColumnName(c));
+    const char* name = ImGui::TableGetColumnName(c);
+    ImGui::PushID(c);
+    ImGui::TableHeader(name);
+    ImGui::PopID();
+    record_item(std::string("table.header.") + name);
   }
   if (ImGuiTableSortSpecs* specs = ImGui::TableGetSortSpecs()) {
     if (specs->SpecsDirty && specs->SpecsCount > 0) {
@@ -1418,11 +1509,11 @@ void draw_views(ViewerState& state) {
   } else {
     ImGui::TextUnformatted("Diff: left");
     ImGui::SameLine(0, 4 * s);
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "%s", format_count(state.left.tree.total()).c_str());
+    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "%s", format_count(state.left_tree ? state.left_tree->total() : 0).c_str());
     ImGui::SameLine(0, 4 * s);
     ImGui::TextUnformatted("-> right");
     ImGui::SameLine(0, 4 * s);
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "%s", format_count(state.right.tree.total()).c_str());
+    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "%s", format_count(state.right_tree ? state.right_tree->total() : 0).c_str());
     ImGui::SameLine(0, 4 * s);
     ImGui::TextDisabled("samples.  Colour: change in share of the whole");
     ImGui::SameLine(0, 12 * s);
@@ -1714,6 +1805,12 @@ std::string status_json(const ViewerState& state) {
     }
     j.end_array();
     j.key("view_left").num(g.view_left()).key("view_width").num(g.view_width());
+    // Where rows are on screen (framebuffer pixels; the page converts widgets only): row d's top is
+    // canvas_top + d * row_height - scroll in icicle mode.
+    j.key("row_height").num(g.row_height());
+    j.key("scroll_y").num(g.scroll_y());
+    j.key("canvas").begin_array().num(g.canvas_min().x).num(g.canvas_min().y).num(g.canvas_max().x - g.canvas_min().x)
+        .num(g.canvas_max().y - g.canvas_min().y).end_array();
     j.key("drawn_blocks").integer(g.drawn_blocks());
     j.key("merged_blocks").integer(g.merged_blocks());
     j.key("labelled_blocks").integer(g.labelled_blocks());
@@ -1736,12 +1833,12 @@ std::string status_json(const ViewerState& state) {
   if (state.view == ViewMode::diff) graph_json("diff", state.flame_diff);
   j.end_object();
   j.key("table").begin_object();
-  j.key("rows").integer(static_cast<int64_t>(state.table_order.size()));
+  j.key("rows").integer(static_cast<int64_t>(state.table_dirty ? 0 : state.table_order.size()));
   const char* sort_names[] = {"name", "self", "total", "left_total", "right_total", "change"};
   j.key("sort").str(sort_names[static_cast<int>(state.table_sort)]);
   j.key("ascending").boolean(state.table_ascending);
   j.key("first").begin_array();
-  const Tree* tt = table_tree(state);
+  const Tree* tt = state.table_dirty || state.table_order_dirty ? nullptr : table_tree(state);
   for (size_t i = 0; tt && i < std::min<size_t>(5, state.table_order.size()); ++i) {
     j.str(tt->symbols().name(state.table_rows[state.table_order[i]].symbol));
   }

@@ -36,6 +36,14 @@ struct LoadedFile {
   uint64_t samples = 0;       // folded: samples imported
 };
 
+// Folded text opened as one application: the tree Tree::from_folded built, kept as it is (the
+// query of its single block would be the same tree), placed at one 10 s block.
+struct FoldedSource {
+  std::string app;
+  int64_t time = 0;                 // start of its block, unix seconds
+  std::unique_ptr<Tree> tree;
+};
+
 struct TimeRange {
   int64_t from = 0;   // unix seconds
   int64_t until = 0;  // exclusive
@@ -59,7 +67,8 @@ struct FreeDeleter {
 
 struct ViewerState {
   // --- Data -------------------------------------------------------------------------------------
-  Dataset dataset;
+  Dataset dataset;                      // the .pyro files
+  std::vector<FoldedSource> folded;     // the folded-text files, one application each
   std::vector<LoadedFile> files;
   std::vector<std::unique_ptr<uint8_t, FreeDeleter>> buffers;  // spans the dataset's Files read from
   std::vector<LoadInput> pending;       // opened on the next frame, after a "Loading" frame is shown
@@ -94,6 +103,9 @@ struct ViewerState {
   // --- Trees and views ----------------------------------------------------------------------------
   ViewMode view = ViewMode::single;
   QueryResult left, right;
+  const Tree* left_tree = nullptr;      // &left.tree, or a folded source's tree
+  const Tree* right_tree = nullptr;
+  Tree empty_tree;                      // a folded source outside the selected range
   std::unique_ptr<DiffTree> diff;
   std::string trees_key;
   FlameGraph flame_left, flame_right, flame_diff;

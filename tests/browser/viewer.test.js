@@ -1,0 +1,371 @@
+// Browser test of the WebAssembly viewer: headless Chromium loads the static build with test files and
+// clicks through it with real mouse and keyboard events at the rectangles the viewer reports in
+// window.pyroscopeViewer.status(). Asserts on that state and on pixels of real screenshots, which are
+// kept in the artifacts folder (look at them).
+//
+// usage: node tests/browser/viewer.test.js --site build/wasm --data DIR --out DIR
+//   DIR (data) holds rideshare.pyro, deep.pyro, sample.folded, corrupt.pyro (make_test_data writes them).
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const h = require('./harness');
+
+function parseArgs(argv) {
+  const args = { site: 'build/wasm', data: 'build/testdata', out: 'build/browser-artifacts' };
+  for (let i = 2; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, '');
+    if (!(key in args) || i + 1 >= argv.length) {
+      console.error(`usage: viewer.test.js --site DIR --data DIR --out DIR (bad argument '${argv[i]}')`);
+      process.exit(2);
+    }
+    args[key] = argv[i + 1];
+  }
+  return args;
+}
+
+const failures = [];
+let checks = 0;
+function expect(condition, message, detail) {
+  checks++;
+  if (condition) {
+    console.log('  ok   ' + message);
+  } else {
+    failures.push(message);
+    console.log('  FAIL ' + message + (detail !== undefined ? ' -- ' + JSON.stringify(detail) : ''));
+  }
+  return condition;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function status(page) { return page.evaluate(() => window.pyroscopeViewer.status()); }
+
+// Waits until the viewer has drawn `count` more frames (input makes it draw a few), so what the last
+// event did is in status(). Software WebGL can take a few hundred ms per frame on a busy machine.
+async function settle(page, count = 2, timeout = 10000) {
+  const start = (await status(page)).frames;
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    if ((await status(page)).frames >= start + count) return;
+    await sleep(20);
+  }
+}
+
+// Polls status() until predicate(status) holds; returns the last status either way.
+async function waitFor(page, predicate, what, timeout = 30000) {
+  const start = Date.now();
+  let s = null;
+  while (Date.now() - start < timeout) {
+    s = await page.evaluate(() => (window.pyroscopeViewer ? window.pyroscopeViewer.status() : null));
+    if (s && s.ready !== false && predicate(s)) return s;
+    await sleep(50);
+  }
+  expect(false, 'timed out waiting for ' + what, s && { error: s.error, view: s.view, table: s.table, pageErrors: s.pageErrors });
+  return s;
+}
+
+function widget(s, name) {
+  const rect = s.widgets[name];
+  if (!rect) throw new Error(`widget '${name}' is not on screen; have: ${Object.keys(s.widgets).join(', ')}`);
+  return rect;
+}
+
+async function click(page, name, options = {}) {
+  const s = await status(page);
+  const [x, y, w, hgt] = widget(s, name);
+  // Move first and let a frame pass, as a hand would: ImGui items that allow overlap (table headers)
+  // only take a click once the previous frame saw no other item hovered.
+  await page.mouse.move(x + (options.fx ?? 0.5) * w, y + (options.fy ?? 0.5) * hgt);
+  await settle(page, 1);
+  await page.mouse.down();
+  await page.mouse.up();
+  await settle(page);
+}
+
+// A drag in small steps with pauses, so the viewer draws frames in between like under a real hand.
+async function drag(page, from, to, button = 'left') {
+  await page.mouse.move(from[0], from[1]);
+  await settle(page, 1);
+  await page.mouse.down({ button });
+  await settle(page, 1);
+  const steps = 6;
+  for (let i = 1; i <= steps; i++) {
+    await page.mouse.move(from[0] + ((to[0] - from[0]) * i) / steps, from[1] + ((to[1] - from[1]) * i) / steps);
+    await settle(page, 1);
+  }
+  await page.mouse.up({ button });
+  await settle(page);
+}
+
+async function screenshot(page, out, name) {
+  const file = path.join(out, name);
+  const buffer = await page.screenshot({ path: file });
+  console.log('  screenshot ' + file);
+  return h.decodePng(buffer);
+}
+
+// Image pixels = CSS pixels at deviceScaleFactor 1.
+function painted(image, rect, background) {
+  const distinct = h.distinctColours(image, rect);
+  const notBackground = h.countPixels(image, rect, (r, g, b) =>
+    Math.abs(r - background[0]) + Math.abs(g - background[1]) + Math.abs(b - background[2]) > 40);
+  return { distinct, share: notBackground.share };
+}
+
+// Hovers along a flame graph row and returns the first block whose name passes accept, with its
+// position: {name, x, y}. Each probe waits for a frame so status().hovered reflects it.
+async function findBlock(page, graphKey, widgetName, depth, accept) {
+  const s = await status(page);
+  const [x, y, w] = widget(s, widgetName);
+  const g = s.flame[graphKey];
+  if (s.orientation !== 'icicle') throw new Error('findBlock works in the icicle orientation');
+  const rowH = g.row_height / s.pixelRatio;
+  const rowY = y + (depth + 0.5) * rowH - g.scroll_y / s.pixelRatio;
+  for (let i = 0; i < 40; i++) {
+    const px = x + 4 + ((w - 8) * (i + 0.5)) / 40;
+    await page.mouse.move(px, rowY);
+    await settle(page, 1);
+    const hovered = (await status(page)).flame[graphKey].hovered;
+    if (hovered && accept(hovered)) return { name: hovered, x: px, y: rowY };
+  }
+  return null;
+}
+
+async function openViewer(browser, base, query) {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.pageErrors = [];
+  page.on('pageerror', (e) => page.pageErrors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') page.pageErrors.push(m.text()); });
+  await page.goto(base + '/' + query);
+  await page.waitForFunction(() => window.pyroscopeViewer && window.pyroscopeViewer.ready, null, { timeout: 60000 });
+  return page;
+}
+
+async function testMainFlow(browser, base, out) {
+  console.log('main flow: rideshare.pyro');
+  const page = await openViewer(browser, base, '?file=data/rideshare.pyro');
+  let s = await waitFor(page, (st) => st.flame_painted && st.files.length === 1, 'the flame graph');
+  expect(s.error === '', 'no error after loading', s.error);
+  expect(s.app === 'ride-sharing-app', 'the app with the most series is selected', s.app);
+  expect(JSON.stringify(s.tags.region) === '["ap-south","eu-north","us-east"]', 'tag explorer lists the region values',
+         s.tags);
+  const all = s.flame.main.total;
+  expect(all > 0 && s.flame.main.drawn_blocks > 5, 'flame graph drawn with samples', s.flame.main);
+  expect(s.flame.main.merged_blocks >= 1, 'runs of narrow nodes are merged into blocks', s.flame.main);
+  expect(s.timeline.samples === all, 'timeline sums to the flame graph total', [s.timeline.samples, all]);
+  let image = await screenshot(page, out, '01-loaded.png');
+  const flameRect = widget(s, 'flame.main');
+  const p = painted(image, flameRect, [28, 29, 34]);
+  expect(p.distinct >= 8 && p.share > 0.15, 'flame graph area is painted (many colours)', p);
+
+  // Pick a tag.
+  await click(page, 'tag:region=eu-north', { fx: 0.1 });
+  s = await waitFor(page, (st) => (st.selected_tags.region || []).join() === 'eu-north', 'region=eu-north selected');
+  expect(/region="eu-north"/.test(s.selector), 'selector filters on the tag', s.selector);
+  s = await waitFor(page, (st) => st.flame.main.total < all, 'filtered flame graph');
+  expect(s.flame.main.total > 0 && s.flame.main.total < all, 'tag filter shrinks the flame graph',
+         [s.flame.main.total, all]);
+  expect(s.timeline.samples === s.flame.main.total, 'timeline follows the tag filter', [s.timeline.samples]);
+  const filtered = s.flame.main.total;
+
+  // Comparison: two ranges on the timeline.
+  await click(page, 'view.comparison');
+  s = await waitFor(page, (st) => st.view === 'comparison', 'comparison view');
+  const [tx, ty, tw, th] = widget(s, 'timeline');
+  await click(page, 'drag.left');
+  await drag(page, [tx + tw * 0.05, ty + th * 0.4], [tx + tw * 0.35, ty + th * 0.4]);
+  s = await waitFor(page, (st) => st.ranges.left.from > st.span.from, 'left range selected by dragging');
+  const span = s.span.until - s.span.from;
+  const left = s.ranges.left;
+  expect(Math.abs(left.from - (s.span.from + 0.05 * span)) <= 20 && Math.abs(left.until - (s.span.from + 0.35 * span)) <= 20,
+         'left range matches the drag (5%..35%)', [left, s.span]);
+  await click(page, 'drag.right');
+  expect((await status(page)).drag_target === 'right', 'radio switches the drag to the right range');
+  await drag(page, [tx + tw * 0.6, ty + th * 0.4], [tx + tw * 0.95, ty + th * 0.4]);
+  s = await waitFor(page, (st) => st.ranges.right.from > s.span.from + 0.5 * span, 'right range selected by dragging');
+  expect(s.ranges.left.from === left.from, 'left range kept when selecting the right one', s.ranges);
+  expect(s.flame.left.total > 0 && s.flame.right.total > 0, 'both flame graphs have samples',
+         [s.flame.left.total, s.flame.right.total]);
+  expect(s.flame.left.total + s.flame.right.total < filtered, 'the two ranges hold less than the whole span',
+         [s.flame.left.total, s.flame.right.total, filtered]);
+  image = await screenshot(page, out, '02-comparison.png');
+  const timelineRect = widget(s, 'timeline');
+  const pink = h.countPixels(image, timelineRect, (r, g, b) => r > 180 && g < 150 && b > 120 && r > b);
+  const blue = h.countPixels(image, timelineRect, (r, g, b) => b > 180 && r < 140);
+  expect(pink.count > 100 && blue.count > 100, 'timeline shows the left range pink and the right one blue',
+         [pink.count, blue.count]);
+  for (const side of ['left', 'right']) {
+    const q = painted(image, widget(s, 'flame.' + side), [28, 29, 34]);
+    expect(q.distinct >= 6 && q.share > 0.1, `${side} flame graph painted`, q);
+  }
+
+  // Diff.
+  await click(page, 'view.diff');
+  s = await waitFor(page, (st) => st.view === 'diff' && st.flame.diff && st.flame.diff.drawn_blocks > 0, 'diff view');
+  expect(s.flame.diff.left_total === s.flame.left?.total || s.flame.diff.left_total > 0, 'diff has a left side',
+         s.flame.diff);
+  expect(s.table.sort === 'change' && /check_driver_availability|mutex/.test(s.table.first[0]),
+         'diff table sorted by change starts with what grew most', s.table);
+  image = await screenshot(page, out, '03-diff.png');
+  const diffRect = widget(s, 'flame.diff');
+  const red = h.countPixels(image, diffRect, h.isRed);
+  const green = h.countPixels(image, diffRect, h.isGreen);
+  expect(red.count > 300, 'diff flame graph has red (grew) blocks', red.count);
+  expect(green.count > 300, 'diff flame graph has green (shrank) blocks', green.count);
+
+  // Search.
+  await click(page, 'search');
+  await page.keyboard.type('json', { delay: 40 });
+  s = await waitFor(page, (st) => st.search === 'json', 'search term applied');
+  expect(s.matched_share > 0 && s.matched_share < 1, 'search reports the matched share', s.matched_share);
+  expect(s.table.rows >= 1 && s.table.first.every((n) => /json/i.test(n)), 'table filtered by the search', s.table);
+  image = await screenshot(page, out, '04-search.png');
+  const highlight = h.countPixels(image, widget(s, 'flame.diff'), (r, g, b) => b > 200 && r < 110 && g > 120);
+  expect(highlight.count > 50, 'matches are highlighted in the flame graph', highlight.count);
+  await page.keyboard.press('Escape');
+  s = await waitFor(page, (st) => st.search === '', 'search cleared with Escape');
+
+  // Focus a node by clicking it, then go back with the breadcrumb.
+  await page.mouse.move(5, 5);
+  const block = await findBlock(page, 'diff', 'flame.diff', 3, (n) => /^rideshare::(order|parse)/.test(n));
+  expect(block !== null, 'found a block by hovering the flame graph', block);
+  if (block) {
+    await page.mouse.click(block.x, block.y);
+    await settle(page);
+    s = await waitFor(page, (st) => st.flame.diff.focus_path.length > 0, 'focus after a click');
+    expect(s.flame.diff.focus_path[s.flame.diff.focus_path.length - 1] === block.name,
+           'clicked block is focused', s.flame.diff.focus_path);
+    expect(s.flame.diff.focus_total < s.flame.diff.total, 'focused subtree is smaller than the whole',
+           [s.flame.diff.focus_total, s.flame.diff.total]);
+    await screenshot(page, out, '05-focus.png');
+    expect(!!s.widgets['crumbs.crumb.0'], 'breadcrumb shown for the focus');
+    await click(page, 'crumbs.crumb.0');
+    s = await waitFor(page, (st) => st.flame.diff.focus_path.length === 0, 'breadcrumb back to the root');
+  }
+
+  // Keyboard: orientation, theme, table sort.
+  await page.mouse.move(5, 5);
+  await page.keyboard.press('1');
+  s = await waitFor(page, (st) => st.view === 'single', 'key 1: single view');
+  await page.keyboard.press('f');
+  s = await waitFor(page, (st) => st.orientation === 'flame', 'key f: flame orientation');
+  await click(page, 'theme');
+  s = await waitFor(page, (st) => st.theme === 'light', 'theme button: light');
+  image = await screenshot(page, out, '06-light-flame.png');
+  const light = h.countPixels(image, widget(s, 'sidebar'), (r, g, b) => r > 200 && g > 200 && b > 200);
+  expect(light.share > 0.5, 'light theme paints light panels', light.share);
+  await click(page, 'table.header.Function');
+  s = await waitFor(page, (st) => st.table.sort === 'name', 'table sorted by function name');
+  expect(s.table.first.length > 1 && s.table.first[0] <= s.table.first[1], 'names ascending', s.table.first);
+
+  // Frame times: zoom the flame graph for 60 frames.
+  await page.evaluate(() => window.pyroscopeViewer.benchZoom(60));
+  s = await waitFor(page, (st) => !st.bench.running && st.bench.frames.length === 60, 'zoom benchmark frames', 60000);
+  const ui = s.bench.ui_frames.slice().sort((a, b) => a - b);
+  console.log(`  frame times while zooming: UI p50 ${ui[30].toFixed(2)} ms, max ${ui[59].toFixed(2)} ms; ` +
+              `whole frame p50 ${s.bench.frames.slice().sort((a, b) => a - b)[30].toFixed(2)} ms`);
+  expect(page.pageErrors.length === 0, 'no page errors', page.pageErrors);
+  await page.close();
+}
+
+async function testErrorsAndFormats(browser, base, out, dataDir) {
+  console.log('corrupt file');
+  let page = await openViewer(browser, base, '?file=data/corrupt.pyro');
+  let s = await waitFor(page, (st) => st.error !== '', 'an error for the corrupt file');
+  expect(/corrupt\.pyro/.test(s.error) && s.error.length > 20, 'error names the file and the problem', s.error);
+  expect(s.files.length === 0, 'nothing opened from the corrupt file', s.files);
+  const image = await screenshot(page, out, '07-corrupt.png');
+  const banner = widget(s, 'error');
+  const red = h.countPixels(image, banner, (r, g, b) => r > 110 && g < 60 && b < 60);
+  expect(red.share > 0.5, 'error banner painted', red.share);
+  await page.close();
+
+  console.log('missing file');
+  page = await openViewer(browser, base, '?file=data/does-not-exist.pyro');
+  s = await waitFor(page, (st) => st.error !== '', 'an error for a missing file');
+  expect(/404/.test(s.error), 'HTTP status in the error', s.error);
+  await page.close();
+
+  console.log('folded text and several files at once');
+  page = await openViewer(browser, base, '?file=data/sample.folded&file=data/deep.pyro');
+  s = await waitFor(page, (st) => st.files.length === 2 && st.flame_painted, 'two files as one data set');
+  expect(s.apps.includes('sample') && s.apps.includes('deep-app'), 'apps of both files listed', s.apps);
+  await click(page, 'app');
+  s = await status(page);
+  expect(!!s.widgets['app:sample'], 'application combo opens with its items');
+  await click(page, 'app:sample');
+  s = await waitFor(page, (st) => st.app === 'sample' && st.flame.main.total > 0, 'folded app selected');
+  expect(s.flame.main.total === 205, 'folded text imported with all its samples', s.flame.main.total);
+
+  console.log('10,000-frame stacks');
+  await click(page, 'app');
+  await click(page, 'app:deep-app');
+  s = await waitFor(page, (st) => st.app === 'deep-app' && st.flame.main.depth > 0, 'deep app selected');
+  expect(s.flame.main.depth === 10001, 'all 10,000 frames laid out (plus the root)', s.flame.main.depth);
+  const deepBlock = await findBlock(page, 'main', 'flame.main', 8, (n) => /level_7\(/.test(n));
+  if (expect(deepBlock !== null, 'found a frame of the deep stack by hovering', deepBlock)) {
+    await page.mouse.click(deepBlock.x, deepBlock.y);
+    s = await waitFor(page, (st) => st.flame.main.focus_path.length === 8, 'deep frame focused');
+  }
+  // Scroll far down the 10,000 rows with the wheel (each notch is three rows).
+  const [fx, fy, fw, fh] = widget(s, 'flame.main');
+  await page.mouse.move(fx + fw / 2, fy + fh / 2);
+  for (let i = 0; i < 40; i++) {
+    await page.mouse.wheel(0, 100 * 50);
+    await settle(page, 1);
+  }
+  s = await status(page);
+  expect(s.flame.main.scroll_y > 1000 * s.flame.main.row_height, 'scrolled past row 1,000', s.flame.main.scroll_y);
+  expect(s.flame.main.drawn_blocks > 5, 'deep rows are drawn after scrolling', s.flame.main.drawn_blocks);
+  await screenshot(page, out, '08-deep.png');
+  await page.close();
+
+  console.log('open button and file picker; drag and drop');
+  page = await openViewer(browser, base, '');
+  s = await status(page);
+  expect(s.files.length === 0 && !!s.widgets.open, 'empty viewer shows the Open button');
+  const chooser = page.waitForEvent('filechooser');
+  await click(page, 'open');
+  const fileChooser = await chooser;
+  await fileChooser.setFiles(path.join(dataDir, 'rideshare.pyro'));
+  s = await waitFor(page, (st) => st.files.length === 1 && st.flame_painted, 'file from the picker');
+  expect(s.files[0].name === 'rideshare.pyro', 'picker file opened', s.files);
+  const folded = fs.readFileSync(path.join(dataDir, 'sample.folded'));
+  await page.evaluate((bytes) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(bytes)], 'dropped.folded'));
+    window.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, Array.from(folded));
+  s = await waitFor(page, (st) => st.files.length === 1 && st.files[0].name === 'dropped.folded', 'dropped file');
+  expect(s.app === 'dropped' && s.error === '', 'dropped folded file opened as its own data set', [s.app, s.error]);
+  await page.close();
+}
+
+(async () => {
+  const args = parseArgs(process.argv);
+  fs.mkdirSync(args.out, { recursive: true });
+  for (const f of ['index.html', 'viewer.js', 'viewer.wasm']) {
+    if (!fs.existsSync(path.join(args.site, f))) {
+      console.error(`viewer.test.js: ${path.join(args.site, f)} is missing: run viewer/build-wasm.sh first`);
+      process.exit(1);
+    }
+  }
+  const { server, url } = await h.serveStatic({ '/': args.site, '/data/': args.data });
+  const browser = await h.launchBrowser();
+  try {
+    await testMainFlow(browser, url, args.out);
+    await testErrorsAndFormats(browser, url, args.out, args.data);
+  } catch (e) {
+    failures.push('exception: ' + (e && e.stack ? e.stack : e));
+    console.log('  FAIL exception: ' + (e && e.stack ? e.stack : e));
+  } finally {
+    await browser.close();
+    server.close();
+  }
+  console.log(`${checks - failures.length} of ${checks} checks passed; screenshots in ${args.out}`);
+  if (failures.length) {
+    console.log('failures:\n  ' + failures.join('\n  '));
+    process.exit(1);
+  }
+})();
