@@ -156,14 +156,17 @@ site=""
 if ((serve)); then
   site="$out/site"
   mkdir -p "$site"
-  viewer_script=""
-  for candidate in viewer/build-wasm.sh wasm/build.sh; do
-    [[ -f $candidate ]] && viewer_script=$candidate && break
-  done
-  [[ -n $viewer_script ]] || die "the WebAssembly viewer's build script (viewer/build-wasm.sh) is missing; run with --no-serve to only record the profiles"
-  say "building the WebAssembly viewer ($viewer_script)"
-  bash "$viewer_script" "$site"
-  [[ -f $site/index.html ]] || die "$viewer_script did not produce $site/index.html"
+  [[ -f viewer/build-wasm.sh ]] || die "the WebAssembly viewer's build script (viewer/build-wasm.sh) is missing; run with --no-serve to only record the profiles"
+  # Rebuilt only when a source is newer than the last build in this folder.
+  newer=""
+  [[ -f $site/viewer.wasm ]] && newer=$(find viewer wasm pyroscope.hpp pyroscope*.inl -newer "$site/viewer.wasm" -print -quit 2>/dev/null || true)
+  if [[ ! -f $site/viewer.wasm || -n $newer ]]; then
+    say "building the WebAssembly viewer (viewer/build-wasm.sh $site)"
+    sh viewer/build-wasm.sh "$site"
+  else
+    say "the WebAssembly viewer in $site is up to date"
+  fi
+  [[ -f $site/index.html ]] || die "viewer/build-wasm.sh did not produce $site/index.html"
 fi
 
 # Steps 2 to 4: the three regions under load, then stopped.
