@@ -228,7 +228,7 @@ class Tree {
   static constexpr uint32_t kNoNode = 0xffffffffu;
 
   Tree();  // creates its own symbol table
-  explicit Tree(std::shared_ptr<SymbolTable> symbols);
+  explicit Tree(std::shared_ptr<SymbolTable> symbols);  // null: a table of its own
 
   // Stack frames are root first, leaf last.
   void insert(const std::vector<std::string_view>& frames, uint64_t count);
@@ -1251,7 +1251,8 @@ namespace pyroscope {
 
 Tree::Tree() : Tree(std::make_shared<SymbolTable>()) {}
 
-Tree::Tree(std::shared_ptr<SymbolTable> symbols) : symbols_(std::move(symbols)) {
+Tree::Tree(std::shared_ptr<SymbolTable> symbols)
+    : symbols_(symbols ? std::move(symbols) : std::make_shared<SymbolTable>()) {
   nodes_.push_back({SymbolTable::kNone, kNoNode, 0, 0});
 }
 
@@ -1453,8 +1454,11 @@ Status Tree::add_folded(std::string_view text) {
     while (!line.empty() && detail::is_space(line.back())) line.remove_suffix(1);
     // A UTF-8 byte-order mark is never part of a frame name; editors put it at the start of files
     // (and concatenated files carry it into later lines).
-    if (line.size() >= 3 && std::memcmp(line.data(), "\xEF\xBB\xBF", 3) == 0) line.remove_prefix(3);
-    while (!line.empty() && detail::is_space(line.front())) line.remove_prefix(1);
+    while (true) {
+      while (!line.empty() && detail::is_space(line.front())) line.remove_prefix(1);
+      if (line.size() < 3 || std::memcmp(line.data(), "\xEF\xBB\xBF", 3) != 0) break;
+      line.remove_prefix(3);
+    }
     if (line.empty()) continue;
     size_t space = line.find_last_of(" \t");
     if (space == std::string_view::npos)
