@@ -111,32 +111,76 @@ void FlameLayout::clear() {
 
 void FlameLayout::build(const Tree& tree) {
   clear();
-  tree.sorted_children(&children_offsets, &children);
   const uint32_t n = tree.node_count();
-  left.assign(n, 0.0);
-  depth.assign(n, 0);
+  // Children in name order (Tree::sorted_children's order), sorted by each symbol's rank among the
+  // names this tree uses: one string sort over the distinct names instead of string comparisons at
+  // every node, which matters for trees of millions of nodes.
+  const SymbolTable& symbols = tree.symbols();
+  std::vector<uint32_t> rank(symbols.size(), 0);
+  {
+    std::vector<uint8_t> used(symbols.size(), 0);
+    for (uint32_t i = 1; i < n; ++i) used[tree.symbol(i)] = 1;
+    std::vector<uint32_t> names;
+    for (uint32_t s = 0; s < symbols.size(); ++s) {
+      if (used[s]) names.push_back(s);
+    }
+    std::sort(names.begin(), names.end(),
+              [&](uint32_t a, uint32_t b) { return symbols.name(a) < symbols.name(b); });
+    for (uint32_t r = 0; r < names.size(); ++r) rank[names[r]] = r;
+  }
+  std::vector<uint32_t> key(n, 0);
+  for (uint32_t i = 1; i < n; ++i) key[i] = rank[tree.symbol(i)];
+  rank = std::vector<uint32_t>();
+  children_offsets.assign(static_cast<size_t>(n) + 1, 0);
+  for (uint32_t i = 1; i < n; ++i) ++children_offsets[tree.parent(i) + 1];
+  for (uint32_t i = 0; i < n; ++i) children_offsets[i + 1] += children_offsets[i];
+  children.assign(n > 0 ? n - 1 : 0, 0);
+  {
+    std::vector<uint32_t> fill(children_offsets.begin(), children_offsets.end() - 1);
+    for (uint32_t i = 1; i < n; ++i) children[fill[tree.parent(i)]++] = i;
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    const auto begin = children.begin() + children_offsets[i], end = children.begin() + children_offsets[i + 1];
+    if (end - begin > 1) std::sort(begin, end, [&](uint32_t a, uint32_t b) { return key[a] < key[b]; });
+  }
+  key = std::vector<uint32_t>();
+
+  // Rows: breadth-first, each row is produced left to right, so it is sorted by left edge for free.
   row_nodes.reserve(n);
   row_nodes.push_back(Tree::kRoot);
   row_offsets.push_back(0);
-  // Breadth-first: each row is produced left to right, so it is sorted by left edge for free.
   size_t begin = 0, end = 1;
-  uint32_t d = 0;
   while (begin < end) {
     for (size_t k = begin; k < end; ++k) {
       const uint32_t node = row_nodes[k];
-      double x = left[node];
-      for (uint32_t c = children_offsets[node]; c < children_offsets[node + 1]; ++c) {
-        const uint32_t child = children[c];
-        left[child] = x;
-        depth[child] = d + 1;
-        x += static_cast<double>(tree.node_total(child));
-        row_nodes.push_back(child);
-      }
+      row_nodes.insert(row_nodes.end(), children.begin() + children_offsets[node],
+                       children.begin() + children_offsets[node + 1]);
     }
     row_offsets.push_back(static_cast<uint32_t>(end));
     begin = end;
     end = row_nodes.size();
-    ++d;
+  }
+  // Left edges and depths: parents must be placed before their children. Trees create a parent before
+  // its children, so id order works and reads memory in order (several times faster than breadth-first
+  // order on millions of nodes); the breadth-first order is the fallback for any other numbering.
+  bool parents_first = true;
+  for (uint32_t i = 1; i < n && parents_first; ++i) parents_first = tree.parent(i) < i;
+  left.assign(n, 0.0);
+  depth.assign(n, 0);
+  auto place_children = [&](uint32_t p) {
+    double x = left[p];
+    const uint32_t child_depth = depth[p] + 1;
+    for (uint32_t c = children_offsets[p]; c < children_offsets[p + 1]; ++c) {
+      const uint32_t child = children[c];
+      left[child] = x;
+      depth[child] = child_depth;
+      x += static_cast<double>(tree.node_total(child));
+    }
+  };
+  if (parents_first) {
+    for (uint32_t p = 0; p < n; ++p) place_children(p);
+  } else {
+    for (uint32_t p : row_nodes) place_children(p);
   }
   depth_count = static_cast<uint32_t>(row_offsets.size() - 1);
 }

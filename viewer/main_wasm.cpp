@@ -87,6 +87,25 @@ EMSCRIPTEN_KEEPALIVE void pv_open_add(const char* name, uint8_t* bytes, uint32_t
   g_app->batch.push_back(std::move(in));
 }
 
+// Folded text streamed in while it downloads: begin, chunks of any size, end. Returns the stream's id.
+EMSCRIPTEN_KEEPALIVE int pv_stream_begin(const char* name, double modified_unix) {
+  viewer::LoadInput in;
+  in.name = name;
+  in.modified_unix = static_cast<int64_t>(modified_unix);
+  in.folded = std::make_unique<viewer::FoldedParser>();
+  g_app->batch.push_back(std::move(in));
+  return static_cast<int>(g_app->batch.size() - 1);
+}
+
+// Parses the whole lines of a chunk (the page keeps ownership of the bytes). Returns 0 once the text
+// has an error (the rest of the download can be skipped), 1 otherwise.
+EMSCRIPTEN_KEEPALIVE int pv_stream_chunk(int id, const char* bytes, uint32_t size) {
+  viewer::LoadInput& in = g_app->batch[static_cast<size_t>(id)];
+  in.folded->add(bytes, size);
+  in.size += size;
+  return in.folded->status().ok() ? 1 : 0;
+}
+
 // Opens the batch now. Returns 1 when everything opened, 0 when an error is shown (pv_status().error).
 EMSCRIPTEN_KEEPALIVE int pv_open_end() {
   viewer::open_files(g_app->state, std::move(g_app->batch));
@@ -138,7 +157,14 @@ EMSCRIPTEN_KEEPALIVE void pv_bench_zoom(int frames) { viewer::start_zoom_benchma
 
 }  // extern "C"
 
+namespace {
+void mark(const char* what) {
+  EM_ASM({ if (Module.onStartupMark) Module.onStartupMark(UTF8ToString($0), performance.now()); }, what);
+}
+}  // namespace
+
 int main() {
+  mark("main");
   if (!glfwInit()) {
     EM_ASM({ if (Module.onFatal) Module.onFatal("GLFW failed to initialise"); });
     return 1;
@@ -160,6 +186,7 @@ int main() {
     return 1;
   }
   glfwMakeContextCurrent(app.window);
+  mark("window");
   viewer::glfw_input::install(app.window, &app.state, /*browser_wheel=*/true);
 
   IMGUI_CHECKVERSION();
@@ -168,6 +195,8 @@ int main() {
   ImGui_ImplGlfw_InitForOpenGL(app.window, false);
   ImGui_ImplOpenGL3_Init("#version 300 es");
   viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
+  ImGui_ImplOpenGL3_CreateDeviceObjects();  // shaders and the font texture now, not in the first frame
+  mark("imgui");
   app.state.open_dialog = [] { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); };
 
   EM_ASM({ if (Module.onViewerReady) Module.onViewerReady(); });

@@ -255,25 +255,75 @@ void record_item(std::string_view name) {
 
 namespace {
 
-std::string read_whole_file(const std::string& path, Status* status) {
-  std::string data;
+// Reads a folded file in pieces into the parser.
+Status parse_folded_file(const std::string& path, FoldedParser* parser) {
   FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) {
-    *status = Status(StatusCode::io_error, "cannot open " + path + ": " + std::strerror(errno));
-    return data;
-  }
-  char buf[1 << 16];
+  if (!f) return Status(StatusCode::io_error, "cannot open " + path + ": " + std::strerror(errno));
+  std::vector<char> buffer(8u << 20);
   size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) data.append(buf, n);
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0 && parser->status().ok()) {
+    parser->add(buffer.data(), n);
+  }
   const bool failed = std::ferror(f) != 0;
   std::fclose(f);
-  if (failed) *status = Status(StatusCode::io_error, "cannot read " + path);
-  return data;
+  if (failed) return Status(StatusCode::io_error, "cannot read " + path);
+  return parser->finish();
 }
 
 void reset_selection(ViewerState& state);
 
 }  // namespace
+
+FoldedParser::FoldedParser() : tree_(std::make_unique<Tree>()) {}
+
+void FoldedParser::feed(std::string_view text) {
+  Status status = tree_->add_folded(text);
+  if (!status.ok()) {
+    // add_folded counts lines from the start of this piece: make it the line of the whole file.
+    std::string message = status.message();
+    size_t number_end = 0;
+    if (message.rfind("line ", 0) == 0 && (number_end = message.find(':')) != std::string::npos) {
+      const unsigned long long line = std::strtoull(message.c_str() + 5, nullptr, 10);
+      message = "line " + std::to_string(line + lines_done_) + message.substr(number_end);
+    }
+    status_ = Status(status.code(), message);
+    return;
+  }
+  lines_done_ += static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+void FoldedParser::add(const char* data, size_t size) {
+  if (!status_.ok() || size == 0) return;
+  const char* last_newline = nullptr;
+  for (const char* p = data + size; p > data;) {
+    if (*--p == '\n') {
+      last_newline = p;
+      break;
+    }
+  }
+  if (!last_newline) {
+    carry_.append(data, size);
+    return;
+  }
+  const char* rest = data;
+  if (!carry_.empty()) {
+    // Finish the line the previous piece cut.
+    const char* first_newline = static_cast<const char*>(std::memchr(data, '\n', size));
+    carry_.append(data, static_cast<size_t>(first_newline + 1 - data));
+    feed(carry_);
+    carry_.clear();
+    rest = first_newline + 1;
+  }
+  if (status_.ok() && rest <= last_newline) feed(std::string_view(rest, static_cast<size_t>(last_newline + 1 - rest)));
+  carry_.assign(last_newline + 1, static_cast<size_t>(data + size - (last_newline + 1)));
+}
+
+Status FoldedParser::finish() {
+  if (status_.ok() && !carry_.empty()) feed(carry_);
+  carry_.clear();
+  carry_.shrink_to_fit();
+  return status_;
+}
 
 void open_files(ViewerState& state, std::vector<LoadInput> inputs) {
   for (LoadInput& in : state.pending) std::free(in.bytes);
@@ -300,25 +350,33 @@ void load_pending(ViewerState& state) {
     loaded.name = in.name.empty() ? base_name(in.path) : in.name;
     File file;
     Status status;
-    const bool is_folded = looks_folded(loaded.name, in.bytes, in.size);
+    const bool is_folded = in.folded != nullptr || looks_folded(loaded.name, in.bytes, in.size);
     int64_t at = in.modified_unix > 0 ? in.modified_unix : now;
-    auto tree = is_folded ? std::make_unique<Tree>() : nullptr;
-    if (!in.path.empty()) {
+    std::unique_ptr<Tree> tree;
+    if (in.folded) {
+      loaded.bytes = in.size;
+      status = in.folded->finish();
+      tree = in.folded->take_tree();
+    } else if (!in.path.empty()) {
       struct stat st;
       if (::stat(in.path.c_str(), &st) == 0) {
         loaded.bytes = static_cast<uint64_t>(st.st_size);
         if (in.modified_unix <= 0) at = static_cast<int64_t>(st.st_mtime);
       }
       if (is_folded) {
-        const std::string text = read_whole_file(in.path, &status);
-        if (status.ok()) status = Tree::from_folded(text, tree.get());
+        FoldedParser parser;
+        status = parse_folded_file(in.path, &parser);
+        tree = parser.take_tree();
       } else {
         status = file.open_path(in.path);
       }
     } else {
       loaded.bytes = in.size;
       if (is_folded) {
-        status = Tree::from_folded(std::string_view(reinterpret_cast<const char*>(in.bytes), in.size), tree.get());
+        FoldedParser parser;
+        parser.add(reinterpret_cast<const char*>(in.bytes), in.size);
+        status = parser.finish();
+        tree = parser.take_tree();
         owned.reset();  // the text is not needed any more
       } else {
         status = file.open_span(ByteSpan{in.bytes, in.size});

@@ -19,14 +19,34 @@
 
 namespace pyroscope::viewer {
 
-// One file to open: a path on disk (native) or bytes in memory (browser). Bytes must come from
-// malloc(); the viewer owns and frees them.
+// Folded text parsed as it arrives, in pieces of whole lines, so a 200 MB file never sits in memory
+// whole (the page streams its download into it; natively the file is read in pieces).
+// Tree::add_folded does the parsing; errors name the line number in the whole file.
+class FoldedParser {
+ public:
+  FoldedParser();
+  void add(const char* data, size_t size);
+  Status finish();  // a last line without a newline; returns the status of the whole parse
+  const Status& status() const { return status_; }
+  std::unique_ptr<Tree> take_tree() { return std::move(tree_); }
+
+ private:
+  void feed(std::string_view whole_lines);
+  std::unique_ptr<Tree> tree_;
+  std::string carry_;       // a line cut by the end of a piece
+  size_t lines_done_ = 0;
+  Status status_;
+};
+
+// One file to open: a path on disk (native), bytes in memory (browser), or folded text already parsed
+// while it streamed in. Bytes must come from malloc(); the viewer owns and frees them.
 struct LoadInput {
   std::string name;           // shown to the user; its extension picks the format (.pyro / folded text)
   std::string path;           // read from disk when non-empty
   uint8_t* bytes = nullptr;   // otherwise these bytes
   size_t size = 0;
   int64_t modified_unix = 0;  // folded text has no timestamps: its samples are placed at this time
+  std::unique_ptr<FoldedParser> folded;  // set: folded text streamed in (size = its byte count)
 };
 
 struct LoadedFile {

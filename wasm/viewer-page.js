@@ -97,48 +97,134 @@
     return { ptr, size };
   }
 
-  // sources: [{name, size, modified (unix s), open: async () => ReadableStream}]
+  const FOLDED_NAME = /\.(folded|txt|collapsed|stacks)$/i;
+  const STREAM_CHUNK = 8 << 20;  // folded text reaches the parser in pieces of this size
+
+  // Folded text by name, else by content: printable text whose first line ends in " <count>".
+  function looksFolded(name, firstChunk) {
+    if (FOLDED_NAME.test(name)) return true;
+    if (/\.pyro$/i.test(name) || !firstChunk) return false;
+    const head = firstChunk.subarray(0, 4096);
+    if (head.includes(0)) return false;
+    const text = new TextDecoder().decode(head);
+    const newline = text.indexOf('\n');
+    return /\S\s+\d+\s*$/.test(newline >= 0 ? text.slice(0, newline) : text);
+  }
+
+  // Streams folded text into the viewer's parser while it downloads: the text never sits whole in
+  // memory, and parsing overlaps the download.
+  async function streamFolded(reader, first, name, modified, onProgress) {
+    const id = withCString(name, (ptr) => Module._pv_stream_begin(ptr, modified));
+    const staging = Module._malloc(STREAM_CHUNK);
+    if (!staging) throw new Error('out of memory allocating a ' + formatBytes(STREAM_CHUNK) + ' buffer');
+    let filled = 0, total = 0, ok = true;
+    const flush = () => {
+      if (filled && ok) ok = Module._pv_stream_chunk(id, staging, filled) === 1;
+      filled = 0;
+    };
+    try {
+      let chunk = first;
+      while (chunk && ok) {
+        let offset = 0;
+        while (offset < chunk.length) {
+          const n = Math.min(chunk.length - offset, STREAM_CHUNK - filled);
+          Module.HEAPU8.set(chunk.subarray(offset, offset + n), staging + filled);
+          filled += n;
+          offset += n;
+          if (filled === STREAM_CHUNK) flush();
+        }
+        total += chunk.length;
+        onProgress(total);
+        const { done, value } = await reader.read();
+        chunk = done ? null : value;
+      }
+      flush();
+      if (!ok) reader.cancel().catch(() => {});  // the error is reported when the batch opens
+    } finally {
+      Module._free(staging);
+    }
+    return total;
+  }
+
+  // Reads a body into malloc'd WebAssembly memory; returns {ptr, size}. `expected` may be 0 (unknown).
+  async function readIntoHeap(reader, first, expected, onProgress) {
+    let capacity = Math.max(expected, first ? first.length : 0, 1 << 16);
+    let ptr = Module._malloc(capacity);
+    if (!ptr) throw new Error('out of memory allocating ' + formatBytes(capacity));
+    let size = 0;
+    try {
+      let chunk = first;
+      while (chunk) {
+        if (size + chunk.length > capacity) {
+          capacity = Math.max(size + chunk.length, capacity * 2);
+          const grown = Module._realloc(ptr, capacity);
+          if (!grown) throw new Error('out of memory growing to ' + formatBytes(capacity));
+          ptr = grown;
+        }
+        Module.HEAPU8.set(chunk, ptr + size);  // HEAPU8 is re-read: memory growth replaces it
+        size += chunk.length;
+        onProgress(size);
+        const { done, value } = await reader.read();
+        chunk = done ? null : value;
+      }
+    } catch (e) {
+      Module._free(ptr);
+      throw e;
+    }
+    return { ptr, size };
+  }
+
+  // sources: [{name, size, modified (unix s), open: async () => ReadableStream}]. All of them open
+  // together as one data set; .pyro bytes go to the viewer whole, folded text is parsed as it streams.
   async function openSources(sources) {
     if (!ready || busy || sources.length === 0) return false;
     busy = true;
-    const loaded = [];
     let ok = false;
+    const timing = { start: performance.now() };
+    api.timings.push(timing);
+    Module._pv_open_begin();
     try {
       const total = sources.reduce((sum, s) => sum + (s.size || 0), 0);
       let before = 0;
-      for (const source of sources) {
-        const label = sources.length > 1 ? `Loading ${source.name} (${loaded.length + 1} of ${sources.length})`
+      for (let i = 0; i < sources.length; i++) {
+        const source = sources[i];
+        const label = sources.length > 1 ? `Loading ${source.name} (${i + 1} of ${sources.length})`
                                          : `Loading ${source.name}`;
         showOverlay(label, '', total ? 0 : null);
         let lastUpdate = 0;
-        const stream = await source.open();
-        const { ptr, size } = await readIntoHeap(stream, source.size || 0, (done) => {
+        const progress = (done) => {
           const now = performance.now();
           if (now - lastUpdate < 50) return;
           lastUpdate = now;
           const all = before + done;
-          overlayProgress.value = total ? all / total : 0;
-          if (!total) overlayProgress.removeAttribute('value');
-          overlayDetail.textContent = formatBytes(all) + (total ? ' of ' + formatBytes(total) : '');
-        });
-        before += size;
-        loaded.push({ name: source.name, ptr, size, modified: source.modified || 0 });
+          const known = total || source.size;
+          if (known) overlayProgress.value = all / (total || source.size);
+          else overlayProgress.removeAttribute('value');
+          overlayDetail.textContent = formatBytes(all) + (known ? ' of ' + formatBytes(total || source.size) : '');
+        };
+        const reader = (await source.open()).getReader();
+        const firstRead = await reader.read();
+        const first = firstRead.done ? new Uint8Array(0) : firstRead.value;
+        if (looksFolded(source.name, first)) {
+          before += await streamFolded(reader, first, source.name, source.modified || 0, progress);
+        } else {
+          const { ptr, size } = await readIntoHeap(reader, firstRead.done ? null : first, source.size || 0, progress);
+          withCString(source.name, (namePtr) => Module._pv_open_add(namePtr, ptr, size, source.modified || 0));
+          before += size;
+        }
       }
-      showOverlay('Opening ' + loaded.map((f) => f.name).join(', '), formatBytes(before), null);
+      timing.read = performance.now();
+      showOverlay('Opening ' + sources.map((s) => s.name).join(', '), formatBytes(before), null);
       await nextPaint();
-      Module._pv_open_begin();
-      for (const file of loaded) {
-        withCString(file.name, (namePtr) => Module._pv_open_add(namePtr, file.ptr, file.size, file.modified));
-        file.ptr = 0;  // owned by the viewer now
-      }
       ok = Module._pv_open_end() === 1;
+      timing.opened = performance.now();
     } catch (e) {
-      for (const file of loaded) if (file.ptr) Module._free(file.ptr);
+      Module._pv_open_begin();  // drops what was read so far
       reportError(e && e.message ? e.message : String(e));
     } finally {
       busy = false;
-      if (!pageErrors.length || ready) hideOverlay();
-      if (ready) Module._pv_redraw();
+      hideOverlay();
+      Module._pv_redraw();
     }
     return ok;
   }
@@ -149,17 +235,22 @@
     }));
   }
 
+  // ?file= downloads start with the page, while the WebAssembly runtime is still starting.
+  const earlyFetches = new Map();
+  for (const url of new URLSearchParams(location.search).getAll('file').flatMap((f) => f.split(','))) {
+    if (url) earlyFetches.set(url, fetch(url).then((r) => ({ response: r }), (error) => ({ error })));
+  }
+
   function urlSources(urls) {
     return urls.map((url) => {
       const name = decodeURIComponent(new URL(url, location.href).pathname.split('/').pop() || url);
       const source = { name, size: 0, modified: 0 };
       source.open = async () => {
-        let response;
-        try {
-          response = await fetch(url);
-        } catch (e) {
-          throw new Error(`${url}: download failed (${e.message})`);
-        }
+        const early = earlyFetches.get(url);
+        earlyFetches.delete(url);
+        const result = early ? await early : await fetch(url).then((r) => ({ response: r }), (error) => ({ error }));
+        if (result.error) throw new Error(`${url}: download failed (${result.error.message})`);
+        const response = result.response;
         if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
         const length = Number(response.headers.get('Content-Length') || 0);
         const encoded = response.headers.get('Content-Encoding');
@@ -218,8 +309,12 @@
     print: (text) => console.log(text),
     printErr: (text) => console.warn(text),
     locateFile: (path) => path,
+    preRun: [() => { api.marks.preRun = performance.now(); }],
+    onRuntimeInitialized() { api.marks.runtimeInitialized = performance.now(); },
+    onStartupMark(name, ms) { api.marks[name] = ms; },
     onViewerReady() {
       ready = true;
+      api.readyMs = performance.now();
       resize();
       canvas.focus();
       startFromUrl();
@@ -236,6 +331,9 @@
 
   const api = window.pyroscopeViewer = {
     firstFlamePaintMs: null,
+    readyMs: null,       // performance.now() when the WebAssembly runtime was ready
+    timings: [],         // per open: {start, read, opened} in performance.now() ms
+    marks: {},           // start-up: preRun, runtimeInitialized (performance.now() ms)
     get ready() { return ready; },
     get busy() { return busy; },
     pageErrors,

@@ -1,0 +1,282 @@
+// Viewer benchmark, in one headless Chromium run: time from navigation to the first painted flame graph
+// and peak memory for the profile `gen_folded.py 100000 1` writes (100k distinct stacks, ~196 MB of
+// folded text), opened by
+//   (a) our WebAssembly viewer as folded text,
+//   (b) our viewer as a .pyro file of the same data (made with the `pyro` tool),
+//   (c) speedscope (npm `speedscope`, its static release served locally, #profileURL=).
+// Then the frame times of our viewer zooming the 2.7M-node flame graph.
+//
+// usage: node bench/viewer/bench.js [--site build/wasm] [--gen ../shared/bench/gen_folded.py]
+//                                   [--pyro build/tools/pyro] [--work build/bench-viewer] [--runs 1]
+// Memory: peak JS heap from V8's trace events (GC "before" sizes and the timeline's heap counters, which
+// are recorded even while the page's main thread is busy), the WebAssembly memory at the end (it never
+// shrinks, so it is its peak), and the peak resident set (VmHWM) of the renderer process.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const { execFileSync } = require('child_process');
+const h = require('../../tests/browser/harness');
+
+const repo = path.resolve(__dirname, '../..');
+
+function parseArgs(argv) {
+  const args = {
+    site: path.join(repo, 'build/wasm'),
+    gen: path.resolve(repo, '../shared/bench/gen_folded.py'),
+    pyro: '',
+    work: path.join(repo, 'build/bench-viewer'),
+    runs: '1',
+    timeout: '300',
+  };
+  for (let i = 2; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, '');
+    if (!(key in args) || i + 1 >= argv.length) {
+      console.error(`usage: bench.js [--site DIR] [--gen gen_folded.py] [--pyro PYRO] [--work DIR] [--runs N] ` +
+                    `[--timeout S] (bad argument '${argv[i]}')`);
+      process.exit(2);
+    }
+    args[key] = argv[i + 1];
+  }
+  return args;
+}
+
+function findPyroTool(given) {
+  if (given) return given;
+  const candidates = [];
+  for (const dir of fs.readdirSync(repo)) {
+    if (!dir.startsWith('build')) continue;
+    for (const sub of ['tools/pyro', 'pyro']) candidates.push(path.join(repo, dir, sub));
+    try {
+      for (const inner of fs.readdirSync(path.join(repo, dir))) candidates.push(path.join(repo, dir, inner, 'tools/pyro'));
+    } catch (e) { /* not a folder */ }
+  }
+  const found = candidates.filter((c) => { try { return fs.statSync(c).isFile(); } catch (e) { return false; } });
+  found.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
+  if (!found.length) {
+    console.error('bench.js: no pyro tool found under build*/: build it (cmake --build BUILD --target pyro) or pass --pyro');
+    process.exit(1);
+  }
+  return found[0];
+}
+
+function prepareData(args) {
+  fs.mkdirSync(args.work, { recursive: true });
+  const folded = path.join(args.work, 'gen100k.folded');
+  const pyro = path.join(args.work, 'gen100k.pyro');
+  if (!fs.existsSync(folded)) {
+    if (!fs.existsSync(args.gen)) {
+      console.error(`bench.js: generator ${args.gen} not found (pass --gen)`);
+      process.exit(1);
+    }
+    console.log(`generating ${folded} with ${args.gen} 100000 1`);
+    const fd = fs.openSync(folded + '.tmp', 'w');
+    execFileSync('python3', [args.gen, '100000', '1'], { stdio: ['ignore', fd, 'inherit'] });
+    fs.closeSync(fd);
+    fs.renameSync(folded + '.tmp', folded);
+  }
+  if (!fs.existsSync(pyro) || fs.statSync(pyro).mtimeMs < fs.statSync(folded).mtimeMs) {
+    const tool = findPyroTool(args.pyro);
+    console.log(`converting to ${pyro} with ${tool}`);
+    try { fs.unlinkSync(pyro); } catch (e) { /* absent */ }
+    execFileSync(tool, ['import-folded', folded, '-o', pyro, '--app', 'gen100k', '--at', '1700000000'],
+                 { stdio: 'inherit' });
+  }
+  return { folded, pyro };
+}
+
+// Peak JS heap seen in the trace: GC events carry the heap size before collecting, and the timeline's
+// UpdateCounters carry jsHeapSizeUsed.
+function peakHeapFromTrace(buffer) {
+  let peak = 0;
+  let events;
+  try {
+    const trace = JSON.parse(buffer.toString('utf8'));
+    events = Array.isArray(trace) ? trace : trace.traceEvents || [];
+  } catch (e) {
+    return 0;
+  }
+  for (const e of events) {
+    const a = e.args || {};
+    for (const v of [a.usedHeapSizeBefore, a.usedHeapSizeAfter, a.data && a.data.jsHeapSizeUsed]) {
+      if (typeof v === 'number' && v > peak) peak = v;
+    }
+  }
+  return peak;
+}
+
+async function rendererPeakRss(browser) {
+  let peak = 0;
+  try {
+    const session = await browser.newBrowserCDPSession();
+    const info = await session.send('SystemInfo.getProcessInfo');
+    for (const p of info.processInfo) {
+      if (p.type !== 'renderer') continue;
+      const status = fs.readFileSync(`/proc/${p.id}/status`, 'utf8');
+      const m = /VmHWM:\s+(\d+) kB/.exec(status);
+      if (m) peak = Math.max(peak, Number(m[1]) * 1024);
+    }
+  } catch (e) {
+    return 0;
+  }
+  return peak;
+}
+
+const MB = (n) => (n / (1 << 20)).toFixed(0) + ' MB';
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// One case in a fresh browser: returns {paintMs, heapPeak, heapEnd, wasmBytes, rssPeak, status?}.
+async function runCase(name, base, target, kind, args, screenshotPath) {
+  const browser = await h.launchBrowser();
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    if (kind === 'speedscope') {
+      // speedscope sets the title to "<profile> - speedscope" once the profile is imported; the flame
+      // graph is painted in the animation frames that follow.
+      await page.addInitScript(() => {
+        window.__paintMs = null;
+        new MutationObserver(() => {
+          if (window.__paintMs === null && / - speedscope$/.test(document.title)) {
+            window.__paintMs = -1;
+            requestAnimationFrame(() => requestAnimationFrame(() => { window.__paintMs = performance.now(); }));
+          }
+        }).observe(document, { subtree: true, childList: true, characterData: true });
+      });
+    }
+    await browser.startTracing(page, {
+      categories: ['disabled-by-default-v8.gc', 'v8', 'devtools.timeline', 'disabled-by-default-devtools.timeline'],
+    });
+    await page.goto(base + target);
+    const deadline = Date.now() + Number(args.timeout) * 1000;
+    let paintMs = null;
+    while (Date.now() < deadline) {
+      paintMs = await page.evaluate((k) => {
+        if (k === 'speedscope') return window.__paintMs > 0 ? window.__paintMs : null;
+        const v = window.pyroscopeViewer;
+        if (v && v.pageErrors.length) return -1;
+        return v && v.firstFlamePaintMs ? v.firstFlamePaintMs : null;
+      }, kind).catch(() => null);
+      if (paintMs !== null) break;
+      await sleep(100);
+    }
+    const trace = await browser.stopTracing();
+    const result = { name, paintMs, heapPeak: peakHeapFromTrace(trace) };
+    const metrics = await page.evaluate(() => ({
+      heapEnd: performance.memory ? performance.memory.usedJSHeapSize : 0,
+      wasmBytes: window.Module && window.Module.HEAPU8 ? window.Module.HEAPU8.length : 0,
+    }));
+    Object.assign(result, metrics);
+    result.heapPeak = Math.max(result.heapPeak, result.heapEnd);
+    if (kind !== 'speedscope') {
+      result.status = await page.evaluate(() => {
+        const s = window.pyroscopeViewer.status();
+        const v = window.pyroscopeViewer;
+        return { error: s.error, load_ms: s.load_ms, log: s.log, flame: s.flame.main, pageErrors: s.pageErrors,
+                 ready_ms: v.readyMs, timings: v.timings };
+      });
+    }
+    await sleep(500);
+    await page.screenshot({ path: screenshotPath });
+    result.rssPeak = await rendererPeakRss(browser);
+    if (kind === 'ours-zoom') {
+      // Frame times while zooming the whole tree in and out (120 frames), plus the page's frame rate.
+      const frames = 120;
+      const fps = page.evaluate((n) => new Promise((resolve) => {
+        const times = [];
+        function tick(t) {
+          times.push(t);
+          if (times.length < n) requestAnimationFrame(tick);
+          else resolve(times);
+        }
+        window.pyroscopeViewer.benchZoom(n);
+        requestAnimationFrame(tick);
+      }), frames);
+      const times = await fps;
+      const s = await page.evaluate(() => window.pyroscopeViewer.status());
+      const intervals = times.slice(1).map((t, i) => t - times[i]).sort((a, b) => a - b);
+      const ui = s.bench.ui_frames.slice().sort((a, b) => a - b);
+      const whole = s.bench.frames.slice().sort((a, b) => a - b);
+      const pct = (v, p) => v.length ? v[Math.min(v.length - 1, Math.floor(p * (v.length - 1) + 0.5))] : 0;
+      result.zoom = {
+        frames: ui.length,
+        ui_p50: pct(ui, 0.5), ui_p95: pct(ui, 0.95), ui_max: pct(ui, 1),
+        frame_p50: pct(whole, 0.5), frame_p95: pct(whole, 0.95),
+        interval_p50: pct(intervals, 0.5), interval_p95: pct(intervals, 0.95),
+        drawn_blocks: s.flame.main.drawn_blocks, nodes: s.flame.main.nodes,
+      };
+    }
+    return result;
+  } finally {
+    await browser.close();
+  }
+}
+
+(async () => {
+  const args = parseArgs(process.argv);
+  const data = prepareData(args);
+  const speedscopeDir = path.join(repo, 'node_modules/speedscope/dist/release');
+  if (!fs.existsSync(path.join(speedscopeDir, 'index.html'))) {
+    console.error('bench.js: node_modules/speedscope is missing: run `npm ci`');
+    process.exit(1);
+  }
+  const { server, url } = await h.serveStatic({ '/': args.site, '/data/': args.work, '/speedscope/': speedscopeDir });
+  const wasmSize = ['viewer.wasm', 'viewer.js', 'viewer.data', 'index.html', 'viewer-page.js']
+    .reduce((sum, f) => sum + fs.statSync(path.join(args.site, f)).size, 0);
+  console.log(`profile: ${data.folded} (${MB(fs.statSync(data.folded).size)}), ${data.pyro} ` +
+              `(${MB(fs.statSync(data.pyro).size)}); viewer static folder ${MB(wasmSize)} ` +
+              `(viewer.wasm ${(fs.statSync(path.join(args.site, 'viewer.wasm')).size / 1024).toFixed(0)} KB)`);
+  const cases = [
+    ['(a) ours, folded text', '/?file=data/gen100k.folded', 'ours-zoom'],
+    ['(b) ours, .pyro', '/?file=data/gen100k.pyro', 'ours'],
+    ['(c) speedscope', '/speedscope/index.html#profileURL=' + encodeURIComponent('/data/gen100k.folded'), 'speedscope'],
+  ];
+  const results = [];
+  try {
+    for (let run = 0; run < Number(args.runs); run++) {
+      for (const [name, target, kind] of cases) {
+        const shot = path.join(args.work, `${kind}-${run}.png`);
+        const r = await runCase(name, url, target, kind, args, shot);
+        r.run = run;
+        results.push(r);
+        console.log(`${name}: first flame graph ${r.paintMs === null ? 'never (timeout)' : (r.paintMs / 1000).toFixed(2) + ' s'}` +
+                    `, peak JS heap ${MB(r.heapPeak)}, wasm memory ${MB(r.wasmBytes)}, renderer peak RSS ${MB(r.rssPeak)}` +
+                    `  [${shot}]`);
+        if (r.status) {
+          const t = r.status.timings[0] || {};
+          const f = (v) => (v === undefined || v === null ? '?' : (v / 1000).toFixed(2) + ' s');
+          console.log(`    runtime ready ${f(r.status.ready_ms)}, file read ${f(t.read)}, opened ${f(t.opened)}, ` +
+                      `painted ${f(r.paintMs)}; viewer log: ${r.status.log.join('; ')}`);
+        }
+        if (r.zoom) {
+          const z = r.zoom;
+          console.log(`    zooming ${z.nodes} nodes (${z.drawn_blocks} blocks drawn): UI p50 ${z.ui_p50.toFixed(2)} ms, ` +
+                      `p95 ${z.ui_p95.toFixed(2)} ms; whole frame p50 ${z.frame_p50.toFixed(1)} ms; ` +
+                      `animation frame interval p50 ${z.interval_p50.toFixed(1)} ms, p95 ${z.interval_p95.toFixed(1)} ms`);
+        }
+        if (r.status && (r.status.error || r.status.pageErrors.length)) {
+          console.log(`    errors: ${r.status.error} ${r.status.pageErrors.join('; ')}`);
+        }
+      }
+    }
+  } finally {
+    server.close();
+  }
+  const best = (prefix, key) => Math.min(...results.filter((r) => r.name.startsWith(prefix) && r[key] > 0).map((r) => r[key]));
+  const a = best('(a)', 'paintMs'), b = best('(b)', 'paintMs'), c = best('(c)', 'paintMs');
+  const memory = (prefix) => Math.max(...results.filter((r) => r.name.startsWith(prefix)).map((r) => r.heapPeak + r.wasmBytes));
+  const memA = memory('(a)'), memC = memory('(c)');
+  const summary = {
+    paint_seconds: { folded: a / 1000, pyro: b / 1000, speedscope: c / 1000 },
+    speedup_folded_vs_speedscope: c / a,
+    memory_bytes: { folded_js_heap_plus_wasm: memA, speedscope_js_heap: memC },
+    memory_ratio_folded_vs_speedscope: memA / memC,
+    targets: {
+      'folded at least 3x faster than speedscope': c / a >= 3,
+      'folded at most 1/4 of speedscope memory': memA / memC <= 0.25,
+      'pyro under one second': b < 1000,
+    },
+    static_folder_bytes: wasmSize,
+  };
+  console.log(JSON.stringify(summary, null, 2));
+  fs.writeFileSync(path.join(args.work, 'results.json'), JSON.stringify({ summary, results }, null, 2));
+})().catch((e) => { console.error(e); process.exit(1); });
