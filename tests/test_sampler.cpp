@@ -6,13 +6,16 @@
 
 #include <doctest/doctest.h>
 
+#include <dlfcn.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -514,4 +517,93 @@ TEST_CASE("sampler: backs off when SIGPROF has another handler, restores the dis
   CHECK((now.sa_handler == SIG_IGN));
   REQUIRE(sigaction(SIGPROF, &saved, nullptr) == 0);
   CHECK(g_foreign_handler_calls.load() == 0);
+}
+
+namespace {
+int compare_ints(const void* a, const void* b) {
+  const int x = *static_cast<const int*>(a), y = *static_cast<const int*>(b);
+  return (x > y) - (x < y);
+}
+__attribute__((noinline)) int sampler_test_recurse(int depth) {
+  if (depth == 0) {
+    sampler_test_burn(20000);
+    return 0;
+  }
+  const int r = sampler_test_recurse(depth - 1) + 1;
+  asm volatile("" ::: "memory");
+  return r;
+}
+using compress_bound_fn = unsigned long (*)(unsigned long);
+using compress_fn = int (*)(unsigned char*, unsigned long*, const unsigned char*, unsigned long);
+}  // namespace
+
+TEST_CASE("sampler: the table unwinder gives libgcc's stacks, also across dlopen and dlclose") {
+  const std::string path = fresh_path("verify");
+  pyroscope::detail::g_sampler_verify_unwind.store(true);
+  const pyroscope::detail::SamplerStats before = pyroscope::detail::sampler_stats();
+  REQUIRE(pyroscope::start(test_config("verify", path)).ok());
+  auto mixed = [](double seconds) {
+    const double end = thread_cpu_seconds() + seconds;
+    std::vector<int> values(4096);
+    unsigned seed = 7;
+    while (thread_cpu_seconds() < end) {
+      sampler_test_recurse(30);                         // deep stacks in this executable
+      for (int& v : values) v = int(rand_r(&seed));
+      qsort(values.data(), values.size(), sizeof(int), compare_ints);  // libc calling back into us
+      std::sort(values.begin(), values.end(), [](int a, int b) { return a > b; });
+      std::string text;
+      for (int i = 0; i < 500; i++) text += std::to_string(i);  // libstdc++ and malloc
+      timespec ts;
+      for (int i = 0; i < 500; i++) clock_gettime(CLOCK_MONOTONIC, &ts);  // the vDSO
+#if defined(__x86_64__)
+      sampler_test_rbp_garbage_spin(20000);
+#endif
+    }
+  };
+  std::thread first([&] { mixed(0.8); });
+  // A library loaded, used and unloaded while sampling, then loaded again.
+  std::thread loader([] {
+    for (int round = 0; round < 2; round++) {
+      void* zlib = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+      if (zlib == nullptr) {
+        MESSAGE("libz.so.1 not available: " << dlerror());
+        return;
+      }
+      const auto bound = reinterpret_cast<compress_bound_fn>(dlsym(zlib, "compressBound"));
+      const auto compress = reinterpret_cast<compress_fn>(dlsym(zlib, "compress"));
+      REQUIRE((bound != nullptr));
+      REQUIRE((compress != nullptr));
+      std::vector<unsigned char> input(1 << 16);
+      for (size_t i = 0; i < input.size(); i++) input[i] = static_cast<unsigned char>((i * 7919) >> 5);
+      std::vector<unsigned char> output(bound(input.size()));
+      const double end = thread_cpu_seconds() + 0.3;
+      while (thread_cpu_seconds() < end) {
+        unsigned long length = output.size();
+        compress(output.data(), &length, input.data(), input.size());
+      }
+      dlclose(zlib);
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));  // the agent notices the unload
+    }
+  });
+  mixed(0.8);
+  first.join();
+  loader.join();
+  REQUIRE(pyroscope::stop().ok());
+  pyroscope::detail::g_sampler_verify_unwind.store(false);
+  const pyroscope::detail::SamplerStats after = pyroscope::detail::sampler_stats();
+  const uint64_t samples = after.samples - before.samples;
+  const uint64_t table = after.table_unwinds - before.table_unwinds;
+  const uint64_t same = after.verify_same - before.verify_same;
+  const uint64_t different = after.verify_different - before.verify_different;
+  MESSAGE("samples " << samples << ", unwound with tables " << table << ", same as libgcc " << same
+                     << ", different " << different);
+#if defined(__x86_64__) && !defined(SAMPLER_TEST_TSAN)
+  CHECK(different == 0);
+  CHECK(same == table);
+  CHECK(table * 2 > samples);  // most samples take the fast path (each module's first ones do not)
+#endif
+  // The dlopen'ed library's frames are named (it is stripped: its exported names come from .dynsym).
+  const std::string folded = query_file(path, "verify{}").tree.to_folded();
+  const bool zlib_named = folded.find("deflate") != std::string::npos || folded.find("compress") != std::string::npos;
+  CHECK(zlib_named);
 }
