@@ -16,24 +16,29 @@ imgui=$("$repo/viewer/fetch-imgui-source.sh" | tail -n 1)
 # Debian's emcc runs its JS tools with the system node, which finds acorn only through NODE_PATH.
 export NODE_PATH="${NODE_PATH:-/usr/share/nodejs}"
 EMXX=${EMXX:-em++}
+# PROFILING=1 keeps function names in viewer.wasm, for the browser's profiler.
+link_extra=""
+[ "${PROFILING:-0}" = 1 ] && link_extra="--profiling-funcs"
 jobs=${JOBS:-2}
 
 common="-O2 -std=c++17 -fno-exceptions -fno-rtti -DIMGUI_IMPL_OPENGL_ES3 -I$imgui -I$repo -I$repo/viewer"
 
 # ImGui itself changes only with the source package: compile it once and keep the objects.
-compile() {  # source object
-  if [ ! -f "$2" ] || [ "$1" -nt "$2" ]; then
+compile() {  # source object [extra flags]
+  if [ ! -f "$2" ] || [ "$1" -nt "$2" ] || [ "$repo/viewer/wasm_gl_cache.h" -nt "$2" ]; then
     echo "em++ $(basename "$1")"
-    $EMXX $common $EXTRA_FLAGS -c "$1" -o "$2"
+    $EMXX $common $EXTRA_FLAGS ${3:-} -c "$1" -o "$2"
   fi
 }
+# ImGui's GL backend and our main answer GL state queries from a shadow copy (wasm_gl_cache.h).
+gl_cache="-include $repo/viewer/wasm_gl_cache.h"
 EXTRA_FLAGS=""
-pids=""
 running=0
 for src in imgui.cpp imgui_draw.cpp imgui_tables.cpp imgui_widgets.cpp backends/imgui_impl_glfw.cpp \
            backends/imgui_impl_opengl3.cpp; do
-  compile "$imgui/$src" "$obj/imgui-$(basename "$src" .cpp).o" &
-  pids="$pids $!"
+  flags=""
+  [ "$src" = backends/imgui_impl_opengl3.cpp ] && flags="$gl_cache"
+  compile "$imgui/$src" "$obj/imgui-$(basename "$src" .cpp).o" "$flags" &
   running=$((running + 1))
   if [ "$running" -ge "$jobs" ]; then wait; running=0; fi
 done
@@ -41,15 +46,17 @@ wait
 
 # The viewer (and the header's implementation) every time: they are what changes.
 EXTRA_FLAGS="-Wall -Wextra"
-for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp; do
+for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp wasm_gl_cache.cpp; do
   o="$obj/viewer-$(basename "$src" .cpp).o"
   rm -f "$o"
-  compile "$repo/viewer/$src" "$o" &
+  flags=""
+  [ "$src" = main_wasm.cpp ] && flags="$gl_cache"
+  compile "$repo/viewer/$src" "$o" "$flags" &
   running=$((running + 1))
   if [ "$running" -ge "$jobs" ]; then wait; running=0; fi
 done
 wait
-for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp; do
+for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp wasm_gl_cache.cpp; do
   [ -f "$obj/viewer-$(basename "$src" .cpp).o" ] || { echo "build-wasm: compiling $src failed" >&2; exit 1; }
 done
 
@@ -69,7 +76,7 @@ $EMXX -O2 -o "$out/viewer.js" "$obj"/imgui-*.o "$obj"/viewer-*.o \
   -sENVIRONMENT=web -sEXIT_RUNTIME=0 \
   -sEXPORTED_FUNCTIONS=_main,_malloc,_free,_realloc \
   -sEXPORTED_RUNTIME_METHODS=UTF8ToString,stringToUTF8,lengthBytesUTF8 \
-  $preload
+  $preload $link_extra
 
 cp "$repo/wasm/index.html" "$repo/wasm/viewer-page.js" "$out/"
 echo "build-wasm: $out"

@@ -34,6 +34,18 @@ ImU32 lerp_colour(ImU32 a, ImU32 b, float t) {
                                                ca.z + (cb.z - ca.z) * t, 1.0f));
 }
 
+// First index in [from, to) with values[i] >= value, for sorted values, searching outward from `from`:
+// the merged runs' next target is usually a few slots away, so this stays in nearby memory.
+uint32_t gallop_lower_bound(const double* values, uint32_t from, uint32_t to, double value) {
+  uint32_t step = 1, low = from;
+  while (from + step < to && values[from + step - 1] < value) {
+    low = from + step;
+    step *= 2;
+  }
+  const uint32_t high = std::min(to, from + step);
+  return static_cast<uint32_t>(std::lower_bound(values + low, values + high, value) - values);
+}
+
 char lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 }  // namespace
@@ -76,25 +88,36 @@ bool contains_ignore_case(std::string_view haystack, std::string_view needle) {
   return false;
 }
 
-std::string_view package_of(std::string_view name) {
-  // Arguments and template parameters are not part of the package: cut at the first '(' or '<'.
-  size_t end = name.size();
-  for (size_t i = 0; i < name.size(); ++i) {
-    if (name[i] == '(' || name[i] == '<') {
-      end = i;
-      break;
+std::string package_of(std::string_view name) {
+  // Template arguments and parameter lists are not part of the package: drop what is inside <> and (),
+  // except a Go receiver such as "(*T)" after a path, which ends the package anyway.
+  std::string head;
+  head.reserve(name.size());
+  int angle = 0, paren = 0;
+  for (char c : name) {
+    if (c == '<') {
+      ++angle;
+    } else if (c == '>' && angle > 0) {
+      --angle;
+    } else if (c == '(') {
+      if (angle == 0 && paren == 0 && head.find('/') != std::string::npos) break;
+      ++paren;
+    } else if (c == ')' && paren > 0) {
+      --paren;
+    } else if (angle == 0 && paren == 0) {
+      head.push_back(c);
     }
   }
-  std::string_view head = name.substr(0, end);
   // C++: everything before the last "::" (namespace and class).
-  size_t colons = head.rfind("::");
-  if (colons != std::string_view::npos && colons > 0) return head.substr(0, colons);
+  const size_t colons = head.rfind("::");
+  if (colons != std::string::npos && colons > 0) return head.substr(0, colons);
   // Go / Python / Java: path up to the last '/', then the part before the first '.' after it.
-  size_t slash = head.rfind('/');
-  size_t from = slash == std::string_view::npos ? 0 : slash + 1;
-  size_t dot = head.find('.', from);
-  if (dot != std::string_view::npos && dot > 0) return head.substr(0, dot);
-  return head;
+  const size_t slash = head.rfind('/');
+  const size_t from = slash == std::string::npos ? 0 : slash + 1;
+  const size_t dot = head.find('.', from);
+  if (dot != std::string::npos && dot > 0) return head.substr(0, dot);
+  while (!head.empty() && (head.back() == '.' || head.back() == ' ')) head.pop_back();
+  return head.empty() ? std::string(name) : head;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -102,11 +125,17 @@ std::string_view package_of(std::string_view name) {
 void FlameLayout::clear() {
   children_offsets.clear();
   children.clear();
-  left.clear();
-  depth.clear();
   row_offsets.clear();
   row_nodes.clear();
+  slot_of.clear();
+  slot_left.clear();
+  slot_right.clear();
   depth_count = 0;
+}
+
+uint32_t FlameLayout::depth(uint32_t node) const {
+  const uint32_t slot = slot_of[node];
+  return static_cast<uint32_t>(std::upper_bound(row_offsets.begin(), row_offsets.end(), slot) - row_offsets.begin()) - 1;
 }
 
 void FlameLayout::build(const Tree& tree) {
@@ -160,21 +189,23 @@ void FlameLayout::build(const Tree& tree) {
     begin = end;
     end = row_nodes.size();
   }
-  // Left edges and depths: parents must be placed before their children. Trees create a parent before
-  // its children, so id order works and reads memory in order (several times faster than breadth-first
-  // order on millions of nodes); the breadth-first order is the fallback for any other numbering.
+  slot_of.assign(n, 0);
+  for (uint32_t k = 0; k < n; ++k) slot_of[row_nodes[k]] = k;
+  // Edges: parents must be placed before their children. Trees create a parent before its children,
+  // so id order works and reads memory in order (several times faster than breadth-first order on
+  // millions of nodes); breadth-first order is the fallback for any other numbering.
   bool parents_first = true;
   for (uint32_t i = 1; i < n && parents_first; ++i) parents_first = tree.parent(i) < i;
-  left.assign(n, 0.0);
-  depth.assign(n, 0);
+  slot_left.assign(n, 0.0);
+  slot_right.assign(n, 0.0);
+  slot_right[0] = static_cast<double>(tree.total());
   auto place_children = [&](uint32_t p) {
-    double x = left[p];
-    const uint32_t child_depth = depth[p] + 1;
+    double x = slot_left[slot_of[p]];
     for (uint32_t c = children_offsets[p]; c < children_offsets[p + 1]; ++c) {
-      const uint32_t child = children[c];
-      left[child] = x;
-      depth[child] = child_depth;
-      x += static_cast<double>(tree.node_total(child));
+      const uint32_t slot = slot_of[children[c]];
+      slot_left[slot] = x;
+      x += static_cast<double>(tree.node_total(children[c]));
+      slot_right[slot] = x;
     }
   };
   if (parents_first) {
@@ -348,15 +379,13 @@ ImU32 FlameGraph::node_colour(uint32_t node) const {
 
 uint32_t FlameGraph::node_at(uint32_t d, double x) const {
   if (!tree_ || d >= layout_.depth_count) return Tree::kNoNode;
-  const uint32_t* begin = layout_.row_nodes.data() + layout_.row_offsets[d];
-  const uint32_t* end = layout_.row_nodes.data() + layout_.row_offsets[d + 1];
-  // Last node whose left edge is <= x.
-  const uint32_t* it = std::upper_bound(begin, end, x, [this](double value, uint32_t node) {
-    return value < layout_.left[node];
-  });
+  const double* begin = layout_.slot_left.data() + layout_.row_offsets[d];
+  const double* end = layout_.slot_left.data() + layout_.row_offsets[d + 1];
+  // Last slot whose left edge is <= x.
+  const double* it = std::upper_bound(begin, end, x);
   if (it == begin) return Tree::kNoNode;
-  const uint32_t node = *(it - 1);
-  if (x < layout_.left[node] + static_cast<double>(node_width(node))) return node;
+  const size_t slot = static_cast<size_t>(it - 1 - layout_.slot_left.data());
+  if (x < layout_.slot_right[slot]) return layout_.row_nodes[slot];
   return Tree::kNoNode;
 }
 
@@ -365,7 +394,7 @@ uint32_t FlameGraph::node_at(uint32_t d, double x) const {
 void FlameGraph::focus(uint32_t node) {
   if (!tree_ || node >= tree_->node_count()) return;
   focus_ = node;
-  view_left_ = layout_.left[node];
+  view_left_ = layout_.left(node);
   view_width_ = std::max(1.0, static_cast<double>(node_width(node)));
   scroll_to_focus_ = true;
 }
@@ -388,13 +417,13 @@ std::vector<uint32_t> FlameGraph::focus_path() const {
 
 void FlameGraph::reset_zoom() {
   if (!tree_) return;
-  view_left_ = layout_.left[focus_];
+  view_left_ = layout_.left(focus_);
   view_width_ = std::max(1.0, static_cast<double>(node_width(focus_)));
 }
 
 void FlameGraph::clamp_view() {
   if (!tree_) return;
-  const double focus_left = layout_.left[focus_];
+  const double focus_left = layout_.left(focus_);
   const double focus_width = std::max(1.0, static_cast<double>(node_width(focus_)));
   // Deep zoom stays meaningful down to a millionth of a sample per pixel row; beyond that doubles blur.
   const double min_width = focus_width * 1e-9;
@@ -502,7 +531,7 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
 
   if (scroll_to_focus_) {
     scroll_to_focus_ = false;
-    const float focus_y = row_y(layout_.depth[focus_]) - origin.y;  // within the content
+    const float focus_y = row_y(layout_.depth(focus_)) - origin.y;  // within the content
     const float target = flame ? focus_y - visible_height + 4 * row_h : focus_y - 2 * row_h;
     ImGui::SetScrollY(std::clamp(target, 0.0f, std::max(0.0f, content_h - visible_height)));
   }
@@ -558,9 +587,9 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
   }
   last_row = std::min(last_row, layout_.depth_count - 1);
 
-  const double* left = layout_.left.data();
+  const double* left = layout_.slot_left.data();    // by slot
+  const double* right = layout_.slot_right.data();  // by slot
   const uint32_t* rows = layout_.row_nodes.data();
-  auto node_end = [&](uint32_t node) { return left[node] + static_cast<double>(node_width(node)); };
 
   auto draw_label = [&](float x0, float x1, float y, std::string_view text, ImU32 colour) {
     const float visible_x0 = std::max(x0, canvas_min_.x);
@@ -581,17 +610,14 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
     const float y = row_y(d);
     const uint32_t row_begin = layout_.row_offsets[d];
     const uint32_t row_end = layout_.row_offsets[d + 1];
-    // First node whose right edge is past the view's left edge (right edges are sorted too).
-    uint32_t k = static_cast<uint32_t>(
-        std::upper_bound(rows + row_begin, rows + row_end, view_left_,
-                         [&](double value, uint32_t node) { return value < node_end(node); }) -
-        rows);
+    // First slot whose right edge is past the view's left edge (right edges are sorted too).
+    uint32_t k = static_cast<uint32_t>(std::upper_bound(right + row_begin, right + row_end, view_left_) - right);
     while (k < row_end) {
       const uint32_t node = rows[k];
-      const double x0 = left[node];
+      const double x0 = left[k];
       if (x0 >= view_right) break;
       ++visited_nodes_;
-      const double w = static_cast<double>(node_width(node));
+      const double w = right[k] - x0;
       if (w >= min_block) {
         const float px0 = to_px(x0), px1 = to_px(x0 + w);
         const bool match = searching && node != Tree::kRoot && symbol_match_[tree_->symbol(node)];
@@ -614,26 +640,22 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
       // block width, or is itself narrow and close. Each step covers >= min_block_px on screen, so a
       // row costs O(width / min_block_px * log n) however many nodes it holds.
       const uint32_t run_first = k;
-      uint32_t last = k;        // last node absorbed into the run
-      double run_end = x0 + w;  // == node_end(rows[last])
+      uint32_t last = k;        // last slot absorbed into the run
+      double run_end = right[k];
       for (;;) {
-        // Nodes after `last` that end within one more block width start after run_end, so they are
+        // Slots after `last` that end within one more block width start after run_end, so they are
         // narrow: they all join.
         const double next_end = run_end + min_block;
-        const uint32_t j = static_cast<uint32_t>(
-            std::lower_bound(rows + last + 1, rows + row_end, next_end,
-                             [&](uint32_t n, double value) { return node_end(n) < value; }) -
-            rows);
+        const uint32_t j = gallop_lower_bound(right, last + 1, row_end, next_end);
         if (j > last + 1) {
           last = j - 1;
-          run_end = node_end(rows[last]);
+          run_end = right[last];
         }
         if (j >= row_end) break;
-        const uint32_t next = rows[j];
-        const double next_w = static_cast<double>(node_width(next));
-        if (next_w >= min_block || left[next] - run_end >= min_block || left[next] >= view_right) break;
+        const double next_w = right[j] - left[j];
+        if (next_w >= min_block || left[j] - run_end >= min_block || left[j] >= view_right) break;
         last = j;
-        run_end = left[next] + next_w;
+        run_end = right[j];
       }
       k = last + 1;
       const float px0 = to_px(x0);
@@ -658,9 +680,10 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
     }
   }
   if (hovered_ != Tree::kNoNode) {
-    const float y = row_y(layout_.depth[hovered_]);
-    const float px0 = to_px(left[hovered_]);
-    const float px1 = std::max(to_px(node_end(hovered_)), px0 + 1.0f);
+    const uint32_t slot = layout_.slot_of[hovered_];
+    const float y = row_y(layout_.depth(hovered_));
+    const float px0 = to_px(left[slot]);
+    const float px1 = std::max(to_px(right[slot]), px0 + 1.0f);
     draw_list->AddRect(ImVec2(std::max(px0, clip.x), y), ImVec2(std::min(px1, clip.z) - gap, y + row_h - gap),
                        o.palette.dark ? IM_COL32(255, 255, 255, 230) : IM_COL32(0, 0, 0, 230), 0.0f, 0, 1.5f);
     if (!dragging_) {

@@ -173,6 +173,10 @@ int main() {
   glfwWindowHint(GLFW_CLIENT_API, GLFW_OPENGL_ES_API);
   glfwWindowHint(GLFW_CONTEXT_VERSION_MAJOR, 3);
   glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 0);
+  // ImGui needs neither depth nor stencil; an opaque canvas composites faster.
+  glfwWindowHint(GLFW_DEPTH_BITS, 0);
+  glfwWindowHint(GLFW_STENCIL_BITS, 0);
+  glfwWindowHint(GLFW_ALPHA_BITS, 0);
   const double ratio = EM_ASM_DOUBLE({ return window.devicePixelRatio || 1; });
   const int css_w = EM_ASM_INT({ return Module.canvas.clientWidth || window.innerWidth; });
   const int css_h = EM_ASM_INT({ return Module.canvas.clientHeight || window.innerHeight; });

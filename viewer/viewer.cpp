@@ -193,8 +193,9 @@ std::string format_duration(int64_t seconds) {
 }
 
 std::string format_range(const TimeRange& r) {
-  return format_time(r.from, true) + " - " + format_time(r.until, false) + " (" + format_duration(r.until - r.from) +
-         ")";
+  const bool same_day = r.from / 86400 == (r.until - 1) / 86400;
+  return format_time(r.from, true) + " - " + format_time(r.until, !same_day) + " (" +
+         format_duration(r.until - r.from) + ")";
 }
 
 int64_t floor_to(int64_t t, int64_t step) {
@@ -485,20 +486,27 @@ TimeRange data_extent(const ViewerState& state, const std::string& app) {
   QueryOptions options;
   options.want_tree = false;
   options.timeline_points = 4096;
-  QueryResult result;
   TimeRange extent{state.span_from, state.span_until};
-  if (!state.dataset.query(app + "{}", state.span_from, state.span_until, &result, options).ok()) return extent;
-  const Timeline& tl = result.timeline;
-  size_t first = tl.samples.size(), last = 0;
-  for (size_t i = 0; i < tl.samples.size(); ++i) {
-    if (tl.samples[i] == 0) continue;
-    first = std::min(first, i);
-    last = i;
+  // Coarse to fine: a data set spanning years gives steps of hours at first; each pass narrows the range
+  // to the steps that hold samples, until a step is one block.
+  for (int pass = 0; pass < 6; ++pass) {
+    QueryResult result;
+    if (!state.dataset.query(app + "{}", extent.from, extent.until, &result, options).ok()) break;
+    const Timeline& tl = result.timeline;
+    size_t first = tl.samples.size(), last = 0;
+    for (size_t i = 0; i < tl.samples.size(); ++i) {
+      if (tl.samples[i] == 0) continue;
+      first = std::min(first, i);
+      last = i;
+    }
+    if (first > last || tl.step <= 0) break;
+    const TimeRange narrowed{std::max(extent.from, tl.start + static_cast<int64_t>(first) * tl.step),
+                             std::min(extent.until, tl.start + static_cast<int64_t>(last + 1) * tl.step)};
+    if (!narrowed.valid()) break;
+    extent = narrowed;
+    if (tl.step <= state.resolution) break;
   }
-  if (first > last || tl.step <= 0) return extent;
-  extent.from = std::max(state.span_from, tl.start + static_cast<int64_t>(first) * tl.step);
-  extent.until = std::min(state.span_until, tl.start + static_cast<int64_t>(last + 1) * tl.step);
-  return extent.valid() ? extent : TimeRange{state.span_from, state.span_until};
+  return extent;
 }
 
 void select_app(ViewerState& state, const std::string& app) {
@@ -992,6 +1000,22 @@ void start_zoom_benchmark(ViewerState& state, int frames) {
 
 namespace {
 
+float button_width(const char* label) {  // Button and SmallButton: the same horizontal padding
+  return ImGui::CalcTextSize(label).x + ImGui::GetStyle().FramePadding.x * 2;
+}
+
+float radio_width(const char* label) {
+  return ImGui::GetFrameHeight() + ImGui::GetStyle().ItemInnerSpacing.x + ImGui::CalcTextSize(label).x;
+}
+
+// Continues the line with `width` worth of items flush right, or on the next line when the line is full.
+void place_right(float width, float scale) {
+  ImGui::SameLine();
+  const float right = ImGui::GetWindowContentRegionMax().x;
+  if (ImGui::GetCursorPosX() + 8 * scale + width > right) ImGui::NewLine();
+  ImGui::SetCursorPosX(std::max(ImGui::GetCursorPosX(), right - width));
+}
+
 bool toggle_button(const char* label, bool active, const char* widget) {
   if (active) ImGui::PushStyleColor(ImGuiCol_Button, ImGui::GetStyleColorVec4(ImGuiCol_ButtonActive));
   const bool clicked = ImGui::Button(label);
@@ -1054,9 +1078,11 @@ void draw_toolbar(ViewerState& state) {
     record_item("search.share");
   }
   // Right side: display toggles.
-  const float right_width = 330 * s;
-  ImGui::SameLine(std::max(ImGui::GetCursorPosX() + 8 * s, ImGui::GetWindowContentRegionMax().x - right_width));
-  if (ImGui::Button(state.orientation == Orientation::icicle ? "Icicle" : "Flame")) {
+  const char* orientation = state.orientation == Orientation::icicle ? "Icicle" : "Flame";
+  const char* colour = state.colour_mode == ColourMode::function ? "By function" : "By package";
+  const char* theme = state.theme == Theme::dark ? "Dark" : "Light";
+  place_right(button_width(orientation) + button_width(colour) + button_width(theme) + button_width("?") + 12 * s, s);
+  if (ImGui::Button(orientation)) {
     state.orientation = state.orientation == Orientation::icicle ? Orientation::flame : Orientation::icicle;
     state.flame_left.scroll_to_focus();
     state.flame_right.scroll_to_focus();
@@ -1065,13 +1091,13 @@ void draw_toolbar(ViewerState& state) {
   record_item("orientation");
   if (ImGui::IsItemHovered()) ImGui::SetTooltip("Root at the top (icicle) or bottom (flame)  [F]");
   ImGui::SameLine(0, 4 * s);
-  if (ImGui::Button(state.colour_mode == ColourMode::function ? "By function" : "By package")) {
+  if (ImGui::Button(colour)) {
     state.colour_mode = state.colour_mode == ColourMode::function ? ColourMode::package : ColourMode::function;
   }
   record_item("colour");
   if (ImGui::IsItemHovered()) ImGui::SetTooltip("Colour per function or per package  [C]");
   ImGui::SameLine(0, 4 * s);
-  if (ImGui::Button(state.theme == Theme::dark ? "Dark" : "Light")) {
+  if (ImGui::Button(theme)) {
     state.theme = state.theme == Theme::dark ? Theme::light : Theme::dark;
     state.theme_applied = false;
   }
@@ -1238,8 +1264,12 @@ void draw_timeline(ViewerState& state) {
   } else {
     ImGui::Text("Range: %s UTC", format_range(state.ranges[0]).c_str());
   }
-  const float controls = (pair ? 430 : 250) * s;
-  ImGui::SameLine(std::max(ImGui::GetCursorPosX() + 8 * s, ImGui::GetWindowContentRegionMax().x - controls));
+  const float spacing = ImGui::GetStyle().ItemSpacing.x;
+  float controls = button_width("-") + button_width("+") + button_width("Fit") + button_width("Select all") + 3 * spacing;
+  if (pair) {
+    controls += ImGui::CalcTextSize("drag selects").x + radio_width("left") + radio_width("right") + 2 * spacing + 12 * s;
+  }
+  place_right(controls, s);
   if (pair) {
     ImGui::TextDisabled("drag selects");
     ImGui::SameLine();

@@ -202,7 +202,18 @@
           else overlayProgress.removeAttribute('value');
           overlayDetail.textContent = formatBytes(all) + (known ? ' of ' + formatBytes(total || source.size) : '');
         };
-        const reader = (await source.open()).getReader();
+        const stream = await source.open();
+        if (source.whole) {
+          // A small .pyro in one piece: one copy into the heap, no per-chunk round trips.
+          const bytes = new Uint8Array(await source.whole());
+          const ptr = Module._malloc(Math.max(1, bytes.length));
+          if (!ptr) throw new Error('out of memory allocating ' + formatBytes(bytes.length));
+          Module.HEAPU8.set(bytes, ptr);
+          withCString(source.name, (namePtr) => Module._pv_open_add(namePtr, ptr, bytes.length, source.modified || 0));
+          before += bytes.length;
+          continue;
+        }
+        const reader = stream.getReader();
         const firstRead = await reader.read();
         const first = firstRead.done ? new Uint8Array(0) : firstRead.value;
         if (looksFolded(source.name, first)) {
@@ -257,6 +268,12 @@
         source.size = encoded ? 0 : length;  // a compressed body's length is not the bytes we get
         const modified = Date.parse(response.headers.get('Last-Modified') || '');
         if (modified) source.modified = Math.floor(modified / 1000);
+        // .pyro files are compact: below 64 MB they are read in one piece (much faster than chunk by
+        // chunk when the page is busy); folded text and big files stream, with progress.
+        if (/\.pyro$/i.test(name) && source.size > 0 && source.size < (64 << 20)) {
+          source.whole = () => response.arrayBuffer();
+          return null;
+        }
         return response.body;
       };
       return source;

@@ -1,0 +1,241 @@
+// Unit tests of the viewer's flame graph: layout, visible-slice drawing with merged narrow nodes,
+// hit testing, search, the per-function table and the streaming folded parser. Drawing runs in an ImGui
+// context without a window (no GL needed): the draw lists are built and counted, never rendered.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "flame_graph.hpp"
+#include "imgui.h"
+#include "viewer.hpp"
+
+using pyroscope::DiffTree;
+using pyroscope::Tree;
+using namespace pyroscope::viewer;
+
+namespace {
+
+Tree tree_from(const char* folded) {
+  Tree tree;
+  const pyroscope::Status status = Tree::from_folded(folded, &tree);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  return tree;
+}
+
+uint32_t node(const Tree& tree, std::vector<std::string_view> path) {
+  const uint32_t n = tree.find_path(path);
+  REQUIRE(n != Tree::kNoNode);
+  return n;
+}
+
+// One ImGui frame around fn, in a window of the given size, without a renderer.
+struct HeadlessImGui {
+  HeadlessImGui() {
+    ImGui::CreateContext();
+    ImGuiIO& io = ImGui::GetIO();
+    io.IniFilename = nullptr;
+    io.DisplaySize = ImVec2(1200, 800);
+    unsigned char* pixels;
+    int w, h;
+    io.Fonts->GetTexDataAsRGBA32(&pixels, &w, &h);
+  }
+  ~HeadlessImGui() { ImGui::DestroyContext(); }
+  template <class Fn>
+  void frame(Fn&& fn) {
+    ImGui::GetIO().DeltaTime = 1.0f / 60.0f;
+    ImGui::NewFrame();
+    ImGui::SetNextWindowPos(ImVec2(0, 0));
+    ImGui::SetNextWindowSize(ImGui::GetIO().DisplaySize);
+    ImGui::Begin("test", nullptr, ImGuiWindowFlags_NoDecoration);
+    fn();
+    ImGui::End();
+    ImGui::Render();
+  }
+};
+
+FlameDrawOptions options(float row_height = 20) {
+  FlameDrawOptions o;
+  o.row_height = row_height;
+  o.min_block_px = 3;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("layout: rows are sorted by left edge and children come in name order") {
+  const Tree tree = tree_from("main;zeta 3\nmain;alpha 5\nmain;mid;leaf 2\nother 1\n");
+  FlameLayout layout;
+  layout.build(tree);
+  CHECK(layout.depth_count == 4);  // root, main/other, alpha/mid/zeta, leaf
+  const uint32_t main_node = node(tree, {"main"});
+  const uint32_t alpha = node(tree, {"main", "alpha"});
+  const uint32_t mid = node(tree, {"main", "mid"});
+  const uint32_t zeta = node(tree, {"main", "zeta"});
+  CHECK(layout.left(main_node) == 0);
+  CHECK(layout.left(alpha) == 0);
+  CHECK(layout.left(mid) == 5);
+  CHECK(layout.left(zeta) == 7);
+  CHECK(layout.left(node(tree, {"other"})) == 10);
+  CHECK(layout.depth(alpha) == 2);
+  CHECK(layout.depth(node(tree, {"main", "mid", "leaf"})) == 3);
+  for (uint32_t d = 0; d < layout.depth_count; ++d) {
+    for (uint32_t k = layout.row_offsets[d] + 1; k < layout.row_offsets[d + 1]; ++k) {
+      CHECK(layout.slot_left[k - 1] <= layout.slot_left[k]);
+      CHECK(layout.slot_right[k - 1] <= layout.slot_left[k]);  // siblings never overlap
+    }
+  }
+  std::vector<uint32_t> offsets, children;
+  tree.sorted_children(&offsets, &children);
+  CHECK(offsets == layout.children_offsets);
+  CHECK(children == layout.children);  // the header's order, computed faster
+}
+
+TEST_CASE("layout and aggregation of a 10,000-frame stack need no recursion") {
+  Tree tree;
+  std::vector<std::string> names;
+  for (int d = 0; d < 10000; ++d) names.push_back("f" + std::to_string(d));
+  std::vector<std::string_view> frames(names.begin(), names.end());
+  tree.insert(frames, 7);
+  FlameLayout layout;
+  layout.build(tree);
+  CHECK(layout.depth_count == 10001);
+  std::vector<FunctionRow> rows;
+  aggregate_functions(tree, layout, nullptr, &rows);
+  CHECK(rows.size() == 10000);
+  HeadlessImGui imgui;
+  FlameGraph graph;
+  graph.set_tree(&tree, nullptr);
+  graph.focus(tree.find_path(frames));
+  CHECK(graph.focus_path().size() == 10001);
+  imgui.frame([&] { graph.draw(ImVec2(800, 400), options()); });
+  CHECK(graph.drawn_blocks() > 0);
+}
+
+TEST_CASE("narrow nodes merge into blocks: a row costs its width in pixels, not its node count") {
+  // 20,000 one-sample siblings next to one wide node.
+  std::string folded = "root;wide 20000\n";
+  for (int i = 0; i < 20000; ++i) folded += "root;n" + std::to_string(100000 + i) + " 1\n";
+  const Tree tree = tree_from(folded.c_str());
+  HeadlessImGui imgui;
+  FlameGraph graph;
+  graph.set_tree(&tree, nullptr);
+  const float width = 900;
+  imgui.frame([&] { graph.draw(ImVec2(width, 400), options()); });
+  // Rows: total, root, then "wide" plus the narrow ones merged.
+  CHECK(graph.merged_blocks() >= 1);
+  CHECK(graph.drawn_blocks() <= 3 + static_cast<uint32_t>(width / 3) + 2);
+  CHECK(graph.visited_nodes() < 200);  // far fewer than the 20,002 nodes
+  // Zoomed in on the narrow ones (they sort before "wide", so they fill the left half), they become
+  // separate blocks.
+  graph.zoom(2000, 0.25);
+  imgui.frame([&] { graph.draw(ImVec2(width, 400), options()); });
+  CHECK(graph.drawn_blocks() > 10);
+  CHECK(graph.merged_blocks() == 0);
+}
+
+TEST_CASE("focus, zoom limits and hit testing") {
+  const Tree tree = tree_from("main;a 30\nmain;b 10\n");
+  HeadlessImGui imgui;
+  FlameGraph graph;
+  graph.set_tree(&tree, nullptr);
+  const uint32_t b = node(tree, {"main", "b"});
+  graph.focus(b);
+  CHECK(graph.view_left() == 30);
+  CHECK(graph.view_width() == 10);
+  graph.zoom(0.01, 0.5);  // cannot zoom out past the focused node
+  CHECK(graph.view_width() == 10);
+  graph.focus_parent();
+  CHECK(graph.focused() == node(tree, {"main"}));
+  graph.focus(Tree::kRoot);
+  CHECK(graph.focus_path().size() == 1);
+}
+
+TEST_CASE("search: share counts nested matches once, and is case-insensitive") {
+  const Tree tree = tree_from("main;Parse;lex;parse 4\nmain;run 6\n");
+  FlameGraph graph;
+  graph.set_tree(&tree, nullptr);
+  graph.set_search("parse");
+  CHECK(graph.matched_total() == 4);  // the inner "parse" is inside the outer "Parse"
+  CHECK(graph.matched_share() == doctest::Approx(0.4));
+  graph.set_search("nothing-like-this");
+  CHECK(graph.matched_total() == 0);
+  graph.set_search("");
+  CHECK(graph.matched_share() == 0);
+}
+
+TEST_CASE("table: a recursive function's total counts each stack once") {
+  const Tree tree = tree_from("main;a;b;a 5\nmain;a 2\nmain;c 3\n");
+  FlameLayout layout;
+  layout.build(tree);
+  std::vector<FunctionRow> rows;
+  aggregate_functions(tree, layout, nullptr, &rows);
+  auto row = [&](const char* name) {
+    for (const FunctionRow& r : rows) {
+      if (tree.symbols().name(r.symbol) == name) return r;
+    }
+    FAIL("no row for " << name);
+    return FunctionRow{};
+  };
+  CHECK(row("a").total == 7);
+  CHECK(row("a").self == 7);
+  CHECK(row("b").total == 5);
+  CHECK(row("main").total == 10);
+  CHECK(row("c").self == 3);
+}
+
+TEST_CASE("diff: the table and the flame graph show both sides") {
+  const Tree left = tree_from("main;grow 10\nmain;shrink 90\n");
+  const Tree right = tree_from("main;grow 60\nmain;shrink 40\nmain;new 20\n");
+  const DiffTree diff = DiffTree::compute(left, right);
+  FlameGraph graph;
+  graph.set_tree(&diff.shape(), &diff);
+  std::vector<FunctionRow> rows;
+  aggregate_functions(diff.shape(), graph.layout(), &diff, &rows);
+  bool saw_new = false;
+  for (const FunctionRow& r : rows) {
+    const std::string_view name = diff.shape().symbols().name(r.symbol);
+    if (name == "grow") {
+      CHECK(r.total == 10);
+      CHECK(r.right_total == 60);
+    }
+    if (name == "new") {
+      CHECK(r.total == 0);
+      CHECK(r.right_total == 20);
+      saw_new = true;
+    }
+  }
+  CHECK(saw_new);
+  HeadlessImGui imgui;
+  imgui.frame([&] { graph.draw(ImVec2(600, 300), options()); });
+  CHECK(graph.drawn_blocks() == 5);  // total, main, grow, new, shrink
+}
+
+TEST_CASE("package of a function name") {
+  CHECK(package_of("app::net::Conn::read(int)") == "app::net::Conn");
+  CHECK(package_of("std::vector<std::pair<int, int>>::push_back(int const&)") == "std::vector");
+  CHECK(package_of("github.com/x/y.(*T).F") == "github.com/x/y");
+  CHECK(package_of("main") == "main");
+  CHECK(package_of("net/http.(*conn).serve") == "net/http");
+}
+
+TEST_CASE("folded text streamed in pieces parses like the whole, errors name the file's line") {
+  const std::string text = "a;b 1\na;c 2\r\nd;e;f 3\n\na;b 4";
+  Tree whole;
+  REQUIRE(Tree::from_folded(text, &whole).ok());
+  for (size_t piece : {1, 2, 3, 5, 7, 64}) {
+    FoldedParser parser;
+    for (size_t i = 0; i < text.size(); i += piece) parser.add(text.data() + i, std::min(piece, text.size() - i));
+    REQUIRE_MESSAGE(parser.finish().ok(), parser.status().to_string());
+    const auto tree = parser.take_tree();
+    CHECK(tree->to_folded() == whole.to_folded());
+  }
+  const std::string bad = "a;b 1\na;c 2\na;d x3\n";
+  FoldedParser parser;
+  parser.add(bad.data(), 12);  // two whole lines, then the bad one in a second piece
+  parser.add(bad.data() + 12, bad.size() - 12);
+  const pyroscope::Status status = parser.finish();
+  CHECK_FALSE(status.ok());
+  CHECK(status.message().rfind("line 3:", 0) == 0);
+}
