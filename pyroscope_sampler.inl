@@ -202,7 +202,6 @@ inline bool is_valid_tag(std::string_view key, std::string_view value, std::stri
 #if defined(PYROSCOPE_PLATFORM_LINUX) && !defined(PYROSCOPE_NO_SAMPLER)
 
 #include <cxxabi.h>
-#include <dirent.h>
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -1429,9 +1428,11 @@ class ElfFunctions {
         // The name must end inside the string table.
         if (std::memchr(string_base + sym.st_name, 0, strings.sh_size - sym.st_name) == nullptr) continue;
         if (string_base[sym.st_name] == '\0') continue;
+        // Among aliases, the name a programmer wrote wins: getpid over __getpid (even though getpid
+        // is the weak alias), then global over weak over local.
         const unsigned bind = ELF64_ST_BIND(sym.st_info);
-        uint8_t rank = bind == STB_GLOBAL ? 0 : bind == STB_WEAK ? 2 : 4;
-        if (string_base[sym.st_name] == '_' && string_base[sym.st_name + 1] != 'Z') rank += 1;  // __getpid < getpid
+        uint8_t rank = bind == STB_GLOBAL ? 0 : bind == STB_WEAK ? 1 : 2;
+        if (string_base[sym.st_name] == '_' && string_base[sym.st_name + 1] != 'Z') rank += 4;
         functions_.push_back(Function{sym.st_value,
                                       static_cast<uint32_t>(std::min<uint64_t>(sym.st_size, UINT32_MAX)),
                                       static_cast<uint32_t>(strings.sh_offset + sym.st_name), rank});
@@ -1532,19 +1533,10 @@ class Symbolizer {
     return module_state_[module->index]->short_name + buffer;
   }
 
-  // Drops everything (the next lookup rereads the module list).
-  void clear() {
-    ranges_.clear();
-    module_state_.clear();
-    adds_ = subs_ = ~0ull;
-  }
-  size_t module_count() const { return module_state_.size(); }
-
  private:
   struct ModuleState {
     std::string path;        // file to read ("" for the vDSO, read from memory)
     std::string short_name;  // basename, for unresolved frames
-    uintptr_t bias = 0;
     const uint8_t* memory_image = nullptr;
     std::unique_ptr<ElfFunctions> functions;  // loaded on first lookup
   };
@@ -1603,7 +1595,6 @@ class Symbolizer {
   static int add_module(dl_phdr_info* info, size_t, void* arg) {
     Symbolizer* self = static_cast<Symbolizer*>(arg);
     std::unique_ptr<ModuleState> state(new ModuleState);
-    state->bias = info->dlpi_addr;
     const char* name = info->dlpi_name != nullptr ? info->dlpi_name : "";
     const uintptr_t vdso = static_cast<uintptr_t>(getauxval(AT_SYSINFO_EHDR));
     bool is_vdso = false;
@@ -2064,7 +2055,6 @@ class SampleAggregator {
       for (int i = 0; i < slot.depth; i++) symbol_for(slot.pcs[i]);
     }
     it->second += slot.weight;
-    samples_in_block_ += slot.weight;
   }
 
   // Folds the block's stacks into one tree per series and moves those trees out.
@@ -2094,9 +2084,7 @@ class SampleAggregator {
       out->emplace_back(series_[i], std::move(*trees_[i]));
       trees_[i].reset();
     }
-    samples_in_block_ = 0;
   }
-  uint64_t samples_in_block() const { return samples_in_block_; }
 
  private:
   std::string app_;
@@ -2113,7 +2101,6 @@ class SampleAggregator {
   std::vector<std::unique_ptr<Tree>> trees_;  // per series, filled at flush
   std::vector<uint32_t> frames_;
   std::vector<std::string> rejected_tags_;  // logged once each
-  uint64_t samples_in_block_ = 0;
 
   uint32_t symbol_for(uintptr_t pc) {
     auto it = pc_symbols_.find(pc);
