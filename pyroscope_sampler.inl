@@ -245,7 +245,7 @@ inline bool is_valid_tag(std::string_view key, std::string_view value, std::stri
 //   - tables (x86-64, glibc >= 2.35): the agent turns each module's .eh_frame into sorted rows "from this
 //     pc on, CFA = rsp|rbp + k, rbp saved at CFA + j"; the handler finds the module with
 //     _dl_find_object (async-signal-safe, always current), binary-searches the row and reads two words
-//     per frame. About 15x cheaper than libgcc, which interprets the DWARF program on every frame.
+//     per frame: 4-6x cheaper per sample than libgcc, which interprets the DWARF program of every frame.
 //   - _Unwind_Backtrace (libgcc; async-signal-safe with glibc >= 2.35, whose _dl_find_object it uses):
 //     for a module without a table yet, rules the tables do not express (PLT stubs, signal
 //     trampolines, DWARF expressions) and other architectures.
