@@ -8,7 +8,10 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 // Defined in test_compile_b.cpp.
@@ -25,7 +28,8 @@ TEST_CASE("compile: smoke test of writer, reader and query") {
   char path[] = "/tmp/pyroscope-compile-XXXXXX";
   int fd = mkstemp(path);
   REQUIRE(fd >= 0);
-  std::remove(path);  // the writer creates the file itself
+  close(fd);
+  std::remove(path);  // the writer creates the file itself; mkstemp only picked a free name
 
   pyroscope::Tree tree;
   REQUIRE(pyroscope::Tree::from_folded("main;work;spin 7\nmain;idle 3\n", &tree).ok());
