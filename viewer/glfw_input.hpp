@@ -35,7 +35,7 @@ inline Input& input() {
 }
 
 inline void wake() {
-  if (input().state) request_redraw(*input().state, 3);
+  if (input().state) request_redraw(*input().state);
 }
 
 inline void on_cursor(GLFWwindow*, double, double) { wake(); }

@@ -111,7 +111,7 @@ EMSCRIPTEN_KEEPALIVE int pv_open_end() {
   viewer::open_files(g_app->state, std::move(g_app->batch));
   g_app->batch.clear();
   viewer::load_pending(g_app->state);
-  viewer::request_redraw(g_app->state, 3);
+  viewer::request_redraw(g_app->state);
   return g_app->state.error.empty() ? 1 : 0;
 }
 
@@ -133,24 +133,24 @@ EMSCRIPTEN_KEEPALIVE void pv_set_size(int css_width, int css_height, double pixe
     g_app->pixel_ratio = ratio;
     rebuild_fonts(*g_app);
   }
-  viewer::request_redraw(g_app->state, 3);
+  viewer::request_redraw(g_app->state);
 }
 
 // A setting from the URL (view, search, theme, app, tags, from, until, ...). Returns 1 if accepted.
 EMSCRIPTEN_KEEPALIVE int pv_setting(const char* key, const char* value) {
   const pyroscope::Status status = viewer::apply_setting(g_app->state, key, value);
   if (!status.ok()) g_app->state.error = status.message();
-  viewer::request_redraw(g_app->state, 3);
+  viewer::request_redraw(g_app->state);
   return status.ok() ? 1 : 0;
 }
 
 // An error the page ran into (download failed, file unreadable): shown like the viewer's own.
 EMSCRIPTEN_KEEPALIVE void pv_set_error(const char* message) {
   g_app->state.error = message;
-  viewer::request_redraw(g_app->state, 3);
+  viewer::request_redraw(g_app->state);
 }
 
-EMSCRIPTEN_KEEPALIVE void pv_redraw() { viewer::request_redraw(g_app->state, 3); }
+EMSCRIPTEN_KEEPALIVE void pv_redraw() { viewer::request_redraw(g_app->state); }
 
 // Zooms the main flame graph in and out for `frames` frames; the frame times appear in status().bench.
 EMSCRIPTEN_KEEPALIVE void pv_bench_zoom(int frames) { viewer::start_zoom_benchmark(g_app->state, frames); }

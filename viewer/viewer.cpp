@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "imgui.h"
+#include "imgui_internal.h"  // ImGuiWindow::Hidden: widgets of windows not shown yet are not reported
 
 namespace pyroscope::viewer {
 
@@ -247,7 +248,8 @@ void add_log(ViewerState& state, std::string line) {
 }  // namespace
 
 void record_item(std::string_view name) {
-  if (!g_widgets) return;
+  // A popup's first frame lays it out off screen (hidden); its items are reported once it shows.
+  if (!g_widgets || ImGui::GetCurrentWindowRead()->Hidden) return;
   const ImVec2 a = ImGui::GetItemRectMin(), b = ImGui::GetItemRectMax();
   g_widgets->push_back(WidgetRect{std::string(name), a.x, a.y, b.x, b.y});
 }

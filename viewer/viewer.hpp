@@ -153,7 +153,7 @@ struct ViewerState {
   std::function<void()> open_dialog;    // the main's file picker; null hides the Open button
 
   // --- Frame bookkeeping --------------------------------------------------------------------------
-  int redraw_frames = 3;                // frames still to draw before idling
+  int redraw_frames = 6;                // frames still to draw before idling
   uint64_t frame_count = 0;
   double last_frame_ms = 0;             // CPU time of the last frame (UI + render submission)
   double last_ui_ms = 0;                // of which building the UI (frame() and ImGui::Render())
@@ -178,8 +178,10 @@ void frame(ViewerState& state);
 void open_files(ViewerState& state, std::vector<LoadInput> inputs);
 // Opens them now, synchronously (used by the mains' command line and the page's entry points).
 void load_pending(ViewerState& state);
-// Input arrived or something changed: draw a few more frames.
-void request_redraw(ViewerState& state, int frames = 3);
+// Input arrived or something changed: draw a few more frames. Six, because ImGui needs some after
+// an event: a click is seen on press and release frames, and a popup it opens is laid out in a hidden
+// frame before the frame that shows it.
+void request_redraw(ViewerState& state, int frames = 6);
 // True when a frame should be drawn now; consumes one from the redraw budget.
 bool needs_frame(ViewerState& state);
 // Records the last frame's time (ms): all of it, and the part spent building the UI.

@@ -58,7 +58,11 @@ async function waitFor(page, predicate, what, timeout = 30000) {
   let s = null;
   while (Date.now() - start < timeout) {
     s = await page.evaluate(() => (window.pyroscopeViewer ? window.pyroscopeViewer.status() : null));
-    if (s && s.ready !== false && predicate(s)) return s;
+    if (s && s.ready !== false && predicate(s)) {
+      // One more frame, so the widgets on screen (status().widgets) show the new state too.
+      await settle(page, 1, 3000);
+      return status(page);
+    }
     await sleep(50);
   }
   expect(false, 'timed out waiting for ' + what, s && { error: s.error, view: s.view, table: s.table, pageErrors: s.pageErrors });
@@ -71,13 +75,26 @@ function widget(s, name) {
   return rect;
 }
 
+// Waits until a widget is on screen and has not moved for a frame (popups and new panels settle).
+async function stableWidget(page, name, timeout = 10000) {
+  const deadline = Date.now() + timeout;
+  let previous = null;
+  while (Date.now() < deadline) {
+    const s = await status(page);
+    const rect = s.widgets[name];
+    if (rect && previous && rect.join() === previous.join()) return rect;
+    previous = rect || null;
+    await settle(page, 1, 500);
+  }
+  throw new Error(`widget '${name}' did not settle on screen; have: ${Object.keys((await status(page)).widgets).join(', ')}`);
+}
+
 async function click(page, name, options = {}) {
-  const s = await status(page);
-  const [x, y, w, hgt] = widget(s, name);
+  const [x, y, w, hgt] = await stableWidget(page, name);
   // Move first and let a frame pass, as a hand would: ImGui items that allow overlap (table headers)
   // only take a click once the previous frame saw no other item hovered.
   await page.mouse.move(x + (options.fx ?? 0.5) * w, y + (options.fy ?? 0.5) * hgt);
-  await settle(page, 1);
+  await settle(page, 2);  // two: the first may have started before the move arrived
   await page.mouse.down();
   await page.mouse.up();
   await settle(page);
@@ -292,8 +309,7 @@ async function testErrorsAndFormats(browser, base, out, dataDir) {
   s = await waitFor(page, (st) => st.files.length === 2 && st.flame_painted, 'two files as one data set');
   expect(s.apps.includes('sample') && s.apps.includes('deep-app'), 'apps of both files listed', s.apps);
   await click(page, 'app');
-  s = await status(page);
-  expect(!!s.widgets['app:sample'], 'application combo opens with its items');
+  expect(!!(await stableWidget(page, 'app:sample')), 'application combo opens with its items');
   await click(page, 'app:sample');
   s = await waitFor(page, (st) => st.app === 'sample' && st.flame.main.total > 0, 'folded app selected');
   expect(s.flame.main.total === 205, 'folded text imported with all its samples', s.flame.main.total);
