@@ -98,7 +98,7 @@
   }
 
   const FOLDED_NAME = /\.(folded|txt|collapsed|stacks)$/i;
-  const STREAM_CHUNK = 8 << 20;  // folded text reaches the parser in pieces of this size
+  const STREAM_CHUNK = 2 << 20;  // folded text reaches the parser in pieces of this size
 
   // Folded text by name, else by content: printable text whose first line ends in " <count>".
   function looksFolded(name, firstChunk) {
@@ -113,13 +113,16 @@
 
   // Streams folded text into the viewer's parser while it downloads: the text never sits whole in
   // memory, and parsing overlaps the download.
-  async function streamFolded(reader, first, name, modified, onProgress) {
+  async function streamFolded(reader, first, name, modified, onProgress, timing) {
     const id = withCString(name, (ptr) => Module._pv_stream_begin(ptr, modified));
     const staging = Module._malloc(STREAM_CHUNK);
     if (!staging) throw new Error('out of memory allocating a ' + formatBytes(STREAM_CHUNK) + ' buffer');
     let filled = 0, total = 0, ok = true;
+    timing.parseMs = timing.parseMs || 0;
     const flush = () => {
+      const start = performance.now();
       if (filled && ok) ok = Module._pv_stream_chunk(id, staging, filled) === 1;
+      timing.parseMs += performance.now() - start;
       filled = 0;
     };
     try {
@@ -194,7 +197,7 @@
         let lastUpdate = 0;
         const progress = (done) => {
           const now = performance.now();
-          if (now - lastUpdate < 50) return;
+          if (now - lastUpdate < 200) return;  // each DOM update costs a composite of the canvas
           lastUpdate = now;
           const all = before + done;
           const known = total || source.size;
@@ -217,7 +220,7 @@
         const firstRead = await reader.read();
         const first = firstRead.done ? new Uint8Array(0) : firstRead.value;
         if (looksFolded(source.name, first)) {
-          before += await streamFolded(reader, first, source.name, source.modified || 0, progress);
+          before += await streamFolded(reader, first, source.name, source.modified || 0, progress, timing);
         } else {
           const { ptr, size } = await readIntoHeap(reader, firstRead.done ? null : first, source.size || 0, progress);
           withCString(source.name, (namePtr) => Module._pv_open_add(namePtr, ptr, size, source.modified || 0));

@@ -149,8 +149,8 @@ async function findBlock(page, graphKey, widgetName, depth, accept) {
   return null;
 }
 
-async function openViewer(browser, base, query) {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+async function openViewer(browser, base, query, deviceScaleFactor = 1) {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, deviceScaleFactor });
   page.pageErrors = [];
   page.on('pageerror', (e) => page.pageErrors.push(e.message));
   page.on('console', (m) => { if (m.type() === 'error') page.pageErrors.push(m.text()); });
@@ -335,6 +335,19 @@ async function testErrorsAndFormats(browser, base, out, dataDir) {
   expect(s.flame.main.scroll_y > 1000 * s.flame.main.row_height, 'scrolled past row 1,000', s.flame.main.scroll_y);
   expect(s.flame.main.drawn_blocks > 5, 'deep rows are drawn after scrolling', s.flame.main.drawn_blocks);
   await screenshot(page, out, '08-deep.png');
+  await page.close();
+
+  console.log('HiDPI (device pixel ratio 2)');
+  page = await openViewer(browser, base, '?file=data/rideshare.pyro', 2);
+  s = await waitFor(page, (st) => st.flame_painted, 'the flame graph at ratio 2');
+  expect(s.scale === 2 && s.pixelRatio === 2, 'UI scaled by the device pixel ratio', [s.scale, s.pixelRatio]);
+  await click(page, 'view.diff');
+  s = await waitFor(page, (st) => st.view === 'diff', 'a click in CSS pixels lands on the right widget');
+  const hidpi = await screenshot(page, out, '09-hidpi.png');
+  expect(hidpi.width === 2800, 'screenshot has device pixels', hidpi.width);
+  const [dx, dy, dw, dh] = widget(s, 'flame.diff');
+  const red2 = h.countPixels(hidpi, [dx * 2, dy * 2, dw * 2, dh * 2], h.isRed);
+  expect(red2.count > 1000, 'diff painted at full resolution', red2.count);
   await page.close();
 
   console.log('open button and file picker; drag and drop');
