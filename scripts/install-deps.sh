@@ -19,8 +19,8 @@ packages=(
   doctest-dev
   # the sampler and benchmarks: unwinding, symbols, gzip baseline, the gperftools baseline
   zlib1g-dev libunwind-dev libdw-dev libgoogle-perftools-dev google-perftools
-  # the rideshare example's HTTP server
-  libcpp-httplib-dev
+  # the rideshare example's HTTP server (found through pkg-config) and the demo's static file server
+  libcpp-httplib-dev pkgconf:pkg-config python3:python3
   # the viewer: native (Dear ImGui, GLFW, stb_image_write) and WebAssembly
   libimgui-dev libglfw3-dev libstb-dev emscripten
   # browser and screenshot tests

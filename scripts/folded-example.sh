@@ -3,7 +3,8 @@
 # tools, examples, benchmarks, viewer: whatever the checkout has), then writes a .pyro file from folded
 # profiles and prints what a query over it returns.
 #
-# Usage: bash scripts/main.sh        (outputs under build/main-job/)
+# Usage: bash scripts/folded-example.sh   (outputs under build/main-job/)
+# A tour of the file format and the pyro tool without the sampler; the main job is scripts/demo.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
