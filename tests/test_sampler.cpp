@@ -2,7 +2,7 @@
 // pointers, series per tag set, start/stop/start, SIGPROF coexistence, config errors, ELF robustness.
 // pyroscope-test: serial timeout=240
 #define PYROSCOPE_IMPLEMENTATION
-#include "pyroscope.hpp"
+#include "sampler_test_support.hpp"
 
 #include <doctest/doctest.h>
 
@@ -21,50 +21,9 @@
 #include <thread>
 #include <vector>
 
-#if defined(__SANITIZE_THREAD__)
-#define SAMPLER_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SAMPLER_TEST_TSAN 1
-#endif
-#endif
-
 namespace {
 
-double thread_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
-
-std::string fresh_path(const char* name) {
-  std::string path = std::string(name) + ".pyro";
-  std::remove(path.c_str());
-  return path;
-}
-
-pyroscope::Config test_config(const char* app, const std::string& path) {
-  pyroscope::Config config;
-  config.application_name = app;
-  config.output_path = path;
-  config.sample_rate_hz = 250;  // the kernel tick rate here: the most independent samples per CPU second
-  config.log = [](pyroscope::LogLevel level, const std::string& message) {
-    if (level >= pyroscope::LogLevel::warning) MESSAGE("profiler log: " << message);
-  };
-  return config;
-}
-
-pyroscope::QueryResult query_file(const std::string& path, const std::string& selector) {
-  pyroscope::Dataset data;
-  pyroscope::Status status = data.add_file(path);
-  REQUIRE_MESSAGE(status.ok(), status.to_string());
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
-  pyroscope::QueryResult result;
-  status = data.query(selector, first, end, &result);
-  REQUIRE_MESSAGE(status.ok(), status.to_string());
-  return result;
-}
+using namespace sampler_test;
 
 // Samples under the outermost nodes whose name starts with prefix.
 uint64_t total_under(const pyroscope::Tree& tree, std::string_view prefix) {

@@ -1,7 +1,7 @@
 // Sampler and process lifetime (issue 3): fork() while sampling, exit() without stop(), SIGKILL.
 // pyroscope-test: timeout=240
 #define PYROSCOPE_IMPLEMENTATION
-#include "pyroscope.hpp"
+#include "sampler_test_support.hpp"
 
 #include <doctest/doctest.h>
 
@@ -17,46 +17,9 @@
 #include <string>
 #include <thread>
 
-#if defined(__SANITIZE_THREAD__)
-#define SAMPLER_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SAMPLER_TEST_TSAN 1
-#endif
-#endif
-
 namespace {
 
-double thread_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
-
-std::atomic<uint64_t> g_sink{0};  // keeps the work observable; atomic for TSan
-
-__attribute__((noinline)) void burn_cpu(double seconds) {
-  const double end = thread_cpu_seconds() + seconds;
-  uint64_t x = g_sink.load(std::memory_order_relaxed);
-  while (thread_cpu_seconds() < end) {
-    for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
-  }
-  g_sink.store(x, std::memory_order_relaxed);
-}
-
-std::string fresh_path(const char* name) {
-  std::string path = std::string(name) + ".pyro";
-  std::remove(path.c_str());
-  return path;
-}
-
-pyroscope::Config test_config(const char* app, const std::string& path) {
-  pyroscope::Config config;
-  config.application_name = app;
-  config.output_path = path;
-  config.sample_rate_hz = 250;
-  return config;
-}
+using namespace sampler_test;
 
 // Total samples in the file, or -1 if it does not open / query.
 long long file_total(const std::string& path, const std::string& selector) {

@@ -3,7 +3,7 @@
 // never holds the application or stop() up for long.
 // pyroscope-test: timeout=240 link=cpp-httplib
 #define PYROSCOPE_IMPLEMENTATION
-#include "pyroscope.hpp"
+#include "sampler_test_support.hpp"
 
 #include <doctest/doctest.h>
 #include <httplib.h>
@@ -24,22 +24,7 @@
 
 namespace {
 
-double thread_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
-
-std::atomic<uint64_t> g_sink{0};  // keeps the work observable; atomic for TSan
-
-__attribute__((noinline)) void burn_cpu(double seconds) {
-  const double end = thread_cpu_seconds() + seconds;
-  uint64_t x = g_sink.load(std::memory_order_relaxed);
-  while (thread_cpu_seconds() < end) {
-    for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
-  }
-  g_sink.store(x, std::memory_order_relaxed);
-}
+using namespace sampler_test;
 
 // Burns CPU on this thread until `seconds` of wall time have passed (so several 1 s blocks fill).
 void burn_wall(double seconds) {
@@ -47,22 +32,10 @@ void burn_wall(double seconds) {
   while (std::chrono::steady_clock::now() < end) burn_cpu(0.01);
 }
 
-std::string fresh_path(const char* name) {
-  std::string path = std::string(name) + ".pyro";
-  std::remove(path.c_str());
-  return path;
-}
-
 pyroscope::Config push_config(const char* app, const std::string& path, const std::string& server) {
-  pyroscope::Config config;
-  config.application_name = app;
-  config.output_path = path;
-  config.sample_rate_hz = 250;
+  pyroscope::Config config = test_config(app, path);
   config.flush_interval_seconds = 1;
   config.server_address = server;
-  config.log = [](pyroscope::LogLevel level, const std::string& message) {
-    if (level >= pyroscope::LogLevel::warning) MESSAGE("profiler log: " << message);
-  };
   return config;
 }
 
@@ -145,18 +118,6 @@ long long folded_total(const std::string& body, bool* well_formed) {
     total += std::atoll(line.c_str() + space + 1);
   }
   return total;
-}
-
-uint64_t file_total(const std::string& path, const std::string& selector) {
-  pyroscope::Dataset data;
-  pyroscope::Status status = data.add_file(path);
-  REQUIRE_MESSAGE(status.ok(), status.to_string());
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
-  pyroscope::QueryResult result;
-  status = data.query(selector, first, end, &result);
-  REQUIRE_MESSAGE(status.ok(), status.to_string());
-  return result.tree.total();
 }
 
 // A port with nothing listening (bound, then closed).
@@ -255,7 +216,7 @@ TEST_CASE("push: every block is POSTed to /ingest with the exact query, the same
     pushed += total;
   }
   CHECK(names == std::set<std::string>{"push-test.cpu{region=eu}", "push-test.cpu{region=eu,vehicle=car}"});
-  const uint64_t stored = file_total(path, "push-test{}");
+  const uint64_t stored = query_file(path, "push-test{}").tree.total();
   MESSAGE("pushed " << pushed << " samples, stored " << stored);
   CHECK(static_cast<uint64_t>(pushed) == stored);
   // The folded text names the workload's frames (the body is the block's tree).
@@ -295,7 +256,7 @@ TEST_CASE("push: an unreachable server costs the application nothing") {
   CHECK(stop_seconds < 4.0);
   CHECK(after.push_failed > before.push_failed);
   CHECK(after.push_sent == before.push_sent);
-  CHECK(file_total(path, "push-down{}") > 100);  // the file is complete regardless
+  CHECK(query_file(path, "push-down{}").tree.total() > 100);  // the file is complete regardless
 }
 
 TEST_CASE("push: a server that accepts but never answers does not hold stop() up") {
@@ -327,6 +288,6 @@ TEST_CASE("push: a server that accepts but never answers does not hold stop() up
   CHECK(stop_seconds < 4.5);  // the push budget at stop is 3 s
   CHECK(after.push_sent == before.push_sent);
   CHECK(after.push_dropped > before.push_dropped);
-  CHECK(file_total(path, "push-silent{}") > 100);
+  CHECK(query_file(path, "push-silent{}").tree.total() > 100);
   close(listener);
 }

@@ -3,7 +3,7 @@
 // while threads come and go. The concurrency test of the sampler: run under TSan too.
 // pyroscope-test: timeout=240
 #define PYROSCOPE_IMPLEMENTATION
-#include "pyroscope.hpp"
+#include "sampler_test_support.hpp"
 
 #include <doctest/doctest.h>
 
@@ -27,51 +27,7 @@
 
 namespace {
 
-double thread_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
-
-std::atomic<uint64_t> g_sink{0};  // keeps the work observable; atomic for TSan
-
-__attribute__((noinline)) void burn_cpu(double seconds) {
-  const double end = thread_cpu_seconds() + seconds;
-  uint64_t x = g_sink.load(std::memory_order_relaxed);
-  while (thread_cpu_seconds() < end) {
-    for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
-  }
-  g_sink.store(x, std::memory_order_relaxed);
-}
-
-std::string fresh_path(const char* name) {
-  std::string path = std::string(name) + ".pyro";
-  std::remove(path.c_str());
-  return path;
-}
-
-pyroscope::Config test_config(const char* app, const std::string& path) {
-  pyroscope::Config config;
-  config.application_name = app;
-  config.output_path = path;
-  config.sample_rate_hz = 250;
-  config.log = [](pyroscope::LogLevel level, const std::string& message) {
-    if (level >= pyroscope::LogLevel::warning) MESSAGE("profiler log: " << message);
-  };
-  return config;
-}
-
-uint64_t query_total(const std::string& path, const std::string& selector) {
-  pyroscope::Dataset data;
-  pyroscope::Status status = data.add_file(path);
-  REQUIRE_MESSAGE(status.ok(), status.to_string());
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
-  pyroscope::QueryResult result;
-  status = data.query(selector, first, end, &result);
-  REQUIRE_MESSAGE(status.ok(), status.to_string());
-  return result.tree.total();
-}
+using namespace sampler_test;
 
 size_t count_threads() {
   size_t n = 0;
@@ -107,7 +63,7 @@ TEST_CASE("sampler threads: threads created after start() are sampled") {
   });
   late.join();
   REQUIRE(pyroscope::stop().ok());
-  const uint64_t samples = query_total(path, "late{thread=\"late\"}");
+  const uint64_t samples = query_file(path, "late{thread=\"late\"}").tree.total();
   MESSAGE("late thread samples: " << samples << " (0.4 s of CPU at 250 Hz: about 100)");
   CHECK(samples > 50);
 }
@@ -173,7 +129,7 @@ TEST_CASE("sampler threads: tag scopes on many threads while sampling") {
       CHECK_MESSAGE(known, key.to_string());
     }
   }
-  CHECK(query_total(path, "manytags{phase=~\"[abcd]\"}") > 50);
+  CHECK(query_file(path, "manytags{phase=~\"[abcd]\"}").tree.total() > 50);
 }
 
 TEST_CASE("sampler threads: blocking syscalls survive signals (read, accept, condition variable, nanosleep)") {
@@ -268,7 +224,7 @@ TEST_CASE("sampler threads: blocking syscalls survive signals (read, accept, con
   CHECK_MESSAGE(accept_result.load() >= 0, "accept returned " << accept_result.load() << ", errno " << accept_errno.load());
   CHECK(waited_ok.load());
   CHECK(slept_seconds.load() >= 0.4);
-  CHECK(query_total(path, "syscalls{}") > 0);
+  CHECK(query_file(path, "syscalls{}").tree.total() > 0);
 }
 
 TEST_CASE("sampler threads: start/stop cycles while threads come and go") {
@@ -293,5 +249,5 @@ TEST_CASE("sampler threads: start/stop cycles while threads come and go") {
   done = true;
   churn.join();
   CHECK(pyroscope::detail::sampler_stats().timers_armed == 0);
-  CHECK(query_total(path, "cycles{}") > 20);
+  CHECK(query_file(path, "cycles{}").tree.total() > 20);
 }

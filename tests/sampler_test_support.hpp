@@ -1,0 +1,73 @@
+// Helpers shared by the sampler tests (tests/test_sampler*.cpp): a CPU burner the optimizer keeps,
+// fresh output paths, the common profiler configuration, and reading a file's samples back.
+#pragma once
+
+#include "pyroscope.hpp"
+
+#include <doctest/doctest.h>
+
+#include <time.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+
+#if defined(__SANITIZE_THREAD__)
+#define SAMPLER_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SAMPLER_TEST_TSAN 1
+#endif
+#endif
+
+namespace sampler_test {
+
+inline double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+}
+
+inline std::atomic<uint64_t> g_sink{0};  // keeps the work observable; atomic for TSan
+
+// Burns `seconds` of this thread's CPU time in one frame the samples can be attributed to.
+__attribute__((noinline)) inline void burn_cpu(double seconds) {
+  const double end = thread_cpu_seconds() + seconds;
+  uint64_t x = g_sink.load(std::memory_order_relaxed);
+  while (thread_cpu_seconds() < end) {
+    for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
+  }
+  g_sink.store(x, std::memory_order_relaxed);
+}
+
+inline std::string fresh_path(const char* name) {
+  std::string path = std::string(name) + ".pyro";
+  std::remove(path.c_str());
+  return path;
+}
+
+inline pyroscope::Config test_config(const char* app, const std::string& path) {
+  pyroscope::Config config;
+  config.application_name = app;
+  config.output_path = path;
+  config.sample_rate_hz = 250;  // the kernel tick rate here: the most independent samples per CPU second
+  config.log = [](pyroscope::LogLevel level, const std::string& message) {
+    if (level >= pyroscope::LogLevel::warning) MESSAGE("profiler log: " << message);
+  };
+  return config;
+}
+
+// The samples of selector over the whole file; the test fails if the file does not open or query.
+inline pyroscope::QueryResult query_file(const std::string& path, const std::string& selector) {
+  pyroscope::Dataset data;
+  pyroscope::Status status = data.add_file(path);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  int64_t first = 0, end = 0;
+  data.time_span(&first, &end);
+  pyroscope::QueryResult result;
+  status = data.query(selector, first, end, &result);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  return result;
+}
+
+}  // namespace sampler_test
