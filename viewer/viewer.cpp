@@ -634,13 +634,13 @@ void reset_selection(ViewerState& state) {
   state.flame_painted = false;
 }
 
-std::string names_of_path(const FlameGraph& graph, std::vector<std::string>* names) {
+// The focused node as names (root first), to find it again in the tree of the next query.
+void names_of_path(const FlameGraph& graph, std::vector<std::string>* names) {
   names->clear();
-  if (!graph.tree()) return {};
+  if (!graph.tree()) return;
   for (uint32_t node : graph.focus_path()) {
     if (node != Tree::kRoot) names->emplace_back(graph.tree()->name(node));
   }
-  return {};
 }
 
 void refocus(FlameGraph& graph, const std::vector<std::string>& names) {

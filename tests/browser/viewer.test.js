@@ -176,6 +176,12 @@ async function testMainFlow(browser, base, out) {
   const p = painted(image, flameRect, [28, 29, 34]);
   expect(p.distinct >= 8 && p.share > 0.15, 'flame graph area is painted (many colours)', p);
 
+  // Idle: no input, no frames.
+  const idleStart = (await status(page)).frames;
+  await sleep(1500);
+  const idleEnd = (await status(page)).frames;
+  expect(idleEnd === idleStart, 'an idle viewer draws no frames', [idleStart, idleEnd]);
+
   // Pick a tag.
   await click(page, 'tag:region=eu-north', { fx: 0.1 });
   s = await waitFor(page, (st) => (st.selected_tags.region || []).join() === 'eu-north', 'region=eu-north selected');
