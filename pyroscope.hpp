@@ -293,6 +293,8 @@ class Tree {
   std::vector<std::pair<uint64_t, uint32_t>> index_;
   uint32_t add_child(uint32_t parent, uint32_t symbol);
   void grow_index();
+  void rehash(size_t capacity);
+  void reserve_nodes(size_t count);
   Status add_decoded(const detail::DecodedTree& decoded, const std::vector<uint32_t>* remap);
   friend class DiffTree;
   friend class Dataset;
@@ -1272,8 +1274,16 @@ std::string_view Tree::name(uint32_t node) const {
   return s == SymbolTable::kNone ? std::string_view() : symbols_->name(s);
 }
 
-void Tree::grow_index() {
-  size_t capacity = index_.empty() ? 64 : index_.size() * 2;
+void Tree::grow_index() { rehash(index_.empty() ? 64 : index_.size() * 2); }
+
+void Tree::reserve_nodes(size_t count) {
+  nodes_.reserve(count);
+  size_t capacity = index_.empty() ? 64 : index_.size();
+  while ((count + 1) * 4 > capacity * 3) capacity *= 2;
+  if (capacity != index_.size()) rehash(capacity);
+}
+
+void Tree::rehash(size_t capacity) {
   std::vector<std::pair<uint64_t, uint32_t>> old;
   old.swap(index_);
   index_.assign(capacity, {0, kNoNode});
@@ -1647,6 +1657,26 @@ Status Tree::add_decoded(const detail::DecodedTree& d, const std::vector<uint32_
   uint64_t check;
   if (detail::add_overflows(nodes_[kRoot].total, sum, &check))
     return detail::error(StatusCode::corrupt_file, "tree: sample count overflow");
+  // One allocation up front: a big query result grows by millions of nodes here.
+  reserve_nodes(nodes_.size() + d.parent.size());
+  if (nodes_.size() == 1 && nodes_[kRoot].total == 0) {
+    // Into an empty tree (a query's first stored tree) decoded node i becomes node i + 1: siblings are
+    // unique in the encoding, so the index takes every key without looking for an existing one.
+    nodes_[kRoot].self = d.root_self;
+    nodes_[kRoot].total = sum;
+    size_t mask = index_.size() - 1;
+    for (size_t i = 0; i < d.parent.size(); i++) {
+      uint32_t parent = d.parent[i] == UINT32_MAX ? kRoot : d.parent[i] + 1;
+      uint32_t symbol = remap ? (*remap)[d.symbol[i]] : d.symbol[i];
+      uint32_t id = uint32_t(nodes_.size());
+      nodes_.push_back({symbol, parent, d.self[i], d.total[i]});
+      uint64_t key = uint64_t(parent) << 32 | symbol;
+      size_t slot = detail::mix64(key) & mask;
+      while (index_[slot].second != kNoNode) slot = (slot + 1) & mask;
+      index_[slot] = {key, id};
+    }
+    return {};
+  }
   nodes_[kRoot].self += d.root_self;
   nodes_[kRoot].total += sum;
   std::vector<uint32_t> mapped(d.parent.size());

@@ -25,6 +25,8 @@ packages=(
   libimgui-dev libglfw3-dev libstb-dev emscripten
   # browser and screenshot tests
   xvfb chromium imagemagick nodejs:node npm:npm
+  # the viewer's UI font (both builds fall back to ImGui's built-in font without it)
+  fonts-dejavu-core
 )
 
 missing=()
