@@ -6,6 +6,9 @@
 
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <atomic>
@@ -68,6 +71,20 @@ inline pyroscope::QueryResult query_file(const std::string& path, const std::str
   status = data.query(selector, first, end, &result);
   REQUIRE_MESSAGE(status.ok(), status.to_string());
   return result;
+}
+
+// A TCP socket listening on 127.0.0.1 at a port the kernel picks; the test fails if it cannot.
+inline int listen_on_loopback(int backlog, sockaddr_in* address) {
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  *address = sockaddr_in{};
+  address->sin_family = AF_INET;
+  address->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(address), sizeof *address) == 0);
+  socklen_t length = sizeof *address;
+  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(address), &length) == 0);
+  REQUIRE(listen(listener, backlog) == 0);
+  return listener;
 }
 
 }  // namespace sampler_test

@@ -271,15 +271,8 @@ TEST_CASE("push: an unreachable server costs the application nothing") {
 TEST_CASE("push: a server that accepts but never answers does not hold stop() up") {
   // Listening socket that never calls accept(): connections complete in the kernel's backlog, the
   // request is buffered, the answer never comes.
-  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(listener >= 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-  socklen_t length = sizeof address;
-  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-  REQUIRE(listen(listener, 64) == 0);
+  sockaddr_in address;
+  const int listener = listen_on_loopback(64, &address);
   const std::string path = fresh_path("push-silent");
   const pyroscope::detail::SamplerStats before = pyroscope::detail::sampler_stats();
   REQUIRE(pyroscope::start(push_config("push-silent", path,

@@ -142,15 +142,8 @@ TEST_CASE("sampler threads: blocking syscalls survive signals (read, accept, con
 
   int pipe_fds[2];
   REQUIRE(pipe(pipe_fds) == 0);
-  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(listener >= 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-  socklen_t length = sizeof address;
-  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-  REQUIRE(listen(listener, 4) == 0);
+  sockaddr_in address;
+  const int listener = listen_on_loopback(4, &address);
 
   std::atomic<pid_t> reader_tid{0}, acceptor_tid{0}, waiter_tid{0}, sleeper_tid{0};
   std::atomic<ssize_t> read_result{-2};
