@@ -4259,9 +4259,19 @@ inline std::string sampler_demangle(const char* symbol) {
   return name;
 }
 
+// Held by the agent around every dl_iterate_phdr, and by the fork handlers. dl_iterate_phdr holds the
+// loader's lock, which fork() does not reset: a fork while the agent is inside it would leave the
+// child with that lock taken forever, and the child's first exception, dlopen or profiler start would
+// hang (seen under ASan). The prepare handler waits for the agent to leave instead.
+inline std::mutex& sampler_loader_guard() {
+  static std::mutex* guard = new std::mutex;  // never destroyed: atexit and fork handlers may run late
+  return *guard;
+}
+
 // dl_iterate_phdr's counters of objects loaded and unloaded so far (they change on dlopen/dlclose).
 inline std::pair<unsigned long long, unsigned long long> sampler_loader_counters() {
   std::pair<unsigned long long, unsigned long long> counters{0, 0};
+  std::lock_guard<std::mutex> guard(sampler_loader_guard());
   dl_iterate_phdr(
       [](dl_phdr_info* info, size_t, void* arg) {
         auto* c = static_cast<std::pair<unsigned long long, unsigned long long>*>(arg);
@@ -4350,7 +4360,10 @@ class Symbolizer {
     subs_ = counters.second;
     ranges_.clear();
     module_state_.clear();  // an unloaded library's address range may now belong to another one
-    dl_iterate_phdr(add_module, this);
+    {
+      std::lock_guard<std::mutex> guard(sampler_loader_guard());
+      dl_iterate_phdr(add_module, this);
+    }
     std::sort(ranges_.begin(), ranges_.end(), [](const Module& a, const Module& b) { return a.start < b.start; });
   }
 
@@ -5104,8 +5117,10 @@ inline void sampler_at_exit() {
 inline void sampler_before_fork() {
   profiler_global().control.lock();
   tag_registry().mutex().lock();
+  sampler_loader_guard().lock();
 }
 inline void sampler_after_fork_in_parent() {
+  sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   profiler_global().control.unlock();
 }
@@ -5113,6 +5128,7 @@ inline void sampler_after_fork_in_parent() {
 // threads. Its copy of the session is abandoned (leaked: destroying it would join threads that do not
 // exist and close the parent's file); the child is not profiled unless it calls start() again.
 inline void sampler_after_fork_in_child() {
+  sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   ProfilerGlobal& global = profiler_global();
   if (global.session != nullptr) {
