@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <link.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -84,6 +85,55 @@ TEST_CASE("sampler fork: the child is not profiled and may start its own profile
   CHECK(parent_samples > 0);
   CHECK(parent_samples == static_cast<long long>(parent_weight));  // the parent's own, all written
   CHECK(file_total(parent_path, "forkchild{}") == 0);
+}
+
+TEST_CASE("sampler fork: children forked at any moment can use the dynamic loader") {
+  // The agent walks the loaded objects (dl_iterate_phdr, which holds the loader's lock) when it
+  // starts, loading symbol tables (long), and every 100 ms; a fork at such a moment must not hand the
+  // child a lock nobody will release. Forks right after start() hit the long walk.
+  const std::string path = fresh_path("fork-loader");
+  std::atomic<bool> done{false};
+  std::thread busy([&] {
+    while (!done.load()) burn_cpu(0.01);  // keeps samples, and so symbolization, coming
+  });
+  int forks = 0, stuck = 0, failed = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  for (int round = 0; round < 40 && std::chrono::steady_clock::now() < until && stuck == 0; round++) {
+    std::remove(path.c_str());
+    REQUIRE(pyroscope::start(test_config("forkloader", path)).ok());
+    const auto round_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(150);
+    while (std::chrono::steady_clock::now() < round_end && stuck == 0) {
+      std::fflush(nullptr);
+      const pid_t pid = fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        int objects = 0;
+        dl_iterate_phdr([](dl_phdr_info*, size_t, void* count) { return ++*static_cast<int*>(count), 0; },
+                        &objects);
+        _exit(objects > 0 ? 0 : 1);
+      }
+      forks++;
+      int status = 0;
+      int waited_ms = 0;
+      while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (++waited_ms > 5000) {  // a child that cannot list its objects for 5 s is stuck
+          stuck++;
+          kill(pid, SIGKILL);
+          waitpid(pid, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (waited_ms <= 5000 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) failed++;
+    }
+    REQUIRE(pyroscope::stop().ok());
+  }
+  done = true;
+  busy.join();
+  MESSAGE(forks << " forks while sampling");
+  CHECK(stuck == 0);
+  CHECK(failed == 0);
+  CHECK(forks > 20);
 }
 
 // The child reports at exit the sample weight its sampler had collected; all of it must be in the
