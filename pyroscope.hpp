@@ -71,6 +71,7 @@
 
 // [SECTION] Configuration and platform detection ==================================================
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -280,6 +281,11 @@ class Tree {
 
   void clear();
 
+  Tree(const Tree& other);
+  Tree& operator=(const Tree& other);
+  Tree(Tree&& other) noexcept;
+  Tree& operator=(Tree&& other) noexcept;
+
  private:
   struct Node {
     uint32_t symbol;
@@ -289,12 +295,17 @@ class Tree {
   };
   std::shared_ptr<SymbolTable> symbols_;
   std::vector<Node> nodes_;
-  // (parent << 32 | symbol) -> node, open addressing; kNoNode marks an empty slot.
-  std::vector<std::pair<uint64_t, uint32_t>> index_;
+  // (parent << 32 | symbol) -> node, open addressing; kNoNode marks an empty slot. A decoded tree
+  // leaves it unbuilt until the first lookup: drawing a flame graph needs no lookups, and on millions
+  // of nodes the index is most of the cost of a decode (random writes into twice the nodes' memory).
+  mutable std::vector<std::pair<uint64_t, uint32_t>> index_;
+  mutable std::atomic<bool> index_built_{true};
+  void ensure_index() const;
   uint32_t add_child(uint32_t parent, uint32_t symbol);
   void grow_index();
-  void rehash(size_t capacity);
+  void rehash(size_t capacity) const;
   void reserve_nodes(size_t count);
+  Status decode_fresh(ByteSpan bytes, uint32_t symbol_limit);
   Status add_decoded(const detail::DecodedTree& decoded, const std::vector<uint32_t>* remap);
   friend class DiffTree;
   friend class Dataset;
@@ -565,6 +576,7 @@ class Profiler {
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 
@@ -1263,10 +1275,70 @@ Tree::Tree(std::shared_ptr<SymbolTable> symbols)
   nodes_.push_back({SymbolTable::kNone, kNoNode, 0, 0});
 }
 
+// A copy shares the symbol table and rebuilds its index when first needed: copying the source's index
+// could race with a lookup building it on another thread.
+Tree::Tree(const Tree& other) : symbols_(other.symbols_), nodes_(other.nodes_), index_built_(false) {}
+
+Tree& Tree::operator=(const Tree& other) {
+  if (this != &other) {
+    symbols_ = other.symbols_;
+    nodes_ = other.nodes_;
+    index_.clear();
+    index_built_.store(false, std::memory_order_relaxed);
+  }
+  return *this;
+}
+
+Tree::Tree(Tree&& other) noexcept
+    : symbols_(std::move(other.symbols_)),
+      nodes_(std::move(other.nodes_)),
+      index_(std::move(other.index_)),
+      index_built_(other.index_built_.load(std::memory_order_relaxed)) {
+  other.index_built_.store(true, std::memory_order_relaxed);
+}
+
+Tree& Tree::operator=(Tree&& other) noexcept {
+  if (this != &other) {
+    symbols_ = std::move(other.symbols_);
+    nodes_ = std::move(other.nodes_);
+    index_ = std::move(other.index_);
+    index_built_.store(other.index_built_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    other.index_built_.store(true, std::memory_order_relaxed);
+  }
+  return *this;
+}
+
 void Tree::clear() {
   nodes_.clear();
   nodes_.push_back({SymbolTable::kNone, kNoNode, 0, 0});
   index_.clear();
+  index_built_.store(true, std::memory_order_relaxed);
+}
+
+namespace detail {
+inline std::mutex& tree_index_mutex() {
+  static std::mutex* mutex = new std::mutex;  // never destroyed: trees may outlive static destructors
+  return *mutex;
+}
+}  // namespace detail
+
+// Const lookups may run on several threads at once, so the first one builds the index under a lock.
+void Tree::ensure_index() const {
+  if (index_built_.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lock(detail::tree_index_mutex());
+  if (index_built_.load(std::memory_order_relaxed)) return;
+  size_t capacity = 64;
+  while ((nodes_.size() + 1) * 4 > capacity * 3) capacity *= 2;
+  index_.clear();
+  rehash(capacity);
+  const size_t mask = capacity - 1;
+  for (uint32_t id = 1; id < nodes_.size(); id++) {
+    const uint64_t key = uint64_t(nodes_[id].parent) << 32 | nodes_[id].symbol;
+    size_t slot = detail::mix64(key) & mask;
+    while (index_[slot].second != kNoNode) slot = (slot + 1) & mask;
+    index_[slot] = {key, id};
+  }
+  index_built_.store(true, std::memory_order_release);
 }
 
 std::string_view Tree::name(uint32_t node) const {
@@ -1277,13 +1349,14 @@ std::string_view Tree::name(uint32_t node) const {
 void Tree::grow_index() { rehash(index_.empty() ? 64 : index_.size() * 2); }
 
 void Tree::reserve_nodes(size_t count) {
+  ensure_index();
   nodes_.reserve(count);
   size_t capacity = index_.empty() ? 64 : index_.size();
   while ((count + 1) * 4 > capacity * 3) capacity *= 2;
   if (capacity != index_.size()) rehash(capacity);
 }
 
-void Tree::rehash(size_t capacity) {
+void Tree::rehash(size_t capacity) const {
   std::vector<std::pair<uint64_t, uint32_t>> old;
   old.swap(index_);
   index_.assign(capacity, {0, kNoNode});
@@ -1296,6 +1369,7 @@ void Tree::rehash(size_t capacity) {
 }
 
 uint32_t Tree::child(uint32_t node, uint32_t symbol_id) const {
+  ensure_index();
   if (index_.empty()) return kNoNode;
   uint64_t key = uint64_t(node) << 32 | symbol_id;
   size_t mask = index_.size() - 1;
@@ -1306,6 +1380,7 @@ uint32_t Tree::child(uint32_t node, uint32_t symbol_id) const {
 }
 
 uint32_t Tree::add_child(uint32_t parent, uint32_t symbol) {
+  ensure_index();
   if ((nodes_.size() + 1) * 4 > index_.size() * 3) grow_index();
   uint64_t key = uint64_t(parent) << 32 | symbol;
   size_t mask = index_.size() - 1;
@@ -1564,22 +1639,20 @@ struct DecodedTree {
   std::vector<uint64_t> total;
 };
 
-inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, DecodedTree* out) {
+// Reads the binary tree form, checking every field, and hands each node to emit(parent, symbol, self)
+// in preorder: parent is the index of an earlier emitted node, or UINT32_MAX for a child of the root.
+// reserve(node_count) comes first, with a count already checked against the input's size.
+template <class Reserve, class Emit>
+Status decode_tree_nodes(ByteSpan bytes, uint32_t symbol_count, uint64_t* root_self, Reserve&& reserve, Emit&& emit) {
   ByteReader in(bytes.data, bytes.size);
   uint64_t node_count = in.varint();
-  out->root_self = in.varint();
+  *root_self = in.varint();
   uint64_t root_children = in.varint();
   if (in.failed) return error(StatusCode::corrupt_file, "tree: truncated header");
   // Every node takes at least two bytes, which bounds what a hostile count can make us allocate.
   if (node_count > bytes.size / 2 || root_children > node_count)
     return error(StatusCode::corrupt_file, "tree: impossible node count");
-  out->parent.clear();
-  out->symbol.clear();
-  out->self.clear();
-  out->total.clear();
-  out->parent.reserve(node_count);
-  out->symbol.reserve(node_count);
-  out->self.reserve(node_count);
+  reserve(size_t(node_count));
   struct Level {
     uint32_t node;
     uint64_t remaining;
@@ -1588,6 +1661,7 @@ inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, DecodedTree* ou
   std::vector<Level> stack;
   stack.push_back({UINT32_MAX, root_children, UINT64_MAX});
   uint64_t declared = root_children;
+  uint64_t emitted = 0;
   while (!stack.empty()) {
     Level& top = stack.back();
     if (top.remaining == 0) {
@@ -1595,7 +1669,7 @@ inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, DecodedTree* ou
       continue;
     }
     top.remaining--;
-    if (out->parent.size() >= node_count) return error(StatusCode::corrupt_file, "tree: more nodes than declared");
+    if (emitted >= node_count) return error(StatusCode::corrupt_file, "tree: more nodes than declared");
     uint64_t tag = in.varint();
     uint64_t self = (tag & 1) ? in.varint() : 0;
     uint64_t delta = in.varint();
@@ -1608,16 +1682,35 @@ inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, DecodedTree* ou
     uint64_t child_count = tag >> 1;
     declared += child_count;
     if (declared > node_count) return error(StatusCode::corrupt_file, "tree: child counts exceed node count");
-    uint32_t index = uint32_t(out->parent.size());
-    out->parent.push_back(top.node);
-    out->symbol.push_back(uint32_t(symbol));
-    out->self.push_back(self);
+    const uint32_t index = uint32_t(emitted++);
+    emit(top.node, uint32_t(symbol), self);
     if (child_count) stack.push_back({index, child_count, UINT64_MAX});
   }
-  if (out->parent.size() != node_count) return error(StatusCode::corrupt_file, "tree: fewer nodes than declared");
+  if (emitted != node_count) return error(StatusCode::corrupt_file, "tree: fewer nodes than declared");
   if (!in.done()) return error(StatusCode::corrupt_file, "tree: trailing bytes");
+  return {};
+}
+
+inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, DecodedTree* out) {
+  out->parent.clear();
+  out->symbol.clear();
+  out->self.clear();
+  out->total.clear();
+  Status status = decode_tree_nodes(
+      bytes, symbol_count, &out->root_self,
+      [&](size_t count) {
+        out->parent.reserve(count);
+        out->symbol.reserve(count);
+        out->self.reserve(count);
+      },
+      [&](uint32_t parent, uint32_t symbol, uint64_t self) {
+        out->parent.push_back(parent);
+        out->symbol.push_back(symbol);
+        out->self.push_back(self);
+      });
+  if (!status.ok()) return status;
   out->total = out->self;
-  for (size_t i = node_count; i-- > 0;) {
+  for (size_t i = out->parent.size(); i-- > 0;) {
     uint32_t p = out->parent[i];
     if (p != UINT32_MAX && add_overflows(out->total[p], out->total[i], &out->total[p]))
       return error(StatusCode::corrupt_file, "tree: sample count overflow");
@@ -1627,7 +1720,7 @@ inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, DecodedTree* ou
 }  // namespace detail
 
 Status Tree::decode(ByteSpan bytes) {
-  if (nodes_.size() != 1 || nodes_[kRoot].total != 0) {
+  if (nodes_.size() != 1 || nodes_[kRoot].total != 0 || nodes_[kRoot].self != 0) {
     Tree fresh(symbols_);
     Status st = fresh.decode(bytes);
     if (!st.ok()) return st;
@@ -1635,10 +1728,37 @@ Status Tree::decode(ByteSpan bytes) {
     merge(fresh);
     return {};
   }
-  return merge_encoded(bytes, nullptr);
+  return decode_fresh(bytes, symbols_->size());
+}
+
+// Decoded node i becomes node i + 1, in preorder, so parents come before children and totals add up
+// in one backward pass. Symbol ids are only checked against symbol_limit: a caller passing another
+// table's size (a query) maps them before anyone reads them.
+Status Tree::decode_fresh(ByteSpan bytes, uint32_t symbol_limit) {
+  uint64_t root_self = 0;
+  Status status = detail::decode_tree_nodes(
+      bytes, symbol_limit, &root_self, [&](size_t count) { nodes_.reserve(count + 1); },
+      [&](uint32_t parent, uint32_t symbol, uint64_t self) {
+        nodes_.push_back({symbol, parent == UINT32_MAX ? kRoot : parent + 1, self, self});
+      });
+  nodes_[kRoot].self = root_self;
+  nodes_[kRoot].total = root_self;
+  for (size_t i = nodes_.size(); status.ok() && i-- > 1;) {
+    Node& parent = nodes_[nodes_[i].parent];
+    if (detail::add_overflows(parent.total, nodes_[i].total, &parent.total))
+      status = detail::error(StatusCode::corrupt_file, "tree: sample count overflow");
+  }
+  if (!status.ok()) {
+    clear();
+    return status;
+  }
+  index_.clear();
+  index_built_.store(false, std::memory_order_relaxed);  // built on the first lookup
+  return {};
 }
 
 Status Tree::merge_encoded(ByteSpan bytes, const std::vector<uint32_t>* remap) {
+  if (!remap && nodes_.size() == 1 && nodes_[kRoot].total == 0) return decode_fresh(bytes, symbols_->size());
   detail::DecodedTree d;
   uint32_t symbol_limit = remap ? uint32_t(std::min<size_t>(remap->size(), SymbolTable::kNone)) : symbols_->size();
   Status st = detail::decode_tree(bytes, symbol_limit, &d);
@@ -1659,24 +1779,6 @@ Status Tree::add_decoded(const detail::DecodedTree& d, const std::vector<uint32_
     return detail::error(StatusCode::corrupt_file, "tree: sample count overflow");
   // One allocation up front: a big query result grows by millions of nodes here.
   reserve_nodes(nodes_.size() + d.parent.size());
-  if (nodes_.size() == 1 && nodes_[kRoot].total == 0) {
-    // Into an empty tree (a query's first stored tree) decoded node i becomes node i + 1: siblings are
-    // unique in the encoding, so the index takes every key without looking for an existing one.
-    nodes_[kRoot].self = d.root_self;
-    nodes_[kRoot].total = sum;
-    size_t mask = index_.size() - 1;
-    for (size_t i = 0; i < d.parent.size(); i++) {
-      uint32_t parent = d.parent[i] == UINT32_MAX ? kRoot : d.parent[i] + 1;
-      uint32_t symbol = remap ? (*remap)[d.symbol[i]] : d.symbol[i];
-      uint32_t id = uint32_t(nodes_.size());
-      nodes_.push_back({symbol, parent, d.self[i], d.total[i]});
-      uint64_t key = uint64_t(parent) << 32 | symbol;
-      size_t slot = detail::mix64(key) & mask;
-      while (index_[slot].second != kNoNode) slot = (slot + 1) & mask;
-      index_[slot] = {key, id};
-    }
-    return {};
-  }
   nodes_[kRoot].self += d.root_self;
   nodes_[kRoot].total += sum;
   std::vector<uint32_t> mapped(d.parent.size());
@@ -2460,6 +2562,25 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
       fi.cover(s, a, b, [&](const detail::TreeEntry& e) {
         if (!failed.ok()) return;
         ByteSpan tree_bytes{fi.bytes.data + e.offset, e.size};
+        Tree& result = out->tree;
+        if (result.nodes_.size() == 1 && result.nodes_[Tree::kRoot].total == 0) {
+          // The first tree (often the only one): decoded in place, file symbol ids mapped afterwards.
+          Status ds = result.decode_fresh(tree_bytes, fi.symbols->size());
+          if (ds.ok() && result.total() != e.samples)
+            ds = detail::error(StatusCode::corrupt_file, "tree total differs from its record");
+          if (!ds.ok()) {
+            result.clear();
+            failed = Status(ds.code(), s.key.to_string() + " block " + std::to_string(e.index) + ": " + ds.message());
+            return;
+          }
+          for (size_t i = 1; i < result.nodes_.size(); i++) {
+            uint32_t& symbol = result.nodes_[i].symbol;
+            if (remap[symbol] == SymbolTable::kNone) remap[symbol] = result.symbols().intern(fi.symbols->name(symbol));
+            symbol = remap[symbol];
+          }
+          out->merges++;
+          return;
+        }
         // Map the file's ids to the result's lazily: only symbols that occur get interned.
         detail::DecodedTree d;
         Status ds = detail::decode_tree(tree_bytes, fi.symbols->size(), &d);

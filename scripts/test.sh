@@ -2,7 +2,7 @@
 # Runs every test of the project (the README's test command; CI runs it through .ci/run):
 #   release   RelWithDebInfo build of everything; all CTest tests (unit, install/find_package, browser)
 #   asan      AddressSanitizer + UndefinedBehaviorSanitizer; every test but those labelled sampler-tsan-only
-#   tsan      ThreadSanitizer; the tests labelled sampler (skipped while there are no tests/test_sampler*)
+#   tsan      ThreadSanitizer; the tests labelled sampler or tsan (skipped while there are no tests/test_sampler*)
 #   noexcept  -fno-exceptions -fno-rtti; every test that does not declare needs-exceptions
 #   fuzz      each libFuzzer target for PYROSCOPE_FUZZ_SECONDS (skipped while there is no fuzz/)
 # Installs missing Debian packages first. Build trees go to build/test-<run>/ (git-ignored).
@@ -90,9 +90,9 @@ if has_run tsan; then
   if compgen -G "tests/test_sampler*.cpp" >/dev/null; then
     dir=build/test-tsan
     if configure_and_build tsan "$dir" "${common[@]}" "${lean[@]}" -DPYROSCOPE_BUILD_TOOLS=OFF \
-         -DPYROSCOPE_SANITIZE=thread -DPYROSCOPE_NO_EXCEPTIONS=OFF -DPYROSCOPE_TEST_FILTER='^test_sampler'; then
+         -DPYROSCOPE_SANITIZE=thread -DPYROSCOPE_NO_EXCEPTIONS=OFF -DPYROSCOPE_TEST_FILTER='^test_(sampler|core_tree)'; then
       TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-        run_ctest tsan "$dir" -L sampler
+        run_ctest tsan "$dir" -L '^(sampler|tsan)$'
     fi
   else
     note tsan "skipped: no tests/test_sampler*.cpp yet"

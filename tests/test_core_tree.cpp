@@ -1,10 +1,14 @@
 // Folded-stack tree: insert, merge, prune, stable order, diff, folded text import/export, binary
 // encoding. Expected values are computed independently (core_test::stacks_of walks the nodes).
+// Also run under TSan: lookups on a decoded tree build its child index from several threads.
+// pyroscope-test: label=tsan
 #include "test_core_support.hpp"
 
 #include <pthread.h>
 
+#include <atomic>
 #include <cctype>
+#include <thread>
 
 using core_test::StackCounts;
 using core_test::stacks_of;
@@ -498,6 +502,57 @@ TEST_CASE("encode: decode and merge_encoded round trips") {
     CHECK(stacks_of(remapped) == expected_remapped);
     CHECK(core_test::totals_consistent(remapped));
   }
+}
+
+TEST_CASE("encode: a decoded tree answers lookups, also from several threads at once, and takes inserts") {
+  // Decoding leaves the child index to be built by the first lookup; these are the lookups.
+  std::mt19937 rng(23);
+  const StackCounts input = core_test::random_stacks(rng, 400, 10);
+  const Tree tree = core_test::tree_of(input);
+  std::string encoded;
+  tree.encode(&encoded);
+  Tree decoded(tree.shared_symbols());
+  REQUIRE(decoded.decode(core_test::span_of(encoded)).ok());
+
+  std::atomic<int> wrong{0};
+  auto look_up_every_node = [&] {
+    for (uint32_t n = 1; n < decoded.node_count(); ++n) {
+      if (decoded.child(decoded.parent(n), decoded.symbol(n)) != n) wrong++;
+    }
+  };
+  std::thread first(look_up_every_node), second(look_up_every_node);
+  look_up_every_node();
+  first.join();
+  second.join();
+  CHECK(wrong.load() == 0);
+
+  const Tree copy = decoded;  // a copy rebuilds its own index
+  for (uint32_t n = 1; n < copy.node_count(); ++n) REQUIRE(copy.child(copy.parent(n), copy.symbol(n)) == n);
+
+  Tree grown(tree.shared_symbols());
+  REQUIRE(grown.decode(core_test::span_of(encoded)).ok());
+  const std::string existing = input.begin()->first;
+  core_test::insert_stack(&grown, existing, 3);         // found through the index, not duplicated
+  core_test::insert_stack(&grown, "brand;new;stack", 2);
+  StackCounts expected = input;
+  expected[existing] += 3;
+  expected["brand;new;stack"] += 2;
+  CHECK(stacks_of(grown) == expected);
+  CHECK(grown.node_count() == decoded.node_count() + 3);
+  CHECK(core_test::totals_consistent(grown));
+}
+
+TEST_CASE("encode: a failed decode leaves the tree empty") {
+  std::mt19937 rng(29);
+  const Tree tree = core_test::tree_of(core_test::random_stacks(rng, 50, 6));
+  std::string encoded;
+  tree.encode(&encoded);
+  Tree decoded(tree.shared_symbols());
+  REQUIRE_FALSE(decoded.decode(core_test::span_of(encoded.substr(0, encoded.size() - 1))).ok());
+  CHECK(decoded.node_count() == 1);
+  CHECK(decoded.total() == 0);
+  core_test::insert_stack(&decoded, "after;failure", 1);
+  CHECK(stacks_of(decoded) == StackCounts{{"after;failure", 1}});
 }
 
 TEST_CASE("encode: an empty tree round trips") {
