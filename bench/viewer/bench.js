@@ -8,6 +8,7 @@
 //
 // usage: node bench/viewer/bench.js [--site build/wasm] [--gen ../shared/bench/gen_folded.py]
 //                                   [--pyro build/tools/pyro] [--work build/bench-viewer] [--runs 1]
+//                                   [--cases abcd]   (a subset, e.g. `--cases b`; the summary needs all)
 // Memory: peak JS heap from V8's trace events (GC "before" sizes and the timeline's heap counters, which
 // are recorded even while the page's main thread is busy), the WebAssembly memory at the end (it never
 // shrinks, so it is its peak), and the peak resident set (VmHWM) of the renderer process.
@@ -28,15 +29,20 @@ function parseArgs(argv) {
     work: path.join(repo, 'build/bench-viewer'),
     runs: '1',
     timeout: '300',
+    cases: 'abcd',
   };
   for (let i = 2; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
     if (!(key in args) || i + 1 >= argv.length) {
       console.error(`usage: bench.js [--site DIR] [--gen gen_folded.py] [--pyro PYRO] [--work DIR] [--runs N] ` +
-                    `[--timeout S] (bad argument '${argv[i]}')`);
+                    `[--timeout S] [--cases abcd] (bad argument '${argv[i]}')`);
       process.exit(2);
     }
     args[key] = argv[i + 1];
+  }
+  if (!/^[abcd]+$/.test(args.cases)) {
+    console.error(`bench.js: --cases takes letters of a, b, c, d (the cases below), not '${args.cases}'`);
+    process.exit(2);
   }
   return args;
 }
@@ -239,6 +245,7 @@ async function runCase(name, base, target, kind, args, screenshotPath, browserAr
   try {
     for (let run = 0; run < Number(args.runs); run++) {
       for (const [name, target, kind, browserArgs] of cases) {
+        if (!args.cases.includes(name[1])) continue;
         const shot = path.join(args.work, `${kind}-${run}.png`);
         const r = await runCase(name, url, target, kind, args, shot, browserArgs || []);
         r.run = run;
