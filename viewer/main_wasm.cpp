@@ -139,7 +139,11 @@ EMSCRIPTEN_KEEPALIVE void pv_set_size(int css_width, int css_height, double pixe
 // A setting from the URL (view, search, theme, app, tags, from, until, ...). Returns 1 if accepted.
 EMSCRIPTEN_KEEPALIVE int pv_setting(const char* key, const char* value) {
   const pyroscope::Status status = viewer::apply_setting(g_app->state, key, value);
-  if (!status.ok()) g_app->state.error = status.message();
+  if (!status.ok()) {
+    std::string& errors = g_app->state.settings_error;
+    errors += (errors.empty() ? "" : "\n") + status.message();
+    g_app->state.error = errors;
+  }
   viewer::request_redraw(g_app->state);
   return status.ok() ? 1 : 0;
 }

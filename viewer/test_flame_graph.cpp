@@ -4,6 +4,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -238,4 +239,86 @@ TEST_CASE("folded text streamed in pieces parses like the whole, errors name the
   const pyroscope::Status status = parser.finish();
   CHECK_FALSE(status.ok());
   CHECK(status.message().rfind("line 3:", 0) == 0);
+}
+
+TEST_CASE("a decoded tree (numbered in preorder) lays out and aggregates like the tree it was encoded from") {
+  // The table walks a preorder-numbered tree in id order and any other tree depth-first: both agree.
+  std::string folded;
+  unsigned seed = 7;
+  auto next = [&] { return seed = seed * 1103515245u + 12345u, (seed >> 8) % 6; };
+  for (int line = 0; line < 400; ++line) {
+    std::string stack = "main";
+    const unsigned depth = 2 + next();
+    for (unsigned d = 0; d < depth; ++d) stack += ";f" + std::to_string(next());  // f0..f5 recurse
+    folded += stack + " " + std::to_string(1 + next()) + "\n";
+  }
+  const Tree built = tree_from(folded.c_str());
+  std::string encoded;
+  built.encode(&encoded);
+  Tree decoded(built.shared_symbols());
+  REQUIRE(decoded.decode({reinterpret_cast<const uint8_t*>(encoded.data()), encoded.size()}).ok());
+
+  FlameLayout a, b;
+  a.build(built);
+  b.build(decoded);
+  REQUIRE(a.depth_count == b.depth_count);
+  for (uint32_t d = 0; d < a.depth_count; ++d) {
+    REQUIRE(a.row_offsets[d + 1] - a.row_offsets[d] == b.row_offsets[d + 1] - b.row_offsets[d]);
+    for (uint32_t k = a.row_offsets[d]; k < a.row_offsets[d + 1]; ++k) {
+      CHECK(a.slot_left[k] == b.slot_left[k]);
+      CHECK(a.slot_right[k] == b.slot_right[k]);
+      CHECK(built.symbol(a.row_nodes[k]) == decoded.symbol(b.row_nodes[k]));
+    }
+  }
+  std::vector<FunctionRow> rows_built, rows_decoded;
+  aggregate_functions(built, a, nullptr, &rows_built);
+  aggregate_functions(decoded, b, nullptr, &rows_decoded);
+  REQUIRE(rows_built.size() == rows_decoded.size());
+  for (size_t i = 0; i < rows_built.size(); ++i) {
+    CHECK(rows_built[i].symbol == rows_decoded[i].symbol);
+    CHECK(rows_built[i].self == rows_decoded[i].self);
+    CHECK(rows_built[i].total == rows_decoded[i].total);
+  }
+}
+
+TEST_CASE("settings: query selectors, relative times and view names, with errors that say what is wrong") {
+  ViewerState state;
+  CHECK(apply_setting(state, "query", "ride-sharing-app{region=\"eu-north\",vehicle=\"car\"}").ok());
+  CHECK(state.requested["app"] == "ride-sharing-app");
+  CHECK(state.requested["tags"] == "region=eu-north,vehicle=car");
+  pyroscope::Status bad = apply_setting(state, "query", "ride-sharing-app{region!=\"eu-north\"}");
+  CHECK_FALSE(bad.ok());
+  CHECK(bad.message().find("region") != std::string::npos);
+  CHECK_FALSE(apply_setting(state, "query", "{region=\"eu-north\"}").ok());  // no application
+  CHECK_FALSE(apply_setting(state, "query", "app{region=").ok());
+
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  REQUIRE(apply_setting(state, "from", "now-1h").ok());
+  const int64_t from = std::stoll(state.requested["from"]);
+  CHECK(from >= now - 3600);
+  CHECK(from <= now - 3600 + 5);
+  REQUIRE(apply_setting(state, "until", "now").ok());
+  CHECK(std::stoll(state.requested["until"]) - from >= 3600);
+  REQUIRE(apply_setting(state, "from", "now-2w").ok());
+  CHECK(std::stoll(state.requested["from"]) <= now - 14 * 86400 + 5);
+  REQUIRE(apply_setting(state, "from", "1700000000").ok());
+  CHECK(state.requested["from"] == "1700000000");
+  for (const char* wrong : {"now-1y", "now+1h", "now-h", "yesterday", "now-99999999w"}) {
+    bad = apply_setting(state, "from", wrong);
+    CHECK_MESSAGE(!bad.ok(), wrong);
+    CHECK(bad.message().find(wrong) != std::string::npos);
+  }
+
+  REQUIRE(apply_setting(state, "view", "flamegraph").ok());
+  CHECK(state.panels == Panels::flame);
+  REQUIRE(apply_setting(state, "view", "table").ok());
+  CHECK(state.panels == Panels::table);
+  REQUIRE(apply_setting(state, "view", "both").ok());
+  CHECK(state.panels == Panels::both);
+  REQUIRE(apply_setting(state, "view", "diff").ok());
+  CHECK(state.view == ViewMode::diff);
+  bad = apply_setting(state, "view", "sideways");
+  CHECK(bad.message().find("sideways") != std::string::npos);
+  bad = apply_setting(state, "veiw", "diff");
+  CHECK(bad.message().find("unknown setting 'veiw'") != std::string::npos);
 }

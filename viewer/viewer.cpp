@@ -433,7 +433,7 @@ void load_pending(ViewerState& state) {
   state.buffers = std::move(buffers);  // ...then the old buffers are freed
   state.folded = std::move(folded);
   state.files = std::move(files);
-  state.error = error;
+  state.error = state.settings_error + (state.settings_error.empty() || error.empty() ? "" : "\n") + error;
   char line[160];
   std::snprintf(line, sizeof line, "opened %zu file(s) in %.0f ms", state.files.size(), state.last_load_ms);
   add_log(state, line);
@@ -535,12 +535,43 @@ bool parse_int64(const std::string& s, int64_t* out) {
   return true;
 }
 
+// Unix seconds, or a time relative to now as Grafana and Pyroscope write it: now, now-90s, now-30m,
+// now-1h, now-7d, now-2w.
+bool parse_time_setting(const std::string& text, int64_t now, int64_t* out) {
+  if (parse_int64(text, out)) return true;
+  if (text.compare(0, 3, "now") != 0) return false;
+  if (text.size() == 3) {
+    *out = now;
+    return true;
+  }
+  if (text[3] != '-' || text.size() < 6) return false;
+  int64_t amount = 0;
+  if (!parse_int64(text.substr(4, text.size() - 5), &amount) || amount < 0) return false;
+  int64_t unit = 0;
+  switch (text.back()) {
+    case 's': unit = 1; break;
+    case 'm': unit = 60; break;
+    case 'h': unit = 3600; break;
+    case 'd': unit = 86400; break;
+    case 'w': unit = 7 * 86400; break;
+    default: return false;
+  }
+  if (amount > now / unit) return false;
+  *out = now - amount * unit;
+  return true;
+}
+
 // Applies the settings that need a loaded data set (app, tags, from/until of both ranges).
 void apply_requested(ViewerState& state) {
   auto it = state.requested.find("app");
-  if (it != state.requested.end() &&
-      std::find(state.apps.begin(), state.apps.end(), it->second) != state.apps.end()) {
-    select_app(state, it->second);
+  if (it != state.requested.end()) {
+    if (std::find(state.apps.begin(), state.apps.end(), it->second) != state.apps.end()) {
+      select_app(state, it->second);
+    } else {
+      std::string known;
+      for (const std::string& app : state.apps) known += (known.empty() ? "" : ", ") + app;
+      state.error = "no application '" + it->second + "' in the data (it has: " + known + ")";
+    }
   }
   it = state.requested.find("tags");
   if (it != state.requested.end()) {
@@ -874,10 +905,41 @@ FlameGraph& primary_flame(ViewerState& state) {
 
 Status apply_setting(ViewerState& state, const std::string& key, const std::string& value) {
   if (key == "view") {
-    if (value == "single") set_view(state, ViewMode::single);
-    else if (value == "comparison") set_view(state, ViewMode::comparison);
-    else if (value == "diff") set_view(state, ViewMode::diff);
-    else return Status(StatusCode::invalid_argument, "view must be single, comparison or diff, not '" + value + "'");
+    // single = both; flamegraph, table and both are the single view's panels (Pyroscope's names).
+    if (value == "single" || value == "both" || value == "flamegraph" || value == "table") {
+      set_view(state, ViewMode::single);
+      state.panels = value == "flamegraph" ? Panels::flame : value == "table" ? Panels::table : Panels::both;
+    } else if (value == "comparison") {
+      set_view(state, ViewMode::comparison);
+    } else if (value == "diff") {
+      set_view(state, ViewMode::diff);
+    } else {
+      return Status(StatusCode::invalid_argument,
+                    "view must be flamegraph, table, both, comparison or diff, not '" + value + "'");
+    }
+  } else if (key == "query") {
+    // app{key="value",...}: the application and the tag values to select, as Pyroscope writes them.
+    Selector selector;
+    Status parsed = Selector::parse(value, &selector);
+    if (!parsed.ok()) return Status(StatusCode::invalid_argument, "query '" + value + "': " + parsed.message());
+    if (selector.app.empty())
+      return Status(StatusCode::invalid_argument, "query '" + value + "' names no application (app{...})");
+    std::string tags;
+    for (const Matcher& m : selector.matchers) {
+      if (m.op != Matcher::Op::equal)
+        return Status(StatusCode::invalid_argument, "query '" + value + "': the viewer selects tag values with " +
+                                                        m.key + "=\"value\"; other matchers are not supported");
+      if (m.value.find(',') != std::string::npos)
+        return Status(StatusCode::invalid_argument, "query '" + value + "': tag value '" + m.value + "' has a comma");
+      tags += (tags.empty() ? "" : ",") + m.key + "=" + m.value;
+    }
+    state.requested["app"] = selector.app;
+    state.requested["tags"] = tags;
+    if (!state.files.empty()) {
+      apply_requested(state);
+      state.trees_key.clear();
+      state.timeline_key.clear();
+    }
   } else if (key == "search") {
     apply_search(state, value);
   } else if (key == "theme") {
@@ -897,20 +959,25 @@ Status apply_setting(ViewerState& state, const std::string& key, const std::stri
     state.embed = value == "1" || value == "true";
   } else if (key == "app" || key == "tags" || key == "from" || key == "until" || key == "right_from" ||
              key == "right_until") {
+    std::string stored = value;
     if (key != "app" && key != "tags") {
       int64_t v;
-      if (!parse_int64(value, &v)) {
-        return Status(StatusCode::invalid_argument, key + " must be unix seconds, not '" + value + "'");
+      if (!parse_time_setting(value, static_cast<int64_t>(std::time(nullptr)), &v)) {
+        return Status(StatusCode::invalid_argument,
+                      key + " must be unix seconds or now, now-30m, now-1h, now-7d (s, m, h, d, w), not '" + value + "'");
       }
+      stored = std::to_string(v);
     }
-    state.requested[key] = value;
+    state.requested[key] = stored;
     if (!state.files.empty()) {
       apply_requested(state);
       state.trees_key.clear();
       state.timeline_key.clear();
     }
   } else {
-    return Status(StatusCode::invalid_argument, "unknown setting '" + key + "'");
+    return Status(StatusCode::invalid_argument,
+                  "unknown setting '" + key + "' (known: file, view, query, app, tags, from, until, right_from, "
+                  "right_until, search, theme, orientation, colour, embed)");
   }
   request_redraw(state);
   return Status();
@@ -1569,9 +1636,15 @@ void draw_views(ViewerState& state) {
   const float header_h = ImGui::GetFrameHeightWithSpacing() * (state.view == ViewMode::single ? 1.0f : 2.0f);
   const float splitter_h = 6 * s + ImGui::GetStyle().ItemSpacing.y * 2;
   const float body = std::max(100.0f, avail.y - header_h - splitter_h);
-  const float flame_h = std::floor(body * state.flame_fraction);
-  const float table_h = std::max(60.0f, body - flame_h);
+  float flame_h = std::floor(body * state.flame_fraction);
+  float table_h = std::max(60.0f, body - flame_h);
+  const bool single = state.view == ViewMode::single;
+  if (single && state.panels == Panels::flame) flame_h = body + splitter_h;
 
+  if (single && state.panels == Panels::table) {
+    draw_table(state, body + header_h + splitter_h);
+    return;
+  }
   if (state.view == ViewMode::single) {
     draw_flame_header(state, state.flame_left, nullptr, 0);
     state.flame_left.draw(ImVec2(0, flame_h), flame_options(state, "flame.main"));
@@ -1622,6 +1695,7 @@ void draw_views(ViewerState& state) {
     draw_flame_header(state, state.flame_diff, nullptr, 0);
     state.flame_diff.draw(ImVec2(0, flame_h), flame_options(state, "flame.diff"));
   }
+  if (single && state.panels == Panels::flame) return;
   draw_splitter(state, body);
   // The flame graph paints first; the table waits one frame so the first paint is not delayed by it.
   if (state.flame_painted) {
@@ -1785,11 +1859,22 @@ void frame(ViewerState& state) {
   step_zoom_benchmark(state);
   const float s = state.ui_scale;
 
-  if (state.embed && !state.files.empty()) {
-    update_trees(state);
-    FlameGraph& graph = primary_flame(state);
-    graph.draw_breadcrumb("crumbs");
-    graph.draw(ImVec2(0, 0), flame_options(state, "flame.main"));
+  if (state.embed && (!state.files.empty() || !state.error.empty())) {
+    // Embedded: the flame graph, its breadcrumb and a search box; a bad parameter or file shows its
+    // message here, inside the frame.
+    draw_error_banner(state);
+    if (!state.files.empty()) {
+      update_trees(state);
+      FlameGraph& graph = primary_flame(state);
+      ImGui::SetNextItemWidth(std::min(260 * s, ImGui::GetContentRegionAvail().x * 0.4f));
+      if (ImGui::InputTextWithHint("##embed-search", "Search (/)", state.search_buffer, sizeof state.search_buffer)) {
+        apply_search(state, state.search_buffer);
+      }
+      record_item("embed.search");
+      ImGui::SameLine();
+      graph.draw_breadcrumb("crumbs");
+      graph.draw(ImVec2(0, 0), flame_options(state, "flame.main"));
+    }
   } else {
     draw_toolbar(state);
     draw_error_banner(state);
@@ -1859,6 +1944,7 @@ std::string status_json(const ViewerState& state) {
   j.end_object();
   j.key("selector").str(state.selector);
   j.key("view").str(view_name(state.view));
+  j.key("panels").str(state.panels == Panels::flame ? "flamegraph" : state.panels == Panels::table ? "table" : "both");
   j.key("theme").str(state.theme == Theme::dark ? "dark" : "light");
   j.key("orientation").str(state.orientation == Orientation::icicle ? "icicle" : "flame");
   j.key("colour").str(state.colour_mode == ColourMode::function ? "function" : "package");

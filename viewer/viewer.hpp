@@ -73,6 +73,7 @@ struct TimeRange {
 };
 
 enum class ViewMode { single, comparison, diff };
+enum class Panels { both, flame, table };
 enum class Theme { dark, light };
 enum class TableSort { name, self, total, left_total, right_total, change };
 
@@ -94,6 +95,7 @@ struct ViewerState {
   std::vector<LoadInput> pending;       // opened on the next frame, after a "Loading" frame is shown
   bool pending_announced = false;
   std::string error;                    // shown in a banner until dismissed or the next load
+  std::string settings_error;           // bad URL or command-line settings: shown again after each load
   double last_load_ms = 0;
 
   // --- Selection: application and tags -----------------------------------------------------------
@@ -136,6 +138,7 @@ struct ViewerState {
   TableSort table_sort = TableSort::total;
   bool table_ascending = false;
   float flame_fraction = 0.62f;         // share of the height the flame graph gets above the table
+  Panels panels = Panels::both;         // single view: flame graph, table or both (URL ?view=)
 
   // --- Options ------------------------------------------------------------------------------------
   std::string search;

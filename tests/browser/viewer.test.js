@@ -377,6 +377,92 @@ async function testErrorsAndFormats(browser, base, out, dataDir) {
   await page.close();
 }
 
+// Embedding: a host page with iframes of different queries and sizes, each with its own flame graph;
+// bad parameters show a message inside their frame.
+async function testEmbedding(browser, base, out) {
+  console.log('embedding: a host page with two iframes and a bad one');
+  const data = 'file=data/rideshare.pyro';
+  const frames = [
+    { id: 'eu', width: 640, height: 320, query: `${data}&embed=1&query=${encodeURIComponent('ride-sharing-app{region="eu-north"}')}` },
+    { id: 'car', width: 420, height: 260,
+      query: `${data}&embed=1&view=flamegraph&query=${encodeURIComponent('ride-sharing-app{vehicle="car"}')}&from=now-1000w&until=now` },
+    { id: 'bad', width: 420, height: 200, query: `${data}&embed=1&view=sideways&veiw=diff` },
+  ];
+  const host = '<!doctype html><body style="margin:0;background:#fff">' + frames.map((f) =>
+    `<iframe id="${f.id}" src="${base}/?${f.query}" width="${f.width}" height="${f.height}" ` +
+    'style="border:0;display:block;margin:8px"></iframe>').join('') + '</body>';
+  fs.writeFileSync(path.join(out, 'embed-host.html'), host);
+  const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  page.on('pageerror', (e) => console.log('  page error: ' + e.message));
+  await page.goto(base + '/artifacts/embed-host.html');
+  const frameOf = (id) => page.frames().find((f) => f.url().includes(frames.find((x) => x.id === id).query));
+  const frameStatus = async (id, predicate, what) => {
+    const deadline = Date.now() + 30000;
+    let s = null;
+    while (Date.now() < deadline) {
+      const frame = frameOf(id);
+      s = frame ? await frame.evaluate(() => (window.pyroscopeViewer && window.pyroscopeViewer.ready
+        ? window.pyroscopeViewer.status() : null)).catch(() => null) : null;
+      if (s && predicate(s)) return s;
+      await sleep(100);
+    }
+    expect(false, 'timed out waiting for ' + what, s && { error: s.error, view: s.view });
+    return s;
+  };
+  const eu = await frameStatus('eu', (st) => st.flame_painted, 'the eu-north frame');
+  const car = await frameStatus('car', (st) => st.flame_painted, 'the car frame');
+  const bad = await frameStatus('bad', (st) => st.error !== '' && st.flame_painted, 'the bad frame\'s message');
+  expect(eu.selector === 'ride-sharing-app{region="eu-north"}', 'first frame queries eu-north', eu.selector);
+  expect(car.selector === 'ride-sharing-app{vehicle="car"}', 'second frame queries car', car.selector);
+  expect(car.panels === 'flamegraph' && car.view === 'single', 'view=flamegraph', [car.view, car.panels]);
+  expect(eu.flame.main.total > 0 && car.flame.main.total > 0 && eu.flame.main.total !== car.flame.main.total,
+         'each frame shows its own totals', [eu.flame.main.total, car.flame.main.total]);
+  expect(!eu.widgets.sidebar && !eu.widgets.timeline, 'embed shows no sidebar or timeline', Object.keys(eu.widgets));
+  expect(!!eu.widgets['embed.search'], 'embed has a search box');
+  // Each flame graph fits its frame: as wide as the frame, less the window padding.
+  for (const [s, f] of [[eu, frames[0]], [car, frames[1]]]) {
+    const [, , w, hgt] = s.widgets['flame.main'];
+    expect(w > f.width - 40 && w <= f.width && hgt > f.height - 90 && hgt <= f.height,
+           `the ${f.id} flame graph fits its ${f.width}x${f.height} frame`, [w, hgt]);
+  }
+  expect(/view must be flamegraph, table, both, comparison or diff, not 'sideways'/.test(bad.error),
+         'the bad frame says what is wrong with view=', bad.error);
+  expect(/unknown setting 'veiw'/.test(bad.error), 'and names the misspelt parameter', bad.error);
+  expect(bad.flame_painted, 'the data still shows under the message', bad.flame.main.total);
+
+  // The same selection through the full viewer's app/tags parameters gives the same totals.
+  const full = await openViewer(browser, base, `?${data}&app=ride-sharing-app&tags=region=eu-north`);
+  const fs2 = await waitFor(full, (st) => st.flame_painted && st.selector.includes('eu-north'), 'full viewer, eu-north');
+  expect(fs2.flame.main.total === eu.flame.main.total, 'embedded total equals the full viewer\'s', [fs2.flame.main.total, eu.flame.main.total]);
+  await full.close();
+
+  // A search typed into the embedded frame highlights matches there only.
+  const euFrame = frameOf('eu');
+  const [sx, sy, sw, sh] = eu.widgets['embed.search'];
+  const box = await page.locator('#eu').boundingBox();
+  await page.mouse.click(box.x + sx + sw / 2, box.y + sy + sh / 2);
+  await sleep(500);  // the box takes the keys once a frame has seen the click (before that: shortcuts)
+  await page.keyboard.type('mutex');
+  const themed = await frameOf('eu').evaluate(() => window.pyroscopeViewer.status());
+  expect(themed.theme === eu.theme, 'typing into the search box is not taken as shortcuts', [eu.theme, themed.theme]);
+  const searched = await frameStatus('eu', (st) => st.search === 'mutex', 'search in the frame');
+  expect(searched.flame.main.matched_share > 0, 'search matches inside the embedded flame graph', searched.flame.main.matched_share);
+  const carAfter = await euFrame.evaluate(() => 0).then(() => frameOf('car').evaluate(() => window.pyroscopeViewer.status()));
+  expect(carAfter.search === '', 'the other frame is not affected', carAfter.search);
+
+  await sleep(300);
+  const image = h.decodePng(await page.screenshot({ path: path.join(out, '10-embed-host.png') }));
+  for (const f of frames) {
+    const r = await page.locator('#' + f.id).boundingBox();
+    const painted = h.countPixels(image, [r.x, r.y, r.width, r.height], (r0, g, b) => !(r0 > 250 && g > 250 && b > 250));
+    expect(painted.share > 0.5, `frame ${f.id} painted at its size`, painted.share);
+  }
+  const br = await page.locator('#bad').boundingBox();
+  const red = h.countPixels(image, [br.x, br.y, br.width, br.height], (r0, g, b) => r0 > 110 && g < 60 && b < 60);
+  expect(red.count > 500, 'the bad frame shows its message in a red banner', red.count);
+  await page.close();
+}
+
 (async () => {
   const args = parseArgs(process.argv);
   fs.mkdirSync(args.out, { recursive: true });
@@ -386,11 +472,12 @@ async function testErrorsAndFormats(browser, base, out, dataDir) {
       process.exit(1);
     }
   }
-  const { server, url } = await h.serveStatic({ '/': args.site, '/data/': args.data });
+  const { server, url } = await h.serveStatic({ '/': args.site, '/data/': args.data, '/artifacts/': args.out });
   const browser = await h.launchBrowser();
   try {
     await testMainFlow(browser, url, args.out);
     await testErrorsAndFormats(browser, url, args.out, args.data);
+    await testEmbedding(browser, url, args.out);
   } catch (e) {
     failures.push('exception: ' + (e && e.stack ? e.stack : e));
     console.log('  FAIL exception: ' + (e && e.stack ? e.stack : e));
