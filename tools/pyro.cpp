@@ -951,6 +951,166 @@ int cmd_slice(const Args& a) {
   return finish_copy(a, &writer, path, stats);
 }
 
+// Reads a whole file; false with *error set when it cannot.
+bool read_whole(const std::string& path, std::string* out, std::string* error) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) {
+    *error = "cannot open '" + path + "': " + std::strerror(errno);
+    return false;
+  }
+  out->clear();
+  char buffer[1 << 16];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0) out->append(buffer, n);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) *error = "cannot read '" + path + "'";
+  return !failed;
+}
+
+std::string base64(const std::string& bytes) {
+  static const char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | uint32_t(uint8_t(bytes[i + 1])) << 8 | uint8_t(bytes[i + 2]);
+    out += kDigits[v >> 18];
+    out += kDigits[(v >> 12) & 63];
+    out += kDigits[(v >> 6) & 63];
+    out += kDigits[v & 63];
+  }
+  if (i < bytes.size()) {
+    const bool two = i + 1 < bytes.size();
+    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | (two ? uint32_t(uint8_t(bytes[i + 1])) << 8 : 0);
+    out += kDigits[v >> 18];
+    out += kDigits[(v >> 12) & 63];
+    out += two ? kDigits[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+// Script text inlined into HTML must not close its <script> element early.
+std::string inline_script(const std::string& code) {
+  std::string out;
+  out.reserve(code.size());
+  for (size_t i = 0; i < code.size(); ++i) {
+    if (code[i] == '<' && i + 1 < code.size() && code[i + 1] == '/' && code.compare(i + 2, 6, "script") == 0) {
+      out += "<\\/";
+      ++i;
+    } else {
+      out += code[i];
+    }
+  }
+  return out;
+}
+
+// One .html file: the browser viewer built as a single script (wasm and font inside), the page around
+// it, and the selected series and range as a .pyro slice, which opens with the view it was saved with.
+int cmd_export_html(const Args& a) {
+  const std::string* output = a.value("--output");
+  if (!output) return usage_error(a.command, "-o OUT.html is required");
+  std::string viewer_dir;
+  if (const std::string* v = a.value("--viewer")) viewer_dir = *v;
+  else if (const char* env = std::getenv("PYROSCOPE_VIEWER_DIR")) viewer_dir = env;
+  if (viewer_dir.empty())
+    return usage_error(a.command, "--viewer DIR is required: the browser viewer's folder, as viewer/build-wasm.sh "
+                                  "DIR writes it (or set PYROSCOPE_VIEWER_DIR)");
+  const std::string* view = a.value("--view");
+  static const char* const kViews[] = {"flamegraph", "table", "both", "comparison", "diff"};
+  if (view && std::find_if(std::begin(kViews), std::end(kViews), [&](const char* v) { return *view == v; }) ==
+                  std::end(kViews))
+    return usage_error(a.command, "--view '" + *view + "': expected flamegraph, table, both, comparison or diff");
+
+  pyroscope::Dataset data;
+  Selection s;
+  if (int rc = parse_selection(a, &data, &s, false)) return rc;
+  for (const std::string& in : s.files)
+    if (same_file(in, *output)) return usage_error(a.command, "output '" + *output + "' is also an input");
+  if (file_exists(*output) && !a.has("--force"))
+    return runtime_error(a, "'" + *output + "' already exists (pass --force to replace it)");
+
+  std::string page, page_script, viewer_script, error;
+  if (!read_whole(viewer_dir + "/index.html", &page, &error) ||
+      !read_whole(viewer_dir + "/viewer-page.js", &page_script, &error) ||
+      !read_whole(viewer_dir + "/viewer-single.js", &viewer_script, &error))
+    return runtime_error(a, error + " (build the viewer with viewer/build-wasm.sh " + viewer_dir + ")");
+
+  // The slice goes through a private temporary folder: the writer creates files atomically by name.
+  char folder[] = "/tmp/pyro-export-XXXXXX";
+  if (!::mkdtemp(folder)) return runtime_error(a, std::string("cannot create a temporary folder: ") + std::strerror(errno));
+  const std::string slice_path = std::string(folder) + "/slice.pyro";
+  std::string slice;
+  CopyStats stats;
+  int rc = kExitOk;
+  {
+    pyroscope::Writer writer;
+    pyroscope::WriterOptions options;
+    options.resolution_seconds = data.resolution_seconds();
+    if (data.file_count()) options.multiplier = data.file(0).info().multiplier;
+    pyroscope::Status st = writer.open(slice_path, options);
+    if (!st.ok()) rc = runtime_error(a, slice_path + ": " + st.to_string());
+    if (rc == kExitOk) rc = copy_blocks(a, data, s.selector, s.from, s.until, &writer, &stats);
+    if (rc == kExitOk && !(st = writer.close()).ok()) rc = runtime_error(a, slice_path + ": " + st.to_string());
+  }
+  if (rc == kExitOk && !read_whole(slice_path, &slice, &error)) rc = runtime_error(a, error);
+  ::unlink(slice_path.c_str());
+  ::rmdir(folder);
+  if (rc != kExitOk) return rc;
+  if (stats.blocks == 0)
+    return runtime_error(a, "nothing to share: no samples of " + s.selector_text + " between " + format_utc(s.from) +
+                                " and " + format_utc(s.until));
+
+  std::string settings = "{\"from\":" + json_string(std::to_string(s.from)) +
+                         ",\"until\":" + json_string(std::to_string(s.until));
+  if (!s.selector.app.empty()) settings += ",\"app\":" + json_string(s.selector.app);
+  if (view) settings += ",\"view\":" + json_string(*view);
+  // A comparison or diff also saves its second range.
+  for (const char* side : {"--right-from", "--right-until"}) {
+    const std::string* v = a.value(side);
+    if (!v) continue;
+    int64_t t = 0;
+    if (!parse_time(*v, static_cast<int64_t>(std::time(nullptr)), &t, &error))
+      return usage_error(a.command, std::string(side) + ": " + error);
+    settings += std::string(",\"") + (side[8] == 'f' ? "right_from" : "right_until") + "\":" + json_string(std::to_string(t));
+  }
+  settings += "}";
+  const std::string data_script = "window.pyroscopeEmbedded = {\"name\":" + json_string(s.selector.app.empty() ? "profile.pyro" : s.selector.app + ".pyro") +
+                                  ",\"settings\":" + settings + ",\"data\":\"" + base64(slice) + "\"};";
+  const std::string page_tag = "<script src=\"viewer-page.js\"></script>";
+  const size_t page_at = page.find(page_tag);
+  const size_t viewer_at = page.find("<script async src=\"viewer.js\"");
+  const size_t viewer_end = viewer_at == std::string::npos ? viewer_at : page.find("</script>", viewer_at);
+  if (page_at == std::string::npos || viewer_end == std::string::npos || viewer_at < page_at)
+    return runtime_error(a, viewer_dir + "/index.html does not load viewer-page.js and viewer.js as expected");
+  std::string html = page.substr(0, page_at);
+  html += "<script>" + inline_script(data_script) + "</script>\n";
+  html += "<script>" + inline_script(page_script) + "</script>\n";
+  html += page.substr(page_at + page_tag.size(), viewer_at - page_at - page_tag.size());
+  html += "<script>" + inline_script(viewer_script) + "</script>";
+  html += page.substr(viewer_end + std::strlen("</script>"));
+
+  const std::string temporary = *output + ".tmp";
+  FILE* out = std::fopen(temporary.c_str(), "wb");
+  if (!out) return runtime_error(a, "cannot create '" + temporary + "': " + std::strerror(errno));
+  const bool written = std::fwrite(html.data(), 1, html.size(), out) == html.size();
+  if (std::fclose(out) != 0 || !written) {
+    ::unlink(temporary.c_str());
+    return runtime_error(a, "cannot write '" + temporary + "'");
+  }
+  if (std::rename(temporary.c_str(), output->c_str()) != 0) {
+    ::unlink(temporary.c_str());
+    return runtime_error(a, "cannot rename '" + temporary + "' to '" + *output + "': " + std::strerror(errno));
+  }
+  std::fprintf(stderr,
+               "wrote %s: %zu bytes (viewer %zu, data %zu as .pyro, %zu as base64); %" PRIu64 " series, %" PRIu64
+               " blocks, %" PRIu64 " samples of %s\n",
+               output->c_str(), html.size(), viewer_script.size() + page_script.size(), slice.size(),
+               base64(slice).size(), stats.series, stats.blocks, stats.samples, s.selector_text.c_str());
+  return kExitOk;
+}
+
 int cmd_merge(const Args& a) {
   pyroscope::Dataset data;
   if (!open_dataset(a, a.positional, &data)) return kExitError;
@@ -1010,6 +1170,13 @@ const std::vector<Command>& commands() {
        "copy the matching series over a time range, block by block, into a new file",
        {kFrom, kUntil, {"--output", "-o", "OUT", "the new .pyro file"}, kForce, kMultiplier, kSalvage}, 2,
        cmd_slice},
+      {"export-html", "FILE... SELECTOR [--from T] [--until T] [--view V] [--right-from T --right-until T] --viewer DIR -o OUT.html",
+       "one .html file with the viewer and the selection inside: opens from file:// with no server",
+       {kFrom, kUntil, {"--view", nullptr, "V", "flamegraph, table, both, comparison or diff"},
+        {"--right-from", nullptr, "T", "comparison and diff: start of the right range"},
+        {"--right-until", nullptr, "T", "comparison and diff: end of the right range"},
+        {"--viewer", nullptr, "DIR", "the browser viewer's folder (viewer/build-wasm.sh DIR; or PYROSCOPE_VIEWER_DIR)"},
+        {"--output", "-o", "OUT", "the .html file"}, kForce, kSalvage}, 2, cmd_export_html},
       {"merge", "IN.pyro... -o OUT.pyro",
        "all series of all inputs in one new file; blocks of a series at the same time are merged",
        {{"--output", "-o", "OUT", "the new .pyro file"}, kForce, kMultiplier, kSalvage}, 1, cmd_merge},

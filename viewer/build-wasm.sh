@@ -78,6 +78,20 @@ $EMXX -O2 -o "$out/viewer.js" "$obj"/imgui-*.o "$obj"/viewer-*.o \
   -sEXPORTED_RUNTIME_METHODS=UTF8ToString,stringToUTF8,lengthBytesUTF8 \
   $preload $link_extra
 
+# The same viewer as one JavaScript file with the WebAssembly and the font inside (base64): what
+# `pyro export-html` inlines into a share file that opens from file:// with no server.
+embed=""
+[ -f "$font" ] && embed="--embed-file $font@/fonts/DejaVuSans.ttf"
+echo "em++ -o $out/viewer-single.js (-sSINGLE_FILE)"
+# shellcheck disable=SC2086
+$EMXX -O2 -o "$out/viewer-single.js" "$obj"/imgui-*.o "$obj"/viewer-*.o \
+  -sUSE_GLFW=3 -sMIN_WEBGL_VERSION=2 -sMAX_WEBGL_VERSION=2 \
+  -sALLOW_MEMORY_GROWTH=1 -sINITIAL_MEMORY=33554432 -sMAXIMUM_MEMORY=2147483648 \
+  -sENVIRONMENT=web -sEXIT_RUNTIME=0 -sSINGLE_FILE=1 \
+  -sEXPORTED_FUNCTIONS=_main,_malloc,_free,_realloc \
+  -sEXPORTED_RUNTIME_METHODS=UTF8ToString,stringToUTF8,lengthBytesUTF8 \
+  $embed
+
 cp "$repo/wasm/index.html" "$repo/wasm/viewer-page.js" "$out/"
 echo "build-wasm: $out"
 ls -l "$out" | awk 'NR > 1 { total += $5; print "  " $9 " " $5 } END { print "  total " total " bytes" }'

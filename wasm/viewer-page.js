@@ -387,6 +387,17 @@
     if (files.length) openSources(urlSources(files));
   }
 
+  // A share file (`pyro export-html`) carries its data and the view it was saved with.
+  function startFromEmbedded(embedded) {
+    for (const [key, value] of Object.entries(embedded.settings || {})) {
+      withCString(key, (k) => withCString(String(value), (v) => Module._pv_setting(k, v)));
+    }
+    const text = atob(embedded.data);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    api.openBytes(embedded.name, bytes);
+  }
+
   const Module = window.Module = {
     canvas,
     print: (text) => console.log(text),
@@ -412,7 +423,8 @@
       api.readyMs = performance.now();
       resize();
       canvas.focus();
-      startFromUrl();
+      if (window.pyroscopeEmbedded) startFromEmbedded(window.pyroscopeEmbedded);
+      else startFromUrl();
     },
     onFirstFlamePaint(ms) { api.firstFlamePaintMs = ms; },
     openFilePicker() { fileInput.click(); },

@@ -3,7 +3,8 @@
 // window.pyroscopeViewer.status(). Asserts on that state and on pixels of real screenshots, which are
 // kept in the artifacts folder (look at them).
 //
-// usage: node tests/browser/viewer.test.js --site build/wasm --data DIR --out DIR
+// usage: node tests/browser/viewer.test.js --site build/wasm --data DIR --out DIR [--pyro build/tools/pyro]
+//   --pyro: also test share files (`pyro export-html`) opened from file://.
 //   DIR (data) holds rideshare.pyro, deep.pyro, sample.folded, corrupt.pyro (make_test_data writes them).
 'use strict';
 
@@ -12,11 +13,11 @@ const path = require('path');
 const h = require('./harness');
 
 function parseArgs(argv) {
-  const args = { site: 'build/wasm', data: 'build/testdata', out: 'build/browser-artifacts' };
+  const args = { site: 'build/wasm', data: 'build/testdata', out: 'build/browser-artifacts', pyro: '' };
   for (let i = 2; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
     if (!(key in args) || i + 1 >= argv.length) {
-      console.error(`usage: viewer.test.js --site DIR --data DIR --out DIR (bad argument '${argv[i]}')`);
+      console.error(`usage: viewer.test.js --site DIR --data DIR --out DIR [--pyro PYRO] (bad argument '${argv[i]}')`);
       process.exit(2);
     }
     args[key] = argv[i + 1];
@@ -463,6 +464,40 @@ async function testEmbedding(browser, base, out) {
   await page.close();
 }
 
+// A share file from `pyro export-html` opens from file:// with no server, showing the saved selection
+// and view; its totals are those of the same selection in the served viewer.
+async function testShareFile(browser, base, args) {
+  console.log('share file (pyro export-html) from file://');
+  const { execFileSync } = require('child_process');
+  const share = path.resolve(args.out, 'share-eu-north.html');
+  try { fs.unlinkSync(share); } catch (e) { /* absent */ }
+  execFileSync(args.pyro, ['export-html', path.join(args.data, 'rideshare.pyro'), 'ride-sharing-app{region="eu-north"}',
+                           '--view', 'flamegraph', '--viewer', args.site, '-o', share], { stdio: 'inherit' });
+  const size = fs.statSync(share).size;
+  expect(size > 500000 && size < 8000000, 'one self-contained file of a few MB', size);
+  const html = fs.readFileSync(share, 'utf8');
+  expect(!/src="viewer(-page)?\.js"/.test(html) && !/viewer\.wasm"/.test(html), 'no references to other files');
+
+  const page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+  const requests = [];
+  page.on('request', (r) => { if (!r.url().startsWith('file:') && !r.url().startsWith('data:') && !r.url().startsWith('blob:')) requests.push(r.url()); });
+  await page.goto('file://' + share);
+  const s = await waitFor(page, (st) => st.flame_painted, 'the shared flame graph');
+  const full = await openViewer(browser, base, '?file=data/rideshare.pyro&app=ride-sharing-app&tags=region=eu-north');
+  const f = await waitFor(full, (st) => st.flame_painted && st.selector.includes('eu-north'), 'the served viewer');
+  await full.close();
+  expect(s.flame.main.total === f.flame.main.total && s.flame.main.total > 0, 'shared totals equal the served viewer\'s',
+         [s.flame.main.total, f.flame.main.total]);
+  expect(s.app === 'ride-sharing-app' && s.panels === 'flamegraph', 'saved app and view restored', [s.app, s.panels]);
+  expect(s.error === '' && requests.length === 0, 'no error and no network request', [s.error, requests]);
+  const image = await screenshot(page, args.out, '11-share-file.png');
+  const [x, y, w, hh] = widget(s, 'flame.main');
+  const painted = h.countPixels(image, [x, y, w, Math.min(hh, 8 * s.flame.main.row_height)],
+                                (r, g, b) => r > 150 && g > 60 && b < 120);
+  expect(painted.count > 2000, 'flame graph drawn from the share file', painted.count);
+  await page.close();
+}
+
 (async () => {
   const args = parseArgs(process.argv);
   fs.mkdirSync(args.out, { recursive: true });
@@ -478,6 +513,8 @@ async function testEmbedding(browser, base, out) {
     await testMainFlow(browser, url, args.out);
     await testErrorsAndFormats(browser, url, args.out, args.data);
     await testEmbedding(browser, url, args.out);
+    if (args.pyro) await testShareFile(browser, url, args);
+    else console.log('share file: not tested (no --pyro)');
   } catch (e) {
     failures.push('exception: ' + (e && e.stack ? e.stack : e));
     console.log('  FAIL exception: ' + (e && e.stack ? e.stack : e));

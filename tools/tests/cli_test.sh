@@ -241,5 +241,14 @@ cp a.pyro torn.pyro
 printf 'torn tail bytes' >>torn.pyro
 expect_exit "torn tail is cut off" 0 "" "$pyro" info torn.pyro
 
+# export-html (the share file itself is opened in Chromium by tests/browser/viewer.test.js).
+expect_exit "export-html without the viewer's folder" 2 "--viewer DIR is required" \
+  env -u PYROSCOPE_VIEWER_DIR "$pyro" export-html a.pyro '{}' -o share.html
+expect_exit "export-html with a folder that holds no viewer" 1 "index.html.*build-wasm.sh" \
+  "$pyro" export-html a.pyro '{}' --viewer . -o share.html
+expect_exit "export-html with a bad view" 2 "--view 'sideways'" \
+  "$pyro" export-html a.pyro '{}' --view sideways --viewer . -o share.html
+check "a failed export leaves no file" bash -c "[[ ! -e share.html && ! -e share.html.tmp ]]"
+
 echo "$passed passed, $failed failed"
 ((failed == 0))
