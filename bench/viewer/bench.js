@@ -8,7 +8,7 @@
 //
 // usage: node bench/viewer/bench.js [--site build/wasm] [--gen ../shared/bench/gen_folded.py]
 //                                   [--pyro build/tools/pyro] [--work build/bench-viewer] [--runs 1]
-//                                   [--cases abcd]   (a subset, e.g. `--cases b`; the summary needs all)
+//                                   [--cases abcde]  (a subset, e.g. `--cases b`; the summary needs a, b, c)
 // Memory: peak JS heap from V8's trace events (GC "before" sizes and the timeline's heap counters, which
 // are recorded even while the page's main thread is busy), the WebAssembly memory at the end (it never
 // shrinks, so it is its peak), and the peak resident set (VmHWM) of the renderer process.
@@ -29,19 +29,19 @@ function parseArgs(argv) {
     work: path.join(repo, 'build/bench-viewer'),
     runs: '1',
     timeout: '300',
-    cases: 'abcd',
+    cases: 'abcde',
   };
   for (let i = 2; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
     if (!(key in args) || i + 1 >= argv.length) {
       console.error(`usage: bench.js [--site DIR] [--gen gen_folded.py] [--pyro PYRO] [--work DIR] [--runs N] ` +
-                    `[--timeout S] [--cases abcd] (bad argument '${argv[i]}')`);
+                    `[--timeout S] [--cases abcde] (bad argument '${argv[i]}')`);
       process.exit(2);
     }
     args[key] = argv[i + 1];
   }
-  if (!/^[abcd]+$/.test(args.cases)) {
-    console.error(`bench.js: --cases takes letters of a, b, c, d (the cases below), not '${args.cases}'`);
+  if (!/^[abcde]+$/.test(args.cases)) {
+    console.error(`bench.js: --cases takes letters of a, b, c, d, e (the cases below), not '${args.cases}'`);
     process.exit(2);
   }
   return args;
@@ -240,6 +240,11 @@ async function runCase(name, base, target, kind, args, screenshotPath, browserAr
     ['(c) speedscope', '/speedscope/index.html#profileURL=' + encodeURIComponent('/data/gen100k.folded'), 'speedscope'],
     ['(d) ours, .pyro, zooming without the frame rate limit', '/?file=data/gen100k.pyro', 'ours-zoom-unlimited',
      ['--disable-gpu-vsync', '--disable-frame-rate-limit']],
+    // Without a GPU, the first WebGL context of the page above waits 0.3-1.5 s for Chromium's GPU
+    // process to start SwiftShader. With SwiftShader for WebGL only (what Chromium falls back to when
+    // the GPU is unusable) it comes in ~10 ms, but every frame is then read back (~90 ms a frame).
+    ['(e) ours, .pyro, SwiftShader for WebGL only', '/?file=data/gen100k.pyro', 'ours-webgl-only',
+     ['--use-angle=swiftshader-webgl']],
   ];
   const results = [];
   try {
@@ -280,7 +285,8 @@ async function runCase(name, base, target, kind, args, screenshotPath, browserAr
   const memory = (prefix) => Math.max(...results.filter((r) => r.name.startsWith(prefix)).map((r) => r.heapPeak + r.wasmBytes));
   const memA = memory('(a)'), memC = memory('(c)');
   const summary = {
-    paint_seconds: { folded: a / 1000, pyro: b / 1000, speedscope: c / 1000 },
+    paint_seconds: { folded: a / 1000, pyro: b / 1000, speedscope: c / 1000,
+                     pyro_swiftshader_webgl_only: best('(e)', 'paintMs') / 1000 },
     speedup_folded_vs_speedscope: c / a,
     memory_bytes: { folded_js_heap_plus_wasm: memA, speedscope_js_heap: memC },
     memory_ratio_folded_vs_speedscope: memA / memC,
