@@ -1,6 +1,7 @@
 // Native viewer: a GLFW window with an OpenGL 3 context, the files to open on the command line or
 // dropped on the window. An ordinary event loop that sleeps in glfwWaitEvents() when nothing changed.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -8,6 +9,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 #include <GLFW/glfw3.h>
 
@@ -18,6 +21,8 @@
 #include "viewer.hpp"
 
 extern "C" int stbi_write_png(const char* filename, int w, int h, int comp, const void* data, int stride_in_bytes);
+extern "C" int stbi_write_png_to_func(void (*func)(void* context, void* data, int size), void* context, int w, int h,
+                                      int comp, const void* data, int stride_in_bytes);
 
 namespace viewer = pyroscope::viewer;
 
@@ -51,10 +56,11 @@ void on_drop(GLFWwindow*, int count, const char** paths) {
   viewer::open_files(*g_state, std::move(inputs));
 }
 
-bool save_png(const std::string& path, int width, int height) {
+// The framebuffer's pixels in [x, x+width) x [top, top+height) (top-left origin), top row first, opaque.
+std::vector<unsigned char> read_pixels(int x, int top, int width, int height, int framebuffer_height) {
   std::vector<unsigned char> pixels(static_cast<size_t>(width) * height * 4);
   glPixelStorei(GL_PACK_ALIGNMENT, 1);
-  glReadPixels(0, 0, width, height, GL_RGBA, GL_UNSIGNED_BYTE, pixels.data());
+  glReadPixels(x, framebuffer_height - top - height, width, height, GL_RGBA, GL_UNSIGNED_BYTE, pixels.data());
   // OpenGL's rows go bottom-up; PNG's top-down.
   std::vector<unsigned char> flipped(pixels.size());
   const size_t row = static_cast<size_t>(width) * 4;
@@ -62,7 +68,33 @@ bool save_png(const std::string& path, int width, int height) {
     std::memcpy(&flipped[static_cast<size_t>(y) * row], &pixels[static_cast<size_t>(height - 1 - y) * row], row);
   }
   for (size_t i = 3; i < flipped.size(); i += 4) flipped[i] = 255;
-  return stbi_write_png(path.c_str(), width, height, 4, flipped.data(), static_cast<int>(row)) != 0;
+  return flipped;
+}
+
+bool save_png(const std::string& path, int width, int height) {
+  const std::vector<unsigned char> pixels = read_pixels(0, 0, width, height, height);
+  return stbi_write_png(path.c_str(), width, height, 4, pixels.data(), width * 4) != 0;
+}
+
+void append_bytes(void* context, void* data, int size) {
+  static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+}
+
+// The flame graph the user asked to export, as a PNG handed to the viewer's save_file.
+void export_image(viewer::ViewerState& state, const viewer::ImageRequest& image, int fb_w, int fb_h) {
+  const ImVec2 scale = ImGui::GetIO().DisplayFramebufferScale;
+  const int x = std::max(0, static_cast<int>(image.x0 * scale.x));
+  const int top = std::max(0, static_cast<int>(image.y0 * scale.y));
+  const int width = std::min(fb_w - x, static_cast<int>((image.x1 - image.x0) * scale.x));
+  const int height = std::min(fb_h - top, static_cast<int>((image.y1 - image.y0) * scale.y));
+  if (width <= 0 || height <= 0) return;
+  const std::vector<unsigned char> pixels = read_pixels(x, top, width, height, fb_h);
+  std::string png;
+  if (!stbi_write_png_to_func(append_bytes, &png, width, height, 4, pixels.data(), width * 4)) {
+    state.error = "cannot encode " + image.name;
+    return;
+  }
+  state.save_file(image.name, png);
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -145,6 +177,22 @@ int main(int argc, char** argv) {
   g_state = &state;
   viewer::glfw_input::install(window, &state, /*browser_wheel=*/false);
   glfwSetDropCallback(window, on_drop);
+  // Exports go to the working directory, next to what was opened from the command line; an existing
+  // file is never replaced (name-2.folded, name-3.folded, ...).
+  state.save_file = [&state](const std::string& name, const std::string& bytes) -> std::string {
+    std::string path = name;
+    const size_t dot = name.rfind('.');
+    for (int n = 2; access(path.c_str(), F_OK) == 0 && n < 1000; ++n)
+      path = name.substr(0, dot) + "-" + std::to_string(n) + name.substr(dot);
+    FILE* out = std::fopen(path.c_str(), "wbx");
+    bool ok = out != nullptr && std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
+    if (out != nullptr && std::fclose(out) != 0) ok = false;
+    if (!ok) {
+      state.error = "cannot write '" + path + "': " + std::strerror(errno);
+      return std::string();
+    }
+    return path;
+  };
 
   IMGUI_CHECKVERSION();
   ImGui::CreateContext();
@@ -191,6 +239,8 @@ int main(int argc, char** argv) {
     glClearColor(bg.x, bg.y, bg.z, 1.0f);
     glClear(GL_COLOR_BUFFER_BIT);
     ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+    viewer::ImageRequest image;
+    if (viewer::take_image_request(state, &image)) export_image(state, image, fb_w, fb_h);
     if (batch) glFinish();  // measure the GPU's work too
     const double ms = std::chrono::duration<double, std::milli>(clock::now() - start).count();
     viewer::record_frame_time(state, ms, std::chrono::duration<double, std::milli>(ui_done - start).count());

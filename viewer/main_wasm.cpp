@@ -52,6 +52,23 @@ void main_loop(void* arg) {
   glClearColor(bg.x, bg.y, bg.z, 1.0f);
   glClear(GL_COLOR_BUFFER_BIT);
   ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+  viewer::ImageRequest image;
+  if (viewer::take_image_request(app.state, &image)) {
+    // The drawing buffer is still this frame's until the task ends: copy the flame graph out now.
+    EM_ASM({
+      const name = UTF8ToString($0);
+      const x = $1;
+      const y = $2;
+      const w = $3;
+      const h = $4;
+      const crop = document.createElement('canvas');
+      crop.width = w;
+      crop.height = h;
+      crop.getContext('2d').drawImage(Module.canvas, x, y, w, h, 0, 0, w, h);
+      crop.toBlob((blob) => blob.arrayBuffer().then((bytes) => Module.saveFile(name, new Uint8Array(bytes))), 'image/png');
+    }, image.name.c_str(), static_cast<int>(image.x0), static_cast<int>(image.y0),
+           static_cast<int>(image.x1 - image.x0), static_cast<int>(image.y1 - image.y0));
+  }
   const double end = emscripten_get_now();
   viewer::record_frame_time(app.state, end - start, ui_done - start);
   viewer::glfw_input::end_frame(app.window);
@@ -206,6 +223,10 @@ int main() {
   ImGui_ImplOpenGL3_CreateDeviceObjects();  // shaders and the font texture now, not in the first frame
   mark("imgui");
   app.state.open_dialog = [] { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); };
+  app.state.save_file = [](const std::string& name, const std::string& bytes) {
+    EM_ASM({ Module.saveFile(UTF8ToString($0), HEAPU8.slice($1, $1 + $2)); }, name.c_str(), bytes.data(), bytes.size());
+    return name + " (downloaded)";
+  };
 
   EM_ASM({ if (Module.onViewerReady) Module.onViewerReady(); });
   emscripten_set_main_loop_arg(main_loop, &app, 0, false);

@@ -1093,6 +1093,23 @@ bool toggle_button(const char* label, bool active, const char* widget) {
   return clicked;
 }
 
+// The selection as folded text: the single view's tree, or both ranges' trees in the pair views.
+void export_folded(ViewerState& state) {
+  auto save = [&](const Tree* tree, const TimeRange& range, const char* side) {
+    if (!tree || tree->total() == 0) return;
+    const std::string name = state.app + "-" + std::to_string(range.from) + "-" + std::to_string(range.until) +
+                             side + ".folded";
+    const std::string where = state.save_file(name, tree->to_folded());
+    if (!where.empty()) add_log(state, "exported " + where);
+  };
+  if (state.view == ViewMode::single) {
+    save(state.left_tree, state.ranges[0], "");
+  } else {
+    save(state.left_tree, state.ranges[0], "-left");
+    save(state.right_tree, state.ranges[1], "-right");
+  }
+}
+
 void draw_toolbar(ViewerState& state) {
   const float s = state.ui_scale;
   if (state.open_dialog) {
@@ -1127,6 +1144,26 @@ void draw_toolbar(ViewerState& state) {
   ImGui::SameLine(0, 2 * s);
   if (toggle_button("Diff", state.view == ViewMode::diff, "view.diff")) set_view(state, ViewMode::diff);
   ImGui::SameLine(0, 16 * s);
+  if (state.save_file && !state.files.empty()) {
+    if (ImGui::Button("Export")) ImGui::OpenPopup("export-menu");
+    record_item("export");
+    if (ImGui::BeginPopup("export-menu")) {
+      if (ImGui::Selectable(state.view == ViewMode::single ? "Folded text (.folded)"
+                                                           : "Folded text, left and right (.folded)")) {
+        export_folded(state);
+      }
+      record_item("export:folded");
+      if (ImGui::Selectable("Flame graph image (.png)")) {
+        state.image_request_frames = 2;
+        state.image_request_name = state.app + "-" + std::to_string(state.ranges[0].from) + "-" +
+                                   std::to_string(state.ranges[0].until) + ".png";
+        request_redraw(state);
+      }
+      record_item("export:png");
+      ImGui::EndPopup();
+    }
+    ImGui::SameLine(0, 16 * s);
+  }
   // Search.
   ImGui::SetNextItemWidth(220 * s);
   if (state.focus_search) {
@@ -1857,6 +1894,10 @@ void frame(ViewerState& state) {
 
   handle_shortcuts(state);
   step_zoom_benchmark(state);
+  if (state.image_request_frames > 1) {
+    --state.image_request_frames;
+    request_redraw(state);
+  }
   const float s = state.ui_scale;
 
   if (state.embed && (!state.files.empty() || !state.error.empty())) {
@@ -1903,6 +1944,21 @@ void frame(ViewerState& state) {
   const FlameGraph& graph = primary_flame(state);
   if (graph.drawn_blocks() > 0) state.flame_painted = true;
   g_widgets = nullptr;
+}
+
+bool take_image_request(ViewerState& state, ImageRequest* out) {
+  if (state.image_request_frames != 1) return false;
+  state.image_request_frames = 0;
+  const FlameGraph& graph = primary_flame(state);
+  if (!state.save_file || graph.canvas_max().x <= graph.canvas_min().x || graph.canvas_max().y <= graph.canvas_min().y)
+    return false;
+  out->name = state.image_request_name;
+  out->x0 = graph.canvas_min().x;
+  out->y0 = graph.canvas_min().y;
+  out->x1 = graph.canvas_max().x;
+  out->y1 = graph.canvas_max().y;
+  add_log(state, "exported " + out->name);
+  return true;
 }
 
 // [SECTION] Status ===================================================================================

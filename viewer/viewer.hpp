@@ -154,6 +154,11 @@ struct ViewerState {
   // Settings that need data (app, tags, from, until, ...): applied whenever a data set is loaded.
   std::map<std::string, std::string> requested;
   std::function<void()> open_dialog;    // the main's file picker; null hides the Open button
+  // The main's way to save a file the user exports (browser: a download; natively: the working
+  // directory). Returns where it went, or "" after setting error; null hides the Export menu.
+  std::function<std::string(const std::string& name, const std::string& bytes)> save_file;
+  int image_request_frames = 0;         // a PNG export waits one frame, so its menu is not in the image
+  std::string image_request_name;
 
   // --- Frame bookkeeping --------------------------------------------------------------------------
   int redraw_frames = 6;                // frames still to draw before idling
@@ -198,5 +203,14 @@ std::string status_json(const ViewerState& state);
 // theme=dark|light, orientation=icicle|flame, colour=function|package, app=..., tags=k=v,k2=v2,
 // from=unix, until=unix, embed=1. Unknown keys are an error naming the key.
 Status apply_setting(ViewerState& state, const std::string& key, const std::string& value);
+
+// A PNG export of the flame graph asked for in the UI. The mains call this after rendering a frame; when
+// it returns true they read the rectangle (ImGui coordinates, top-left origin) from the framebuffer and
+// hand the PNG to save_file under `name`.
+struct ImageRequest {
+  std::string name;
+  float x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+};
+bool take_image_request(ViewerState& state, ImageRequest* out);
 
 }  // namespace pyroscope::viewer

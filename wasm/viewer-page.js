@@ -428,6 +428,17 @@
     },
     onFirstFlamePaint(ms) { api.firstFlamePaintMs = ms; },
     openFilePicker() { fileInput.click(); },
+    // An export from the viewer: a download of the bytes under the name.
+    saveFile(name, bytes) {
+      const url = URL.createObjectURL(new Blob([bytes]));
+      const link = document.createElement('a');
+      link.href = url;
+      link.download = name;
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    },
     onFatal(message) { fatal(message); },
     onAbort(what) { fatal('The viewer stopped: ' + what); },
     monitorRunDependencies(left) {

@@ -498,6 +498,60 @@ async function testShareFile(browser, base, args) {
   await page.close();
 }
 
+// Exports from the viewer: the folded download is what `pyro export-folded` writes for the same
+// selection, and importing it gives the same tree back; the PNG is the flame graph's pixels.
+async function testFoldedExport(browser, base, args) {
+  console.log('folded export from the viewer');
+  const { execFileSync } = require('child_process');
+  const page = await openViewer(browser, base, '?file=data/rideshare.pyro&app=ride-sharing-app&tags=region=eu-north');
+  await waitFor(page, (st) => st.flame_painted && st.selector.includes('eu-north'), 'eu-north selected');
+  await click(page, 'export');
+  expect(!!(await stableWidget(page, 'export:folded')), 'the Export menu opens');
+  const download = page.waitForEvent('download');
+  await click(page, 'export:folded');
+  const file = await download;
+  const exported = path.resolve(args.out, 'exported-eu-north.folded');
+  await file.saveAs(exported);
+  expect(/^ride-sharing-app-\d+-\d+\.folded$/.test(file.suggestedFilename()), 'named after app and range',
+         file.suggestedFilename());
+  const cli = path.resolve(args.out, 'cli-eu-north.folded');
+  for (const f of [cli, path.resolve(args.out, 'roundtrip.pyro'), path.resolve(args.out, 'roundtrip.folded')]) {
+    try { fs.unlinkSync(f); } catch (e) { /* absent */ }
+  }
+  const quiet = { stdio: ['ignore', 'ignore', 'inherit'] };
+  execFileSync(args.pyro, ['export-folded', path.join(args.data, 'rideshare.pyro'), 'ride-sharing-app{region="eu-north"}',
+                           '-o', cli], quiet);
+  const text = fs.readFileSync(exported, 'utf8');
+  expect(text.length > 100 && text === fs.readFileSync(cli, 'utf8'), 'the download equals pyro export-folded',
+         [text.length, fs.statSync(cli).size]);
+  execFileSync(args.pyro, ['import-folded', exported, '--app', 'roundtrip', '--at', '1700000000',
+                           '-o', path.resolve(args.out, 'roundtrip.pyro')], quiet);
+  execFileSync(args.pyro, ['export-folded', path.resolve(args.out, 'roundtrip.pyro'), 'roundtrip{}',
+                           '-o', path.resolve(args.out, 'roundtrip.folded')], quiet);
+  expect(fs.readFileSync(path.resolve(args.out, 'roundtrip.folded'), 'utf8') === text,
+         'folded export -> import -> the same tree');
+
+  // PNG of the flame graph: the canvas' pixels in the graph's rectangle, without the menu.
+  const shown = await status(page);
+  await click(page, 'export');
+  await stableWidget(page, 'export:png');
+  const pngDownload = page.waitForEvent('download');
+  await click(page, 'export:png');
+  const png = await pngDownload;
+  const pngPath = path.resolve(args.out, '12-exported-flame-graph.png');
+  await png.saveAs(pngPath);
+  const image = h.decodePng(fs.readFileSync(pngPath));
+  const [, , gw, gh] = widget(shown, 'flame.main');
+  expect(Math.abs(image.width - gw) <= 2 && Math.abs(image.height - gh) <= 2, 'PNG is the flame graph\'s size',
+         [image.width, image.height, gw, gh]);
+  const blocks = h.countPixels(image, [0, 0, image.width, Math.min(image.height, 6 * shown.flame.main.row_height)],
+                               (r, g, b) => r > 150 && g > 60 && b < 120);
+  expect(blocks.share > 0.3, 'PNG shows the flame graph\'s blocks', blocks.share);
+  expect(/^ride-sharing-app-\d+-\d+\.png$/.test(png.suggestedFilename()), 'PNG named after app and range',
+         png.suggestedFilename());
+  await page.close();
+}
+
 (async () => {
   const args = parseArgs(process.argv);
   fs.mkdirSync(args.out, { recursive: true });
@@ -513,8 +567,12 @@ async function testShareFile(browser, base, args) {
     await testMainFlow(browser, url, args.out);
     await testErrorsAndFormats(browser, url, args.out, args.data);
     await testEmbedding(browser, url, args.out);
-    if (args.pyro) await testShareFile(browser, url, args);
-    else console.log('share file: not tested (no --pyro)');
+    if (args.pyro) {
+      await testShareFile(browser, url, args);
+      await testFoldedExport(browser, url, args);
+    } else {
+      console.log('share file and folded export: not tested (no --pyro)');
+    }
   } catch (e) {
     failures.push('exception: ' + (e && e.stack ? e.stack : e));
     console.log('  FAIL exception: ' + (e && e.stack ? e.stack : e));
