@@ -951,23 +951,6 @@ int cmd_slice(const Args& a) {
   return finish_copy(a, &writer, path, stats);
 }
 
-// Reads a whole file; false with *error set when it cannot.
-bool read_whole(const std::string& path, std::string* out, std::string* error) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) {
-    *error = "cannot open '" + path + "': " + std::strerror(errno);
-    return false;
-  }
-  out->clear();
-  char buffer[1 << 16];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0) out->append(buffer, n);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) *error = "cannot read '" + path + "'";
-  return !failed;
-}
-
 std::string base64(const std::string& bytes) {
   static const char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
@@ -1032,9 +1015,9 @@ int cmd_export_html(const Args& a) {
     return runtime_error(a, "'" + *output + "' already exists (pass --force to replace it)");
 
   std::string page, page_script, viewer_script, error;
-  if (!read_whole(viewer_dir + "/index.html", &page, &error) ||
-      !read_whole(viewer_dir + "/viewer-page.js", &page_script, &error) ||
-      !read_whole(viewer_dir + "/viewer-single.js", &viewer_script, &error))
+  if (!read_input(viewer_dir + "/index.html", &page, &error) ||
+      !read_input(viewer_dir + "/viewer-page.js", &page_script, &error) ||
+      !read_input(viewer_dir + "/viewer-single.js", &viewer_script, &error))
     return runtime_error(a, error + " (build the viewer with viewer/build-wasm.sh " + viewer_dir + ")");
 
   // The slice goes through a private temporary folder: the writer creates files atomically by name.
@@ -1054,7 +1037,7 @@ int cmd_export_html(const Args& a) {
     if (rc == kExitOk) rc = copy_blocks(a, data, s.selector, s.from, s.until, &writer, &stats);
     if (rc == kExitOk && !(st = writer.close()).ok()) rc = runtime_error(a, slice_path + ": " + st.to_string());
   }
-  if (rc == kExitOk && !read_whole(slice_path, &slice, &error)) rc = runtime_error(a, error);
+  if (rc == kExitOk && !read_input(slice_path, &slice, &error)) rc = runtime_error(a, error);
   ::unlink(slice_path.c_str());
   ::rmdir(folder);
   if (rc != kExitOk) return rc;
@@ -1076,8 +1059,9 @@ int cmd_export_html(const Args& a) {
     settings += std::string(",\"") + (side[8] == 'f' ? "right_from" : "right_until") + "\":" + json_string(std::to_string(t));
   }
   settings += "}";
+  const std::string encoded = base64(slice);
   const std::string data_script = "window.pyroscopeEmbedded = {\"name\":" + json_string(s.selector.app.empty() ? "profile.pyro" : s.selector.app + ".pyro") +
-                                  ",\"settings\":" + settings + ",\"data\":\"" + base64(slice) + "\"};";
+                                  ",\"settings\":" + settings + ",\"data\":\"" + encoded + "\"};";
   const std::string page_tag = "<script src=\"viewer-page.js\"></script>";
   const size_t page_at = page.find(page_tag);
   const size_t viewer_at = page.find("<script async src=\"viewer.js\"");
@@ -1107,7 +1091,7 @@ int cmd_export_html(const Args& a) {
                "wrote %s: %zu bytes (viewer %zu, data %zu as .pyro, %zu as base64); %" PRIu64 " series, %" PRIu64
                " blocks, %" PRIu64 " samples of %s\n",
                output->c_str(), html.size(), viewer_script.size() + page_script.size(), slice.size(),
-               base64(slice).size(), stats.series, stats.blocks, stats.samples, s.selector_text.c_str());
+               encoded.size(), stats.series, stats.blocks, stats.samples, s.selector_text.c_str());
   return kExitOk;
 }
 
