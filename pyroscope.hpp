@@ -204,6 +204,8 @@ class SymbolTable {
   // Decodes a trie written by encode_trie and interns its names; the ids in the encoding must equal
   // the ids they receive here (size() before the call == first id in the encoding).
   Status decode_trie(ByteSpan bytes);
+  // rank[id] = position of name(id) among all names in byte order (std::string_view's <).
+  void rank_by_name(std::vector<uint32_t>* rank) const;
 
  private:
   struct Hash {
@@ -271,13 +273,22 @@ class Tree {
   Status add_folded(std::string_view text);
   static Status from_folded(std::string_view text, Tree* out);
 
+  // The order of siblings in the binary form: by symbol id (files of format version 1) or by name
+  // (version 2). Name order makes a decoded tree's node ids a left-to-right preorder walk, the order a
+  // flame graph is drawn and folded text is written in, so neither has to sort millions of nodes.
+  enum class Encoding : uint8_t { children_by_symbol_id = 1, children_by_name = 2 };
   // Compact binary form used by the file format (symbol ids refer to symbols()).
-  void encode(std::string* out) const;
-  // Decodes into *this (which must be empty) with symbol ids checked against symbols().size().
-  Status decode(ByteSpan bytes);
+  void encode(std::string* out, Encoding encoding = Encoding::children_by_name) const;
+  // Decodes into *this (which must be empty) with symbol ids checked against symbols().size() and
+  // the sibling order checked against the encoding (a repeated or misordered sibling is corrupt).
+  Status decode(ByteSpan bytes, Encoding encoding = Encoding::children_by_name);
   // Decodes and adds into *this in one pass (the query's merge); symbol ids are remapped through
   // remap when it is non-null (remap[file id] = id in symbols()).
-  Status merge_encoded(ByteSpan bytes, const std::vector<uint32_t>* remap);
+  Status merge_encoded(ByteSpan bytes, const std::vector<uint32_t>* remap,
+                       Encoding encoding = Encoding::children_by_name);
+  // True while node ids are a preorder walk that visits every node's children in name order: a tree
+  // decoded from the name-ordered encoding, or an empty one. Any change that adds a node ends it.
+  bool in_name_preorder() const { return name_preorder_; }
 
   void clear();
 
@@ -300,12 +311,15 @@ class Tree {
   // of nodes the index is most of the cost of a decode (random writes into twice the nodes' memory).
   mutable std::vector<std::pair<uint64_t, uint32_t>> index_;
   mutable std::atomic<bool> index_built_{true};
+  bool name_preorder_ = true;
   void ensure_index() const;
   uint32_t add_child(uint32_t parent, uint32_t symbol);
   void grow_index();
   void rehash(size_t capacity) const;
   void reserve_nodes(size_t count);
-  Status decode_fresh(ByteSpan bytes, uint32_t symbol_limit);
+  // name_rank: null for the symbol-id order; else rank by name of every encoded symbol id.
+  Status decode_fresh(ByteSpan bytes, uint32_t symbol_limit, const uint32_t* name_rank);
+  Status merge_encoded_ranked(ByteSpan bytes, const std::vector<uint32_t>* remap, const uint32_t* name_rank);
   Status add_decoded(const detail::DecodedTree& decoded, const std::vector<uint32_t>* remap);
   friend class DiffTree;
   friend class Dataset;
@@ -1262,6 +1276,14 @@ Status SymbolTable::decode_trie(ByteSpan bytes) {
   return {};
 }
 
+void SymbolTable::rank_by_name(std::vector<uint32_t>* rank) const {
+  std::vector<uint32_t> ids(names_.size());
+  for (uint32_t i = 0; i < ids.size(); i++) ids[i] = i;
+  std::sort(ids.begin(), ids.end(), [&](uint32_t a, uint32_t b) { return names_[a] < names_[b]; });
+  rank->assign(ids.size(), 0);
+  for (uint32_t r = 0; r < ids.size(); r++) (*rank)[ids[r]] = r;
+}
+
 }  // namespace pyroscope
 
 namespace pyroscope {
@@ -1277,7 +1299,8 @@ Tree::Tree(std::shared_ptr<SymbolTable> symbols)
 
 // A copy shares the symbol table and rebuilds its index when first needed: copying the source's index
 // could race with a lookup building it on another thread.
-Tree::Tree(const Tree& other) : symbols_(other.symbols_), nodes_(other.nodes_), index_built_(false) {}
+Tree::Tree(const Tree& other)
+    : symbols_(other.symbols_), nodes_(other.nodes_), index_built_(false), name_preorder_(other.name_preorder_) {}
 
 Tree& Tree::operator=(const Tree& other) {
   if (this != &other) {
@@ -1285,6 +1308,7 @@ Tree& Tree::operator=(const Tree& other) {
     nodes_ = other.nodes_;
     index_.clear();
     index_built_.store(false, std::memory_order_relaxed);
+    name_preorder_ = other.name_preorder_;
   }
   return *this;
 }
@@ -1293,7 +1317,8 @@ Tree::Tree(Tree&& other) noexcept
     : symbols_(std::move(other.symbols_)),
       nodes_(std::move(other.nodes_)),
       index_(std::move(other.index_)),
-      index_built_(other.index_built_.load(std::memory_order_relaxed)) {
+      index_built_(other.index_built_.load(std::memory_order_relaxed)),
+      name_preorder_(other.name_preorder_) {
   other.index_built_.store(true, std::memory_order_relaxed);
 }
 
@@ -1304,6 +1329,7 @@ Tree& Tree::operator=(Tree&& other) noexcept {
     index_ = std::move(other.index_);
     index_built_.store(other.index_built_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     other.index_built_.store(true, std::memory_order_relaxed);
+    name_preorder_ = other.name_preorder_;
   }
   return *this;
 }
@@ -1313,6 +1339,7 @@ void Tree::clear() {
   nodes_.push_back({SymbolTable::kNone, kNoNode, 0, 0});
   index_.clear();
   index_built_.store(true, std::memory_order_relaxed);
+  name_preorder_ = true;
 }
 
 namespace detail {
@@ -1390,6 +1417,7 @@ uint32_t Tree::add_child(uint32_t parent, uint32_t symbol) {
   uint32_t id = uint32_t(nodes_.size());
   nodes_.push_back({symbol, parent, 0, 0});
   index_[i] = {key, id};
+  name_preorder_ = false;
   return id;
 }
 
@@ -1591,19 +1619,38 @@ Status Tree::from_folded(std::string_view text, Tree* out) {
   return out->add_folded(text);
 }
 
-// Binary form: varint node count (root excluded), varint root self, then every node in preorder with
-// children sorted by symbol id: varint (child_count << 1 | has_self), [varint self], varint symbol
-// delta (the first child stores its id, later siblings id - previous id - 1). Totals are derived.
-void Tree::encode(std::string* out) const {
+// Binary form: varint node count (root excluded), varint root self, then every node in preorder:
+// varint (child_count << 1 | has_self), [varint self], varint symbol. Children sorted by symbol id
+// store the first child's id and then id - previous id - 1; children sorted by name store the first
+// child's id and then zigzag(id - previous id). Totals are derived.
+void Tree::encode(std::string* out, Encoding encoding) const {
   size_t n = nodes_.size();
+  const bool by_name = encoding == Encoding::children_by_name;
   std::vector<uint32_t> offsets(n + 1, 0), children(n > 0 ? n - 1 : 0);
   for (size_t i = 1; i < n; i++) offsets[nodes_[i].parent + 1]++;
   for (size_t i = 0; i < n; i++) offsets[i + 1] += offsets[i];
   std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
   for (size_t i = 1; i < n; i++) children[fill[nodes_[i].parent]++] = uint32_t(i);
-  for (size_t i = 0; i < n; i++)
-    std::sort(children.begin() + offsets[i], children.begin() + offsets[i + 1],
-              [&](uint32_t a, uint32_t b) { return nodes_[a].symbol < nodes_[b].symbol; });
+  if (by_name) {
+    // One string sort over the table's names; the siblings are then sorted by integer rank.
+    std::vector<uint32_t> rank;
+    symbols_->rank_by_name(&rank);
+    for (size_t i = 0; i < n; i++)
+      if (offsets[i + 1] - offsets[i] > 1)
+        std::sort(children.begin() + offsets[i], children.begin() + offsets[i + 1],
+                  [&](uint32_t a, uint32_t b) { return rank[nodes_[a].symbol] < rank[nodes_[b].symbol]; });
+  } else {
+    for (size_t i = 0; i < n; i++)
+      if (offsets[i + 1] - offsets[i] > 1)
+        std::sort(children.begin() + offsets[i], children.begin() + offsets[i + 1],
+                  [&](uint32_t a, uint32_t b) { return nodes_[a].symbol < nodes_[b].symbol; });
+  }
+  auto symbol_field = [by_name](uint32_t symbol, uint32_t previous) -> uint64_t {
+    if (previous == SymbolTable::kNone) return symbol;
+    if (!by_name) return symbol - previous - 1;
+    const int64_t delta = int64_t(symbol) - int64_t(previous);
+    return (uint64_t(delta) << 1) ^ uint64_t(delta >> 63);
+  };
   detail::put_varint(out, n - 1);
   detail::put_varint(out, nodes_[kRoot].self);
   detail::put_varint(out, offsets[kRoot + 1] - offsets[kRoot]);
@@ -1621,15 +1668,19 @@ void Tree::encode(std::string* out) const {
     uint64_t child_count = offsets[it.node + 1] - offsets[it.node];
     detail::put_varint(out, child_count << 1 | (node.self ? 1 : 0));
     if (node.self) detail::put_varint(out, node.self);
-    detail::put_varint(out, it.previous_sibling_symbol == SymbolTable::kNone
-                                ? node.symbol
-                                : node.symbol - it.previous_sibling_symbol - 1);
+    detail::put_varint(out, symbol_field(node.symbol, it.previous_sibling_symbol));
     for (uint32_t k = offsets[it.node + 1]; k-- > offsets[it.node];)
       stack.push_back({children[k], k == offsets[it.node] ? SymbolTable::kNone : nodes_[children[k - 1]].symbol});
   }
 }
 
 namespace detail {
+// A rank table's address for decoding: never null, since null means "ordered by symbol id".
+inline const uint32_t* rank_pointer(const std::vector<uint32_t>& rank) {
+  static const uint32_t no_symbols = 0;
+  return rank.empty() ? &no_symbols : rank.data();
+}
+
 // Decodes the binary tree form into flat preorder arrays after checking every field.
 struct DecodedTree {
   uint64_t root_self = 0;
@@ -1642,8 +1693,12 @@ struct DecodedTree {
 // Reads the binary tree form, checking every field, and hands each node to emit(parent, symbol, self)
 // in preorder: parent is the index of an earlier emitted node, or UINT32_MAX for a child of the root.
 // reserve(node_count) comes first, with a count already checked against the input's size.
+// name_rank is null for children sorted by symbol id; for children sorted by name it holds every
+// encoded symbol id's rank by name, and siblings must come in strictly increasing rank (which also
+// rules out a repeated sibling, as strictly increasing ids do in the other order).
 template <class Reserve, class Emit>
-Status decode_tree_nodes(ByteSpan bytes, uint32_t symbol_count, uint64_t* root_self, Reserve&& reserve, Emit&& emit) {
+Status decode_tree_nodes(ByteSpan bytes, uint32_t symbol_count, const uint32_t* name_rank, uint64_t* root_self,
+                         Reserve&& reserve, Emit&& emit) {
   ByteReader in(bytes.data, bytes.size);
   uint64_t node_count = in.varint();
   *root_self = in.varint();
@@ -1674,9 +1729,19 @@ Status decode_tree_nodes(ByteSpan bytes, uint32_t symbol_count, uint64_t* root_s
     uint64_t self = (tag & 1) ? in.varint() : 0;
     uint64_t delta = in.varint();
     if (in.failed) return error(StatusCode::corrupt_file, "tree: truncated node");
-    uint64_t symbol = top.previous_symbol == UINT64_MAX ? delta : top.previous_symbol + 1 + delta;
-    if (delta >= symbol_count || symbol >= symbol_count)
-      return error(StatusCode::corrupt_file, "tree: symbol id " + std::to_string(symbol) + " out of range");
+    uint64_t symbol;
+    if (top.previous_symbol == UINT64_MAX) {
+      symbol = delta;
+    } else if (!name_rank) {
+      symbol = delta >= symbol_count ? UINT64_MAX : top.previous_symbol + 1 + delta;
+    } else {
+      const int64_t signed_delta = int64_t(delta >> 1) ^ -int64_t(delta & 1);
+      symbol = top.previous_symbol + uint64_t(signed_delta);  // below 0 wraps to a huge id
+    }
+    if (symbol >= symbol_count)
+      return error(StatusCode::corrupt_file, "tree: symbol id " + std::to_string(int64_t(symbol)) + " out of range");
+    if (name_rank && top.previous_symbol != UINT64_MAX && name_rank[symbol] <= name_rank[top.previous_symbol])
+      return error(StatusCode::corrupt_file, "tree: children not in name order (symbol " + std::to_string(symbol) + ")");
     if ((tag & 1) && self == 0) return error(StatusCode::corrupt_file, "tree: zero self flagged");
     top.previous_symbol = symbol;
     uint64_t child_count = tag >> 1;
@@ -1691,13 +1756,13 @@ Status decode_tree_nodes(ByteSpan bytes, uint32_t symbol_count, uint64_t* root_s
   return {};
 }
 
-inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, DecodedTree* out) {
+inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, const uint32_t* name_rank, DecodedTree* out) {
   out->parent.clear();
   out->symbol.clear();
   out->self.clear();
   out->total.clear();
   Status status = decode_tree_nodes(
-      bytes, symbol_count, &out->root_self,
+      bytes, symbol_count, name_rank, &out->root_self,
       [&](size_t count) {
         out->parent.reserve(count);
         out->symbol.reserve(count);
@@ -1719,25 +1784,28 @@ inline Status decode_tree(ByteSpan bytes, uint32_t symbol_count, DecodedTree* ou
 }
 }  // namespace detail
 
-Status Tree::decode(ByteSpan bytes) {
+Status Tree::decode(ByteSpan bytes, Encoding encoding) {
   if (nodes_.size() != 1 || nodes_[kRoot].total != 0 || nodes_[kRoot].self != 0) {
     Tree fresh(symbols_);
-    Status st = fresh.decode(bytes);
+    Status st = fresh.decode(bytes, encoding);
     if (!st.ok()) return st;
     clear();
     merge(fresh);
     return {};
   }
-  return decode_fresh(bytes, symbols_->size());
+  if (encoding == Encoding::children_by_symbol_id) return decode_fresh(bytes, symbols_->size(), nullptr);
+  std::vector<uint32_t> rank;
+  symbols_->rank_by_name(&rank);
+  return decode_fresh(bytes, symbols_->size(), detail::rank_pointer(rank));
 }
 
 // Decoded node i becomes node i + 1, in preorder, so parents come before children and totals add up
 // in one backward pass. Symbol ids are only checked against symbol_limit: a caller passing another
-// table's size (a query) maps them before anyone reads them.
-Status Tree::decode_fresh(ByteSpan bytes, uint32_t symbol_limit) {
+// table's size (a query) maps them before anyone reads them, by name, so name order survives.
+Status Tree::decode_fresh(ByteSpan bytes, uint32_t symbol_limit, const uint32_t* name_rank) {
   uint64_t root_self = 0;
   Status status = detail::decode_tree_nodes(
-      bytes, symbol_limit, &root_self, [&](size_t count) { nodes_.reserve(count + 1); },
+      bytes, symbol_limit, name_rank, &root_self, [&](size_t count) { nodes_.reserve(count + 1); },
       [&](uint32_t parent, uint32_t symbol, uint64_t self) {
         nodes_.push_back({symbol, parent == UINT32_MAX ? kRoot : parent + 1, self, self});
       });
@@ -1754,14 +1822,29 @@ Status Tree::decode_fresh(ByteSpan bytes, uint32_t symbol_limit) {
   }
   index_.clear();
   index_built_.store(false, std::memory_order_relaxed);  // built on the first lookup
+  name_preorder_ = name_rank != nullptr;
   return {};
 }
 
-Status Tree::merge_encoded(ByteSpan bytes, const std::vector<uint32_t>* remap) {
-  if (!remap && nodes_.size() == 1 && nodes_[kRoot].total == 0) return decode_fresh(bytes, symbols_->size());
+Status Tree::merge_encoded(ByteSpan bytes, const std::vector<uint32_t>* remap, Encoding encoding) {
+  if (encoding == Encoding::children_by_symbol_id) return merge_encoded_ranked(bytes, remap, nullptr);
+  // The order is checked by name: remapped ids are ranked through the names they map to.
+  std::vector<uint32_t> rank;
+  symbols_->rank_by_name(&rank);
+  if (remap) {
+    std::vector<uint32_t> encoded_rank(remap->size(), 0);
+    for (size_t s = 0; s < remap->size(); s++)
+      encoded_rank[s] = (*remap)[s] < rank.size() ? rank[(*remap)[s]] : uint32_t(rank.size() + s);  // unmapped: refused later
+    return merge_encoded_ranked(bytes, remap, detail::rank_pointer(encoded_rank));
+  }
+  return merge_encoded_ranked(bytes, remap, detail::rank_pointer(rank));
+}
+
+Status Tree::merge_encoded_ranked(ByteSpan bytes, const std::vector<uint32_t>* remap, const uint32_t* name_rank) {
+  if (!remap && nodes_.size() == 1 && nodes_[kRoot].total == 0) return decode_fresh(bytes, symbols_->size(), name_rank);
   detail::DecodedTree d;
   uint32_t symbol_limit = remap ? uint32_t(std::min<size_t>(remap->size(), SymbolTable::kNone)) : symbols_->size();
-  Status st = detail::decode_tree(bytes, symbol_limit, &d);
+  Status st = detail::decode_tree(bytes, symbol_limit, name_rank, &d);
   if (!st.ok()) return st;
   if (remap)
     for (uint32_t s : d.symbol)
@@ -2024,7 +2107,10 @@ namespace pyroscope {
 namespace detail {
 
 constexpr char kMagic[8] = {'\x89', 'P', 'Y', 'R', 'O', '\r', '\n', '\x1a'};
-constexpr uint32_t kFormatVersion = 1;
+// Version 2 stores siblings in name order (Tree::Encoding::children_by_name); version 1 by symbol id.
+// New files are version 2; version 1 files are read, and appended to in their own encoding.
+constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kOldestFormatVersion = 1;
 constexpr size_t kFileHeaderSize = 64;
 constexpr size_t kRecordHeaderSize = 12;
 constexpr uint32_t kMaxRecordPayload = 1u << 30;
@@ -2038,6 +2124,10 @@ struct FileHeader {
   uint32_t multiplier = 10;
   int64_t created = 0;
 };
+
+inline Tree::Encoding tree_encoding(const FileHeader& h) {
+  return h.version >= 2 ? Tree::Encoding::children_by_name : Tree::Encoding::children_by_symbol_id;
+}
 
 inline std::string encode_file_header(const FileHeader& h) {
   std::string out(kMagic, 8);
@@ -2061,9 +2151,10 @@ inline Status decode_file_header(ByteSpan bytes, FileHeader* h) {
   const uint8_t* p = bytes.data;
   if (std::memcmp(p, kMagic, 8) != 0) return error(StatusCode::corrupt_file, "not a .pyro file (bad magic bytes)");
   h->version = get_u32(p + 8);
-  if (h->version != kFormatVersion)
+  if (h->version < kOldestFormatVersion || h->version > kFormatVersion)
     return error(StatusCode::unsupported_version, "file format version " + std::to_string(h->version) +
-                                                       ", this build reads version " + std::to_string(kFormatVersion));
+                                                       ", this build reads versions " + std::to_string(kOldestFormatVersion) +
+                                                       " to " + std::to_string(kFormatVersion));
   if (crc32(p, 60) != get_u32(p + 60)) return error(StatusCode::corrupt_file, "file header checksum mismatch");
   if (get_u32(p + 12) != kFileHeaderSize) return error(StatusCode::corrupt_file, "bad header size");
   h->resolution = int64_t(get_u64(p + 16));
@@ -2137,8 +2228,18 @@ struct File::Impl {
   std::vector<SeriesKey> series_keys;
   std::vector<detail::SeriesIndex> series;
   int levels = 1;  // 1 + highest level with an entry
+  // Rank by name of every symbol, to check the sibling order of name-ordered trees; made by the
+  // first query that needs it (concurrent queries share it).
+  mutable std::once_flag name_rank_once;
+  mutable std::vector<uint32_t> name_rank;
 
   ~Impl() { unmap(); }
+  // What decoding this file's trees takes: null for version 1 files (ordered by symbol id).
+  const uint32_t* tree_name_rank() const {
+    if (detail::tree_encoding(header) == Tree::Encoding::children_by_symbol_id) return nullptr;
+    std::call_once(name_rank_once, [this] { symbols->rank_by_name(&name_rank); });
+    return detail::rank_pointer(name_rank);
+  }
   void unmap() {
 #if defined(PYROSCOPE_PLATFORM_LINUX)
     if (mapping) munmap(mapping, mapping_size);
@@ -2565,7 +2666,7 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
         Tree& result = out->tree;
         if (result.nodes_.size() == 1 && result.nodes_[Tree::kRoot].total == 0) {
           // The first tree (often the only one): decoded in place, file symbol ids mapped afterwards.
-          Status ds = result.decode_fresh(tree_bytes, fi.symbols->size());
+          Status ds = result.decode_fresh(tree_bytes, fi.symbols->size(), fi.tree_name_rank());
           if (ds.ok() && result.total() != e.samples)
             ds = detail::error(StatusCode::corrupt_file, "tree total differs from its record");
           if (!ds.ok()) {
@@ -2583,7 +2684,7 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
         }
         // Map the file's ids to the result's lazily: only symbols that occur get interned.
         detail::DecodedTree d;
-        Status ds = detail::decode_tree(tree_bytes, fi.symbols->size(), &d);
+        Status ds = detail::decode_tree(tree_bytes, fi.symbols->size(), fi.tree_name_rank(), &d);
         if (!ds.ok()) {
           failed = Status(ds.code(), s.key.to_string() + " block " + std::to_string(e.index) + ": " + ds.message());
           return;
@@ -2673,7 +2774,7 @@ struct Writer::State {
     detail::put_varint(&payload, uint64_t(level));
     detail::put_varint(&payload, (uint64_t(index) << 1) ^ uint64_t(index >> 63));
     detail::put_varint(&payload, tree.total());
-    tree.encode(&payload);
+    tree.encode(&payload, detail::tree_encoding(header));
     detail::append_record(out, detail::kRecordTree, payload);
   }
 
@@ -2813,7 +2914,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
       acc.tree.reset(new Tree(s->symbols));
       Status failed;
       fi.cover(si, begin, end, [&](const detail::TreeEntry& e) {
-        if (failed.ok()) failed = acc.tree->merge_encoded({fi.bytes.data + e.offset, e.size}, nullptr);
+        if (failed.ok()) failed = acc.tree->merge_encoded_ranked({fi.bytes.data + e.offset, e.size}, nullptr, fi.tree_name_rank());
       });
       if (!failed.ok()) return Status(failed.code(), "refusing to append: " + path + ": " + failed.message());
     }

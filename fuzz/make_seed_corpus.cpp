@@ -105,6 +105,8 @@ void file_seeds() {
     write_seed("fuzz_file", "empty.pyro", read_file(path));
     std::remove(path.c_str());
   }
+  // A file of the old format version (the writer only makes new ones): its trees are ordered by id.
+  write_seed("fuzz_file", "golden-v1.pyro", read_file(PYROSCOPE_GOLDEN_V1));
   ::rmdir(dir.c_str());
 }
 
@@ -123,11 +125,14 @@ void tree_seeds() {
     pyroscope::Tree source = tree_of(kFolded[i]);
     pyroscope::Tree tree(symbols);
     tree.merge(source);  // the source's names get ids after f49: the target only needs ids < size
-    std::string bytes(2, '\0');
-    bytes[0] = static_cast<char>(symbols->size() & 0xff);
-    bytes[1] = static_cast<char>(symbols->size() >> 8);
-    tree.encode(&bytes);
-    write_seed("fuzz_tree_decode", "tree" + std::to_string(i) + ".bin", bytes);
+    for (bool by_id : {false, true}) {  // the target's header bit 15 picks the sibling order
+      std::string bytes(2, '\0');
+      bytes[0] = static_cast<char>(symbols->size() & 0xff);
+      bytes[1] = static_cast<char>((symbols->size() >> 8) | (by_id ? 0x80 : 0));
+      tree.encode(&bytes, by_id ? pyroscope::Tree::Encoding::children_by_symbol_id
+                                : pyroscope::Tree::Encoding::children_by_name);
+      write_seed("fuzz_tree_decode", "tree" + std::to_string(i) + (by_id ? "-by-id" : "-by-name") + ".bin", bytes);
+    }
   }
 }
 

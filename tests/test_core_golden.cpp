@@ -1,9 +1,10 @@
-// Golden file: tests/data/golden-v1.pyro was written by format version 1 from the content below and
-// is checked in. Reading it must keep giving that content, so a change to the format that breaks old
-// files is noticed. When the format version changes on purpose, keep this file (old files must still
-// open or be refused with unsupported_version) and add a golden file for the new version.
+// Golden files: tests/data/golden-v1.pyro and golden-v2.pyro were written by format versions 1 and 2
+// from the content below and are checked in. Reading them must keep giving that content, so a change
+// to the format that breaks old files is noticed. When the format version changes on purpose, keep
+// these files (old files must still open or be refused with unsupported_version) and add a golden
+// file for the new version.
 //
-// Regenerate (only for a new format version, never to make this test pass):
+// Write the current version's file (only for a new format version, never to make this test pass):
 //   PYROSCOPE_WRITE_GOLDEN=tests/data/golden-vN.pyro build/test-release/tests/test_core_golden
 #include "test_core_support.hpp"
 
@@ -16,7 +17,6 @@ namespace {
 constexpr int64_t kStart = 1700000000;
 constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
 constexpr int kBlocks = 25;
-const char* const kGoldenName = "golden-v1.pyro";
 
 std::vector<SeriesKey> golden_series() {
   return {SeriesKey("ride-sharing-app", {{"region", "eu-north"}, {"vehicle", "car"}}),
@@ -37,7 +37,34 @@ StackCounts golden_stacks(size_t s, int block) {
   return stacks;
 }
 
-std::string golden_path() { return std::string(PYROSCOPE_TEST_DATA_DIR) + "/" + kGoldenName; }
+std::string golden_path(int version) {
+  return std::string(PYROSCOPE_TEST_DATA_DIR) + "/golden-v" + std::to_string(version) + ".pyro";
+}
+
+// The golden content of series s over blocks [0, blocks), queried block by block and as a whole.
+// A query answered by one stored tree of a version 2 file keeps the file's name order.
+void check_golden_content(const pyroscope::Dataset& data, int blocks, int version) {
+  const std::vector<SeriesKey> series = golden_series();
+  for (size_t s = 0; s < series.size(); ++s) {
+    CAPTURE(series[s].to_string());
+    StackCounts whole;
+    std::vector<uint64_t> timeline;
+    for (int block = 0; block < blocks; ++block) {
+      const StackCounts stacks = has_block(s, block) ? golden_stacks(s, block) : StackCounts{};
+      core_test::add_counts(&whole, stacks);
+      timeline.push_back(core_test::sum_of(stacks));
+      pyroscope::QueryResult one;
+      REQUIRE(data.query(series[s].to_string(), kStart + block * kStep, kStart + (block + 1) * kStep, &one).ok());
+      CHECK(core_test::stacks_of(one.tree) == stacks);
+      if (one.merges == 1) CHECK(one.tree.in_name_preorder() == (version >= 2));
+    }
+    pyroscope::QueryResult result;
+    REQUIRE(data.query(series[s].to_string(), kStart, kStart + blocks * kStep, &result).ok());
+    CHECK(core_test::stacks_of(result.tree) == whole);
+    CHECK(result.timeline.samples == timeline);
+    CHECK(result.series_matched == 1);
+  }
+}
 
 }  // namespace
 
@@ -56,51 +83,75 @@ TEST_CASE("golden: write the golden file when asked to") {
   MESSAGE("wrote " << target);
 }
 
-TEST_CASE("golden: the version 1 file still reads back its content") {
-  const std::string bytes = core_test::read_file(golden_path());
-  REQUIRE_MESSAGE(!bytes.empty(), "missing " << golden_path());
-  CHECK(bytes.size() < 20 * 1024);
+TEST_CASE("golden: the files of every format version read back their content") {
+  for (int version : {1, 2}) {
+    CAPTURE(version);
+    const std::string bytes = core_test::read_file(golden_path(version));
+    REQUIRE_MESSAGE(!bytes.empty(), "missing " << golden_path(version));
+    CHECK(bytes.size() < 20 * 1024);
 
-  pyroscope::File file;
-  const Status status = file.open_path(golden_path());
-  REQUIRE_MESSAGE(status.ok(), status.to_string());
-  const std::vector<SeriesKey> series = golden_series();
-  size_t blocks = 0;
-  for (size_t s = 0; s < series.size(); ++s)
-    for (int block = 0; block < kBlocks; ++block) blocks += has_block(s, block);
-  CHECK(file.info().format_version == 1);
-  CHECK(file.info().resolution_seconds == kStep);
-  CHECK(file.info().multiplier == 10);
-  CHECK(file.info().series_count == series.size());
-  CHECK(file.info().block_count == blocks);
-  CHECK(file.info().first_time == kStart);
-  CHECK(file.info().end_time == kStart + kBlocks * kStep);
-  CHECK(file.info().valid_bytes == bytes.size());
+    pyroscope::File file;
+    const Status status = file.open_path(golden_path(version));
+    REQUIRE_MESSAGE(status.ok(), status.to_string());
+    const std::vector<SeriesKey> series = golden_series();
+    size_t blocks = 0;
+    for (size_t s = 0; s < series.size(); ++s)
+      for (int block = 0; block < kBlocks; ++block) blocks += has_block(s, block);
+    CHECK(file.info().format_version == static_cast<uint32_t>(version));
+    CHECK(file.info().resolution_seconds == kStep);
+    CHECK(file.info().multiplier == 10);
+    CHECK(file.info().series_count == series.size());
+    CHECK(file.info().block_count == blocks);
+    CHECK(file.info().first_time == kStart);
+    CHECK(file.info().end_time == kStart + kBlocks * kStep);
+    CHECK(file.info().valid_bytes == bytes.size());
 
-  pyroscope::Dataset data;
-  REQUIRE(data.add_bytes(bytes).ok());
-  CHECK(data.apps() == std::vector<std::string>{"db", "ride-sharing-app"});
-  CHECK(data.tag_keys("ride-sharing-app") == std::vector<std::string>{"region", "vehicle"});
-  CHECK(data.tag_values("ride-sharing-app", "region") == std::vector<std::string>{"eu-north", "us-east"});
-  CHECK(data.tag_values("db", "host") == std::vector<std::string>{"db-1"});
-
-  for (size_t s = 0; s < series.size(); ++s) {
-    CAPTURE(series[s].to_string());
-    // Every block on its own, and the whole range with its timeline.
-    StackCounts whole;
-    std::vector<uint64_t> timeline;
-    for (int block = 0; block < kBlocks; ++block) {
-      const StackCounts stacks = has_block(s, block) ? golden_stacks(s, block) : StackCounts{};
-      core_test::add_counts(&whole, stacks);
-      timeline.push_back(core_test::sum_of(stacks));
-      pyroscope::QueryResult one;
-      REQUIRE(data.query(series[s].to_string(), kStart + block * kStep, kStart + (block + 1) * kStep, &one).ok());
-      CHECK(core_test::stacks_of(one.tree) == stacks);
-    }
-    pyroscope::QueryResult result;
-    REQUIRE(data.query(series[s].to_string(), kStart, kStart + kBlocks * kStep, &result).ok());
-    CHECK(core_test::stacks_of(result.tree) == whole);
-    CHECK(result.timeline.samples == timeline);
-    CHECK(result.series_matched == 1);
+    pyroscope::Dataset data;
+    REQUIRE(data.add_bytes(bytes).ok());
+    CHECK(data.apps() == std::vector<std::string>{"db", "ride-sharing-app"});
+    CHECK(data.tag_keys("ride-sharing-app") == std::vector<std::string>{"region", "vehicle"});
+    CHECK(data.tag_values("ride-sharing-app", "region") == std::vector<std::string>{"eu-north", "us-east"});
+    CHECK(data.tag_values("db", "host") == std::vector<std::string>{"db-1"});
+    check_golden_content(data, kBlocks, version);
   }
+}
+
+TEST_CASE("golden: a new file is written in the newest version") {
+  core_test::TempDir dir;
+  const std::string path = dir.path() + "/new.pyro";
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path).ok());
+  REQUIRE(writer.append(golden_series()[0], kStart, core_test::tree_of(golden_stacks(0, 0))).ok());
+  REQUIRE(writer.close().ok());
+  pyroscope::File file;
+  REQUIRE(file.open_path(path).ok());
+  CHECK(file.info().format_version == 2);
+}
+
+TEST_CASE("golden: appending to a version 1 file keeps it version 1 and readable") {
+  // Old files stay appendable: the writer continues in their own tree encoding, so the upper levels it
+  // seals (which merge stored version 1 trees) and the new blocks read back with the old ones.
+  core_test::TempDir dir;
+  const std::string path = dir.path() + "/old.pyro";
+  core_test::write_file(path, core_test::read_file(golden_path(1)));
+  const std::vector<SeriesKey> series = golden_series();
+  constexpr int kMoreBlocks = 12;  // crosses the level-1 boundary at block 30
+  {
+    pyroscope::Writer writer;
+    const Status status = writer.open(path);
+    REQUIRE_MESSAGE(status.ok(), status.to_string());
+    for (int block = kBlocks; block < kBlocks + kMoreBlocks; ++block)
+      for (size_t s = 0; s < series.size(); ++s)
+        if (has_block(s, block))
+          REQUIRE(writer.append(series[s], kStart + block * kStep, core_test::tree_of(golden_stacks(s, block))).ok());
+    REQUIRE(writer.close().ok());
+  }
+  pyroscope::File file;
+  REQUIRE(file.open_path(path).ok());
+  CHECK(file.info().format_version == 1);
+  CHECK(file.info().end_time == kStart + (kBlocks + kMoreBlocks) * kStep);
+  CHECK(file.info().stored_trees > file.info().block_count);  // sealed upper levels among them
+  pyroscope::Dataset data;
+  REQUIRE(data.add_file(path).ok());
+  check_golden_content(data, kBlocks + kMoreBlocks, 1);
 }

@@ -468,17 +468,19 @@ TEST_CASE("tree: stacks 10,000 frames deep work without recursion") {
   CHECK(path_ok);
 }
 
-TEST_CASE("encode: decode and merge_encoded round trips") {
+TEST_CASE("encode: decode and merge_encoded round trips, in both sibling orders") {
   std::mt19937 rng(17);
-  for (int round = 0; round < 10; ++round) {
+  for (int round = 0; round < 20; ++round) {
+    const Tree::Encoding encoding = round % 2 ? Tree::Encoding::children_by_symbol_id : Tree::Encoding::children_by_name;
+    CAPTURE(static_cast<int>(encoding));
     const StackCounts input = core_test::random_stacks(rng, 250, 12);
     const Tree tree = core_test::tree_of(input);
     std::string encoded;
-    tree.encode(&encoded);
+    tree.encode(&encoded, encoding);
     REQUIRE_FALSE(encoded.empty());
 
     Tree decoded(tree.shared_symbols());
-    REQUIRE(decoded.decode(core_test::span_of(encoded)).ok());
+    REQUIRE(decoded.decode(core_test::span_of(encoded), encoding).ok());
     CHECK(stacks_of(decoded) == input);
     CHECK(core_test::totals_consistent(decoded));
 
@@ -486,7 +488,7 @@ TEST_CASE("encode: decode and merge_encoded round trips") {
     const StackCounts other_input = core_test::random_stacks(rng, 100, 12);
     Tree target(tree.shared_symbols());
     for (const auto& [stack, count] : other_input) core_test::insert_stack(&target, stack, count);
-    REQUIRE(target.merge_encoded(core_test::span_of(encoded), nullptr).ok());
+    REQUIRE(target.merge_encoded(core_test::span_of(encoded), nullptr, encoding).ok());
     StackCounts expected = other_input;
     core_test::add_counts(&expected, input);
     CHECK(stacks_of(target) == expected);
@@ -496,12 +498,90 @@ TEST_CASE("encode: decode and merge_encoded round trips") {
     core_test::insert_stack(&remapped, "zz;Δ_unicode", 4);
     std::vector<uint32_t> remap(tree.symbols().size());
     for (uint32_t id = tree.symbols().size(); id-- > 0;) remap[id] = remapped.symbols().intern(tree.symbols().name(id));
-    REQUIRE(remapped.merge_encoded(core_test::span_of(encoded), &remap).ok());
+    REQUIRE(remapped.merge_encoded(core_test::span_of(encoded), &remap, encoding).ok());
     StackCounts expected_remapped = input;
     expected_remapped["zz;Δ_unicode"] += 4;
     CHECK(stacks_of(remapped) == expected_remapped);
     CHECK(core_test::totals_consistent(remapped));
   }
+}
+
+TEST_CASE("encode: a tree decoded from the name order is a left-to-right preorder walk") {
+  std::mt19937 rng(31);
+  const StackCounts input = core_test::random_stacks(rng, 300, 10);
+  const Tree tree = core_test::tree_of(input);
+  CHECK_FALSE(tree.in_name_preorder());  // built by inserts
+  CHECK(Tree().in_name_preorder());      // nothing to order
+
+  std::string by_name, by_id;
+  tree.encode(&by_name, Tree::Encoding::children_by_name);
+  tree.encode(&by_id, Tree::Encoding::children_by_symbol_id);
+  Tree decoded(tree.shared_symbols()), decoded_by_id(tree.shared_symbols());
+  REQUIRE(decoded.decode(core_test::span_of(by_name)).ok());
+  REQUIRE(decoded_by_id.decode(core_test::span_of(by_id), Tree::Encoding::children_by_symbol_id).ok());
+  CHECK(decoded.in_name_preorder());
+  CHECK_FALSE(decoded_by_id.in_name_preorder());
+  CHECK(stacks_of(decoded_by_id) == input);
+
+  // The preorder walk over sorted_children (the header's drawing order) visits ids 1, 2, 3, ...
+  std::vector<uint32_t> offsets, children;
+  decoded.sorted_children(&offsets, &children);
+  std::vector<uint32_t> stack(children.begin() + offsets[0], children.begin() + offsets[1]);
+  std::reverse(stack.begin(), stack.end());
+  uint32_t expected_id = 1;
+  bool in_order = true;
+  while (!stack.empty()) {
+    const uint32_t node = stack.back();
+    stack.pop_back();
+    in_order = in_order && node == expected_id++;
+    for (uint32_t k = offsets[node + 1]; k-- > offsets[node];) stack.push_back(children[k]);
+  }
+  CHECK(in_order);
+  CHECK(expected_id == decoded.node_count());
+
+  Tree copy = decoded;
+  CHECK(copy.in_name_preorder());
+  core_test::insert_stack(&copy, input.begin()->first, 1);  // an existing path: no new node
+  CHECK(copy.in_name_preorder());
+  core_test::insert_stack(&copy, "a;new;path", 1);
+  CHECK_FALSE(copy.in_name_preorder());
+  copy.clear();
+  CHECK(copy.in_name_preorder());
+}
+
+TEST_CASE("encode: name-ordered siblings out of order, repeated or out of range are refused") {
+  Tree names;
+  const uint32_t a = names.symbols().intern("b_second");  // id 0, second by name
+  const uint32_t b = names.symbols().intern("a_first");   // id 1, first by name
+  // Two root children, each with one self sample: [node count 2, root self 0, root children 2],
+  // then per child (child_count 0 << 1 | has_self 1), self 1, symbol field.
+  auto two_children = [](uint64_t first_symbol, uint64_t second_field) {
+    std::string bytes;
+    for (uint64_t v : {uint64_t(2), uint64_t(0), uint64_t(2), uint64_t(1), uint64_t(1), first_symbol, uint64_t(1),
+                       uint64_t(1), second_field})
+      bytes.push_back(static_cast<char>(v));
+    return bytes;
+  };
+  auto decode = [&](const std::string& bytes) {
+    Tree decoded(names.shared_symbols());
+    return decoded.decode(core_test::span_of(bytes));
+  };
+  // In order: a_first (id 1), then b_second (id 0): delta -1, zigzag 1.
+  const pyroscope::Status ordered = decode(two_children(b, 1));
+  CHECK_MESSAGE(ordered.ok(), ordered.to_string());
+  // Out of order: b_second (id 0), then a_first (id 1): delta +1, zigzag 2.
+  const pyroscope::Status misordered = decode(two_children(a, 2));
+  CHECK(misordered.code() == pyroscope::StatusCode::corrupt_file);
+  CHECK(misordered.message().find("name order") != std::string::npos);
+  // Repeated: delta 0.
+  CHECK(decode(two_children(a, 0)).code() == pyroscope::StatusCode::corrupt_file);
+  // Below id 0: from id 0, delta -1.
+  const pyroscope::Status below = decode(two_children(a, 1));
+  CHECK(below.code() == pyroscope::StatusCode::corrupt_file);
+  CHECK(below.message().find("out of range") != std::string::npos);
+  // The same bytes in the symbol-id order read the second field as id + 1 + field.
+  Tree by_id(names.shared_symbols());
+  CHECK(by_id.decode(core_test::span_of(two_children(a, 0)), Tree::Encoding::children_by_symbol_id).ok());
 }
 
 TEST_CASE("encode: a decoded tree answers lookups, also from several threads at once, and takes inserts") {
