@@ -123,8 +123,6 @@ std::string package_of(std::string_view name) {
 // ---------------------------------------------------------------------------------------------------
 
 void FlameLayout::clear() {
-  children_offsets.clear();
-  children.clear();
   row_offsets.clear();
   row_nodes.clear();
   slot_of.clear();
@@ -140,6 +138,10 @@ uint32_t FlameLayout::depth(uint32_t node) const {
 
 void FlameLayout::build(const Tree& tree) {
   clear();
+  if (tree.in_name_preorder()) {
+    build_from_name_preorder(tree);
+    return;
+  }
   const uint32_t n = tree.node_count();
   // Children in name order (Tree::sorted_children's order), sorted by each symbol's rank among the
   // names this tree uses: one string sort over the distinct names instead of string comparisons at
@@ -157,43 +159,65 @@ void FlameLayout::build(const Tree& tree) {
               [&](uint32_t a, uint32_t b) { return symbols.name(a) < symbols.name(b); });
     for (uint32_t r = 0; r < names.size(); ++r) rank[names[r]] = r;
   }
-  children_offsets.assign(static_cast<size_t>(n) + 1, 0);
-  for (uint32_t i = 1; i < n; ++i) ++children_offsets[tree.parent(i) + 1];
-  for (uint32_t i = 0; i < n; ++i) children_offsets[i + 1] += children_offsets[i];
-  children.assign(n > 0 ? n - 1 : 0, 0);
+  // Each child gets a record with its sort key, its width and where its own children's records are,
+  // all read while the nodes are read in memory order. The sort and the breadth-first pass below then
+  // read only records, contiguous per parent: on millions of nodes the pass was bound by reading
+  // nodes (and their children's offsets) scattered by id.
+  struct ChildRecord {
+    uint32_t rank;
+    uint32_t node;
+    uint32_t children_begin;
+    uint32_t children_end;
+    double width;
+  };
+  std::vector<uint32_t> offsets(static_cast<size_t>(n) + 1, 0);
+  for (uint32_t i = 1; i < n; ++i) ++offsets[tree.parent(i) + 1];
+  for (uint32_t i = 0; i < n; ++i) offsets[i + 1] += offsets[i];
+  std::vector<ChildRecord> records(n > 0 ? n - 1 : 0);
   {
-    std::vector<uint32_t> fill(children_offsets.begin(), children_offsets.end() - 1);
-    for (uint32_t i = 1; i < n; ++i) children[fill[tree.parent(i)]++] = i;
-  }
-  for (uint32_t i = 0; i < n; ++i) {
-    const auto begin = children.begin() + children_offsets[i], end = children.begin() + children_offsets[i + 1];
-    if (end - begin > 1) {
-      std::sort(begin, end, [&](uint32_t a, uint32_t b) { return rank[tree.symbol(a)] < rank[tree.symbol(b)]; });
+    std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
+    for (uint32_t i = 1; i < n; ++i) {
+      records[fill[tree.parent(i)]++] = {rank[tree.symbol(i)], i, offsets[i], offsets[i + 1],
+                                         static_cast<double>(tree.node_total(i))};
     }
   }
+  const uint32_t root_children_begin = offsets[Tree::kRoot], root_children_end = offsets[Tree::kRoot + 1];
+  offsets = std::vector<uint32_t>();
   rank = std::vector<uint32_t>();
+  auto sort_group = [&](uint32_t begin, uint32_t end) {
+    auto by_rank = [](const ChildRecord& a, const ChildRecord& b) { return a.rank < b.rank; };
+    if (end - begin > 1 && !std::is_sorted(records.begin() + begin, records.begin() + end, by_rank)) {
+      std::sort(records.begin() + begin, records.begin() + end, by_rank);
+    }
+  };
+  sort_group(root_children_begin, root_children_end);
+  for (const ChildRecord& record : records) sort_group(record.children_begin, record.children_end);
 
   // Rows, breadth-first: each row comes out left to right, so it is sorted by left edge for free, and
   // the children of slot k take the next slots in order, so their edges are placed in the same pass.
-  // (A depth-first walk reads the tree in memory order but scatters its writes over every row at
-  // once; measured slower on millions of nodes.)
+  // (A depth-first walk scatters its writes over every row at once; measured slower.)
   row_nodes.resize(n);
   slot_left.resize(n);
   slot_right.resize(n);
+  std::vector<uint32_t> slot_children(2 * static_cast<size_t>(n));  // [begin, end) of records, per slot
   row_nodes[0] = Tree::kRoot;
   slot_left[0] = 0.0;
   slot_right[0] = static_cast<double>(tree.total());
+  slot_children[0] = root_children_begin;
+  slot_children[1] = root_children_end;
   row_offsets.push_back(0);
   size_t written = 1;
   for (size_t begin = 0, end = 1; begin < end; begin = end, end = written) {
     for (size_t k = begin; k < end; ++k) {
-      const uint32_t node = row_nodes[k];
       double x = slot_left[k];
-      for (uint32_t c = children_offsets[node]; c < children_offsets[node + 1]; ++c) {
-        row_nodes[written] = children[c];
+      for (uint32_t c = slot_children[2 * k]; c < slot_children[2 * k + 1]; ++c) {
+        const ChildRecord& child = records[c];
+        row_nodes[written] = child.node;
         slot_left[written] = x;
-        x += static_cast<double>(tree.node_total(children[c]));
+        x += child.width;
         slot_right[written] = x;
+        slot_children[2 * written] = child.children_begin;
+        slot_children[2 * written + 1] = child.children_end;
         ++written;
       }
     }
@@ -204,17 +228,58 @@ void FlameLayout::build(const Tree& tree) {
   depth_count = static_cast<uint32_t>(row_offsets.size() - 1);
 }
 
+// A tree whose ids are a left-to-right preorder walk (a query answered by one stored tree) needs no
+// sorting and no breadth-first pass. Walking ids in order, every node of depth d comes after its left
+// sibling's whole subtree, so one cursor per depth says where it starts: placing a node sets the
+// cursor below it to its own left edge, where its first child will start. Each depth's nodes also
+// come left to right, so a node's slot is its row's start plus the nodes of that depth seen so far.
+// Two sequential passes (depths and row sizes, then placement) without sorting or branching on the
+// tree's shape: on millions of nodes about ten times faster than the general build.
+void FlameLayout::build_from_name_preorder(const Tree& tree) {
+  const uint32_t n = tree.node_count();
+  // slot_of holds each node's depth until the second pass replaces it with the node's slot: one
+  // array of fresh memory less (in the browser, first touches of new memory are a large part of
+  // the cost).
+  slot_of.resize(n);
+  std::vector<uint32_t> row_sizes(1, 1);
+  slot_of[Tree::kRoot] = 0;
+  for (uint32_t i = 1; i < n; ++i) {
+    const uint32_t depth = slot_of[tree.parent(i)] + 1;
+    slot_of[i] = depth;
+    if (depth == row_sizes.size()) row_sizes.push_back(0);
+    ++row_sizes[depth];
+  }
+  depth_count = static_cast<uint32_t>(row_sizes.size());
+  row_offsets.assign(depth_count + 1, 0);
+  for (uint32_t d = 0; d < depth_count; ++d) row_offsets[d + 1] = row_offsets[d] + row_sizes[d];
+  std::vector<uint32_t>& next_slot = row_sizes;  // reused: the next free slot of each row
+  std::copy(row_offsets.begin(), row_offsets.end() - 1, next_slot.begin());
+  std::vector<double> cursor(depth_count + 1, 0.0);
+
+  row_nodes.resize(n);
+  slot_left.resize(n);
+  slot_right.resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint32_t depth = slot_of[i];
+    const double left = cursor[depth];
+    const double right = left + static_cast<double>(tree.node_total(i));
+    cursor[depth] = right;
+    cursor[depth + 1] = left;
+    const uint32_t slot = next_slot[depth]++;
+    row_nodes[slot] = i;
+    slot_of[i] = slot;
+    slot_left[slot] = left;
+    slot_right[slot] = right;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 
-void aggregate_functions(const Tree& tree, const FlameLayout& layout, const DiffTree* diff,
-                         std::vector<FunctionRow>* rows) {
+void aggregate_functions(const Tree& tree, const DiffTree* diff, std::vector<FunctionRow>* rows) {
   rows->clear();
   const uint32_t symbol_count = tree.symbols().size();
   std::vector<FunctionRow> by_symbol(symbol_count);
   std::vector<uint32_t> on_path(symbol_count, 0);
-  const auto& offsets = layout.children_offsets;
-  const auto& children = layout.children;
-  if (offsets.empty()) return;
   auto enter = [&](uint32_t node) {
     const uint32_t symbol = tree.symbol(node);
     FunctionRow& row = by_symbol[symbol];
@@ -254,6 +319,15 @@ void aggregate_functions(const Tree& tree, const FlameLayout& layout, const Diff
     std::fill(by_symbol.begin(), by_symbol.end(), FunctionRow());
     std::fill(on_path.begin(), on_path.end(), 0u);
     stack.clear();
+    // Children grouped by parent, in any order: the totals do not depend on it.
+    const uint32_t n = tree.node_count();
+    std::vector<uint32_t> offsets(static_cast<size_t>(n) + 1, 0), children(n > 0 ? n - 1 : 0);
+    for (uint32_t i = 1; i < n; ++i) ++offsets[tree.parent(i) + 1];
+    for (uint32_t i = 0; i < n; ++i) offsets[i + 1] += offsets[i];
+    {
+      std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
+      for (uint32_t i = 1; i < n; ++i) children[fill[tree.parent(i)]++] = i;
+    }
     for (uint32_t c = offsets[Tree::kRoot]; c < offsets[Tree::kRoot + 1]; ++c) stack.push_back(children[c]);
     while (!stack.empty()) {
       const uint32_t entry = stack.back();

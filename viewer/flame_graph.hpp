@@ -8,8 +8,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "imgui.h"
@@ -30,22 +34,45 @@ struct FlamePalette {
   bool dark = true;
 };
 
+// An allocator whose resize() leaves trivial elements uninitialized: the layout writes every element
+// right after sizing its arrays, and zero-filling tens of megabytes first was a pass for nothing.
+template <class T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <class U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+template <class T>
+using LayoutArray = std::vector<T, UninitializedAllocator<T>>;
+
 // Where each node of a tree sits, built once per tree. Nodes are numbered by "slot": depth by depth,
 // each depth left to right (breadth-first order). The edges are stored by slot, so the binary searches
 // of a frame run over contiguous memory; by node they are scattered over a tree of millions of nodes,
 // and in WebAssembly, without huge pages, those scattered reads made a frame 8x slower.
 struct FlameLayout {
-  std::vector<uint32_t> children_offsets;  // children in name order (Tree::sorted_children's order)
-  std::vector<uint32_t> children;
   std::vector<uint32_t> row_offsets;       // depth d: slots [row_offsets[d], row_offsets[d+1])
-  std::vector<uint32_t> row_nodes;         // slot -> node
-  std::vector<uint32_t> slot_of;           // node -> slot
-  std::vector<double> slot_left;           // slot -> left edge, in samples from the root's left edge
-  std::vector<double> slot_right;          // slot -> right edge
+  LayoutArray<uint32_t> row_nodes;         // slot -> node
+  LayoutArray<uint32_t> slot_of;           // node -> slot
+  LayoutArray<double> slot_left;           // slot -> left edge, in samples from the root's left edge
+  LayoutArray<double> slot_right;          // slot -> right edge
   uint32_t depth_count = 0;
 
   void build(const Tree& tree);
   void clear();
+  // build() for a tree in name preorder (Tree::in_name_preorder); exposed for the tests.
+  void build_from_name_preorder(const Tree& tree);
   double left(uint32_t node) const { return slot_left[slot_of[node]]; }
   uint32_t depth(uint32_t node) const;
 };
@@ -60,8 +87,7 @@ struct FunctionRow {
 };
 
 // Aggregates per function. For a diff, `values` gives left (self,total) and right (self,total).
-void aggregate_functions(const Tree& tree, const FlameLayout& layout, const DiffTree* diff,
-                         std::vector<FunctionRow>* rows);
+void aggregate_functions(const Tree& tree, const DiffTree* diff, std::vector<FunctionRow>* rows);
 
 // Case-insensitive substring match, the search box's rule.
 bool contains_ignore_case(std::string_view haystack, std::string_view needle);

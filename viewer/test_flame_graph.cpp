@@ -87,10 +87,17 @@ TEST_CASE("layout: rows are sorted by left edge and children come in name order"
       CHECK(layout.slot_right[k - 1] <= layout.slot_left[k]);  // siblings never overlap
     }
   }
+  // Each node's children sit in the next row in the header's name order (computed faster here).
   std::vector<uint32_t> offsets, children;
   tree.sorted_children(&offsets, &children);
-  CHECK(offsets == layout.children_offsets);
-  CHECK(children == layout.children);  // the header's order, computed faster
+  for (uint32_t node = 0; node < tree.node_count(); ++node) {
+    std::vector<uint32_t> in_layout;
+    const uint32_t d = layout.depth(node) + 1;
+    for (uint32_t k = d < layout.depth_count ? layout.row_offsets[d] : 0; d < layout.depth_count && k < layout.row_offsets[d + 1]; ++k) {
+      if (tree.parent(layout.row_nodes[k]) == node) in_layout.push_back(layout.row_nodes[k]);
+    }
+    CHECK(in_layout == std::vector<uint32_t>(children.begin() + offsets[node], children.begin() + offsets[node + 1]));
+  }
 }
 
 TEST_CASE("layout and aggregation of a 10,000-frame stack need no recursion") {
@@ -103,7 +110,7 @@ TEST_CASE("layout and aggregation of a 10,000-frame stack need no recursion") {
   layout.build(tree);
   CHECK(layout.depth_count == 10001);
   std::vector<FunctionRow> rows;
-  aggregate_functions(tree, layout, nullptr, &rows);
+  aggregate_functions(tree, nullptr, &rows);
   CHECK(rows.size() == 10000);
   HeadlessImGui imgui;
   FlameGraph graph;
@@ -171,7 +178,7 @@ TEST_CASE("table: a recursive function's total counts each stack once") {
   FlameLayout layout;
   layout.build(tree);
   std::vector<FunctionRow> rows;
-  aggregate_functions(tree, layout, nullptr, &rows);
+  aggregate_functions(tree, nullptr, &rows);
   auto row = [&](const char* name) {
     for (const FunctionRow& r : rows) {
       if (tree.symbols().name(r.symbol) == name) return r;
@@ -193,7 +200,7 @@ TEST_CASE("diff: the table and the flame graph show both sides") {
   FlameGraph graph;
   graph.set_tree(&diff.shape(), &diff);
   std::vector<FunctionRow> rows;
-  aggregate_functions(diff.shape(), graph.layout(), &diff, &rows);
+  aggregate_functions(diff.shape(), &diff, &rows);
   bool saw_new = false;
   for (const FunctionRow& r : rows) {
     const std::string_view name = diff.shape().symbols().name(r.symbol);
@@ -241,43 +248,52 @@ TEST_CASE("folded text streamed in pieces parses like the whole, errors name the
   CHECK(status.message().rfind("line 3:", 0) == 0);
 }
 
-TEST_CASE("a decoded tree (numbered in preorder) lays out and aggregates like the tree it was encoded from") {
-  // The table walks a preorder-numbered tree in id order and any other tree depth-first: both agree.
+TEST_CASE("decoded trees (numbered in preorder) lay out and aggregate like the tree they were encoded from") {
+  // Three ways in: a tree built by inserts (the general layout), decoded from the name order (the
+  // preorder layout) and decoded from the symbol-id order (preorder ids, general layout). The table
+  // walks a preorder-numbered tree in id order and any other tree depth-first. All must agree.
   std::string folded;
   unsigned seed = 7;
-  auto next = [&] { return seed = seed * 1103515245u + 12345u, (seed >> 8) % 6; };
-  for (int line = 0; line < 400; ++line) {
+  auto next = [&](unsigned range) { return seed = seed * 1103515245u + 12345u, (seed >> 8) % range; };
+  for (int line = 0; line < 600; ++line) {
     std::string stack = "main";
-    const unsigned depth = 2 + next();
-    for (unsigned d = 0; d < depth; ++d) stack += ";f" + std::to_string(next());  // f0..f5 recurse
-    folded += stack + " " + std::to_string(1 + next()) + "\n";
+    const unsigned depth = 2 + next(9);
+    for (unsigned d = 0; d < depth; ++d) stack += ";ns::f" + std::to_string(next(d < 2 ? 40 : 6));  // f0..f5 recurse
+    folded += stack + " " + std::to_string(1 + next(6)) + "\n";
   }
   const Tree built = tree_from(folded.c_str());
-  std::string encoded;
-  built.encode(&encoded);
-  Tree decoded(built.shared_symbols());
-  REQUIRE(decoded.decode({reinterpret_cast<const uint8_t*>(encoded.data()), encoded.size()}).ok());
+  REQUIRE_FALSE(built.in_name_preorder());
+  for (Tree::Encoding encoding : {Tree::Encoding::children_by_name, Tree::Encoding::children_by_symbol_id}) {
+    CAPTURE(static_cast<int>(encoding));
+    std::string encoded;
+    built.encode(&encoded, encoding);
+    Tree decoded(built.shared_symbols());
+    REQUIRE(decoded.decode({reinterpret_cast<const uint8_t*>(encoded.data()), encoded.size()}, encoding).ok());
+    CHECK(decoded.in_name_preorder() == (encoding == Tree::Encoding::children_by_name));
 
-  FlameLayout a, b;
-  a.build(built);
-  b.build(decoded);
-  REQUIRE(a.depth_count == b.depth_count);
-  for (uint32_t d = 0; d < a.depth_count; ++d) {
-    REQUIRE(a.row_offsets[d + 1] - a.row_offsets[d] == b.row_offsets[d + 1] - b.row_offsets[d]);
-    for (uint32_t k = a.row_offsets[d]; k < a.row_offsets[d + 1]; ++k) {
-      CHECK(a.slot_left[k] == b.slot_left[k]);
-      CHECK(a.slot_right[k] == b.slot_right[k]);
-      CHECK(built.symbol(a.row_nodes[k]) == decoded.symbol(b.row_nodes[k]));
+    FlameLayout a, b;
+    a.build(built);
+    b.build(decoded);
+    REQUIRE(a.depth_count == b.depth_count);
+    REQUIRE(a.row_offsets == b.row_offsets);
+    for (uint32_t d = 0; d < a.depth_count; ++d) {
+      for (uint32_t k = a.row_offsets[d]; k < a.row_offsets[d + 1]; ++k) {
+        CHECK(a.slot_left[k] == b.slot_left[k]);
+        CHECK(a.slot_right[k] == b.slot_right[k]);
+        CHECK(built.symbol(a.row_nodes[k]) == decoded.symbol(b.row_nodes[k]));
+        CHECK(b.slot_of[b.row_nodes[k]] == k);
+        CHECK(b.depth(b.row_nodes[k]) == d);
+      }
     }
-  }
-  std::vector<FunctionRow> rows_built, rows_decoded;
-  aggregate_functions(built, a, nullptr, &rows_built);
-  aggregate_functions(decoded, b, nullptr, &rows_decoded);
-  REQUIRE(rows_built.size() == rows_decoded.size());
-  for (size_t i = 0; i < rows_built.size(); ++i) {
-    CHECK(rows_built[i].symbol == rows_decoded[i].symbol);
-    CHECK(rows_built[i].self == rows_decoded[i].self);
-    CHECK(rows_built[i].total == rows_decoded[i].total);
+    std::vector<FunctionRow> rows_built, rows_decoded;
+    aggregate_functions(built, nullptr, &rows_built);
+    aggregate_functions(decoded, nullptr, &rows_decoded);
+    REQUIRE(rows_built.size() == rows_decoded.size());
+    for (size_t i = 0; i < rows_built.size(); ++i) {
+      CHECK(rows_built[i].symbol == rows_decoded[i].symbol);
+      CHECK(rows_built[i].self == rows_decoded[i].self);
+      CHECK(rows_built[i].total == rows_decoded[i].total);
+    }
   }
 }
 

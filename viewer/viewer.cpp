@@ -826,10 +826,10 @@ void update_table(ViewerState& state) {
     state.table_rows.clear();
     if (state.view == ViewMode::single) {
       if (state.flame_left.tree()) {
-        aggregate_functions(*state.flame_left.tree(), state.flame_left.layout(), nullptr, &state.table_rows);
+        aggregate_functions(*state.flame_left.tree(), nullptr, &state.table_rows);
       }
     } else if (state.diff && state.flame_diff.tree()) {
-      aggregate_functions(state.diff->shape(), state.flame_diff.layout(), state.diff.get(), &state.table_rows);
+      aggregate_functions(state.diff->shape(), state.diff.get(), &state.table_rows);
     }
   }
   if (!state.table_order_dirty) return;
