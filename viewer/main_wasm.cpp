@@ -34,8 +34,42 @@ struct App {
 
 App* g_app = nullptr;
 
+void mark(const char* what) {
+  EM_ASM({ if (Module.onStartupMark) Module.onStartupMark(UTF8ToString($0), performance.now()); }, what);
+}
+
+// The window, its WebGL context and ImGui's renderer. Made once the files the page is reading have
+// opened (or after a while): the first call that needs the context waits until the browser's GPU
+// process has made it (0.3 s here even in a running browser, up to 1 s in one just launched), and
+// that wait then overlaps reading, opening and laying out the files instead of preceding it.
+bool create_window(App& app) {
+  const int width = EM_ASM_INT({ return Module.canvas.width; });
+  const int height = EM_ASM_INT({ return Module.canvas.height; });
+  app.window = glfwCreateWindow(width, height, "pyroscope viewer", nullptr, nullptr);
+  if (!app.window) {
+    EM_ASM({ if (Module.onFatal) Module.onFatal("WebGL 2 is not available in this browser"); });
+    return false;
+  }
+  glfwMakeContextCurrent(app.window);
+  mark("window");
+  viewer::glfw_input::install(app.window, &app.state, /*browser_wheel=*/true);
+  ImGui_ImplGlfw_InitForOpenGL(app.window, false);
+  ImGui_ImplOpenGL3_Init("#version 300 es");
+  ImGui_ImplOpenGL3_CreateDeviceObjects();  // shaders and the font texture now, not in the first frame
+  mark("imgui");
+  viewer::request_redraw(app.state);
+  return true;
+}
+
 void main_loop(void* arg) {
   App& app = *static_cast<App*>(arg);
+  if (!app.window) {
+    if (EM_ASM_INT({ return Module.deferWindow && Module.deferWindow() ? 1 : 0; })) return;
+    if (!create_window(app)) {
+      emscripten_cancel_main_loop();
+      return;
+    }
+  }
   // An idle page draws nothing: the canvas keeps showing the last frame.
   if (!viewer::needs_frame(app.state)) return;
   const double start = emscripten_get_now();
@@ -80,6 +114,7 @@ void main_loop(void* arg) {
 
 void rebuild_fonts(App& app) {
   viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
+  if (!app.window) return;  // the texture is made with the window
   ImGui_ImplOpenGL3_DestroyFontsTexture();
   ImGui_ImplOpenGL3_CreateFontsTexture();
 }
@@ -128,6 +163,8 @@ EMSCRIPTEN_KEEPALIVE int pv_open_end() {
   viewer::open_files(g_app->state, std::move(g_app->batch));
   g_app->batch.clear();
   viewer::load_pending(g_app->state);
+  // The trees and layouts now, in this task: the next animation frame then only draws.
+  viewer::prepare_views(g_app->state);
   viewer::request_redraw(g_app->state);
   return g_app->state.error.empty() ? 1 : 0;
 }
@@ -178,12 +215,6 @@ EMSCRIPTEN_KEEPALIVE void pv_bench_zoom(int frames) { viewer::start_zoom_benchma
 
 }  // extern "C"
 
-namespace {
-void mark(const char* what) {
-  EM_ASM({ if (Module.onStartupMark) Module.onStartupMark(UTF8ToString($0), performance.now()); }, what);
-}
-}  // namespace
-
 int main() {
   mark("main");
   if (!glfwInit()) {
@@ -198,30 +229,13 @@ int main() {
   glfwWindowHint(GLFW_DEPTH_BITS, 0);
   glfwWindowHint(GLFW_STENCIL_BITS, 0);
   glfwWindowHint(GLFW_ALPHA_BITS, 0);
-  const double ratio = EM_ASM_DOUBLE({ return window.devicePixelRatio || 1; });
-  const int css_w = EM_ASM_INT({ return Module.canvas.clientWidth || window.innerWidth; });
-  const int css_h = EM_ASM_INT({ return Module.canvas.clientHeight || window.innerHeight; });
   static App app;
   g_app = &app;
-  app.pixel_ratio = static_cast<float>(ratio);
-  app.window = glfwCreateWindow(static_cast<int>(css_w * ratio + 0.5), static_cast<int>(css_h * ratio + 0.5),
-                                "pyroscope viewer", nullptr, nullptr);
-  if (!app.window) {
-    EM_ASM({ if (Module.onFatal) Module.onFatal("WebGL 2 is not available in this browser"); });
-    return 1;
-  }
-  glfwMakeContextCurrent(app.window);
-  mark("window");
-  viewer::glfw_input::install(app.window, &app.state, /*browser_wheel=*/true);
-
+  app.pixel_ratio = static_cast<float>(EM_ASM_DOUBLE({ return window.devicePixelRatio || 1; }));
   IMGUI_CHECKVERSION();
   ImGui::CreateContext();
   ImGui::GetIO().IniFilename = nullptr;
-  ImGui_ImplGlfw_InitForOpenGL(app.window, false);
-  ImGui_ImplOpenGL3_Init("#version 300 es");
   viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
-  ImGui_ImplOpenGL3_CreateDeviceObjects();  // shaders and the font texture now, not in the first frame
-  mark("imgui");
   app.state.open_dialog = [] { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); };
   app.state.save_file = [](const std::string& name, const std::string& bytes) {
     EM_ASM({ Module.saveFile(UTF8ToString($0), HEAPU8.slice($1, $1 + $2)); }, name.c_str(), bytes.data(), bytes.size());

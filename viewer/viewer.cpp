@@ -1946,6 +1946,11 @@ void frame(ViewerState& state) {
   g_widgets = nullptr;
 }
 
+void prepare_views(ViewerState& state) {
+  if (state.files.empty() || !state.pending.empty()) return;
+  update_trees(state);  // the table waits for the frame after the first paint anyway
+}
+
 bool take_image_request(ViewerState& state, ImageRequest* out) {
   if (state.image_request_frames != 1) return false;
   state.image_request_frames = 0;

@@ -186,6 +186,9 @@ void frame(ViewerState& state);
 void open_files(ViewerState& state, std::vector<LoadInput> inputs);
 // Opens them now, synchronously (used by the mains' command line and the page's entry points).
 void load_pending(ViewerState& state);
+// Does the data work the next frame would start with (the selection's trees and their layouts) now,
+// so that a page can finish opening files in one task and its next animation frame only draws.
+void prepare_views(ViewerState& state);
 // Input arrived or something changed: draw a few more frames. Six, because ImGui needs some after
 // an event: a click is seen on press and release frames, and a popup it opens is laid out in a hidden
 // frame before the frame that shows it.

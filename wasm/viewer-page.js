@@ -427,6 +427,10 @@
       else startFromUrl();
     },
     onFirstFlamePaint(ms) { api.firstFlamePaintMs = ms; },
+    // Asked before each frame until the viewer has a window: while the files of the address are being
+    // read and opened (at most 1.5 s), the viewer works without one and the browser makes its WebGL
+    // context meanwhile; the first frame then draws the flame graph at once.
+    deferWindow() { return busy && performance.now() - api.readyMs < 1500; },
     openFilePicker() { fileInput.click(); },
     // An export from the viewer: a download of the bytes under the name.
     saveFile(name, bytes) {
