@@ -289,6 +289,9 @@ class Tree {
   // True while node ids are a preorder walk that visits every node's children in name order: a tree
   // decoded from the name-ordered encoding, or an empty one. Any change that adds a node ends it.
   bool in_name_preorder() const { return name_preorder_; }
+  // Renumbers the nodes into that order (a tree built from folded text, say, before it is drawn);
+  // node ids change, values do not. The lookup index is freed first and rebuilt on the next lookup.
+  void renumber_in_name_preorder();
 
   void clear();
 
@@ -313,6 +316,7 @@ class Tree {
   mutable std::atomic<bool> index_built_{true};
   bool name_preorder_ = true;
   void ensure_index() const;
+  void rank_used_symbols(std::vector<uint32_t>* rank) const;
   uint32_t add_child(uint32_t parent, uint32_t symbol);
   void grow_index();
   void rehash(size_t capacity) const;
@@ -1520,14 +1524,55 @@ void Tree::sorted_children(std::vector<uint32_t>* offsets, std::vector<uint32_t>
   children->assign(n > 0 ? n - 1 : 0, 0);
   std::vector<uint32_t> fill(offsets->begin(), offsets->end() - 1);
   for (size_t i = 1; i < n; i++) (*children)[fill[nodes_[i].parent]++] = uint32_t(i);
+  std::vector<uint32_t> rank;
+  rank_used_symbols(&rank);
   for (size_t i = 0; i < n; i++) {
     auto b = children->begin() + (*offsets)[i], e = children->begin() + (*offsets)[i + 1];
     if (e - b > 1)
-      std::sort(b, e, [&](uint32_t x, uint32_t y) {
-        std::string_view a = symbols_->name(nodes_[x].symbol), c = symbols_->name(nodes_[y].symbol);
-        return a < c;
-      });
+      std::sort(b, e, [&](uint32_t x, uint32_t y) { return rank[nodes_[x].symbol] < rank[nodes_[y].symbol]; });
   }
+}
+
+// Ranks by name the symbols this tree's nodes use, with one string sort over those names: the table
+// may hold far more (a writer's trees share the file's whole dictionary).
+void Tree::rank_used_symbols(std::vector<uint32_t>* rank) const {
+  rank->assign(symbols_->size(), 0);
+  std::vector<uint32_t> used;
+  for (size_t i = 1; i < nodes_.size(); i++) {
+    uint32_t& seen = (*rank)[nodes_[i].symbol];
+    if (seen == 0) {
+      seen = 1;
+      used.push_back(nodes_[i].symbol);
+    }
+  }
+  std::sort(used.begin(), used.end(), [&](uint32_t a, uint32_t b) { return symbols_->name(a) < symbols_->name(b); });
+  for (uint32_t r = 0; r < used.size(); r++) (*rank)[used[r]] = r;
+}
+
+void Tree::renumber_in_name_preorder() {
+  if (name_preorder_) return;
+  index_ = std::vector<std::pair<uint64_t, uint32_t>>();  // freed before the new nodes are made
+  index_built_.store(false, std::memory_order_relaxed);
+  std::vector<uint32_t> offsets, children;
+  sorted_children(&offsets, &children);
+  std::vector<Node> renumbered;
+  renumbered.reserve(nodes_.size());
+  renumbered.push_back(nodes_[kRoot]);
+  std::vector<uint32_t> new_id(nodes_.size());
+  new_id[kRoot] = kRoot;
+  std::vector<uint32_t> stack(children.rbegin() + std::ptrdiff_t(children.size() - offsets[kRoot + 1]),
+                              children.rbegin() + std::ptrdiff_t(children.size() - offsets[kRoot]));
+  while (!stack.empty()) {
+    const uint32_t old_id = stack.back();
+    stack.pop_back();
+    Node node = nodes_[old_id];
+    node.parent = new_id[node.parent];
+    new_id[old_id] = uint32_t(renumbered.size());
+    renumbered.push_back(node);
+    for (uint32_t k = offsets[old_id + 1]; k-- > offsets[old_id];) stack.push_back(children[k]);
+  }
+  nodes_ = std::move(renumbered);
+  name_preorder_ = true;
 }
 
 std::string Tree::to_folded() const {
@@ -1646,9 +1691,8 @@ void Tree::encode(std::string* out, Encoding encoding) const {
   std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
   for (size_t i = 1; i < n; i++) children[fill[nodes_[i].parent]++] = uint32_t(i);
   if (by_name) {
-    // One string sort over the table's names; the siblings are then sorted by integer rank.
     std::vector<uint32_t> rank;
-    symbols_->rank_by_name(&rank);
+    rank_used_symbols(&rank);
     for (size_t i = 0; i < n; i++)
       if (offsets[i + 1] - offsets[i] > 1)
         std::sort(children.begin() + offsets[i], children.begin() + offsets[i + 1],

@@ -506,6 +506,22 @@ TEST_CASE("encode: decode and merge_encoded round trips, in both sibling orders"
   }
 }
 
+// The preorder walk over sorted_children (the header's drawing order) visits ids 1, 2, 3, ...
+bool numbered_in_name_preorder(const Tree& tree) {
+  std::vector<uint32_t> offsets, children;
+  tree.sorted_children(&offsets, &children);
+  std::vector<uint32_t> stack(children.begin() + offsets[0], children.begin() + offsets[1]);
+  std::reverse(stack.begin(), stack.end());
+  uint32_t expected_id = 1;
+  while (!stack.empty()) {
+    const uint32_t node = stack.back();
+    stack.pop_back();
+    if (node != expected_id++) return false;
+    for (uint32_t k = offsets[node + 1]; k-- > offsets[node];) stack.push_back(children[k]);
+  }
+  return expected_id == tree.node_count();
+}
+
 TEST_CASE("encode: a tree decoded from the name order is a left-to-right preorder walk") {
   std::mt19937 rng(31);
   const StackCounts input = core_test::random_stacks(rng, 300, 10);
@@ -523,21 +539,7 @@ TEST_CASE("encode: a tree decoded from the name order is a left-to-right preorde
   CHECK_FALSE(decoded_by_id.in_name_preorder());
   CHECK(stacks_of(decoded_by_id) == input);
 
-  // The preorder walk over sorted_children (the header's drawing order) visits ids 1, 2, 3, ...
-  std::vector<uint32_t> offsets, children;
-  decoded.sorted_children(&offsets, &children);
-  std::vector<uint32_t> stack(children.begin() + offsets[0], children.begin() + offsets[1]);
-  std::reverse(stack.begin(), stack.end());
-  uint32_t expected_id = 1;
-  bool in_order = true;
-  while (!stack.empty()) {
-    const uint32_t node = stack.back();
-    stack.pop_back();
-    in_order = in_order && node == expected_id++;
-    for (uint32_t k = offsets[node + 1]; k-- > offsets[node];) stack.push_back(children[k]);
-  }
-  CHECK(in_order);
-  CHECK(expected_id == decoded.node_count());
+  CHECK(numbered_in_name_preorder(decoded));
 
   Tree copy = decoded;
   CHECK(copy.in_name_preorder());
@@ -547,6 +549,35 @@ TEST_CASE("encode: a tree decoded from the name order is a left-to-right preorde
   CHECK_FALSE(copy.in_name_preorder());
   copy.clear();
   CHECK(copy.in_name_preorder());
+}
+
+TEST_CASE("tree: renumbering in name preorder keeps every value and the lookups") {
+  std::mt19937 rng(37);
+  const StackCounts input = core_test::random_stacks(rng, 400, 12);
+  std::vector<std::pair<std::string, uint64_t>> shuffled(input.begin(), input.end());
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);  // inserted in name order, ids would already be
+  Tree tree;
+  for (const auto& [stack, count] : shuffled) core_test::insert_stack(&tree, stack, count);
+  REQUIRE_FALSE(numbered_in_name_preorder(tree));
+  const std::string folded = tree.to_folded();
+  std::string original_bytes;
+  tree.encode(&original_bytes);
+  tree.renumber_in_name_preorder();
+  CHECK(tree.in_name_preorder());
+  CHECK(numbered_in_name_preorder(tree));
+  CHECK(stacks_of(tree) == input);
+  CHECK(tree.to_folded() == folded);
+  CHECK(core_test::totals_consistent(tree));
+  for (uint32_t n = 1; n < tree.node_count(); ++n) REQUIRE(tree.child(tree.parent(n), tree.symbol(n)) == n);
+  // The encoding (canonical for a symbol table) is unchanged, and the tree takes more samples.
+  std::string renumbered_bytes;
+  tree.encode(&renumbered_bytes);
+  CHECK(renumbered_bytes == original_bytes);
+  core_test::insert_stack(&tree, "after;renumbering", 5);
+  CHECK_FALSE(tree.in_name_preorder());
+  StackCounts expected = input;
+  expected["after;renumbering"] = 5;
+  CHECK(stacks_of(tree) == expected);
 }
 
 TEST_CASE("encode: name-ordered siblings out of order, repeated or out of range are refused") {

@@ -403,6 +403,9 @@ void load_pending(ViewerState& state) {
         source.app = app_name_for(loaded.name) + "-" + std::to_string(n);
       }
       source.time = floor_to(at, kDefaultResolutionSeconds);
+      // Numbered in drawing order once: the flame layout then takes two sequential passes, and the
+      // parse's lookup index (as big as the nodes) is freed.
+      tree->renumber_in_name_preorder();
       source.tree = std::move(tree);
       folded.push_back(std::move(source));
     } else {
