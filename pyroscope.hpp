@@ -471,6 +471,12 @@ struct QueryOptions {
   bool want_tree = true;
 };
 
+struct SliceStats {
+  uint64_t series = 0;   // series with at least one block written
+  uint64_t blocks = 0;
+  uint64_t samples = 0;
+};
+
 // Several files read as one data set (three processes' files, or yesterday's and today's).
 // Thread safety: add_* one thread at a time; const functions may run concurrently.
 class Dataset {
@@ -499,6 +505,13 @@ class Dataset {
                const QueryOptions& options = {}) const;
   Status query(std::string_view selector, int64_t from, int64_t until, QueryResult* out,
                const QueryOptions& options = {}) const;
+
+  // Appends the level-0 blocks of the series matching selector over [from, until) (rounded outward
+  // to whole blocks) to an open writer, series by series in time order: the small .pyro a viewer
+  // shares. A block of one series that several files hold becomes one block. Stops at the first
+  // error (a corrupt stored tree, a write that fails), leaving the blocks appended so far.
+  Status slice(const Selector& selector, int64_t from, int64_t until, Writer* writer,
+               SliceStats* stats = nullptr) const;
 
  private:
   struct Impl;
@@ -2681,6 +2694,78 @@ void Dataset::time_span(int64_t* first, int64_t* end) const {
 
 int64_t Dataset::resolution_seconds() const {
   return impl_->files.empty() ? kDefaultResolutionSeconds : impl_->files[0].info().resolution_seconds;
+}
+
+Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Writer* writer,
+                      SliceStats* stats) const {
+  SliceStats counted;
+  if (stats) *stats = counted;
+  if (!writer || !writer->is_open()) return detail::error(StatusCode::invalid_argument, "slice: the writer is not open");
+  if (until <= from) return detail::error(StatusCode::invalid_argument, "slice: empty time range (until <= from)");
+  const int64_t resolution = resolution_seconds();
+  for (const File& f : impl_->files)
+    if (f.info().resolution_seconds != resolution)
+      return detail::error(StatusCode::invalid_argument,
+                           "slice: files with different resolutions (" + std::to_string(resolution) + " s and " +
+                               std::to_string(f.info().resolution_seconds) + " s) cannot be sliced together");
+  if (writer->resolution_seconds() != resolution)
+    return detail::error(StatusCode::invalid_argument, "slice: the writer's resolution (" +
+                                                           std::to_string(writer->resolution_seconds()) +
+                                                           " s) differs from the data's (" + std::to_string(resolution) + " s)");
+  const int64_t a = detail::floor_div(from, resolution);
+  const int64_t b = detail::floor_div(until + resolution - 1, resolution);
+  struct Stored {
+    int64_t index;
+    const File::Impl* file;
+    const detail::TreeEntry* entry;
+  };
+  // Each matching series with every stored level-0 tree of it in the range, over all files.
+  std::map<SeriesKey, std::vector<Stored>> by_series;
+  for (const File& f : impl_->files) {
+    const File::Impl& fi = f.impl();
+    for (const detail::SeriesIndex& si : fi.series) {
+      if (!selector.matches(si.key) || si.levels.empty()) continue;
+      std::vector<Stored>& stored = by_series[si.key];
+      const auto& blocks = si.levels[0];
+      auto it = std::lower_bound(blocks.begin(), blocks.end(), a,
+                                 [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
+      for (; it != blocks.end() && it->index < b; ++it) stored.push_back({it->index, &fi, &*it});
+    }
+  }
+  for (auto& [key, stored] : by_series) {
+    std::stable_sort(stored.begin(), stored.end(), [](const Stored& x, const Stored& y) { return x.index < y.index; });
+    bool any = false;
+    for (size_t i = 0; i < stored.size();) {
+      const int64_t index = stored[i].index;
+      Tree block;
+      for (; i < stored.size() && stored[i].index == index; ++i) {
+        const File::Impl& fi = *stored[i].file;
+        const detail::TreeEntry& e = *stored[i].entry;
+        // Decoded against the file's own table (read only), then merged by name into the block's.
+        Tree decoded(fi.symbols);
+        Status st = decoded.decode_fresh({fi.bytes.data + e.offset, e.size}, fi.symbols->size(), fi.tree_name_rank());
+        if (st.ok() && decoded.total() != e.samples)
+          st = detail::error(StatusCode::corrupt_file, "tree total differs from its record");
+        if (!st.ok())
+          return Status(st.code(), "slice: " + key.to_string() + " block " + std::to_string(index) + ": " + st.message());
+        uint64_t sum;
+        if (detail::add_overflows(block.total(), decoded.total(), &sum))
+          return detail::error(StatusCode::corrupt_file, "slice: " + key.to_string() + " block " +
+                                                             std::to_string(index) + ": sample count overflow");
+        block.merge(decoded);
+      }
+      if (block.total() == 0) continue;
+      Status st = writer->append(key, index * resolution, block);
+      if (!st.ok()) return Status(st.code(), "slice: writing " + key.to_string() + " block " + std::to_string(index) + ": " + st.message());
+      any = true;
+      counted.blocks++;
+      counted.samples += block.total();
+      if (stats) *stats = counted;
+    }
+    if (any) counted.series++;
+    if (stats) *stats = counted;
+  }
+  return {};
 }
 
 Status Dataset::query(std::string_view selector, int64_t from, int64_t until, QueryResult* out,

@@ -518,3 +518,79 @@ TEST_CASE("series key: tags sorted, last value wins, text form round trips") {
   CHECK_FALSE(SeriesKey::parse("app{k=\"v\"", &parsed).ok());
   CHECK_FALSE(SeriesKey::parse("app{k!=\"v\"}", &parsed).ok());  // a key has no operators but =
 }
+
+TEST_CASE("file: slice copies the selected series and blocks, one block per series and time over files") {
+  core_test::TempDir dir;
+  const Written written = write_sample_file(dir.file("a.pyro"));
+  // A second file holding one of the same series at overlapping times: its blocks add to the first's.
+  std::map<int64_t, StackCounts> extra;
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(dir.file("b.pyro")).ok());
+    for (int block = 40; block < 60; ++block) {
+      std::mt19937 rng(static_cast<uint32_t>(500 + block));
+      const StackCounts stacks = core_test::random_stacks(rng, 6, 5);
+      REQUIRE(writer.append(written.series[0], kStart + block * kStep, core_test::tree_of(stacks)).ok());
+      extra[kStart + block * kStep] = stacks;
+    }
+    REQUIRE(writer.close().ok());
+  }
+  Written both = written;
+  for (const auto& [start, stacks] : extra) core_test::add_counts(&both.blocks[0][start], stacks);
+  Dataset data;
+  REQUIRE(data.add_file(dir.file("a.pyro")).ok());
+  REQUIRE(data.add_file(dir.file("b.pyro")).ok());
+
+  const TagPredicate eu = [](const SeriesKey& k) { return k.app == "ride" && tag(k, "region") == "eu-north"; };
+  const int64_t from = kStart + 333, until = kStart + 777;  // not on block edges: rounded outward
+  pyroscope::Selector selector;
+  REQUIRE(pyroscope::Selector::parse("ride{region=\"eu-north\"}", &selector).ok());
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(dir.file("slice.pyro")).ok());
+  pyroscope::SliceStats stats;
+  const Status status = data.slice(selector, from, until, &writer, &stats);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  REQUIRE(writer.close().ok());
+
+  size_t expected_blocks = 0;
+  uint64_t expected_samples = 0;
+  for (size_t s = 0; s < both.series.size(); ++s) {
+    if (!eu(both.series[s])) continue;
+    for (const auto& [start, stacks] : both.blocks[s]) {
+      if (start < floor_block(from) || start >= ceil_block(until)) continue;
+      ++expected_blocks;
+      expected_samples += core_test::sum_of(stacks);
+    }
+  }
+  CHECK(stats.series == 2);
+  CHECK(stats.blocks == expected_blocks);
+  CHECK(stats.samples == expected_samples);
+
+  Dataset sliced;
+  REQUIRE(sliced.add_file(dir.file("slice.pyro")).ok());
+  CHECK(sliced.apps() == std::vector<std::string>{"ride"});
+  CHECK(sliced.series(pyroscope::Selector()).size() == 2);
+  CHECK(sliced.file(0).info().block_count == expected_blocks);  // one block per series and time
+  // The slice answers like the data it came from, inside the range; outside it holds nothing.
+  check_query(sliced, both, "ride", eu, from, until);
+  check_query(sliced, both, "ride{vehicle=\"car\"}",
+              [&](const SeriesKey& k) { return eu(k) && tag(k, "vehicle") == "car"; }, kStart + 500, until);
+  QueryResult outside;
+  REQUIRE(sliced.query("ride", kStart, floor_block(from), &outside).ok());
+  CHECK(outside.tree.total() == 0);
+
+  // Errors: a writer that is not open, an empty range, a writer of another resolution.
+  pyroscope::Writer closed;
+  CHECK(data.slice(selector, from, until, &closed).code() == pyroscope::StatusCode::invalid_argument);
+  pyroscope::Writer other;
+  REQUIRE(other.open(dir.file("other.pyro")).ok());
+  CHECK(data.slice(selector, until, from, &other).code() == pyroscope::StatusCode::invalid_argument);
+  REQUIRE(other.close().ok());
+  pyroscope::WriterOptions minute;
+  minute.resolution_seconds = 60;
+  pyroscope::Writer coarse;
+  REQUIRE(coarse.open(dir.file("coarse.pyro"), minute).ok());
+  const Status mismatch = data.slice(selector, from, until, &coarse);
+  CHECK(mismatch.code() == pyroscope::StatusCode::invalid_argument);
+  CHECK(mismatch.message().find("resolution") != std::string::npos);
+}

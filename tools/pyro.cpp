@@ -877,56 +877,14 @@ int open_new_output(const Args& a, const std::vector<std::string>& inputs, const
   return kExitOk;
 }
 
-struct CopyStats {
-  uint64_t series = 0, blocks = 0, samples = 0;
-};
+using CopyStats = pyroscope::SliceStats;
 
-// Copies the matching series over [from, until) block by block: one query per series per block with
-// data, so blocks of the same series at the same time in several files become one block.
+// Copies the matching series over [from, until) block by block (Dataset::slice): blocks of the same
+// series at the same time in several files become one block.
 int copy_blocks(const Args& a, const pyroscope::Dataset& data, const pyroscope::Selector& selector, int64_t from,
                 int64_t until, pyroscope::Writer* writer, CopyStats* stats) {
-  const int64_t resolution = data.resolution_seconds();
-  for (size_t i = 0; i < data.file_count(); ++i)
-    if (data.file(i).info().resolution_seconds != resolution)
-      return runtime_error(a, "inputs have different resolutions (" + std::to_string(resolution) + " s and " +
-                                  std::to_string(data.file(i).info().resolution_seconds) + " s)");
-  pyroscope::QueryOptions timeline_only;
-  timeline_only.want_tree = false;
-  for (const pyroscope::SeriesKey& key : data.series(selector)) {
-    pyroscope::Selector exact;
-    std::string error;
-    if (!exact_selector(data, key, &exact, &error)) return runtime_error(a, error);
-    // series_matched counts a series once per file holding it; Dataset::series() is deduplicated.
-    std::vector<pyroscope::SeriesKey> matched = data.series(exact);
-    if (matched.size() != 1 || !(matched[0] == key))
-      return runtime_error(a, "selecting " + key.to_string() + " alone matched " + std::to_string(matched.size()) +
-                                  " series");
-    pyroscope::QueryResult blocks;
-    pyroscope::Status st = data.query(exact, from, until, &blocks, timeline_only);
-    if (!st.ok()) return runtime_error(a, key.to_string() + ": " + st.to_string());
-    if (blocks.timeline.step != resolution)
-      return runtime_error(a, key.to_string() + ": timeline step " + std::to_string(blocks.timeline.step) +
-                                  " s, expected one point per block");
-    uint64_t copied = 0;
-    for (size_t b = 0; b < blocks.timeline.samples.size(); ++b) {
-      if (blocks.timeline.samples[b] == 0) continue;
-      int64_t t = blocks.timeline.start + static_cast<int64_t>(b) * resolution;
-      pyroscope::QueryResult block;
-      st = data.query(exact, t, t + resolution, &block);
-      if (!st.ok()) return runtime_error(a, key.to_string() + " at " + format_utc(t) + ": " + st.to_string());
-      if (block.tree.total() != blocks.timeline.samples[b])
-        return runtime_error(a, key.to_string() + " at " + format_utc(t) + ": tree has " +
-                                    std::to_string(block.tree.total()) + " samples, timeline says " +
-                                    std::to_string(blocks.timeline.samples[b]));
-      st = writer->append(key, t, block.tree);
-      if (!st.ok()) return runtime_error(a, "writing " + key.to_string() + " at " + format_utc(t) + ": " +
-                                                st.to_string());
-      ++copied;
-      ++stats->blocks;
-      stats->samples += block.tree.total();
-    }
-    stats->series += copied != 0;
-  }
+  const pyroscope::Status st = data.slice(selector, from, until, writer, stats);
+  if (!st.ok()) return runtime_error(a, st.to_string());
   return kExitOk;
 }
 
