@@ -13,6 +13,7 @@
 #define PYROSCOPE_NO_SAMPLER 1
 #define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
+#include "../viewer/share_page.hpp"  // share files, JSON strings: shared with the viewer
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -458,28 +459,6 @@ bool exact_selector(const pyroscope::Dataset& data, const pyroscope::SeriesKey& 
 // ------------------------------------------------------------------------------------------------
 // Output formats
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);  // UTF-8 passes through unchanged
-        }
-    }
-  }
-  return out + "\"";
-}
-
 // The N heaviest stacks of folded text, heaviest first (N = 0: all, in the text's own order).
 std::string top_folded(const std::string& folded, size_t top) {
   if (top == 0) return folded;
@@ -611,7 +590,7 @@ std::string flamebearer_json(const pyroscope::Tree& tree) {
     stack.insert(stack.end(), kids.rbegin(), kids.rend());
   }
   std::string out = "{\"names\":[";
-  for (size_t i = 0; i < names.size(); ++i) out += (i ? "," : "") + json_string(names[i]);
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? "," : "") + pyroscope::json::string(names[i]);
   out += "],\"levels\":[";
   for (size_t d = 0; d < levels.size(); ++d) {
     out += d ? ",[" : "[";
@@ -625,12 +604,12 @@ std::string flamebearer_json(const pyroscope::Tree& tree) {
 std::string format_json(const Selection& s, const pyroscope::QueryResult& r, int64_t resolution) {
   std::string out = "{\"version\":1,\"flamebearer\":" + flamebearer_json(r.tree);
   out += ",\"metadata\":{\"format\":\"single\",\"spyName\":\"pyroscope.hpp\",\"sampleRate\":100,"
-         "\"units\":\"samples\",\"name\":" + json_string(s.selector_text) + "}";
+         "\"units\":\"samples\",\"name\":" + pyroscope::json::string(s.selector_text) + "}";
   out += ",\"timeline\":{\"startTime\":" + std::to_string(r.timeline.start) + ",\"durationDelta\":" +
          std::to_string(r.timeline.step ? r.timeline.step : resolution) + ",\"samples\":[";
   for (size_t i = 0; i < r.timeline.samples.size(); ++i)
     out += (i ? "," : "") + std::to_string(r.timeline.samples[i]);
-  out += "]},\"query\":{\"selector\":" + json_string(s.selector_text) + ",\"from\":" + std::to_string(s.from) +
+  out += "]},\"query\":{\"selector\":" + pyroscope::json::string(s.selector_text) + ",\"from\":" + std::to_string(s.from) +
          ",\"until\":" + std::to_string(s.until) + ",\"merges\":" + std::to_string(r.merges) +
          ",\"mergeBound\":" + std::to_string(r.merge_bound) + ",\"seriesMatched\":" +
          std::to_string(r.series_matched) + "}}\n";
@@ -909,44 +888,6 @@ int cmd_slice(const Args& a) {
   return finish_copy(a, &writer, path, stats);
 }
 
-std::string base64(const std::string& bytes) {
-  static const char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | uint32_t(uint8_t(bytes[i + 1])) << 8 | uint8_t(bytes[i + 2]);
-    out += kDigits[v >> 18];
-    out += kDigits[(v >> 12) & 63];
-    out += kDigits[(v >> 6) & 63];
-    out += kDigits[v & 63];
-  }
-  if (i < bytes.size()) {
-    const bool two = i + 1 < bytes.size();
-    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | (two ? uint32_t(uint8_t(bytes[i + 1])) << 8 : 0);
-    out += kDigits[v >> 18];
-    out += kDigits[(v >> 12) & 63];
-    out += two ? kDigits[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-// Script text inlined into HTML must not close its <script> element early.
-std::string inline_script(const std::string& code) {
-  std::string out;
-  out.reserve(code.size());
-  for (size_t i = 0; i < code.size(); ++i) {
-    if (code[i] == '<' && i + 1 < code.size() && code[i + 1] == '/' && code.compare(i + 2, 6, "script") == 0) {
-      out += "<\\/";
-      ++i;
-    } else {
-      out += code[i];
-    }
-  }
-  return out;
-}
-
 // One .html file: the browser viewer built as a single script (wasm and font inside), the page around
 // it, and the selected series and range as a .pyro slice, which opens with the view it was saved with.
 int cmd_export_html(const Args& a) {
@@ -972,10 +913,11 @@ int cmd_export_html(const Args& a) {
   if (file_exists(*output) && !a.has("--force"))
     return runtime_error(a, "'" + *output + "' already exists (pass --force to replace it)");
 
-  std::string page, page_script, viewer_script, error;
-  if (!read_input(viewer_dir + "/index.html", &page, &error) ||
-      !read_input(viewer_dir + "/viewer-page.js", &page_script, &error) ||
-      !read_input(viewer_dir + "/viewer-single.js", &viewer_script, &error))
+  pyroscope::share::PageParts parts;
+  std::string error;
+  if (!read_input(viewer_dir + "/index.html", &parts.page, &error) ||
+      !read_input(viewer_dir + "/viewer-page.js", &parts.page_script, &error) ||
+      !read_input(viewer_dir + "/viewer-single.js", &parts.viewer_script, &error))
     return runtime_error(a, error + " (build the viewer with viewer/build-wasm.sh " + viewer_dir + ")");
 
   // The slice goes through a private temporary folder: the writer creates files atomically by name.
@@ -1003,10 +945,10 @@ int cmd_export_html(const Args& a) {
     return runtime_error(a, "nothing to share: no samples of " + s.selector_text + " between " + format_utc(s.from) +
                                 " and " + format_utc(s.until));
 
-  std::string settings = "{\"from\":" + json_string(std::to_string(s.from)) +
-                         ",\"until\":" + json_string(std::to_string(s.until));
-  if (!s.selector.app.empty()) settings += ",\"app\":" + json_string(s.selector.app);
-  if (view) settings += ",\"view\":" + json_string(*view);
+  std::string settings = "{\"from\":" + pyroscope::json::string(std::to_string(s.from)) +
+                         ",\"until\":" + pyroscope::json::string(std::to_string(s.until));
+  if (!s.selector.app.empty()) settings += ",\"app\":" + pyroscope::json::string(s.selector.app);
+  if (view) settings += ",\"view\":" + pyroscope::json::string(*view);
   // A comparison or diff also saves its second range.
   for (const char* side : {"--right-from", "--right-until"}) {
     const std::string* v = a.value(side);
@@ -1014,24 +956,13 @@ int cmd_export_html(const Args& a) {
     int64_t t = 0;
     if (!parse_time(*v, static_cast<int64_t>(std::time(nullptr)), &t, &error))
       return usage_error(a.command, std::string(side) + ": " + error);
-    settings += std::string(",\"") + (side[8] == 'f' ? "right_from" : "right_until") + "\":" + json_string(std::to_string(t));
+    settings += std::string(",\"") + (side[8] == 'f' ? "right_from" : "right_until") + "\":" + pyroscope::json::string(std::to_string(t));
   }
   settings += "}";
-  const std::string encoded = base64(slice);
-  const std::string data_script = "window.pyroscopeEmbedded = {\"name\":" + json_string(s.selector.app.empty() ? "profile.pyro" : s.selector.app + ".pyro") +
-                                  ",\"settings\":" + settings + ",\"data\":\"" + encoded + "\"};";
-  const std::string page_tag = "<script src=\"viewer-page.js\"></script>";
-  const size_t page_at = page.find(page_tag);
-  const size_t viewer_at = page.find("<script async src=\"viewer.js\"");
-  const size_t viewer_end = viewer_at == std::string::npos ? viewer_at : page.find("</script>", viewer_at);
-  if (page_at == std::string::npos || viewer_end == std::string::npos || viewer_at < page_at)
-    return runtime_error(a, viewer_dir + "/index.html does not load viewer-page.js and viewer.js as expected");
-  std::string html = page.substr(0, page_at);
-  html += "<script>" + inline_script(data_script) + "</script>\n";
-  html += "<script>" + inline_script(page_script) + "</script>\n";
-  html += page.substr(page_at + page_tag.size(), viewer_at - page_at - page_tag.size());
-  html += "<script>" + inline_script(viewer_script) + "</script>";
-  html += page.substr(viewer_end + std::strlen("</script>"));
+  std::string html;
+  if (!pyroscope::share::make_page(parts, s.selector.app.empty() ? "profile.pyro" : s.selector.app + ".pyro", settings,
+                                   slice, &html, &error))
+    return runtime_error(a, viewer_dir + "/" + error);
 
   const std::string temporary = *output + ".tmp";
   FILE* out = std::fopen(temporary.c_str(), "wb");
@@ -1046,10 +977,10 @@ int cmd_export_html(const Args& a) {
     return runtime_error(a, "cannot rename '" + temporary + "' to '" + *output + "': " + std::strerror(errno));
   }
   std::fprintf(stderr,
-               "wrote %s: %zu bytes (viewer %zu, data %zu as .pyro, %zu as base64); %" PRIu64 " series, %" PRIu64
+               "wrote %s: %zu bytes (viewer %zu, data %zu as .pyro); %" PRIu64 " series, %" PRIu64
                " blocks, %" PRIu64 " samples of %s\n",
-               output->c_str(), html.size(), viewer_script.size() + page_script.size(), slice.size(),
-               encoded.size(), stats.series, stats.blocks, stats.samples, s.selector_text.c_str());
+               output->c_str(), html.size(), parts.viewer_script.size() + parts.page_script.size(), slice.size(),
+               stats.series, stats.blocks, stats.samples, s.selector_text.c_str());
   return kExitOk;
 }
 

@@ -13,6 +13,8 @@
 
 #include "imgui.h"
 #include "imgui_internal.h"  // ImGuiWindow::Hidden: widgets of windows not shown yet are not reported
+#include "json.hpp"
+#include "share_page.hpp"
 
 namespace pyroscope::viewer {
 
@@ -85,30 +87,6 @@ bool looks_folded(const std::string& name, const uint8_t* bytes, size_t size) {
   return digits_end > i && i > 0 && bytes[i - 1] == ' ';
 }
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  for (char ch : s) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-  return out;
-}
-
 // Minimal JSON writer: enough for the status object.
 class Json {
  public:
@@ -119,12 +97,12 @@ class Json {
   Json& key(std::string_view k) {
     comma();
     out_ += '"';
-    out_ += json_escape(k);
+    out_ += json::escape(k);
     out_ += "\":";
     first_ = true;
     return *this;
   }
-  Json& str(std::string_view v) { comma(); out_ += '"'; out_ += json_escape(v); out_ += '"'; return *this; }
+  Json& str(std::string_view v) { comma(); out_ += '"'; out_ += json::escape(v); out_ += '"'; return *this; }
   Json& num(double v) {
     comma();
     char buf[40];
