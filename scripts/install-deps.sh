@@ -23,8 +23,8 @@ packages=(
   libcpp-httplib-dev pkgconf:pkg-config python3:python3
   # the viewer: native (Dear ImGui, GLFW, stb_image_write) and WebAssembly
   libimgui-dev libglfw3-dev libstb-dev emscripten
-  # browser and screenshot tests
-  xvfb chromium imagemagick nodejs:node npm:npm
+  # browser and screenshot tests; xdotool clicks the native viewer under Xvfb
+  xvfb xdotool chromium imagemagick nodejs:node npm:npm
   # the viewer's UI font (both builds fall back to ImGui's built-in font without it)
   fonts-dejavu-core
 )

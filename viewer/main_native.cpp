@@ -41,7 +41,11 @@ const char* kUsage =
     "  --screenshot PNG    draw --frames frames (default 12), save the last one, exit\n"
     "  --frames N\n"
     "  --bench-zoom N      zoom the flame graph in and out for N frames, print frame times, exit\n"
-    "  --status-json PATH  write the viewer's status object there on exit\n";
+    "  --status-json PATH  write the viewer's status object there on exit\n"
+    "  --live-status PATH  rewrite the status object there after every drawn frame (for tests that\n"
+    "                      drive the window: it holds every widget's rectangle)\n"
+    "  --viewer-dir DIR    the browser viewer's folder (viewer/build-wasm.sh DIR), for Export > Share\n"
+    "                      (default: $PYROSCOPE_VIEWER_DIR, else ../wasm next to this program's folder)\n";
 
 viewer::ViewerState* g_state = nullptr;
 
@@ -97,6 +101,45 @@ void export_image(viewer::ViewerState& state, const viewer::ImageRequest& image,
   state.save_file(image.name, png);
 }
 
+bool read_whole_file(const std::string& path, std::string* out) {
+  FILE* in = std::fopen(path.c_str(), "rb");
+  if (!in) return false;
+  out->clear();
+  char buffer[1 << 16];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) out->append(buffer, n);
+  const bool ok = !std::ferror(in);
+  std::fclose(in);
+  return ok;
+}
+
+// The folder with the browser viewer's index.html, viewer-page.js and viewer-single.js, or "".
+std::string find_viewer_dir(const std::string& given, const char* argv0) {
+  auto complete = [](const std::string& dir) {
+    return !dir.empty() && access((dir + "/index.html").c_str(), R_OK) == 0 &&
+           access((dir + "/viewer-page.js").c_str(), R_OK) == 0 && access((dir + "/viewer-single.js").c_str(), R_OK) == 0;
+  };
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("PYROSCOPE_VIEWER_DIR"); env && *env) return env;
+  // A build tree: <build>/viewer/pyroscope-viewer beside <build>/wasm (CTest's viewer_wasm_build).
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  std::string program = n > 0 ? std::string(self, static_cast<size_t>(n)) : std::string(argv0);
+  const size_t slash = program.rfind('/');
+  const std::string beside = (slash == std::string::npos ? std::string(".") : program.substr(0, slash)) + "/../wasm";
+  return complete(beside) ? beside : std::string();
+}
+
+void write_status(const viewer::ViewerState& state, const std::string& path) {
+  // Written beside and renamed, so a reader never sees half a file.
+  const std::string temporary = path + ".tmp";
+  FILE* f = std::fopen(temporary.c_str(), "wb");
+  if (!f) return;
+  const std::string json = viewer::status_json(state);
+  const bool ok = std::fwrite(json.data(), 1, json.size(), f) == json.size();
+  if (std::fclose(f) == 0 && ok) std::rename(temporary.c_str(), path.c_str());
+}
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -108,7 +151,7 @@ double percentile(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   std::vector<viewer::LoadInput> inputs;
   std::vector<std::pair<std::string, std::string>> settings;
-  std::string screenshot, status_path;
+  std::string screenshot, status_path, live_status_path, viewer_dir;
   std::string font = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
   int frames = 12, bench_zoom = 0, width = 1400, height = 900;
   float scale = 0;
@@ -132,6 +175,10 @@ int main(int argc, char** argv) {
       bench_zoom = std::atoi(value("--bench-zoom").c_str());
     } else if (arg == "--status-json") {
       status_path = value("--status-json");
+    } else if (arg == "--live-status") {
+      live_status_path = value("--live-status");
+    } else if (arg == "--viewer-dir") {
+      viewer_dir = value("--viewer-dir");
     } else if (arg == "--size") {
       const std::string v = value("--size");
       if (std::sscanf(v.c_str(), "%dx%d", &width, &height) != 2 || width < 200 || height < 150) {
@@ -194,6 +241,30 @@ int main(int argc, char** argv) {
     return path;
   };
 
+  // Share files are made from the browser viewer's files, read when first needed.
+  viewer_dir = find_viewer_dir(viewer_dir, argv[0]);
+  if (viewer_dir.empty()) {
+    state.share_unavailable = "Share files need the browser viewer: build it with viewer/build-wasm.sh DIR, then pass "
+                              "--viewer-dir DIR or set PYROSCOPE_VIEWER_DIR";
+  } else {
+    state.load_share_parts = [&state, viewer_dir] {
+      pyroscope::share::PageParts parts;
+      const char* names[3] = {"index.html", "viewer-page.js", "viewer-single.js"};
+      std::string* targets[3] = {&parts.page, &parts.page_script, &parts.viewer_script};
+      for (int i = 0; i < 3; ++i) {
+        const std::string path = viewer_dir + "/" + names[i];
+        if (!read_whole_file(path, targets[i])) {
+          viewer::set_share_parts(state, pyroscope::Status(pyroscope::StatusCode::io_error,
+                                                           "cannot read " + path + ": " + std::strerror(errno) +
+                                                               " (build it with viewer/build-wasm.sh " + viewer_dir + ")"),
+                                  {});
+          return;
+        }
+      }
+      viewer::set_share_parts(state, pyroscope::Status(), std::move(parts));
+    };
+  }
+
   IMGUI_CHECKVERSION();
   ImGui::CreateContext();
   ImGui::GetIO().IniFilename = nullptr;
@@ -247,6 +318,7 @@ int main(int argc, char** argv) {
     viewer::glfw_input::end_frame(window);
     if (state.flame_painted && state.first_flame_paint_ms < 0) state.first_flame_paint_ms = ms;
     ++frame_number;
+    if (!live_status_path.empty()) write_status(state, live_status_path);
 
     if (bench_zoom > 0 && state.flame_painted && !bench_started && state.pending.empty()) {
       viewer::start_zoom_benchmark(state, bench_zoom);

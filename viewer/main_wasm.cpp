@@ -210,6 +210,21 @@ EMSCRIPTEN_KEEPALIVE void pv_set_error(const char* message) {
 
 EMSCRIPTEN_KEEPALIVE void pv_redraw() { viewer::request_redraw(g_app->state); }
 
+// The page's answer to load_share_parts: index.html, viewer-page.js and viewer-single.js as fetched
+// (the page keeps ownership of the bytes), or why they could not be.
+EMSCRIPTEN_KEEPALIVE void pv_share_parts(const char* page, uint32_t page_size, const char* page_script,
+                                         uint32_t page_script_size, const char* viewer_script, uint32_t viewer_script_size) {
+  pyroscope::share::PageParts parts;
+  parts.page.assign(page, page_size);
+  parts.page_script.assign(page_script, page_script_size);
+  parts.viewer_script.assign(viewer_script, viewer_script_size);
+  viewer::set_share_parts(g_app->state, pyroscope::Status(), std::move(parts));
+}
+
+EMSCRIPTEN_KEEPALIVE void pv_share_parts_failed(const char* message) {
+  viewer::set_share_parts(g_app->state, pyroscope::Status(pyroscope::StatusCode::io_error, message), {});
+}
+
 // Zooms the main flame graph in and out for `frames` frames; the frame times appear in status().bench.
 EMSCRIPTEN_KEEPALIVE void pv_bench_zoom(int frames) { viewer::start_zoom_benchmark(g_app->state, frames); }
 
@@ -241,6 +256,14 @@ int main() {
     EM_ASM({ Module.saveFile(UTF8ToString($0), HEAPU8.slice($1, $1 + $2)); }, name.c_str(), bytes.data(), bytes.size());
     return name + " (downloaded)";
   };
+  // Share files are made from this very page's files, fetched when first needed. A share file opened
+  // from disk has them only inlined in itself.
+  if (EM_ASM_INT({ return window.pyroscopeEmbedded ? 1 : 0; })) {
+    app.state.share_unavailable = "This page is a share file itself: Slice (.pyro) passes the selection on, "
+                                  "or open the data in the served viewer to share it";
+  } else {
+    app.state.load_share_parts = [] { EM_ASM({ Module.loadShareParts(); }); };
+  }
 
   EM_ASM({ if (Module.onViewerReady) Module.onViewerReady(); });
   emscripten_set_main_loop_arg(main_loop, &app, 0, false);

@@ -1,6 +1,7 @@
 #include "viewer.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -1046,6 +1047,196 @@ void start_zoom_benchmark(ViewerState& state, int frames) {
   primary_flame(state).reset_zoom();
 }
 
+// [SECTION] Exports ==================================================================================
+
+namespace {
+
+// The selection's time ranges in time order, overlapping or touching ones joined: the single view's
+// range, or both ranges in comparison and diff.
+std::vector<TimeRange> selected_ranges(const ViewerState& state) {
+  std::vector<TimeRange> ranges;
+  for (int i = 0; i < (state.view == ViewMode::single ? 1 : 2); ++i)
+    if (state.ranges[i].valid()) ranges.push_back(state.ranges[i]);
+  std::sort(ranges.begin(), ranges.end(), [](const TimeRange& a, const TimeRange& b) { return a.from < b.from; });
+  std::vector<TimeRange> joined;
+  for (const TimeRange& r : ranges) {
+    if (!joined.empty() && r.from <= joined.back().until) joined.back().until = std::max(joined.back().until, r.until);
+    else joined.push_back(r);
+  }
+  return joined;
+}
+
+// "app-FROM-UNTIL.ext" over the whole selection.
+std::string selection_file_name(const ViewerState& state, const char* extension) {
+  const std::vector<TimeRange> ranges = selected_ranges(state);
+  const int64_t from = ranges.empty() ? state.ranges[0].from : ranges.front().from;
+  const int64_t until = ranges.empty() ? state.ranges[0].until : ranges.back().until;
+  return state.app + "-" + std::to_string(from) + "-" + std::to_string(until) + extension;
+}
+
+// Runs fill on a Writer of a new file in a private temporary folder and returns the file's bytes: the
+// writer creates files atomically by name, natively in /tmp and in the browser in Emscripten's
+// in-memory file system.
+Status write_temporary_pyro(const WriterOptions& options, const std::function<Status(Writer*)>& fill,
+                            std::string* bytes) {
+  char folder[] = "/tmp/pyroscope-viewer-XXXXXX";
+  if (!::mkdtemp(folder)) return Status(StatusCode::io_error, std::string("cannot make a temporary folder: ") + std::strerror(errno));
+  const std::string path = std::string(folder) + "/slice.pyro";
+  Status status;
+  {
+    Writer writer;
+    status = writer.open(path, options);
+    if (status.ok()) status = fill(&writer);
+    const Status closed = writer.close();
+    if (status.ok()) status = closed;
+  }
+  if (status.ok()) {
+    FILE* in = std::fopen(path.c_str(), "rb");
+    if (!in) {
+      status = Status(StatusCode::io_error, path + ": " + std::strerror(errno));
+    } else {
+      bytes->clear();
+      char buffer[1 << 16];
+      size_t n;
+      while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) bytes->append(buffer, n);
+      if (std::ferror(in)) status = Status(StatusCode::io_error, path + ": read failed");
+      std::fclose(in);
+    }
+  }
+  ::unlink(path.c_str());
+  ::rmdir(folder);
+  return status;
+}
+
+// What Export > Share opens with: the settings a URL would carry (docs/viewer.md), as strings.
+std::string share_settings(const ViewerState& state) {
+  Json j;
+  j.begin_object();
+  j.key("app").str(state.app);
+  std::string tags;
+  bool representable = true;  // the tags setting separates values by commas
+  for (const auto& [key, values] : state.selected_tags)
+    for (const std::string& v : values) {
+      representable = representable && v.find(',') == std::string::npos && key.find_first_of(",=") == std::string::npos;
+      tags += (tags.empty() ? "" : ",") + key + "=" + v;
+    }
+  if (representable && !tags.empty()) j.key("tags").str(tags);
+  j.key("from").str(std::to_string(state.ranges[0].from));
+  j.key("until").str(std::to_string(state.ranges[0].until));
+  if (state.view == ViewMode::single) {
+    j.key("view").str(state.panels == Panels::flame ? "flamegraph" : state.panels == Panels::table ? "table" : "both");
+  } else {
+    j.key("view").str(state.view == ViewMode::diff ? "diff" : "comparison");
+    j.key("right_from").str(std::to_string(state.ranges[1].from));
+    j.key("right_until").str(std::to_string(state.ranges[1].until));
+  }
+  if (!state.search.empty()) j.key("search").str(state.search);
+  j.key("theme").str(state.theme == Theme::dark ? "dark" : "light");
+  j.key("orientation").str(state.orientation == Orientation::icicle ? "icicle" : "flame");
+  j.key("colour").str(state.colour_mode == ColourMode::function ? "function" : "package");
+  j.end_object();
+  return j.text();
+}
+
+void finish_share(ViewerState& state) {
+  if (!state.pending_share || !state.share_parts) return;
+  const std::unique_ptr<ViewerState::PendingShare> share = std::move(state.pending_share);
+  std::string html, error;
+  if (!share::make_page(*state.share_parts, state.app + ".pyro", share->settings, share->pyro, &html, &error)) {
+    state.error = "share: " + error;
+    return;
+  }
+  const std::string where = state.save_file(share->name, html);
+  if (!where.empty()) add_log(state, "exported " + where + " (" + std::to_string(html.size()) + " bytes)");
+  request_redraw(state);
+}
+
+}  // namespace
+
+Status slice_selection(const ViewerState& state, std::string* pyro, SliceStats* stats) {
+  SliceStats counted;
+  if (stats) *stats = counted;
+  if (state.files.empty() || state.app.empty()) return Status(StatusCode::invalid_argument, "nothing is open");
+  const std::vector<TimeRange> ranges = selected_ranges(state);
+  WriterOptions options;
+  options.resolution_seconds = state.resolution;
+  if (state.dataset.file_count() > 0) options.multiplier = state.dataset.file(0).info().multiplier;
+  const FoldedSource* folded = find_folded(state, state.app);
+  Selector selector;
+  if (!folded) {
+    const Status parsed = Selector::parse(state.selector, &selector);
+    if (!parsed.ok()) return Status(parsed.code(), "selector " + state.selector + ": " + parsed.message());
+  }
+  Status status = write_temporary_pyro(options, [&](Writer* writer) -> Status {
+    if (folded) {
+      // Folded text is one block of one series without tags.
+      const bool in_range = std::any_of(ranges.begin(), ranges.end(), [&](const TimeRange& r) {
+        return folded->time < r.until && folded->time + state.resolution > r.from;
+      });
+      if (!in_range || folded->tree->total() == 0) return Status();
+      counted = SliceStats{1, 1, folded->tree->total()};
+      return writer->append(SeriesKey(state.app, {}), folded->time, *folded->tree);
+    }
+    for (const TimeRange& r : ranges) {
+      SliceStats part;
+      const Status sliced = state.dataset.slice(selector, r.from, r.until, writer, &part);
+      counted.series = std::max(counted.series, part.series);  // a series in both ranges counts once
+      counted.blocks += part.blocks;
+      counted.samples += part.samples;
+      if (!sliced.ok()) return sliced;
+    }
+    return Status();
+  }, pyro);
+  if (stats) *stats = counted;
+  if (status.ok() && counted.blocks == 0)
+    status = Status(StatusCode::not_found, "no samples of " + state.selector + " in the selected range");
+  return status;
+}
+
+void export_slice(ViewerState& state) {
+  std::string pyro;
+  SliceStats stats;
+  const Status status = slice_selection(state, &pyro, &stats);
+  if (!status.ok()) {
+    state.error = "slice: " + status.message();
+    return;
+  }
+  const std::string where = state.save_file(selection_file_name(state, ".pyro"), pyro);
+  if (!where.empty()) {
+    add_log(state, "exported " + where + " (" + std::to_string(stats.blocks) + " blocks, " +
+                       std::to_string(stats.samples) + " samples, " + std::to_string(pyro.size()) + " bytes)");
+  }
+}
+
+void export_share(ViewerState& state) {
+  if (!state.share_unavailable.empty() || (!state.share_parts && !state.load_share_parts)) {
+    state.error = "share: " + (state.share_unavailable.empty() ? std::string("not available here") : state.share_unavailable);
+    return;
+  }
+  auto share = std::make_unique<ViewerState::PendingShare>();
+  const Status status = slice_selection(state, &share->pyro, nullptr);
+  if (!status.ok()) {
+    state.error = "share: " + status.message();
+    return;
+  }
+  share->name = selection_file_name(state, ".html");
+  share->settings = share_settings(state);
+  state.pending_share = std::move(share);
+  if (state.share_parts) finish_share(state);
+  else state.load_share_parts();  // answers through set_share_parts, now or later
+}
+
+void set_share_parts(ViewerState& state, Status status, share::PageParts parts) {
+  if (!status.ok()) {
+    state.error = "share: " + status.message();
+    state.pending_share.reset();
+    request_redraw(state);
+    return;
+  }
+  state.share_parts = std::make_unique<share::PageParts>(std::move(parts));
+  finish_share(state);
+}
+
 // [SECTION] UI pieces ================================================================================
 
 namespace {
@@ -1141,6 +1332,16 @@ void draw_toolbar(ViewerState& state) {
         request_redraw(state);
       }
       record_item("export:png");
+      if (ImGui::Selectable("Slice of the selection (.pyro)")) export_slice(state);
+      record_item("export:slice");
+      if (ImGui::IsItemHovered()) ImGui::SetTooltip("The selected series and range as a small .pyro file");
+      const bool can_share = state.share_unavailable.empty() && (state.share_parts || state.load_share_parts);
+      if (ImGui::Selectable("Share file (.html)", false, can_share ? 0 : ImGuiSelectableFlags_Disabled)) export_share(state);
+      record_item("export:share");
+      if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) {
+        ImGui::SetTooltip("%s", can_share ? "One .html with the viewer and this selection: opens with no server"
+                                          : state.share_unavailable.c_str());
+      }
       ImGui::EndPopup();
     }
     ImGui::SameLine(0, 16 * s);
@@ -2089,6 +2290,10 @@ std::string status_json(const ViewerState& state) {
   j.key("log").begin_array();
   for (const std::string& line : state.log) j.str(line);
   j.end_array();
+  // Export > Share: "" when it can be used, else why not.
+  j.key("share_unavailable").str(!state.share_unavailable.empty() || state.share_parts || state.load_share_parts
+                                      ? state.share_unavailable
+                                      : std::string("no way to load the viewer's files"));
   j.key("widgets").begin_object();
   for (const WidgetRect& w : state.widgets) {
     j.key(w.name).begin_array().num(w.x0).num(w.y0).num(w.x1 - w.x0).num(w.y1 - w.y0).end_array();

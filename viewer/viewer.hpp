@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "flame_graph.hpp"
+#include "share_page.hpp"
 #include "pyroscope.hpp"
 
 namespace pyroscope::viewer {
@@ -159,6 +160,19 @@ struct ViewerState {
   std::function<std::string(const std::string& name, const std::string& bytes)> save_file;
   int image_request_frames = 0;         // a PNG export waits one frame, so its menu is not in the image
   std::string image_request_name;
+  // Share files (Export > Share) need the browser viewer's page, page script and single-file build.
+  // The main gets them into share_parts: natively read from a folder; the page fetches them, so it
+  // answers later (set_share_parts). Null, or share_unavailable set: the item is disabled, and
+  // share_unavailable says why.
+  std::function<void()> load_share_parts;
+  std::string share_unavailable;
+  std::unique_ptr<share::PageParts> share_parts;
+  struct PendingShare {
+    std::string name;      // of the .html
+    std::string settings;  // JSON object: the view to open with
+    std::string pyro;      // the slice
+  };
+  std::unique_ptr<PendingShare> pending_share;  // waiting for share_parts
 
   // --- Frame bookkeeping --------------------------------------------------------------------------
   int redraw_frames = 6;                // frames still to draw before idling
@@ -186,6 +200,15 @@ void frame(ViewerState& state);
 void open_files(ViewerState& state, std::vector<LoadInput> inputs);
 // Opens them now, synchronously (used by the mains' command line and the page's entry points).
 void load_pending(ViewerState& state);
+// The selection (series of the selector; the range, or both ranges in comparison and diff) as the
+// bytes of a small .pyro file, through Dataset::slice (or the folded source's tree). stats may be null.
+Status slice_selection(const ViewerState& state, std::string* pyro, SliceStats* stats);
+// Export > Slice and Export > Share: hand a .pyro / a share .html of the selection to save_file.
+void export_slice(ViewerState& state);
+void export_share(ViewerState& state);
+// The main's answer to load_share_parts: the parts, or an error saying why there are none. Finishes
+// a share that was waiting for them.
+void set_share_parts(ViewerState& state, Status status, share::PageParts parts);
 // Does the data work the next frame would start with (the selection's trees and their layouts) now,
 // so that a page can finish opening files in one task and its next animation frame only draws.
 void prepare_views(ViewerState& state);

@@ -432,6 +432,32 @@
     // context meanwhile; the first frame then draws the flame graph at once.
     deferWindow() { return busy && performance.now() - api.readyMs < 1500; },
     openFilePicker() { fileInput.click(); },
+    // Export > Share: the viewer makes the share file from this page's own three files.
+    async loadShareParts() {
+      try {
+        const names = ['index.html', 'viewer-page.js', 'viewer-single.js'];
+        const parts = await Promise.all(names.map(async (name) => {
+          const response = await fetch(name);
+          if (!response.ok) throw new Error(`${name}: HTTP ${response.status} ${response.statusText}`);
+          return new Uint8Array(await response.arrayBuffer());
+        }));
+        const pointers = parts.map((bytes) => {
+          const ptr = Module._malloc(Math.max(1, bytes.length));
+          if (!ptr) throw new Error('out of memory for the share file');
+          Module.HEAPU8.set(bytes, ptr);
+          return ptr;
+        });
+        try {
+          Module._pv_share_parts(pointers[0], parts[0].length, pointers[1], parts[1].length, pointers[2], parts[2].length);
+        } finally {
+          pointers.forEach((ptr) => Module._free(ptr));
+        }
+      } catch (e) {
+        withCString('the viewer\'s files for a share file could not be loaded: ' + (e && e.message ? e.message : e),
+                    (ptr) => Module._pv_share_parts_failed(ptr));
+      }
+      Module._pv_redraw();
+    },
     // An export from the viewer: a download of the bytes under the name.
     saveFile(name, bytes) {
       const url = URL.createObjectURL(new Blob([bytes]));

@@ -359,7 +359,7 @@ async function testErrorsAndFormats(browser, base, out, dataDir) {
 
   console.log('open button and file picker; drag and drop');
   page = await openViewer(browser, base, '');
-  s = await status(page);
+  s = await waitFor(page, (st) => !!st.widgets.open, 'the first frame of an empty viewer');  // drawn asynchronously
   expect(s.files.length === 0 && !!s.widgets.open, 'empty viewer shows the Open button');
   const chooser = page.waitForEvent('filechooser');
   await click(page, 'open');
@@ -552,6 +552,85 @@ async function testFoldedExport(browser, base, args) {
   await page.close();
 }
 
+// Slice and share file from the viewer's Export menu, in the diff view: the .pyro holds the selected
+// series in both ranges and nothing else (the same stacks as `pyro query` of the source gives), and the
+// share .html opens from file:// with no server in the same view, ranges, tags and totals.
+async function testSliceAndShareExport(browser, base, args) {
+  console.log('slice and share file from the viewer');
+  const { execFileSync } = require('child_process');
+  const page = await openViewer(browser, base, '?file=data/rideshare.pyro&app=ride-sharing-app&tags=region=eu-north');
+  const loaded = await waitFor(page, (st) => st.flame_painted && st.selector.includes('eu-north'), 'eu-north selected');
+  const { from, until } = loaded.span;
+  const step = 10, blocks = Math.floor((until - from) / step);
+  const left = { from: from + 2 * step, until: from + Math.floor(blocks / 3) * step };
+  const right = { from: from + Math.floor(blocks / 2) * step, until: until - 3 * step };
+  for (const [k, v] of [['view', 'diff'], ['from', left.from], ['until', left.until], ['right_from', right.from],
+                        ['right_until', right.until]]) {
+    await page.evaluate(([key, value]) => window.pyroscopeViewer.setting(key, value), [k, String(v)]);
+  }
+  const shown = await waitFor(page, (st) => st.view === 'diff' && st.flame.diff && st.flame.diff.right_total > 0 &&
+                                            st.ranges.right.from === right.from, 'the diff of two ranges');
+  expect(shown.share_unavailable === '', 'Share is available in the served viewer', shown.share_unavailable);
+
+  const quiet = { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] };
+  const folded = (file, range) => execFileSync(args.pyro, ['query', file, 'ride-sharing-app{region="eu-north"}',
+                                                           '--from', String(range.from), '--until', String(range.until)], quiet);
+  await click(page, 'export');
+  await stableWidget(page, 'export:slice');
+  const sliceDownload = page.waitForEvent('download');
+  await click(page, 'export:slice');
+  const slice = await sliceDownload;
+  const slicePath = path.resolve(args.out, 'exported-slice.pyro');
+  await slice.saveAs(slicePath);
+  expect(/^ride-sharing-app-\d+-\d+\.pyro$/.test(slice.suggestedFilename()), 'slice named after app and range',
+         slice.suggestedFilename());
+  const source = path.join(args.data, 'rideshare.pyro');
+  for (const [name, range] of [['left', left], ['right', right]]) {
+    const want = folded(source, range), got = folded(slicePath, range);
+    expect(want.length > 100 && got === want, `the slice's ${name} range has the source's stacks`, [got.length, want.length]);
+  }
+  const everything = (file) => execFileSync(args.pyro, ['query', file, 'ride-sharing-app', '--format', 'timeline'], quiet);
+  const samples = everything(slicePath).trim().split('\n').map((line) => line.split(/\s+/).map(Number))
+    .filter(([, n]) => n > 0);
+  const inRanges = samples.every(([t]) => (t >= left.from && t < left.until) || (t >= right.from && t < right.until));
+  expect(samples.length > 0 && inRanges, 'the slice has no blocks outside the two ranges', samples.length);
+  const info = execFileSync(args.pyro, ['info', slicePath], quiet);
+  expect(/series +3\b/.test(info) && !/us-east|ap-south/.test(info), 'the slice holds the eu-north series only',
+         info.split('\n').filter((l) => /series|region/.test(l)));
+
+  await click(page, 'export');
+  await stableWidget(page, 'export:share');
+  const shareDownload = page.waitForEvent('download', { timeout: 30000 });
+  await click(page, 'export:share');
+  const shareFile = await shareDownload;
+  const sharePath = path.resolve(args.out, 'exported-share.html');
+  await shareFile.saveAs(sharePath);
+  expect(/^ride-sharing-app-\d+-\d+\.html$/.test(shareFile.suggestedFilename()), 'share file named after app and range',
+         shareFile.suggestedFilename());
+  await page.close();
+
+  const opened = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+  const requests = [];
+  opened.on('request', (r) => { if (!/^(file|data|blob):/.test(r.url())) requests.push(r.url()); });
+  await opened.goto('file://' + sharePath);
+  const s = await waitFor(opened, (st) => st.flame_painted && st.view === 'diff', 'the share file\'s diff');
+  expect(s.ranges.left.from === left.from && s.ranges.left.until === left.until &&
+         s.ranges.right.from === right.from && s.ranges.right.until === right.until, 'the share file keeps both ranges',
+         s.ranges);
+  expect(JSON.stringify(s.selected_tags) === JSON.stringify(shown.selected_tags), 'and the checked tags',
+         [s.selected_tags, shown.selected_tags]);
+  expect(s.flame.diff.left_total === shown.flame.diff.left_total && s.flame.diff.right_total === shown.flame.diff.right_total,
+         'and the totals of both sides', [s.flame.diff, shown.flame.diff].map((d) => [d.left_total, d.right_total]));
+  expect(s.error === '' && requests.length === 0, 'no error and no network request', [s.error, requests]);
+  expect(s.share_unavailable.includes('share file'), 'a share file says why it cannot share itself', s.share_unavailable);
+  const image = await screenshot(opened, args.out, '13-exported-share-file.png');
+  const area = widget(s, 'flame.diff');
+  const red = h.countPixels(image, area, (r, g, b) => r > 150 && g < 110 && b < 110);
+  const green = h.countPixels(image, area, (r, g, b) => g > 120 && r < 120 && b < 130);
+  expect(red.count > 200 && green.count > 200, 'the diff colours are drawn from the share file', [red.count, green.count]);
+  await opened.close();
+}
+
 (async () => {
   const args = parseArgs(process.argv);
   fs.mkdirSync(args.out, { recursive: true });
@@ -570,8 +649,9 @@ async function testFoldedExport(browser, base, args) {
     if (args.pyro) {
       await testShareFile(browser, url, args);
       await testFoldedExport(browser, url, args);
+      await testSliceAndShareExport(browser, url, args);
     } else {
-      console.log('share file and folded export: not tested (no --pyro)');
+      console.log('share files, slices and folded export: not tested (no --pyro)');
     }
   } catch (e) {
     failures.push('exception: ' + (e && e.stack ? e.stack : e));
