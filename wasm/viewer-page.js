@@ -268,6 +268,7 @@
   // compressed, an error status) is fetched again by the page, which streams it or reports it.
   const WORKER_SOURCE = `onmessage = async (event) => {
     const url = event.data;
+    postMessage({ url, started: true });
     try {
       const response = await fetch(url);
       const headers = {};
@@ -283,16 +284,25 @@
       postMessage({ url, refetch: true });
     }
   };`;
+  // A worker only starts (and so only starts its download) once the page's thread is free for a
+  // moment: created while the runtime is starting, it began ~0.2 s late. The runtime's start therefore
+  // waits until every such worker has begun (or 150 ms have passed); see Module.preInit.
+  const workersStarted = [];
   function fetchInWorker(url) {
+    let started;
+    workersStarted.push(new Promise((resolve) => { started = resolve; }));
     return new Promise((resolve) => {
       let worker;
       try {
         worker = new Worker(URL.createObjectURL(new Blob([WORKER_SOURCE], { type: 'text/javascript' })));
       } catch (e) {
+        started();
         resolve(null);  // no workers here (a locked-down page): the page fetches itself
         return;
       }
       worker.onmessage = (event) => {
+        started();
+        if (event.data.started) { api.marks.fileFetchStarted = performance.now(); return; }
         worker.terminate();
         if (event.data.refetch) { resolve(null); return; }
         api.marks.fileBody = performance.now();
@@ -301,7 +311,7 @@
         const bytes = event.data.bytes;
         resolve({ response: { ok: true, status: 200, statusText: 'OK', headers }, whole: Promise.resolve(bytes) });
       };
-      worker.onerror = () => { worker.terminate(); resolve(null); };
+      worker.onerror = () => { started(); worker.terminate(); resolve(null); };
       worker.postMessage(new URL(url, location.href).href);
     });
   }
@@ -398,6 +408,15 @@
     api.openBytes(embedded.name, bytes);
   }
 
+  function makeContext() {
+    // Sized as the window will be (CSS size x device pixel ratio), so no resize follows.
+    const ratio = window.devicePixelRatio || 1;
+    canvas.width = Math.round((canvas.clientWidth || window.innerWidth) * ratio);
+    canvas.height = Math.round((canvas.clientHeight || window.innerHeight) * ratio);
+    canvas.getContext('webgl2', { alpha: false, depth: false, stencil: false, antialias: false });
+    api.marks.webglContext = performance.now();
+  }
+
   const Module = window.Module = {
     canvas,
     print: (text) => console.log(text),
@@ -407,13 +426,19 @@
     // WebGL context of a page can take hundreds of milliseconds (the browser starts its GPU process),
     // and made now it overlaps the compile instead of following it. glfwCreateWindow's getContext
     // then returns this context; the attributes are the ones the viewer's window hints ask for.
+    // Before the runtime starts (it holds the page's thread for a while): the downloads' workers get
+    // the moment they need to begin, then the WebGL context is requested. The first WebGL context of a
+    // page takes the GPU process a while to make, and requested now it is made while the files are
+    // downloaded and opened; glfwCreateWindow later returns this context (same attributes as the
+    // viewer's window hints).
     preInit: [() => {
-      // Sized as main() will size it (CSS size x device pixel ratio), so no resize follows.
-      const ratio = window.devicePixelRatio || 1;
-      canvas.width = Math.round((canvas.clientWidth || window.innerWidth) * ratio);
-      canvas.height = Math.round((canvas.clientHeight || window.innerHeight) * ratio);
-      canvas.getContext('webgl2', { alpha: false, depth: false, stencil: false, antialias: false });
-      api.marks.webglContext = performance.now();
+      if (!workersStarted.length || typeof Module.addRunDependency !== 'function') { makeContext(); return; }
+      Module.addRunDependency('downloads-started');
+      const timeout = new Promise((resolve) => setTimeout(resolve, 150));
+      Promise.race([Promise.all(workersStarted), timeout]).then(() => {
+        makeContext();
+        Module.removeRunDependency('downloads-started');
+      });
     }],
     preRun: [() => { api.marks.preRun = performance.now(); }],
     onRuntimeInitialized() { api.marks.runtimeInitialized = performance.now(); },
