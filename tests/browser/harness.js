@@ -174,6 +174,61 @@ function distinctColours(image, rect) {
 const isRed = (r, g, b) => r > 170 && g < 110 && b < 110;
 const isGreen = (r, g, b) => g > 140 && r < 110 && b < 130;
 
+// --- Test scripts' command lines and checks ----------------------------------------------------------
+
+// `--key value` pairs over the defaults (every key must be one of them); required keys must be given.
+// A wrong argument prints the usage line and exits with 2.
+function parseArgs(argv, defaults, usage, required = []) {
+  const args = { ...defaults };
+  for (let i = 2; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, '');
+    if (!(key in args) || i + 1 >= argv.length) {
+      console.error(`usage: ${usage} (bad argument '${argv[i]}')`);
+      process.exit(2);
+    }
+    args[key] = argv[i + 1];
+  }
+  for (const key of required) {
+    if (!args[key]) {
+      console.error(`usage: ${usage} (--${key} is required)`);
+      process.exit(2);
+    }
+  }
+  return args;
+}
+
+// The checks of one test script: expect() prints each as ok or FAIL; finish() prints the count and
+// the failures and exits non-zero if there were any.
+function checker() {
+  const failures = [];
+  let count = 0;
+  return {
+    failures,
+    expect(condition, message, detail) {
+      count++;
+      if (condition) {
+        console.log('  ok   ' + message);
+      } else {
+        failures.push(message);
+        console.log('  FAIL ' + message + (detail !== undefined ? ' -- ' + JSON.stringify(detail) : ''));
+      }
+      return condition;
+    },
+    exception(e) {
+      failures.push('exception: ' + (e && e.stack ? e.stack : e));
+      console.log('  FAIL exception: ' + (e && e.stack ? e.stack : e));
+    },
+    finish(where) {
+      console.log(`${count - failures.length} of ${count} checks passed; ${where}`);
+      if (failures.length) {
+        console.log('failures:\n  ' + failures.join('\n  '));
+        process.exit(1);
+      }
+    },
+  };
+}
+
 module.exports = {
   CHROMIUM, CHROMIUM_ARGS, serveStatic, launchBrowser, decodePng, countPixels, distinctColours, isRed, isGreen,
+  parseArgs, checker,
 };

@@ -10,35 +10,11 @@ const path = require('path');
 const { spawnSync } = require('child_process');
 const h = require('./harness');
 
-function parseArgs(argv) {
-  const args = { viewer: '', data: 'build/testdata', out: 'build/native-artifacts' };
-  for (let i = 2; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in args) || i + 1 >= argv.length) {
-      console.error(`usage: native.test.js --viewer PATH --data DIR --out DIR (bad argument '${argv[i]}')`);
-      process.exit(2);
-    }
-    args[key] = argv[i + 1];
-  }
-  if (!args.viewer) {
-    console.error('native.test.js: --viewer PATH is required');
-    process.exit(2);
-  }
-  return args;
-}
+const DEFAULTS = { viewer: '', data: 'build/testdata', out: 'build/native-artifacts' };
+const REQUIRED = ['viewer'];
+const USAGE = 'native.test.js --viewer PATH --data DIR --out DIR';
 
-const failures = [];
-let checks = 0;
-function expect(condition, message, detail) {
-  checks++;
-  if (condition) {
-    console.log('  ok   ' + message);
-  } else {
-    failures.push(message);
-    console.log('  FAIL ' + message + (detail !== undefined ? ' -- ' + JSON.stringify(detail) : ''));
-  }
-  return condition;
-}
+const { expect, finish } = h.checker();
 
 // Runs the viewer once; returns {status, image, code, stderr}.
 function run(args, name, viewerArgs) {
@@ -56,7 +32,7 @@ function run(args, name, viewerArgs) {
 }
 
 function main() {
-  const args = parseArgs(process.argv);
+  const args = h.parseArgs(process.argv, DEFAULTS, USAGE, REQUIRED);
   fs.mkdirSync(args.out, { recursive: true });
   const data = (f) => path.join(args.data, f);
 
@@ -111,11 +87,7 @@ function main() {
            'error banner painted');
   }
 
-  console.log(`${checks - failures.length} of ${checks} checks passed; screenshots in ${args.out}`);
-  if (failures.length) {
-    console.log('failures:\n  ' + failures.join('\n  '));
-    process.exit(1);
-  }
+  finish(`screenshots in ${args.out}`);
 }
 
 main();

@@ -14,38 +14,11 @@ const path = require('path');
 const { spawn, spawnSync, execFileSync } = require('child_process');
 const h = require('./harness');
 
-function parseArgs(argv) {
-  const args = { viewer: '', data: '', out: '', pyro: '', 'viewer-dir': '' };
-  for (let i = 2; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in args) || i + 1 >= argv.length) {
-      console.error(`usage: native_export.test.js --viewer PATH --data DIR --out DIR --pyro PATH [--viewer-dir DIR] ` +
-                    `(bad argument '${argv[i]}')`);
-      process.exit(2);
-    }
-    args[key] = argv[i + 1];
-  }
-  for (const required of ['viewer', 'data', 'out', 'pyro']) {
-    if (!args[required]) {
-      console.error(`native_export.test.js: --${required} is required`);
-      process.exit(2);
-    }
-  }
-  return args;
-}
+const DEFAULTS = { viewer: '', data: '', out: '', pyro: '', 'viewer-dir': '' };
+const REQUIRED = ['viewer', 'data', 'out', 'pyro'];
+const USAGE = 'native_export.test.js --viewer PATH --data DIR --out DIR --pyro PATH [--viewer-dir DIR]';
 
-const failures = [];
-let checks = 0;
-function expect(condition, message, detail) {
-  checks++;
-  if (condition) {
-    console.log('  ok   ' + message);
-  } else {
-    failures.push(message);
-    console.log('  FAIL ' + message + (detail !== undefined ? ' -- ' + JSON.stringify(detail) : ''));
-  }
-  return condition;
-}
+const { expect, exception, finish } = h.checker();
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -62,7 +35,7 @@ async function startXvfb() {
 }
 
 (async () => {
-  const args = parseArgs(process.argv);
+  const args = h.parseArgs(process.argv, DEFAULTS, USAGE, REQUIRED);
   const work = path.resolve(args.out, 'exports');
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work, { recursive: true });
@@ -197,15 +170,10 @@ async function startXvfb() {
     const last = readStatus();
     expect(last.error === '', 'no error shown', last.error);
   } catch (e) {
-    failures.push('exception: ' + (e && e.stack ? e.stack : e));
-    console.log('  FAIL exception: ' + (e && e.stack ? e.stack : e));
+    exception(e);
   } finally {
     if (!exited) viewer.kill('SIGTERM');
     server.kill();
   }
-  console.log(`${checks - failures.length} of ${checks} checks passed; exports in ${work}`);
-  if (failures.length) {
-    console.log('failures:\n  ' + failures.join('\n  '));
-    process.exit(1);
-  }
+  finish(`exports in ${work}`);
 })();

@@ -12,31 +12,11 @@ const fs = require('fs');
 const path = require('path');
 const h = require('./harness');
 
-function parseArgs(argv) {
-  const args = { site: 'build/wasm', data: 'build/testdata', out: 'build/browser-artifacts', pyro: '' };
-  for (let i = 2; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in args) || i + 1 >= argv.length) {
-      console.error(`usage: viewer.test.js --site DIR --data DIR --out DIR [--pyro PYRO] (bad argument '${argv[i]}')`);
-      process.exit(2);
-    }
-    args[key] = argv[i + 1];
-  }
-  return args;
-}
+const DEFAULTS = { site: 'build/wasm', data: 'build/testdata', out: 'build/browser-artifacts', pyro: '' };
+const REQUIRED = [];
+const USAGE = 'viewer.test.js --site DIR --data DIR --out DIR [--pyro PYRO]';
 
-const failures = [];
-let checks = 0;
-function expect(condition, message, detail) {
-  checks++;
-  if (condition) {
-    console.log('  ok   ' + message);
-  } else {
-    failures.push(message);
-    console.log('  FAIL ' + message + (detail !== undefined ? ' -- ' + JSON.stringify(detail) : ''));
-  }
-  return condition;
-}
+const { expect, exception, finish } = h.checker();
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -632,7 +612,7 @@ async function testSliceAndShareExport(browser, base, args) {
 }
 
 (async () => {
-  const args = parseArgs(process.argv);
+  const args = h.parseArgs(process.argv, DEFAULTS, USAGE, REQUIRED);
   fs.mkdirSync(args.out, { recursive: true });
   for (const f of ['index.html', 'viewer.js', 'viewer.wasm']) {
     if (!fs.existsSync(path.join(args.site, f))) {
@@ -654,15 +634,10 @@ async function testSliceAndShareExport(browser, base, args) {
       console.log('share files, slices and folded export: not tested (no --pyro)');
     }
   } catch (e) {
-    failures.push('exception: ' + (e && e.stack ? e.stack : e));
-    console.log('  FAIL exception: ' + (e && e.stack ? e.stack : e));
+    exception(e);
   } finally {
     await browser.close();
     server.close();
   }
-  console.log(`${checks - failures.length} of ${checks} checks passed; screenshots in ${args.out}`);
-  if (failures.length) {
-    console.log('failures:\n  ' + failures.join('\n  '));
-    process.exit(1);
-  }
+  finish(`screenshots in ${args.out}`);
 })();
