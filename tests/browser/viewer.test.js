@@ -478,6 +478,21 @@ async function testShareFile(browser, base, args) {
   await page.close();
 }
 
+// Export > item: opens the menu, clicks the item, saves the download as out/saveAs and checks that it
+// is named after the app and the range (app-FROM-UNTIL.extension). Returns the saved path.
+async function exportDownload(page, item, out, saveAs, extension) {
+  await click(page, 'export');
+  expect(!!(await stableWidget(page, 'export:' + item)), `the Export menu shows ${item}`);
+  const download = page.waitForEvent('download', { timeout: 30000 });
+  await click(page, 'export:' + item);
+  const file = await download;
+  const saved = path.resolve(out, saveAs);
+  await file.saveAs(saved);
+  expect(new RegExp(`^ride-sharing-app-\\d+-\\d+\\.${extension}$`).test(file.suggestedFilename()),
+         `the ${item} download is named after app and range`, file.suggestedFilename());
+  return saved;
+}
+
 // Exports from the viewer: the folded download is what `pyro export-folded` writes for the same
 // selection, and importing it gives the same tree back; the PNG is the flame graph's pixels.
 async function testFoldedExport(browser, base, args) {
@@ -485,15 +500,7 @@ async function testFoldedExport(browser, base, args) {
   const { execFileSync } = require('child_process');
   const page = await openViewer(browser, base, '?file=data/rideshare.pyro&app=ride-sharing-app&tags=region=eu-north');
   await waitFor(page, (st) => st.flame_painted && st.selector.includes('eu-north'), 'eu-north selected');
-  await click(page, 'export');
-  expect(!!(await stableWidget(page, 'export:folded')), 'the Export menu opens');
-  const download = page.waitForEvent('download');
-  await click(page, 'export:folded');
-  const file = await download;
-  const exported = path.resolve(args.out, 'exported-eu-north.folded');
-  await file.saveAs(exported);
-  expect(/^ride-sharing-app-\d+-\d+\.folded$/.test(file.suggestedFilename()), 'named after app and range',
-         file.suggestedFilename());
+  const exported = await exportDownload(page, 'folded', args.out, 'exported-eu-north.folded', 'folded');
   const cli = path.resolve(args.out, 'cli-eu-north.folded');
   for (const f of [cli, path.resolve(args.out, 'roundtrip.pyro'), path.resolve(args.out, 'roundtrip.folded')]) {
     try { fs.unlinkSync(f); } catch (e) { /* absent */ }
@@ -513,13 +520,7 @@ async function testFoldedExport(browser, base, args) {
 
   // PNG of the flame graph: the canvas' pixels in the graph's rectangle, without the menu.
   const shown = await status(page);
-  await click(page, 'export');
-  await stableWidget(page, 'export:png');
-  const pngDownload = page.waitForEvent('download');
-  await click(page, 'export:png');
-  const png = await pngDownload;
-  const pngPath = path.resolve(args.out, '12-exported-flame-graph.png');
-  await png.saveAs(pngPath);
+  const pngPath = await exportDownload(page, 'png', args.out, '12-exported-flame-graph.png', 'png');
   const image = h.decodePng(fs.readFileSync(pngPath));
   const [, , gw, gh] = widget(shown, 'flame.main');
   expect(Math.abs(image.width - gw) <= 2 && Math.abs(image.height - gh) <= 2, 'PNG is the flame graph\'s size',
@@ -527,8 +528,6 @@ async function testFoldedExport(browser, base, args) {
   const blocks = h.countPixels(image, [0, 0, image.width, Math.min(image.height, 6 * shown.flame.main.row_height)],
                                (r, g, b) => r > 150 && g > 60 && b < 120);
   expect(blocks.share > 0.3, 'PNG shows the flame graph\'s blocks', blocks.share);
-  expect(/^ride-sharing-app-\d+-\d+\.png$/.test(png.suggestedFilename()), 'PNG named after app and range',
-         png.suggestedFilename());
   await page.close();
 }
 
@@ -555,15 +554,7 @@ async function testSliceAndShareExport(browser, base, args) {
   const quiet = { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] };
   const folded = (file, range) => execFileSync(args.pyro, ['query', file, 'ride-sharing-app{region="eu-north"}',
                                                            '--from', String(range.from), '--until', String(range.until)], quiet);
-  await click(page, 'export');
-  await stableWidget(page, 'export:slice');
-  const sliceDownload = page.waitForEvent('download');
-  await click(page, 'export:slice');
-  const slice = await sliceDownload;
-  const slicePath = path.resolve(args.out, 'exported-slice.pyro');
-  await slice.saveAs(slicePath);
-  expect(/^ride-sharing-app-\d+-\d+\.pyro$/.test(slice.suggestedFilename()), 'slice named after app and range',
-         slice.suggestedFilename());
+  const slicePath = await exportDownload(page, 'slice', args.out, 'exported-slice.pyro', 'pyro');
   const source = path.join(args.data, 'rideshare.pyro');
   for (const [name, range] of [['left', left], ['right', right]]) {
     const want = folded(source, range), got = folded(slicePath, range);
@@ -578,15 +569,7 @@ async function testSliceAndShareExport(browser, base, args) {
   expect(/series +3\b/.test(info) && !/us-east|ap-south/.test(info), 'the slice holds the eu-north series only',
          info.split('\n').filter((l) => /series|region/.test(l)));
 
-  await click(page, 'export');
-  await stableWidget(page, 'export:share');
-  const shareDownload = page.waitForEvent('download', { timeout: 30000 });
-  await click(page, 'export:share');
-  const shareFile = await shareDownload;
-  const sharePath = path.resolve(args.out, 'exported-share.html');
-  await shareFile.saveAs(sharePath);
-  expect(/^ride-sharing-app-\d+-\d+\.html$/.test(shareFile.suggestedFilename()), 'share file named after app and range',
-         shareFile.suggestedFilename());
+  const sharePath = await exportDownload(page, 'share', args.out, 'exported-share.html', 'html');
   await page.close();
 
   const opened = await browser.newPage({ viewport: { width: 1200, height: 800 } });
