@@ -510,6 +510,7 @@ class Dataset {
   // to whole blocks) to an open writer, series by series in time order: the small .pyro a viewer
   // shares. A block of one series that several files hold becomes one block. Stops at the first
   // error (a corrupt stored tree, a write that fails), leaving the blocks appended so far.
+  // Thread safety: like the other const functions; the writer is used by this call alone meanwhile.
   Status slice(const Selector& selector, int64_t from, int64_t until, Writer* writer,
                SliceStats* stats = nullptr) const;
 
