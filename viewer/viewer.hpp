@@ -201,7 +201,8 @@ void open_files(ViewerState& state, std::vector<LoadInput> inputs);
 // Opens them now, synchronously (used by the mains' command line and the page's entry points).
 void load_pending(ViewerState& state);
 // The selection (series of the selector; the range, or both ranges in comparison and diff) as the
-// bytes of a small .pyro file, through Dataset::slice (or the folded source's tree). stats may be null.
+// bytes of a small .pyro file, through Dataset::slice (or the folded source's tree). stats may be null;
+// with two ranges, stats->series is the larger of the two ranges' counts.
 Status slice_selection(const ViewerState& state, std::string* pyro, SliceStats* stats);
 // Export > Slice and Export > Share: hand a .pyro / a share .html of the selection to save_file.
 void export_slice(ViewerState& state);
