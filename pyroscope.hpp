@@ -260,6 +260,9 @@ class Tree {
   // children_offsets has node_count()+1 entries; node n's children are
   // children[children_offsets[n] .. children_offsets[n+1]).
   void sorted_children(std::vector<uint32_t>* children_offsets, std::vector<uint32_t>* children) const;
+  // rank[symbol] = position of its name among the names the nodes use, in byte order (other entries
+  // of the table's size are 0): one string sort over those names, however big the table is.
+  void rank_used_symbols(std::vector<uint32_t>* rank) const;
 
   const SymbolTable& symbols() const { return *symbols_; }
   SymbolTable& symbols() { return *symbols_; }
@@ -316,7 +319,6 @@ class Tree {
   mutable std::atomic<bool> index_built_{true};
   bool name_preorder_ = true;
   void ensure_index() const;
-  void rank_used_symbols(std::vector<uint32_t>* rank) const;
   uint32_t add_child(uint32_t parent, uint32_t symbol);
   void grow_index();
   void rehash(size_t capacity) const;
@@ -681,8 +683,13 @@ struct ByteReader {
   ByteReader(const uint8_t* data, size_t size) : p(data), end(data + size) {}
   size_t remaining() const { return size_t(end - p); }
   bool done() const { return p == end; }
+  // Most fields of a tree fit in one byte: that case stays small enough to inline into the decoder's
+  // loop, which reads millions of them when a viewer opens a big profile.
   uint64_t varint() {
-    if (p != end && *p < 0x80) return *p++;  // most fields of a tree fit in one byte
+    if (p != end && *p < 0x80) return *p++;
+    return varint_slow();
+  }
+  uint64_t varint_slow() {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
       if (p == end) break;
@@ -1547,8 +1554,8 @@ void Tree::sorted_children(std::vector<uint32_t>* offsets, std::vector<uint32_t>
   }
 }
 
-// Ranks by name the symbols this tree's nodes use, with one string sort over those names: the table
-// may hold far more (a writer's trees share the file's whole dictionary).
+// The table may hold far more names than the tree uses (a writer's trees share the file's whole
+// dictionary), so only the used ones are sorted.
 void Tree::rank_used_symbols(std::vector<uint32_t>* rank) const {
   rank->assign(symbols_->size(), 0);
   std::vector<uint32_t> used;
@@ -1574,8 +1581,8 @@ void Tree::renumber_in_name_preorder() {
   renumbered.push_back(nodes_[kRoot]);
   std::vector<uint32_t> new_id(nodes_.size());
   new_id[kRoot] = kRoot;
-  std::vector<uint32_t> stack(children.rbegin() + std::ptrdiff_t(children.size() - offsets[kRoot + 1]),
-                              children.rbegin() + std::ptrdiff_t(children.size() - offsets[kRoot]));
+  std::vector<uint32_t> stack(children.begin() + offsets[kRoot], children.begin() + offsets[kRoot + 1]);
+  std::reverse(stack.begin(), stack.end());  // the first child on top
   while (!stack.empty()) {
     const uint32_t old_id = stack.back();
     stack.pop_back();
@@ -1795,13 +1802,6 @@ Status decode_tree_nodes(ByteSpan bytes, uint32_t symbol_count, const uint32_t* 
   // within node_count, so no separate bound on emitted nodes is needed.
   uint64_t declared = root_children;
   uint64_t emitted = 0;
-  auto read = [&in](uint64_t* value) {  // one-byte varints inline, the rest through ByteReader
-    if (in.p != in.end && *in.p < 0x80) {
-      *value = *in.p++;
-    } else {
-      *value = in.varint();
-    }
-  };
   for (;;) {
     Level& level = stack[top];
     if (level.remaining == 0) {
@@ -1810,10 +1810,9 @@ Status decode_tree_nodes(ByteSpan bytes, uint32_t symbol_count, const uint32_t* 
       continue;
     }
     level.remaining--;
-    uint64_t tag, self = 0, delta;
-    read(&tag);
-    if (tag & 1) read(&self);
-    read(&delta);
+    const uint64_t tag = in.varint();
+    const uint64_t self = (tag & 1) ? in.varint() : 0;
+    const uint64_t delta = in.varint();
     if (in.failed) return error(StatusCode::corrupt_file, "tree: truncated node");
     uint64_t symbol;
     if (level.previous_symbol == kFirst) {
@@ -2738,12 +2737,14 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
     bool any = false;
     for (size_t i = 0; i < stored.size();) {
       const int64_t index = stored[i].index;
-      Tree block;
+      const bool several = i + 1 < stored.size() && stored[i + 1].index == index;
+      Tree block;  // several files' trees of one block, merged by name
+      Tree decoded;
       for (; i < stored.size() && stored[i].index == index; ++i) {
         const File::Impl& fi = *stored[i].file;
         const detail::TreeEntry& e = *stored[i].entry;
-        // Decoded against the file's own table (read only), then merged by name into the block's.
-        Tree decoded(fi.symbols);
+        // Decoded against the file's own table, which is only read.
+        decoded = Tree(fi.symbols);
         Status st = decoded.decode_fresh({fi.bytes.data + e.offset, e.size}, fi.symbols->size(), fi.tree_name_rank());
         if (st.ok() && decoded.total() != e.samples)
           st = detail::error(StatusCode::corrupt_file, "tree total differs from its record");
@@ -2753,14 +2754,15 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
         if (detail::add_overflows(block.total(), decoded.total(), &sum))
           return detail::error(StatusCode::corrupt_file, "slice: " + key.to_string() + " block " +
                                                              std::to_string(index) + ": sample count overflow");
-        block.merge(decoded);
+        if (several) block.merge(decoded);
       }
-      if (block.total() == 0) continue;
-      Status st = writer->append(key, index * resolution, block);
+      const Tree& whole = several ? block : decoded;
+      if (whole.total() == 0) continue;
+      Status st = writer->append(key, index * resolution, whole);
       if (!st.ok()) return Status(st.code(), "slice: writing " + key.to_string() + " block " + std::to_string(index) + ": " + st.message());
       any = true;
       counted.blocks++;
-      counted.samples += block.total();
+      counted.samples += whole.total();
       if (stats) *stats = counted;
     }
     if (any) counted.series++;

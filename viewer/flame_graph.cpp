@@ -146,19 +146,8 @@ void FlameLayout::build(const Tree& tree) {
   // Children in name order (Tree::sorted_children's order), sorted by each symbol's rank among the
   // names this tree uses: one string sort over the distinct names instead of string comparisons at
   // every node, which matters for trees of millions of nodes.
-  const SymbolTable& symbols = tree.symbols();
-  std::vector<uint32_t> rank(symbols.size(), 0);
-  {
-    std::vector<uint8_t> used(symbols.size(), 0);
-    for (uint32_t i = 1; i < n; ++i) used[tree.symbol(i)] = 1;
-    std::vector<uint32_t> names;
-    for (uint32_t s = 0; s < symbols.size(); ++s) {
-      if (used[s]) names.push_back(s);
-    }
-    std::sort(names.begin(), names.end(),
-              [&](uint32_t a, uint32_t b) { return symbols.name(a) < symbols.name(b); });
-    for (uint32_t r = 0; r < names.size(); ++r) rank[names[r]] = r;
-  }
+  std::vector<uint32_t> rank;
+  tree.rank_used_symbols(&rank);
   // Each child gets a record with its sort key, its width and where its own children's records are,
   // all read while the nodes are read in memory order. The sort and the breadth-first pass below then
   // read only records, contiguous per parent: on millions of nodes the pass was bound by reading

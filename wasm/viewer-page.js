@@ -422,10 +422,6 @@
     print: (text) => console.log(text),
     printErr: (text) => console.warn(text),
     locateFile: (path) => path,
-    // viewer.js calls this once it has started downloading and compiling the WebAssembly: the first
-    // WebGL context of a page can take hundreds of milliseconds (the browser starts its GPU process),
-    // and made now it overlaps the compile instead of following it. glfwCreateWindow's getContext
-    // then returns this context; the attributes are the ones the viewer's window hints ask for.
     // Before the runtime starts (it holds the page's thread for a while): the downloads' workers get
     // the moment they need to begin, then the WebGL context is requested. The first WebGL context of a
     // page takes the GPU process a while to make, and requested now it is made while the files are
