@@ -88,14 +88,21 @@
 #endif
 #elif defined(__linux__)
 #define PYROSCOPE_PLATFORM_LINUX 1
-#elif defined(__APPLE__) || defined(_WIN32) || defined(__unix__)
-// Reading, writing and querying files works everywhere; the sampler is Linux-only for now.
+#elif defined(__APPLE__) || defined(__unix__)
+// Other POSIX systems: reading, writing and querying files (POSIX file calls); the sampler is
+// Linux-only for now.
 #define PYROSCOPE_PLATFORM_OTHER 1
 #ifndef PYROSCOPE_NO_SAMPLER
 #define PYROSCOPE_NO_SAMPLER 1
 #endif
 #else
-#error "pyroscope.hpp: unknown platform"
+// Windows has no open/ftruncate/flock as the writer uses them: not supported yet, rather than half-built.
+#error "pyroscope.hpp: supported platforms are Linux, other POSIX systems (files only) and Emscripten"
+#endif
+
+#if !defined(__GNUC__)
+// GCC and Clang (which defines __GNUC__ too): the implementation uses __builtin_*_overflow.
+#error "pyroscope.hpp: needs GCC or Clang"
 #endif
 
 #ifndef PYROSCOPE_ASSERT
@@ -202,7 +209,9 @@ class SymbolTable {
   // Appends the trie encoding of the names with ids [first_id, size()) to out.
   void encode_trie(uint32_t first_id, std::string* out) const;
   // Decodes a trie written by encode_trie and interns its names; the ids in the encoding must equal
-  // the ids they receive here (size() before the call == first id in the encoding).
+  // the ids they receive here (size() before the call == first id in the encoding). On success the
+  // table has grown by exactly the encoded count, every new name distinct from all others; on error
+  // (corrupt_file) it is unchanged.
   Status decode_trie(ByteSpan bytes);
   // rank[id] = position of name(id) among all names in byte order (std::string_view's <).
   void rank_by_name(std::vector<uint32_t>* rank) const;
@@ -263,6 +272,18 @@ class Tree {
   // rank[symbol] = position of its name among the names the nodes use, in byte order (other entries
   // of the table's size are 0): one string sort over those names, however big the table is.
   void rank_used_symbols(std::vector<uint32_t>* rank) const;
+
+  // outermost[node] = 1 when no ancestor of node calls the same function, else 0 (the root: 0).
+  // Summing node_total over outermost nodes counts a recursive function's samples once: the rule
+  // behind per-function totals, here and in every front end that shows them.
+  void mark_outermost(std::vector<uint8_t>* outermost) const;
+  struct FunctionTotal {
+    uint32_t symbol;
+    uint64_t self;   // samples in which the function is the leaf
+    uint64_t total;  // samples in which it is anywhere on the stack, recursion counted once
+  };
+  // One entry per function that occurs in the tree, by symbol id.
+  void function_totals(std::vector<FunctionTotal>* out) const;
 
   const SymbolTable& symbols() const { return *symbols_; }
   SymbolTable& symbols() { return *symbols_; }
@@ -362,9 +383,15 @@ struct WriterOptions {
   bool fsync_each_block = false;                           // also survive power loss, at a cost
 };
 
+// Where a Writer sends a file that is not on a path: first the 64-byte header, then each append's
+// records, in order, one call each (stb_image_write's `_to_func`). An error return closes the writer.
+using WriteFunction = std::function<Status(const char* data, size_t size)>;
+
 // Appends 10 s blocks to a .pyro file. Creates the file (atomically: it appears with a complete
 // header) or opens an existing one for appending; a torn tail left by a killed writer is cut off,
 // but a file with corruption before its tail is refused, so stored data is never overwritten.
+// A new file can also be written to memory or through a function (a slice for a download, an HTTP
+// body): the same records, no temporary file.
 // Thread safety: one thread at a time.
 class Writer {
  public:
@@ -374,6 +401,12 @@ class Writer {
   Writer& operator=(Writer&&) noexcept;
 
   Status open(const std::string& path, const WriterOptions& options = {});
+  // A new file in memory: bytes() holds a complete .pyro after open and after every append.
+  Status open_memory(const WriterOptions& options = {});
+  // A new file handed to write piece by piece.
+  Status open_function(WriteFunction write, const WriterOptions& options = {});
+  const std::string& bytes() const;  // the file so far (open_memory; empty otherwise)
+  std::string take_bytes();          // the file (open_memory), then closes
   // Appends the samples of tree as the block starting at block_start (unix seconds, a multiple of the
   // resolution). Per series, blocks must come in increasing time order (StatusCode::out_of_order).
   // An empty tree is skipped.
@@ -428,11 +461,17 @@ class File {
   const SymbolTable& symbols() const;
 
   struct Impl;
-  const Impl& impl() const { return *impl_; }
 
  private:
   std::unique_ptr<Impl> impl_;
+  const Impl& impl() const { return *impl_; }
+  friend class Dataset;  // queries and slices read the index and the bytes
+  friend class Writer;   // appending rebuilds the open spans from what is stored
 };
+
+namespace detail {
+class Regex;
+}  // namespace detail
 
 // A selector as Pyroscope writes it: app{key="v", key2!="w", key3=~"regex", key4!~"regex"}.
 // Regexes are anchored at both ends (RE2 syntax subset: . [] [^] * + ? {n,m} | () \d \w \s escapes).
@@ -441,6 +480,11 @@ struct Matcher {
   std::string key;
   Op op = Op::equal;
   std::string value;
+  // The compiled form of value for =~ and !~ (set by Selector::parse). It lives inside its matcher so
+  // that reordering, inserting or copying matchers cannot pair a regex with another matcher; it
+  // remembers its pattern, so a value changed after parsing is compiled afresh, never matched stale.
+  std::shared_ptr<const detail::Regex> regex;
+  bool matches(std::string_view tag_value) const;  // tag_value "" when the series lacks the key
 };
 struct Selector {
   std::string app;  // empty: any application
@@ -448,9 +492,6 @@ struct Selector {
   static Status parse(std::string_view text, Selector* out);
   bool matches(const SeriesKey& key) const;
   std::string to_string() const;
-
-  struct Compiled;
-  std::shared_ptr<const Compiled> compiled;  // set by parse
 };
 
 // Samples per step for a selection; samples[i] covers [start + i*step, start + (i+1)*step).
@@ -473,6 +514,13 @@ struct QueryOptions {
   bool want_tree = true;
 };
 
+// One block of a profile held in memory (what an importer or a folded-text parser produces).
+struct ProfileBlock {
+  SeriesKey series;
+  int64_t block_start = 0;  // unix seconds; rounded down to the resolution when added
+  Tree tree;
+};
+
 struct SliceStats {
   uint64_t series = 0;   // series with at least one block written
   uint64_t blocks = 0;
@@ -491,6 +539,10 @@ class Dataset {
   Status add_file(const std::string& path, const OpenOptions& options = {});
   Status add_bytes(std::string bytes, const OpenOptions& options = {});
   void add(File file);
+  // In-memory profiles as a source like any file: the blocks are written once into an in-memory
+  // .pyro (Writer::open_memory), so queries, slices and timelines take one path for every source.
+  // Blocks of one series that fall into one block of the resolution are merged.
+  Status add_blocks(const std::vector<ProfileBlock>& blocks, int64_t resolution_seconds = kDefaultResolutionSeconds);
   size_t file_count() const;
   const File& file(size_t i) const;
 
@@ -614,11 +666,10 @@ class Profiler {
 #include <set>
 #include <unordered_map>
 
-#if defined(PYROSCOPE_PLATFORM_LINUX) || defined(PYROSCOPE_PLATFORM_OTHER) || defined(PYROSCOPE_PLATFORM_EMSCRIPTEN)
+// Every supported platform is POSIX (Emscripten emulates it over its in-memory file system).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#endif
 #if defined(PYROSCOPE_PLATFORM_LINUX)
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -791,7 +842,7 @@ inline std::string quote(std::string_view s) {
 class Regex {
  public:
   Status compile(std::string_view pattern) {
-    pattern_ = pattern;
+    pattern_.assign(pattern.data(), pattern.size());
     pos_ = 0;
     program_.clear();
     classes_.clear();
@@ -805,6 +856,8 @@ class Regex {
     if (program_.size() > 100000) return fail("pattern too large");
     return {};
   }
+
+  const std::string& pattern() const { return pattern_; }
 
   bool full_match(std::string_view text) const {
     std::vector<uint32_t> current, next;
@@ -871,7 +924,7 @@ class Regex {
     std::vector<uint32_t> exits;
   };
 
-  std::string_view pattern_;
+  std::string pattern_;  // owned: a compiled Regex outlives the text it was parsed from
   size_t pos_ = 0;
   std::vector<Inst> program_;
   std::vector<ByteSet> classes_;
@@ -1277,26 +1330,36 @@ Status SymbolTable::decode_trie(ByteSpan bytes) {
   struct Level {
     size_t prefix;
     uint64_t remaining;
+    int last_first_byte;  // of the previous child's label; -1 before the first child
   };
   std::vector<Level> stack;
   uint64_t nodes = 0;
-  auto read_node = [&]() -> bool {
+  // The encoder writes canonical tries only: every label but the root's is non-empty and siblings'
+  // labels start with strictly increasing bytes. Holding a trie to that makes every path spell a
+  // different name, so a crafted trie cannot give one name two ids (which would shift every later id).
+  auto read_node = [&](Level* parent) -> bool {
     uint64_t label_len = in.varint();
     std::string_view label = in.bytes(label_len);
     uint64_t terminal = in.varint();
     uint64_t children = in.varint();
     if (in.failed || terminal > count || children > in.remaining() + 1) return false;
     if (++nodes > 2 * count + 1) return false;
+    if (parent) {
+      if (label.empty()) return false;
+      int first_byte = uint8_t(label[0]);
+      if (first_byte <= parent->last_first_byte) return false;
+      parent->last_first_byte = first_byte;
+    }
     current.append(label);
     if (terminal) {
       if (seen[terminal - 1]) return false;
       seen[terminal - 1] = true;
       decoded[terminal - 1] = current;
     }
-    stack.push_back({current.size(), children});
+    stack.push_back({current.size(), children, -1});
     return true;
   };
-  if (!read_node()) return detail::error(StatusCode::corrupt_file, "symbol trie: bad root node");
+  if (!read_node(nullptr)) return detail::error(StatusCode::corrupt_file, "symbol trie: bad root node");
   while (!stack.empty()) {
     if (stack.back().remaining == 0) {
       stack.pop_back();
@@ -1304,14 +1367,25 @@ Status SymbolTable::decode_trie(ByteSpan bytes) {
     }
     stack.back().remaining--;
     current.resize(stack.back().prefix);
-    if (!read_node()) return detail::error(StatusCode::corrupt_file, "symbol trie: bad node");
+    // read_node may grow the stack: pass the parent by index, not by a pointer that could move.
+    Level parent = stack.back();
+    size_t parent_index = stack.size() - 1;
+    bool ok = read_node(&parent);
+    stack[parent_index].last_first_byte = parent.last_first_byte;
+    if (!ok) return detail::error(StatusCode::corrupt_file, "symbol trie: bad node");
   }
   if (!in.done()) return detail::error(StatusCode::corrupt_file, "symbol trie: trailing bytes");
   for (uint64_t i = 0; i < count; i++) {
     if (!seen[i]) return detail::error(StatusCode::corrupt_file, "symbol trie: id " + std::to_string(first_id + i) + " missing");
-    if (find(decoded[i]) != kNone) return detail::error(StatusCode::corrupt_file, "symbol trie: duplicate name");
+    if (find(decoded[i]) != kNone)
+      return detail::error(StatusCode::corrupt_file, "symbol trie: name of id " + std::to_string(first_id + i) +
+                                                         " is already id " + std::to_string(find(decoded[i])));
   }
-  for (uint64_t i = 0; i < count; i++) intern(decoded[i]);
+  for (uint64_t i = 0; i < count; i++) {
+    uint32_t id = intern(decoded[i]);
+    PYROSCOPE_ASSERT(id == first_id + i);  // the canonical form rules out a repeated name
+    (void)id;
+  }
   return {};
 }
 
@@ -1568,6 +1642,75 @@ void Tree::rank_used_symbols(std::vector<uint32_t>* rank) const {
   }
   std::sort(used.begin(), used.end(), [&](uint32_t a, uint32_t b) { return symbols_->name(a) < symbols_->name(b); });
   for (uint32_t r = 0; r < used.size(); r++) (*rank)[used[r]] = r;
+}
+
+void Tree::mark_outermost(std::vector<uint8_t>* outermost) const {
+  const uint32_t n = node_count();
+  outermost->assign(n, 0);
+  std::vector<uint32_t> on_path(symbols_->size(), 0);  // ancestors calling each function
+  // A tree numbered in preorder (a decoded one is) is walked in id order with its ancestors on a
+  // stack, reading memory in order. Any other numbering is walked depth-first over child lists.
+  std::vector<uint32_t> path{kRoot};
+  bool preorder = true;
+  for (uint32_t node = 1; node < n; node++) {
+    const uint32_t parent = nodes_[node].parent;
+    while (path.back() != parent && path.size() > 1) {
+      on_path[nodes_[path.back()].symbol]--;
+      path.pop_back();
+    }
+    if (path.back() != parent) {
+      preorder = false;
+      break;
+    }
+    uint32_t& count = on_path[nodes_[node].symbol];
+    (*outermost)[node] = count == 0;
+    count++;
+    path.push_back(node);
+  }
+  if (preorder) return;
+  std::fill(on_path.begin(), on_path.end(), 0u);
+  std::vector<uint32_t> offsets(size_t(n) + 1, 0), children(n > 0 ? n - 1 : 0);
+  for (uint32_t i = 1; i < n; i++) offsets[nodes_[i].parent + 1]++;
+  for (uint32_t i = 0; i < n; i++) offsets[i + 1] += offsets[i];
+  {
+    std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
+    for (uint32_t i = 1; i < n; i++) children[fill[nodes_[i].parent]++] = i;
+  }
+  constexpr uint64_t kLeave = uint64_t(1) << 32;  // "leave this node" entries of the iterative walk
+  std::vector<uint64_t> stack(children.begin() + offsets[kRoot], children.begin() + offsets[kRoot + 1]);
+  while (!stack.empty()) {
+    const uint64_t entry = stack.back();
+    stack.pop_back();
+    const uint32_t node = uint32_t(entry);
+    if (entry & kLeave) {
+      on_path[nodes_[node].symbol]--;
+      continue;
+    }
+    uint32_t& count = on_path[nodes_[node].symbol];
+    (*outermost)[node] = count == 0;
+    count++;
+    stack.push_back(entry | kLeave);
+    for (uint32_t c = offsets[node]; c < offsets[node + 1]; c++) stack.push_back(children[c]);
+  }
+}
+
+void Tree::function_totals(std::vector<FunctionTotal>* out) const {
+  std::vector<uint8_t> outermost;
+  mark_outermost(&outermost);
+  std::vector<FunctionTotal> by_symbol(symbols_->size(), FunctionTotal{0, 0, 0});
+  std::vector<uint8_t> occurs(symbols_->size(), 0);
+  for (uint32_t node = 1; node < node_count(); node++) {
+    FunctionTotal& row = by_symbol[nodes_[node].symbol];
+    row.self += nodes_[node].self;
+    if (outermost[node]) row.total += nodes_[node].total;
+    occurs[nodes_[node].symbol] = 1;
+  }
+  out->clear();
+  for (uint32_t symbol = 0; symbol < by_symbol.size(); symbol++) {
+    if (!occurs[symbol]) continue;
+    by_symbol[symbol].symbol = symbol;
+    out->push_back(by_symbol[symbol]);
+  }
 }
 
 void Tree::renumber_in_name_preorder() {
@@ -2025,10 +2168,6 @@ std::string SeriesKey::to_string() const {
   return s + "}";
 }
 
-struct Selector::Compiled {
-  std::vector<detail::Regex> regexes;  // one per matcher (unused for = and !=)
-};
-
 namespace detail {
 inline bool is_name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
@@ -2051,7 +2190,6 @@ Status Selector::parse(std::string_view text, Selector* out) {
   while (p < text.size() && detail::is_name_char(text[p])) p++;
   out->app = std::string(text.substr(app_begin, p - app_begin));
   skip_space();
-  auto compiled = std::make_shared<Compiled>();
   if (p < text.size()) {
     if (text[p] != '{') return fail("expected '{' after the application name");
     p++;
@@ -2101,12 +2239,12 @@ Status Selector::parse(std::string_view text, Selector* out) {
         m.value += c;
       }
       if (!closed) return fail("unterminated string");
-      detail::Regex re;
       if (m.op == Matcher::Op::regex || m.op == Matcher::Op::not_regex) {
-        Status st = re.compile(m.value);
+        auto re = std::make_shared<detail::Regex>();
+        Status st = re->compile(m.value);
         if (!st.ok()) return st;
+        m.regex = std::move(re);
       }
-      compiled->regexes.push_back(std::move(re));
       out->matchers.push_back(std::move(m));
       skip_space();
       if (p < text.size() && text[p] == ',') {
@@ -2122,39 +2260,39 @@ Status Selector::parse(std::string_view text, Selector* out) {
     skip_space();
     if (p != text.size()) return fail("unexpected text after '}'");
   }
-  out->compiled = std::move(compiled);
   return {};
+}
+
+bool Matcher::matches(std::string_view tag_value) const {
+  switch (op) {
+    case Op::equal:
+      return tag_value == value;
+    case Op::not_equal:
+      return tag_value != value;
+    case Op::regex:
+    case Op::not_regex: {
+      bool hit;
+      if (regex && regex->pattern() == value) {
+        hit = regex->full_match(tag_value);
+      } else {  // built by hand, or changed after parsing: a pattern that does not compile matches nothing
+        detail::Regex re;
+        hit = re.compile(value).ok() && re.full_match(tag_value);
+      }
+      return hit == (op == Op::regex);
+    }
+  }
+  return false;
 }
 
 bool Selector::matches(const SeriesKey& key) const {
   if (!app.empty() && app != key.app && !(app.size() == key.app.size() + 4 && app.compare(0, key.app.size(), key.app) == 0 &&
                                           app.compare(key.app.size(), 4, ".cpu") == 0))
     return false;
-  for (size_t i = 0; i < matchers.size(); i++) {
-    const Matcher& m = matchers[i];
+  for (const Matcher& m : matchers) {
     std::string_view value;
     for (const Tag& t : key.tags)
       if (t.key == m.key) value = t.value;
-    switch (m.op) {
-      case Matcher::Op::equal:
-        if (value != m.value) return false;
-        break;
-      case Matcher::Op::not_equal:
-        if (value == m.value) return false;
-        break;
-      case Matcher::Op::regex:
-      case Matcher::Op::not_regex: {
-        bool hit;
-        if (compiled && i < compiled->regexes.size()) {
-          hit = compiled->regexes[i].full_match(value);
-        } else {
-          detail::Regex re;
-          hit = re.compile(m.value).ok() && re.full_match(value);
-        }
-        if (hit != (m.op == Matcher::Op::regex)) return false;
-        break;
-      }
-    }
+    if (!m.matches(value)) return false;
   }
   return true;
 }
@@ -2191,7 +2329,7 @@ namespace pyroscope {
 // [SECTION] Implementation: file reader and query =================================================
 //
 // Byte layout (docs/format.md has the full description):
-//   file header, 64 bytes: magic "\x89PYRO\r\n\x1a\n", u32 version, u32 header size, i64 resolution,
+//   file header, 64 bytes: magic "\x89PYRO\r\n\x1a" (8 bytes), u32 version, u32 header size, i64 resolution,
 //     u32 multiplier, u32 flags, i64 creation time, 20 reserved bytes, u32 crc32 of bytes [0, 60)
 //   records, back to back: u32 payload size, u32 type, u32 crc32 of (type, payload), payload
 // All integers little-endian. Records only ever get appended.
@@ -2249,6 +2387,16 @@ inline Status decode_file_header(ByteSpan bytes, FileHeader* h) {
                                                        " to " + std::to_string(kFormatVersion));
   if (crc32(p, 60) != get_u32(p + 60)) return error(StatusCode::corrupt_file, "file header checksum mismatch");
   if (get_u32(p + 12) != kFileHeaderSize) return error(StatusCode::corrupt_file, "bad header size");
+  // Flags and reserved bytes are zero in every version so far. A writer that sets a flag bit makes
+  // the file unreadable by readers that do not know it (that is what flags are for); non-zero
+  // reserved bytes are damage. Checking both now keeps them usable later.
+  if (uint32_t flags = get_u32(p + 28); flags != 0) {
+    char text[16];
+    std::snprintf(text, sizeof text, "0x%08" PRIx32, flags);
+    return error(StatusCode::unsupported_version, std::string("file header flags ") + text + " unknown to this build");
+  }
+  for (size_t i = 40; i < 60; i++)
+    if (p[i] != 0) return error(StatusCode::corrupt_file, "file header reserved byte " + std::to_string(i) + " is not zero");
   h->resolution = int64_t(get_u64(p + 16));
   h->multiplier = get_u32(p + 24);
   h->created = int64_t(get_u64(p + 32));
@@ -2644,6 +2792,33 @@ Status Dataset::add_bytes(std::string bytes, const OpenOptions& options) {
 }
 
 void Dataset::add(File file) { impl_->files.push_back(std::move(file)); }
+
+Status Dataset::add_blocks(const std::vector<ProfileBlock>& blocks, int64_t resolution_seconds) {
+  WriterOptions options;
+  options.resolution_seconds = resolution_seconds;
+  Writer writer;
+  Status st = writer.open_memory(options);
+  if (!st.ok()) return st;
+  // The writer takes each series' blocks in time order, one tree per block.
+  std::map<std::pair<SeriesKey, int64_t>, std::vector<const Tree*>> by_block;
+  for (const ProfileBlock& b : blocks) {
+    if (b.block_start < -(int64_t(1) << 60) || b.block_start > (int64_t(1) << 60))
+      return detail::error(StatusCode::invalid_argument, "block time " + std::to_string(b.block_start) + " out of range");
+    const int64_t start = detail::floor_div(b.block_start, resolution_seconds) * resolution_seconds;
+    by_block[{SeriesKey(b.series.app, b.series.tags), start}].push_back(&b.tree);
+  }
+  for (const auto& [key, trees] : by_block) {
+    if (trees.size() == 1) {
+      st = writer.append(key.first, key.second, *trees[0]);
+    } else {
+      Tree merged;
+      for (const Tree* t : trees) merged.merge(*t);
+      st = writer.append(key.first, key.second, merged);
+    }
+    if (!st.ok()) return st;
+  }
+  return add_bytes(writer.take_bytes());
+}
 size_t Dataset::file_count() const { return impl_->files.size(); }
 const File& Dataset::file(size_t i) const { return impl_->files[i]; }
 
@@ -2889,8 +3064,11 @@ namespace pyroscope {
 // Each level keeps one in-memory accumulator: the merge of the completed children of its open span.
 
 struct Writer::State {
-  std::string path;
-  int fd = -1;
+  std::string path;  // or "memory" / "function" for messages
+  int fd = -1;       // a file on a path
+  bool in_memory = false;
+  std::string memory;
+  WriteFunction function;
   detail::FileHeader header;
   WriterOptions options;
   uint64_t file_size = 0;
@@ -2915,7 +3093,20 @@ struct Writer::State {
     if (fd >= 0) ::close(fd);
   }
 
+  bool is_open() const { return fd >= 0 || in_memory || function; }
+
   Status write_all(const std::string& bytes) {
+    if (in_memory) {
+      memory += bytes;
+      file_size += bytes.size();
+      return {};
+    }
+    if (function) {
+      Status st = function(bytes.data(), bytes.size());
+      if (!st.ok()) return Status(st.code(), path + ": " + st.message());
+      file_size += bytes.size();
+      return {};
+    }
     size_t done = 0;
     while (done < bytes.size()) {
       ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -2987,8 +3178,60 @@ Writer::Writer() = default;
 Writer::~Writer() { close(); }
 Writer::Writer(Writer&&) noexcept = default;
 Writer& Writer::operator=(Writer&&) noexcept = default;
-bool Writer::is_open() const { return state_ && state_->fd >= 0; }
+bool Writer::is_open() const { return state_ && state_->is_open(); }
 int64_t Writer::resolution_seconds() const { return state_ ? state_->header.resolution : 0; }
+
+const std::string& Writer::bytes() const {
+  static const std::string none;
+  return state_ && state_->in_memory ? state_->memory : none;
+}
+
+std::string Writer::take_bytes() {
+  std::string out;
+  if (state_ && state_->in_memory) out = std::move(state_->memory);
+  close();
+  return out;
+}
+
+namespace detail {
+inline Status check_writer_options(const WriterOptions& options) {
+  if (options.multiplier < 2 || options.multiplier > 1024)
+    return error(StatusCode::invalid_argument, "multiplier must be in [2, 1024]");
+  if (options.resolution_seconds <= 0 || options.resolution_seconds > 86400 * 366)
+    return error(StatusCode::invalid_argument, "resolution must be in [1, 31622400] seconds");
+  return {};
+}
+
+// The highest level a writer keeps: its span m^k stays within 2^34 blocks (5,000 years of 10 s).
+inline int writer_max_level(uint32_t multiplier) {
+  int max_level = 1;
+  while (max_level + 1 < kMaxLevels && power(multiplier, max_level + 1) <= (int64_t(1) << 34)) max_level++;
+  return max_level;
+}
+}  // namespace detail
+
+Status Writer::open_memory(const WriterOptions& options) {
+  return open_function(nullptr, options);
+}
+
+Status Writer::open_function(WriteFunction write, const WriterOptions& options) {
+  close();
+  Status valid = detail::check_writer_options(options);
+  if (!valid.ok()) return valid;
+  std::unique_ptr<State> s(new State);
+  s->options = options;
+  s->in_memory = !write;
+  s->path = write ? "output" : "memory";
+  s->function = std::move(write);
+  s->header.resolution = options.resolution_seconds;
+  s->header.multiplier = options.multiplier;
+  s->header.created = int64_t(std::time(nullptr));
+  s->max_level = detail::writer_max_level(options.multiplier);
+  Status st = s->write_all(detail::encode_file_header(s->header));
+  if (!st.ok()) return st;
+  state_ = std::move(s);
+  return {};
+}
 
 Status Writer::close() {
   if (!state_) return {};
@@ -3003,9 +3246,8 @@ Status Writer::close() {
 Status Writer::open(const std::string& path, const WriterOptions& options) {
   using detail::error;
   close();
-  if (options.multiplier < 2 || options.multiplier > 1024)
-    return error(StatusCode::invalid_argument, "multiplier must be in [2, 1024]");
-  if (options.resolution_seconds <= 0) return error(StatusCode::invalid_argument, "resolution must be positive");
+  Status valid = detail::check_writer_options(options);
+  if (!valid.ok()) return valid;
   std::unique_ptr<State> s(new State);
   s->path = path;
   s->options = options;
@@ -3045,8 +3287,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
   const File::Impl& fi = existing.impl();
   s->header = fi.header;
   uint32_t m = s->header.multiplier;
-  s->max_level = 1;
-  while (s->max_level + 1 < detail::kMaxLevels && detail::power(m, s->max_level + 1) <= (int64_t(1) << 34)) s->max_level++;
+  s->max_level = detail::writer_max_level(m);
   if (fi.info.valid_bytes < fi.info.file_bytes) {
     // A torn tail from a writer that was killed: cut it so new records follow valid ones.
     if (ftruncate(s->fd, off_t(fi.info.valid_bytes)) != 0)
@@ -3092,7 +3333,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
 
 Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tree& tree) {
   using detail::error;
-  if (!state_ || state_->fd < 0) return error(StatusCode::invalid_argument, "writer is not open");
+  if (!is_open()) return error(StatusCode::invalid_argument, "writer is not open");
   State& s = *state_;
   if (detail::floor_div(block_start, s.header.resolution) * s.header.resolution != block_start)
     return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) +

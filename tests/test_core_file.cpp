@@ -594,3 +594,138 @@ TEST_CASE("file: slice copies the selected series and blocks, one block per seri
   CHECK(mismatch.code() == pyroscope::StatusCode::invalid_argument);
   CHECK(mismatch.message().find("resolution") != std::string::npos);
 }
+
+TEST_CASE("selector: a regex stays with its matcher when matchers are inserted or reordered") {
+  // The compiled regexes used to sit in a list beside the matchers, by position: a matcher inserted
+  // in front made x's regex "foo" run against y's value.
+  pyroscope::Selector selector;
+  REQUIRE(pyroscope::Selector::parse("app{x=~\"fo+\"}", &selector).ok());
+  pyroscope::Matcher y;
+  y.key = "y";
+  y.op = pyroscope::Matcher::Op::regex;
+  y.value = "ba.";
+  selector.matchers.insert(selector.matchers.begin(), y);  // built by hand: no compiled regex
+  CHECK(selector.matches(SeriesKey("app", {{"x", "foo"}, {"y", "bar"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("app", {{"x", "bar"}, {"y", "bar"}})));
+  std::reverse(selector.matchers.begin(), selector.matchers.end());
+  CHECK(selector.matches(SeriesKey("app", {{"x", "foo"}, {"y", "bar"}})));
+  // A value changed after parsing is matched as it is now, not as it was compiled.
+  pyroscope::Selector changed;
+  REQUIRE(pyroscope::Selector::parse("app{x=~\"a+\"}", &changed).ok());
+  changed.matchers[0].value = "b+";
+  CHECK(changed.matches(SeriesKey("app", {{"x", "bbb"}})));
+  CHECK_FALSE(changed.matches(SeriesKey("app", {{"x", "aaa"}})));
+  // A copy of a selector outlives the original and the text it was parsed from.
+  pyroscope::Selector copy;
+  {
+    std::string text = "app{x!~\"(ab)*\"}";
+    pyroscope::Selector original;
+    REQUIRE(pyroscope::Selector::parse(text, &original).ok());
+    copy = original;
+    text.assign(text.size(), '#');
+  }
+  CHECK(copy.matches(SeriesKey("app", {{"x", "aba"}})));
+  CHECK_FALSE(copy.matches(SeriesKey("app", {{"x", "abab"}})));
+}
+
+TEST_CASE("writer: to memory and through a function, the same bytes as a file") {
+  core_test::TempDir dir;
+  const SeriesKey key("ride", {{"region", "eu-north"}});
+  std::mt19937 rng(5);
+  std::vector<StackCounts> blocks;
+  for (int i = 0; i < 25; ++i) blocks.push_back(core_test::random_stacks(rng, 8, 5));
+  pyroscope::WriterOptions options;
+  options.multiplier = 4;  // upper levels within 25 blocks
+
+  pyroscope::Writer to_file, to_memory, to_function;
+  std::string through_function;
+  int calls = 0;
+  REQUIRE(to_file.open(dir.file("a.pyro"), options).ok());
+  REQUIRE(to_memory.open_memory(options).ok());
+  REQUIRE(to_function.open_function(
+      [&](const char* data, size_t size) {
+        ++calls;
+        through_function.append(data, size);
+        return Status();
+      },
+      options).ok());
+  CHECK(to_memory.is_open());
+  CHECK(to_memory.bytes().size() == 64);  // a complete (empty) file from the start
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const pyroscope::Tree tree = core_test::tree_of(blocks[i]);
+    const int64_t start = kStart + static_cast<int64_t>(i) * kStep;
+    REQUIRE(to_file.append(key, start, tree).ok());
+    REQUIRE(to_memory.append(key, start, tree).ok());
+    REQUIRE(to_function.append(key, start, tree).ok());
+    pyroscope::File partial;  // every prefix the writer leaves is a valid file
+    REQUIRE(partial.open_span({reinterpret_cast<const uint8_t*>(to_memory.bytes().data()), to_memory.bytes().size()}).ok());
+    CHECK(partial.info().block_count == i + 1);
+  }
+  REQUIRE(to_file.close().ok());
+  REQUIRE(to_function.close().ok());
+  const std::string in_memory = to_memory.take_bytes();
+  CHECK_FALSE(to_memory.is_open());
+  CHECK(calls == 1 + static_cast<int>(blocks.size()));  // the header, then one call per append
+  std::ifstream in(dir.file("a.pyro"), std::ios::binary);
+  const std::string on_disk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Equal but for the creation time in the header (bytes 32..39) and the header's checksum.
+  REQUIRE(in_memory.size() == on_disk.size());
+  CHECK(in_memory.substr(64) == on_disk.substr(64));
+  CHECK(through_function == in_memory);
+
+  Dataset data;
+  REQUIRE(data.add_bytes(in_memory).ok());
+  QueryResult all;
+  REQUIRE(data.query("ride", kStart, kStart + 25 * kStep, &all).ok());
+  StackCounts expected;
+  for (const StackCounts& b : blocks) core_test::add_counts(&expected, b);
+  CHECK(stacks_of(all.tree) == expected);
+  CHECK(all.merges < 25);  // the upper levels are there
+
+  // A function that fails closes the writer and says where.
+  pyroscope::Writer failing;
+  int accepted = 1;
+  REQUIRE(failing.open_function([&](const char*, size_t) {
+                   return accepted-- > 0 ? Status() : Status(pyroscope::StatusCode::io_error, "disk full");
+                 }).ok());
+  const Status failed = failing.append(key, kStart, core_test::tree_of(blocks[0]));
+  CHECK(failed.code() == pyroscope::StatusCode::io_error);
+  CHECK(failed.message().find("disk full") != std::string::npos);
+  CHECK_FALSE(failing.is_open());
+  // Options are checked as for a file.
+  pyroscope::WriterOptions bad;
+  bad.multiplier = 1;
+  CHECK(pyroscope::Writer().open_memory(bad).code() == pyroscope::StatusCode::invalid_argument);
+}
+
+TEST_CASE("dataset: in-memory blocks are a source like a file") {
+  core_test::TempDir dir;
+  const Written written = write_sample_file(dir.file("a.pyro"));
+  std::vector<pyroscope::ProfileBlock> blocks;
+  for (size_t s = 0; s < written.series.size(); ++s)
+    for (const auto& [start, stacks] : written.blocks[s]) {
+      // Two halves per block at times inside it: they merge into the one block.
+      pyroscope::ProfileBlock first{written.series[s], start + 3, core_test::tree_of(stacks)};
+      pyroscope::ProfileBlock second{written.series[s], start + 7, core_test::tree_of(stacks)};
+      blocks.push_back(std::move(first));
+      blocks.push_back(std::move(second));
+    }
+  Dataset from_memory, from_file;
+  REQUIRE(from_memory.add_blocks(blocks).ok());
+  REQUIRE(from_file.add_file(dir.file("a.pyro")).ok());
+  CHECK(from_memory.apps() == from_file.apps());
+  CHECK(from_memory.series(pyroscope::Selector()) == from_file.series(pyroscope::Selector()));
+  for (const char* selector : {"ride", "ride{region=\"eu-north\"}", "other"}) {
+    QueryResult memory, file;
+    REQUIRE(from_memory.query(selector, kStart + 100, kStart + 900, &memory).ok());
+    REQUIRE(from_file.query(selector, kStart + 100, kStart + 900, &file).ok());
+    CHECK(memory.tree.total() == 2 * file.tree.total());
+    std::vector<uint64_t> doubled = file.timeline.samples;
+    for (uint64_t& v : doubled) v *= 2;
+    CHECK(memory.timeline.samples == doubled);
+  }
+  pyroscope::ProfileBlock far{SeriesKey("x", {}), int64_t(1) << 62, pyroscope::Tree()};
+  std::vector<pyroscope::ProfileBlock> bad;
+  bad.push_back(std::move(far));
+  CHECK(from_memory.add_blocks(bad).code() == pyroscope::StatusCode::invalid_argument);
+}
