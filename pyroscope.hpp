@@ -168,20 +168,60 @@ struct Tag {
 };
 using Tags = std::vector<Tag>;
 
-// A series is an application name plus a set of tags: Pyroscope's `app.cpu{region=eu-north}`.
-// Tags are kept sorted by key, with unique keys (the last value given for a key wins).
+// The profile type of a series when none is given: CPU time, as in Pyroscope's `app{}` = `app.cpu{}`.
+constexpr const char* kDefaultProfileType = "cpu";
+
+// A series is an application name, a profile type and a set of tags: Pyroscope's
+// `app.cpu{region=eu-north}`. Tags are kept sorted by key, with unique keys (the last value given for
+// a key wins). Types are names such as cpu, wall, alloc_space, inuse_objects, or any other sample type
+// a pprof profile carries ([A-Za-z_][A-Za-z0-9_]*).
 struct SeriesKey {
   std::string app;
+  std::string type = kDefaultProfileType;
   Tags tags;
 
   SeriesKey() = default;
-  SeriesKey(std::string app_name, Tags tag_list);
-  std::string to_string() const;  // app{k1="v1",k2="v2"}, the selector form that matches exactly this
-  // Parses the to_string() form back (used by the file format and the command line).
+  SeriesKey(std::string app_name, Tags tag_list);  // a cpu series
+  SeriesKey(std::string app_name, std::string profile_type, Tags tag_list);
+  // app.type{k1="v1",k2="v2"}: the selector form that matches exactly this series' type and tags.
+  std::string to_string() const;
+  // Parses the to_string() form back (used by the command line); without a type, cpu.
   static Status parse(std::string_view text, SeriesKey* out);
-  bool operator==(const SeriesKey& o) const { return app == o.app && tags == o.tags; }
-  bool operator<(const SeriesKey& o) const { return app < o.app || (app == o.app && tags < o.tags); }
+  bool operator==(const SeriesKey& o) const { return app == o.app && type == o.type && tags == o.tags; }
+  bool operator<(const SeriesKey& o) const {
+    if (app != o.app) return app < o.app;
+    if (type != o.type) return type < o.type;
+    return tags < o.tags;
+  }
 };
+
+// How a series' values add up over time: CPU time and allocations are summed over a range; gauges
+// such as in-use memory are averaged over the blocks that hold data (a 1-hour range of a process
+// holding 100 MB shows 100 MB, not 360 times that).
+enum class Aggregation : uint8_t { sum = 0, average = 1 };
+const char* aggregation_name(Aggregation aggregation);  // "sum", "average"
+
+// What a series' values mean, stored once per series (pprof's sample type unit and period).
+struct SeriesInfo {
+  std::string unit = "samples";  // samples, nanoseconds, bytes, objects, count, ...
+  Aggregation aggregation = Aggregation::sum;
+  int64_t period = 0;            // one sample stands for this much of period_unit (0: not known)
+  std::string period_type;       // pprof's period type: "cpu", "space", ... ("" when period is 0)
+  std::string period_unit;       // "nanoseconds", "bytes", ...
+  bool operator==(const SeriesInfo& o) const {
+    return unit == o.unit && aggregation == o.aggregation && period == o.period && period_type == o.period_type &&
+           period_unit == o.period_unit;
+  }
+  bool operator!=(const SeriesInfo& o) const { return !(*this == o); }
+  std::string to_string() const;  // "bytes, average", "samples, sum, period 10000000 nanoseconds"
+};
+
+// The unit and aggregation Pyroscope gives a profile type: cpu, wall, itimer -> samples; alloc_space,
+// inuse_space -> bytes; alloc_objects, inuse_objects -> objects; inuse_* and goroutines averaged;
+// *_duration -> nanoseconds; anything else -> count, summed.
+SeriesInfo default_series_info(std::string_view profile_type);
+// [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes.
+bool is_valid_profile_type(std::string_view profile_type);
 
 // Time is cut into blocks of `resolution_seconds` (10 s). Timestamps are unix seconds.
 constexpr int64_t kDefaultResolutionSeconds = 10;
@@ -255,6 +295,10 @@ class Tree {
   // Copy keeping only nodes whose total is at least min_share of the root's total. Parents keep their
   // totals, so shares stay true; the dropped samples are simply not drawn.
   Tree pruned(double min_share) const;
+  // Divides every value by divisor (> 0), rounding each node's self to the nearest integer; totals
+  // are summed again from the selves, so they stay consistent. An average over blocks is a merge
+  // divided by the number of blocks.
+  void divide(uint64_t divisor);
 
   uint32_t node_count() const { return static_cast<uint32_t>(nodes_.size()); }
   uint64_t total() const { return nodes_[kRoot].total; }
@@ -409,8 +453,11 @@ class Writer {
   std::string take_bytes();          // the file (open_memory), then closes
   // Appends the samples of tree as the block starting at block_start (unix seconds, a multiple of the
   // resolution). Per series, blocks must come in increasing time order (StatusCode::out_of_order).
-  // An empty tree is skipped.
-  Status append(const SeriesKey& series, int64_t block_start, const Tree& tree);
+  // An empty tree is skipped. info says what the values mean; null: default_series_info(series.type)
+  // for a new series, whatever is stored for a known one. A series keeps the info it was created
+  // with: different info for it is invalid_argument. Files of format version 1 and 2 (appended to in
+  // their own version) hold only cpu series in samples, summed.
+  Status append(const SeriesKey& series, int64_t block_start, const Tree& tree, const SeriesInfo* info = nullptr);
   Status close();
   bool is_open() const;
   int64_t resolution_seconds() const;
@@ -458,6 +505,7 @@ class File {
 
   const FileInfo& info() const;
   const std::vector<SeriesKey>& series() const;
+  const SeriesInfo& series_info(size_t i) const;  // of series()[i]
   const SymbolTable& symbols() const;
 
   struct Impl;
@@ -486,12 +534,16 @@ struct Matcher {
   std::shared_ptr<const detail::Regex> regex;
   bool matches(std::string_view tag_value) const;  // tag_value "" when the series lacks the key
 };
+// The application token may carry the profile type after its last dot, as Pyroscope writes it:
+// `app.alloc_space{...}`; `app{...}` means `app.cpu{...}`. So an application whose name has dots is
+// selected with its type: `my.app.cpu{}` (`my.app{}` is application "my", type "app").
 struct Selector {
-  std::string app;  // empty: any application
+  std::string app;   // empty: any application
+  std::string type;  // empty: any type (parse sets it whenever the text names an application)
   std::vector<Matcher> matchers;
   static Status parse(std::string_view text, Selector* out);
   bool matches(const SeriesKey& key) const;
-  std::string to_string() const;
+  std::string to_string() const;  // app.type{...}; {...} when app is empty
 };
 
 // Samples per step for a selection; samples[i] covers [start + i*step, start + (i+1)*step).
@@ -502,7 +554,9 @@ struct Timeline {
 };
 
 struct QueryResult {
-  Tree tree;
+  Tree tree;                  // values in info.unit; an average series' blocks averaged, not summed
+  SeriesInfo info;            // of the matched series (a query over series that disagree fails)
+  std::string type;           // their profile type ("" when nothing matched)
   Timeline timeline;          // over [from, until) at the file resolution or coarser (timeline_points)
   uint64_t merges = 0;        // stored trees decoded and merged to answer the query
   uint64_t merge_bound = 0;   // the segment tree's worst case for this range
@@ -517,6 +571,7 @@ struct QueryOptions {
 // One block of a profile held in memory (what an importer or a folded-text parser produces).
 struct ProfileBlock {
   SeriesKey series;
+  SeriesInfo info;          // what the values mean (the same for every block of a series)
   int64_t block_start = 0;  // unix seconds; rounded down to the resolution when added
   Tree tree;
 };
@@ -547,9 +602,13 @@ class Dataset {
   const File& file(size_t i) const;
 
   std::vector<std::string> apps() const;                                          // sorted
+  std::vector<std::string> types(std::string_view app) const;                     // sorted; cpu first
   std::vector<std::string> tag_keys(std::string_view app) const;                  // sorted
   std::vector<std::string> tag_values(std::string_view app, std::string_view key) const;  // sorted
   std::vector<SeriesKey> series(const Selector& selector) const;
+  // What the values of the series matching selector mean; invalid_argument when they disagree (a
+  // type stored in two units), not_found when nothing matches.
+  Status series_info(const Selector& selector, SeriesInfo* out) const;
   void time_span(int64_t* first, int64_t* end) const;  // unix seconds over all files
   int64_t resolution_seconds() const;                   // of the first file (10 s by default)
 
@@ -1611,6 +1670,21 @@ Tree Tree::pruned(double min_share) const {
   return out;
 }
 
+void Tree::divide(uint64_t divisor) {
+  PYROSCOPE_ASSERT(divisor > 0);
+  if (divisor == 1) return;
+  for (Node& n : nodes_) {
+    n.self = n.self / divisor + (n.self % divisor >= divisor - divisor / 2 ? 1 : 0);  // to nearest, no overflow
+    n.total = n.self;
+  }
+  // Every node is made after its parent (insert appends children; decoding is preorder), so one
+  // backward pass adds each finished subtree to its parent.
+  for (size_t i = nodes_.size(); i-- > 1;) {
+    PYROSCOPE_ASSERT(nodes_[i].parent < i);
+    nodes_[nodes_[i].parent].total += nodes_[i].total;
+  }
+}
+
 void Tree::sorted_children(std::vector<uint32_t>* offsets, std::vector<uint32_t>* children) const {
   size_t n = nodes_.size();
   offsets->assign(n + 1, 0);
@@ -2148,7 +2222,11 @@ double DiffTree::change_percent(uint32_t n) const {
 
 // [SECTION] Implementation: selectors =============================================================
 
-SeriesKey::SeriesKey(std::string app_name, Tags tag_list) : app(std::move(app_name)), tags(std::move(tag_list)) {
+SeriesKey::SeriesKey(std::string app_name, Tags tag_list)
+    : SeriesKey(std::move(app_name), kDefaultProfileType, std::move(tag_list)) {}
+
+SeriesKey::SeriesKey(std::string app_name, std::string profile_type, Tags tag_list)
+    : app(std::move(app_name)), type(std::move(profile_type)), tags(std::move(tag_list)) {
   // Last value wins for a repeated key: stable sort keeps the given order within a key.
   std::stable_sort(tags.begin(), tags.end(), [](const Tag& a, const Tag& b) { return a.key < b.key; });
   Tags unique;
@@ -2160,7 +2238,7 @@ SeriesKey::SeriesKey(std::string app_name, Tags tag_list) : app(std::move(app_na
 }
 
 std::string SeriesKey::to_string() const {
-  std::string s = app + "{";
+  std::string s = app + "." + type + "{";
   for (size_t i = 0; i < tags.size(); i++) {
     if (i) s += ',';
     s += tags[i].key + "=" + detail::quote(tags[i].value);
@@ -2188,7 +2266,14 @@ Status Selector::parse(std::string_view text, Selector* out) {
   skip_space();
   size_t app_begin = p;
   while (p < text.size() && detail::is_name_char(text[p])) p++;
-  out->app = std::string(text.substr(app_begin, p - app_begin));
+  std::string_view name = text.substr(app_begin, p - app_begin);
+  if (!name.empty()) {
+    const size_t dot = name.rfind('.');
+    out->app = std::string(dot == std::string_view::npos ? name : name.substr(0, dot));
+    out->type = dot == std::string_view::npos ? std::string(kDefaultProfileType) : std::string(name.substr(dot + 1));
+    if (out->app.empty()) return fail("no application name before '.'");
+    if (!is_valid_profile_type(out->type)) return fail("bad profile type '" + out->type + "'");
+  }
   skip_space();
   if (p < text.size()) {
     if (text[p] != '{') return fail("expected '{' after the application name");
@@ -2285,9 +2370,8 @@ bool Matcher::matches(std::string_view tag_value) const {
 }
 
 bool Selector::matches(const SeriesKey& key) const {
-  if (!app.empty() && app != key.app && !(app.size() == key.app.size() + 4 && app.compare(0, key.app.size(), key.app) == 0 &&
-                                          app.compare(key.app.size(), 4, ".cpu") == 0))
-    return false;
+  if (!app.empty() && app != key.app) return false;
+  if (!type.empty() && type != key.type) return false;
   for (const Matcher& m : matchers) {
     std::string_view value;
     for (const Tag& t : key.tags)
@@ -2299,7 +2383,9 @@ bool Selector::matches(const SeriesKey& key) const {
 
 std::string Selector::to_string() const {
   static const char* ops[] = {"=", "!=", "=~", "!~"};
-  std::string s = app + "{";
+  std::string s = app;
+  if (!app.empty()) s += "." + (type.empty() ? std::string(kDefaultProfileType) : type);
+  s += "{";
   for (size_t i = 0; i < matchers.size(); i++) {
     if (i) s += ',';
     s += matchers[i].key + ops[int(matchers[i].op)] + detail::quote(matchers[i].value);
@@ -2318,8 +2404,46 @@ Status SeriesKey::parse(std::string_view text, SeriesKey* out) {
       return detail::error(StatusCode::invalid_argument, "series '" + std::string(text) + "': only key=\"value\" tags");
     tags.push_back({m.key, m.value});
   }
-  *out = SeriesKey(sel.app, std::move(tags));
+  *out = SeriesKey(sel.app, sel.type, std::move(tags));
   return {};
+}
+
+const char* aggregation_name(Aggregation aggregation) { return aggregation == Aggregation::average ? "average" : "sum"; }
+
+std::string SeriesInfo::to_string() const {
+  std::string s = unit + ", " + aggregation_name(aggregation);
+  if (period > 0) s += ", period " + std::to_string(period) + (period_unit.empty() ? "" : " " + period_unit);
+  return s;
+}
+
+bool is_valid_profile_type(std::string_view t) {
+  if (t.empty() || t.size() > 64) return false;
+  for (size_t i = 0; i < t.size(); i++) {
+    const char c = t[i];
+    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (!letter && !(i > 0 && c >= '0' && c <= '9')) return false;
+  }
+  return true;
+}
+
+SeriesInfo default_series_info(std::string_view t) {
+  auto ends_with = [&](std::string_view suffix) {
+    return t.size() >= suffix.size() && t.compare(t.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  SeriesInfo info;
+  if (t == "cpu" || t == "wall" || t == "itimer") {
+    info.unit = "samples";
+  } else if (ends_with("_space")) {
+    info.unit = "bytes";
+  } else if (ends_with("_objects")) {
+    info.unit = "objects";
+  } else if (ends_with("_duration")) {
+    info.unit = "nanoseconds";
+  } else {
+    info.unit = "count";
+  }
+  if (t.compare(0, 6, "inuse_") == 0 || t == "goroutines") info.aggregation = Aggregation::average;
+  return info;
 }
 
 }  // namespace pyroscope
@@ -2337,9 +2461,11 @@ namespace pyroscope {
 namespace detail {
 
 constexpr char kMagic[8] = {'\x89', 'P', 'Y', 'R', 'O', '\r', '\n', '\x1a'};
-// Version 2 stores siblings in name order (Tree::Encoding::children_by_name); version 1 by symbol id.
-// New files are version 2; version 1 files are read, and appended to in their own encoding.
-constexpr uint32_t kFormatVersion = 2;
+// Version 3 adds each series' profile type and value info (unit, aggregation, period) to its SERIES
+// record. Version 2 stores siblings in name order (Tree::Encoding::children_by_name); version 1 by
+// symbol id. New files are version 3; version 1 and 2 files are read (as cpu in samples, summed) and
+// appended to in their own version.
+constexpr uint32_t kFormatVersion = 3;
 constexpr uint32_t kOldestFormatVersion = 1;
 constexpr size_t kFileHeaderSize = 64;
 constexpr size_t kRecordHeaderSize = 12;
@@ -2417,17 +2543,33 @@ inline void append_record(std::string* out, uint32_t type, const std::string& pa
   out->append(payload);
 }
 
-inline void encode_series(uint64_t id, const SeriesKey& key, std::string* out) {
+inline void put_string(std::string* out, std::string_view s) {
+  put_varint(out, s.size());
+  out->append(s);
+}
+
+// Version 1 and 2 SERIES records end after the tags; version 3 adds the type and the value info.
+inline void encode_series(uint32_t version, uint64_t id, const SeriesKey& key, const SeriesInfo& info,
+                          std::string* out) {
   put_varint(out, id);
-  put_varint(out, key.app.size());
-  out->append(key.app);
+  put_string(out, key.app);
   put_varint(out, key.tags.size());
   for (const Tag& t : key.tags) {
-    put_varint(out, t.key.size());
-    out->append(t.key);
-    put_varint(out, t.value.size());
-    out->append(t.value);
+    put_string(out, t.key);
+    put_string(out, t.value);
   }
+  if (version < 3) return;
+  put_string(out, key.type);
+  put_string(out, info.unit);
+  put_varint(out, uint64_t(info.aggregation));
+  put_varint(out, uint64_t(info.period));
+  put_string(out, info.period_type);
+  put_string(out, info.period_unit);
+}
+
+// What a version 1 or 2 file's series are: CPU samples, summed, period unknown.
+inline bool storable_in_old_version(const SeriesKey& key, const SeriesInfo& info) {
+  return key.type == kDefaultProfileType && info == SeriesInfo();
 }
 
 // One stored tree: level-0 blocks and the upper levels' aggregates alike.
@@ -2440,6 +2582,7 @@ struct TreeEntry {
 
 struct SeriesIndex {
   SeriesKey key;
+  SeriesInfo info;
   std::vector<std::vector<TreeEntry>> levels;  // levels[k] sorted by index
   std::vector<uint64_t> prefix_samples;        // prefix sums over levels[0]
 };
@@ -2580,11 +2723,26 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
         std::string_view v = in.bytes(in.varint());
         tags.push_back({std::string(k), std::string(v)});
       }
-      if (in.failed || !in.done() || app.empty()) return error(StatusCode::corrupt_file, "bad series record");
       SeriesKey key(std::string(app), tags);
+      SeriesInfo info;
+      if (header.version >= 3) {
+        key.type = std::string(in.bytes(in.varint()));
+        info.unit = std::string(in.bytes(in.varint()));
+        uint64_t aggregation = in.varint();
+        uint64_t period = in.varint();
+        info.period_type = std::string(in.bytes(in.varint()));
+        info.period_unit = std::string(in.bytes(in.varint()));
+        if (in.failed || aggregation > 1 || period > uint64_t(INT64_MAX) || !is_valid_profile_type(key.type) ||
+            info.unit.empty())
+          return error(StatusCode::corrupt_file, "bad series record (type or value info)");
+        info.aggregation = Aggregation(aggregation);
+        info.period = int64_t(period);
+      }
+      if (in.failed || !in.done() || app.empty()) return error(StatusCode::corrupt_file, "bad series record");
       if (key.tags.size() != tags.size()) return error(StatusCode::corrupt_file, "series record: repeated tag key");
       detail::SeriesIndex s;
       s.key = key;
+      s.info = info;
       series.push_back(std::move(s));
       series_keys.push_back(std::move(key));
       return {};
@@ -2762,6 +2920,7 @@ Status File::open_path(const std::string& path, const OpenOptions& options) {
 
 const FileInfo& File::info() const { return impl_->info; }
 const std::vector<SeriesKey>& File::series() const { return impl_->series_keys; }
+const SeriesInfo& File::series_info(size_t i) const { return impl_->series[i].info; }
 const SymbolTable& File::symbols() const { return *impl_->symbols; }
 
 // ---- Dataset ----
@@ -2800,20 +2959,24 @@ Status Dataset::add_blocks(const std::vector<ProfileBlock>& blocks, int64_t reso
   Status st = writer.open_memory(options);
   if (!st.ok()) return st;
   // The writer takes each series' blocks in time order, one tree per block.
-  std::map<std::pair<SeriesKey, int64_t>, std::vector<const Tree*>> by_block;
+  std::map<std::pair<SeriesKey, int64_t>, std::vector<const ProfileBlock*>> by_block;
   for (const ProfileBlock& b : blocks) {
     if (b.block_start < -(int64_t(1) << 60) || b.block_start > (int64_t(1) << 60))
       return detail::error(StatusCode::invalid_argument, "block time " + std::to_string(b.block_start) + " out of range");
     const int64_t start = detail::floor_div(b.block_start, resolution_seconds) * resolution_seconds;
-    by_block[{SeriesKey(b.series.app, b.series.tags), start}].push_back(&b.tree);
+    by_block[{SeriesKey(b.series.app, b.series.type, b.series.tags), start}].push_back(&b);
   }
-  for (const auto& [key, trees] : by_block) {
-    if (trees.size() == 1) {
-      st = writer.append(key.first, key.second, *trees[0]);
+  for (const auto& [key, parts] : by_block) {
+    for (const ProfileBlock* part : parts)
+      if (part->info != parts[0]->info)
+        return detail::error(StatusCode::invalid_argument, key.first.to_string() + ": blocks in " + parts[0]->info.to_string() +
+                                                               " and in " + part->info.to_string());
+    if (parts.size() == 1) {
+      st = writer.append(key.first, key.second, parts[0]->tree, &parts[0]->info);
     } else {
       Tree merged;
-      for (const Tree* t : trees) merged.merge(*t);
-      st = writer.append(key.first, key.second, merged);
+      for (const ProfileBlock* part : parts) merged.merge(part->tree);
+      st = writer.append(key.first, key.second, merged, &parts[0]->info);
     }
     if (!st.ok()) return st;
   }
@@ -2827,6 +2990,37 @@ std::vector<std::string> Dataset::apps() const {
   for (const File& f : impl_->files)
     for (const SeriesKey& k : f.series()) out.insert(k.app);
   return {out.begin(), out.end()};
+}
+
+std::vector<std::string> Dataset::types(std::string_view app) const {
+  std::set<std::string> found;
+  for (const File& f : impl_->files)
+    for (const SeriesKey& k : f.series())
+      if (app.empty() || k.app == app) found.insert(k.type);
+  std::vector<std::string> out;
+  if (found.erase(kDefaultProfileType)) out.push_back(kDefaultProfileType);
+  out.insert(out.end(), found.begin(), found.end());
+  return out;
+}
+
+Status Dataset::series_info(const Selector& selector, SeriesInfo* out) const {
+  const SeriesKey* first = nullptr;
+  for (const File& f : impl_->files) {
+    const File::Impl& fi = f.impl();
+    for (const detail::SeriesIndex& s : fi.series) {
+      if (!selector.matches(s.key)) continue;
+      if (!first) {
+        first = &s.key;
+        *out = s.info;
+      } else if (s.info != *out) {
+        return detail::error(StatusCode::invalid_argument,
+                             selector.to_string() + " selects series of different units: " + first->to_string() + " (" +
+                                 out->to_string() + ") and " + s.key.to_string() + " (" + s.info.to_string() + ")");
+      }
+    }
+  }
+  if (!first) return detail::error(StatusCode::not_found, "no series matches " + selector.to_string());
+  return {};
 }
 
 std::vector<std::string> Dataset::tag_keys(std::string_view app) const {
@@ -2892,6 +3086,7 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
   struct Stored {
     int64_t index;
     const File::Impl* file;
+    const detail::SeriesIndex* series;
     const detail::TreeEntry* entry;
   };
   // Each matching series with every stored level-0 tree of it in the range, over all files.
@@ -2904,10 +3099,15 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
       const auto& blocks = si.levels[0];
       auto it = std::lower_bound(blocks.begin(), blocks.end(), a,
                                  [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-      for (; it != blocks.end() && it->index < b; ++it) stored.push_back({it->index, &fi, &*it});
+      for (; it != blocks.end() && it->index < b; ++it) stored.push_back({it->index, &fi, &si, &*it});
     }
   }
   for (auto& [key, stored] : by_series) {
+    for (const Stored& other : stored)
+      if (other.series->info != stored[0].series->info)
+        return detail::error(StatusCode::invalid_argument, "slice: " + key.to_string() + " is stored as " +
+                                                               stored[0].series->info.to_string() + " in one file and as " +
+                                                               other.series->info.to_string() + " in another");
     std::stable_sort(stored.begin(), stored.end(), [](const Stored& x, const Stored& y) { return x.index < y.index; });
     bool any = false;
     for (size_t i = 0; i < stored.size();) {
@@ -2933,7 +3133,7 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
       }
       const Tree& whole = several ? block : decoded;
       if (whole.total() == 0) continue;
-      Status st = writer->append(key, index * resolution, whole);
+      Status st = writer->append(key, index * resolution, whole, &stored[0].series->info);
       if (!st.ok()) return Status(st.code(), "slice: writing " + key.to_string() + " block " + std::to_string(index) + ": " + st.message());
       any = true;
       counted.blocks++;
@@ -2974,6 +3174,28 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
   out->timeline.step = step_blocks * resolution;
   out->timeline.samples.assign(points, 0);
 
+  // One meaning for the whole result: the matched series must agree on type and value info.
+  const detail::SeriesIndex* first_match = nullptr;
+  for (const File& f : impl_->files)
+    for (const detail::SeriesIndex& s : f.impl().series) {
+      if (!selector.matches(s.key)) continue;
+      if (!first_match) {
+        first_match = &s;
+        out->info = s.info;
+        out->type = s.key.type;
+        continue;
+      }
+      if (s.key.type != out->type || s.info != out->info)
+        return detail::error(StatusCode::invalid_argument,
+                             selector.to_string() + " selects series that cannot be added up: " +
+                                 first_match->key.to_string() + " (" + first_match->info.to_string() + ") and " +
+                                 s.key.to_string() + " (" + s.info.to_string() + "); choose a type (app.type{...})");
+    }
+  // An average series (a gauge such as in-use memory) is the sum over its blocks divided by the number
+  // of blocks that hold data, in the whole range for the tree and per point for the timeline.
+  const bool average = first_match && out->info.aggregation == Aggregation::average;
+  std::vector<int64_t> blocks_with_data;
+
   std::set<SeriesKey> matched_keys;  // a series split over several files counts once
   for (const File& f : impl_->files) {
     const File::Impl& fi = f.impl();
@@ -2992,6 +3214,8 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
                                     [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
       auto last = std::lower_bound(first, blocks0.end(), b,
                                    [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
+      if (average)
+        for (auto it = first; it != last; ++it) blocks_with_data.push_back(it->index);
       if (size_t(last - first) <= points * 32) {
         for (auto it = first; it != last; ++it) out->timeline.samples[size_t((it->index - a) / step_blocks)] += it->samples;
       } else {
@@ -3049,6 +3273,17 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
     }
   }
   out->series_matched = uint32_t(matched_keys.size());
+  if (average && !blocks_with_data.empty()) {
+    std::sort(blocks_with_data.begin(), blocks_with_data.end());
+    blocks_with_data.erase(std::unique(blocks_with_data.begin(), blocks_with_data.end()), blocks_with_data.end());
+    if (options.want_tree) out->tree.divide(blocks_with_data.size());
+    std::vector<uint64_t> per_point(points, 0);
+    for (int64_t index : blocks_with_data) per_point[size_t((index - a) / step_blocks)]++;
+    for (size_t i = 0; i < points; i++) {
+      const uint64_t n = per_point[i], v = out->timeline.samples[i];
+      if (n > 1) out->timeline.samples[i] = v / n + (v % n >= n - n / 2 ? 1 : 0);
+    }
+  }
   return {};
 }
 
@@ -3082,6 +3317,7 @@ struct Writer::State {
     std::unique_ptr<Tree> tree;
   };
   struct Series {
+    SeriesInfo info;
     int64_t last_block = 0;
     bool has_blocks = false;
     std::vector<Accumulator> levels;  // levels[k] for k >= 1; levels[0] unused
@@ -3302,6 +3538,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
     const detail::SeriesIndex& si = fi.series[id];
     s->series_ids[si.key] = uint32_t(id);
     State::Series& ws = s->series[id];
+    ws.info = si.info;
     ws.levels.resize(size_t(s->max_level) + 1);
     if (si.levels.empty() || si.levels[0].empty()) continue;
     ws.has_blocks = true;
@@ -3331,7 +3568,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
   return {};
 }
 
-Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tree& tree) {
+Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tree& tree, const SeriesInfo* info) {
   using detail::error;
   if (!is_open()) return error(StatusCode::invalid_argument, "writer is not open");
   State& s = *state_;
@@ -3340,20 +3577,32 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
                                                    " is not a multiple of the resolution (" +
                                                    std::to_string(s.header.resolution) + " s)");
   if (series_key.app.empty()) return error(StatusCode::invalid_argument, "series without an application name");
+  if (!is_valid_profile_type(series_key.type))
+    return error(StatusCode::invalid_argument, "bad profile type '" + series_key.type + "' (letters, digits, _)");
   if (tree.total() == 0) return {};
-  SeriesKey key(series_key.app, series_key.tags);  // normalizes tag order
+  SeriesKey key(series_key.app, series_key.type, series_key.tags);  // normalizes tag order
   int64_t block = detail::floor_div(block_start, s.header.resolution);
   std::string out;
   uint32_t id;
+  SeriesInfo new_info;
   auto found = s.series_ids.find(key);
   if (found == s.series_ids.end()) {
+    new_info = info ? *info : default_series_info(key.type);
+    if (new_info.unit.empty()) return error(StatusCode::invalid_argument, key.to_string() + ": no unit");
+    if (s.header.version < 3 && !detail::storable_in_old_version(key, new_info))
+      return error(StatusCode::invalid_argument,
+                   key.to_string() + " (" + new_info.to_string() + ") cannot be stored in a version " +
+                       std::to_string(s.header.version) + " file, which holds cpu samples only: write a new file");
     id = uint32_t(s.series.size());
     std::string payload;
-    detail::encode_series(id, key, &payload);
+    detail::encode_series(s.header.version, id, key, new_info, &payload);
     detail::append_record(&out, detail::kRecordSeries, payload);
   } else {
     id = found->second;
     const State::Series& existing = s.series[id];
+    if (info && *info != existing.info)
+      return error(StatusCode::invalid_argument, key.to_string() + " is stored as " + existing.info.to_string() +
+                                                     ", not " + info->to_string());
     if (existing.has_blocks && block <= existing.last_block)
       return error(StatusCode::out_of_order, key.to_string() + ": block at " + std::to_string(block_start) +
                                                  " is not after the last block at " +
@@ -3372,6 +3621,7 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
   bool new_series = found == s.series_ids.end();
   if (new_series) {
     s.series.emplace_back();
+    s.series.back().info = new_info;
     s.series.back().levels.resize(size_t(s.max_level) + 1);
     s.series_ids[key] = id;
   }
@@ -5119,9 +5369,9 @@ inline std::string url_encode(std::string_view text) {
   return out;
 }
 
-// Pyroscope's series name: app.cpu{k=v,...} with the tags sorted (SeriesKey keeps them sorted).
+// Pyroscope's series name: app.type{k=v,...} with the tags sorted (SeriesKey keeps them sorted).
 inline std::string ingest_series_name(const SeriesKey& series) {
-  std::string name = series.app + ".cpu{";
+  std::string name = series.app + "." + series.type + "{";
   for (size_t i = 0; i < series.tags.size(); i++) {
     if (i > 0) name += ',';
     name += series.tags[i].key + "=" + series.tags[i].value;

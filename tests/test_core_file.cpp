@@ -504,11 +504,13 @@ TEST_CASE("series key: tags sorted, last value wins, text form round trips") {
   REQUIRE(key.tags.size() == 2);
   CHECK(key.tags[0] == pyroscope::Tag{"b", "x"});
   CHECK(key.tags[1] == pyroscope::Tag{"zone", "2"});
-  CHECK(key.to_string() == "app{b=\"x\",zone=\"2\"}");
+  CHECK(key.to_string() == "app.cpu{b=\"x\",zone=\"2\"}");
+  CHECK(SeriesKey("my.app", "inuse_space", {}).to_string() == "my.app.inuse_space{}");
 
   for (const SeriesKey& original :
        {key, SeriesKey("ride-sharing-app", {}), SeriesKey("a.cpu", {{"k", "with \"quotes\", commas and \\ slashes"}}),
-        SeriesKey("app", {{"region", "eu-north"}, {"vehicle", "car"}})}) {
+        SeriesKey("app", {{"region", "eu-north"}, {"vehicle", "car"}}), SeriesKey("my.app", "alloc_objects", {}),
+        SeriesKey("app", "custom_Type_2", {{"k", "v"}})}) {
     SeriesKey parsed;
     const Status status = SeriesKey::parse(original.to_string(), &parsed);
     CHECK_MESSAGE(status.ok(), original.to_string() << ": " << status.to_string());
@@ -705,8 +707,8 @@ TEST_CASE("dataset: in-memory blocks are a source like a file") {
   for (size_t s = 0; s < written.series.size(); ++s)
     for (const auto& [start, stacks] : written.blocks[s]) {
       // Two halves per block at times inside it: they merge into the one block.
-      pyroscope::ProfileBlock first{written.series[s], start + 3, core_test::tree_of(stacks)};
-      pyroscope::ProfileBlock second{written.series[s], start + 7, core_test::tree_of(stacks)};
+      pyroscope::ProfileBlock first{written.series[s], {}, start + 3, core_test::tree_of(stacks)};
+      pyroscope::ProfileBlock second{written.series[s], {}, start + 7, core_test::tree_of(stacks)};
       blocks.push_back(std::move(first));
       blocks.push_back(std::move(second));
     }
@@ -724,8 +726,119 @@ TEST_CASE("dataset: in-memory blocks are a source like a file") {
     for (uint64_t& v : doubled) v *= 2;
     CHECK(memory.timeline.samples == doubled);
   }
-  pyroscope::ProfileBlock far{SeriesKey("x", {}), int64_t(1) << 62, pyroscope::Tree()};
+  pyroscope::ProfileBlock far{SeriesKey("x", {}), {}, int64_t(1) << 62, pyroscope::Tree()};
   std::vector<pyroscope::ProfileBlock> bad;
   bad.push_back(std::move(far));
   CHECK(from_memory.add_blocks(bad).code() == pyroscope::StatusCode::invalid_argument);
+}
+
+TEST_CASE("selector: the profile type after the application's last dot; app{} means app.cpu{}") {
+  pyroscope::Selector selector;
+  REQUIRE(pyroscope::Selector::parse("ride{region=\"eu\"}", &selector).ok());
+  CHECK(selector.app == "ride");
+  CHECK(selector.type == "cpu");
+  CHECK(selector.matches(SeriesKey("ride", {{"region", "eu"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("ride", "alloc_space", {{"region", "eu"}})));
+  REQUIRE(pyroscope::Selector::parse("my.ride.alloc_space{}", &selector).ok());
+  CHECK(selector.app == "my.ride");
+  CHECK(selector.type == "alloc_space");
+  CHECK(selector.matches(SeriesKey("my.ride", "alloc_space", {})));
+  CHECK(selector.to_string() == "my.ride.alloc_space{}");
+  REQUIRE(pyroscope::Selector::parse("{region=\"eu\"}", &selector).ok());  // no application: any type
+  CHECK(selector.type.empty());
+  CHECK(selector.matches(SeriesKey("x", "wall", {{"region", "eu"}})));
+  for (const char* bad : {".cpu{}", "app.{}", "app.9lives{}", "app.a-b{}"}) {
+    CAPTURE(bad);
+    CHECK(pyroscope::Selector::parse(bad, &selector).code() == pyroscope::StatusCode::invalid_argument);
+  }
+  CHECK(pyroscope::is_valid_profile_type("inuse_objects"));
+  CHECK_FALSE(pyroscope::is_valid_profile_type(std::string(65, 'a')));
+  CHECK(pyroscope::default_series_info("alloc_space").unit == "bytes");
+  CHECK(pyroscope::default_series_info("inuse_objects").aggregation == pyroscope::Aggregation::average);
+  CHECK(pyroscope::default_series_info("mutex_duration").unit == "nanoseconds");
+  CHECK(pyroscope::default_series_info("cpu") == pyroscope::SeriesInfo());
+}
+
+TEST_CASE("dataset: series of one type keep their units; averages divide by the blocks with data") {
+  pyroscope::SeriesInfo bytes_average;
+  bytes_average.unit = "bytes";
+  bytes_average.aggregation = pyroscope::Aggregation::average;
+  const SeriesKey heap_a("svc", "inuse_space", {{"host", "a"}}), heap_b("svc", "inuse_space", {{"host", "b"}});
+  pyroscope::Writer writer;
+  REQUIRE(writer.open_memory().ok());
+  // host a holds 100 bytes in leak() in blocks 0..3, host b 40 in blocks 2..3: averaged over the 4
+  // blocks with data, 100 and 20; the timeline per block is a's plus b's.
+  for (int block = 0; block < 4; ++block) {
+    pyroscope::Tree a;
+    core_test::insert_stack(&a, "main;leak", 100);
+    REQUIRE(writer.append(heap_a, kStart + block * kStep, a, &bytes_average).ok());
+    if (block >= 2) {
+      pyroscope::Tree b;
+      core_test::insert_stack(&b, "main;cache", 40);
+      REQUIRE(writer.append(heap_b, kStart + block * kStep, b, &bytes_average).ok());
+    }
+  }
+  // The same key with other units is refused.
+  pyroscope::SeriesInfo objects = bytes_average;
+  objects.unit = "objects";
+  pyroscope::Tree one;
+  core_test::insert_stack(&one, "x", 1);
+  CHECK(writer.append(heap_a, kStart + 9 * kStep, one, &objects).code() == pyroscope::StatusCode::invalid_argument);
+  REQUIRE(writer.append(SeriesKey("svc", {{"host", "a"}}), kStart, one).ok());  // cpu beside it
+  Dataset data;
+  REQUIRE(data.add_bytes(writer.take_bytes()).ok());
+  CHECK(data.types("svc") == std::vector<std::string>{"cpu", "inuse_space"});
+
+  QueryResult result;
+  REQUIRE(data.query("svc.inuse_space{}", kStart, kStart + 4 * kStep, &result).ok());
+  CHECK(result.type == "inuse_space");
+  CHECK(result.info == bytes_average);
+  CHECK(stacks_of(result.tree) == StackCounts{{"main;cache", 20}, {"main;leak", 100}});
+  CHECK(result.tree.total() == 120);
+  CHECK(core_test::totals_consistent(result.tree));
+  CHECK(result.timeline.samples == std::vector<uint64_t>{100, 100, 140, 140});
+  pyroscope::QueryOptions two_points;
+  two_points.timeline_points = 2;
+  REQUIRE(data.query("svc.inuse_space{}", kStart, kStart + 4 * kStep, &result, two_points).ok());
+  CHECK(result.timeline.samples == std::vector<uint64_t>{100, 140});  // average of each point's blocks
+  REQUIRE(data.query("svc{}", kStart, kStart + 4 * kStep, &result).ok());
+  CHECK(result.type == "cpu");
+  CHECK(result.tree.total() == 1);
+
+  // Series that cannot be added up: a selector over every type of the app.
+  pyroscope::Selector all;
+  all.app = "svc";
+  const Status mixed = data.query(all, kStart, kStart + 4 * kStep, &result);
+  CHECK(mixed.code() == pyroscope::StatusCode::invalid_argument);
+  CHECK(mixed.message().find("cannot be added up") != std::string::npos);
+  pyroscope::SeriesInfo info;
+  CHECK(data.series_info(all, &info).code() == pyroscope::StatusCode::invalid_argument);
+  pyroscope::Selector heap_only;
+  REQUIRE(pyroscope::Selector::parse("svc.inuse_space{}", &heap_only).ok());
+  REQUIRE(data.series_info(heap_only, &info).ok());
+  CHECK(info == bytes_average);
+  REQUIRE(pyroscope::Selector::parse("nothing{}", &heap_only).ok());
+  CHECK(data.series_info(heap_only, &info).code() == pyroscope::StatusCode::not_found);
+
+  // A slice keeps each series' info.
+  pyroscope::Writer slice;
+  REQUIRE(slice.open_memory().ok());
+  REQUIRE(pyroscope::Selector::parse("svc.inuse_space{}", &heap_only).ok());
+  REQUIRE(data.slice(heap_only, kStart, kStart + 4 * kStep, &slice).ok());
+  pyroscope::File sliced;
+  REQUIRE(sliced.open_bytes(slice.take_bytes()).ok());
+  REQUIRE(sliced.series().size() == 2);
+  CHECK(sliced.series_info(0) == bytes_average);
+  CHECK(sliced.series()[0].type == "inuse_space");
+}
+
+TEST_CASE("tree: divide rounds each self to the nearest integer and keeps totals consistent") {
+  pyroscope::Tree tree;
+  core_test::insert_stack(&tree, "a;b", 7);
+  core_test::insert_stack(&tree, "a;c", 5);
+  core_test::insert_stack(&tree, "a", 1);
+  core_test::insert_stack(&tree, "d", UINT64_MAX / 2);
+  tree.divide(2);
+  CHECK(stacks_of(tree) == StackCounts{{"a", 1}, {"a;b", 4}, {"a;c", 3}, {"d", UINT64_MAX / 4 + 1}});
+  CHECK(core_test::totals_consistent(tree));
 }

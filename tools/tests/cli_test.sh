@@ -203,7 +203,7 @@ check "merged info lists both apps and the tag values" \
 "$pyro" info a.pyro >info.txt
 check "info shows the span in ISO and unix" grep -qF "2027-01-15T08:00:00Z .. 2027-01-15T08:00:20Z ($T0 .. $((T0 + 20))" info.txt
 check "info lists tag keys and values" grep -qE "vehicle: bike, car" info.txt
-check "info lists blocks and samples per series" grep -qF "ride-sharing-app{region=\"eu-north\",vehicle=\"car\"}  (1 block, $total samples)" info.txt
+check "info lists blocks and samples per series" grep -qF "ride-sharing-app.cpu{region=\"eu-north\",vehicle=\"car\"}  (1 block, $total samples)" info.txt
 
 # --- usage errors: exit 2 with a message -----------------------------------------------------------
 expect_exit "no command" 2 "usage" "$pyro"
