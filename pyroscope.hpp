@@ -226,6 +226,15 @@ bool is_valid_profile_type(std::string_view profile_type);
 // Time is cut into blocks of `resolution_seconds` (10 s). Timestamps are unix seconds.
 constexpr int64_t kDefaultResolutionSeconds = 10;
 
+// [from, until) in unix seconds.
+struct TimeRange {
+  int64_t from = 0;
+  int64_t until = 0;
+  bool valid() const { return until > from; }
+  bool operator==(const TimeRange& o) const { return from == o.from && until == o.until; }
+  bool operator!=(const TimeRange& o) const { return !(*this == o); }
+};
+
 // A read-only run of bytes: an mmap'd file natively, a downloaded ArrayBuffer in the browser.
 struct ByteSpan {
   const uint8_t* data = nullptr;
@@ -609,7 +618,7 @@ class Dataset {
   // What the values of the series matching selector mean; invalid_argument when they disagree (a
   // type stored in two units), not_found when nothing matches.
   Status series_info(const Selector& selector, SeriesInfo* out) const;
-  void time_span(int64_t* first, int64_t* end) const;  // unix seconds over all files
+  TimeRange time_span() const;  // from the first block's start to the last block's end, over all files
   int64_t resolution_seconds() const;                   // of the first file (10 s by default)
 
   // Merged tree, timeline and merge count of the series matching selector over [from, until)
@@ -3050,15 +3059,16 @@ std::vector<SeriesKey> Dataset::series(const Selector& selector) const {
   return {out.begin(), out.end()};
 }
 
-void Dataset::time_span(int64_t* first, int64_t* end) const {
+TimeRange Dataset::time_span() const {
+  TimeRange span;
   bool any = false;
-  *first = *end = 0;
   for (const File& f : impl_->files) {
     if (f.info().block_count == 0) continue;
-    if (!any || f.info().first_time < *first) *first = f.info().first_time;
-    if (!any || f.info().end_time > *end) *end = f.info().end_time;
+    if (!any || f.info().first_time < span.from) span.from = f.info().first_time;
+    if (!any || f.info().end_time > span.until) span.until = f.info().end_time;
     any = true;
   }
+  return span;
 }
 
 int64_t Dataset::resolution_seconds() const {

@@ -58,8 +58,8 @@ Outcome exercise(const std::string& bytes, const pyroscope::OpenOptions& options
 
   pyroscope::Dataset data;
   data.add(std::move(file));
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   for (const std::string& app : data.apps()) {
     pyroscope::QueryResult result;
     pyroscope::QueryOptions query_options;

@@ -158,8 +158,8 @@ TEST_CASE("file: written blocks read back, with the index of apps, tag keys and 
   CHECK(data.tag_values("ride", "vehicle") == std::vector<std::string>{"bike", "car", "scooter"});
   CHECK(data.tag_values("ride", "host").empty());
   CHECK(data.tag_values("other", "host") == std::vector<std::string>{"x"});
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   CHECK(first == kStart);
   CHECK(end == kStart + 100 * kStep);
 
@@ -258,8 +258,8 @@ TEST_CASE("file: add_bytes reads the same as add_file, and several files form on
   REQUIRE(data.add_file(dir.file("b.pyro")).ok());
   CHECK(data.file_count() == 2);
   CHECK(data.apps() == std::vector<std::string>{"other", "ride", "third"});
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   CHECK(first == kStart);
   CHECK(end == kStart + 130 * kStep);
   const TagPredicate eu_cars = [](const SeriesKey& k) {

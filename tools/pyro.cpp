@@ -417,8 +417,8 @@ int parse_selection(const Args& a, pyroscope::Dataset* data, Selection* s, bool 
     if (!parse_time(*v, now, &s->until, &error)) return usage_error(a.command, "--until: " + error);
 
   if (!open_dataset(a, s->files, data)) return kExitError;
-  int64_t first = 0, end = 0;
-  data->time_span(&first, &end);
+  const pyroscope::TimeRange span = data->time_span();
+  int64_t first = span.from, end = span.until;
   if (end <= first && !a.has("--from") && !a.has("--until")) {
     // No blocks at all: an empty result over one block rather than an error about the range.
     std::fprintf(stderr, "pyro %s: warning: the input files hold no blocks\n", a.command->name);
@@ -993,8 +993,8 @@ int cmd_merge(const Args& a) {
   pyroscope::Writer writer;
   std::string path;
   if (int rc = open_new_output(a, a.positional, data, &writer, &path)) return rc;
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   CopyStats stats;
   if (end > first)
     if (int rc = copy_blocks(a, data, everything, first, end, &writer, &stats)) return rc;

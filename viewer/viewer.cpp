@@ -604,7 +604,9 @@ void reset_selection(ViewerState& state) {
   const bool have_pyro = state.dataset.file_count() > 0;
   state.resolution = have_pyro ? std::max<int64_t>(1, state.dataset.resolution_seconds()) : kDefaultResolutionSeconds;
   if (have_pyro) {
-    state.dataset.time_span(&state.span_from, &state.span_until);
+    const TimeRange span = state.dataset.time_span();
+    state.span_from = span.from;
+    state.span_until = span.until;
   } else if (!state.folded.empty()) {
     state.span_from = state.folded.front().time;
     state.span_until = state.span_from;

@@ -65,14 +65,6 @@ struct FoldedSource {
   std::unique_ptr<Tree> tree;
 };
 
-struct TimeRange {
-  int64_t from = 0;   // unix seconds
-  int64_t until = 0;  // exclusive
-  bool valid() const { return until > from; }
-  bool operator==(const TimeRange& o) const { return from == o.from && until == o.until; }
-  bool operator!=(const TimeRange& o) const { return !(*this == o); }
-};
-
 enum class ViewMode { single, comparison, diff };
 enum class Panels { both, flame, table };
 enum class Theme { dark, light };
