@@ -2480,6 +2480,7 @@ constexpr size_t kFileHeaderSize = 64;
 constexpr size_t kRecordHeaderSize = 12;
 constexpr uint32_t kMaxRecordPayload = 1u << 30;
 constexpr int kMaxLevels = 40;
+constexpr int64_t kMaxBlockTime = int64_t(1) << 62;  // |block start| in seconds
 
 enum RecordType : uint32_t { kRecordSymbols = 1, kRecordSeries = 2, kRecordTree = 3 };
 
@@ -2764,6 +2765,11 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       if (in.failed || id >= series.size() || level >= uint64_t(detail::kMaxLevels))
         return error(StatusCode::corrupt_file, "bad tree record header");
       int64_t index = int64_t(raw_index >> 1) ^ -int64_t(raw_index & 1);  // zigzag: times before 1970 too
+      // Block times stay within +-2^62 seconds, so index * resolution and the query's arithmetic on
+      // indexes cannot overflow (2^62 s is 10^11 years either way).
+      if (level == 0 && (index > detail::kMaxBlockTime / header.resolution ||
+                         index < -detail::kMaxBlockTime / header.resolution))
+        return error(StatusCode::corrupt_file, "tree record: block index " + std::to_string(index) + " out of range");
       auto& levels_of = series[id].levels;
       if (levels_of.size() <= level) levels_of.resize(level + 1);
       auto& entries = levels_of[level];
@@ -3081,6 +3087,9 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
   if (stats) *stats = counted;
   if (!writer || !writer->is_open()) return detail::error(StatusCode::invalid_argument, "slice: the writer is not open");
   if (until <= from) return detail::error(StatusCode::invalid_argument, "slice: empty time range (until <= from)");
+  from = std::clamp(from, -detail::kMaxBlockTime, detail::kMaxBlockTime);  // as in query
+  until = std::clamp(until, -detail::kMaxBlockTime, detail::kMaxBlockTime);
+  if (until <= from) return detail::error(StatusCode::invalid_argument, "slice: time range beyond any block");
   const int64_t resolution = resolution_seconds();
   for (const File& f : impl_->files)
     if (f.info().resolution_seconds != resolution)
@@ -3168,6 +3177,11 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
                       const QueryOptions& options) const {
   *out = QueryResult();
   if (until <= from) return detail::error(StatusCode::invalid_argument, "empty time range (until <= from)");
+  // No block lies beyond +-2^62 s (the reader refuses them): clamping there keeps the block
+  // arithmetic below far from overflow, whatever range a caller passes.
+  from = std::clamp(from, -detail::kMaxBlockTime, detail::kMaxBlockTime);
+  until = std::clamp(until, -detail::kMaxBlockTime, detail::kMaxBlockTime);
+  if (until <= from) return detail::error(StatusCode::invalid_argument, "time range beyond any block");
   int64_t resolution = resolution_seconds();
   for (const File& f : impl_->files)
     if (f.info().resolution_seconds != resolution)
@@ -3234,9 +3248,20 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
           out->timeline.samples[i] += fi.samples_in(s, pa, std::min(b, pa + step_blocks));
         }
       }
-      if (!options.want_tree) continue;
+      if (!options.want_tree || first == last) continue;
+      // Cover only the span that holds data, widened to whole top-level nodes (so stored upper trees
+      // are still used): a range of 2^60 seconds must not walk 2^57 empty nodes.
+      const int top_level = std::max(0, std::min(fi.levels, int(s.levels.size())) - 1);
+      const int64_t top_span = detail::power(m, top_level);
+      int64_t cover_a = a, cover_b = b, edge;
+      if (top_span < (int64_t(1) << 40)) {
+        edge = detail::floor_div(first->index, top_span) * top_span;
+        cover_a = std::max(a, edge);
+        edge = detail::floor_div(std::prev(last)->index, top_span) * top_span + top_span;
+        cover_b = std::min(b, edge);
+      }
       Status failed;
-      fi.cover(s, a, b, [&](const detail::TreeEntry& e) {
+      fi.cover(s, cover_a, cover_b, [&](const detail::TreeEntry& e) {
         if (!failed.ok()) return;
         ByteSpan tree_bytes{fi.bytes.data + e.offset, e.size};
         Tree& result = out->tree;
@@ -3582,6 +3607,8 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
   using detail::error;
   if (!is_open()) return error(StatusCode::invalid_argument, "writer is not open");
   State& s = *state_;
+  if (block_start > detail::kMaxBlockTime || block_start < -detail::kMaxBlockTime)
+    return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) + " is beyond +-2^62 s");
   if (detail::floor_div(block_start, s.header.resolution) * s.header.resolution != block_start)
     return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) +
                                                    " is not a multiple of the resolution (" +

@@ -842,3 +842,30 @@ TEST_CASE("tree: divide rounds each self to the nearest integer and keeps totals
   CHECK(stacks_of(tree) == StackCounts{{"a", 1}, {"a;b", 4}, {"a;c", 3}, {"d", UINT64_MAX / 4 + 1}});
   CHECK(core_test::totals_consistent(tree));
 }
+
+TEST_CASE("query: extreme ranges are clamped, not walked; blocks beyond +-2^62 s are refused") {
+  core_test::TempDir dir;
+  const Written written = write_sample_file(dir.file("a.pyro"));
+  Dataset data;
+  REQUIRE(data.add_file(dir.file("a.pyro")).ok());
+  // Before the clamp, the whole int64 range made the query walk 2^57 empty segment-tree nodes (and
+  // run out of memory), and its block arithmetic overflowed.
+  for (const auto& [from, until] : {std::pair<int64_t, int64_t>{INT64_MIN, INT64_MAX},
+                                    {INT64_MIN, kStart + 500}, {kStart + 500, INT64_MAX}}) {
+    QueryResult result;
+    pyroscope::QueryOptions options;
+    options.timeline_points = 4;
+    REQUIRE(data.query("ride", from, until, &result, options).ok());
+    const Expected expected = expected_query(written, [](const SeriesKey& k) { return k.app == "ride"; },
+                                             std::max<int64_t>(from, kStart - 1000000), std::min<int64_t>(until, kStart + 1000000));
+    CHECK(stacks_of(result.tree) == expected.stacks);
+    CHECK(result.merges <= 200);
+  }
+  pyroscope::Writer writer;
+  REQUIRE(writer.open_memory().ok());
+  pyroscope::Tree tree;
+  core_test::insert_stack(&tree, "x", 1);
+  CHECK(writer.append(SeriesKey("a", {}), (int64_t(1) << 62) + 10, tree).code() == pyroscope::StatusCode::invalid_argument);
+  CHECK(writer.append(SeriesKey("a", {}), INT64_MIN, tree).code() == pyroscope::StatusCode::invalid_argument);
+  CHECK(writer.append(SeriesKey("a", {}), (int64_t(1) << 62) - 4, tree).ok());
+}
