@@ -644,7 +644,9 @@ std::string Session::open(std::vector<LoadInput> inputs) {
         status = parse_folded_file(in.path, &parser);
         tree = parser.take_tree();
       } else {
-        status = file.open_path(in.path);
+        OpenOptions options;
+        options.salvage = in.salvage;
+        status = file.open_path(in.path, options);
       }
     } else {
       loaded.bytes = in.size;
@@ -883,7 +885,7 @@ const QueryResult& Session::timeline(TimeRange window, size_t points) {
   if (key == timeline_key_) return timeline_;
   timeline_key_ = key;
   timeline_ = QueryResult();
-  if (empty() || selection_.app.empty() || !window.valid()) return timeline_;
+  if (empty() || !window.valid()) return timeline_;
   QueryOptions options;
   options.timeline_points = points;
   options.want_tree = false;
@@ -906,7 +908,6 @@ bool Session::update_trees() {
   diff_.reset();
   left_ = QueryResult();
   right_ = QueryResult();
-  if (selection_.app.empty() && selection_.matchers.empty()) return true;
   QueryOptions options;
   options.timeline_points = 1;  // the timeline comes from its own query
   const Selector selector = selection_.selector();
@@ -1124,8 +1125,8 @@ void Session::apply_pending_settings() {
 
 std::string Session::settings_json() const {
   json::ObjectWriter j;
-  j.add("app", selection_.app);
-  if (selection_.type != kDefaultProfileType) j.add("type", selection_.type);
+  if (!selection_.app.empty()) j.add("app", selection_.app);
+  if (!selection_.app.empty() && selection_.type != kDefaultProfileType) j.add("type", selection_.type);
   std::string tags;
   bool representable = true;  // the tags setting separates values by commas
   for (const auto& [key, values] : selection_.tags)
@@ -1205,9 +1206,9 @@ std::vector<Session::NamedText> Session::folded() const {
   return out;
 }
 
-Status Session::share_page(const share::PageParts& parts, std::string* html) const {
+Status Session::share_page(const share::PageParts& parts, std::string* html, SliceStats* stats) const {
   std::string pyro;
-  const Status sliced = slice(&pyro, nullptr);
+  const Status sliced = slice(&pyro, stats);
   if (!sliced.ok()) return sliced;
   std::string error;
   const std::string name = (selection_.app.empty() ? std::string("profile") : selection_.app) + ".pyro";

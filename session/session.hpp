@@ -118,6 +118,7 @@ class FoldedParser {
 struct LoadInput {
   std::string name;           // shown to the user; folded text is told by its name or its content
   std::string path;           // read from disk when non-empty
+  bool salvage = false;       // a damaged .pyro opens with the records before the damage
   uint8_t* bytes = nullptr;   // otherwise these bytes
   size_t size = 0;
   int64_t modified_unix = 0;  // folded text has no timestamps: its samples are placed at this time
@@ -253,7 +254,8 @@ class Session {
   };
   std::vector<NamedText> folded() const;
   // A share file of the selection: one .html with the viewer (parts) and the slice, opening in this view.
-  Status share_page(const share::PageParts& parts, std::string* html) const;
+  // not_found when the selection holds no samples.
+  Status share_page(const share::PageParts& parts, std::string* html, SliceStats* stats = nullptr) const;
 
  private:
   void reset_selection();

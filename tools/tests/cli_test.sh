@@ -197,7 +197,7 @@ check "merged timeline has 7 blocks in time order" \
   bash -c "[[ \$(awk '\$2 > 0' merged.tl | wc -l) -eq 7 ]] && sort -n -c merged.tl"
 "$pyro" info merged.pyro >merged.info
 check "merged info lists both apps and the tag values" \
-  bash -c "grep -qE '^  app$' merged.info && grep -qE '^  other$' merged.info && grep -qE 'host: b' merged.info"
+  bash -c "grep -qE '^  app  \(cpu\)$' merged.info && grep -qE '^  other  \(cpu\)$' merged.info && grep -qE 'host: b' merged.info"
 
 # --- info -----------------------------------------------------------------------------------------
 "$pyro" info a.pyro >info.txt
