@@ -802,10 +802,11 @@ void Session::select_app(const std::string& app) {
   selection_.type = types_.empty() ? std::string(kDefaultProfileType) : types_.front();
   load_lists();
   selection_changed();
+  extent_ = span_;
   if (app.empty()) return;
   // Open on the application's own data: ranges fit it (a pair view then splits it again).
-  const TimeRange extent = data_extent(app, selection_.type);
-  selection_.ranges[0] = selection_.ranges[1] = extent;
+  extent_ = data_extent(app, selection_.type);
+  selection_.ranges[0] = selection_.ranges[1] = extent_;
   pair_ranges_chosen_ = false;
   if (selection_.pair()) split_range_for_pair();
 }

@@ -197,6 +197,8 @@ class Session {
   const std::vector<std::string>& tag_keys() const { return tag_keys_; }
   const std::vector<std::vector<std::string>>& tag_values() const { return tag_values_; }  // per key
   TimeRange span() const { return span_; }
+  // Where the selected application has samples (a timeline opens on it); the span when none is selected.
+  TimeRange extent() const { return extent_; }
   int64_t resolution() const { return resolution_; }
   // The value info of the selection's series (unit, aggregation); default (samples) when none match.
   const SeriesInfo& info() const { return info_; }
@@ -217,6 +219,7 @@ class Session {
   // ---- Results ----
   // Samples per point over window, at most `points` points (none when nothing is selected).
   const QueryResult& timeline(TimeRange window, size_t points);
+  const QueryResult& last_timeline() const { return timeline_; }  // the last timeline() answer
   // The trees of the selection: left (the single view's), right and their diff in pair views. True
   // when they changed since the last call (layouts must follow). Errors go to error().
   bool update_trees();
@@ -272,7 +275,7 @@ class Session {
   double last_open_ms_ = 0;
   std::vector<std::string> apps_, types_, tag_keys_;
   std::vector<std::vector<std::string>> tag_values_;
-  TimeRange span_;
+  TimeRange span_, extent_;
   int64_t resolution_ = kDefaultResolutionSeconds;
   SeriesInfo info_;
 

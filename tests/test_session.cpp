@@ -381,3 +381,23 @@ TEST_CASE("session: pyro's selectors select any matchers, or every app and type"
   REQUIRE(s.slice(&pyro, &stats).ok());  // every app and type: the whole file again
   CHECK(stats.series == 5);
 }
+
+TEST_CASE("folded text streamed in pieces parses like the whole, errors name the file's line") {
+  const std::string text = "a;b 1\na;c 2\r\nd;e;f 3\n\na;b 4";
+  pyroscope::Tree whole;
+  REQUIRE(pyroscope::Tree::from_folded(text, &whole).ok());
+  for (size_t piece : {1, 2, 3, 5, 7, 64}) {
+    session::FoldedParser parser;
+    for (size_t i = 0; i < text.size(); i += piece) parser.add(text.data() + i, std::min(piece, text.size() - i));
+    REQUIRE_MESSAGE(parser.finish().ok(), parser.status().to_string());
+    const auto tree = parser.take_tree();
+    CHECK(tree->to_folded() == whole.to_folded());
+  }
+  const std::string bad = "a;b 1\na;c 2\na;d x3\n";
+  session::FoldedParser parser;
+  parser.add(bad.data(), 12);  // two whole lines, then the bad one in a second piece
+  parser.add(bad.data() + 12, bad.size() - 12);
+  const pyroscope::Status status = parser.finish();
+  CHECK_FALSE(status.ok());
+  CHECK(status.message().rfind("line 3:", 0) == 0);
+}

@@ -24,8 +24,29 @@ namespace {
 
 const char* kFontPath = "/fonts/DejaVuSans.ttf";  // preloaded by build-wasm.sh (absent: built-in font)
 
+// The browser host: the page's file picker, downloads, and the page's own files for share files.
+class PageHost : public viewer::Host {
+ public:
+  bool can_open_files() const override { return true; }
+  void open_files_dialog() override { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); }
+  std::string save_file(const std::string& name, const std::string& bytes, std::string*) override {
+    EM_ASM({ Module.saveFile(UTF8ToString($0), HEAPU8.slice($1, $1 + $2)); }, name.c_str(), bytes.data(), bytes.size());
+    return name + " (downloaded)";
+  }
+  // Share files are made from this very page's files, fetched when first needed. A share file opened
+  // from disk has them only inlined in itself.
+  std::string share_unavailable() const override {
+    return EM_ASM_INT({ return window.pyroscopeEmbedded ? 1 : 0; })
+               ? "This page is a share file itself: Slice (.pyro) passes the selection on, or open the data in the "
+                 "served viewer to share it"
+               : "";
+  }
+  void request_share_parts() override { EM_ASM({ Module.loadShareParts(); }); }
+};
+
 struct App {
   GLFWwindow* window = nullptr;
+  PageHost host;
   viewer::ViewerState state;
   std::vector<viewer::LoadInput> batch;
   float pixel_ratio = 1.0f;
@@ -144,7 +165,7 @@ EMSCRIPTEN_KEEPALIVE int pv_stream_begin(const char* name, double modified_unix)
   viewer::LoadInput in;
   in.name = name;
   in.modified_unix = static_cast<int64_t>(modified_unix);
-  in.folded = std::make_unique<viewer::FoldedParser>();
+  in.folded = std::make_unique<pyroscope::session::FoldedParser>();
   g_app->batch.push_back(std::move(in));
   return static_cast<int>(g_app->batch.size() - 1);
 }
@@ -251,19 +272,7 @@ int main() {
   ImGui::CreateContext();
   ImGui::GetIO().IniFilename = nullptr;
   viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
-  app.state.open_dialog = [] { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); };
-  app.state.save_file = [](const std::string& name, const std::string& bytes) {
-    EM_ASM({ Module.saveFile(UTF8ToString($0), HEAPU8.slice($1, $1 + $2)); }, name.c_str(), bytes.data(), bytes.size());
-    return name + " (downloaded)";
-  };
-  // Share files are made from this very page's files, fetched when first needed. A share file opened
-  // from disk has them only inlined in itself.
-  if (EM_ASM_INT({ return window.pyroscopeEmbedded ? 1 : 0; })) {
-    app.state.share_unavailable = "This page is a share file itself: Slice (.pyro) passes the selection on, "
-                                  "or open the data in the served viewer to share it";
-  } else {
-    app.state.load_share_parts = [] { EM_ASM({ Module.loadShareParts(); }); };
-  }
+  app.state.host = &app.host;
 
   EM_ASM({ if (Module.onViewerReady) Module.onViewerReady(); });
   emscripten_set_main_loop_arg(main_loop, &app, 0, false);
