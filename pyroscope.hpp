@@ -375,8 +375,8 @@ class Writer {
 
   Status open(const std::string& path, const WriterOptions& options = {});
   // Appends the samples of tree as the block starting at block_start (unix seconds, a multiple of the
-  // resolution). Per series, blocks must come in increasing time order (StatusCode::out_of_order).
-  // An empty tree is skipped.
+  // resolution, its block within +-2^61 s). Per series, blocks must come in increasing time order
+  // (StatusCode::out_of_order). An empty tree is skipped.
   Status append(const SeriesKey& series, int64_t block_start, const Tree& tree);
   Status close();
   bool is_open() const;
@@ -502,14 +502,14 @@ class Dataset {
   int64_t resolution_seconds() const;                   // of the first file (10 s by default)
 
   // Merged tree, timeline and merge count of the series matching selector over [from, until)
-  // (unix seconds; rounded outward to whole blocks).
+  // (unix seconds; rounded outward to whole blocks; clamped to +-2^61, the times a file holds).
   Status query(const Selector& selector, int64_t from, int64_t until, QueryResult* out,
                const QueryOptions& options = {}) const;
   Status query(std::string_view selector, int64_t from, int64_t until, QueryResult* out,
                const QueryOptions& options = {}) const;
 
   // Appends the level-0 blocks of the series matching selector over [from, until) (rounded outward
-  // to whole blocks) to an open writer, series by series in time order: the small .pyro a viewer
+  // to whole blocks, clamped as query's) to an open writer, series by series in time order: the small .pyro a viewer
   // shares. A block of one series that several files hold becomes one block. Stops at the first
   // error (a corrupt stored tree, a write that fails), leaving the blocks appended so far.
   // Thread safety: like the other const functions; the writer is used by this call alone meanwhile.
@@ -2298,6 +2298,16 @@ struct SeriesIndex {
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
+// The times files and queries hold: unix seconds within +-2^61 (+-73 billion years). Writer::append
+// refuses a block outside, a file holding one is corrupt, and query and slice clamp their range to it:
+// inside it no sum or difference of two times and a resolution overflows.
+constexpr int64_t kTimeLimit = int64_t(1) << 61;
+inline int64_t clamp_time(int64_t t) { return t < -kTimeLimit ? -kTimeLimit : t > kTimeLimit ? kTimeLimit : t; }
+// Whether block `index` of this resolution lies within the times above.
+inline bool block_in_time_limit(int64_t index, int64_t resolution) {
+  return index >= -(kTimeLimit / resolution) && index < kTimeLimit / resolution;
+}
+
 inline int64_t power(uint32_t m, int k) {
   int64_t v = 1;
   for (int i = 0; i < k; i++) {
@@ -2474,6 +2484,8 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       entries.push_back(e);
       levels = std::max(levels, int(level) + 1);
       if (level == 0) {
+        if (!detail::block_in_time_limit(index, header.resolution))
+          return error(StatusCode::corrupt_file, "tree record: block " + std::to_string(index) + " is outside the times a file holds");
         auto& prefix = series[id].prefix_samples;
         if (prefix.empty()) prefix.push_back(0);
         uint64_t sum;
@@ -2702,6 +2714,9 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
   if (stats) *stats = counted;
   if (!writer || !writer->is_open()) return detail::error(StatusCode::invalid_argument, "slice: the writer is not open");
   if (until <= from) return detail::error(StatusCode::invalid_argument, "slice: empty time range (until <= from)");
+  from = detail::clamp_time(from);
+  until = detail::clamp_time(until);
+  if (until <= from) return {};  // wholly outside the times a file holds: nothing to copy
   const int64_t resolution = resolution_seconds();
   for (const File& f : impl_->files)
     if (f.info().resolution_seconds != resolution)
@@ -2783,6 +2798,8 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
                       const QueryOptions& options) const {
   *out = QueryResult();
   if (until <= from) return detail::error(StatusCode::invalid_argument, "empty time range (until <= from)");
+  from = detail::clamp_time(from);  // a range wholly outside gives an empty result
+  until = detail::clamp_time(until);
   int64_t resolution = resolution_seconds();
   for (const File& f : impl_->files)
     if (f.info().resolution_seconds != resolution)
@@ -3094,6 +3111,10 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
   using detail::error;
   if (!state_ || state_->fd < 0) return error(StatusCode::invalid_argument, "writer is not open");
   State& s = *state_;
+  if (block_start != detail::clamp_time(block_start) ||
+      !detail::block_in_time_limit(detail::floor_div(block_start, s.header.resolution), s.header.resolution))
+    return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) +
+                                                   " is outside the times a file holds (+-2^61 s)");
   if (detail::floor_div(block_start, s.header.resolution) * s.header.resolution != block_start)
     return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) +
                                                    " is not a multiple of the resolution (" +
