@@ -145,10 +145,17 @@ std::string regex_escape(const std::string& v) {
   return out;
 }
 
+// Times the viewer holds: the years 0000 to 9999, as it prints them. Times from settings (a URL, the
+// command line) and from files (their span, a folded file's date) are clamped to these, so that no
+// difference of two times, sum with a resolution or date conversion can overflow whatever they say.
+constexpr int64_t kEarliestTime = -62167219200;  // 0000-01-01 00:00:00 UTC
+constexpr int64_t kLatestTime = 253402300800;    // 10000-01-01 00:00:00 UTC
+int64_t clamp_time(int64_t t) { return std::clamp(t, kEarliestTime, kLatestTime); }
+
 std::string format_time(int64_t t, bool with_date) {
   const time_t tt = static_cast<time_t>(t);
   struct tm tm_utc;
-  gmtime_r(&tt, &tm_utc);
+  if (!gmtime_r(&tt, &tm_utc)) return std::to_string(t);
   char buf[40];
   if (with_date) {
     std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm_utc);
@@ -381,7 +388,7 @@ void load_pending(ViewerState& state) {
       for (int n = 2; std::any_of(folded.begin(), folded.end(), [&](const FoldedSource& f) { return f.app == source.app; }); ++n) {
         source.app = app_name_for(loaded.name) + "-" + std::to_string(n);
       }
-      source.time = floor_to(at, kDefaultResolutionSeconds);
+      source.time = floor_to(clamp_time(at), kDefaultResolutionSeconds);
       // Numbered in drawing order once: the flame layout then takes two sequential passes, and the
       // parse's lookup index (as big as the nodes) is freed.
       tree->renumber_in_name_preorder();
@@ -575,7 +582,7 @@ void apply_requested(ViewerState& state) {
   int64_t* targets[4] = {&state.ranges[0].from, &state.ranges[0].until, &state.ranges[1].from, &state.ranges[1].until};
   for (int i = 0; i < 4; ++i) {
     it = state.requested.find(names[i]);
-    if (it != state.requested.end() && parse_int64(it->second, &v)) *targets[i] = v;
+    if (it != state.requested.end() && parse_int64(it->second, &v)) *targets[i] = clamp_time(v);
   }
   for (TimeRange& r : state.ranges) {
     if (!r.valid()) r = TimeRange{state.span_from, state.span_until};
@@ -613,6 +620,8 @@ void reset_selection(ViewerState& state) {
     state.span_from = std::min(state.span_from, f.time);
     state.span_until = std::max(state.span_until, f.time + state.resolution);
   }
+  state.span_from = clamp_time(state.span_from);
+  state.span_until = clamp_time(state.span_until);
   if (state.span_until <= state.span_from) state.span_until = state.span_from + state.resolution;
   const TimeRange full{state.span_from, state.span_until};
   state.timeline_view = full;
@@ -948,7 +957,7 @@ Status apply_setting(ViewerState& state, const std::string& key, const std::stri
         return Status(StatusCode::invalid_argument,
                       key + " must be unix seconds or now, now-30m, now-1h, now-7d (s, m, h, d, w), not '" + value + "'");
       }
-      stored = std::to_string(v);
+      stored = std::to_string(clamp_time(v));
     }
     state.requested[key] = stored;
     if (!state.files.empty()) {

@@ -228,7 +228,8 @@ std::string status_json(const ViewerState& state);
 
 // Command-line / URL style settings shared by both mains: view=single|comparison|diff, search=...,
 // theme=dark|light, orientation=icicle|flame, colour=function|package, app=..., tags=k=v,k2=v2,
-// from=unix, until=unix, embed=1. Unknown keys are an error naming the key.
+// from=unix, until=unix (clamped to the years 0000-9999), embed=1. Unknown keys are an error naming
+// the key.
 Status apply_setting(ViewerState& state, const std::string& key, const std::string& value);
 
 // A PNG export of the flame graph asked for in the UI. The mains call this after rendering a frame; when
