@@ -344,7 +344,8 @@ TEST_CASE("settings: query selectors, relative times and view names, with errors
 
 // from/until of any int64 (a URL can say anything) and a data set whose blocks lie at the ends of the
 // times a file holds are clamped to the years 0000..9999: the ranges, the timeline, the range text,
-// the comparison's split and the slice then work without overflowing (UBSan reports any overflow).
+// the comparison's split and the slice then work without overflowing (built with
+// -DPYROSCOPE_SANITIZE=address,undefined, UBSan reports any overflow).
 TEST_CASE("settings: extreme from/until and data at the ends of a file's times are clamped to years 0..9999") {
   constexpr int64_t kYear0 = -62167219200, kYear10000 = 253402300800;
   char folder[] = "/tmp/pyroscope-viewer-test-XXXXXX";
