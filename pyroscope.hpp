@@ -461,11 +461,11 @@ class Writer {
   const std::string& bytes() const;  // the file so far (open_memory; empty otherwise)
   std::string take_bytes();          // the file (open_memory), then closes
   // Appends the samples of tree as the block starting at block_start (unix seconds, a multiple of the
-  // resolution). Per series, blocks must come in increasing time order (StatusCode::out_of_order).
-  // An empty tree is skipped. info says what the values mean; null: default_series_info(series.type)
-  // for a new series, whatever is stored for a known one. A series keeps the info it was created
-  // with: different info for it is invalid_argument. Files of format version 1 and 2 (appended to in
-  // their own version) hold only cpu series in samples, summed.
+  // resolution, its block within +-2^61 s). Per series, blocks must come in increasing time order
+  // (StatusCode::out_of_order). An empty tree is skipped. info says what the values mean; null:
+  // default_series_info(series.type) for a new series, whatever is stored for a known one. A series
+  // keeps the info it was created with: different info for it is invalid_argument. Files of format
+  // version 1 and 2 (appended to in their own version) hold only cpu series in samples, summed.
   Status append(const SeriesKey& series, int64_t block_start, const Tree& tree, const SeriesInfo* info = nullptr);
   Status close();
   bool is_open() const;
@@ -622,14 +622,14 @@ class Dataset {
   int64_t resolution_seconds() const;                   // of the first file (10 s by default)
 
   // Merged tree, timeline and merge count of the series matching selector over [from, until)
-  // (unix seconds; rounded outward to whole blocks).
+  // (unix seconds; rounded outward to whole blocks; clamped to +-2^61, the times a file holds).
   Status query(const Selector& selector, int64_t from, int64_t until, QueryResult* out,
                const QueryOptions& options = {}) const;
   Status query(std::string_view selector, int64_t from, int64_t until, QueryResult* out,
                const QueryOptions& options = {}) const;
 
   // Appends the level-0 blocks of the series matching selector over [from, until) (rounded outward
-  // to whole blocks) to an open writer, series by series in time order: the small .pyro a viewer
+  // to whole blocks, clamped as query's) to an open writer, series by series in time order: the small .pyro a viewer
   // shares. A block of one series that several files hold becomes one block. Stops at the first
   // error (a corrupt stored tree, a write that fails), leaving the blocks appended so far.
   // Thread safety: like the other const functions; the writer is used by this call alone meanwhile.
@@ -2480,7 +2480,6 @@ constexpr size_t kFileHeaderSize = 64;
 constexpr size_t kRecordHeaderSize = 12;
 constexpr uint32_t kMaxRecordPayload = 1u << 30;
 constexpr int kMaxLevels = 40;
-constexpr int64_t kMaxBlockTime = int64_t(1) << 62;  // |block start| in seconds
 
 enum RecordType : uint32_t { kRecordSymbols = 1, kRecordSeries = 2, kRecordTree = 3 };
 
@@ -2598,6 +2597,16 @@ struct SeriesIndex {
 };
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+// The times files and queries hold: unix seconds within +-2^61 (+-73 billion years). Writer::append
+// refuses a block outside, a file holding one is corrupt, and query and slice clamp their range to it:
+// inside it no sum or difference of two times and a resolution overflows.
+constexpr int64_t kTimeLimit = int64_t(1) << 61;
+inline int64_t clamp_time(int64_t t) { return t < -kTimeLimit ? -kTimeLimit : t > kTimeLimit ? kTimeLimit : t; }
+// Whether block `index` of this resolution lies within the times above.
+inline bool block_in_time_limit(int64_t index, int64_t resolution) {
+  return index >= -(kTimeLimit / resolution) && index < kTimeLimit / resolution;
+}
 
 inline int64_t power(uint32_t m, int k) {
   int64_t v = 1;
@@ -2765,11 +2774,6 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       if (in.failed || id >= series.size() || level >= uint64_t(detail::kMaxLevels))
         return error(StatusCode::corrupt_file, "bad tree record header");
       int64_t index = int64_t(raw_index >> 1) ^ -int64_t(raw_index & 1);  // zigzag: times before 1970 too
-      // Block times stay within +-2^62 seconds, so index * resolution and the query's arithmetic on
-      // indexes cannot overflow (2^62 s is 10^11 years either way).
-      if (level == 0 && (index > detail::kMaxBlockTime / header.resolution ||
-                         index < -detail::kMaxBlockTime / header.resolution))
-        return error(StatusCode::corrupt_file, "tree record: block index " + std::to_string(index) + " out of range");
       auto& levels_of = series[id].levels;
       if (levels_of.size() <= level) levels_of.resize(level + 1);
       auto& entries = levels_of[level];
@@ -2795,6 +2799,8 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       entries.push_back(e);
       levels = std::max(levels, int(level) + 1);
       if (level == 0) {
+        if (!detail::block_in_time_limit(index, header.resolution))
+          return error(StatusCode::corrupt_file, "tree record: block " + std::to_string(index) + " is outside the times a file holds");
         auto& prefix = series[id].prefix_samples;
         if (prefix.empty()) prefix.push_back(0);
         uint64_t sum;
@@ -3087,9 +3093,9 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
   if (stats) *stats = counted;
   if (!writer || !writer->is_open()) return detail::error(StatusCode::invalid_argument, "slice: the writer is not open");
   if (until <= from) return detail::error(StatusCode::invalid_argument, "slice: empty time range (until <= from)");
-  from = std::clamp(from, -detail::kMaxBlockTime, detail::kMaxBlockTime);  // as in query
-  until = std::clamp(until, -detail::kMaxBlockTime, detail::kMaxBlockTime);
-  if (until <= from) return detail::error(StatusCode::invalid_argument, "slice: time range beyond any block");
+  from = detail::clamp_time(from);
+  until = detail::clamp_time(until);
+  if (until <= from) return {};  // wholly outside the times a file holds: nothing to copy
   const int64_t resolution = resolution_seconds();
   for (const File& f : impl_->files)
     if (f.info().resolution_seconds != resolution)
@@ -3177,11 +3183,8 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
                       const QueryOptions& options) const {
   *out = QueryResult();
   if (until <= from) return detail::error(StatusCode::invalid_argument, "empty time range (until <= from)");
-  // No block lies beyond +-2^62 s (the reader refuses them): clamping there keeps the block
-  // arithmetic below far from overflow, whatever range a caller passes.
-  from = std::clamp(from, -detail::kMaxBlockTime, detail::kMaxBlockTime);
-  until = std::clamp(until, -detail::kMaxBlockTime, detail::kMaxBlockTime);
-  if (until <= from) return detail::error(StatusCode::invalid_argument, "time range beyond any block");
+  from = detail::clamp_time(from);  // a range wholly outside gives an empty result
+  until = detail::clamp_time(until);
   int64_t resolution = resolution_seconds();
   for (const File& f : impl_->files)
     if (f.info().resolution_seconds != resolution)
@@ -3607,8 +3610,10 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
   using detail::error;
   if (!is_open()) return error(StatusCode::invalid_argument, "writer is not open");
   State& s = *state_;
-  if (block_start > detail::kMaxBlockTime || block_start < -detail::kMaxBlockTime)
-    return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) + " is beyond +-2^62 s");
+  if (block_start != detail::clamp_time(block_start) ||
+      !detail::block_in_time_limit(detail::floor_div(block_start, s.header.resolution), s.header.resolution))
+    return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) +
+                                                   " is outside the times a file holds (+-2^61 s)");
   if (detail::floor_div(block_start, s.header.resolution) * s.header.resolution != block_start)
     return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) +
                                                    " is not a multiple of the resolution (" +

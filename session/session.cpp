@@ -61,7 +61,11 @@ PYROSCOPE_DEFINE_NAMED_ENUM(TableSort, PYROSCOPE_TABLE_SORTS)
 
 namespace {
 
-constexpr int64_t kTimeLimit = int64_t(1) << 60;  // ~3.6e10 years: beyond any data, far from overflow
+constexpr int64_t kTimeLimit = int64_t(1) << 60;  // ~3.6e10 years: what parse_time gives at most
+// The times a session holds (ranges, spans, timeline windows): the years 0000 to 9999, as it prints
+// them, so no difference of two times, sum with a resolution or date conversion can overflow.
+constexpr int64_t kEarliestTime = -62167219200;  // 0000-01-01 00:00:00 UTC
+constexpr int64_t kLatestTime = 253402300800;    // 10000-01-01 00:00:00 UTC
 
 Status time_error(std::string_view text, const char* what) {
   return Status(StatusCode::invalid_argument, "time '" + std::string(text) + "': " + what);
@@ -146,17 +150,24 @@ bool parse_iso8601(std::string_view s, int64_t* out) {
   return true;
 }
 
-// A whole decimal number, optionally signed, of at most 18 digits (so no arithmetic below overflows).
-bool parse_small_integer(std::string_view s, int64_t* out) {
+// A whole decimal number, optionally signed. *overflow: it has only digits but does not fit int64.
+bool parse_integer(std::string_view s, int64_t* out, bool* overflow) {
+  *overflow = false;
   if (s.empty()) return false;
+  const bool negative = s[0] == '-';
   size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
-  if (i == s.size() || s.size() - i > 18) return false;
-  int64_t v = 0;
+  if (i == s.size()) return false;
+  int64_t v = 0;  // accumulated negatively: -INT64_MIN does not fit
   for (size_t k = i; k < s.size(); ++k) {
     if (s[k] < '0' || s[k] > '9') return false;
-    v = v * 10 + (s[k] - '0');
+    if (__builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, s[k] - '0', &v)) *overflow = true;
   }
-  *out = s[0] == '-' ? -v : v;
+  if (*overflow) return false;
+  if (!negative && v == INT64_MIN) {
+    *overflow = true;
+    return false;
+  }
+  *out = negative ? v : -v;
   return true;
 }
 
@@ -174,10 +185,13 @@ Status parse_time(std::string_view text, int64_t now, int64_t* out) {
     const int64_t multiplier = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : unit == 'd' ? 86400
                              : unit == 'w' ? 7 * 86400 : 0;
     int64_t n = 0;
-    if ((sign != '-' && sign != '+') || multiplier == 0 || rest.size() < 2 ||
-        rest[0] == '-' || rest[0] == '+' || !parse_small_integer(rest.substr(0, rest.size() - 1), &n))
+    bool overflow = false;
+    if ((sign != '-' && sign != '+') || multiplier == 0 || rest.size() < 2 || rest[0] == '-' || rest[0] == '+' ||
+        !parse_integer(rest.substr(0, rest.size() - 1), &n, &overflow)) {
+      if (overflow) return time_error(text, "too far from now");
       return time_error(text, "expected now, now-<N><unit> or now+<N><unit> with a unit among s m h d w (now-1h)");
-    // n < 10^18 and multiplier <= 604800 could still overflow: bound the offset first.
+    }
+    // Bounded before multiplying: n * multiplier could overflow.
     if (n > kTimeLimit / multiplier) return time_error(text, "too far from now");
     const int64_t t = sign == '-' ? now - n * multiplier : now + n * multiplier;
     if (t < -kTimeLimit || t > kTimeLimit) return time_error(text, "too far from now");
@@ -185,11 +199,12 @@ Status parse_time(std::string_view text, int64_t now, int64_t* out) {
     return Status();
   }
   int64_t v;
-  if (parse_small_integer(text, &v)) {
-    if (v < -kTimeLimit || v > kTimeLimit) return time_error(text, "out of range");
-    *out = v;
+  bool overflow = false;
+  if (parse_integer(text, &v, &overflow)) {
+    *out = std::clamp(v, -kTimeLimit, kTimeLimit);  // any int64 (a URL may say anything), kept computable
     return Status();
   }
+  if (overflow) return time_error(text, "beyond 64 bits");
   if (parse_iso8601(text, out)) return Status();
   return time_error(text, "neither unix seconds, ISO 8601 (2026-11-22T10:00:00Z) nor now-<N><unit> (now-30m)");
 }
@@ -248,8 +263,8 @@ int64_t ceil_to(int64_t t, int64_t step) {
 }
 
 TimeRange clamped(TimeRange r) {
-  r.from = std::clamp(r.from, -kTimeLimit, kTimeLimit);
-  r.until = std::clamp(r.until, -kTimeLimit, kTimeLimit);
+  r.from = std::clamp(r.from, kEarliestTime, kLatestTime);
+  r.until = std::clamp(r.until, kEarliestTime, kLatestTime);
   return r;
 }
 
@@ -690,7 +705,7 @@ std::string Session::open(std::vector<LoadInput> inputs) {
       taken.insert(app);
       ProfileBlock block;
       block.series = SeriesKey(app, {});
-      block.block_start = floor_to(f.at, kDefaultResolutionSeconds);
+      block.block_start = floor_to(clamped(TimeRange{f.at, f.at}).from, kDefaultResolutionSeconds);
       block.tree = std::move(*f.tree);
       f.tree.reset();
       blocks.push_back(std::move(block));
@@ -723,7 +738,7 @@ std::string Session::open(std::vector<LoadInput> inputs) {
 void Session::reset_selection() {
   apps_ = dataset_.apps();
   resolution_ = std::max<int64_t>(1, dataset_.resolution_seconds());
-  span_ = dataset_.time_span();
+  span_ = clamped(dataset_.time_span());
   if (!span_.valid()) span_ = TimeRange{span_.from, span_.from + resolution_};
   const ViewMode view = selection_.view;  // the view outlives the data it shows
   selection_ = Selection();

@@ -51,9 +51,10 @@ PYROSCOPE_DECLARE_NAMED_ENUM(TableSort, PYROSCOPE_TABLE_SORTS)
 
 // [SECTION] Time ====================================================================================
 
-// Unix seconds; ISO 8601 (2026-11-22T10:00:00Z, 2026-11-22 10:00, an offset such as +02:00, UTC when
-// none; fractions of a second dropped); now, now-30m, now+1h (units s m h d w). Every result is
-// checked against overflow; anything else is invalid_argument naming the text and the forms accepted.
+// Unix seconds (any int64, clamped to +-2^60); ISO 8601 (2026-11-22T10:00:00Z, 2026-11-22 10:00, an
+// offset such as +02:00, UTC when none; fractions of a second dropped); now, now-30m, now+1h (units s
+// m h d w). Every result is checked against overflow; anything else, digits beyond 64 bits included,
+// is invalid_argument naming the text and the forms accepted.
 Status parse_time(std::string_view text, int64_t now, int64_t* out);
 int64_t now_unix();
 std::string format_utc(int64_t t);                   // 2026-11-22T10:00:00Z
@@ -64,7 +65,8 @@ std::string format_range(const TimeRange& r);        // for a range's label: sta
 // int64, so a hostile from/until cannot make undefined behaviour.
 int64_t floor_to(int64_t t, int64_t step);
 int64_t ceil_to(int64_t t, int64_t step);
-// A range made safe to compute with: from/until clamped to +-2^60 seconds (far past any data).
+// A range as a session holds it: from/until clamped to the years 0000-9999 (as they print), so a
+// hostile URL's times cannot overflow the arithmetic on ranges.
 TimeRange clamped(TimeRange r);
 
 // [SECTION] Values ==================================================================================

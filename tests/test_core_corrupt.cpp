@@ -3,6 +3,8 @@
 // opened must work. Runs under ASan+UBSan in CI, which turns any out-of-bounds read into a failure.
 #include "test_core_support.hpp"
 
+#include <cstring>
+
 using core_test::StackCounts;
 using pyroscope::SeriesKey;
 using pyroscope::Status;
@@ -222,4 +224,84 @@ TEST_CASE("corrupt input: unknown header flags and non-zero reserved bytes are r
   }
   // Salvage does not get around either: they are not damage to skip.
   CHECK_FALSE(file.open_bytes(with_header_bytes(valid, 56, "\x02"), pyroscope::OpenOptions{true}).ok());
+}
+
+// A TREE record whose block lies beyond the times a file holds (+-2^61 s) is corrupt: the reader
+// derives each block's start and end from its index, which must not overflow 64 bits (UBSan in CI).
+TEST_CASE("corrupt input: a block time beyond +-2^61 s is an error, not an overflow") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("one.pyro");
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path).ok());
+    pyroscope::Tree tree;
+    core_test::insert_stack(&tree, "main;work", 3);
+    REQUIRE(writer.append(SeriesKey("app", {}), kStart, tree).ok());
+    REQUIRE(writer.close().ok());
+  }
+  const std::string valid = core_test::read_file(path);
+  auto varint = [](uint64_t v) {
+    std::string out;
+    for (; v >= 0x80; v >>= 7) out += static_cast<char>(0x80 | (v & 0x7f));
+    return out + static_cast<char>(v);
+  };
+  auto read_varint = [](const std::string& bytes, size_t* at) {
+    uint64_t v = 0;
+    for (int shift = 0; *at < bytes.size(); shift += 7) {
+      const uint8_t b = static_cast<uint8_t>(bytes[(*at)++]);
+      v |= uint64_t(b & 0x7f) << shift;
+      if (b < 0x80) break;
+    }
+    return v;
+  };
+  auto crc32 = [](const std::string& bytes) {  // CRC-32 (IEEE), as the format's records use
+    uint32_t c = ~0u;
+    for (char ch : bytes) {
+      c ^= static_cast<uint8_t>(ch);
+      for (int k = 0; k < 8; k++) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    }
+    return ~c;
+  };
+  // The one TREE record (type 3) with its block index replaced, its size and checksum made right.
+  auto with_block = [&](int64_t index) {
+    size_t at = 64;
+    while (at + 12 <= valid.size()) {
+      uint32_t size = 0, type = 0;
+      std::memcpy(&size, valid.data() + at, 4);
+      std::memcpy(&type, valid.data() + at + 4, 4);
+      if (type == 3) break;
+      at += 12 + size;
+    }
+    REQUIRE(at + 12 <= valid.size());
+    uint32_t size = 0;
+    std::memcpy(&size, valid.data() + at, 4);
+    const std::string payload = valid.substr(at + 12, size);
+    size_t p = 0;
+    const uint64_t id = read_varint(payload, &p), level = read_varint(payload, &p);
+    (void)read_varint(payload, &p);
+    REQUIRE(p < payload.size());
+    const std::string rest = payload.substr(p);
+    const std::string new_payload = varint(id) + varint(level) +
+                                    varint((static_cast<uint64_t>(index) << 1) ^ static_cast<uint64_t>(index >> 63)) + rest;
+    const uint32_t new_size = static_cast<uint32_t>(new_payload.size()), type = 3;
+    std::string checked(reinterpret_cast<const char*>(&type), 4);
+    checked += new_payload;
+    const uint32_t crc = crc32(checked);
+    std::string record(reinterpret_cast<const char*>(&new_size), 4);
+    record += checked.substr(0, 4);
+    record.append(reinterpret_cast<const char*>(&crc), 4);
+    record += new_payload;
+    return valid.substr(0, at) + record + valid.substr(at + 12 + size);
+  };
+  const int64_t last = (int64_t(1) << 61) / kStep - 1;  // the last block a file holds
+  CHECK(exercise(with_block(kStart / kStep), {}).opened);  // the rewrite itself keeps a valid file
+  const Outcome edge = exercise(with_block(last), {});
+  CHECK(edge.opened);
+  for (int64_t index : {last + 1, -last - 2, INT64_MAX, INT64_MIN, INT64_MAX / kStep + 1}) {
+    CAPTURE(index);
+    pyroscope::File file;
+    const Status status = file.open_span(core_test::span_of(with_block(index)));
+    CHECK(status.code() == pyroscope::StatusCode::corrupt_file);
+    CHECK(status.message().find("outside the times a file holds") != std::string::npos);
+  }
 }

@@ -3,6 +3,7 @@
 // (picker, drag-and-drop, ?file=<url> with progress) into malloc'd memory and hands them over through
 // the pv_* functions below; several files handed over together open as one data set.
 #include <emscripten.h>
+#include <emscripten/heap.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -211,17 +212,25 @@ EMSCRIPTEN_KEEPALIVE void pv_set_size(int css_width, int css_height, double pixe
   viewer::request_redraw(g_app->state);
 }
 
+// A bad URL parameter: shown in the banner, and again after each load.
+EMSCRIPTEN_KEEPALIVE void pv_setting_error(const char* message) {
+  std::string& errors = g_app->state.settings_error;
+  errors += (errors.empty() ? "" : "\n") + std::string(message);
+  g_app->state.error = errors;
+  viewer::request_redraw(g_app->state);
+}
+
 // A setting from the URL (view, search, theme, app, tags, from, until, ...). Returns 1 if accepted.
 EMSCRIPTEN_KEEPALIVE int pv_setting(const char* key, const char* value) {
   const pyroscope::Status status = viewer::apply_setting(g_app->state, key, value);
-  if (!status.ok()) {
-    std::string& errors = g_app->state.settings_error;
-    errors += (errors.empty() ? "" : "\n") + status.message();
-    g_app->state.error = errors;
-  }
+  if (!status.ok()) pv_setting_error(status.message().c_str());
   viewer::request_redraw(g_app->state);
   return status.ok() ? 1 : 0;
 }
+
+// The most bytes the WebAssembly memory can grow to (the build's MAXIMUM_MEMORY): the page refuses
+// any size above it before it reaches malloc.
+EMSCRIPTEN_KEEPALIVE double pv_heap_max() { return static_cast<double>(emscripten_get_heap_max()); }
 
 // An error the page ran into (download failed, file unreadable): shown like the viewer's own.
 EMSCRIPTEN_KEEPALIVE void pv_set_error(const char* message) {

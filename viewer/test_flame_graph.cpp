@@ -4,9 +4,12 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <ctime>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "flame_graph.hpp"
 #include "imgui.h"
@@ -295,4 +298,65 @@ TEST_CASE("settings: the viewer applies the session's settings and what it shows
   const pyroscope::Status bad = apply_setting(state, "veiw", "diff");
   CHECK(bad.message().find("unknown setting 'veiw'") != std::string::npos);
   CHECK(apply_setting(state, "from", "now+1h").ok());  // pyro's time rules, everywhere
+}
+
+// from/until of any int64 (a URL can say anything) and a data set whose blocks lie at the ends of the
+// times a file holds are clamped to the years 0000..9999: the ranges, the timeline, the range text,
+// the comparison's split and the slice then work without overflowing (built with
+// -DPYROSCOPE_SANITIZE=address,undefined, UBSan reports any overflow).
+TEST_CASE("settings: extreme from/until and data at the ends of a file's times are clamped to years 0..9999") {
+  constexpr int64_t kYear0 = -62167219200, kYear10000 = 253402300800;
+  char folder[] = "/tmp/pyroscope-viewer-test-XXXXXX";
+  REQUIRE(::mkdtemp(folder) != nullptr);
+  const std::string path = std::string(folder) + "/far.pyro";
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path).ok());
+    const Tree tree = tree_from("main;work 3\n");
+    const int64_t limit = (int64_t(1) << 61) / 10 * 10;
+    REQUIRE(writer.append(pyroscope::SeriesKey("far", {}), -limit, tree).ok());
+    REQUIRE(writer.append(pyroscope::SeriesKey("far", {}), 1700000000, tree).ok());
+    REQUIRE(writer.append(pyroscope::SeriesKey("far", {}), limit - 10, tree).ok());
+    REQUIRE(writer.close().ok());
+  }
+  ViewerState state;
+  REQUIRE(apply_setting(state, "from", "-9223372036854775808").ok());
+  REQUIRE(apply_setting(state, "until", "9223372036854775807").ok());
+  REQUIRE(apply_setting(state, "right_from", "-9223372036854775807").ok());
+  // Digits beyond int64 itself are not a time (the session's time rules, shared with pyro).
+  CHECK(apply_setting(state, "right_until", "99999999999999999999").message().find("beyond 64 bits") != std::string::npos);
+  REQUIRE(apply_setting(state, "right_until", "9223372036854775807").ok());
+
+  std::vector<LoadInput> inputs(1);
+  inputs[0].path = path;
+  open_files(state, std::move(inputs));
+  load_pending(state);
+  REQUIRE_MESSAGE(state.error.empty(), state.error);
+  const pyroscope::session::Session& session = state.session;
+  CHECK(session.span() == pyroscope::TimeRange{kYear0, kYear10000});
+  CHECK(session.selection().ranges[0] == pyroscope::TimeRange{kYear0, kYear10000});
+  prepare_views(state);
+  CHECK(session.left_tree().total() == 3);  // the block in 2023; the others lie beyond year 9999
+
+  HeadlessImGui imgui;
+  auto draw = [&] {
+    ImGui::GetIO().DeltaTime = 1.0f / 60.0f;
+    ImGui::NewFrame();
+    frame(state);
+    ImGui::Render();
+  };
+  draw();
+  draw();
+  REQUIRE(apply_setting(state, "view", "comparison").ok());
+  prepare_views(state);
+  draw();
+  CHECK(session.selection().ranges[0].from == kYear0);
+  CHECK(session.selection().ranges[1].until == kYear10000);
+  std::string pyro;
+  pyroscope::SliceStats stats;
+  REQUIRE(session.slice(&pyro, &stats).ok());
+  CHECK(stats.samples == 3);
+  CHECK(status_json(state).find(std::to_string(kYear10000)) != std::string::npos);
+  std::remove(path.c_str());
+  ::rmdir(folder);
 }

@@ -6,6 +6,9 @@
 //   deep.pyro       deep-app: stacks 10,000 frames deep.
 //   sample.folded   folded text (perf / FlameGraph style).
 //   corrupt.pyro    rideshare.pyro with its header overwritten: must give a readable error.
+//   hostile.pyro    names that try to end or derail a share file's <script> (security.test.js):
+//                   hostile-app{env=...} with such tag values, a tag key and frame names, and an app
+//                   whose name is one (the name rules forbid it, a file can still hold it).
 // usage: make_test_data OUTDIR
 #define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
@@ -98,6 +101,34 @@ bool write_deep(const std::string& path) {
   return check(writer.close(), "close deep");
 }
 
+// The strings of docs/security.md's share file tests. Each would run a script, or stop the page, if a
+// share file embedded it as it is.
+const char* const kHostileValue = "</SCRIPT><SCRIPT>alert(location.href)</SCRIPT>";
+const char* const kHostileComment = "<!--<script>";
+const char* const kHostileKey = "k</ScRiPt><script>alert(4)</script>";
+const char* const kHostileFrame = "</ScRiPt><!--<script>alert(2)//";
+const char* const kHostileApp = "</SCRIPT><SCRIPT>alert(3)</SCRIPT>";
+
+bool write_hostile(const std::string& path) {
+  pyroscope::Writer writer;
+  if (!check(writer.open(path), "open hostile")) return false;
+  for (int b = 0; b < 6; ++b) {
+    const int64_t t = kStart + b * 10;
+    pyroscope::Tree tree;
+    add(&tree, std::string("main;handle;") + kHostileFrame + ";work", 40);
+    add(&tree, std::string("main;") + kHostileComment + ";" + kHostileValue, 25);
+    add(&tree, "main;idle", 10);
+    if (!check(writer.append(pyroscope::SeriesKey("hostile-app", {{"env", kHostileValue}, {kHostileKey, "v"}}), t, tree),
+               "append hostile") ||
+        !check(writer.append(pyroscope::SeriesKey("hostile-app", {{"env", kHostileComment}, {kHostileKey, "v"}}), t, tree),
+               "append hostile") ||
+        !check(writer.append(pyroscope::SeriesKey("hostile-app", {{"env", "plain"}}), t, tree), "append hostile") ||
+        !check(writer.append(pyroscope::SeriesKey(kHostileApp, {}), t, tree), "append hostile"))
+      return false;
+  }
+  return check(writer.close(), "close hostile");
+}
+
 bool write_text(const std::string& path, const std::string& text) {
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return false;
@@ -125,9 +156,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
-  for (const char* name : {"/rideshare.pyro", "/deep.pyro"}) std::remove((dir + name).c_str());
+  for (const char* name : {"/rideshare.pyro", "/deep.pyro", "/hostile.pyro"}) std::remove((dir + name).c_str());
   if (!write_rideshare(dir + "/rideshare.pyro")) return 1;
   if (!write_deep(dir + "/deep.pyro")) return 1;
+  if (!write_hostile(dir + "/hostile.pyro")) return 1;
   const std::string folded =
       "main;server::accept();server::handle();db::query(std::string const&) 120\n"
       "main;server::accept();server::handle();json::encode(Value const&) 45\n"
@@ -135,6 +167,7 @@ int main(int argc, char** argv) {
       "main;scheduler::tick();timer::fire() 30\n";
   if (!write_text(dir + "/sample.folded", folded)) return 1;
   if (!write_corrupt(dir + "/rideshare.pyro", dir + "/corrupt.pyro")) return 1;
-  std::printf("make_test_data: wrote rideshare.pyro deep.pyro sample.folded corrupt.pyro to %s\n", dir.c_str());
+  std::printf("make_test_data: wrote rideshare.pyro deep.pyro hostile.pyro sample.folded corrupt.pyro to %s\n",
+              dir.c_str());
   return 0;
 }
