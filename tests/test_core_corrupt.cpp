@@ -5,14 +5,9 @@
 
 #include <cstring>
 
-using core_test::StackCounts;
-using pyroscope::SeriesKey;
-using pyroscope::Status;
 
 namespace {
 
-constexpr int64_t kStart = 1700000000;
-constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
 
 // Small on purpose: every offset of it is tried.
 std::string small_valid_file(const core_test::TempDir& dir) {

@@ -6,18 +6,13 @@
 #include <functional>
 #include <set>
 
-using core_test::StackCounts;
 using core_test::stacks_of;
 using pyroscope::Dataset;
 using pyroscope::QueryResult;
-using pyroscope::SeriesKey;
-using pyroscope::Status;
 using pyroscope::Tree;
 
 namespace {
 
-constexpr int64_t kStart = 1700000000;  // a multiple of the 10 s resolution
-constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
 
 int64_t floor_block(int64_t t) { return t - (((t % kStep) + kStep) % kStep); }
 int64_t ceil_block(int64_t t) { return floor_block(t + kStep - 1); }

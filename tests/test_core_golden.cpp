@@ -8,14 +8,9 @@
 //   PYROSCOPE_WRITE_GOLDEN=tests/data/golden-vN.pyro build/test-release/tests/test_core_golden
 #include "test_core_support.hpp"
 
-using core_test::StackCounts;
-using pyroscope::SeriesKey;
-using pyroscope::Status;
 
 namespace {
 
-constexpr int64_t kStart = 1700000000;
-constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
 constexpr int kBlocks = 25;
 
 constexpr int kNewestVersion = 3;

@@ -182,67 +182,54 @@ void put_varint(std::string* out, uint64_t v) {
   }
   out->push_back(static_cast<char>(v));
 }
-// One trie node as docs/format.md writes it: string label, varint terminal, varint child count.
-void put_node(std::string* out, const std::string& label, uint64_t terminal, uint64_t children) {
-  put_varint(out, label.size());
-  out->append(label);
-  put_varint(out, terminal);
-  put_varint(out, children);
+// A trie as docs/format.md writes it: varint first id, varint count, then the nodes in preorder, each
+// string label, varint terminal, varint child count.
+struct TrieNode {
+  std::string label;
+  uint64_t terminal;
+  uint64_t children;
+};
+std::string trie_of(uint64_t first_id, uint64_t count, const std::vector<TrieNode>& nodes) {
+  std::string out;
+  put_varint(&out, first_id);
+  put_varint(&out, count);
+  for (const TrieNode& n : nodes) {
+    put_varint(&out, n.label.size());
+    out.append(n.label);
+    put_varint(&out, n.terminal);
+    put_varint(&out, n.children);
+  }
+  return out;
 }
 }  // namespace
 
 TEST_CASE("symbols: a trie that spells one name twice is refused, and the table is unchanged") {
   // "ab" spelled directly and as "a" then "b": before the canonical-form check this decoded, the
   // table grew by one instead of two, and every later id pointed at the wrong name.
-  std::string trie;
-  put_varint(&trie, 0);  // first id
-  put_varint(&trie, 2);  // count
-  put_node(&trie, "", 0, 2);
-  put_node(&trie, "a", 0, 1);
-  put_node(&trie, "b", 1, 0);
-  put_node(&trie, "ab", 2, 0);
+  const std::string trie = trie_of(0, 2, {{"", 0, 2}, {"a", 0, 1}, {"b", 1, 0}, {"ab", 2, 0}});
   SymbolTable table;
   const pyroscope::Status status = table.decode_trie(core_test::span_of(trie));
   CHECK(status.code() == pyroscope::StatusCode::corrupt_file);
   CHECK(table.size() == 0);
 
   // The same names in canonical form decode.
-  std::string canonical;
-  put_varint(&canonical, 0);
-  put_varint(&canonical, 2);
-  put_node(&canonical, "", 0, 1);
-  put_node(&canonical, "a", 0, 2);
-  put_node(&canonical, "b", 1, 0);
-  put_node(&canonical, "c", 2, 0);
+  const std::string canonical = trie_of(0, 2, {{"", 0, 1}, {"a", 0, 2}, {"b", 1, 0}, {"c", 2, 0}});
   REQUIRE(table.decode_trie(core_test::span_of(canonical)).ok());
   CHECK(table.size() == 2);
   CHECK(table.name(0) == "ab");
   CHECK(table.name(1) == "ac");
 
   // Other non-canonical forms: an empty label below the root, siblings out of byte order.
-  std::string empty_label;
-  put_varint(&empty_label, 0);
-  put_varint(&empty_label, 1);
-  put_node(&empty_label, "", 0, 1);
-  put_node(&empty_label, "", 1, 0);
+  const std::string empty_label = trie_of(0, 1, {{"", 0, 1}, {"", 1, 0}});
   SymbolTable other;
   CHECK(other.decode_trie(core_test::span_of(empty_label)).code() == pyroscope::StatusCode::corrupt_file);
-  std::string misordered;
-  put_varint(&misordered, 0);
-  put_varint(&misordered, 2);
-  put_node(&misordered, "", 0, 2);
-  put_node(&misordered, "b", 1, 0);
-  put_node(&misordered, "a", 2, 0);
+  const std::string misordered = trie_of(0, 2, {{"", 0, 2}, {"b", 1, 0}, {"a", 2, 0}});
   CHECK(other.decode_trie(core_test::span_of(misordered)).code() == pyroscope::StatusCode::corrupt_file);
   CHECK(other.size() == 0);
   // A name already in the table is refused too.
   SymbolTable has_ab;
   has_ab.intern("ab");
-  std::string again;
-  put_varint(&again, 1);
-  put_varint(&again, 1);
-  put_node(&again, "", 0, 1);
-  put_node(&again, "ab", 1, 0);
+  const std::string again = trie_of(1, 1, {{"", 0, 1}, {"ab", 1, 0}});
   CHECK(has_ab.decode_trie(core_test::span_of(again)).code() == pyroscope::StatusCode::corrupt_file);
   CHECK(has_ab.size() == 1);
 }

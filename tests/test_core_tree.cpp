@@ -11,7 +11,6 @@
 #include <cctype>
 #include <thread>
 
-using core_test::StackCounts;
 using core_test::stacks_of;
 using pyroscope::Tree;
 

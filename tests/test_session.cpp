@@ -7,14 +7,12 @@
 #include <cstdlib>
 #include <cstring>
 
-using pyroscope::Status;
 using pyroscope::StatusCode;
 using pyroscope::TimeRange;
 namespace session = pyroscope::session;
 
 namespace {
 
-constexpr int64_t kStart = 1700000000;  // a multiple of 10
 
 int64_t time_of(const std::string& text, int64_t now = kStart) {
   int64_t t = 0;
@@ -60,6 +58,13 @@ std::string sample_pyro() {
     }
   }
   return writer.take_bytes();
+}
+
+// A session with sample_pyro() open.
+void open_sample(session::Session* s) {
+  std::vector<session::LoadInput> inputs;
+  inputs.push_back(bytes_input("data.pyro", sample_pyro()));
+  REQUIRE(s->open(std::move(inputs)).empty());
 }
 
 }  // namespace
@@ -246,9 +251,7 @@ TEST_CASE("session: nothing opened keeps the data shown") {
 
 TEST_CASE("session: tags, views and ranges make the selector and the trees") {
   session::Session s;
-  std::vector<session::LoadInput> inputs;
-  inputs.push_back(bytes_input("data.pyro", sample_pyro()));
-  REQUIRE(s.open(std::move(inputs)).empty());
+  open_sample(&s);
   s.set_tag_values("region", {"eu-north"});
   CHECK(s.selector_text() == "ride.cpu{region=\"eu-north\"}");
   s.set_tag_values("vehicle", {"car", "bike"});
@@ -322,9 +325,7 @@ TEST_CASE("session: settings before and after data, errors name the setting") {
 
 TEST_CASE("session: settings JSON round-trips the selection; share pages hold the slice") {
   session::Session s;
-  std::vector<session::LoadInput> inputs;
-  inputs.push_back(bytes_input("data.pyro", sample_pyro()));
-  REQUIRE(s.open(std::move(inputs)).empty());
+  open_sample(&s);
   s.set_tag_values("vehicle", {"car"});
   s.set_view(session::ViewMode::comparison);
   s.view_settings().search = "mutex";
@@ -363,9 +364,7 @@ TEST_CASE("session: settings JSON round-trips the selection; share pages hold th
 
 TEST_CASE("session: pyro's selectors select any matchers, or every app and type") {
   session::Session s;
-  std::vector<session::LoadInput> inputs;
-  inputs.push_back(bytes_input("data.pyro", sample_pyro()));
-  REQUIRE(s.open(std::move(inputs)).empty());
+  open_sample(&s);
   pyroscope::Selector selector;
   REQUIRE(pyroscope::Selector::parse("ride{region!=\"eu-north\",vehicle=~\"c.*\"}", &selector).ok());
   REQUIRE(s.select(selector, TimeRange{kStart, kStart + 200}).ok());

@@ -47,6 +47,17 @@ async function exportShare(page, saveAs, timeout = 30000) {
   return saveAs;
 }
 
+// A downloaded share file holds exactly its three scripts and no other script tag or comment, in any
+// case. False (after reporting) when there is no file or it does not.
+function checkShareFile(saved) {
+  if (!expect(saved !== null, 'Export > Share downloads a share file')) return false;
+  const html = fs.readFileSync(saved, 'utf8');
+  const count = (re) => (html.match(re) || []).length;
+  return expect(count(/<script/gi) === 3 && count(/<\/script/gi) === 3 && count(/<!--/g) === 0,
+                'the file has its three scripts and no other script tag or comment in any case',
+                [count(/<script/gi), count(/<\/script/gi), count(/<!--/g)]);
+}
+
 // Opens a share file from file:// and records every dialog (dismissed) and page error.
 async function openShare(browser, file) {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
@@ -77,13 +88,7 @@ async function testShareFiles(browser, base, out) {
            [shown.search, shown.error]);
     const saved = await exportShare(page, path.resolve(out, c.file));
     await page.close();
-    if (!expect(saved !== null, 'Export > Share downloads a share file')) continue;
-    const html = fs.readFileSync(saved, 'utf8');
-    const count = (re) => (html.match(re) || []).length;
-    expect(count(/<script/gi) === 3 && count(/<\/script/gi) === 3 && count(/<!--/g) === 0,
-           'the file has its three scripts and no other script tag or comment in any case',
-           [count(/<script/gi), count(/<\/script/gi), count(/<!--/g)]);
-
+    if (!checkShareFile(saved)) continue;
     const opened = await openShare(browser, saved);
     const s = await waitFor(opened, (st) => st.flame_painted, 'the share file\'s flame graph');
     expect(opened.dialogs.length === 0, 'no dialog opens', opened.dialogs);
@@ -117,12 +122,7 @@ async function testShareFiles(browser, base, out) {
   expect(s.apps.includes(HOSTILE_APP), 'the application list holds the name as text', s.apps);
   const saved = await exportShare(page, path.resolve(out, 'share-app.html'));
   await page.close();
-  if (!expect(saved !== null, 'Export > Share downloads a share file')) return;
-  const html = fs.readFileSync(saved, 'utf8');
-  const count = (re) => (html.match(re) || []).length;
-  expect(count(/<script/gi) === 3 && count(/<\/script/gi) === 3 && count(/<!--/g) === 0,
-         'the file has its three scripts and no other script tag or comment in any case',
-         [count(/<script/gi), count(/<\/script/gi), count(/<!--/g)]);
+  if (!checkShareFile(saved)) return;
   const opened = await openShare(browser, saved);
   const shared = await waitFor(opened, (st) => st.flame_painted, 'the share file\'s flame graph');
   expect(shared && shared.app === HOSTILE_APP, 'it opens on the application, its name as text', shared && shared.app);
