@@ -354,8 +354,10 @@ class Tree {
   // (version 2). Name order makes a decoded tree's node ids a left-to-right preorder walk, the order a
   // flame graph is drawn and folded text is written in, so neither has to sort millions of nodes.
   enum class Encoding : uint8_t { children_by_symbol_id = 1, children_by_name = 2 };
-  // Compact binary form used by the file format (symbol ids refer to symbols()).
-  void encode(std::string* out, Encoding encoding = Encoding::children_by_name) const;
+  // Compact binary form used by the file format (symbol ids refer to symbols(), or, with symbol_map,
+  // to symbol_map[id]: a tree written in another table's ids without being copied into it first).
+  void encode(std::string* out, Encoding encoding = Encoding::children_by_name,
+              const std::vector<uint32_t>* symbol_map = nullptr) const;
   // Decodes into *this (which must be empty) with symbol ids checked against symbols().size() and
   // the sibling order checked against the encoding (a repeated or misordered sibling is corrupt).
   Status decode(ByteSpan bytes, Encoding encoding = Encoding::children_by_name);
@@ -1929,9 +1931,10 @@ Status Tree::from_folded(std::string_view text, Tree* out) {
 // varint (child_count << 1 | has_self), [varint self], varint symbol. Children sorted by symbol id
 // store the first child's id and then id - previous id - 1; children sorted by name store the first
 // child's id and then zigzag(id - previous id). Totals are derived.
-void Tree::encode(std::string* out, Encoding encoding) const {
+void Tree::encode(std::string* out, Encoding encoding, const std::vector<uint32_t>* symbol_map) const {
   size_t n = nodes_.size();
   const bool by_name = encoding == Encoding::children_by_name;
+  auto id = [symbol_map](uint32_t symbol) { return symbol_map ? (*symbol_map)[symbol] : symbol; };
   std::vector<uint32_t> offsets(n + 1, 0), children(n > 0 ? n - 1 : 0);
   for (size_t i = 1; i < n; i++) offsets[nodes_[i].parent + 1]++;
   for (size_t i = 0; i < n; i++) offsets[i + 1] += offsets[i];
@@ -1948,7 +1951,7 @@ void Tree::encode(std::string* out, Encoding encoding) const {
     for (size_t i = 0; i < n; i++)
       if (offsets[i + 1] - offsets[i] > 1)
         std::sort(children.begin() + offsets[i], children.begin() + offsets[i + 1],
-                  [&](uint32_t a, uint32_t b) { return nodes_[a].symbol < nodes_[b].symbol; });
+                  [&](uint32_t a, uint32_t b) { return id(nodes_[a].symbol) < id(nodes_[b].symbol); });
   }
   auto symbol_field = [by_name](uint32_t symbol, uint32_t previous) -> uint64_t {
     if (previous == SymbolTable::kNone) return symbol;
@@ -1965,7 +1968,7 @@ void Tree::encode(std::string* out, Encoding encoding) const {
   };
   std::vector<Item> stack;
   for (uint32_t k = offsets[kRoot + 1]; k-- > offsets[kRoot];)
-    stack.push_back({children[k], k == offsets[kRoot] ? SymbolTable::kNone : nodes_[children[k - 1]].symbol});
+    stack.push_back({children[k], k == offsets[kRoot] ? SymbolTable::kNone : id(nodes_[children[k - 1]].symbol)});
   while (!stack.empty()) {
     Item it = stack.back();
     stack.pop_back();
@@ -1973,9 +1976,9 @@ void Tree::encode(std::string* out, Encoding encoding) const {
     uint64_t child_count = offsets[it.node + 1] - offsets[it.node];
     detail::put_varint(out, child_count << 1 | (node.self ? 1 : 0));
     if (node.self) detail::put_varint(out, node.self);
-    detail::put_varint(out, symbol_field(node.symbol, it.previous_sibling_symbol));
+    detail::put_varint(out, symbol_field(id(node.symbol), it.previous_sibling_symbol));
     for (uint32_t k = offsets[it.node + 1]; k-- > offsets[it.node];)
-      stack.push_back({children[k], k == offsets[it.node] ? SymbolTable::kNone : nodes_[children[k - 1]].symbol});
+      stack.push_back({children[k], k == offsets[it.node] ? SymbolTable::kNone : id(nodes_[children[k - 1]].symbol)});
   }
 }
 
@@ -3352,7 +3355,12 @@ struct Writer::State {
     bool active = false;
     int64_t index = 0;  // node index at this level
     uint32_t nonempty_children = 0;
+    // The merge of the completed children, made only when a second child arrives: a span with one
+    // child is never written, and copying a large first child into a merge it never needed was
+    // most of the cost of writing a single block (a folded file opened in the viewer).
     std::unique_ptr<Tree> tree;
+    std::unique_ptr<Tree> only_tree;  // the one child so far, as a tree (a sealed lower span)...
+    std::string only_encoded;         // ...or as its encoding in the file's ids (a block)
   };
   struct Series {
     SeriesInfo info;
@@ -3400,14 +3408,59 @@ struct Writer::State {
     return {};
   }
 
-  void tree_record(uint32_t series_id, int level, int64_t index, const Tree& tree, std::string* out) {
+  void tree_record(uint32_t series_id, int level, int64_t index, uint64_t total, const std::string& encoded,
+                   std::string* out) {
     std::string payload;
     detail::put_varint(&payload, series_id);
     detail::put_varint(&payload, uint64_t(level));
     detail::put_varint(&payload, (uint64_t(index) << 1) ^ uint64_t(index >> 63));
-    detail::put_varint(&payload, tree.total());
-    tree.encode(&payload, detail::tree_encoding(header));
+    detail::put_varint(&payload, total);
+    payload += encoded;
     detail::append_record(out, detail::kRecordTree, payload);
+  }
+
+  // A tree in the file's ids from its encoding (our own, so its order needs no other check).
+  std::unique_ptr<Tree> decoded(const std::string& encoded) const {
+    auto tree = std::make_unique<Tree>(symbols);
+    std::vector<uint32_t> rank;
+    if (detail::tree_encoding(header) == Tree::Encoding::children_by_name) symbols->rank_by_name(&rank);
+    const uint32_t* name_rank = detail::tree_encoding(header) == Tree::Encoding::children_by_name
+                                    ? detail::rank_pointer(rank) : nullptr;
+    Status st = tree->merge_encoded_ranked({reinterpret_cast<const uint8_t*>(encoded.data()), encoded.size()},
+                                           nullptr, name_rank);
+    PYROSCOPE_ASSERT(st.ok());  // bytes this writer encoded a moment ago
+    (void)st;
+    return tree;
+  }
+
+  // Adds a completed child to acc: a tree (moved in) or an encoded block.
+  void add_child(Accumulator& acc, std::unique_ptr<Tree> child, std::string child_encoded) {
+    if (acc.nonempty_children++ == 0) {
+      acc.only_tree = std::move(child);
+      acc.only_encoded = std::move(child_encoded);
+      return;
+    }
+    if (!acc.tree) acc.tree = take_tree(acc);
+    if (child) acc.tree->merge(*child);
+    else acc.tree->merge(*decoded(child_encoded));
+  }
+
+  // The merge of acc's children (acc's trees move out).
+  std::unique_ptr<Tree> take_tree(Accumulator& acc) {
+    if (acc.tree) return std::move(acc.tree);
+    if (acc.only_tree) return std::move(acc.only_tree);
+    std::unique_ptr<Tree> tree = decoded(acc.only_encoded);
+    acc.only_encoded.clear();
+    return tree;
+  }
+
+  void start(Accumulator& acc, int64_t index) {
+    acc.active = true;
+    acc.index = index;
+    acc.nonempty_children = 0;
+    acc.tree.reset();
+    acc.only_tree.reset();
+    acc.only_encoded.clear();
   }
 
   // Completes every open span of series s that does not contain block, bottom-up: writes it if two
@@ -3418,33 +3471,28 @@ struct Writer::State {
       Accumulator& acc = s.levels[size_t(k)];
       int64_t span = detail::power(header.multiplier, k);
       if (!acc.active || acc.index == detail::floor_div(block, span)) continue;
-      if (acc.nonempty_children >= 2) tree_record(id, k, acc.index, *acc.tree, out);
+      if (acc.nonempty_children >= 2) {
+        std::string encoded;
+        acc.tree->encode(&encoded, detail::tree_encoding(header));
+        tree_record(id, k, acc.index, acc.tree->total(), encoded, out);
+      }
       if (k < max_level) {
         Accumulator& up = s.levels[size_t(k + 1)];
-        if (!up.active) {
-          up.active = true;
-          up.index = detail::floor_div(acc.index, header.multiplier);
-          up.nonempty_children = 0;
-          up.tree.reset(new Tree(symbols));
-        }
-        up.tree->merge(*acc.tree);
-        up.nonempty_children++;
+        if (!up.active) start(up, detail::floor_div(acc.index, header.multiplier));
+        // Passed up as it is held: a merged tree (or one rebuilt when the file was reopened) moves,
+        // a single block stays encoded.
+        if (acc.tree || acc.only_tree) add_child(up, take_tree(acc), std::string());
+        else add_child(up, nullptr, std::move(acc.only_encoded));
       }
+      start(acc, 0);
       acc.active = false;
-      acc.tree.reset();
     }
   }
 
-  void add_to_level1(uint32_t id, int64_t block, const Tree& tree) {
+  void add_to_level1(uint32_t id, int64_t block, std::string encoded) {
     Accumulator& acc = series[id].levels[1];
-    if (!acc.active) {
-      acc.active = true;
-      acc.index = detail::floor_div(block, header.multiplier);
-      acc.nonempty_children = 0;
-      acc.tree.reset(new Tree(symbols));
-    }
-    acc.tree->merge(tree);
-    acc.nonempty_children++;
+    if (!acc.active) start(acc, detail::floor_div(block, header.multiplier));
+    add_child(acc, nullptr, std::move(encoded));
   }
 };
 
@@ -3650,9 +3698,18 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
                                                  " is not after the last block at " +
                                                  std::to_string(existing.last_block * s.header.resolution));
   }
-  // The block in the file's symbol ids; new names go out first so every record refers back only.
-  Tree block_tree(s.symbols);
-  block_tree.merge(tree);
+  // The block in the file's symbol ids, encoded straight from the caller's tree through a map of the
+  // names it uses; new names go out first so every record refers back only.
+  std::vector<uint32_t> to_file_ids;
+  if (tree.shared_symbols() != s.symbols) {
+    to_file_ids.assign(tree.symbols().size(), SymbolTable::kNone);
+    for (uint32_t node = 1; node < tree.node_count(); node++) {
+      uint32_t& mapped = to_file_ids[tree.symbol(node)];
+      if (mapped == SymbolTable::kNone) mapped = s.symbols->intern(tree.name(node));
+    }
+  }
+  std::string block_encoded;
+  tree.encode(&block_encoded, detail::tree_encoding(s.header), to_file_ids.empty() ? nullptr : &to_file_ids);
   if (s.symbols->size() > s.symbols_written) {
     std::string payload;
     s.symbols->encode_trie(s.symbols_written, &payload);
@@ -3668,7 +3725,7 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
     s.series_ids[key] = id;
   }
   s.seal_spans(id, block, &out);
-  s.tree_record(id, 0, block, block_tree, &out);
+  s.tree_record(id, 0, block, tree.total(), block_encoded, &out);
   Status st = s.write_all(out);
   if (!st.ok()) {
     // The file was cut back to its last complete record, but the open spans already moved on: the
@@ -3677,7 +3734,7 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
     return Status(st.code(), st.message() + " (writer closed; reopen to continue)");
   }
   s.symbols_written = s.symbols->size();
-  s.add_to_level1(id, block, block_tree);
+  s.add_to_level1(id, block, std::move(block_encoded));
   s.series[id].has_blocks = true;
   s.series[id].last_block = block;
   return {};
