@@ -436,6 +436,12 @@ struct WriterOptions {
   int64_t resolution_seconds = kDefaultResolutionSeconds;  // only used when creating a file
   uint32_t multiplier = 10;                                // m: level k node covers m^k blocks
   bool fsync_each_block = false;                           // also survive power loss, at a cost
+  // How long a span stays open for late blocks, in blocks: a span (its level-1 span of m blocks and
+  // every span above) is sealed, its tree written and no block accepted in it any more, once a block
+  // at least this far past its end has arrived. 0 suits one producer writing its blocks in time
+  // order (the sampler); a receiver of many clients' pushes keeps spans open for stragglers. Stored
+  // in the file (only used when creating one); at most 1,000,000.
+  uint32_t seal_delay_blocks = 0;
 };
 
 // Where a Writer sends a file that is not on a path: first the 64-byte header, then each append's
@@ -463,8 +469,10 @@ class Writer {
   const std::string& bytes() const;  // the file so far (open_memory; empty otherwise)
   std::string take_bytes();          // the file (open_memory), then closes
   // Appends the samples of tree as the block starting at block_start (unix seconds, a multiple of the
-  // resolution, its block within +-2^61 s). Per series, blocks must come in increasing time order
-  // (StatusCode::out_of_order). An empty tree is skipped. info says what the values mean; null:
+  // resolution, its block within +-2^61 s). A block may come again (its parts add up) or late, as
+  // long as its span is still open (WriterOptions::seal_delay_blocks); a block in a sealed span is
+  // StatusCode::out_of_order. Version 1 and 2 files take each series' blocks in increasing order
+  // only. An empty tree is skipped. info says what the values mean; null:
   // default_series_info(series.type) for a new series, whatever is stored for a known one. A series
   // keeps the info it was created with: different info for it is invalid_argument. Files of format
   // version 1 and 2 (appended to in their own version) hold only cpu series in samples, summed.
@@ -570,7 +578,7 @@ struct QueryResult {
   std::string type;           // their profile type ("" when nothing matched)
   Timeline timeline;          // over [from, until) at the file resolution or coarser (timeline_points)
   uint64_t merges = 0;        // stored trees decoded and merged to answer the query
-  uint64_t merge_bound = 0;   // the segment tree's worst case for this range
+  uint64_t merge_bound = 0;   // the segment tree's worst case for this range (plus blocks' extra parts)
   uint32_t series_matched = 0;  // distinct series, however many files hold parts of them
 };
 
@@ -2491,7 +2499,9 @@ struct FileHeader {
   int64_t resolution = kDefaultResolutionSeconds;
   uint32_t multiplier = 10;
   int64_t created = 0;
+  uint32_t seal_delay = 0;  // version 3: WriterOptions::seal_delay_blocks of the file's writers
 };
+constexpr uint32_t kMaxSealDelay = 1000000;
 
 inline Tree::Encoding tree_encoding(const FileHeader& h) {
   return h.version >= 2 ? Tree::Encoding::children_by_name : Tree::Encoding::children_by_symbol_id;
@@ -2505,7 +2515,8 @@ inline std::string encode_file_header(const FileHeader& h) {
   put_u32(&out, h.multiplier);
   put_u32(&out, 0);
   put_u64(&out, uint64_t(h.created));
-  out.append(20, '\0');
+  put_u32(&out, h.version >= 3 ? h.seal_delay : 0);
+  out.append(16, '\0');
   put_u32(&out, crc32(out.data(), out.size()));
   return out;
 }
@@ -2533,8 +2544,13 @@ inline Status decode_file_header(ByteSpan bytes, FileHeader* h) {
     std::snprintf(text, sizeof text, "0x%08" PRIx32, flags);
     return error(StatusCode::unsupported_version, std::string("file header flags ") + text + " unknown to this build");
   }
-  for (size_t i = 40; i < 60; i++)
+  // Version 3 keeps the writers' seal delay in bytes 40..43; the rest is reserved.
+  const size_t reserved_from = h->version >= 3 ? 44 : 40;
+  for (size_t i = reserved_from; i < 60; i++)
     if (p[i] != 0) return error(StatusCode::corrupt_file, "file header reserved byte " + std::to_string(i) + " is not zero");
+  h->seal_delay = h->version >= 3 ? get_u32(p + 40) : 0;
+  if (h->seal_delay > kMaxSealDelay)
+    return error(StatusCode::corrupt_file, "bad seal delay " + std::to_string(h->seal_delay));
   h->resolution = int64_t(get_u64(p + 16));
   h->multiplier = get_u32(p + 24);
   h->created = int64_t(get_u64(p + 32));
@@ -2595,6 +2611,8 @@ struct TreeEntry {
 struct SeriesIndex {
   SeriesKey key;
   SeriesInfo info;
+  int64_t sealed_end = INT64_MIN;  // blocks before this lie in spans whose upper trees are written
+  uint64_t extra_parts = 0;        // level-0 trees beyond one per block (blocks that came in parts)
   std::vector<std::vector<TreeEntry>> levels;  // levels[k] sorted by index
   std::vector<uint64_t> prefix_samples;        // prefix sums over levels[0]
 };
@@ -2777,11 +2795,23 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       if (in.failed || id >= series.size() || level >= uint64_t(detail::kMaxLevels))
         return error(StatusCode::corrupt_file, "bad tree record header");
       int64_t index = int64_t(raw_index >> 1) ^ -int64_t(raw_index & 1);  // zigzag: times before 1970 too
-      auto& levels_of = series[id].levels;
+      detail::SeriesIndex& si = series[id];
+      auto& levels_of = si.levels;
       if (levels_of.size() <= level) levels_of.resize(level + 1);
       auto& entries = levels_of[level];
-      if (!entries.empty() && entries.back().index >= index)
-        return error(StatusCode::corrupt_file, "tree record out of order for " + series[id].key.to_string());
+      // Upper trees come in time order. A block may come again or late (version 3: a receiver of
+      // pushes), but never inside a span already sealed: not in a span whose tree is written (it
+      // would be stale), nor in a level-1 span the file's seal delay had closed (WriterOptions).
+      const bool late_block = level == 0 && !entries.empty() && entries.back().index >= index;
+      if ((level > 0 || header.version < 3) && !entries.empty() && entries.back().index >= index)
+        return error(StatusCode::corrupt_file, "tree record out of order for " + si.key.to_string());
+      if (level == 0 && index < si.sealed_end)
+        return error(StatusCode::corrupt_file, "block " + std::to_string(index) + " of " + si.key.to_string() +
+                                                   " lies in a span whose tree is already written");
+      if (late_block && detail::floor_div(index, header.multiplier) <
+                            detail::floor_div(entries.back().index - int64_t(header.seal_delay), header.multiplier))
+        return error(StatusCode::corrupt_file, "block " + std::to_string(index) + " of " + si.key.to_string() +
+                                                   " lies in a span the seal delay had closed");
       detail::TreeEntry e;
       e.index = index;
       e.offset = payload_offset + uint64_t(in.p - payload);
@@ -2793,23 +2823,38 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
         int64_t span = detail::power(header.multiplier, int(level)), first, end;
         if (__builtin_mul_overflow(index, span, &first) || __builtin_add_overflow(first, span, &end))
           return error(StatusCode::corrupt_file, "tree record: node index out of range");
-        uint64_t below = samples_in(series[id], first, end);
+        uint64_t below = samples_in(si, first, end);
         if (below != samples)
           return error(StatusCode::corrupt_file, "level-" + std::to_string(level) + " node " + std::to_string(index) +
-                                                     " of " + series[id].key.to_string() + " holds " + std::to_string(samples) +
+                                                     " of " + si.key.to_string() + " holds " + std::to_string(samples) +
                                                      " samples, its blocks " + std::to_string(below));
+        si.sealed_end = std::max(si.sealed_end, end);
       }
-      entries.push_back(e);
       levels = std::max(levels, int(level) + 1);
-      if (level == 0) {
+      if (level > 0) {
+        entries.push_back(e);
+      } else {
         if (!detail::block_in_time_limit(index, header.resolution))
           return error(StatusCode::corrupt_file, "tree record: block " + std::to_string(index) + " is outside the times a file holds");
-        auto& prefix = series[id].prefix_samples;
+        // In index order, a late block after the blocks it precedes (parts of one block keep their
+        // order); the prefix sums from there on are made again (late blocks land near the end).
+        auto at = late_block ? std::upper_bound(entries.begin(), entries.end(), index,
+                                                [](int64_t i, const detail::TreeEntry& x) { return i < x.index; })
+                             : entries.end();
+        const bool new_block = at == entries.begin() || std::prev(at)->index != index;
+        const size_t position = size_t(at - entries.begin());
+        entries.insert(at, e);
+        auto& prefix = si.prefix_samples;
         if (prefix.empty()) prefix.push_back(0);
-        uint64_t sum;
-        if (detail::add_overflows(prefix.back(), samples, &sum)) return error(StatusCode::corrupt_file, "sample count overflow");
-        prefix.push_back(sum);
-        info.block_count++;
+        prefix.resize(position + 1);
+        for (size_t i = position; i < entries.size(); i++) {
+          uint64_t sum;
+          if (detail::add_overflows(prefix.back(), entries[i].samples, &sum))
+            return error(StatusCode::corrupt_file, "sample count overflow");
+          prefix.push_back(sum);
+        }
+        if (new_block) info.block_count++;
+        else si.extra_parts++;
         int64_t start = index * header.resolution;
         if (info.block_count == 1 || start < info.first_time) info.first_time = start;
         info.end_time = std::max(info.end_time, start + header.resolution);
@@ -3236,7 +3281,8 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
       matched_keys.insert(s.key);
       int levels_needed = 1;
       while (levels_needed < 64 && detail::power(m, levels_needed) < blocks) levels_needed++;
-      out->merge_bound += uint64_t(2 * (m - 1)) * uint64_t(levels_needed);
+      // Blocks that came in parts cost a merge per part until their span's upper tree covers them.
+      out->merge_bound += uint64_t(2 * (m - 1)) * uint64_t(levels_needed) + s.extra_parts;
       // Timeline without decoding trees: walk the level-0 entries in the range, or, when there are
       // many more entries than points, two binary searches in the prefix sums per point.
       const auto& blocks0 = s.levels[0];
@@ -3351,22 +3397,22 @@ struct Writer::State {
   std::shared_ptr<SymbolTable> symbols = std::make_shared<SymbolTable>();
   uint32_t symbols_written = 0;  // names [0, symbols_written) are in the file
   std::map<SeriesKey, uint32_t> series_ids;
+  // One open span at one level: the completed children it holds so far.
   struct Accumulator {
-    bool active = false;
-    int64_t index = 0;  // node index at this level
-    uint32_t nonempty_children = 0;
-    // The merge of the completed children, made only when a second child arrives: a span with one
-    // child is never written, and copying a large first child into a merge it never needed was
-    // most of the cost of writing a single block (a folded file opened in the viewer).
+    std::vector<int64_t> children;  // distinct child indexes with data (at most m); >= 2: written when sealed
+    uint32_t parts = 0;             // pieces added: several per child when a block comes in parts
+    // The merge of the pieces, made only when a second piece arrives: a span with one child is never
+    // written, and copying a large first child into a merge it never needed was most of the cost of
+    // writing a single block (a folded file opened in the viewer).
     std::unique_ptr<Tree> tree;
-    std::unique_ptr<Tree> only_tree;  // the one child so far, as a tree (a sealed lower span)...
+    std::unique_ptr<Tree> only_tree;  // the one piece so far, as a tree (a sealed lower span)...
     std::string only_encoded;         // ...or as its encoding in the file's ids (a block)
   };
   struct Series {
     SeriesInfo info;
-    int64_t last_block = 0;
+    int64_t last_block = 0;  // the latest block so far
     bool has_blocks = false;
-    std::vector<Accumulator> levels;  // levels[k] for k >= 1; levels[0] unused
+    std::vector<std::map<int64_t, Accumulator>> open;  // open[k]: open spans of level k >= 1, by index
   };
   std::vector<Series> series;
   int max_level = 1;
@@ -3433,19 +3479,20 @@ struct Writer::State {
     return tree;
   }
 
-  // Adds a completed child to acc: a tree (moved in) or an encoded block.
-  void add_child(Accumulator& acc, std::unique_ptr<Tree> child, std::string child_encoded) {
-    if (acc.nonempty_children++ == 0) {
-      acc.only_tree = std::move(child);
-      acc.only_encoded = std::move(child_encoded);
+  // Adds a piece of child `child` to acc: a tree (moved in) or an encoded block.
+  void add_piece(Accumulator& acc, int64_t child, std::unique_ptr<Tree> piece, std::string piece_encoded) {
+    if (std::find(acc.children.begin(), acc.children.end(), child) == acc.children.end()) acc.children.push_back(child);
+    if (acc.parts++ == 0) {
+      acc.only_tree = std::move(piece);
+      acc.only_encoded = std::move(piece_encoded);
       return;
     }
     if (!acc.tree) acc.tree = take_tree(acc);
-    if (child) acc.tree->merge(*child);
-    else acc.tree->merge(*decoded(child_encoded));
+    if (piece) acc.tree->merge(*piece);
+    else acc.tree->merge(*decoded(piece_encoded));
   }
 
-  // The merge of acc's children (acc's trees move out).
+  // The merge of acc's pieces (acc's trees move out).
   std::unique_ptr<Tree> take_tree(Accumulator& acc) {
     if (acc.tree) return std::move(acc.tree);
     if (acc.only_tree) return std::move(acc.only_tree);
@@ -3454,45 +3501,40 @@ struct Writer::State {
     return tree;
   }
 
-  void start(Accumulator& acc, int64_t index) {
-    acc.active = true;
-    acc.index = index;
-    acc.nonempty_children = 0;
-    acc.tree.reset();
-    acc.only_tree.reset();
-    acc.only_encoded.clear();
+  // Whether the span `index` of level k is sealed once `last_block` has arrived.
+  bool sealed(int k, int64_t index, int64_t last_block) const {
+    const int64_t span = detail::power(header.multiplier, k);
+    return (index + 1) * span + int64_t(header.seal_delay) <= last_block;
   }
 
-  // Completes every open span of series s that does not contain block, bottom-up: writes it if two
-  // or more children had data and hands its tree to the level above.
-  void seal_spans(uint32_t id, int64_t block, std::string* out) {
+  // Seals, bottom-up, every open span of series id that last_block has closed: writes its tree if
+  // two or more children had data, and hands it to the span above.
+  void seal_spans(uint32_t id, int64_t last_block, std::string* out) {
     Series& s = series[id];
     for (int k = 1; k <= max_level; k++) {
-      Accumulator& acc = s.levels[size_t(k)];
-      int64_t span = detail::power(header.multiplier, k);
-      if (!acc.active || acc.index == detail::floor_div(block, span)) continue;
-      if (acc.nonempty_children >= 2) {
-        std::string encoded;
-        acc.tree->encode(&encoded, detail::tree_encoding(header));
-        tree_record(id, k, acc.index, acc.tree->total(), encoded, out);
-      }
-      if (k < max_level) {
-        Accumulator& up = s.levels[size_t(k + 1)];
-        if (!up.active) start(up, detail::floor_div(acc.index, header.multiplier));
+      auto& open = s.open[size_t(k)];
+      while (!open.empty() && sealed(k, open.begin()->first, last_block)) {
+        const int64_t index = open.begin()->first;
+        Accumulator acc = std::move(open.begin()->second);
+        open.erase(open.begin());
+        if (acc.children.size() >= 2) {
+          std::string encoded;
+          acc.tree->encode(&encoded, detail::tree_encoding(header));
+          tree_record(id, k, index, acc.tree->total(), encoded, out);
+        }
+        if (k == max_level) continue;
+        Accumulator& up = s.open[size_t(k + 1)][detail::floor_div(index, header.multiplier)];
         // Passed up as it is held: a merged tree (or one rebuilt when the file was reopened) moves,
         // a single block stays encoded.
-        if (acc.tree || acc.only_tree) add_child(up, take_tree(acc), std::string());
-        else add_child(up, nullptr, std::move(acc.only_encoded));
+        if (acc.tree || acc.only_tree) add_piece(up, index, take_tree(acc), std::string());
+        else add_piece(up, index, nullptr, std::move(acc.only_encoded));
       }
-      start(acc, 0);
-      acc.active = false;
     }
   }
 
-  void add_to_level1(uint32_t id, int64_t block, std::string encoded) {
-    Accumulator& acc = series[id].levels[1];
-    if (!acc.active) start(acc, detail::floor_div(block, header.multiplier));
-    add_child(acc, nullptr, std::move(encoded));
+  void add_block(uint32_t id, int64_t block, std::string encoded) {
+    Accumulator& acc = series[id].open[1][detail::floor_div(block, header.multiplier)];
+    add_piece(acc, block, nullptr, std::move(encoded));
   }
 };
 
@@ -3521,6 +3563,8 @@ inline Status check_writer_options(const WriterOptions& options) {
     return error(StatusCode::invalid_argument, "multiplier must be in [2, 1024]");
   if (options.resolution_seconds <= 0 || options.resolution_seconds > 86400 * 366)
     return error(StatusCode::invalid_argument, "resolution must be in [1, 31622400] seconds");
+  if (options.seal_delay_blocks > kMaxSealDelay)
+    return error(StatusCode::invalid_argument, "seal delay must be at most " + std::to_string(kMaxSealDelay) + " blocks");
   return {};
 }
 
@@ -3548,6 +3592,7 @@ Status Writer::open_function(WriteFunction write, const WriterOptions& options) 
   s->header.resolution = options.resolution_seconds;
   s->header.multiplier = options.multiplier;
   s->header.created = int64_t(std::time(nullptr));
+  s->header.seal_delay = options.seal_delay_blocks;
   s->max_level = detail::writer_max_level(options.multiplier);
   Status st = s->write_all(detail::encode_file_header(s->header));
   if (!st.ok()) return st;
@@ -3582,6 +3627,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
     s->header.resolution = options.resolution_seconds;
     s->header.multiplier = options.multiplier;
     s->header.created = int64_t(std::time(nullptr));
+    s->header.seal_delay = options.seal_delay_blocks;
     std::string tmp = path + ".tmp." + std::to_string(::getpid());
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return error(StatusCode::io_error, tmp + ": " + std::strerror(errno));
@@ -3625,29 +3671,35 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
     s->series_ids[si.key] = uint32_t(id);
     State::Series& ws = s->series[id];
     ws.info = si.info;
-    ws.levels.resize(size_t(s->max_level) + 1);
+    ws.open.resize(size_t(s->max_level) + 1);
     if (si.levels.empty() || si.levels[0].empty()) continue;
     ws.has_blocks = true;
     ws.last_block = si.levels[0].back().index;
-    // Rebuild each level's accumulator: the completed children of the span holding the last block.
+    // Rebuild the open spans' accumulators: at each level the spans the seal rule keeps open after
+    // the last block, each holding its completed children (all its blocks at level 1; its sealed
+    // children above). The same rule and the file's own seal delay made them, so they come back as
+    // the writer that stopped held them.
+    const int64_t last = ws.last_block, delay = int64_t(s->header.seal_delay);
     for (int k = 1; k <= s->max_level; k++) {
-      int64_t span = detail::power(m, k), child_span = span / m;
-      int64_t node = detail::floor_div(ws.last_block, span);
-      int64_t begin = node * span;
-      int64_t end = k == 1 ? ws.last_block + 1 : detail::floor_div(ws.last_block, child_span) * child_span;
-      State::Accumulator& acc = ws.levels[size_t(k)];
-      acc.nonempty_children = 0;
-      for (int64_t c = begin; c < end; c += child_span)
-        if (fi.has_blocks(si, c, std::min(end, c + child_span))) acc.nonempty_children++;
-      if (acc.nonempty_children == 0) continue;
-      acc.active = true;
-      acc.index = node;
-      acc.tree.reset(new Tree(s->symbols));
-      Status failed;
-      fi.cover(si, begin, end, [&](const detail::TreeEntry& e) {
-        if (failed.ok()) failed = acc.tree->merge_encoded_ranked({fi.bytes.data + e.offset, e.size}, nullptr, fi.tree_name_rank());
-      });
-      if (!failed.ok()) return Status(failed.code(), "refusing to append: " + path + ": " + failed.message());
+      const int64_t span = detail::power(m, k), child_span = span / m;
+      for (int64_t node = detail::floor_div(last - delay, span); node <= detail::floor_div(last, span); node++) {
+        if (s->sealed(k, node, last)) continue;
+        const int64_t begin = node * span;
+        // Children below `sealed_children_end` are complete: at level 1 every block is.
+        const int64_t sealed_children_end =
+            k == 1 ? begin + span : std::min(begin + span, detail::floor_div(last - delay, child_span) * child_span);
+        if (sealed_children_end <= begin || !fi.has_blocks(si, begin, sealed_children_end)) continue;
+        State::Accumulator& acc = ws.open[size_t(k)][node];
+        for (int64_t c = begin; c < sealed_children_end; c += child_span)
+          if (fi.has_blocks(si, c, c + child_span)) acc.children.push_back(detail::floor_div(c, child_span));
+        acc.parts = uint32_t(acc.children.size()) + 1;  // held as a merged tree from here on
+        acc.tree.reset(new Tree(s->symbols));
+        Status failed;
+        fi.cover(si, begin, sealed_children_end, [&](const detail::TreeEntry& e) {
+          if (failed.ok()) failed = acc.tree->merge_encoded_ranked({fi.bytes.data + e.offset, e.size}, nullptr, fi.tree_name_rank());
+        });
+        if (!failed.ok()) return Status(failed.code(), "refusing to append: " + path + ": " + failed.message());
+      }
     }
   }
   state_ = std::move(s);
@@ -3693,10 +3745,19 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
     if (info && *info != existing.info)
       return error(StatusCode::invalid_argument, key.to_string() + " is stored as " + existing.info.to_string() +
                                                      ", not " + info->to_string());
-    if (existing.has_blocks && block <= existing.last_block)
-      return error(StatusCode::out_of_order, key.to_string() + ": block at " + std::to_string(block_start) +
-                                                 " is not after the last block at " +
-                                                 std::to_string(existing.last_block * s.header.resolution));
+    if (existing.has_blocks && block <= existing.last_block) {
+      // Version 3 takes a block again or late while its span is open; older versions in order only.
+      if (s.header.version < 3)
+        return error(StatusCode::out_of_order, key.to_string() + ": block at " + std::to_string(block_start) +
+                                                   " is not after the last block at " +
+                                                   std::to_string(existing.last_block * s.header.resolution) +
+                                                   " (a version " + std::to_string(s.header.version) + " file)");
+      if (s.sealed(1, detail::floor_div(block, s.header.multiplier), existing.last_block))
+        return error(StatusCode::out_of_order,
+                     key.to_string() + ": block at " + std::to_string(block_start) + " lies in a span sealed after the block at " +
+                         std::to_string(existing.last_block * s.header.resolution) + " (seal delay " +
+                         std::to_string(s.header.seal_delay) + " blocks)");
+    }
   }
   // The block in the file's symbol ids, encoded straight from the caller's tree through a map of the
   // names it uses; new names go out first so every record refers back only.
@@ -3721,10 +3782,12 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
   if (new_series) {
     s.series.emplace_back();
     s.series.back().info = new_info;
-    s.series.back().levels.resize(size_t(s.max_level) + 1);
+    s.series.back().open.resize(size_t(s.max_level) + 1);
     s.series_ids[key] = id;
   }
-  s.seal_spans(id, block, &out);
+  State::Series& series = s.series[id];
+  const int64_t last_block = series.has_blocks ? std::max(series.last_block, block) : block;
+  s.seal_spans(id, last_block, &out);
   s.tree_record(id, 0, block, tree.total(), block_encoded, &out);
   Status st = s.write_all(out);
   if (!st.ok()) {
@@ -3734,9 +3797,9 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
     return Status(st.code(), st.message() + " (writer closed; reopen to continue)");
   }
   s.symbols_written = s.symbols->size();
-  s.add_to_level1(id, block, std::move(block_encoded));
-  s.series[id].has_blocks = true;
-  s.series[id].last_block = block;
+  s.add_block(id, block, std::move(block_encoded));
+  series.has_blocks = true;
+  series.last_block = last_block;
   return {};
 }
 

@@ -211,7 +211,12 @@ TEST_CASE("corrupt input: unknown header flags and non-zero reserved bytes are r
     CHECK(status.code() == pyroscope::StatusCode::unsupported_version);
     CHECK(status.message().find("flags") != std::string::npos);
   }
-  for (size_t offset = 40; offset < 60; ++offset) {
+  // Version 3 keeps the seal delay in bytes 40..43 (at most 1,000,000); 44..59 are reserved.
+  CHECK(file.open_bytes(with_header_bytes(valid, 40, std::string("\x40\x42\x0f\x00", 4))).ok());  // 1,000,000
+  const Status delay = file.open_bytes(with_header_bytes(valid, 40, std::string("\x41\x42\x0f\x00", 4)));
+  CHECK(delay.code() == pyroscope::StatusCode::corrupt_file);
+  CHECK(delay.message().find("seal delay") != std::string::npos);
+  for (size_t offset = 44; offset < 60; ++offset) {
     const pyroscope::Status status = file.open_bytes(with_header_bytes(valid, offset, "\x01"));
     CAPTURE(offset);
     CHECK(status.code() == pyroscope::StatusCode::corrupt_file);

@@ -329,7 +329,7 @@ TEST_CASE("file: a long range merges far fewer trees than it has blocks") {
   }
 }
 
-TEST_CASE("file: blocks out of order are refused; an empty tree is skipped") {
+TEST_CASE("file: a block may come again or late while its span is open; a sealed span refuses it") {
   core_test::TempDir dir;
   const std::string path = dir.file("order.pyro");
   const SeriesKey a("app", {{"s", "a"}}), b("app", {{"s", "b"}});
@@ -340,27 +340,70 @@ TEST_CASE("file: blocks out of order are refused; an empty tree is skipped") {
   CHECK(writer.is_open());
   CHECK(writer.resolution_seconds() == kStep);
   REQUIRE(writer.append(a, kStart + 20, tree).ok());
-  CHECK(writer.append(a, kStart + 10, tree).code() == pyroscope::StatusCode::out_of_order);
-  CHECK(writer.append(a, kStart + 20, tree).code() == pyroscope::StatusCode::out_of_order);
-  CHECK(writer.append(b, kStart, tree).ok());  // order is per series
+  CHECK(writer.append(a, kStart + 10, tree).ok());  // late, in the open span: stored
+  CHECK(writer.append(a, kStart + 20, tree).ok());  // again: the parts add up
+  CHECK(writer.append(b, kStart, tree).ok());
   CHECK_FALSE(writer.append(a, kStart + 35, tree).ok());  // not a block start
   CHECK(writer.append(a, kStart + 30, Tree()).ok());      // empty: skipped
   CHECK(writer.append(a, kStart + 40, tree).ok());
+  // kStart is a multiple of 100 s: blocks 0..9 form a level-1 span, sealed once block 10 arrives.
+  CHECK(writer.append(a, kStart + 100, tree).ok());
+  const Status sealed = writer.append(a, kStart + 90, tree);
+  CHECK(sealed.code() == pyroscope::StatusCode::out_of_order);
+  CHECK(sealed.message().find("sealed") != std::string::npos);
+  CHECK(writer.append(b, kStart + 90, tree).ok());  // the rule is per series
   REQUIRE(writer.close().ok());
   CHECK_FALSE(writer.is_open());
 
   pyroscope::File file;
   REQUIRE(file.open_path(path).ok());
-  CHECK(file.info().block_count == 3);
+  CHECK(file.info().block_count == 4 + 2);  // distinct blocks: a at 10, 20, 40, 100; b at 0, 90
   Dataset data;
   REQUIRE(data.add_file(path).ok());
   QueryResult result;
   REQUIRE(data.query("app{s=\"a\"}", kStart, kStart + 60, &result).ok());
-  CHECK(result.tree.total() == 6);
-  CHECK(result.timeline.samples == std::vector<uint64_t>{0, 0, 3, 0, 3, 0});
+  CHECK(result.tree.total() == 12);
+  CHECK(result.timeline.samples == std::vector<uint64_t>{0, 3, 6, 0, 3, 0});
+  // The sealed span's upper tree holds the late and repeated parts: one stored tree answers it.
+  REQUIRE(data.query("app{s=\"a\"}", kStart, kStart + 100, &result).ok());
+  CHECK(result.tree.total() == 12);
+  CHECK(result.merges == 1);
 }
 
-TEST_CASE("file: a reopened file takes more blocks and keeps the order rule") {
+TEST_CASE("file: with a seal delay, late pushes land in spans that would otherwise be sealed") {
+  const SeriesKey key("svc", {});
+  Tree tree;
+  core_test::insert_stack(&tree, "main;handle", 5);
+  pyroscope::WriterOptions options;
+  options.seal_delay_blocks = 6;  // a minute of stragglers
+  pyroscope::Writer writer;
+  REQUIRE(writer.open_memory(options).ok());
+  StackCounts expected;
+  uint64_t total = 0;
+  // Blocks arrive up to 5 blocks late, out of order, some in several parts.
+  const int order[] = {0, 2, 1, 3, 9, 10, 5, 12, 11, 8, 14, 15, 13, 10, 16, 20, 21, 17, 25, 30, 26};
+  for (int block : order) {
+    REQUIRE_MESSAGE(writer.append(key, kStart + block * kStep, tree).ok(), block);
+    total += 5;
+  }
+  // Block 9's level-1 span [0, 10) is sealed once block 16 (= 10 + 6) has arrived.
+  CHECK(writer.append(key, kStart + 9 * kStep, tree).code() == pyroscope::StatusCode::out_of_order);
+  CHECK(writer.append(key, kStart + 24 * kStep, tree).ok());  // [20, 30) stays open until block 36
+  total += 5;
+  pyroscope::File file;
+  REQUIRE(file.open_bytes(writer.take_bytes()).ok());
+  CHECK(file.info().block_count == 21);  // distinct blocks (block 10 came in two parts)
+  Dataset data;
+  data.add(std::move(file));
+  QueryResult result;
+  REQUIRE(data.query("svc{}", kStart, kStart + 400, &result).ok());
+  CHECK(result.tree.total() == total);
+  REQUIRE(data.query("svc{}", kStart, kStart + 100, &result).ok());
+  CHECK(result.tree.total() == 7 * 5);  // blocks 0, 1, 2, 3, 5, 8 and 9
+  CHECK(result.merges == 1);            // the sealed span's stored tree
+}
+
+TEST_CASE("file: a reopened file takes more blocks and keeps its open spans") {
   core_test::TempDir dir;
   const std::string path = dir.file("reopen.pyro");
   Written written;
@@ -369,7 +412,7 @@ TEST_CASE("file: a reopened file takes more blocks and keeps the order rule") {
   auto append = [&](pyroscope::Writer& writer, size_t s, int block) {
     const StackCounts stacks{{"main;s" + std::to_string(s) + ";b" + std::to_string(block % 4), 1 + static_cast<uint64_t>(block)}};
     const Status status = writer.append(written.series[s], kStart + block * kStep, core_test::tree_of(stacks));
-    if (status.ok()) written.blocks[s][kStart + block * kStep] = stacks;
+    if (status.ok()) core_test::add_counts(&written.blocks[s][kStart + block * kStep], stacks);  // parts add up
     return status;
   };
   {
@@ -382,7 +425,10 @@ TEST_CASE("file: a reopened file takes more blocks and keeps the order rule") {
     pyroscope::Writer writer;
     REQUIRE(writer.open(path).ok());
     const int next = 10 + round * 10;
-    CHECK(append(writer, 0, next - 5).code() == pyroscope::StatusCode::out_of_order);  // remembered across opens
+    // The open span comes back with the file: a late block in it is taken (and adds to the span's
+    // upper tree when it is sealed), one in a sealed span is refused.
+    CHECK(append(writer, 0, next - 15).code() == pyroscope::StatusCode::out_of_order);
+    REQUIRE(append(writer, 0, next - 5).ok());
     for (int block = next; block < next + 10; ++block) REQUIRE(append(writer, 0, block).ok());
     for (int block = round * 5; block < round * 5 + 5; ++block) REQUIRE(append(writer, 1, block).ok());
     REQUIRE(writer.close().ok());
@@ -922,5 +968,65 @@ TEST_CASE("file: blocks beyond +-2^61 s are refused; queries and slices of any i
     CHECK(stats.samples == r.total);
     REQUIRE(writer.close().ok());
     std::remove(dir.file("slice.pyro").c_str());
+  }
+}
+
+TEST_CASE("file: random late and repeated pushes, with reopens, read back exactly") {
+  // What a receiver of many clients does: blocks of several series in parts, up to a few blocks
+  // late, the writer reopened now and then. Every refusal must be one the seal rule predicts, and
+  // the file must answer every range with exactly the accepted samples (its upper trees are checked
+  // against their blocks when it opens).
+  core_test::TempDir dir;
+  const std::string path = dir.file("pushes.pyro");
+  std::mt19937 rng(99);
+  for (uint32_t delay : {0u, 3u, 12u}) {
+    CAPTURE(delay);
+    std::remove(path.c_str());
+    Written written;
+    written.series = {SeriesKey("svc", {{"host", "a"}}), SeriesKey("svc", {{"host", "b"}})};
+    written.blocks.resize(2);
+    std::vector<int64_t> last(2, -1);
+    pyroscope::WriterOptions options;
+    options.multiplier = 4;
+    options.seal_delay_blocks = delay;
+    auto writer = std::make_unique<pyroscope::Writer>();
+    REQUIRE(writer->open(path, options).ok());
+    int refused = 0;
+    for (int step = 0; step < 400; ++step) {
+      if (rng() % 60 == 0) {  // reopen: the open spans must come back as they were
+        REQUIRE(writer->close().ok());
+        writer = std::make_unique<pyroscope::Writer>();
+        REQUIRE(writer->open(path, options).ok());
+      }
+      const size_t s = rng() % 2;
+      const int64_t newest = last[s] < 0 ? 0 : last[s];
+      // Half the pushes are the next block; the rest come up to delay + 5 blocks late.
+      const int64_t block = rng() % 2 ? newest + 1 : std::max<int64_t>(0, newest - static_cast<int64_t>(rng() % (delay + 6)));
+      std::mt19937 content(static_cast<uint32_t>(step));
+      const StackCounts stacks = core_test::random_stacks(content, 3, 4);
+      const Status status = writer->append(written.series[s], kStart + block * kStep, core_test::tree_of(stacks));
+      // The rule: a block whose level-1 span ended at least `delay` blocks before the newest is refused.
+      const bool sealed = last[s] >= 0 && (block / 4 + 1) * 4 + static_cast<int64_t>(delay) <= last[s];
+      CHECK(status.ok() == !sealed);
+      if (!status.ok()) {
+        CHECK(status.code() == pyroscope::StatusCode::out_of_order);
+        ++refused;
+        continue;
+      }
+      core_test::add_counts(&written.blocks[s][kStart + block * kStep], stacks);
+      last[s] = std::max(last[s], block);
+    }
+    REQUIRE(writer->close().ok());
+    CHECK(refused > 0);
+    Dataset data;
+    const Status opened = data.add_file(path);
+    REQUIRE_MESSAGE(opened.ok(), opened.to_string());
+    const auto only = [](const char* h) { return [h](const SeriesKey& k) { return tag(k, "host") == h; }; };
+    for (int64_t from : {int64_t(0), int64_t(37), int64_t(80)})
+      for (int64_t until : {int64_t(90), int64_t(310), int64_t(5000)}) {
+        check_query(data, written, "svc{host=\"a\"}", only("a"), kStart + from * kStep, kStart + until * kStep);
+        check_query(data, written, "svc", [](const SeriesKey&) { return true; }, kStart + from * kStep,
+                    kStart + until * kStep);
+      }
   }
 }
