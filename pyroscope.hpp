@@ -860,6 +860,320 @@ struct Crc32Table {
   }
 };
 
+// ---- Packing: LZ77 with an adaptive binary range coder -------------------------------------------
+//
+// For the symbol table, whose trie shares prefixes but not what repeats inside names: a C++ profile's
+// names are template instantiations that spell the same arguments again and again
+// (`llvm::PatternMatch::BinaryOp_match<llvm::PatternMatch::bind_ty<llvm::Value>, ...`). Matches of 2
+// to 273 bytes at distances up to 1 MiB, the last distance reusable in a bit; literals modelled by the
+// previous byte; everything through LZMA's binary range coder (11-bit probabilities). Written here
+// because the header has no dependencies; the output is checked when read like any other input.
+
+class RangeEncoder {
+ public:
+  explicit RangeEncoder(std::string* out) : out_(out) {}
+  void bit(uint16_t* probability, unsigned value) {
+    const uint32_t bound = (range_ >> 11) * *probability;
+    if (value == 0) {
+      range_ = bound;
+      *probability = uint16_t(*probability + ((2048 - *probability) >> 5));
+    } else {
+      low_ += bound;
+      range_ -= bound;
+      *probability = uint16_t(*probability - (*probability >> 5));
+    }
+    while (range_ < (1u << 24)) {
+      range_ <<= 8;
+      shift_low();
+    }
+  }
+  void direct_bits(uint32_t value, int count) {
+    for (int i = count; i-- > 0;) {
+      range_ >>= 1;
+      if ((value >> i) & 1) low_ += range_;
+      while (range_ < (1u << 24)) {
+        range_ <<= 8;
+        shift_low();
+      }
+    }
+  }
+  void finish() {
+    for (int i = 0; i < 5; i++) shift_low();
+  }
+
+ private:
+  // LZMA's: a byte is held back while a carry could still reach it (a run of 0xff bytes waits too).
+  void shift_low() {
+    if (uint32_t(low_) < 0xff000000u || (low_ >> 32) != 0) {
+      const uint8_t carry = uint8_t(low_ >> 32);
+      uint8_t held = cache_;
+      do {
+        out_->push_back(char(uint8_t(held + carry)));
+        held = 0xff;
+      } while (--cache_size_ != 0);
+      cache_ = uint8_t(low_ >> 24);
+    }
+    cache_size_++;
+    low_ = (low_ & 0x00ffffffu) << 8;
+  }
+  std::string* out_;
+  uint64_t low_ = 0;
+  uint32_t range_ = 0xffffffffu;
+  uint8_t cache_ = 0;
+  uint64_t cache_size_ = 1;
+};
+
+// Reads what RangeEncoder wrote; past the end of its input it reads zeros and sets failed, so a
+// damaged stream is noticed by its caller's checks, never read beyond.
+class RangeDecoder {
+ public:
+  RangeDecoder(const uint8_t* data, size_t size) : p_(data), end_(data + size) {
+    for (int i = 0; i < 5; i++) code_ = (code_ << 8) | next();
+  }
+  unsigned bit(uint16_t* probability) {
+    const uint32_t bound = (range_ >> 11) * *probability;
+    unsigned value;
+    if (code_ < bound) {
+      range_ = bound;
+      *probability = uint16_t(*probability + ((2048 - *probability) >> 5));
+      value = 0;
+    } else {
+      code_ -= bound;
+      range_ -= bound;
+      *probability = uint16_t(*probability - (*probability >> 5));
+      value = 1;
+    }
+    while (range_ < (1u << 24)) {
+      range_ <<= 8;
+      code_ = (code_ << 8) | next();
+    }
+    return value;
+  }
+  uint32_t direct_bits(int count) {
+    uint32_t value = 0;
+    for (int i = 0; i < count; i++) {
+      range_ >>= 1;
+      const uint32_t one = code_ >= range_ ? 1u : 0u;
+      if (one) code_ -= range_;
+      value = (value << 1) | one;
+      while (range_ < (1u << 24)) {
+        range_ <<= 8;
+        code_ = (code_ << 8) | next();
+      }
+    }
+    return value;
+  }
+  bool failed() const { return failed_; }
+
+ private:
+  uint8_t next() {
+    if (p_ == end_) {
+      failed_ = true;
+      return 0;
+    }
+    return *p_++;
+  }
+  const uint8_t* p_;
+  const uint8_t* end_;
+  uint32_t range_ = 0xffffffffu;
+  uint32_t code_ = 0;
+  bool failed_ = false;
+};
+
+// The adaptive models of one packed stream, the same on both sides.
+struct PackModels {
+  static constexpr int kMinMatch = 2;
+  static constexpr int kMaxMatch = 273;
+  static constexpr int kDistanceBits = 20;  // window 1 MiB
+  uint16_t is_match[2];                     // by "the last item was a match"
+  uint16_t is_rep[2];
+  uint16_t literal[256][256];               // bit tree per previous byte
+  uint16_t length_choice[2];
+  uint16_t length_low[8], length_mid[8], length_high[256];
+  uint16_t slot[64];                        // distance's bit length (bit tree of 6 bits)
+  PackModels() {
+    uint16_t* all[] = {is_match, is_rep, length_choice};
+    for (uint16_t* a : all) a[0] = a[1] = 1024;
+    for (auto& row : literal)
+      for (uint16_t& v : row) v = 1024;
+    for (uint16_t& v : length_low) v = 1024;
+    for (uint16_t& v : length_mid) v = 1024;
+    for (uint16_t& v : length_high) v = 1024;
+    for (uint16_t& v : slot) v = 1024;
+  }
+};
+
+template <class Coder>
+inline void pack_tree_bits(Coder& rc, uint16_t* probs, int bits, unsigned value) {
+  unsigned node = 1;
+  for (int i = bits; i-- > 0;) {
+    const unsigned b = (value >> i) & 1;
+    rc.bit(&probs[node], b);
+    node = (node << 1) | b;
+  }
+}
+
+inline unsigned unpack_tree_bits(RangeDecoder& rc, uint16_t* probs, int bits) {
+  unsigned node = 1;
+  for (int i = 0; i < bits; i++) node = (node << 1) | rc.bit(&probs[node]);
+  return node - (1u << bits);
+}
+
+inline void pack_length(RangeEncoder& rc, PackModels& m, unsigned length) {
+  unsigned v = length - PackModels::kMinMatch;  // 0..271
+  if (v < 8) {
+    rc.bit(&m.length_choice[0], 0);
+    pack_tree_bits(rc, m.length_low, 3, v);
+  } else if (v < 16) {
+    rc.bit(&m.length_choice[0], 1);
+    rc.bit(&m.length_choice[1], 0);
+    pack_tree_bits(rc, m.length_mid, 3, v - 8);
+  } else {
+    rc.bit(&m.length_choice[0], 1);
+    rc.bit(&m.length_choice[1], 1);
+    pack_tree_bits(rc, m.length_high, 8, v - 16);
+  }
+}
+
+inline unsigned unpack_length(RangeDecoder& rc, PackModels& m) {
+  if (!rc.bit(&m.length_choice[0])) return PackModels::kMinMatch + unpack_tree_bits(rc, m.length_low, 3);
+  if (!rc.bit(&m.length_choice[1])) return PackModels::kMinMatch + 8 + unpack_tree_bits(rc, m.length_mid, 3);
+  return PackModels::kMinMatch + 16 + unpack_tree_bits(rc, m.length_high, 8);
+}
+
+// Compresses bytes; unpack() gives them back. Deterministic (the same input gives the same output).
+inline std::string pack(const uint8_t* data, size_t size) {
+  std::string out;
+  RangeEncoder rc(&out);
+  auto models = std::make_unique<PackModels>();
+  PackModels& m = *models;
+  const size_t window = size_t(1) << PackModels::kDistanceBits;
+  constexpr int kHashBits = 16;
+  constexpr int kChainDepth = 48;
+  std::vector<int32_t> head(size_t(1) << kHashBits, -1), previous(size);
+  auto hash3 = [&](size_t i) {
+    const uint32_t v = uint32_t(data[i]) | uint32_t(data[i + 1]) << 8 | uint32_t(data[i + 2]) << 16;
+    return (v * 2654435761u) >> (32 - kHashBits);
+  };
+  auto insert = [&](size_t i) {
+    if (i + 2 >= size) return;
+    const uint32_t h = hash3(i);
+    previous[i] = head[h];
+    head[h] = int32_t(i);
+  };
+  auto match_length = [&](size_t at, size_t from) {
+    size_t n = 0;
+    const size_t limit = std::min<size_t>(PackModels::kMaxMatch, size - at);
+    while (n < limit && data[from + n] == data[at + n]) n++;
+    return n;
+  };
+  // The longest match at i (at the last distance first: it costs a bit).
+  auto best_match = [&](size_t i, size_t rep, size_t* distance, bool* is_rep) {
+    size_t best = 0;
+    *is_rep = false;
+    if (rep > 0 && rep <= i && rep < window) {
+      best = match_length(i, i - rep);
+      if (best >= size_t(PackModels::kMinMatch)) {
+        *distance = rep;
+        *is_rep = true;
+      } else {
+        best = 0;
+      }
+    }
+    if (i + 2 < size) {
+      int depth = kChainDepth;
+      for (int32_t c = head[hash3(i)]; c >= 0 && depth-- > 0 && i - size_t(c) < window; c = previous[size_t(c)]) {
+        const size_t n = match_length(i, size_t(c));
+        // A new distance costs ~20 bits more than the last one: worth it only when clearly longer.
+        if (n > best + (*is_rep ? 2 : 0) && n >= 3) {
+          best = n;
+          *distance = i - size_t(c);
+          *is_rep = *distance == rep;
+        }
+      }
+    }
+    return best >= size_t(PackModels::kMinMatch) ? best : size_t(0);
+  };
+  size_t i = 0, rep = 0;
+  unsigned after_match = 0;
+  uint8_t previous_byte = 0;
+  while (i < size) {
+    size_t distance = 0;
+    bool is_rep = false;
+    size_t length = best_match(i, rep, &distance, &is_rep);
+    if (length > 0 && length < 32 && i + 1 < size) {
+      // Lazy evaluation: a longer match one byte later is better than this one and a literal more.
+      size_t next_distance = 0;
+      bool next_rep = false;
+      insert(i);
+      const size_t next = best_match(i + 1, rep, &next_distance, &next_rep);
+      if (next > length + 1) length = 0;
+    } else {
+      insert(i);
+    }
+    if (length == 0) {
+      rc.bit(&m.is_match[after_match], 0);
+      pack_tree_bits(rc, m.literal[previous_byte], 8, data[i]);
+      previous_byte = data[i];
+      after_match = 0;
+      i++;
+      continue;
+    }
+    rc.bit(&m.is_match[after_match], 1);
+    rc.bit(&m.is_rep[after_match], is_rep ? 1 : 0);
+    pack_length(rc, m, unsigned(length));
+    if (!is_rep) {
+      // distance >= 1: its bit length (1..20) in a bit tree, then the bits below its top bit.
+      int bits = 0;
+      while ((size_t(1) << bits) <= distance) bits++;
+      pack_tree_bits(rc, m.slot, 6, unsigned(bits));
+      if (bits > 1) rc.direct_bits(uint32_t(distance) & ((1u << (bits - 1)) - 1), bits - 1);
+      rep = distance;
+    }
+    for (size_t k = 1; k < length; k++) insert(i + k);
+    i += length;
+    previous_byte = data[i - 1];
+    after_match = 1;
+  }
+  rc.finish();
+  return out;
+}
+
+// The bytes pack() made of exactly `size` bytes; corrupt_file when the stream does not give them.
+inline Status unpack(ByteSpan packed, size_t size, std::string* out) {
+  out->assign(size, '\0');
+  RangeDecoder rc(packed.data, packed.size);
+  auto models = std::make_unique<PackModels>();
+  PackModels& m = *models;
+  size_t i = 0, rep = 0;
+  unsigned after_match = 0;
+  uint8_t previous_byte = 0;
+  char* o = &(*out)[0];
+  while (i < size && !rc.failed()) {
+    if (!rc.bit(&m.is_match[after_match])) {
+      const uint8_t byte = uint8_t(unpack_tree_bits(rc, m.literal[previous_byte], 8));
+      o[i++] = char(byte);
+      previous_byte = byte;
+      after_match = 0;
+      continue;
+    }
+    const bool is_rep = rc.bit(&m.is_rep[after_match]) != 0;
+    const size_t length = unpack_length(rc, m);
+    if (!is_rep) {
+      const unsigned bits = unpack_tree_bits(rc, m.slot, 6);
+      if (bits == 0 || bits > unsigned(PackModels::kDistanceBits)) return error(StatusCode::corrupt_file, "packed data: bad distance");
+      rep = (size_t(1) << (bits - 1)) | (bits > 1 ? rc.direct_bits(int(bits) - 1) : 0);
+    }
+    if (rep == 0 || rep > i || length > size - i)
+      return error(StatusCode::corrupt_file, "packed data: a match outside the data");
+    for (size_t k = 0; k < length; k++, i++) o[i] = o[i - rep];  // may overlap itself: byte by byte
+    previous_byte = uint8_t(o[i - 1]);
+    after_match = 1;
+  }
+  if (rc.failed() || i != size) return error(StatusCode::corrupt_file, "packed data: truncated");
+  return {};
+}
+
 inline uint32_t crc32(const void* data, size_t size, uint32_t crc = 0) {
   static const Crc32Table table;
   const auto& t = table.entries;
@@ -2492,7 +2806,10 @@ constexpr size_t kRecordHeaderSize = 12;
 constexpr uint32_t kMaxRecordPayload = 1u << 30;
 constexpr int kMaxLevels = 40;
 
-enum RecordType : uint32_t { kRecordSymbols = 1, kRecordSeries = 2, kRecordTree = 3 };
+enum RecordType : uint32_t { kRecordSymbols = 1, kRecordSeries = 2, kRecordTree = 3, kRecordPackedSymbols = 4 };
+// A packed SYMBOLS record expands at most this many times (the writer stores plain what packs more):
+// a length from the file is checked against it before anything is allocated.
+constexpr uint64_t kMaxUnpackRatio = 1024;
 
 struct FileHeader {
   uint32_t version = kFormatVersion;
@@ -2752,6 +3069,15 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
   switch (type) {
     case detail::kRecordSymbols:
       return symbols->decode_trie({payload, size});
+    case detail::kRecordPackedSymbols: {
+      const uint64_t raw_size = in.varint();
+      if (in.failed || raw_size > uint64_t(in.remaining()) * detail::kMaxUnpackRatio || raw_size > detail::kMaxRecordPayload)
+        return error(StatusCode::corrupt_file, "packed symbols: impossible size " + std::to_string(raw_size));
+      std::string trie;
+      Status st = detail::unpack({in.p, in.remaining()}, size_t(raw_size), &trie);
+      if (!st.ok()) return Status(st.code(), "packed symbols: " + st.message());
+      return symbols->decode_trie({reinterpret_cast<const uint8_t*>(trie.data()), trie.size()});
+    }
     case detail::kRecordSeries: {
       uint64_t id = in.varint();
       std::string_view app = in.bytes(in.varint());
@@ -3775,7 +4101,19 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
     std::string payload;
     s.symbols->encode_trie(s.symbols_written, &payload);
     std::string symbols_record;
-    detail::append_record(&symbols_record, detail::kRecordSymbols, payload);
+    // Version 3 packs a large chunk of names (their trie shares prefixes, not what repeats inside
+    // template names); a small one or one that does not pack stays plain.
+    std::string packed;
+    if (s.header.version >= 3 && payload.size() >= 256) {
+      detail::put_varint(&packed, payload.size());
+      packed += detail::pack(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
+    }
+    if (!packed.empty() && packed.size() < payload.size() - payload.size() / 16 &&
+        payload.size() <= (packed.size() - 1) * detail::kMaxUnpackRatio) {
+      detail::append_record(&symbols_record, detail::kRecordPackedSymbols, packed);
+    } else {
+      detail::append_record(&symbols_record, detail::kRecordSymbols, payload);
+    }
     out.insert(0, symbols_record);
   }
   bool new_series = found == s.series_ids.end();
