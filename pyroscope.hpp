@@ -4579,7 +4579,8 @@ inline Status import_pprof(ByteSpan bytes, const ImportOptions& options, std::ve
                   ": string index out of range");
     std::string_view name = p.strings[fn.name];
     if (name.empty()) name = p.strings[fn.system_name];
-    function_symbol[i] = symbols->intern(name.empty() ? std::string_view("[unknown]") : name);
+    // A function without a name is named by its location's address instead (below).
+    function_symbol[i] = name.empty() ? SymbolTable::kNone : symbols->intern(name);
   }
   function_index.seal();
 
@@ -4604,8 +4605,10 @@ inline Status import_pprof(ByteSpan bytes, const ImportOptions& options, std::ve
     auto where = [&]() { return "pprof: offset " + std::to_string(loc.offset) + ": location " + std::to_string(loc.id); };
     if (!location_index.add(loc.id, uint32_t(i))) return fail(where() + (loc.id == 0 ? ": id 0" : ": defined twice"));
     location_first[i] = uint32_t(location_frames.size());
-    if (loc.line_count == 0) {
-      // Not symbolized: name it by where it is, as `module+0xoffset` (pprof's own fallback).
+    // Not symbolized: named by where it is, as `module+0xoffset` (pprof's own fallback).
+    uint32_t address_symbol = SymbolTable::kNone;
+    auto address_name = [&]() -> Status {
+      if (address_symbol != SymbolTable::kNone) return {};
       std::string name = hex(loc.address);
       if (loc.mapping_id != 0) {
         const uint32_t m = mapping_index.find(loc.mapping_id);
@@ -4615,14 +4618,26 @@ inline Status import_pprof(ByteSpan bytes, const ImportOptions& options, std::ve
         if (!file.empty() && loc.address >= mapping.memory_start)
           name = std::string(file) + "+" + hex(loc.address - mapping.memory_start + mapping.file_offset);
       }
-      location_frames.push_back(symbols->intern(name));
+      address_symbol = symbols->intern(name);
+      return {};
+    };
+    if (loc.line_count == 0) {
+      Status named = address_name();
+      if (!named.ok()) return named;
+      location_frames.push_back(address_symbol);
     }
     for (uint32_t k = loc.line_count; k-- > 0;) {
       const uint64_t function_id = p.line_functions[loc.first_line + k];
       const uint32_t fn = function_index.find(function_id);
       if (fn == IdIndex::kMissing)
         return fail(where() + ": line " + std::to_string(k) + ": function " + std::to_string(function_id) + " not defined");
-      location_frames.push_back(function_symbol[fn]);
+      if (function_symbol[fn] == SymbolTable::kNone) {
+        Status named = address_name();
+        if (!named.ok()) return named;
+        location_frames.push_back(address_symbol);
+      } else {
+        location_frames.push_back(function_symbol[fn]);
+      }
     }
   }
   location_first[p.locations.size()] = uint32_t(location_frames.size());
@@ -5973,7 +5988,7 @@ inline void put_json_string(std::string* out, std::string_view s) {
       out->push_back(char(c));
       i++;
     } else {
-      size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+      const size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
       bool valid = n > 0 && i + n <= s.size();
       for (size_t k = 1; valid && k < n; k++) valid = (uint8_t(s[i + k]) & 0xc0) == 0x80;
       if (valid && n == 3) {

@@ -106,6 +106,7 @@ int cmd_import(const std::vector<std::string>& args) {
   pyroscope::Status st = merged.add_blocks(blocks);
   if (!st.ok()) return fail(st.to_string());
   pyroscope::Writer writer;
+  std::remove(out_path.c_str());  // a new file: Writer::open appends to an existing one
   st = writer.open(out_path);
   if (!st.ok()) return fail(st.to_string());
   int64_t first = 0, end = 0;
