@@ -25,6 +25,8 @@ def read_raw(path, binary=None):
     out = {"types": [], "period_type": "", "period": 0, "totals": {}, "self": {}}
     samples = []
     locations = {}
+    addresses = {}  # location -> (address, mapping id), to name unsymbolized ones
+    mappings = {}   # id -> (start, file offset, file)
     section = None
     current_location = None
     for line in lines:
@@ -49,12 +51,27 @@ def read_raw(path, binary=None):
                 samples.append((values, locs))
             # label lines (`key:[value]`) and blank lines are not needed here
         elif section == "locations":
-            m = re.match(r"^\s+(\d+): 0x[0-9a-f]+ (?:M=\d+ )?(.*)$", line)
+            m = re.match(r"^\s+(\d+): 0x([0-9a-f]+)(?: M=(\d+))? ?(.*)$", line)
             if m:
                 current_location = int(m.group(1))
-                locations[current_location] = [function_of(m.group(2))]
+                addresses[current_location] = (int(m.group(2), 16), int(m.group(3) or 0))
+                locations[current_location] = [function_of(m.group(4))]
             elif line.startswith("             ") and current_location is not None and line.strip():
                 locations[current_location].append(function_of(line.strip()))
+        elif section == "mappings":
+            m = re.match(r"^(\d+): 0x([0-9a-f]+)/0x[0-9a-f]+/0x([0-9a-f]+) (\S*)", line)
+            if m:
+                mappings[int(m.group(1))] = (int(m.group(2), 16), int(m.group(3), 16), m.group(4))
+    # A frame Go could not name is named as pprof names it and docs/formats.md says we do:
+    # module+0xoffset (the address within the mapped file), else the bare address.
+    for loc, names in locations.items():
+        address, mapping = addresses[loc]
+        for i, name in enumerate(names):
+            if name:
+                continue
+            start, offset, path = mappings.get(mapping, (0, 0, ""))
+            base = path.rsplit("/", 1)[-1]
+            names[i] = "%s+0x%x" % (base, address - start + offset) if base and address >= start else "0x%x" % address
     for k, (type_name, _unit) in enumerate(out["types"]):
         total = 0
         self_values = {}
