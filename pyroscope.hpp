@@ -29,6 +29,12 @@
          data.query("ride-sharing-app{vehicle=\"car\"}", from, until, &r);
          std::string folded = r.tree.to_folded();
 
+     Another tool's profile (pprof, folded, perf script, speedscope, .cpuprofile; docs/formats.md):
+         pyroscope::ImportOptions options;
+         options.app = "checkout";
+         std::vector<pyroscope::ProfileBlock> blocks;
+         pyroscope::import_profile(bytes, options, &blocks);  // then data.add_blocks(blocks)
+
    SECTIONS (each marked in the code by a "// [SECTION] name" banner)
      [SECTION] Configuration and platform detection
      [SECTION] Status codes
@@ -703,7 +709,7 @@ struct ImportOptions {
 
 struct ImportReport {
   Format format = Format::pprof;
-  const char* unit = "samples";                 // what `imported` counts: "lines" (folded) or "samples"
+  const char* items = "samples";                // what imported and skipped count: "lines" (folded) or "samples"
   uint64_t imported = 0;                         // lines or samples read
   uint64_t skipped = 0;                          // lines or samples that could not be read (lenient)
   std::vector<std::string> skipped_examples;     // the first few, "line 17 no count"
@@ -3989,7 +3995,7 @@ std::string ImportReport::summary() const {
     }
     return out;
   };
-  std::string s = "imported " + with_commas(imported) + " " + unit;
+  std::string s = "imported " + with_commas(imported) + " " + items;
   if (skipped > 0) {
     s += ", skipped " + with_commas(skipped);
     for (size_t i = 0; i < skipped_examples.size(); i++) s += (i == 0 ? ": " : ", ") + skipped_examples[i];
@@ -4681,6 +4687,11 @@ inline Status import_pprof(ByteSpan bytes, const ImportOptions& options, std::ve
   std::vector<uint32_t> frames;
   uint64_t numeric_labels = 0;
   ImportReport local;
+  // Work stays linear in the input: a location with many inlined lines, repeated many times in every
+  // sample, could make a small file expand into billions of frames. Real profiles stay far below 64
+  // frames per byte (each location id is at least a byte, and few locations have more than a few lines).
+  const uint64_t frame_budget = 64 * uint64_t(bytes.size) + (uint64_t(1) << 20);
+  uint64_t frames_so_far = 0;
   for (size_t s = 0; s < p.samples.size(); s++) {
     auto where = [&]() { return "pprof: offset " + std::to_string(p.sample_offsets[s]) + ": sample " + std::to_string(s); };
     location_ids.clear();
@@ -4714,6 +4725,10 @@ inline Status import_pprof(ByteSpan bytes, const ImportOptions& options, std::ve
     for (size_t k = location_ids.size(); k-- > 0;) {
       const uint32_t loc = location_index.find(location_ids[k]);
       if (loc == IdIndex::kMissing) return fail(where() + ": location " + std::to_string(location_ids[k]) + " not defined");
+      frames_so_far += location_first[loc + 1] - location_first[loc];
+      if (frames_so_far > frame_budget)
+        return fail(where() + ": the samples expand to more than " + std::to_string(frame_budget) +
+                    " frames (64 per byte of profile): refused as hostile");
       frames.insert(frames.end(), location_frames.begin() + location_first[loc], location_frames.begin() + location_first[loc + 1]);
     }
     size_t series_index = 0;
@@ -4777,7 +4792,7 @@ inline Status import_pprof(ByteSpan bytes, const ImportOptions& options, std::ve
   for (ProfileBlock& b : blocks) out->push_back(std::move(b));
   if (report) {
     local.format = Format::pprof;
-    local.unit = "samples";
+    local.items = "samples";
     *report = std::move(local);
   }
   return {};
@@ -4896,7 +4911,7 @@ Status Tree::from_folded(std::string_view text, Tree* out) {
 FoldedImporter::FoldedImporter(bool strict, std::shared_ptr<SymbolTable> symbols)
     : tree_(std::move(symbols)), strict_(strict) {
   report_.format = Format::folded;
-  report_.unit = "lines";
+  report_.items = "lines";
 }
 
 void FoldedImporter::line(std::string_view text) {
@@ -5103,7 +5118,7 @@ inline Status import_perf_script(ByteSpan bytes, const ImportOptions& options, s
   std::map<std::pair<std::string, int64_t>, Tree> trees;
   ImportReport local;
   local.format = Format::perf_script;
-  local.unit = "samples";
+  local.items = "samples";
   PerfHeader header;
   bool in_sample = false, sample_bad = false;
   uint64_t sample_line = 0;
@@ -5495,11 +5510,15 @@ inline Status import_speedscope(ByteSpan bytes, const ImportOptions& options, st
   for (size_t i = 0; i < sax.frame_names.size(); i++) frame_symbol[i] = symbols->intern(sax.frame_names[i]);
   ImportReport local;
   local.format = Format::speedscope;
-  local.unit = "samples";
+  local.items = "samples";
   std::vector<ProfileBlock> blocks;
   std::set<std::string> profile_tags;
   std::vector<uint32_t> ids;
   const int64_t base = import_base_time(options);
+  // Evented profiles insert the whole open stack at every event: 100 000 nested opens would cost the
+  // square of that. Work is bounded by the input's size (real profiles: far below).
+  const uint64_t frame_budget = 64 * uint64_t(bytes.size) + (uint64_t(1) << 20);
+  uint64_t frames_so_far = 0;
   for (size_t pi = 0; pi < sax.profiles.size(); pi++) {
     SpeedscopeProfile& p = sax.profiles[pi];
     const std::string where = "profiles[" + std::to_string(pi) + "]";
@@ -5517,6 +5536,9 @@ inline Status import_speedscope(ByteSpan bytes, const ImportOptions& options, st
       }
       uint64_t sum;
       if (add_overflows(tree.total(), uint64_t(w), &sum)) return fail(where + ": total weight overflows 64 bits");
+      frames_so_far += n;
+      if (frames_so_far > frame_budget)
+        return fail(where + ": " + what + ": stacks deeper in all than 64 frames per byte of the file: refused as hostile");
       ids.clear();
       for (size_t k = 0; k < n; k++) {
         if (frames[k] >= frame_symbol.size())
@@ -5721,7 +5743,7 @@ inline Status import_cpuprofile(ByteSpan bytes, const ImportOptions& options, st
   std::unordered_map<uint64_t, uint64_t> weight_of;  // (block << 32 | node) -> nanoseconds
   ImportReport local;
   local.format = Format::chrome_cpuprofile;
-  local.unit = "samples";
+  local.items = "samples";
   std::vector<double> times(sax.samples.size());
   double t = sax.start_time;
   for (size_t s = 0; s < sax.samples.size(); s++) {
@@ -5748,11 +5770,16 @@ inline Status import_cpuprofile(ByteSpan bytes, const ImportOptions& options, st
   }
   std::map<uint64_t, Tree> trees;
   std::vector<uint32_t> path;
+  // Each sampled node's stack is walked from the node up: a chain of nodes all sampled would cost the
+  // square of its length, so the walking is bounded by the input's size (real profiles: far below).
+  const uint64_t step_budget = 64 * uint64_t(bytes.size) + (uint64_t(1) << 20);
+  uint64_t steps = 0;
   for (const auto& entry : weight_of) {
     if (entry.second == 0) continue;
     path.clear();
     for (uint32_t node = uint32_t(entry.first); node != IdIndex::kMissing; node = parent[node]) {
       if (path.size() > n) return fail("the nodes' parent links form a cycle");
+      if (++steps > step_budget) return fail("stacks deeper in all than 64 frames per byte of the file: refused as hostile");
       if (!is_root_marker[node]) path.push_back(symbol[node]);
     }
     std::reverse(path.begin(), path.end());

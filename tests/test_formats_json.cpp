@@ -213,3 +213,35 @@ TEST_CASE("JSON of the wrong shape is a clear error naming where") {
     CHECK(blocks.empty());
   }
 }
+
+TEST_CASE("work is bounded by the input's size: deep evented nesting and long sampled chains are refused") {
+  // 8000 nested opens then closes: every event would insert the whole open stack (the square of 8000).
+  std::string events;
+  for (int i = 0; i < 8000; i++) events += "{\"type\":\"O\",\"frame\":0,\"at\":" + std::to_string(i) + "},";
+  for (int i = 0; i < 8000; i++) events += "{\"type\":\"C\",\"frame\":0,\"at\":" + std::to_string(8000 + i) + "},";
+  events.pop_back();
+  const std::string speedscope = "{\"shared\":{\"frames\":[{\"name\":\"f\"}]},\"profiles\":[{\"type\":\"evented\",\"unit\":\"none\",\"events\":[" + events + "]}]}";
+  std::vector<ProfileBlock> blocks;
+  Status st = pyroscope::import_profile(span_of(speedscope), options_for(), &blocks);
+  CHECK_MESSAGE(st.message().find("refused as hostile") != std::string::npos, st.message());
+  // A chain of 10 000 nodes, every one sampled: walking each stack up would cost the square.
+  std::string nodes;
+  std::string samples, deltas;
+  for (int i = 1; i <= 10000; i++) {
+    nodes += "{\"id\":" + std::to_string(i) + (i > 1 ? ",\"parent\":" + std::to_string(i - 1) : std::string()) +
+             ",\"callFrame\":{\"functionName\":\"f\"}},";
+    samples += std::to_string(i) + ",";
+    deltas += "1,";
+  }
+  nodes.pop_back();
+  samples.pop_back();
+  deltas.pop_back();
+  const std::string cpuprofile = "{\"nodes\":[" + nodes + "],\"samples\":[" + samples + "],\"timeDeltas\":[" + deltas + "],\"startTime\":0,\"endTime\":20000}";
+  st = pyroscope::import_profile(span_of(cpuprofile), options_for(), &blocks);
+  CHECK_MESSAGE(st.message().find("refused as hostile") != std::string::npos, st.message());
+  CHECK(blocks.empty());
+  // The same shapes at a sane size import.
+  const std::string small_chain = "{\"nodes\":[{\"id\":1,\"callFrame\":{\"functionName\":\"a\"}},{\"id\":2,\"parent\":1,\"callFrame\":{\"functionName\":\"b\"}}],"
+                                  "\"samples\":[1,2],\"timeDeltas\":[1,1],\"startTime\":0,\"endTime\":4}";
+  REQUIRE(pyroscope::import_profile(span_of(small_chain), options_for(), &blocks).ok());
+}

@@ -415,3 +415,21 @@ TEST_CASE("import options are checked") {
   CHECK(pyroscope::import_profile(span_of(profile), o, &blocks).code() == StatusCode::invalid_argument);
   CHECK(blocks.empty());
 }
+
+TEST_CASE("pprof import: a small profile that expands into billions of frames is refused") {
+  // One location with 1000 inlined lines, referenced 5000 times by one sample: 5 million frames from
+  // about 10 KB.
+  Message location;
+  location.u(1, 1);
+  for (int i = 0; i < 1000; i++) location.m(4, Message().u(1, 1));
+  Message p;
+  p.m(1, Message().u(1, 1).u(2, 1));
+  p.m(2, Message().packed(1, std::vector<uint64_t>(5000, 1)).packed(2, {1}));
+  p.m(4, location);
+  p.m(5, Message().u(1, 1).u(2, 2));
+  p.s(6, "").s(6, "x").s(6, "f");
+  std::vector<ProfileBlock> blocks;
+  const Status st = pyroscope::import_profile(span_of(p.bytes), options_for(), &blocks);
+  CHECK_MESSAGE(st.message().find("refused as hostile") != std::string::npos, st.message());
+  CHECK(blocks.empty());
+}
