@@ -687,7 +687,7 @@ bool formats_have_json();
 Status detect_format(ByteSpan bytes, Format* out, const InflateFunction& inflate = nullptr);
 
 struct ImportOptions {
-  std::string source_name;  // named in errors: "profile.pb.gz: sample 12: location 99 not defined"
+  std::string source_name;  // starts every error: "cpu.pb.gz: pprof: offset 812: sample 12: location 99 not defined"
   std::string app;          // application of every series (required)
   Tags tags;                // added to every series; they win over tags a profile brings (pprof labels)
   // Unix seconds: where a profile without its own time is placed (folded, speedscope), and the base of
