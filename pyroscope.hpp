@@ -4549,16 +4549,18 @@ inline Status import_pprof(ByteSpan bytes, const ImportOptions& options, std::ve
     SeriesInfo info;
   };
   std::vector<TypeInfo> types;
+  std::set<std::string> type_names;
   for (size_t i = 0; i < p.sample_types.size(); i++) {
     const PprofValueType& vt = p.sample_types[i];
     if (!string_index_ok(p, vt.type) || !string_index_ok(p, vt.unit))
       return fail("pprof: sample type " + std::to_string(i) + ": string index out of range");
-    std::string name = sanitized_type(p.strings[vt.type]);
-    for (int k = 2;; k++) {  // two sample types that read the same after sanitizing stay two series
-      bool taken = false;
-      for (const TypeInfo& t : types) taken = taken || t.name == name;
-      if (!taken) break;
-      name = sanitized_type(std::string(p.strings[vt.type]) + "_" + std::to_string(k));
+    // Two sample types that read the same after sanitizing stay two series: name_2, name_3, ... (the
+    // suffix replaces the end of a name already at the 64-byte limit, so it always makes a new name).
+    const std::string base = sanitized_type(p.strings[vt.type]);
+    std::string name = base;
+    for (uint64_t k = 2; !type_names.insert(name).second; k++) {
+      const std::string suffix = "_" + std::to_string(k);
+      name = base.substr(0, 64 - suffix.size()) + suffix;
     }
     TypeInfo t;
     t.name = name;
@@ -5405,7 +5407,9 @@ class SpeedscopeSax : public JsonPathSax {
       SpeedscopeProfile& p = profiles.back();
       p.event_has_type = p.event_has_frame = p.event_has_at = false;
     }
-    if (!array && at(frame_) && index(2) == frame_names.size()) frame_names.emplace_back("[unknown]");
+    // A frame without a name is "[unknown]"; the index is that of an element the document has.
+    if (!array && at(frame_) && index(2) >= frame_names.size()) frame_names.resize(index(2) + 1, "[unknown]");
+    if (array && (at(frame_) || at(profile_))) return fail(where() + " is not an object");
     return true;
   }
   bool on_end(bool array) override {
@@ -5448,7 +5452,9 @@ class SpeedscopeSax : public JsonPathSax {
       if (v.kind != Kind::number) return fail(where() + " is not a number");
       profiles.back().event.at = v.number;
       profiles.back().event_has_at = true;
-    } else if (depth() == 0 && v.kind != Kind::null) {
+    } else if (at(frame_) || at(profile_)) {
+      return fail(where() + " is not an object");
+    } else if (depth() == 0) {
       return fail("the document is not an object");
     }
     return true;
@@ -5629,6 +5635,7 @@ class CpuprofileSax : public JsonPathSax {
       nodes.emplace_back();
       nodes.back().first_child = children.size();
     }
+    if (array && at(node_)) return fail(where() + " is not an object");
     return true;
   }
   bool on_value(const JsonValue& v) override {
@@ -5672,6 +5679,7 @@ class CpuprofileSax : public JsonPathSax {
       (at(start_) ? has_start : has_end) = true;
       return true;
     }
+    if (at(node_)) return fail(where() + " is not an object");
     if (depth() == 0) return fail("the document is not an object");
     return true;
   }

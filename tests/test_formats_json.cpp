@@ -177,7 +177,7 @@ TEST_CASE("JSON of the wrong shape is a clear error naming where") {
     const char* expected;
   };
   const Case cases[] = {
-      {"not JSON", "{\"nodes\": [1, 2", false, "not valid JSON"},
+      {"not JSON", "{\"nodes\": [{\"id\": 1", false, "not valid JSON"},
       {"nodes not objects", "{\"nodes\": 5, \"samples\": [], \"timeDeltas\": [1]}", false, "no nodes"},
       {"id not an integer", "{\"nodes\":[{\"id\":\"one\"}],\"samples\":[],\"timeDeltas\":[]}", false, "nodes[0].id is not an integer"},
       {"child missing", "{\"nodes\":[{\"id\":1,\"children\":[7]}],\"samples\":[],\"timeDeltas\":[]}", false, "child 7 not defined"},
@@ -196,6 +196,12 @@ TEST_CASE("JSON of the wrong shape is a clear error naming where") {
                            "{\"type\":\"O\",\"frame\":0,\"at\":0},{\"type\":\"C\",\"frame\":1,\"at\":1}]}]}",
        true, "closes frame 1 but frame 0 is open"},
       {"document an array", "[1,2]", true, "array, not an object"},
+      // Found by fuzz_speedscope: a frame that is not an object, followed by one that is, wrote past
+      // the end of the frame table.
+      {"frame not an object", "{\"shared\":{\"frames\":[{\"name\":\"a\"},6,{\"name\":\"b\"}]},\"profiles\":[]}", true,
+       "shared.frames[1] is not an object"},
+      {"profile not an object", "{\"shared\":{\"frames\":[]},\"profiles\":[[1]]}", true, "profiles[0] is not an object"},
+      {"node not an object", "{\"nodes\":[{\"id\":1},\"x\"],\"samples\":[],\"timeDeltas\":[]}", false, "nodes[1] is not an object"},
       {"deep nesting", std::string(100, '[') + std::string(100, ']'), true, "array, not an object"},
       {"deep objects", "{\"shared\":" + std::string(80, '[') + std::string(80, ']') + "}", true, "64 levels"},
   };

@@ -433,3 +433,20 @@ TEST_CASE("pprof import: a small profile that expands into billions of frames is
   CHECK_MESSAGE(st.message().find("refused as hostile") != std::string::npos, st.message());
   CHECK(blocks.empty());
 }
+
+TEST_CASE("pprof import: sample types that read the same, even at the 64-byte limit, stay apart (found by fuzz_pprof)") {
+  // Three sample types named by one 70-byte string: its sanitized name is cut to 64 bytes, so a plain
+  // "_2" after it would be cut again (the importer looped on that). The suffix replaces the end.
+  const std::string long_name(70, 'x');
+  Message p;
+  for (int i = 0; i < 3; i++) p.m(1, Message().u(1, 1).u(2, 0));
+  p.m(2, Message().packed(1, {1}).packed(2, {1, 2, 3}));
+  p.m(4, Message().u(1, 1).m(4, Message().u(1, 1)));
+  p.m(5, Message().u(1, 1).u(2, 2));
+  p.s(6, "").s(6, long_name).s(6, "f");
+  std::vector<ProfileBlock> blocks;
+  REQUIRE(pyroscope::import_profile(span_of(p.bytes), options_for(), &blocks).ok());
+  std::map<std::string, uint64_t> totals;
+  for (const ProfileBlock& b : blocks) totals[b.series.type] = b.tree.total();
+  CHECK(totals == std::map<std::string, uint64_t>{{std::string(64, 'x'), 1}, {std::string(62, 'x') + "_2", 2}, {std::string(62, 'x') + "_3", 3}});
+}
