@@ -527,11 +527,16 @@ struct FileInfo {
 
 // One .pyro file over a read-only byte span. The span must outlive the File unless the File owns it
 // (open_path maps the file and owns the mapping; open_bytes with a std::string copies).
-// Thread safety: const functions may run concurrently.
+// A File is a handle: copies share the open file (its mapping and index), which never changes once
+// open, so one file can sit in several Datasets (a server builds one per query from the files it
+// keeps open); an open_* call gives this handle a new file and leaves its copies as they were.
+// Thread safety: const functions may run concurrently, on one handle or on copies.
 class File {
  public:
   File();
   ~File();
+  File(const File&);
+  File& operator=(const File&);
   File(File&&) noexcept;
   File& operator=(File&&) noexcept;
 
@@ -547,7 +552,7 @@ class File {
   struct Impl;
 
  private:
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<const Impl> impl_;
   const Impl& impl() const { return *impl_; }
   friend class Dataset;  // queries and slices read the index and the bytes
   friend class Writer;   // appending rebuilds the open spans from what is stored
@@ -3331,22 +3336,28 @@ Status File::Impl::parse(const OpenOptions& options) {
   return {};
 }
 
-File::File() : impl_(new Impl) {}
+File::File() : impl_(std::make_shared<Impl>()) {}
 File::~File() = default;
+File::File(const File&) = default;
+File& File::operator=(const File&) = default;
 File::File(File&&) noexcept = default;
 File& File::operator=(File&&) noexcept = default;
 
 Status File::open_span(ByteSpan bytes, const OpenOptions& options) {
-  impl_.reset(new Impl);
-  impl_->bytes = bytes;
-  return impl_->parse(options);
+  auto impl = std::make_shared<Impl>();
+  impl->bytes = bytes;
+  Status s = impl->parse(options);
+  impl_ = std::move(impl);
+  return s;
 }
 
 Status File::open_bytes(std::string bytes, const OpenOptions& options) {
-  impl_.reset(new Impl);
-  impl_->owned = std::move(bytes);
-  impl_->bytes = {reinterpret_cast<const uint8_t*>(impl_->owned.data()), impl_->owned.size()};
-  return impl_->parse(options);
+  auto impl = std::make_shared<Impl>();
+  impl->owned = std::move(bytes);
+  impl->bytes = {reinterpret_cast<const uint8_t*>(impl->owned.data()), impl->owned.size()};
+  Status s = impl->parse(options);
+  impl_ = std::move(impl);
+  return s;
 }
 
 namespace detail {
@@ -3365,7 +3376,8 @@ inline Status read_whole_file(const std::string& path, std::string* out) {
 }  // namespace detail
 
 Status File::open_path(const std::string& path, const OpenOptions& options) {
-  impl_.reset(new Impl);
+  auto impl = std::make_shared<Impl>();
+  impl_ = impl;  // a failed open leaves this handle on an empty file, as before
 #if defined(PYROSCOPE_PLATFORM_LINUX)
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return detail::error(StatusCode::io_error, path + ": " + std::strerror(errno));
@@ -3383,17 +3395,17 @@ Status File::open_path(const std::string& path, const OpenOptions& options) {
       ::close(fd);
       return detail::error(StatusCode::io_error, path + ": mmap: " + std::strerror(e));
     }
-    impl_->mapping = m;
-    impl_->mapping_size = size;
-    impl_->bytes = {static_cast<const uint8_t*>(m), size};
+    impl->mapping = m;
+    impl->mapping_size = size;
+    impl->bytes = {static_cast<const uint8_t*>(m), size};
   }
   ::close(fd);
 #else
-  Status rs = detail::read_whole_file(path, &impl_->owned);
+  Status rs = detail::read_whole_file(path, &impl->owned);
   if (!rs.ok()) return rs;
-  impl_->bytes = {reinterpret_cast<const uint8_t*>(impl_->owned.data()), impl_->owned.size()};
+  impl->bytes = {reinterpret_cast<const uint8_t*>(impl->owned.data()), impl->owned.size()};
 #endif
-  Status s = impl_->parse(options);
+  Status s = impl->parse(options);
   if (!s.ok()) return Status(s.code(), path + ": " + s.message());
   return s;
 }
