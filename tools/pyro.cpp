@@ -9,14 +9,18 @@
 //   pyro merge IN... -o OUT                  all series of several files in one file
 //   pyro export-folded FILE... SELECTOR -o OUT.folded
 //   pyro export-html FILE... SELECTOR --viewer DIR -o OUT.html
+//   pyro serve --data DIR [--bind HOST:PORT]  Pyroscope-compatible ingest server with the live viewer
 //
 // Exit codes: 0 success, 1 runtime or data error (unreadable or corrupt file, ...), 2 usage error.
 // Each command is one entry of commands(): adding one is a function plus a table row.
 
 #define PYROSCOPE_NO_SAMPLER 1
+#define PYROSCOPE_WITH_ZLIB 1
+#define PYROSCOPE_WITH_JSON 1
 #define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
 #include "json.hpp"
+#include "serve.hpp"
 #include "session.hpp"
 #include "share_page.hpp"
 
@@ -842,6 +846,14 @@ const std::vector<Command>& commands() {
        "merged profile of a selection as folded text (like query --format folded, to a file)",
        {kFrom, kUntil, {"--output", "-o", "OUT", "the folded file to write (- for standard output)"}, kSalvage},
        2, cmd_export_folded},
+      {"serve", "--data DIR [--bind 127.0.0.1:4040] [--token TOKEN] [--retention 30d] [--viewer DIR]",
+       "a Pyroscope-compatible ingest server (/ingest, Push) storing into DIR, with the live viewer (docs/serve.md)",
+       [] {
+         std::vector<OptionSpec> options;
+         for (const auto& o : pyroscope::serve::serve_options()) options.push_back({o.name, nullptr, o.value_name, o.help});
+         return options;
+       }(),
+       0, [](const Args& a) { return pyroscope::serve::serve_command(a.values, a.flags); }},
       {"help", "[COMMAND]", "this overview, or the options of one command", {}, 0, cmd_help},
   };
   return table;

@@ -1,0 +1,390 @@
+// pyro serve: the data directory (serve_store.hpp).
+#include "serve_store.hpp"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace pyroscope::serve {
+
+namespace {
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::strlen(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+// Every .pyro file directly in dir (no subdirectories, no symbolic links followed out of it).
+std::vector<std::string> list_pyro_files(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return names;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.empty() || name[0] == '.' || !ends_with(name, ".pyro")) continue;
+    struct stat st;
+    if (lstat((dir + "/" + name).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    names.push_back(name);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+struct Store::OpenWriter {
+  std::mutex mutex;
+  Writer writer;
+  std::string path;
+  int64_t last_used = 0;  // unix seconds
+};
+
+struct Store::CachedFile {
+  File file;
+  int64_t size = -1;
+  int64_t opened_ms = 0;
+};
+
+Store::Store() = default;
+Store::~Store() {
+  std::lock_guard<std::mutex> lock(writers_mutex_);
+  for (auto& [key, w] : writers_) {
+    std::lock_guard<std::mutex> wl(w->mutex);
+    w->writer.close();
+  }
+}
+
+std::string Store::hour_file_name(int64_t hour_start, bool late) {
+  const time_t t = static_cast<time_t>(hour_start);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d%s.pyro", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, late ? ".late" : "");
+  return buf;
+}
+
+bool Store::parse_hour_file_name(const std::string& name, int64_t* hour_start, bool* late) {
+  int year, month, day, hour;
+  char rest[16] = {};
+  if (name.size() < 19 || std::sscanf(name.c_str(), "%4d-%2d-%2dT%2d%15s", &year, &month, &day, &hour, rest) != 5)
+    return false;
+  const std::string tail = rest;
+  if (tail != ".pyro" && tail != ".late.pyro") return false;
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 || year < 1970 || year > 9999) return false;
+  struct tm tm = {};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  *hour_start = static_cast<int64_t>(timegm(&tm));
+  *late = tail == ".late.pyro";
+  return hour_file_name(*hour_start, *late) == name;  // canonical spelling only
+}
+
+Status Store::open(const StoreOptions& options, std::vector<std::string>* warnings) {
+  options_ = options;
+  if (options_.dir.empty()) return Status(StatusCode::invalid_argument, "no data directory");
+  if (::mkdir(options_.dir.c_str(), 0755) != 0 && errno != EEXIST)
+    return Status(StatusCode::io_error, options_.dir + ": " + std::strerror(errno));
+  struct stat st;
+  if (::stat(options_.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return Status(StatusCode::invalid_argument, options_.dir + " is not a directory");
+  if (::access(options_.dir.c_str(), W_OK) != 0)
+    return Status(StatusCode::io_error, options_.dir + ": not writable: " + std::strerror(errno));
+  // What each stored series is stored in, newest file last (it wins).
+  Dataset all;
+  Status ds = dataset(0, 0, &all, warnings);
+  if (!ds.ok()) return ds;
+  std::lock_guard<std::mutex> lock(infos_mutex_);
+  for (size_t f = 0; f < all.file_count(); ++f) {
+    const File& file = all.file(f);
+    for (size_t i = 0; i < file.series().size(); ++i) infos_[file.series()[i].to_string()] = file.series_info(i);
+  }
+  return Status();
+}
+
+bool Store::live_window_open(int64_t hour, int64_t now) const {
+  return now < hour + options_.file_seconds + int64_t(options_.seal_delay_blocks) * kDefaultResolutionSeconds + 60;
+}
+
+std::shared_ptr<Store::OpenWriter> Store::writer_for(int64_t hour, bool late, int64_t now, Status* error) {
+  std::lock_guard<std::mutex> lock(writers_mutex_);
+  auto& slot = writers_[{hour, late}];
+  if (slot) {
+    slot->last_used = now;
+    return slot;
+  }
+  auto w = std::make_shared<OpenWriter>();
+  w->path = options_.dir + "/" + hour_file_name(hour, late);
+  WriterOptions wo;
+  wo.fsync_each_block = options_.fsync;
+  // The late file never seals a span within its hour: blocks come in any order.
+  wo.seal_delay_blocks = late ? 1000000u : options_.seal_delay_blocks;
+  Status st = w->writer.open(w->path, wo);
+  if (!st.ok() && st.code() == StatusCode::corrupt_file) {
+    // Damage before the file's tail (not a torn tail, which the writer cuts itself): keep the file for
+    // `pyro info --salvage` under a name the server does not read, and start the hour afresh.
+    const std::string aside = w->path + ".corrupt-" + std::to_string(now);
+    if (std::rename(w->path.c_str(), aside.c_str()) == 0) {
+      std::fprintf(stderr, "pyro serve: %s: %s; moved to %s\n", w->path.c_str(), st.to_string().c_str(), aside.c_str());
+      st = w->writer.open(w->path, wo);
+    }
+  }
+  if (!st.ok()) {
+    writers_.erase({hour, late});
+    *error = st;
+    return nullptr;
+  }
+  w->last_used = now;
+  slot = w;
+  return w;
+}
+
+Status Store::write(std::vector<ProfileBlock>* blocks, int64_t now) {
+  // 1. Every series' unit and aggregation against what is stored, before anything is written.
+  {
+    std::lock_guard<std::mutex> lock(infos_mutex_);
+    std::map<std::string, SeriesInfo> added;
+    for (ProfileBlock& b : *blocks) {
+      const std::string key = b.series.to_string();
+      auto it = infos_.find(key);
+      const SeriesInfo* known = it != infos_.end() ? &it->second : nullptr;
+      if (!known) {
+        auto a = added.find(key);
+        if (a != added.end()) known = &a->second;
+      }
+      if (known) {
+        if (known->unit != b.info.unit || known->aggregation != b.info.aggregation) {
+          counters_.refused++;
+          return Status(StatusCode::invalid_argument,
+                        "series " + key + " is stored in " + known->unit + " (" + aggregation_name(known->aggregation) +
+                            "); this push has " + b.info.unit + " (" + aggregation_name(b.info.aggregation) +
+                            "): push it under another name or type");
+        }
+        b.info = *known;  // the period of the first push stays the series' own
+      } else {
+        added[key] = b.info;
+      }
+    }
+    for (auto& [key, info] : added) infos_.emplace(key, info);
+  }
+  // 2. Each block into its hour's file, or that hour's late file once the span is sealed.
+  uint64_t samples = 0;
+  for (ProfileBlock& b : *blocks) {
+    const int64_t hour = floor_div(b.block_start, options_.file_seconds) * options_.file_seconds;
+    Status st;
+    bool stored = false;
+    if (live_window_open(hour, now)) {
+      std::shared_ptr<OpenWriter> w = writer_for(hour, false, now, &st);
+      if (!w) {
+        counters_.refused++;
+        return st;
+      }
+      std::lock_guard<std::mutex> lock(w->mutex);
+      st = w->writer.append(b.series, b.block_start, b.tree, &b.info);
+      if (st.ok()) stored = true;
+      else if (st.code() != StatusCode::out_of_order) {
+        counters_.refused++;
+        return Status(st.code(), w->path + ": " + st.message());
+      }
+    }
+    if (!stored) {
+      std::shared_ptr<OpenWriter> w = writer_for(hour, true, now, &st);
+      if (!w) {
+        counters_.refused++;
+        return st;
+      }
+      std::lock_guard<std::mutex> lock(w->mutex);
+      st = w->writer.append(b.series, b.block_start, b.tree, &b.info);
+      if (!st.ok()) {
+        counters_.refused++;
+        return Status(st.code(), w->path + ": " + st.message());
+      }
+      counters_.late_blocks++;
+    }
+    counters_.blocks++;
+    samples += b.tree.total();
+  }
+  counters_.pushes++;
+  counters_.samples += samples;
+  return Status();
+}
+
+void Store::maintain(int64_t now) {
+  // Writers of hours whose live window closed (and late writers idle for two minutes).
+  std::vector<std::shared_ptr<OpenWriter>> closing;
+  {
+    std::lock_guard<std::mutex> lock(writers_mutex_);
+    for (auto it = writers_.begin(); it != writers_.end();) {
+      const bool idle = it->first.second ? now - it->second->last_used > 120 : !live_window_open(it->first.first, now);
+      if (idle) {
+        closing.push_back(it->second);
+        it = writers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& w : closing) {
+    std::lock_guard<std::mutex> lock(w->mutex);  // a write under way finishes first
+    w->writer.close();
+  }
+  if (options_.retention_seconds <= 0) return;
+  for (const std::string& name : list_pyro_files(options_.dir)) {
+    int64_t hour;
+    bool late;
+    if (!parse_hour_file_name(name, &hour, &late)) continue;  // not ours: never deleted
+    if (hour + options_.file_seconds > now - options_.retention_seconds) continue;
+    if (live_window_open(hour, now)) continue;
+    {
+      std::lock_guard<std::mutex> lock(writers_mutex_);
+      if (writers_.count({hour, late})) continue;  // live: never deleted
+    }
+    const std::string path = options_.dir + "/" + name;
+    if (::unlink(path.c_str()) == 0) {
+      counters_.files_deleted++;
+      std::lock_guard<std::mutex> lock(cache_mutex_);
+      cache_.erase(path);
+    }
+  }
+}
+
+size_t Store::open_writers() const {
+  std::lock_guard<std::mutex> lock(writers_mutex_);
+  return writers_.size();
+}
+
+Status Store::dataset(int64_t from, int64_t until, Dataset* out, std::vector<std::string>* warnings) {
+  *out = Dataset();
+  const std::vector<std::string> names = list_pyro_files(options_.dir);
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  // Forget files that are gone.
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    const std::string name = it->first.substr(options_.dir.size() + 1);
+    it = std::binary_search(names.begin(), names.end(), name) ? std::next(it) : cache_.erase(it);
+  }
+  const int64_t now_ms = steady_ms();
+  for (const std::string& name : names) {
+    int64_t hour;
+    bool late;
+    if (from < until && parse_hour_file_name(name, &hour, &late) &&
+        (hour >= until || hour + options_.file_seconds <= from))
+      continue;
+    const std::string path = options_.dir + "/" + name;
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) continue;
+    auto& entry = cache_[path];
+    if (!entry) entry = std::make_shared<CachedFile>();
+    const bool grown = entry->size != int64_t(st.st_size);
+    if (grown && (entry->size < 0 || now_ms - entry->opened_ms >= 1000)) {
+      File file;
+      const Status opened = file.open_path(path);
+      if (!opened.ok()) {
+        if (warnings) warnings->push_back(opened.to_string());
+        if (entry->size < 0) {
+          cache_.erase(path);
+          continue;
+        }
+      } else {
+        entry->file = file;
+        entry->size = int64_t(file.info().file_bytes);
+        entry->opened_ms = now_ms;
+      }
+    }
+    out->add(entry->file);
+  }
+  return Status();
+}
+
+// --- The served viewer's slices ------------------------------------------------------------------------
+
+namespace {
+
+// A selector matching exactly one series: its tags with =, and key="" for the app's other keys.
+Status exact_selector(const Dataset& data, const SeriesKey& series, Selector* out) {
+  out->app = series.app;
+  out->type = series.type;
+  out->matchers.clear();
+  for (const std::string& key : data.tag_keys(series.app)) {
+    Matcher m;
+    m.key = key;
+    m.op = Matcher::Op::equal;
+    for (const Tag& t : series.tags)
+      if (t.key == key) m.value = t.value;
+    out->matchers.push_back(std::move(m));
+  }
+  return Status();
+}
+
+int64_t nice_step(int64_t minimum) {
+  static const int64_t steps[] = {10,    20,    30,    60,    120,   300,    600,    900,    1800,
+                                  3600,  7200,  10800, 21600, 43200, 86400,  172800, 604800, 2592000};
+  for (int64_t s : steps)
+    if (s >= minimum) return s;
+  return (minimum + 86399) / 86400 * 86400;
+}
+
+}  // namespace
+
+Status range_slice(const Dataset& data, const Selector& selector, int64_t from, int64_t until, size_t max_blocks,
+                   std::string* pyro, int64_t* resolution, SliceStats* stats) {
+  const int64_t base = std::max<int64_t>(1, data.resolution_seconds());
+  from = floor_div(from, base) * base;
+  until = -floor_div(-until, base) * base;
+  if (until <= from) until = from + base;
+  const int64_t blocks = (until - from) / base;
+  int64_t step = base;
+  if (max_blocks > 0 && blocks > int64_t(max_blocks)) step = nice_step((until - from + int64_t(max_blocks) - 1) / int64_t(max_blocks));
+  step = (step + base - 1) / base * base;
+  *resolution = step;
+  WriterOptions options;
+  options.resolution_seconds = step;
+  Writer writer;
+  Status st = writer.open_memory(options);
+  if (!st.ok()) return st;
+  SliceStats counted;
+  if (step == base) {
+    st = data.slice(selector, from, until, &writer, &counted);
+    if (!st.ok()) return st;
+  } else {
+    from = floor_div(from, step) * step;
+    until = -floor_div(-until, step) * step;
+    for (const SeriesKey& series : data.series(selector)) {
+      Selector exact;
+      exact_selector(data, series, &exact);
+      bool any = false;
+      for (int64_t t = from; t < until; t += step) {
+        QueryResult r;
+        st = data.query(exact, t, t + step, &r);
+        if (!st.ok()) return st;
+        if (r.tree.total() == 0) continue;
+        st = writer.append(series, t, r.tree, &r.info);
+        if (!st.ok()) return st;
+        any = true;
+        counted.blocks++;
+        counted.samples += r.tree.total();
+      }
+      counted.series += any;
+    }
+  }
+  if (stats) *stats = counted;
+  *pyro = writer.take_bytes();
+  return Status();
+}
+
+}  // namespace pyroscope::serve
