@@ -174,9 +174,10 @@ bool parse_integer(std::string_view s, int64_t* out, bool* overflow) {
 }  // namespace
 
 Status parse_time(std::string_view text, int64_t now, int64_t* out) {
+  now = std::clamp(now, -kTimeLimit, kTimeLimit);  // a caller's clock may say anything; offsets stay computable
   if (text.compare(0, 3, "now") == 0) {
     if (text.size() == 3) {
-      *out = std::clamp(now, -kTimeLimit, kTimeLimit);
+      *out = now;
       return Status();
     }
     const char sign = text[3];
