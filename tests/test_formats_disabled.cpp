@@ -1,6 +1,8 @@
-// The formats in a build without PYROSCOPE_WITH_ZLIB and PYROSCOPE_WITH_JSON (the implementation every
-// other test links, pyroscope_impl): plain pprof and the text formats work; gzip and JSON are refused
-// with an error that names the switch; pprof export falls back to plain protobuf.
+// The formats in a build without PYROSCOPE_WITH_ZLIB and PYROSCOPE_WITH_JSON: plain pprof and the text
+// formats work; gzip and JSON are refused with an error that names the switch; pprof export falls back
+// to plain protobuf. The test compiles the implementation itself, without the switches, because the
+// shared one (pyroscope_impl) turns them on wherever zlib and nlohmann-json are installed.
+#define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
 
 #include <doctest/doctest.h>
