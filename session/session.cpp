@@ -11,6 +11,7 @@
 #include <ctime>
 #include <set>
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "json.hpp"
@@ -556,8 +557,53 @@ void Session::set_codecs(InflateFunction inflate, DeflateFunction deflate) {
   deflate_ = std::move(deflate);
 }
 
+std::vector<std::string> data_files(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return {path};
+  std::vector<std::string> files;
+  if (DIR* dir = ::opendir(path.c_str())) {
+    while (const dirent* entry = ::readdir(dir)) {
+      const std::string name = entry->d_name;
+      if (name.empty() || name[0] == '.' || name.size() < 6 || name.compare(name.size() - 5, 5, ".pyro") != 0) continue;
+      const std::string full = path + (path.back() == '/' ? "" : "/") + name;
+      struct stat file_stat;
+      if (::lstat(full.c_str(), &file_stat) == 0 && S_ISREG(file_stat.st_mode)) files.push_back(full);
+    }
+    ::closedir(dir);
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::vector<std::string> data_files(const std::vector<std::string>& paths) {
+  std::vector<std::string> files;
+  for (const std::string& path : paths)
+    for (std::string& f : data_files(path)) files.push_back(std::move(f));
+  return files;
+}
+
 std::string Session::open(std::vector<LoadInput> inputs) {
   const double start = now_ms();
+  // A directory opens as the .pyro files in it.
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].path.empty()) continue;
+    std::vector<std::string> files = data_files(inputs[i].path);
+    if (files.size() == 1 && files[0] == inputs[i].path) continue;
+    if (files.empty()) {
+      inputs[i].name = inputs[i].name.empty() ? inputs[i].path : inputs[i].name;
+      continue;  // reported below: a directory does not open as a file
+    }
+    std::vector<LoadInput> expanded;
+    for (std::string& f : files) {
+      LoadInput in;
+      in.name = in.path = std::move(f);
+      in.salvage = inputs[i].salvage;
+      expanded.push_back(std::move(in));
+    }
+    inputs.erase(inputs.begin() + long(i));
+    for (LoadInput& in : expanded) inputs.insert(inputs.begin() + long(i++), std::move(in));
+    --i;
+  }
   Dataset dataset;
   auto buffers = std::make_unique<Buffers>();
   std::vector<LoadedSource> sources;

@@ -118,6 +118,11 @@ struct LoadedSource {
   uint64_t samples = 0;  // imported formats: samples or lines read (report.items says which)
 };
 
+// A data directory (what `pyro serve --data DIR` writes) stands for the .pyro files directly in it,
+// sorted by name (hidden files, subdirectories and anything not a regular file left out); any other
+// path stands for itself. pyro and the native viewer take directories wherever they take files.
+std::vector<std::string> data_files(const std::string& path);
+std::vector<std::string> data_files(const std::vector<std::string>& paths);
 // A profile that names no application is named after its file: the name without extension,
 // reduced to the characters a selector accepts unquoted (dots too become '_', since a dot would
 // start a profile type).

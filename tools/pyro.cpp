@@ -253,7 +253,7 @@ pyroscope::OpenOptions open_options(const Args& a) {
 
 // Opens every file into one dataset; on failure prints the problem and returns false.
 bool open_dataset(const Args& a, const std::vector<std::string>& paths, pyroscope::Dataset* data) {
-  for (const std::string& path : paths) {
+  for (const std::string& path : pyroscope::session::data_files(paths)) {
     pyroscope::Status st = data->add_file(path, open_options(a));
     if (!st.ok()) {
       runtime_error(a, path + ": " + st.to_string());
@@ -448,8 +448,10 @@ void report_merges(const Selection& s, const pyroscope::QueryResult& r) {
 
 int cmd_info(const Args& a) {
   int rc = kExitOk;
-  for (size_t fi = 0; fi < a.positional.size(); ++fi) {
-    const std::string& path = a.positional[fi];
+  const std::vector<std::string> paths = pyroscope::session::data_files(a.positional);  // a directory: its .pyro files
+  if (paths.empty()) return runtime_error(a, "no .pyro files in " + a.positional[0]);
+  for (size_t fi = 0; fi < paths.size(); ++fi) {
+    const std::string& path = paths[fi];
     pyroscope::File file;
     pyroscope::Status st = file.open_path(path, open_options(a));
     if (!st.ok()) {
