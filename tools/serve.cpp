@@ -401,6 +401,19 @@ class Server {
         c->phase_start_ms = steady_ms();
       }
       requests_++;
+      // Content-Encoding is undone by the handler (decode_content_encoding: bounded, and a truncated
+      // stream is an error), not by cpp-httplib, which would inflate without bound and take a
+      // truncated gzip for a shorter body. The Request is the library's own non-const object.
+      auto& headers = const_cast<httplib::Request&>(req).headers;
+      headers.erase("X-Pyro-Content-Encoding");
+      if (req.method == "POST") {
+        auto encoding = headers.find("Content-Encoding");
+        if (encoding != headers.end()) {
+          const std::string value = encoding->second;
+          headers.erase(encoding);
+          headers.emplace("X-Pyro-Content-Encoding", value);
+        }
+      }
       const bool is_static = req.method == "GET" && req.path.compare(0, 5, "/api/") != 0;
       if (!is_static && !authorized(req)) {
         res.set_header("WWW-Authenticate", "Bearer");
@@ -460,9 +473,10 @@ class Server {
                           std::to_string(limits.max_body_bytes) + " bytes (pyro serve --max-body)");
       }
     }
-    const bool encoded = req.has_header("Content-Encoding") && req.get_header_value("Content-Encoding") != "identity";
-    // After Content-Encoding, a body may grow to the inflated cap; without it, to the body cap.
-    const uint64_t cap = encoded ? limits.max_inflated_bytes : limits.max_body_bytes;
+    const std::string encoding = req.get_header_value("X-Pyro-Content-Encoding");
+    const bool encoded = !encoding.empty() && encoding != "identity";
+    // The body as sent is capped by --max-body; once Content-Encoding is undone, by --max-inflated.
+    const uint64_t cap = limits.max_body_bytes;
     Request request;
     request.path = req.path;
     const size_t q = req.target.find('?');
@@ -500,19 +514,30 @@ class Server {
     }
     if (over) {
       res.set_header("Connection", "close");
-      return answer(req, res, connect, 413,
-                    std::string(encoded ? "the body inflates (Content-Encoding) to more than " : "the body is larger than ") +
-                        std::to_string(cap) + " bytes" + (encoded ? " (pyro serve --max-inflated)" : " (pyro serve --max-body)"));
+      return answer(req, res, connect, 413, "the body is larger than " + std::to_string(cap) + " bytes (pyro serve --max-body)");
     }
     if (!read_ok) {
       res.set_header("Connection", "close");
-      const int status = res.status == 415 ? 415 : 400;
-      return answer(req, res, connect, status,
-                    status == 415 ? "Content-Encoding '" + req.get_header_value("Content-Encoding") + "' is not supported"
-                    : encoded ? "the body could not be read: truncated or corrupt Content-Encoding, or the connection "
-                                "ended or timed out early"
-                              : "the body could not be read: the connection ended or timed out before the body "
-                                "(Content-Length) was complete, or the multipart form is malformed");
+      return answer(req, res, connect, 400,
+                    "the body could not be read: the connection ended or timed out before the body (Content-Length) "
+                    "was complete, or the multipart form is malformed");
+    }
+    if (encoded) {
+      auto decode = [&](std::string* bytes) {
+        std::string plain;
+        const Status st = decode_content_encoding(encoding, *bytes, limits.max_inflated_bytes, &plain);
+        if (st.ok()) *bytes = std::move(plain);
+        return st;
+      };
+      Status st = decode(&request.body);
+      for (FormPart& part : request.parts)
+        if (st.ok()) st = decode(&part.content);
+      if (!st.ok()) {
+        const int status = st.code() == StatusCode::too_large ? 413 : st.code() == StatusCode::unsupported ? 415 : 400;
+        return answer(req, res, connect, status,
+                      "Content-Encoding " + encoding + ": " + st.message() +
+                          (status == 413 ? " (pyro serve --max-inflated)" : ""));
+      }
     }
     const int64_t now = now_ns();
     Result parsed = parse_request(request, limits, now);

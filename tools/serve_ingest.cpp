@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <map>
 #include <set>
@@ -790,10 +791,12 @@ void spread_tree(const Tree& tree, int64_t from_ns, int64_t until_ns, int64_t re
     if (parts[k].total() > 0) out->emplace_back((first + int64_t(k)) * resolution_seconds, std::move(parts[k]));
 }
 
-Status inflate_raw(ByteSpan in, uint64_t max_output, std::string* out) {
+namespace {
+
+Status zlib_inflate(ByteSpan in, int window_bits, uint64_t max_output, std::string* out) {
   z_stream stream;
   std::memset(&stream, 0, sizeof stream);
-  if (inflateInit2(&stream, -15) != Z_OK) return Status(StatusCode::io_error, "zlib: inflateInit2 failed");
+  if (inflateInit2(&stream, window_bits) != Z_OK) return Status(StatusCode::io_error, "zlib: inflateInit2 failed");
   out->clear();
   std::vector<char> buffer(64 * 1024);
   stream.next_in = const_cast<Bytef*>(in.data);
@@ -823,6 +826,28 @@ Status inflate_raw(ByteSpan in, uint64_t max_output, std::string* out) {
   }
   inflateEnd(&stream);
   return result;
+}
+
+}  // namespace
+
+Status inflate_raw(ByteSpan in, uint64_t max_output, std::string* out) { return zlib_inflate(in, -15, max_output, out); }
+
+Status decode_content_encoding(std::string_view encoding, std::string_view in, uint64_t max_output, std::string* out) {
+  std::string e(trim(encoding));
+  for (char& c : e) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (e.empty() || e == "identity") {
+    if (in.size() > max_output) return Status(StatusCode::too_large, "the body is larger than " + std::to_string(max_output) + " bytes");
+    out->assign(in.data(), in.size());
+    return Status();
+  }
+  const ByteSpan span{reinterpret_cast<const uint8_t*>(in.data()), in.size()};
+  if (e == "gzip" || e == "x-gzip") return zlib_inflate(span, 15 + 16, max_output, out);
+  if (e == "deflate") {
+    // RFC 9110's deflate is a zlib stream; some clients send raw DEFLATE: the zlib header tells them apart.
+    const bool zlib_header = in.size() >= 2 && (uint8_t(in[0]) & 0x0f) == 8 && ((uint8_t(in[0]) << 8) | uint8_t(in[1])) % 31 == 0;
+    return zlib_inflate(span, zlib_header ? 15 : -15, max_output, out);
+  }
+  return Status(StatusCode::unsupported, "Content-Encoding " + shown(encoding) + " is not supported (gzip and deflate are)");
 }
 
 // ---- /ingest -----------------------------------------------------------------------------------------

@@ -79,6 +79,11 @@ bool is_known_ingest_type(std::string_view type);
 void spread_tree(const Tree& tree, int64_t from_ns, int64_t until_ns, int64_t resolution_seconds,
                  std::vector<std::pair<int64_t, Tree>>* out);
 
+// Undoes a Content-Encoding: gzip, x-gzip or deflate (zlib, or raw DEFLATE as some clients send it);
+// identity or "" copies. The stream must end properly (a truncated body is an error, not a shorter
+// body); output beyond max_output is too_large; other encodings (br, ...) are unsupported.
+Status decode_content_encoding(std::string_view encoding, std::string_view in, uint64_t max_output, std::string* out);
+
 // Inflates raw DEFLATE with zlib, refusing output beyond max_output (too_large): the importer's
 // inflate hook (it reads the gzip wrapper itself), so pyro serve does not depend on how the header's
 // implementation was compiled.

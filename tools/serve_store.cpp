@@ -81,7 +81,7 @@ std::string Store::hour_file_name(int64_t hour_start, bool late) {
 bool Store::parse_hour_file_name(const std::string& name, int64_t* hour_start, bool* late) {
   int year, month, day, hour;
   char rest[16] = {};
-  if (name.size() < 19 || std::sscanf(name.c_str(), "%4d-%2d-%2dT%2d%15s", &year, &month, &day, &hour, rest) != 5)
+  if (name.size() < 18 || std::sscanf(name.c_str(), "%4d-%2d-%2dT%2d%15s", &year, &month, &day, &hour, rest) != 5)
     return false;
   const std::string tail = rest;
   if (tail != ".pyro" && tail != ".late.pyro") return false;
@@ -290,8 +290,8 @@ Status Store::dataset(int64_t from, int64_t until, Dataset* out, std::vector<std
     if (::stat(path.c_str(), &st) != 0) continue;
     auto& entry = cache_[path];
     if (!entry) entry = std::make_shared<CachedFile>();
-    const bool grown = entry->size != int64_t(st.st_size);
-    if (grown && (entry->size < 0 || now_ms - entry->opened_ms >= 1000)) {
+    // A file that changed size is opened again: a query sees every push answered before it.
+    if (entry->size != int64_t(st.st_size)) {
       File file;
       const Status opened = file.open_path(path);
       if (!opened.ok()) {
@@ -302,7 +302,9 @@ Status Store::dataset(int64_t from, int64_t until, Dataset* out, std::vector<std
         }
       } else {
         entry->file = file;
-        entry->size = int64_t(file.info().file_bytes);
+        // The valid part: a record being appended while the file was opened (a torn tail for now)
+        // makes the next query open it again.
+        entry->size = int64_t(file.info().valid_bytes);
         entry->opened_ms = now_ms;
       }
     }

@@ -59,7 +59,7 @@ class Store {
 
   // A data set of the files that can hold blocks in [from, until) (every file for from >= until):
   // hour files by their name, any other .pyro in the directory always. Files are shared with the
-  // cache (File handles), reopened when they have grown and their last open is more than a second old.
+  // cache (File handles), opened again when their size changed, so a query sees every push answered before it.
   Status dataset(int64_t from, int64_t until, Dataset* out, std::vector<std::string>* warnings = nullptr);
 
   const StoreCounters& counters() const { return counters_; }
