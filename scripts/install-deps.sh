@@ -24,6 +24,8 @@ packages=(
   zlib1g-dev libunwind-dev libdw-dev libgoogle-perftools-dev google-perftools
   # the rideshare example's HTTP server (found through pkg-config) and the demo's static file server
   libcpp-httplib-dev pkgconf:pkg-config python3:python3
+  # pyro serve's client test: a venv for pyroscope-io (Go comes with the machine: /usr/local/go)
+  python3-venv
   # the viewer: native (Dear ImGui, GLFW, stb_image_write) and WebAssembly
   libimgui-dev libglfw3-dev libstb-dev emscripten
   # browser and screenshot tests; xdotool clicks the native viewer under Xvfb
@@ -77,4 +79,25 @@ if [[ -f package-lock.json ]]; then
   else
     echo "install-deps: node_modules already installed from package-lock.json"
   fi
+fi
+
+# pyro serve's client tests (tools/tests/clients_test.py): the Python agent pyroscope-io in a venv of
+# its own under build/ (pinned; made again only when missing or at another version), and the Go
+# module github.com/grafana/pyroscope-go into Go's module cache (go.sum pins it). @pyroscope/nodejs
+# comes with npm ci above.
+python_clients=build/python-clients
+if ! "$python_clients/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("pyroscope-io") != "1.4.0")' 2>/dev/null; then
+  echo "install-deps: pyroscope-io into $python_clients"
+  rm -rf "$python_clients"
+  python3 -m venv "$python_clients"
+  "$python_clients/bin/pip" install --quiet --disable-pip-version-check pyroscope-io==1.4.0 </dev/null
+else
+  echo "install-deps: pyroscope-io already in $python_clients"
+fi
+go=$(command -v go || echo /usr/local/go/bin/go)
+if [[ -x $go ]]; then
+  (cd tools/tests/clients/go && GOTOOLCHAIN=local GOFLAGS=-mod=readonly "$go" mod download)
+  echo "install-deps: Go modules of tools/tests/clients/go present"
+else
+  echo "install-deps: no go command: pyro serve's client test (pyro_serve_clients) will fail" >&2
 fi
