@@ -201,6 +201,22 @@ void format_seeds() {
                                     'v'};
   write_seed("fuzz_pprof", "labelled_inlined.pb", std::string(reinterpret_cast<const char*>(labelled), sizeof labelled));
 
+  // fuzz_serve_request: a selector byte (bit 0 Connect Push, bits 1-3 the Content-Type, bit 4 multipart
+  // parts split at "\n--\n"), the query string, '\n', the body (fuzz/fuzz_serve_request.cpp).
+  const std::string pprof_cpu = bytes;
+  write_seed("fuzz_serve_request", "folded.txt",
+             std::string(1, char(0)) + "name=app.cpu%7Bregion%3Deu%7D&from=1799999990&until=1800000010&sampleRate=100"
+             "&spyName=pyspy\nmain;work;hot 90\nmain;idle 10\n");
+  write_seed("fuzz_serve_request", "lines.txt", std::string(1, char(0)) + "name=a.wall{k=v}&format=lines&from=now-1h\na;b\na;c\n");
+  write_seed("fuzz_serve_request", "pprof.bin", std::string(1, char(1 << 1)) + "name=goapp{env=prod}&format=pprof\n" + pprof_cpu);
+  write_seed("fuzz_serve_request", "multipart.bin",
+             std::string(1, char(16 | (7 << 1))) + "name=mp.cpu&from=1800000000000&until=1800000010000\n" + pprof_cpu +
+                 "\n--\n{\"samples\":{\"display-name\":\"cpu\",\"units\":\"samples\",\"aggregation\":\"average\"}}");
+  write_seed("fuzz_serve_request", "push.json",
+             std::string(1, char(1 | (2 << 1))) + "\n{\"series\":[{\"labels\":[{\"name\":\"__name__\",\"value\":\"process_cpu\"},"
+             "{\"name\":\"service_name\",\"value\":\"x\"}],\"samples\":[{\"ID\":\"1\",\"rawProfile\":"
+             "\"CgQIARACEgwKAQESAQMaBAgFEAYiCggBIgIIAiICCAEqBAgBEAMqBAgCEAQyADIHc2FtcGxlczIFY291bnQyBG1haW4yA2lubDIBazIBdg==\"}]}]}");
+
   must(pyroscope::export_speedscope(profiles, options, &bytes), "export speedscope");
   write_seed("fuzz_speedscope", "sampled.json", bytes);
   write_seed("fuzz_speedscope", "evented.json",

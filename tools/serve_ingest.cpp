@@ -628,7 +628,7 @@ Status parse_attime(std::string_view original, int64_t now_ns, int64_t* out_ns) 
     if (s.size() == 8) {
       // YYYYMMDD, when it is a date after 1900 (attime's rule).
       const int year = std::stoi(s.substr(0, 4)), month = std::stoi(s.substr(4, 2)), day = std::stoi(s.substr(6, 2));
-      if (year > 1900 && month >= 1 && month <= 12 && day >= 1 && day <= 31) {
+      if (year > 1900 && year < 2200 && month >= 1 && month <= 12 && day >= 1 && day <= 31) {  // < 2200: ns fit
         // days_from_civil (Howard Hinnant's algorithm), UTC midnight.
         const int y = year - (month <= 2);
         const int era = y / 400;
@@ -644,9 +644,11 @@ Status parse_attime(std::string_view original, int64_t now_ns, int64_t* out_ns) 
     if (s.size() == 19) {
       if (v > uint64_t(INT64_MAX)) return bad("out of range");
       *out_ns = int64_t(v);
-    } else if (s.size() == 16) {
+    } else if (s.size() == 16) {  // every time is at most 9e9 s (year 2255), so that ns fit in int64
+      if (v > uint64_t(9000000000) * 1000000) return bad("microseconds out of range");
       *out_ns = int64_t(v) * 1000;
     } else if (s.size() == 13) {
+      if (v > uint64_t(9000000000) * 1000) return bad("milliseconds out of range");
       *out_ns = int64_t(v) * 1000000;
     } else {
       if (v > uint64_t(9000000000)) return bad("seconds out of range");
@@ -687,10 +689,12 @@ Status parse_attime(std::string_view original, int64_t now_ns, int64_t* out_ns) 
     else if (starts("w")) multiplier = 3600 * 24 * 7;
     else if (starts("y")) multiplier = 3600 * 24 * 365;
     if (multiplier == 0) return bad("unit " + shown(unit) + " (s m h d w mon y)");
-    seconds += n * multiplier;
-    if (seconds > int64_t(1) << 40) return bad("offset out of range");
+    seconds += n * multiplier;  // at most 1e9 x a year's seconds: no overflow before the check
+    if (seconds > int64_t(100) * 365 * 86400) return bad("offset out of range (at most 100 years)");
   }
   *out_ns = now_ns + sign * seconds * kNanos;
+  // Every time is in [1970, 2255]: differences of two times fit in int64 nanoseconds.
+  if (*out_ns < 0 || *out_ns > int64_t(9000000000) * kNanos) return bad("out of range (1970 to 2255)");
   return Status();
 }
 
