@@ -251,12 +251,16 @@ void Store::maintain(int64_t now) {
     if (!parse_hour_file_name(name, &hour, &late)) continue;  // not ours: never deleted
     if (hour + options_.file_seconds > now - options_.retention_seconds) continue;
     if (live_window_open(hour, now)) continue;
+    const std::string path = options_.dir + "/" + name;
+    bool deleted;
     {
+      // Under the writers' lock: a push that opens this hour's writer now either comes first (and the
+      // file stays) or after the unlink (and starts a new file); none writes into an unlinked file.
       std::lock_guard<std::mutex> lock(writers_mutex_);
       if (writers_.count({hour, late})) continue;  // live: never deleted
+      deleted = ::unlink(path.c_str()) == 0;
     }
-    const std::string path = options_.dir + "/" + name;
-    if (::unlink(path.c_str()) == 0) {
+    if (deleted) {
       counters_.files_deleted++;
       std::lock_guard<std::mutex> lock(cache_mutex_);
       cache_.erase(path);
