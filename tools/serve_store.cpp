@@ -47,11 +47,59 @@ std::vector<std::string> list_pyro_files(const std::string& dir) {
 }  // namespace
 
 struct Store::OpenWriter {
-  std::mutex mutex;
+  std::mutex mutex;  // held by the thread appending (the group's leader) and by close
   Writer writer;
   std::string path;
   int64_t last_used = 0;  // unix seconds
+  // Group commit: blocks waiting for the writer. Whoever gets the writer next appends every block
+  // queued by then, those of one series and block merged into one part, and records each block's
+  // result; a thread whose block was appended by another finds it done once it has the writer.
+  struct Pending {
+    ProfileBlock* block;
+    Status status;
+    bool done = false;
+  };
+  std::mutex queue_mutex;
+  std::vector<Pending*> queue;
 };
+
+Status Store::append_grouped(OpenWriter& w, ProfileBlock* block) {
+  OpenWriter::Pending me{block, Status(), false};
+  {
+    std::lock_guard<std::mutex> q(w.queue_mutex);
+    w.queue.push_back(&me);
+  }
+  std::lock_guard<std::mutex> lead(w.mutex);
+  std::vector<OpenWriter::Pending*> batch;
+  {
+    std::lock_guard<std::mutex> q(w.queue_mutex);
+    if (me.done) return me.status;  // a leader before us appended it
+    batch.swap(w.queue);            // we lead: ours and every block queued so far
+  }
+  // Groups of one series and block, in queue order; each group becomes one part.
+  std::map<std::pair<std::string, int64_t>, std::vector<OpenWriter::Pending*>> groups;
+  std::vector<std::vector<OpenWriter::Pending*>*> order;
+  for (OpenWriter::Pending* p : batch) {
+    auto& g = groups[{p->block->series.to_string(), p->block->block_start}];
+    if (g.empty()) order.push_back(&g);
+    g.push_back(p);
+  }
+  for (std::vector<OpenWriter::Pending*>* g : order) {
+    ProfileBlock* first = g->front()->block;
+    Status st;
+    if (g->size() == 1) {
+      st = w.writer.append(first->series, first->block_start, first->tree, &first->info);
+    } else {
+      Tree merged = first->tree;
+      for (size_t i = 1; i < g->size(); ++i) merged.merge((*g)[i]->block->tree);
+      st = w.writer.append(first->series, first->block_start, merged, &first->info);
+    }
+    for (OpenWriter::Pending* p : *g) p->status = st;
+  }
+  std::lock_guard<std::mutex> q(w.queue_mutex);
+  for (OpenWriter::Pending* p : batch) p->done = true;
+  return me.status;
+}
 
 struct Store::CachedFile {
   File file;
@@ -195,8 +243,7 @@ Status Store::write(std::vector<ProfileBlock>* blocks, int64_t now) {
         counters_.refused++;
         return st;
       }
-      std::lock_guard<std::mutex> lock(w->mutex);
-      st = w->writer.append(b.series, b.block_start, b.tree, &b.info);
+      st = append_grouped(*w, &b);
       if (st.ok()) stored = true;
       else if (st.code() != StatusCode::out_of_order) {
         counters_.refused++;
@@ -209,8 +256,7 @@ Status Store::write(std::vector<ProfileBlock>* blocks, int64_t now) {
         counters_.refused++;
         return st;
       }
-      std::lock_guard<std::mutex> lock(w->mutex);
-      st = w->writer.append(b.series, b.block_start, b.tree, &b.info);
+      st = append_grouped(*w, &b);
       if (!st.ok()) {
         counters_.refused++;
         return Status(st.code(), w->path + ": " + st.message());

@@ -72,6 +72,9 @@ class Store {
 
  private:
   struct OpenWriter;
+  // Appends one block through the writer's group commit: concurrent pushes into one block become
+  // one part (one record) instead of one each, so a block gets a part per commit, not per push.
+  static Status append_grouped(OpenWriter& w, ProfileBlock* block);
   std::shared_ptr<OpenWriter> writer_for(int64_t hour, bool late, int64_t now, Status* error);
   bool live_window_open(int64_t hour, int64_t now) const;
 
