@@ -210,16 +210,19 @@ bool parse_size(const std::string& text, uint64_t* out) {
   if (digits == 0 || digits > 12) return false;
   uint64_t v = std::stoull(text.substr(0, digits));
   const std::string unit = text.substr(digits);
+  int shift = 0;
   if (unit == "" || unit == "B") {
   } else if (unit == "KiB" || unit == "K" || unit == "KB") {
-    v <<= 10;
+    shift = 10;
   } else if (unit == "MiB" || unit == "M" || unit == "MB") {
-    v <<= 20;
+    shift = 20;
   } else if (unit == "GiB" || unit == "G" || unit == "GB") {
-    v <<= 30;
+    shift = 30;
   } else {
     return false;
   }
+  if (v > (uint64_t(1) << 40) >> shift) return false;  // at most 1 TiB (and no wrap-around)
+  v <<= shift;
   *out = v;
   return v > 0;
 }
