@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <sys/stat.h>
+
 using pyroscope::StatusCode;
 using pyroscope::TimeRange;
 namespace session = pyroscope::session;
@@ -452,4 +454,36 @@ TEST_CASE("session: pprof and speedscope open by their content and export again 
   REQUIRE(s.export_profile(pyroscope::Format::speedscope, &exported).ok());
   CHECK(exported.name.find(".speedscope.json") != std::string::npos);
   CHECK(s.export_profile(pyroscope::Format::perf_script, &exported).code() == StatusCode::invalid_argument);
+}
+
+TEST_CASE("session: a data directory stands for the .pyro files directly in it") {
+  core_test::TempDir dir;
+  const std::string pyro = sample_pyro();
+  core_test::write_file(dir.file("2026-12-01T10.pyro"), pyro);
+  core_test::write_file(dir.file("2026-12-01T09.late.pyro"), pyro);
+  core_test::write_file(dir.file(".hidden.pyro"), pyro);
+  core_test::write_file(dir.file("notes.txt"), "not a profile\n");
+  REQUIRE(::mkdir(dir.file("sub.pyro").c_str(), 0755) == 0);  // a directory with the extension
+  CHECK(session::data_files(dir.path()) ==
+        std::vector<std::string>{dir.file("2026-12-01T09.late.pyro"), dir.file("2026-12-01T10.pyro")});
+  CHECK(session::data_files(dir.path() + "/") ==
+        std::vector<std::string>{dir.file("2026-12-01T09.late.pyro"), dir.file("2026-12-01T10.pyro")});
+  CHECK(session::data_files(dir.file("notes.txt")) == std::vector<std::string>{dir.file("notes.txt")});
+  CHECK(session::data_files(dir.file("missing")) == std::vector<std::string>{dir.file("missing")});
+  CHECK(session::data_files(dir.file("sub.pyro")).empty());
+
+  session::Session s;
+  std::vector<session::LoadInput> inputs(1);
+  inputs[0].path = dir.path();
+  CHECK(s.open(std::move(inputs)).empty());
+  REQUIRE(s.sources().size() == 2);  // both files of the directory, as one data set
+  CHECK(s.apps() == std::vector<std::string>{"db", "ride"});
+  s.select_app("db");
+  REQUIRE(s.update_trees());
+  CHECK(s.left_tree().total() == 2 * 5 * 4096);  // the blocks of both files add up
+
+  session::Session empty;
+  std::vector<session::LoadInput> none(1);
+  none[0].path = dir.file("sub.pyro");
+  CHECK(empty.open(std::move(none)).find("sub.pyro") != std::string::npos);  // named in the problems
 }
