@@ -4055,14 +4055,22 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return error(StatusCode::io_error, tmp + ": " + std::strerror(errno));
     std::string header = detail::encode_file_header(s->header);
-    bool ok = ::write(fd, header.data(), header.size()) == ssize_t(header.size());
+    // A short write is followed by another, so a full disk reports ENOSPC rather than a stale errno.
+    size_t done = 0;
+    bool ok = true;
+    while (ok && done < header.size()) {
+      ssize_t n = ::write(fd, header.data() + done, header.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      ok = n > 0;
+      if (ok) done += size_t(n);
+    }
     ok = ok && (!options.fsync_each_block || fsync(fd) == 0);
     int e = errno;
     ::close(fd);
     if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
       if (ok) e = errno;
       ::unlink(tmp.c_str());
-      return error(StatusCode::io_error, path + ": " + std::strerror(e));
+      return error(StatusCode::io_error, path + ": write: " + std::strerror(e));
     }
   }
   s->fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
