@@ -221,13 +221,17 @@ def protocol():
         [t.join() for t in threads]
         check("8 clients x 20 pushes into one block add up", s.total("conc.cpu{}") == 8 * 20 * 5)
         # a late push: a block whose span was sealed goes to the hour's late file
-        late_t = now - now % 10 - 1200
-        s.ingest(q(name="late.cpu{}", sampleRate=0, **{"from": late_t}), b"a 1\n")
-        s.ingest(q(name="late.cpu{}", sampleRate=0, **{"from": now - now % 10}), b"a 1\n")
-        st, _, _ = s.ingest(q(name="late.cpu{}", sampleRate=0, **{"from": late_t + 10}), b"a 1\n")
+        # A block, then one 50 blocks later in the same hour (past the 30-block seal delay: the first
+        # block's span is sealed), then the block after the first: late. In the current hour when it
+        # is old enough, else in the previous one (whose file may be closed already: late as well).
+        hour = now - now % 3600
+        late_t = hour if now - hour >= 600 else hour - 3600
+        s.ingest(q(name="late.cpu{}", sampleRate=0, **{"from": late_t, "until": late_t + 10}), b"a 1\n")
+        s.ingest(q(name="late.cpu{}", sampleRate=0, **{"from": late_t + 500, "until": late_t + 500 + 10}), b"a 1\n")
+        st, _, _ = s.ingest(q(name="late.cpu{}", sampleRate=0, **{"from": late_t + 10, "until": late_t + 10 + 10}), b"a 1\n")
         st2, info = s.get_json("/api/info")
         check("a push for a sealed span is stored (late file), not dropped",
-              st == 200 and s.total("late.cpu{}", "now-1h") == 3 and info["counters"]["lateBlocks"] >= 1, (st, info))
+              st == 200 and s.total("late.cpu{}", "now-3h") == 3 and info["counters"]["lateBlocks"] >= 1, (st, info))
         check("the late file exists", any(n.endswith(".late.pyro") for n in os.listdir(data)), os.listdir(data))
         st, resp, _ = s.ingest(q(name="app1.cpu{region=eu}", units="bytes", sampleRate=0, **{"from": t0}), b"x 1\n")
         check("a push whose unit disagrees with the stored series: 422", st == 422 and b"nanoseconds" in resp, (st, resp))
