@@ -36,6 +36,7 @@
      [SECTION] Symbol table (a trie on disk)
      [SECTION] Folded-stack tree
      [SECTION] Diff tree
+     [SECTION] Tree analysis: sandwich, recursion, short names, name search
      [SECTION] File format: writer
      [SECTION] File format: reader, dataset and query
      [SECTION] Tag scopes
@@ -44,6 +45,7 @@
      [SECTION] Implementation: symbol table
      [SECTION] Implementation: tree and folded text
      [SECTION] Implementation: diff tree
+     [SECTION] Implementation: tree analysis
      [SECTION] Implementation: selectors
      [SECTION] Implementation: file reader and query
      [SECTION] Implementation: file writer
@@ -283,6 +285,7 @@ class SymbolTable {
 
 namespace detail {
 struct DecodedTree;
+struct TreeAccess;  // lets the tree analysis section build trees node by node
 }  // namespace detail
 
 // A call tree: node = (function, self samples, total samples, children). Node 0 is the root
@@ -406,6 +409,7 @@ class Tree {
   friend class DiffTree;
   friend class Dataset;
   friend class Writer;
+  friend struct detail::TreeAccess;
 };
 
 // [SECTION] Diff tree =============================================================================
@@ -428,6 +432,84 @@ class DiffTree {
  private:
   Tree shape_;
   std::vector<std::pair<uint64_t, uint64_t>> left_, right_;  // (self, total)
+};
+
+// [SECTION] Tree analysis: sandwich, recursion, short names, name search ==========================
+//
+// Views of one tree that the viewer and the command line both want. They are computed from the exact
+// tree (no "other" node), so their numbers add up to Tree::function_totals' to the sample.
+// Thread safety: every function here only reads its input tree (const), and may run beside other readers.
+
+// One function's callers and callees, merged over every place it occurs: the sandwich view of
+// Pyroscope and speedscope. Only the function's outermost calls count (those with no call of the same
+// function above them), the rule of Tree::function_totals, so a recursive function's samples are
+// counted once and both trees total exactly the function's total.
+struct Sandwich {
+  uint32_t symbol = 0xffffffffu;  // the function, in the tree's symbol table
+  uint64_t self = 0;   // samples in which the function is the leaf (function_totals' self)
+  uint64_t total = 0;  // samples with the function anywhere on the stack, counted once (function_totals' total)
+  // root -> the function -> its callers -> their callers ...: an inverted tree. A caller's self is the
+  // samples whose stack begins at it; the function's self is the samples in which it has no caller.
+  Tree callers;
+  // root -> the function -> what it calls -> ...: the subtrees under its outermost calls, merged. A
+  // recursive call stays where it is inside them; the function's node holds its outermost calls' self.
+  Tree callees;
+};
+// Both trees share tree's symbol table. not_found when no node of the tree calls the function.
+Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out);
+Status sandwich(const Tree& tree, std::string_view function, Sandwich* out);
+
+// How collapse_recursion treats a function that calls itself.
+enum class RecursionCollapse : uint8_t {
+  direct,  // f;f;f;g -> f;g: a frame whose caller is the same function merges into that caller
+  all,     // f;g;f;h -> f;g;h: a frame whose function is already on the stack is left out (speedscope's rule)
+};
+// A copy of tree with recursion collapsed (sharing its symbol table). Every function keeps its total:
+// each stack still holds the same functions. With `all`, a sample whose leaf frame was left out counts
+// as self of the frame its stack now ends in. A tree without such recursion comes back as a plain copy.
+Tree collapse_recursion(const Tree& tree, RecursionCollapse mode);
+
+// A C++ function name for reading: "std::vector<int, std::allocator<int> >::push_back(int const&)"
+// -> "std::vector<…>::push_back". Leaves out the return type, parameter lists, const/volatile/&/&&/
+// noexcept qualifiers and [abi:...] / [clone ...] tags; collapses template arguments to <…> (U+2026);
+// shows std::__cxx11:: as std::. Operators (operator(), operator< <…>, operator new[]), lambdas
+// (main::{lambda#1}::operator()), (anonymous namespace) and parameters that are function pointers
+// are handled. Names that are not C++ (Go, Python, plain C) come back unchanged or nearly so.
+std::string short_function_name(std::string_view name);
+// A copy of tree with every function under its short name, in a symbol table of its own; frames under
+// one parent whose short names are equal merge into one node (foo(int) and foo(double) become one foo).
+// merged_from, if given, gets for each symbol of the copy the symbols of tree it stands for.
+Tree with_short_names(const Tree& tree, std::vector<std::vector<uint32_t>>* merged_from = nullptr);
+
+namespace detail {
+class Regex;
+}  // namespace detail
+
+// Which function names a search selects (the viewer's search box; `pyro query --search`). The text is
+// terms separated by spaces ("..." quotes a term with spaces). Each term is a regular expression in
+// Selector's syntax, found anywhere in the name (^ and $ anchor it at the name's start and end),
+// ignoring ASCII case; a term that is not a valid expression (operator[]) is taken as plain text
+// (push_back(int) is a valid one, and means what it means as an expression). A term starting with '-' excludes. A name matches when it matches a term without '-' (or there
+// is none) and no term with '-'.
+class NameSearch {
+ public:
+  struct Term {
+    std::string text;      // as typed, without its '-' and quotes
+    bool exclude = false;  // '-term'
+    bool regex = false;    // compiled as a regular expression (else matched as plain text)
+  };
+  NameSearch() = default;
+  explicit NameSearch(std::string_view text);
+  bool empty() const { return terms_.empty(); }
+  const std::vector<Term>& terms() const { return terms_; }
+  bool matches(std::string_view name) const;
+  // matched[s] = 1 for each symbol of the table whose name matches, else 0.
+  void match_symbols(const SymbolTable& symbols, std::vector<uint8_t>* matched) const;
+
+ private:
+  std::vector<Term> terms_;
+  std::vector<std::shared_ptr<const detail::Regex>> compiled_;  // per term; null for plain text
+  std::vector<std::string> lowered_;                              // per term, for plain text
 };
 
 // [SECTION] File format: writer ===================================================================
@@ -2238,6 +2320,428 @@ double DiffTree::change_percent(uint32_t n) const {
   if (l == 0) return r > 0 ? 100.0 : 0.0;
   double change = (r - l) / l * 100.0;
   return change > 100 ? 100 : change < -100 ? -100 : change;
+}
+
+// [SECTION] Implementation: tree analysis =========================================================
+
+namespace detail {
+
+// The tree analysis functions build trees node by node, as Tree's own merge does.
+struct TreeAccess {
+  static uint32_t child(Tree& tree, uint32_t parent, uint32_t symbol) { return tree.add_child(parent, symbol); }
+  static void add(Tree& tree, uint32_t node, uint64_t self, uint64_t total) {
+    tree.nodes_[node].self += self;
+    tree.nodes_[node].total += total;
+  }
+  // Copies the subtree of `top` (ids [top, end), a preorder range) under a new root: top becomes node 1.
+  // The copy keeps the source's numbering order, so a tree in name preorder gives one in name preorder
+  // without sorting or an index (the lookup index is built when first needed).
+  static void copy_subtree(const Tree& source, uint32_t top, uint32_t end, Tree* out) {
+    out->nodes_.resize(size_t(end - top) + 1);
+    out->nodes_[Tree::kRoot] = {SymbolTable::kNone, Tree::kNoNode, 0, source.nodes_[top].total};
+    for (uint32_t i = top; i < end; i++) {
+      Tree::Node node = source.nodes_[i];
+      node.parent = i == top ? Tree::kRoot : node.parent - top + 1;
+      out->nodes_[i - top + 1] = node;
+    }
+    out->index_.clear();
+    out->index_built_.store(false, std::memory_order_relaxed);
+    out->name_preorder_ = source.name_preorder_;
+  }
+};
+
+}  // namespace detail
+
+Status sandwich(const Tree& tree, std::string_view function, Sandwich* out) {
+  const uint32_t symbol = tree.symbols().find(function);
+  if (symbol == SymbolTable::kNone) {
+    *out = Sandwich();
+    return detail::error(StatusCode::not_found, "no function '" + std::string(function) + "' in the tree");
+  }
+  return sandwich(tree, symbol, out);
+}
+
+Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
+  *out = Sandwich();
+  out->symbol = symbol;
+  out->callers = Tree(tree.shared_symbols());
+  out->callees = Tree(tree.shared_symbols());
+  const uint32_t n = tree.node_count();
+  // inside[i]: node i or one of its ancestors calls the function. Every node comes after its parent,
+  // so one pass in id order finds the outermost calls (a call with no call of the function above it).
+  std::vector<uint8_t> inside(n, 0);
+  std::vector<uint32_t> outermost;
+  for (uint32_t i = 1; i < n; i++) {
+    const bool parent_inside = inside[tree.parent(i)] != 0;
+    const bool call = tree.symbol(i) == symbol;
+    inside[i] = parent_inside || call;
+    if (call) {
+      out->self += tree.self(i);
+      if (!parent_inside) {
+        outermost.push_back(i);
+        out->total += tree.node_total(i);
+      }
+    }
+  }
+  if (outermost.empty())
+    return detail::error(StatusCode::not_found, "no call of function #" + std::to_string(symbol) + " in the tree");
+
+  // Callees. One call in a tree numbered in preorder: its subtree is the id range up to the first node
+  // whose parent lies before the call, and is copied as it is (the heaviest functions of a profile,
+  // main or a thread's entry point, are usually called in one place).
+  if (outermost.size() == 1 && tree.in_name_preorder()) {
+    const uint32_t top = outermost[0];
+    uint32_t end = top + 1;
+    while (end < n && tree.parent(end) >= top) end++;
+    detail::TreeAccess::copy_subtree(tree, top, end, &out->callees);
+  } else {
+    Tree& callees = out->callees;
+    const uint32_t function_node = detail::TreeAccess::child(callees, Tree::kRoot, symbol);
+    std::vector<uint32_t> mapped(n, Tree::kNoNode);
+    for (uint32_t i = 1; i < n; i++) {
+      if (!inside[i]) continue;
+      const uint32_t parent = tree.parent(i);
+      if (!inside[parent]) {
+        mapped[i] = function_node;  // an outermost call
+      } else {
+        mapped[i] = detail::TreeAccess::child(callees, mapped[parent], tree.symbol(i));
+      }
+      detail::TreeAccess::add(callees, mapped[i], tree.self(i), tree.node_total(i));
+    }
+    detail::TreeAccess::add(callees, Tree::kRoot, 0, out->total);
+  }
+
+  // Callers: each outermost call adds its total along its stack read upwards. Calls with the same
+  // caller node share that walk.
+  Tree& callers = out->callers;
+  const uint32_t function_node = detail::TreeAccess::child(callers, Tree::kRoot, symbol);
+  detail::TreeAccess::add(callers, Tree::kRoot, 0, out->total);
+  detail::TreeAccess::add(callers, function_node, 0, out->total);
+  std::vector<std::pair<uint32_t, uint64_t>> by_caller;  // (caller node, samples of its calls)
+  by_caller.reserve(outermost.size());
+  for (uint32_t call : outermost) by_caller.emplace_back(tree.parent(call), tree.node_total(call));
+  std::sort(by_caller.begin(), by_caller.end());
+  for (size_t k = 0; k < by_caller.size();) {
+    const uint32_t caller = by_caller[k].first;
+    uint64_t samples = 0;
+    for (; k < by_caller.size() && by_caller[k].first == caller; k++) samples += by_caller[k].second;
+    uint32_t at = function_node;
+    for (uint32_t a = caller; a != Tree::kRoot; a = tree.parent(a)) {
+      at = detail::TreeAccess::child(callers, at, tree.symbol(a));
+      detail::TreeAccess::add(callers, at, 0, samples);
+    }
+    detail::TreeAccess::add(callers, at, samples, 0);  // the stack begins here
+  }
+  return {};
+}
+
+Tree collapse_recursion(const Tree& tree, RecursionCollapse mode) {
+  const uint32_t n = tree.node_count();
+  // Which frames go: with `all`, those with an ancestor of the same function (not outermost); with
+  // `direct`, those whose parent is the same function.
+  std::vector<uint8_t> keep;
+  if (mode == RecursionCollapse::all) {
+    tree.mark_outermost(&keep);
+  } else {
+    keep.assign(n, 1);
+    for (uint32_t i = 1; i < n; i++) {
+      const uint32_t parent = tree.parent(i);
+      if (parent != Tree::kRoot && tree.symbol(parent) == tree.symbol(i)) keep[i] = 0;
+    }
+  }
+  bool any = false;
+  for (uint32_t i = 1; i < n && !any; i++) any = keep[i] == 0;
+  if (!any) return tree;
+  Tree out(tree.shared_symbols());
+  detail::TreeAccess::add(out, Tree::kRoot, tree.self(Tree::kRoot), tree.total());
+  std::vector<uint32_t> mapped(n);
+  mapped[Tree::kRoot] = Tree::kRoot;
+  for (uint32_t i = 1; i < n; i++) {
+    const uint32_t parent = mapped[tree.parent(i)];
+    if (keep[i]) {
+      mapped[i] = detail::TreeAccess::child(out, parent, tree.symbol(i));
+      detail::TreeAccess::add(out, mapped[i], tree.self(i), tree.node_total(i));
+    } else {
+      // Its samples are already in the kept frame above; only its self moves there.
+      mapped[i] = parent;
+      detail::TreeAccess::add(out, parent, tree.self(i), 0);
+    }
+  }
+  return out;
+}
+
+namespace detail {
+
+inline bool name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$';
+}
+
+// The end of the group opened at s[i] ('(' '<' '[' '{'): the index after its closing character, or npos.
+// Only the group's own kind nests, except that a '>' inside parentheses does not close a '<'.
+inline size_t group_end(std::string_view s, size_t i) {
+  const char open = s[i];
+  const char close = open == '(' ? ')' : open == '<' ? '>' : open == '[' ? ']' : '}';
+  int depth = 0, parens = 0;
+  for (size_t k = i; k < s.size(); k++) {
+    const char c = s[k];
+    if (open == '<' && c == '(') {
+      parens++;
+    } else if (open == '<' && c == ')') {
+      parens--;
+    } else if (c == open && parens == 0) {
+      depth++;
+    } else if (c == close && parens == 0 && --depth == 0) {
+      return k + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+inline bool starts_word(std::string_view s, size_t i, std::string_view word) {
+  return s.compare(i, word.size(), word) == 0 && (i + word.size() == s.size() || !name_char(s[i + word.size()]));
+}
+
+// After a parameter list: its qualifiers and tags (const, volatile, &, &&, noexcept, [clone .cold],
+// [abi:cxx11]), which a short name leaves out. Returns where the name goes on.
+inline size_t skip_qualifiers(std::string_view s, size_t i) {
+  for (;;) {
+    size_t k = i;
+    while (k < s.size() && s[k] == ' ') k++;
+    if (k >= s.size()) return k;
+    size_t next = k;
+    for (std::string_view word : {"const", "volatile", "noexcept"})
+      if (starts_word(s, k, word)) next = k + word.size();
+    if (next == k && s[k] == '&') next = k + (k + 1 < s.size() && s[k + 1] == '&' ? 2 : 1);
+    if (next == k && (s.compare(k, 7, "[clone ") == 0 || s.compare(k, 5, "[abi:") == 0)) {
+      const size_t end = group_end(s, k);
+      next = end == std::string_view::npos ? s.size() : end;
+    }
+    if (next == k) return i;  // not a qualifier: keep the space(s) for what follows
+    i = next;
+  }
+}
+
+}  // namespace detail
+
+std::string short_function_name(std::string_view name) {
+  using detail::group_end;
+  using detail::name_char;
+  constexpr std::string_view kEllipsis = "\xE2\x80\xA6";  // U+2026
+  constexpr size_t npos = std::string_view::npos;
+  std::string out;
+  out.reserve(name.size());
+  bool callable = false;  // the last thing written names something that a '(' would call
+  int braces = 0;         // inside {lambda...#1} or {unnamed type#1}
+  size_t i = 0;
+  auto copy_group = [&](size_t end) {
+    out.append(name.substr(i, end - i));
+    i = end;
+  };
+  while (i < name.size()) {
+    const char c = name[i];
+    if (name_char(c)) {
+      size_t end = i;
+      while (end < name.size() && name_char(name[end])) end++;
+      const std::string_view word = name.substr(i, end - i);
+      out.append(word);
+      i = end;
+      callable = true;
+      if (word != "operator") continue;
+      // The operator's own symbol is part of the name: operator(), operator[], operator< <T>,
+      // operator<<=, operator->*, operator new[], operator bool, operator""_km.
+      if (i < name.size() && name[i] == ' ' && i + 1 < name.size() && name_char(name[i + 1])) {
+        out.push_back(' ');  // operator new, operator delete[], a conversion: operator std::string
+        i++;
+      } else if (name.compare(i, 2, "()") == 0 || name.compare(i, 2, "[]") == 0) {
+        out.append(name.substr(i, 2));
+        i += 2;
+      } else if (name.compare(i, 2, "\"\"") == 0) {
+        out.append("\"\"");
+        i += 2;
+      } else {
+        // The longest operator spelled here: operator-<T> is operator- with template arguments.
+        static constexpr std::string_view kOperators[] = {
+            "->*", "<<=", ">>=", "<=>", "->", "<<", ">>", "<=", ">=", "==", "!=", "&&", "||", "++", "--", "+=",
+            "-=",  "*=",  "/=",  "%=",  "^=", "&=", "|=", "+",  "-",  "*",  "/",  "%",  "^",  "&",  "|",  "~",
+            "!",   "=",   "<",   ">",   ","};
+        for (std::string_view op : kOperators) {
+          if (name.compare(i, op.size(), op) != 0) continue;
+          out.append(op);
+          i += op.size();
+          break;
+        }
+        if (i + 1 < name.size() && name[i] == ' ' && name[i + 1] == '<') out.push_back(name[i++]);  // operator< <T>
+      }
+      continue;
+    }
+    if (c == '<') {
+      const size_t end = group_end(name, i);
+      if (end == npos) {
+        copy_group(name.size());
+      } else if (out.empty()) {
+        copy_group(end);  // not C++: a Rust <T as Trait>::f or a Python <module>
+      } else {
+        out.append("<").append(kEllipsis).append(">");
+        i = end;
+      }
+      callable = true;
+      continue;
+    }
+    if (c == '(') {
+      const size_t end = group_end(name, i);
+      if (end == npos) {
+        copy_group(name.size());
+      } else if (callable) {
+        i = detail::skip_qualifiers(name, end);  // a parameter list and its qualifiers
+      } else {
+        copy_group(end);  // (anonymous namespace), a Go receiver (*T), Python's (file.py:12)
+      }
+      callable = false;
+      continue;
+    }
+    if (c == '[') {
+      const size_t end = group_end(name, i);
+      if (end != npos && name.compare(i, 5, "[abi:") == 0) {
+        i = end;  // callable stays as it was: get_buffer[abi:cxx11]() is still a call
+      } else {
+        copy_group(end == npos ? name.size() : end);
+        callable = true;
+      }
+      continue;
+    }
+    if (c == '{') braces++;
+    if (c == '}' && braces > 0) braces--;
+    if (c == ' ' && braces == 0 && i + 1 < name.size() && name[i + 1] != '(' && name[i + 1] != '[') {
+      // A space between words outside any group: what came before was a return type
+      // ("std::vector<int>& std::forward<...>(...)", "bool std::operator< <...>(...)").
+      const size_t q = detail::skip_qualifiers(name, i);
+      if (q != i) {  // "foo(int) const [clone .cold]" already skipped them; here: trailing tags only
+        i = q;
+        continue;
+      }
+      out.clear();
+      callable = false;
+      i++;
+      continue;
+    }
+    out.push_back(c);
+    callable = c == '}' || c == '>' || c == ']';
+    i++;
+  }
+  // Inline namespaces say nothing to a reader: std::__cxx11::basic_string is std::basic_string.
+  for (std::string_view inline_namespace : {"std::__cxx11::", "std::__1::"}) {
+    for (size_t at; (at = out.find(inline_namespace)) != std::string::npos;) out.erase(at + 5, inline_namespace.size() - 5);
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out.empty() ? std::string(name) : out;
+}
+
+Tree with_short_names(const Tree& tree, std::vector<std::vector<uint32_t>>* merged_from) {
+  auto table = std::make_shared<SymbolTable>();
+  const SymbolTable& source = tree.symbols();
+  std::vector<uint32_t> renamed(source.size(), SymbolTable::kNone);
+  if (merged_from) merged_from->clear();
+  Tree out(table);
+  detail::TreeAccess::add(out, Tree::kRoot, tree.self(Tree::kRoot), tree.total());
+  std::vector<uint32_t> mapped(tree.node_count());
+  mapped[Tree::kRoot] = Tree::kRoot;
+  for (uint32_t i = 1; i < tree.node_count(); i++) {
+    const uint32_t symbol = tree.symbol(i);
+    uint32_t& to = renamed[symbol];
+    if (to == SymbolTable::kNone) {
+      to = table->intern(short_function_name(source.name(symbol)));
+      if (merged_from) {
+        if (merged_from->size() <= to) merged_from->resize(size_t(to) + 1);
+        (*merged_from)[to].push_back(symbol);
+      }
+    }
+    mapped[i] = detail::TreeAccess::child(out, mapped[tree.parent(i)], to);
+    detail::TreeAccess::add(out, mapped[i], tree.self(i), tree.node_total(i));
+  }
+  return out;
+}
+
+namespace detail {
+
+inline void lower_ascii(std::string_view in, std::string* out) {
+  out->resize(in.size());
+  for (size_t i = 0; i < in.size(); i++) {
+    const char c = in[i];
+    (*out)[i] = c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c;
+  }
+}
+
+}  // namespace detail
+
+NameSearch::NameSearch(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && text[i] == ' ') i++;
+    if (i >= text.size()) break;
+    Term term;
+    if (text[i] == '-' && i + 1 < text.size() && text[i + 1] != ' ') {
+      term.exclude = true;
+      i++;
+    }
+    if (text[i] == '"') {
+      const size_t close = text.find('"', i + 1);
+      const size_t end = close == std::string_view::npos ? text.size() : close;
+      term.text = std::string(text.substr(i + 1, end - i - 1));
+      i = close == std::string_view::npos ? text.size() : close + 1;
+    } else {
+      const size_t end = std::min(text.find(' ', i), text.size());
+      term.text = std::string(text.substr(i, end - i));
+      i = end;
+    }
+    if (term.text.empty()) continue;
+    // Case is ignored by lowering both sides; an escape keeps its letter (\D is not \d).
+    std::string pattern;
+    for (size_t k = 0; k < term.text.size(); k++) {
+      const char c = term.text[k];
+      pattern.push_back(c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c);
+      if (c == '\\' && k + 1 < term.text.size()) pattern.push_back(term.text[++k]);
+    }
+    // Found anywhere, unless the term anchors itself with ^ or $ (which Selector's full matches ignore).
+    const bool at_start = !pattern.empty() && pattern.front() == '^';
+    const bool at_end = pattern.size() > size_t(at_start) && pattern.back() == '$' &&
+                        (pattern.size() < 2 || pattern[pattern.size() - 2] != '\\');
+    const std::string body = pattern.substr(at_start, pattern.size() - at_start - at_end);
+    std::shared_ptr<detail::Regex> compiled;
+    detail::Regex alone;
+    if (alone.compile(body).ok()) {
+      compiled = std::make_shared<detail::Regex>();
+      if (!compiled->compile((at_start ? "(" : ".*(") + body + (at_end ? ")" : ").*")).ok()) compiled.reset();
+    }
+    term.regex = compiled != nullptr;
+    std::string lowered;
+    detail::lower_ascii(term.text, &lowered);
+    lowered_.push_back(std::move(lowered));
+    compiled_.push_back(std::move(compiled));
+    terms_.push_back(std::move(term));
+  }
+}
+
+bool NameSearch::matches(std::string_view name) const {
+  if (terms_.empty()) return false;
+  std::string lowered;
+  detail::lower_ascii(name, &lowered);
+  bool any_positive = false, hit = false;
+  for (size_t t = 0; t < terms_.size(); t++) {
+    const bool found = compiled_[t] ? compiled_[t]->full_match(lowered) : lowered.find(lowered_[t]) != std::string::npos;
+    if (terms_[t].exclude) {
+      if (found) return false;
+    } else {
+      any_positive = true;
+      hit = hit || found;
+    }
+  }
+  return any_positive ? hit : true;
+}
+
+void NameSearch::match_symbols(const SymbolTable& symbols, std::vector<uint8_t>* matched) const {
+  matched->assign(symbols.size(), 0);
+  if (terms_.empty()) return;
+  for (uint32_t s = 0; s < symbols.size(); s++) (*matched)[s] = matches(symbols.name(s)) ? 1 : 0;
 }
 
 // [SECTION] Implementation: selectors =============================================================
