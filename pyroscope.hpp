@@ -505,6 +505,8 @@ class NameSearch {
   bool matches(std::string_view name) const;
   // matched[s] = 1 for each symbol of the table whose name matches, else 0.
   void match_symbols(const SymbolTable& symbols, std::vector<uint8_t>* matched) const;
+  // A term that finds `text` as it is (quoted, every special character escaped): a click on a name.
+  static std::string literal(std::string_view text);
 
  private:
   std::vector<Term> terms_;
@@ -2736,6 +2738,19 @@ bool NameSearch::matches(std::string_view name) const {
     }
   }
   return any_positive ? hit : true;
+}
+
+std::string NameSearch::literal(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"') {
+      out += '.';  // a quote would end the term: any character stands for it
+      continue;
+    }
+    if (std::string_view(".[]{}()*+?|^$\\").find(c) != std::string_view::npos) out.push_back('\\');
+    out.push_back(c);
+  }
+  return out + "\"";
 }
 
 void NameSearch::match_symbols(const SymbolTable& symbols, std::vector<uint8_t>* matched) const {

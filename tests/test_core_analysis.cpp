@@ -260,6 +260,17 @@ TEST_CASE("name search: regular expressions anywhere in the name, any case, -exc
   CHECK(brackets.matches("std::vector<int>::operator[](unsigned long)"));
   CHECK(NameSearch("\"anonymous namespace\"").matches("(anonymous namespace)::helper(int)"));
   CHECK(NameSearch("-").matches("a-b"));  // a lone dash is text
+  // A click on a name searches for exactly it, whatever characters it has.
+  for (const char* name : {"std::vector<int, std::allocator<int> >::operator[](unsigned long)", "main::{lambda(int)#2}::operator()(int) const",
+                           "operator\"\"_km(unsigned long long)", "a.b*c+d?e|f^g$h\\i"}) {
+    CAPTURE(name);
+    const NameSearch exact(NameSearch::literal(name));
+    REQUIRE(exact.terms().size() == 1);
+    CHECK(exact.terms()[0].regex);
+    CHECK(exact.matches(name));
+    CHECK(exact.matches(std::string("prefix ") + name));
+    CHECK_FALSE(exact.matches(std::string(name).substr(1) + "x"));
+  }
   pyroscope::SymbolTable table;
   table.intern("main");
   table.intern("json::parse");
