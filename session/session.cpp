@@ -972,6 +972,9 @@ void Session::compare_tag(const std::string& key, const std::string& value) {
   if (!key.empty()) {
     selection_.tags.erase(key);  // the key's own choice would leave one side empty
     selection_changed();
+    // Both sides over one range: the single view's, or the two halves a pair view split it into.
+    if (selection_.pair() && !pair_ranges_chosen_ && selection_.ranges[0].until == selection_.ranges[1].from)
+      selection_.ranges[0].until = selection_.ranges[1].until;
     if (!selection_.pair()) selection_.view = ViewMode::diff;
     selection_.ranges[1] = selection_.ranges[0];
     pair_ranges_chosen_ = true;

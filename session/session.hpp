@@ -329,6 +329,7 @@ class Session {
   DiffScale diff_scale() const;
   // The view settings' breakdown key over window, at most `points` points (empty key: no lines).
   const TagBreakdown& tag_breakdown(TimeRange window, size_t points);
+  const TagBreakdown* last_breakdown() const { return breakdown_key_.empty() ? nullptr : &breakdown_; }
   // Samples per value of every tag key (at most 64 values a key) in the main range, each with the
   // other keys' current choices applied: the tag explorer's shares.
   const std::map<std::string, std::vector<uint64_t>>& tag_value_samples();
