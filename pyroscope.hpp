@@ -2328,28 +2328,93 @@ double DiffTree::change_percent(uint32_t n) const {
 
 namespace detail {
 
-// The tree analysis functions build trees node by node, as Tree's own merge does.
+// The tree analysis functions build trees node by node, as Tree's own merge does, or append nodes
+// in name preorder directly (no lookup index, which is built when first needed).
 struct TreeAccess {
   static uint32_t child(Tree& tree, uint32_t parent, uint32_t symbol) { return tree.add_child(parent, symbol); }
   static void add(Tree& tree, uint32_t node, uint64_t self, uint64_t total) {
     tree.nodes_[node].self += self;
     tree.nodes_[node].total += total;
   }
-  // Copies the subtree of `top` (ids [top, end), a preorder range) under a new root: top becomes node 1.
-  // The copy keeps the source's numbering order, so a tree in name preorder gives one in name preorder
-  // without sorting or an index (the lookup index is built when first needed).
-  static void copy_subtree(const Tree& source, uint32_t top, uint32_t end, Tree* out) {
-    out->nodes_.resize(size_t(end - top) + 1);
-    out->nodes_[Tree::kRoot] = {SymbolTable::kNone, Tree::kNoNode, 0, source.nodes_[top].total};
-    for (uint32_t i = top; i < end; i++) {
-      Tree::Node node = source.nodes_[i];
-      node.parent = i == top ? Tree::kRoot : node.parent - top + 1;
-      out->nodes_[i - top + 1] = node;
-    }
-    out->index_.clear();
-    out->index_built_.store(false, std::memory_order_relaxed);
-    out->name_preorder_ = source.name_preorder_;
+  static uint32_t append(Tree& tree, uint32_t symbol, uint32_t parent, uint64_t self, uint64_t total) {
+    tree.nodes_.push_back({symbol, parent, self, total});
+    return uint32_t(tree.nodes_.size() - 1);
   }
+  // Appends source's nodes [first, end), a preorder range (a subtree), under parent.
+  static void append_range(Tree& tree, const Tree& source, uint32_t first, uint32_t end, uint32_t parent) {
+    const uint32_t base = uint32_t(tree.nodes_.size());
+    tree.nodes_.resize(tree.nodes_.size() + (end - first));
+    for (uint32_t i = first; i < end; i++) {
+      Tree::Node node = source.nodes_[i];
+      node.parent = i == first ? parent : node.parent - first + base;
+      tree.nodes_[base + i - first] = node;
+    }
+  }
+  // The nodes were appended in name preorder: the layout's fast path may read them so.
+  // count nodes to be set later (set): room a second pass fills.
+  static void append_blank(Tree& tree, uint32_t count) { tree.nodes_.resize(tree.nodes_.size() + count); }
+  static void set(Tree& tree, uint32_t node, uint32_t symbol, uint32_t parent, uint64_t self, uint64_t total) {
+    tree.nodes_[node] = {symbol, parent, self, total};
+  }
+  // Room for count nodes, so appending does not move what is there (on millions of nodes a growing
+  // vector copies everything about twice, and touches twice the memory).
+  static void reserve(Tree& tree, size_t count) { tree.nodes_.reserve(count); }
+  static void appended_in_name_preorder(Tree& tree) {
+    tree.index_.clear();
+    tree.index_built_.store(false, std::memory_order_relaxed);
+    tree.name_preorder_ = true;
+  }
+};
+
+// Every node's children in name order. A tree in name preorder needs only each subtree's end (its
+// first child is the next id, its next sibling starts where its subtree ends); any other tree gets
+// child lists sorted by name.
+class SortedChildren {
+ public:
+  SortedChildren(const Tree& tree, const std::vector<uint32_t>& rank) : preorder_(tree.in_name_preorder()) {
+    const uint32_t n = tree.node_count();
+    if (preorder_) {
+      end_.resize(n);
+      for (uint32_t i = 0; i < n; i++) end_[i] = i + 1;
+      for (uint32_t i = n; i-- > 1;) end_[tree.parent(i)] = std::max(end_[tree.parent(i)], end_[i]);
+      return;
+    }
+    offsets_.assign(size_t(n) + 1, 0);
+    for (uint32_t i = 1; i < n; i++) offsets_[tree.parent(i) + 1]++;
+    for (uint32_t i = 0; i < n; i++) offsets_[i + 1] += offsets_[i];
+    children_.resize(n > 0 ? n - 1 : 0);
+    std::vector<uint32_t> fill(offsets_.begin(), offsets_.end() - 1);
+    for (uint32_t i = 1; i < n; i++) children_[fill[tree.parent(i)]++] = i;
+    for (uint32_t i = 0; i < n; i++) {
+      auto b = children_.begin() + offsets_[i], e = children_.begin() + offsets_[i + 1];
+      if (e - b > 1) std::sort(b, e, [&](uint32_t x, uint32_t y) { return rank[tree.symbol(x)] < rank[tree.symbol(y)]; });
+    }
+  }
+  bool preorder() const { return preorder_; }
+  uint32_t subtree_end(uint32_t node) const { return end_[node]; }  // preorder only
+  template <class F>
+  void for_each_child(uint32_t node, F&& f) const {
+    if (preorder_) {
+      for (uint32_t c = node + 1; c < end_[node]; c = end_[c]) f(c);
+    } else {
+      for (uint32_t k = offsets_[node]; k < offsets_[node + 1]; k++) f(children_[k]);
+    }
+  }
+
+ private:
+  bool preorder_;
+  std::vector<uint32_t> end_, offsets_, children_;
+};
+
+// Work shared by the sandwich's two merges: groups of source nodes (or upward cursors) that become one
+// output node, processed depth-first so the output comes out in name preorder. A group's members sit
+// in `items`; the groups made from one group's children share an area of it, which is given back once
+// they are all done, so the memory stays proportional to the depth, not to the tree.
+struct MergeGroup {
+  uint32_t out_parent;
+  uint32_t symbol;
+  uint32_t begin, end;  // its members in items
+  uint32_t area_end;    // the end of the area its siblings share
 };
 
 }  // namespace detail
@@ -2363,76 +2428,180 @@ Status sandwich(const Tree& tree, std::string_view function, Sandwich* out) {
   return sandwich(tree, symbol, out);
 }
 
+// Both trees are merges of many places of the tree. Hashing each merged node into its parent (as
+// Tree::merge does) took ~1 s on 2.7 million nodes in the browser, and gave trees whose layout must
+// sort. Instead each output node is a group of source nodes with the same path from the function,
+// and its children are the members' children (callees) or callers (callers) grouped by name: the
+// output comes out in name preorder. A group of one member is no merge any more: the callees copy
+// its subtree as it is, and the callers, whose one member's remaining path is a plain chain up to a
+// root-level frame, fill that chain in a second pass that reads the tree in order (a frame's callers
+// read one by one from the tree are a cache miss each).
 Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
   *out = Sandwich();
   out->symbol = symbol;
   out->callers = Tree(tree.shared_symbols());
   out->callees = Tree(tree.shared_symbols());
   const uint32_t n = tree.node_count();
-  // inside[i]: node i or one of its ancestors calls the function. Every node comes after its parent,
-  // so one pass in id order finds the outermost calls (a call with no call of the function above it).
-  std::vector<uint8_t> inside(n, 0);
+  // One pass in id order (every node comes after its parent): the outermost calls (no call of the
+  // function above them), each node's depth, how many nodes lie under the outermost calls (the
+  // callees' size at most) and their depths added up (the callers' size at most).
+  std::vector<uint32_t> depth(n);
   std::vector<uint32_t> outermost;
-  for (uint32_t i = 1; i < n; i++) {
-    const bool parent_inside = inside[tree.parent(i)] != 0;
-    const bool call = tree.symbol(i) == symbol;
-    inside[i] = parent_inside || call;
-    if (call) {
+  size_t inside_count = 0, callers_bound = 1;
+  {
+    std::vector<uint8_t> inside(n, 0);
+    depth[Tree::kRoot] = 0;
+    for (uint32_t i = 1; i < n; i++) {
+      const uint32_t parent = tree.parent(i);
+      depth[i] = depth[parent] + 1;
+      const bool call = tree.symbol(i) == symbol;
+      inside[i] = inside[parent] || call;
+      inside_count += inside[i];
+      if (!call) continue;
       out->self += tree.self(i);
-      if (!parent_inside) {
-        outermost.push_back(i);
-        out->total += tree.node_total(i);
-      }
+      if (inside[parent]) continue;
+      outermost.push_back(i);
+      out->total += tree.node_total(i);
+      callers_bound += depth[i];
     }
   }
   if (outermost.empty())
     return detail::error(StatusCode::not_found, "no call of function #" + std::to_string(symbol) + " in the tree");
+  std::vector<uint32_t> rank;
+  tree.rank_used_symbols(&rank);
+  using detail::MergeGroup;
+  using detail::TreeAccess;
 
-  // Callees. One call in a tree numbered in preorder: its subtree is the id range up to the first node
-  // whose parent lies before the call, and is copied as it is (the heaviest functions of a profile,
-  // main or a thread's entry point, are usually called in one place).
-  if (outermost.size() == 1 && tree.in_name_preorder()) {
-    const uint32_t top = outermost[0];
-    uint32_t end = top + 1;
-    while (end < n && tree.parent(end) >= top) end++;
-    detail::TreeAccess::copy_subtree(tree, top, end, &out->callees);
-  } else {
-    Tree& callees = out->callees;
-    const uint32_t function_node = detail::TreeAccess::child(callees, Tree::kRoot, symbol);
-    std::vector<uint32_t> mapped(n, Tree::kNoNode);
-    for (uint32_t i = 1; i < n; i++) {
-      if (!inside[i]) continue;
-      const uint32_t parent = tree.parent(i);
-      if (!inside[parent]) {
-        mapped[i] = function_node;  // an outermost call
-      } else {
-        mapped[i] = detail::TreeAccess::child(callees, mapped[parent], tree.symbol(i));
+  // Callers: the members are cursors walking up from the outermost calls, each with its call's samples;
+  // a cursor at a root-level frame ends there (its stack begins there).
+  {
+    Tree& callers = out->callers;
+    TreeAccess::reserve(callers, callers_bound);
+    TreeAccess::add(callers, Tree::kRoot, 0, out->total);
+    std::vector<std::pair<uint32_t, uint64_t>> items;  // (source node, samples)
+    items.reserve(outermost.size());
+    for (uint32_t call : outermost) items.emplace_back(call, tree.node_total(call));
+    std::vector<MergeGroup> stack{{Tree::kRoot, symbol, 0, uint32_t(items.size()), uint32_t(items.size())}};
+    struct Step {
+      uint32_t rank, node;
+      uint64_t samples;
+      bool operator<(const Step& o) const { return rank != o.rank ? rank < o.rank : node < o.node; }
+    };
+    struct Chain {
+      uint32_t node, first, parent;  // the source node, the first output node, the output parent
+      uint64_t samples;
+      bool operator<(const Chain& o) const { return node < o.node; }
+    };
+    std::vector<Step> up;
+    std::vector<uint32_t> run_starts;
+    std::vector<Chain> chains;
+    while (!stack.empty()) {
+      const MergeGroup g = stack.back();
+      stack.pop_back();
+      items.resize(g.area_end);
+      if (g.end - g.begin == 1) {  // one path up to the root from here: room for it, filled below
+        const uint32_t first = callers.node_count();
+        chains.push_back({items[g.begin].first, first, g.out_parent, items[g.begin].second});
+        TreeAccess::append_blank(callers, depth[items[g.begin].first]);
+        continue;
       }
-      detail::TreeAccess::add(callees, mapped[i], tree.self(i), tree.node_total(i));
+      uint64_t total = 0, self = 0;
+      up.clear();
+      for (uint32_t k = g.begin; k < g.end; k++) {
+        const auto [at, samples] = items[k];
+        total += samples;
+        const uint32_t caller = tree.parent(at);
+        if (caller == Tree::kRoot) self += samples;
+        else up.push_back({rank[tree.symbol(caller)], caller, samples});
+      }
+      const uint32_t node = TreeAccess::append(callers, g.symbol, g.out_parent, self, total);
+      std::sort(up.begin(), up.end());
+      run_starts.clear();
+      for (size_t k = 0; k < up.size(); k++) {
+        if (k == 0 || up[k].rank != up[k - 1].rank) run_starts.push_back(uint32_t(items.size()));
+        items.emplace_back(up[k].node, up[k].samples);  // distinct nodes: siblings have distinct names
+      }
+      const uint32_t area_end = uint32_t(items.size());
+      for (size_t r = run_starts.size(); r-- > 0;) {
+        const uint32_t b = run_starts[r], e = r + 1 < run_starts.size() ? run_starts[r + 1] : area_end;
+        stack.push_back({node, tree.symbol(items[b].first), b, e, area_end});
+      }
     }
-    detail::TreeAccess::add(callees, Tree::kRoot, 0, out->total);
+    // The chains: the source node's frame, its caller, ..., a root-level frame where the stack begins.
+    auto fill = [&](const Chain& c, auto&& symbol_at) {
+      const uint32_t length = depth[c.node];
+      for (uint32_t j = 0; j < length; j++) {
+        TreeAccess::set(callers, c.first + j, symbol_at(j), j == 0 ? c.parent : c.first + j - 1,
+                        j + 1 == length ? c.samples : 0, c.samples);
+      }
+    };
+    if (tree.in_name_preorder()) {
+      // In preorder the path to the current node is a stack: read the tree once, in order.
+      std::sort(chains.begin(), chains.end());
+      std::vector<uint32_t> path_symbol;  // the symbols from the root-level frame to the current node
+      size_t next = 0;
+      for (uint32_t i = 1; i < n && next < chains.size(); i++) {
+        path_symbol.resize(depth[i] - 1);
+        path_symbol.push_back(tree.symbol(i));
+        for (; next < chains.size() && chains[next].node == i; next++) {
+          fill(chains[next], [&](uint32_t j) { return path_symbol[path_symbol.size() - 1 - j]; });
+        }
+      }
+    } else {
+      for (const Chain& c : chains) {
+        uint32_t at = c.node;
+        fill(c, [&](uint32_t) {
+          const uint32_t s = tree.symbol(at);
+          at = tree.parent(at);
+          return s;
+        });
+      }
+    }
+    TreeAccess::appended_in_name_preorder(callers);
   }
+  depth = std::vector<uint32_t>();
 
-  // Callers: each outermost call adds its total along its stack read upwards. Calls with the same
-  // caller node share that walk.
-  Tree& callers = out->callers;
-  const uint32_t function_node = detail::TreeAccess::child(callers, Tree::kRoot, symbol);
-  detail::TreeAccess::add(callers, Tree::kRoot, 0, out->total);
-  detail::TreeAccess::add(callers, function_node, 0, out->total);
-  std::vector<std::pair<uint32_t, uint64_t>> by_caller;  // (caller node, samples of its calls)
-  by_caller.reserve(outermost.size());
-  for (uint32_t call : outermost) by_caller.emplace_back(tree.parent(call), tree.node_total(call));
-  std::sort(by_caller.begin(), by_caller.end());
-  for (size_t k = 0; k < by_caller.size();) {
-    const uint32_t caller = by_caller[k].first;
-    uint64_t samples = 0;
-    for (; k < by_caller.size() && by_caller[k].first == caller; k++) samples += by_caller[k].second;
-    uint32_t at = function_node;
-    for (uint32_t a = caller; a != Tree::kRoot; a = tree.parent(a)) {
-      at = detail::TreeAccess::child(callers, at, tree.symbol(a));
-      detail::TreeAccess::add(callers, at, 0, samples);
+  // Callees: the members of a group are source nodes; its children group the members' children by name.
+  {
+    const detail::SortedChildren children(tree, rank);
+    Tree& callees = out->callees;
+    TreeAccess::reserve(callees, inside_count + 1);
+    TreeAccess::add(callees, Tree::kRoot, 0, out->total);
+    std::vector<uint32_t> items(outermost);
+    std::vector<MergeGroup> stack{{Tree::kRoot, symbol, 0, uint32_t(items.size()), uint32_t(items.size())}};
+    std::vector<std::pair<uint32_t, uint32_t>> kids;  // (name rank, source node)
+    while (!stack.empty()) {
+      const MergeGroup g = stack.back();
+      stack.pop_back();
+      items.resize(g.area_end);  // the subtrees of the groups before this one are done
+      if (g.end - g.begin == 1 && children.preorder()) {
+        const uint32_t only = items[g.begin];  // one place: its whole subtree, as it is
+        TreeAccess::append_range(callees, tree, only, children.subtree_end(only), g.out_parent);
+        continue;
+      }
+      uint64_t self = 0, total = 0;
+      kids.clear();
+      for (uint32_t k = g.begin; k < g.end; k++) {
+        const uint32_t member = items[k];
+        self += tree.self(member);
+        total += tree.node_total(member);
+        children.for_each_child(member, [&](uint32_t c) { kids.emplace_back(rank[tree.symbol(c)], c); });
+      }
+      const uint32_t node = TreeAccess::append(callees, g.symbol, g.out_parent, self, total);
+      std::sort(kids.begin(), kids.end());
+      const uint32_t area = uint32_t(items.size());
+      for (const auto& kid : kids) items.push_back(kid.second);
+      const uint32_t area_end = uint32_t(items.size());
+      // Runs of one name are the child groups; pushed last to first, so the first is done first.
+      for (size_t run_end = kids.size(); run_end > 0;) {
+        size_t run_begin = run_end - 1;
+        while (run_begin > 0 && kids[run_begin - 1].first == kids[run_end - 1].first) run_begin--;
+        stack.push_back({node, tree.symbol(kids[run_begin].second), area + uint32_t(run_begin), area + uint32_t(run_end),
+                         area_end});
+        run_end = run_begin;
+      }
     }
-    detail::TreeAccess::add(callers, at, samples, 0);  // the stack begins here
+    TreeAccess::appended_in_name_preorder(callees);
   }
   return {};
 }

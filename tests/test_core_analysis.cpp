@@ -55,6 +55,25 @@ Tree decoded(const Tree& tree) {
   return out;
 }
 
+// Node ids are a preorder walk visiting each node's children in name order: what the flame graph's
+// fast layout (FlameLayout::build_from_name_preorder) relies on when in_name_preorder() says so.
+bool is_name_preorder(const Tree& tree) {
+  std::vector<uint32_t> path{Tree::kRoot};
+  std::vector<std::string_view> last_child{std::string_view()};
+  for (uint32_t i = 1; i < tree.node_count(); ++i) {
+    while (!path.empty() && path.back() != tree.parent(i)) {
+      path.pop_back();
+      last_child.pop_back();
+    }
+    if (path.empty()) return false;
+    if (!last_child.back().empty() && !(last_child.back() < tree.name(i))) return false;
+    last_child.back() = tree.name(i);
+    path.push_back(i);
+    last_child.push_back(std::string_view());
+  }
+  return true;
+}
+
 void check_sandwiches(const Tree& tree, const StackCounts& stacks) {
   const auto totals = totals_by_name(tree);
   REQUIRE_FALSE(totals.empty());
@@ -68,6 +87,10 @@ void check_sandwiches(const Tree& tree, const StackCounts& stacks) {
     CHECK(s.callees.total() == s.total);
     CHECK(core_test::totals_consistent(s.callers));
     CHECK(core_test::totals_consistent(s.callees));
+    CHECK(s.callers.in_name_preorder());  // written in drawing order: laid out without sorting
+    CHECK(s.callees.in_name_preorder());
+    CHECK(is_name_preorder(s.callers));
+    CHECK(is_name_preorder(s.callees));
     StackCounts callers, callees;
     expected_sandwich(stacks, name, &callers, &callees);
     CHECK(core_test::stacks_of(s.callers) == callers);
