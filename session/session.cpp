@@ -1043,16 +1043,29 @@ const QueryResult& Session::timeline(TimeRange window, size_t points) {
   return timeline_;
 }
 
+std::string Session::trees_key() const {
+  std::string key = selector_text_ + "|" + std::to_string(selection_.ranges[0].from) + "|" +
+                    std::to_string(selection_.ranges[0].until);
+  if (selection_.pair()) {
+    key += "|" + std::to_string(selection_.ranges[1].from) + "|" + std::to_string(selection_.ranges[1].until);
+    if (selection_.comparing_tag()) key += "|" + selection_.compare_key + "=" + selection_.compare_value;
+  }
+  return key;
+}
+
+std::string Session::view_key() const {
+  return trees_key() + "|" + name_of(view_.names) + "|" + name_of(view_.recursion);
+}
+
+bool Session::sandwich_stale() const {
+  return !empty() && selection_.view == ViewMode::sandwich && sandwich_key_ != view_key() + "|" + view_.function;
+}
+
 unsigned Session::update_trees() {
   if (empty()) return 0;
   unsigned changed = 0;
   const bool pair = selection_.pair();
-  std::string key = selector_text_ + "|" + std::to_string(selection_.ranges[0].from) + "|" +
-                    std::to_string(selection_.ranges[0].until);
-  if (pair) {
-    key += "|" + std::to_string(selection_.ranges[1].from) + "|" + std::to_string(selection_.ranges[1].until);
-    if (selection_.comparing_tag()) key += "|" + selection_.compare_key + "=" + selection_.compare_value;
-  }
+  const std::string key = trees_key();
   if (key != trees_key_) {
     trees_key_ = key;
     view_key_.clear();
@@ -1077,7 +1090,7 @@ unsigned Session::update_trees() {
   }
 
   // The view trees: recursion collapsed, then names shortened and merged, as the view settings say.
-  const std::string view_key = key + "|" + name_of(view_.names) + "|" + name_of(view_.recursion);
+  const std::string view_key = this->view_key();
   if (view_key != view_key_) {
     view_key_ = view_key;
     sandwich_key_.clear();

@@ -323,6 +323,9 @@ class Session {
   const Tree& right_view() const { return right_view_ ? *right_view_ : right_.tree; }
   const DiffTree* diff() const { return diff_.get(); }
   const Sandwich* sandwich() const { return sandwich_.get(); }
+  // The next update_trees computes the sandwich anew (a UI lets go of the old one's layouts first,
+  // so the memory serves the new one).
+  bool sandwich_stale() const;
   double sandwich_ms() const { return sandwich_ms_; }  // how long the last sandwich took
   const FrameNames& frame_names() const { return frame_names_; }
   // How the diff compares the sides: the view settings' mode, the sides' totals and range lengths.
@@ -373,6 +376,8 @@ class Session {
   void selection_changed();
   TimeRange data_extent(const std::string& app, const std::string& type) const;
   void split_range_for_pair();
+  std::string trees_key() const;  // what the queries' trees depend on
+  std::string view_key() const;   // ... and the view trees
 
   struct Buffers;
   Dataset dataset_;

@@ -108,6 +108,15 @@ void FlameLayout::clear() {
   depth_count = 0;
 }
 
+void FlameLayout::release() {
+  std::vector<uint32_t>().swap(row_offsets);
+  LayoutArray<uint32_t>().swap(row_nodes);
+  LayoutArray<uint32_t>().swap(slot_of);
+  LayoutArray<double>().swap(slot_left);
+  LayoutArray<double>().swap(slot_right);
+  depth_count = 0;
+}
+
 uint32_t FlameLayout::depth(uint32_t node) const {
   const uint32_t slot = slot_of[node];
   return static_cast<uint32_t>(std::upper_bound(row_offsets.begin(), row_offsets.end(), slot) - row_offsets.begin()) - 1;
@@ -247,6 +256,7 @@ void FlameGraph::clear() {
   tree_ = nullptr;
   diff_ = nullptr;
   layout_.clear();
+  layout_released_ = false;
   labels_.clear();
   symbol_colour_.clear();
   diff_colour_.clear();
@@ -277,6 +287,22 @@ void FlameGraph::set_tree(const Tree* tree, const DiffTree* diff) {
   scroll_to_focus_ = true;
   rebuild_labels();
   search_ = search;
+  rebuild_matches();
+}
+
+void FlameGraph::release_layout() {
+  if (layout_released_) return;
+  layout_.release();
+  std::vector<uint32_t>().swap(match_prefix_);
+  std::vector<uint32_t>().swap(related_prefix_);
+  layout_released_ = tree_ != nullptr;  // a graph without a tree has nothing to build again
+}
+
+void FlameGraph::restore_layout() {
+  if (!layout_released_) return;
+  layout_released_ = false;
+  if (!tree_) return;
+  layout_.build(*tree_);
   rebuild_matches();
 }
 
@@ -351,30 +377,31 @@ void FlameGraph::rebuild_matches() {
     symbol_match_[s] = (names_ ? names_->matches(search, name) : search.matches(name)) ? 1 : 0;
     matched_functions_ += symbol_match_[s];
   }
+  // Samples under a match, each counted once: a match inside another match adds nothing. Every node
+  // comes after its parent, so one pass in id order knows whether a match lies above; a pass the other
+  // way whether one lies below.
+  const uint32_t n = tree_->node_count();
+  std::vector<uint8_t> covered(n, 0), below(n, 0);
+  for (uint32_t node = 1; node < n; ++node) {
+    const bool match = symbol_match_[tree_->symbol(node)] != 0;
+    const bool parent_covered = covered[tree_->parent(node)] != 0;
+    if (match && !parent_covered) matched_total_ += tree_->node_total(node);
+    covered[node] = (match || parent_covered) ? 1 : 0;
+  }
+  for (uint32_t node = n; node-- > 1;) {
+    if (covered[node] || below[node]) below[tree_->parent(node)] = 1;
+  }
+  if (layout_released_) return;  // the prefix counts are made with the layout
   // Prefix counts over the rows let a merged run of narrow nodes know in O(1) whether it holds a
   // match, or a frame on a stack through one (focus on matches).
   const auto& rows = layout_.row_nodes;
   const size_t slots = rows.size();
   match_prefix_.assign(slots + 1, 0);
-  // Samples under a match, each counted once: a match inside another match adds nothing. Rows are in
-  // breadth-first order, so a parent's "covered" flag is known before its children are visited; in
-  // reverse order every child is seen before its parent ("a match below").
-  std::vector<uint8_t> covered(tree_->node_count(), 0), below(tree_->node_count(), 0);
+  related_prefix_.assign(slots + 1, 0);
   for (size_t k = 0; k < slots; ++k) {
     const uint32_t node = rows[k];
     const bool match = node != Tree::kRoot && symbol_match_[tree_->symbol(node)] != 0;
     match_prefix_[k + 1] = match_prefix_[k] + (match ? 1u : 0u);
-    const bool parent_covered = node != Tree::kRoot && covered[tree_->parent(node)] != 0;
-    if (match && !parent_covered) matched_total_ += tree_->node_total(node);
-    covered[node] = (match || parent_covered) ? 1 : 0;
-  }
-  for (size_t k = slots; k-- > 1;) {
-    const uint32_t node = rows[k];
-    if (covered[node] || below[node]) below[tree_->parent(node)] = 1;
-  }
-  related_prefix_.assign(slots + 1, 0);
-  for (size_t k = 0; k < slots; ++k) {
-    const uint32_t node = rows[k];
     related_prefix_[k + 1] = related_prefix_[k] + ((covered[node] || below[node]) ? 1u : 0u);
   }
 }
@@ -443,6 +470,7 @@ uint32_t FlameGraph::node_at(uint32_t d, double x) const {
 
 void FlameGraph::focus(uint32_t node) {
   if (!tree_ || node >= tree_->node_count()) return;
+  restore_layout();
   ++focus_changes_;
   focus_ = node;
   view_left_ = layout_.left(node);
@@ -489,6 +517,7 @@ std::vector<std::string> FlameGraph::focus_names() const {
 
 void FlameGraph::select(uint32_t node) {
   if (!tree_ || node >= tree_->node_count()) return;
+  restore_layout();
   selected_ = node;
   scroll_into_view(node);
 }
@@ -506,6 +535,7 @@ void FlameGraph::scroll_into_view(uint32_t node) {
 
 void FlameGraph::move_selection(int dx, int dy) {
   if (!tree_ || tree_->node_count() == 0) return;
+  restore_layout();
   if (selected_ == Tree::kNoNode || selected_ >= tree_->node_count()) selected_ = focus_;  // moves start at the focus
   uint32_t next = selected_;
   if (dy < 0 && selected_ != Tree::kRoot) {
@@ -550,12 +580,14 @@ bool FlameGraph::take_sandwich_request(std::string* function) {
 
 void FlameGraph::reset_zoom() {
   if (!tree_) return;
+  restore_layout();
   view_left_ = layout_.left(focus_);
   view_width_ = std::max(1.0, static_cast<double>(node_width(focus_)));
 }
 
 void FlameGraph::clamp_view() {
   if (!tree_) return;
+  restore_layout();
   const double focus_left = layout_.left(focus_);
   const double focus_width = std::max(1.0, static_cast<double>(node_width(focus_)));
   // Deep zoom stays meaningful down to a millionth of a sample per pixel row; beyond that doubles blur.
@@ -617,6 +649,7 @@ void FlameGraph::draw_breadcrumb(const char* id) {
 }
 
 void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
+  restore_layout();
   drawn_blocks_ = merged_blocks_ = labelled_blocks_ = visited_nodes_ = 0;
   hovered_ = Tree::kNoNode;
   if (!colours_valid_ || colour_mode_ != o.colour_mode || colours_dark_ != o.palette.dark) {

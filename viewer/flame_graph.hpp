@@ -73,7 +73,8 @@ struct FlameLayout {
   uint32_t depth_count = 0;
 
   void build(const Tree& tree);
-  void clear();
+  void clear();    // empty, keeping the memory for the next build
+  void release();  // empty, giving the memory back
   // build() for a tree in name preorder (Tree::in_name_preorder); exposed for the tests.
   void build_from_name_preorder(const Tree& tree);
   double left(uint32_t node) const { return slot_left[slot_of[node]]; }
@@ -117,6 +118,11 @@ class FlameGraph {
   // What a block shows for a node.
   std::string_view label(uint32_t node) const;
   void clear();
+  // Frees the layout while the graph is not shown (a view that lays out other trees of millions of
+  // nodes reuses the memory instead of growing it); the next draw or restore_layout() builds it again
+  // with the focus, zoom and search kept.
+  void release_layout();
+  void restore_layout();
   bool empty() const { return tree_ == nullptr || tree_->total() == 0; }
   const Tree* tree() const { return tree_; }
   const DiffTree* diff() const { return diff_; }
@@ -189,6 +195,7 @@ class FlameGraph {
   const DiffTree* diff_ = nullptr;
   SeriesInfo units_;
   FlameLayout layout_;
+  bool layout_released_ = false;
   const session::FrameNames* names_ = nullptr;
   std::vector<std::string> labels_;   // per symbol when names are shortened ("" unused)
   session::DiffScale diff_scale_;

@@ -250,6 +250,18 @@ void update_trees(ViewerState& state) {
   names_of_path(state.flame_left, &left_focus);
   names_of_path(state.flame_right, &right_focus);
   names_of_path(state.flame_diff, &diff_focus);
+  // The sandwich view does not show the main graph: its layout's memory (and the old sandwich's)
+  // serves the new sandwich's trees and layouts instead of growing the heap, whose fresh pages are
+  // slow in the browser (docs/viewer.md).
+  if (state.session.selection().view == ViewMode::sandwich) {
+    state.flame_left.release_layout();
+    if (state.session.sandwich_stale()) {
+      state.flame_callers.clear();
+      state.flame_callees.clear();
+      state.flame_callers.release_layout();
+      state.flame_callees.release_layout();
+    }
+  }
   const double start = now_ms();
   const unsigned changed = state.session.update_trees();
   if (!changed) return;
