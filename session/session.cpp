@@ -177,9 +177,10 @@ bool parse_integer(std::string_view s, int64_t* out, bool* overflow) {
 }  // namespace
 
 Status parse_time(std::string_view text, int64_t now, int64_t* out) {
+  now = std::clamp(now, -kTimeLimit, kTimeLimit);  // a caller's clock may say anything; offsets stay computable
   if (text.compare(0, 3, "now") == 0) {
     if (text.size() == 3) {
-      *out = std::clamp(now, -kTimeLimit, kTimeLimit);
+      *out = now;
       return Status();
     }
     const char sign = text[3];
@@ -506,35 +507,38 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(clock::now().time_since_epoch()).count();
 }
 
-bool ends_with(const std::string& s, const char* suffix) {
-  const size_t n = std::strlen(suffix);
-  if (s.size() < n) return false;
-  for (size_t i = 0; i < n; ++i) {
-    char a = s[s.size() - n + i];
-    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
-    if (a != suffix[i]) return false;
-  }
-  return true;
-}
-
 std::string base_name(const std::string& path) {
   const size_t slash = path.find_last_of("/\\");
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// Reads a folded file in pieces into the parser.
-Status parse_folded_file(const std::string& path, FoldedParser* parser) {
+ByteSpan span_of(const std::string& bytes) { return ByteSpan{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}; }
+
+// Reads a file whole (a format other than .pyro, which is mapped instead).
+Status read_file(const std::string& path, std::string* out) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return Status(StatusCode::io_error, "cannot open " + path + ": " + std::strerror(errno));
+  out->clear();
+  std::vector<char> buffer(1 << 20);
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0) out->append(buffer.data(), n);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) return Status(StatusCode::io_error, "cannot read " + path);
+  return Status();
+}
+
+// Folded text is read in pieces, so a large file never sits in memory whole.
+Status import_folded_file(const std::string& path, FoldedImporter* importer) {
   FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return Status(StatusCode::io_error, "cannot open " + path + ": " + std::strerror(errno));
   std::vector<char> buffer(8u << 20);
   size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0 && parser->status().ok()) {
-    parser->add(buffer.data(), n);
-  }
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0) importer->add(buffer.data(), n);
   const bool failed = std::ferror(f) != 0;
   std::fclose(f);
   if (failed) return Status(StatusCode::io_error, "cannot read " + path);
-  return parser->finish();
+  return importer->finish();
 }
 
 struct FreeDeleter {
@@ -551,81 +555,6 @@ std::string regex_escape(const std::string& v) {
 }
 
 }  // namespace
-
-FoldedParser::FoldedParser() : tree_(std::make_unique<Tree>()) {}
-
-void FoldedParser::feed(std::string_view text) {
-  Status status = tree_->add_folded(text);
-  if (!status.ok()) {
-    // add_folded counts lines from the start of this piece: make it the line of the whole file.
-    std::string message = status.message();
-    size_t number_end = 0;
-    if (message.rfind("line ", 0) == 0 && (number_end = message.find(':')) != std::string::npos) {
-      const unsigned long long line = std::strtoull(message.c_str() + 5, nullptr, 10);
-      message = "line " + std::to_string(line + lines_done_) + message.substr(number_end);
-    }
-    status_ = Status(status.code(), message);
-    return;
-  }
-  lines_done_ += static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
-}
-
-void FoldedParser::add(const char* data, size_t size) {
-  if (!status_.ok() || size == 0) return;
-  const char* last_newline = nullptr;
-  for (const char* p = data + size; p > data;) {
-    if (*--p == '\n') {
-      last_newline = p;
-      break;
-    }
-  }
-  if (!last_newline) {
-    carry_.append(data, size);
-    return;
-  }
-  const char* rest = data;
-  if (!carry_.empty()) {
-    // Finish the line the previous piece cut.
-    const char* first_newline = static_cast<const char*>(std::memchr(data, '\n', size));
-    carry_.append(data, static_cast<size_t>(first_newline + 1 - data));
-    feed(carry_);
-    carry_.clear();
-    rest = first_newline + 1;
-  }
-  if (status_.ok() && rest <= last_newline) feed(std::string_view(rest, static_cast<size_t>(last_newline + 1 - rest)));
-  carry_.assign(last_newline + 1, static_cast<size_t>(data + size - (last_newline + 1)));
-}
-
-Status FoldedParser::finish() {
-  if (status_.ok() && !carry_.empty()) feed(carry_);
-  carry_.clear();
-  carry_.shrink_to_fit();
-  return status_;
-}
-
-bool looks_folded(const std::string& name, const uint8_t* bytes, size_t size) {
-  if (ends_with(name, ".folded") || ends_with(name, ".txt") || ends_with(name, ".collapsed") ||
-      ends_with(name, ".stacks")) {
-    return true;
-  }
-  if (ends_with(name, ".pyro")) return false;
-  if (!bytes || size == 0) return false;
-  const size_t n = std::min<size_t>(size, 4096);
-  size_t line_end = n;
-  for (size_t i = 0; i < n; ++i) {
-    const uint8_t c = bytes[i];
-    if (c == '\n') {
-      line_end = i;
-      break;
-    }
-    if (c < 0x09 || (c > 0x0d && c < 0x20)) return false;  // binary
-  }
-  size_t i = line_end;
-  while (i > 0 && (bytes[i - 1] == '\r' || bytes[i - 1] == ' ')) --i;
-  const size_t digits_end = i;
-  while (i > 0 && bytes[i - 1] >= '0' && bytes[i - 1] <= '9') --i;
-  return digits_end > i && i > 0 && bytes[i - 1] == ' ';
-}
 
 std::string app_name_for(const std::string& file_name) {
   std::string stem = base_name(file_name);
@@ -723,100 +652,166 @@ struct Session::Buffers {
 Session::Session() : buffers_(std::make_unique<Buffers>()) {}
 Session::~Session() = default;
 
+void Session::set_codecs(InflateFunction inflate, DeflateFunction deflate) {
+  inflate_ = std::move(inflate);
+  deflate_ = std::move(deflate);
+}
+
 std::string Session::open(std::vector<LoadInput> inputs) {
   const double start = now_ms();
   Dataset dataset;
   auto buffers = std::make_unique<Buffers>();
   std::vector<LoadedSource> sources;
-  std::vector<std::string> errors;
-  struct Folded {
+  std::vector<std::string> errors, notices;
+  // Imported profiles, named after their files once every .pyro's applications are known.
+  struct Imported {
+    size_t source;          // index into sources
     std::string name;
     int64_t at;
-    std::unique_ptr<Tree> tree;
+    std::unique_ptr<Tree> folded;  // folded text parsed as it was read
+    std::string bytes;             // any other format, imported when the names are settled
   };
-  std::vector<Folded> folded;
+  std::vector<Imported> imported;
   const int64_t now = now_unix();
   for (LoadInput& in : inputs) {
     std::unique_ptr<uint8_t, FreeDeleter> owned(in.bytes);
     LoadedSource loaded;
     loaded.name = in.name.empty() ? base_name(in.path) : in.name;
-    const bool is_folded = in.folded != nullptr || looks_folded(loaded.name, in.bytes, in.size);
     int64_t at = in.modified_unix > 0 ? in.modified_unix : now;
-    File file;
     Status status;
-    std::unique_ptr<Tree> tree;
+    Imported import;
+    Format format = Format::pyro;
     if (in.folded) {
       loaded.bytes = in.size;
+      format = Format::folded;
       status = in.folded->finish();
-      tree = in.folded->take_tree();
-    } else if (!in.path.empty()) {
-      struct stat st;
-      if (::stat(in.path.c_str(), &st) == 0) {
-        loaded.bytes = static_cast<uint64_t>(st.st_size);
-        if (in.modified_unix <= 0) at = static_cast<int64_t>(st.st_mtime);
-      }
-      if (is_folded) {
-        FoldedParser parser;
-        status = parse_folded_file(in.path, &parser);
-        tree = parser.take_tree();
-      } else {
-        OpenOptions options;
-        options.salvage = in.salvage;
-        status = file.open_path(in.path, options);
+      if (status.ok()) {
+        import.folded = std::make_unique<Tree>(std::move(in.folded->tree()));
+        loaded.samples = in.folded->report().imported;
+        if (in.folded->report().skipped) notices.push_back(loaded.name + ": " + in.folded->report().summary());
       }
     } else {
-      loaded.bytes = in.size;
-      if (is_folded) {
-        FoldedParser parser;
-        parser.add(reinterpret_cast<const char*>(in.bytes), in.size);
-        status = parser.finish();
-        tree = parser.take_tree();
-        owned.reset();  // the text is not needed any more
+      if (!in.path.empty()) {
+        struct stat st;
+        if (::stat(in.path.c_str(), &st) == 0) {
+          loaded.bytes = static_cast<uint64_t>(st.st_size);
+          if (in.modified_unix <= 0) at = static_cast<int64_t>(st.st_mtime);
+        }
+        // A file's first bytes tell its format; folded text is then read in pieces, .pyro mapped.
+        uint8_t head[4096];
+        size_t got = 0;
+        if (FILE* f = std::fopen(in.path.c_str(), "rb")) {
+          got = std::fread(head, 1, sizeof head, f);
+          std::fclose(f);
+          status = detect_format(ByteSpan{head, got}, &format, inflate_);
+          if (!status.ok() && got == sizeof head) status = Status();  // a prefix may stop mid-token: read it all
+        } else {
+          status = Status(StatusCode::io_error, "cannot open " + in.path + ": " + std::strerror(errno));
+        }
+        if (status.ok() && format == Format::pyro) {
+          OpenOptions options;
+          options.salvage = in.salvage;
+          File file;
+          status = file.open_path(in.path, options);
+          if (status.ok()) dataset.add(std::move(file));
+        } else if (status.ok() && format == Format::folded) {
+          FoldedImporter importer;
+          status = import_folded_file(in.path, &importer);
+          if (status.ok()) {
+            import.folded = std::make_unique<Tree>(std::move(importer.tree()));
+            loaded.samples = importer.report().imported;
+            if (importer.report().skipped) notices.push_back(loaded.name + ": " + importer.report().summary());
+          }
+        } else if (status.ok() || got == sizeof head) {
+          status = read_file(in.path, &import.bytes);
+          if (status.ok()) status = detect_format(span_of(import.bytes), &format, inflate_);
+        }
       } else {
-        status = file.open_span(ByteSpan{in.bytes, in.size});
-        if (status.ok()) buffers->spans.push_back(std::move(owned));
+        loaded.bytes = in.size;
+        status = detect_format(ByteSpan{in.bytes, in.size}, &format, inflate_);
+        if (status.ok() && format == Format::pyro) {
+          File file;
+          status = file.open_span(ByteSpan{in.bytes, in.size});
+          if (status.ok()) {
+            dataset.add(std::move(file));
+            buffers->spans.push_back(std::move(owned));
+          }
+        } else if (status.ok()) {
+          import.bytes.assign(reinterpret_cast<const char*>(in.bytes), in.size);
+          owned.reset();  // the copy is imported below
+        }
       }
     }
-    if (status.ok() && is_folded && tree->total() == 0)
-      status = Status(StatusCode::parse_error, "no samples in the folded text");
     if (!status.ok()) {
       errors.push_back(loaded.name + ": " + status.to_string());
       continue;
     }
-    loaded.kind = is_folded ? "folded" : "pyro";
-    if (is_folded) {
-      loaded.samples = tree->total();
-      folded.push_back({loaded.name, at, std::move(tree)});
-    } else {
-      dataset.add(std::move(file));
+    loaded.kind = format_name(format);
+    if (format != Format::pyro) {
+      import.source = sources.size();
+      import.name = loaded.name;
+      import.at = at;
+      imported.push_back(std::move(import));
     }
     sources.push_back(std::move(loaded));
   }
-  if (!folded.empty()) {
-    // Folded text has no application name: each file is one, named after it, kept apart from the
-    // .pyro files' applications and from each other.
+  if (!imported.empty()) {
+    // A profile names no application: each file is one, named after it, kept apart from the .pyro
+    // files' applications and from each other.
     const std::vector<std::string> pyro_apps = dataset.apps();
     std::set<std::string> taken(pyro_apps.begin(), pyro_apps.end());
     std::vector<ProfileBlock> blocks;
-    for (Folded& f : folded) {
+    std::vector<size_t> failed_sources;
+    for (Imported& f : imported) {
       std::string app = app_name_for(f.name);
-      if (taken.count(app)) app += "-folded";
+      if (taken.count(app)) app += "-imported";
       const std::string base = app;
       for (int n = 2; taken.count(app); ++n) app = base + "-" + std::to_string(n);
+      const int64_t at = clamped(TimeRange{f.at, f.at}).from;
+      if (f.folded) {
+        if (f.folded->total() == 0) {
+          errors.push_back(f.name + ": no samples in the folded text");
+          failed_sources.push_back(f.source);
+          continue;
+        }
+        ProfileBlock block;
+        block.series = SeriesKey(app, {});
+        block.block_start = floor_to(at, kDefaultResolutionSeconds);
+        block.tree = std::move(*f.folded);
+        blocks.push_back(std::move(block));
+      } else {
+        ImportOptions options;
+        options.source_name = f.name;
+        options.app = app;
+        options.time = at;
+        options.inflate = inflate_;
+        ImportReport report;
+        const size_t before = blocks.size();
+        const Status status = import_profile(span_of(f.bytes), options, &blocks, &report);
+        f.bytes = std::string();
+        if (!status.ok()) {
+          errors.push_back(status.to_string());
+          failed_sources.push_back(f.source);
+          continue;
+        }
+        if (blocks.size() == before) {
+          errors.push_back(f.name + ": no samples in the profile");
+          failed_sources.push_back(f.source);
+          continue;
+        }
+        sources[f.source].samples = report.imported;
+        if (report.skipped || report.numeric_labels_ignored) notices.push_back(f.name + ": " + report.summary());
+      }
       taken.insert(app);
-      ProfileBlock block;
-      block.series = SeriesKey(app, {});
-      block.block_start = floor_to(clamped(TimeRange{f.at, f.at}).from, kDefaultResolutionSeconds);
-      block.tree = std::move(*f.tree);
-      f.tree.reset();
-      blocks.push_back(std::move(block));
     }
-    const Status added = dataset.add_blocks(blocks);
+    const Status added = blocks.empty() ? Status() : dataset.add_blocks(blocks);
     if (!added.ok()) {
-      errors.push_back("folded text: " + added.to_string());
-      sources.erase(std::remove_if(sources.begin(), sources.end(), [](const LoadedSource& s) { return s.kind == "folded"; }),
-                    sources.end());
+      errors.push_back("imported profiles: " + added.to_string());
+      for (const Imported& f : imported) failed_sources.push_back(f.source);
     }
+    std::sort(failed_sources.begin(), failed_sources.end());
+    failed_sources.erase(std::unique(failed_sources.begin(), failed_sources.end()), failed_sources.end());
+    for (size_t k = failed_sources.size(); k-- > 0;) sources.erase(sources.begin() + long(failed_sources[k]));
   }
   std::string problems;
   for (const std::string& e : errors) problems += (problems.empty() ? "" : "\n") + e;
@@ -833,6 +828,7 @@ std::string Session::open(std::vector<LoadInput> inputs) {
   dataset_ = std::move(dataset);  // the old data set lets go of its spans first...
   buffers_ = std::move(buffers);  // ...then the old buffers are freed
   sources_ = std::move(sources);
+  notices_ = std::move(notices);
   error_.clear();
   reset_selection();
   return problems;
@@ -1619,6 +1615,32 @@ std::vector<Session::NamedText> Session::folded() const {
     add(right_.tree, selection_.ranges[1], "-right");
   }
   return out;
+}
+
+Status Session::export_profile(Format format, NamedText* out) const {
+  if (format != Format::pprof && format != Format::speedscope)
+    return Status(StatusCode::invalid_argument, std::string("export to ") + format_name(format) +
+                                                    " is not supported (pprof, speedscope; folded: folded())");
+  if (left_.tree.total() == 0)
+    return Status(StatusCode::not_found, "no samples of " + selector_text_ + " in the selected range");
+  ExportProfile profile;
+  profile.type = left_.type.empty() ? selection_.type : left_.type;
+  profile.info = left_.info;
+  profile.tree = &left_.tree;
+  ExportOptions options;
+  options.from = selection_.ranges[0].from;
+  options.until = selection_.ranges[0].until;
+  options.deflate = deflate_;
+  options.name = selection_.app.empty() ? std::string("profile") : selection_.app;
+  const std::string base = file_name("");
+  const Status status = format == Format::pprof ? export_pprof({profile}, options, &out->text)
+                                                : export_speedscope({profile}, options, &out->text);
+  if (!status.ok()) return status;
+  // gzip needs zlib or a deflate hook; without either the protobuf is written plain.
+  const bool gzipped = format == Format::pprof && out->text.size() >= 2 && uint8_t(out->text[0]) == 0x1f &&
+                       uint8_t(out->text[1]) == 0x8b;
+  out->name = base + (format == Format::speedscope ? ".speedscope.json" : gzipped ? ".pb.gz" : ".pb");
+  return Status();
 }
 
 Status Session::share_page(const share::PageParts& parts, std::string* html, SliceStats* stats) const {

@@ -128,47 +128,30 @@ std::string flamebearer_json(const Tree& tree);
 
 // [SECTION] Sources =================================================================================
 
-// Folded text parsed as it arrives, in pieces of whole lines, so a 200 MB file never sits in memory
-// whole (the page streams its download into it; natively the file is read in pieces).
-class FoldedParser {
- public:
-  FoldedParser();
-  void add(const char* data, size_t size);
-  Status finish();  // a last line without a newline; returns the status of the whole parse
-  const Status& status() const { return status_; }
-  std::unique_ptr<Tree> take_tree() { return std::move(tree_); }
-
- private:
-  void feed(std::string_view whole_lines);
-  std::unique_ptr<Tree> tree_;
-  std::string carry_;  // a line cut by the end of a piece
-  size_t lines_done_ = 0;
-  Status status_;
-};
-
 // One input to open: a path on disk (native), bytes in memory (browser), or folded text already
-// parsed while it streamed in. Bytes must come from malloc(); the session owns and frees them.
+// parsed while it streamed in (FoldedImporter: a 200 MB download never sits in memory whole). Any
+// format the header reads opens: .pyro, and pprof, folded, perf script, speedscope, .cpuprofile,
+// told apart by their content. Bytes must come from malloc(); the session owns and frees them.
 struct LoadInput {
-  std::string name;           // shown to the user; folded text is told by its name or its content
+  std::string name;           // shown to the user, and the application of a profile that names none
   std::string path;           // read from disk when non-empty
   bool salvage = false;       // a damaged .pyro opens with the records before the damage
   uint8_t* bytes = nullptr;   // otherwise these bytes
   size_t size = 0;
-  int64_t modified_unix = 0;  // folded text has no timestamps: its samples are placed at this time
-  std::unique_ptr<FoldedParser> folded;  // set: folded text streamed in (size = its byte count)
+  int64_t modified_unix = 0;  // where a profile without its own time is placed (folded, speedscope)
+  std::unique_ptr<FoldedImporter> folded;  // set: folded text streamed in (size = its byte count)
 };
 
 struct LoadedSource {
   std::string name;
   uint64_t bytes = 0;
-  std::string kind;      // "pyro" or "folded"
-  uint64_t samples = 0;  // folded: samples imported
+  std::string kind;      // the format's name: "pyro", "pprof", "folded", "perf-script", ...
+  uint64_t samples = 0;  // imported formats: samples or lines read (report.items says which)
 };
 
-// Folded text by extension; otherwise by content: printable text whose first line ends in a count.
-bool looks_folded(const std::string& name, const uint8_t* bytes, size_t size);
-// Folded text has no application name: the file name without extension, reduced to the characters
-// a selector accepts unquoted (dots too become '_', since a dot would start a profile type).
+// A profile that names no application is named after its file: the name without extension,
+// reduced to the characters a selector accepts unquoted (dots too become '_', since a dot would
+// start a profile type).
 std::string app_name_for(const std::string& file_name);
 
 // [SECTION] Selection ===============================================================================
@@ -264,11 +247,16 @@ class Session {
 
   // ---- Sources ----
   // Opens inputs together as one data set in place of the current one: .pyro files (mapped natively,
-  // or the given bytes) and folded text (an in-memory source at the time of its file). Returns the
-  // problems of the inputs that did not open, one line each ("" when every input opened); when none
-  // opened the current data set stays. Settings given before (apply_setting) are applied to the new
-  // data. Folded sources whose app name clashes get a suffix.
+  // or the given bytes) and profiles of the other formats (imported into an in-memory source;
+  // lenient: lines or samples that cannot be read are skipped and reported in notices()). Returns
+  // the problems of the inputs that did not open, one line each ("" when every input opened); when
+  // none opened the current data set stays. Settings given before (apply_setting) are applied to the
+  // new data. An imported profile whose app name clashes with another source's gets a suffix.
   std::string open(std::vector<LoadInput> inputs);
+  // What the last open() has to say beside errors: "perf.folded: imported 9,998 lines, skipped 2: ...".
+  const std::vector<std::string>& notices() const { return notices_; }
+  // gzip for imports and exports where zlib is not compiled in (the browser: stb's zlib).
+  void set_codecs(InflateFunction inflate, DeflateFunction deflate);
   bool empty() const { return sources_.empty(); }
   const std::vector<LoadedSource>& sources() const { return sources_; }
   const Dataset& dataset() const { return dataset_; }
@@ -365,6 +353,9 @@ class Session {
     std::string text;
   };
   std::vector<NamedText> folded() const;
+  // The selection's tree (the single view's range; the left range in pair views) as pprof (gzipped)
+  // or speedscope JSON, with its type, unit and period: what `go tool pprof` and speedscope open.
+  Status export_profile(Format format, NamedText* out) const;
   // A share file of the selection: one .html with the viewer (parts) and the slice, opening in this view.
   // not_found when the selection holds no samples.
   Status share_page(const share::PageParts& parts, std::string* html, SliceStats* stats = nullptr) const;
@@ -383,6 +374,9 @@ class Session {
   Dataset dataset_;
   std::unique_ptr<Buffers> buffers_;  // malloc'd bytes that files of dataset_ read from
   std::vector<LoadedSource> sources_;
+  std::vector<std::string> notices_;
+  InflateFunction inflate_;
+  DeflateFunction deflate_;
   double last_open_ms_ = 0;
   std::vector<std::string> apps_, types_, tag_keys_;
   std::vector<std::vector<std::string>> tag_values_;

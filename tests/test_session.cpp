@@ -208,10 +208,9 @@ TEST_CASE("session: opening .pyro and folded text together; one query path for b
   inputs.push_back(bytes_input("ride.txt", "x;y 2\n", kStart + 55));  // app name clashes with the .pyro's
   inputs.push_back(bytes_input("broken.folded", "main;work seven\n"));
   const std::string problems = s.open(std::move(inputs));
-  CHECK(problems.find("broken.folded") != std::string::npos);
-  CHECK(problems.find("line 1") != std::string::npos);
+  CHECK(problems.find("broken.folded") != std::string::npos);  // no line of it is folded text
   REQUIRE(s.sources().size() == 3);
-  CHECK(s.apps() == std::vector<std::string>{"db", "perf", "ride", "ride-folded"});
+  CHECK(s.apps() == std::vector<std::string>{"db", "perf", "ride", "ride-imported"});
   CHECK(s.selection().app == "ride");  // the app with the most series
   CHECK(s.types() == std::vector<std::string>{"cpu"});
   CHECK(s.tag_keys() == std::vector<std::string>{"region", "vehicle"});
@@ -385,24 +384,77 @@ TEST_CASE("session: pyro's selectors select any matchers, or every app and type"
   CHECK(stats.series == 5);
 }
 
-TEST_CASE("folded text streamed in pieces parses like the whole, errors name the file's line") {
-  const std::string text = "a;b 1\na;c 2\r\nd;e;f 3\n\na;b 4";
-  pyroscope::Tree whole;
-  REQUIRE(pyroscope::Tree::from_folded(text, &whole).ok());
-  for (size_t piece : {1, 2, 3, 5, 7, 64}) {
-    session::FoldedParser parser;
-    for (size_t i = 0; i < text.size(); i += piece) parser.add(text.data() + i, std::min(piece, text.size() - i));
-    REQUIRE_MESSAGE(parser.finish().ok(), parser.status().to_string());
-    const auto tree = parser.take_tree();
-    CHECK(tree->to_folded() == whole.to_folded());
+TEST_CASE("session: folded text streamed in pieces opens like the whole; unreadable lines become a notice") {
+  const std::string text = "a;b 1\na;c 2\r\nd;e;f 3\n\na;b x4\na;b 4";
+  session::Session s;
+  std::vector<session::LoadInput> inputs;
+  session::LoadInput streamed;
+  streamed.name = "streamed.folded";
+  streamed.modified_unix = kStart;
+  streamed.folded = std::make_unique<pyroscope::FoldedImporter>();
+  for (size_t i = 0; i < text.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, text.size() - i);
+    streamed.folded->add(text.data() + i, n);
+    streamed.size += n;
   }
-  const std::string bad = "a;b 1\na;c 2\na;d x3\n";
-  session::FoldedParser parser;
-  parser.add(bad.data(), 12);  // two whole lines, then the bad one in a second piece
-  parser.add(bad.data() + 12, bad.size() - 12);
-  const pyroscope::Status status = parser.finish();
-  CHECK_FALSE(status.ok());
-  CHECK(status.message().rfind("line 3:", 0) == 0);
+  inputs.push_back(std::move(streamed));
+  REQUIRE(s.open(std::move(inputs)).empty());
+  REQUIRE(s.update_trees());
+  CHECK(s.left_tree().to_folded() == "a;b 5\na;c 2\nd;e;f 3\n");
+  REQUIRE(s.notices().size() == 1);
+  CHECK(s.notices()[0].find("streamed.folded: imported 4 lines, skipped 1: line 5") == 0);
+  CHECK(s.sources()[0].kind == "folded");
+}
+
+TEST_CASE("session: pprof and speedscope open by their content and export again with their units") {
+  // A pprof written by the header itself: alloc_space in bytes.
+  pyroscope::Tree tree;
+  core_test::insert_stack(&tree, "main;cache::fill", 4096);
+  core_test::insert_stack(&tree, "main;parse", 1024);
+  pyroscope::ExportProfile profile;
+  profile.type = "alloc_space";
+  profile.info = pyroscope::default_series_info("alloc_space");
+  profile.tree = &tree;
+  pyroscope::ExportOptions options;
+  options.from = kStart;
+  options.until = kStart + 10;
+  options.gzip = false;
+  std::string pprof;
+  REQUIRE(pyroscope::export_pprof({profile}, options, &pprof).ok());
+  std::string speedscope;
+  REQUIRE(pyroscope::export_speedscope({profile}, options, &speedscope).ok());
+
+  session::Session s;
+  std::vector<session::LoadInput> inputs;
+  inputs.push_back(bytes_input("heap.bin", pprof));             // no telling extension: the content says pprof
+  inputs.push_back(bytes_input("trace.json", speedscope, kStart));
+  inputs.push_back(bytes_input("junk.bin", "\x01\x02 not a profile"));
+  const std::string problems = s.open(std::move(inputs));
+  CHECK(problems.find("junk.bin") != std::string::npos);
+  REQUIRE(s.sources().size() == 2);
+  CHECK(s.sources()[0].kind == "pprof");
+  CHECK(s.sources()[1].kind == "speedscope");
+  CHECK(s.apps() == std::vector<std::string>{"heap", "trace"});
+  s.select_app("heap");
+  CHECK(s.selection().type == "alloc_space");
+  CHECK(s.info().unit == "bytes");
+  REQUIRE(s.update_trees());
+  CHECK(s.left_tree().total() == 5120);
+  session::Session::NamedText exported;
+  REQUIRE(s.export_profile(pyroscope::Format::pprof, &exported).ok());
+  CHECK(exported.name.find("heap.alloc_space-") == 0);
+  // What it exported imports with the same type, unit and total.
+  std::vector<pyroscope::ProfileBlock> blocks;
+  pyroscope::ImportOptions import;
+  import.app = "again";
+  REQUIRE(pyroscope::import_profile(core_test::span_of(exported.text), import, &blocks).ok());
+  REQUIRE(blocks.size() == 1);
+  CHECK(blocks[0].series.type == "alloc_space");
+  CHECK(blocks[0].info.unit == "bytes");
+  CHECK(blocks[0].tree.total() == 5120);
+  REQUIRE(s.export_profile(pyroscope::Format::speedscope, &exported).ok());
+  CHECK(exported.name.find(".speedscope.json") != std::string::npos);
+  CHECK(s.export_profile(pyroscope::Format::perf_script, &exported).code() == StatusCode::invalid_argument);
 }
 
 namespace {

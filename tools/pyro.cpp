@@ -4,9 +4,10 @@
 //
 //   pyro info FILE...                        what a file holds
 //   pyro query FILE... SELECTOR [...]        merged profile of a selection (folded, table, json, timeline)
-//   pyro import-folded IN -o OUT --app A     append a folded profile as one block
+//   pyro import FILE... -o OUT.pyro          append profiles of any format (import-folded: the same)
 //   pyro slice FILE... SELECTOR -o OUT       selected series and range as a new small file
 //   pyro merge IN... -o OUT                  all series of several files in one file
+//   pyro export FILE... SELECTOR -o OUT       pprof, speedscope or folded for other tools
 //   pyro export-folded FILE... SELECTOR -o OUT.folded
 //   pyro export-html FILE... SELECTOR --viewer DIR -o OUT.html
 //
@@ -14,6 +15,8 @@
 // Each command is one entry of commands(): adding one is a function plus a table row.
 
 #define PYROSCOPE_NO_SAMPLER 1
+#define PYROSCOPE_WITH_ZLIB 1  // gzipped pprof in and out (docs/formats.md)
+#define PYROSCOPE_WITH_JSON 1  // speedscope and .cpuprofile in
 #define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
 #include "json.hpp"
@@ -591,43 +594,150 @@ bool parse_tags(const std::string& text, pyroscope::Tags* tags, std::string* err
   return true;
 }
 
-int cmd_import_folded(const Args& a) {
-  if (a.positional.size() != 1) return usage_error(a.command, "expected exactly one input (a folded file or -)");
+// Any format the header reads (told by its content, never by its name) appended to OUT.pyro: pprof,
+// folded, perf script, speedscope, .cpuprofile. Lenient by default (lines or samples that cannot be
+// read are skipped and counted); --strict refuses a whole input at its first problem.
+int cmd_import(const Args& a) {
   const std::string* output = a.value("--output");
-  const std::string* app = a.value("--app");
   if (!output) return usage_error(a.command, "-o OUT.pyro is required");
-  if (!app || app->empty()) return usage_error(a.command, "--app NAME is required");
+  if (std::count(a.positional.begin(), a.positional.end(), std::string("-")) > 1)
+    return usage_error(a.command, "standard input (-) can be read once");
   pyroscope::Tags tags;
   std::string error;
   if (const std::string* t = a.value("--tags"))
     if (!parse_tags(*t, &tags, &error)) return usage_error(a.command, "--tags: " + error);
-  pyroscope::SeriesKey series(*app, tags);
-  pyroscope::SeriesKey round_trip;
-  if (!pyroscope::SeriesKey::parse(series.to_string(), &round_trip).ok() || !(round_trip == series))
-    return usage_error(a.command, "app '" + *app + "' with these tags cannot be stored as a series name (" +
-                                      series.to_string() + ")");
-  int64_t now = static_cast<int64_t>(std::time(nullptr));
+  const std::string* app = a.value("--app");
+  if (app) {
+    pyroscope::SeriesKey series(*app, tags), round_trip;
+    if (app->empty() || !pyroscope::SeriesKey::parse(series.to_string(), &round_trip).ok() || !(round_trip == series))
+      return usage_error(a.command, "app '" + *app + "' with these tags cannot be stored as a series name (" +
+                                        series.to_string() + ")");
+  }
+  const int64_t now = pyroscope::session::now_unix();
   int64_t at = now;
   if (const std::string* v = a.value("--at"))
     if (!parse_time(*v, now, &at, &error)) return usage_error(a.command, "--at: " + error);
+  pyroscope::Format forced = pyroscope::Format::pprof;
+  const std::string* format_option = a.value("--format");
+  if (format_option) {
+    const pyroscope::Status st = pyroscope::parse_format_name(*format_option, &forced);
+    if (!st.ok() || forced == pyroscope::Format::pyro) return usage_error(a.command, "--format: " + st.message());
+  }
 
-  std::string text;
-  if (!read_input(a.positional[0], &text, &error)) return runtime_error(a, error);
-  pyroscope::Tree tree;
-  pyroscope::Status st = tree.add_folded(text);
-  if (!st.ok()) return runtime_error(a, a.positional[0] + ": " + st.to_string());
-  if (tree.total() == 0) return runtime_error(a, a.positional[0] + ": no samples in the input");
-
+  // Every input is read and imported before the output is touched: a bad input leaves no trace.
+  std::vector<pyroscope::ProfileBlock> blocks;
+  std::vector<std::string> summaries;
+  for (const std::string& path : a.positional) {
+    std::string bytes;
+    if (!read_input(path, &bytes, &error)) return runtime_error(a, error);
+    const std::string name = path == "-" ? std::string("stdin") : path;
+    pyroscope::ImportOptions options;
+    options.source_name = name;
+    options.app = app ? *app : pyroscope::session::app_name_for(name);
+    options.tags = tags;
+    options.time = at;
+    options.strict = a.has("--strict");
+    options.has_format = format_option != nullptr;
+    options.format = forced;
+    pyroscope::Format detected;
+    if (!options.has_format &&
+        pyroscope::detect_format({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, &detected).ok() &&
+        detected == pyroscope::Format::pyro)
+      return runtime_error(a, name + " is a .pyro file already (pyro merge IN.pyro... -o OUT.pyro copies its blocks)");
+    pyroscope::ImportReport report;
+    const size_t before = blocks.size();
+    const pyroscope::Status st =
+        pyroscope::import_profile({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, options, &blocks, &report);
+    if (!st.ok()) return runtime_error(a, st.to_string());
+    if (blocks.size() == before) return runtime_error(a, name + ": no samples in the input");
+    summaries.push_back(name + " (" + pyroscope::format_name(report.format) + "): " + report.summary() + ", " +
+                        std::to_string(report.series) + " series");
+  }
+  // The writer takes each series' blocks in time order.
+  std::stable_sort(blocks.begin(), blocks.end(), [](const pyroscope::ProfileBlock& x, const pyroscope::ProfileBlock& y) {
+    return x.block_start < y.block_start;
+  });
   pyroscope::Writer writer;
-  st = writer.open(*output);
+  pyroscope::Status st = writer.open(*output);
   if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
-  int64_t block = floor_to(at, writer.resolution_seconds());
-  st = writer.append(series, block, tree);
-  if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
+  const int64_t resolution = writer.resolution_seconds();
+  uint64_t samples = 0;
+  std::set<std::string> series;
+  for (const pyroscope::ProfileBlock& b : blocks) {
+    const int64_t block = floor_to(b.block_start, resolution);
+    st = writer.append(b.series, block, b.tree, &b.info);
+    if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
+    samples += b.tree.total();
+    series.insert(b.series.to_string());
+  }
   st = writer.close();
   if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
-  std::fprintf(stderr, "appended %" PRIu64 " samples as %s, block %s (%" PRId64 "), to %s\n", tree.total(),
-               series.to_string().c_str(), format_utc(block).c_str(), block, output->c_str());
+  for (const std::string& line : summaries) std::fprintf(stderr, "%s\n", line.c_str());
+  const int64_t first = floor_to(blocks.front().block_start, resolution);
+  std::fprintf(stderr, "appended %zu block(s) of %zu series (%s), %" PRIu64 " in all, from %s (%" PRId64 "), to %s\n",
+               blocks.size(), series.size(), series.size() == 1 ? series.begin()->c_str() : "...", samples,
+               format_utc(first).c_str(), first, output->c_str());
+  return kExitOk;
+}
+
+// The selection's profile in a format other tools read: pprof (gzipped; every type of the selection
+// when its selector names no type: '{}' or --all-types), speedscope JSON, or folded text.
+int cmd_export(const Args& a) {
+  const std::string* output = a.value("--output");
+  if (!output) return usage_error(a.command, "-o OUT is required");
+  const std::string format_text = a.value("--format") ? *a.value("--format") : "pprof";
+  pyroscope::Format format;
+  if (!pyroscope::parse_format_name(format_text, &format).ok() ||
+      (format != pyroscope::Format::pprof && format != pyroscope::Format::speedscope && format != pyroscope::Format::folded))
+    return usage_error(a.command, "--format '" + format_text + "': expected pprof, speedscope or folded");
+  pyroscope::session::Session session;
+  Selection s;
+  if (int rc = parse_selection(a, &session, &s, false)) return rc;
+  // The types to export: the selector's, or every type of what it matches.
+  std::vector<std::string> types;
+  if (s.selector.type.empty() || a.has("--all-types")) {
+    pyroscope::Selector any = s.selector;
+    any.type.clear();
+    std::set<std::string> found;
+    for (const pyroscope::SeriesKey& k : session.dataset().series(any)) found.insert(k.type);
+    types.assign(found.begin(), found.end());
+  } else {
+    types.push_back(s.selector.type);
+  }
+  if (types.empty()) return runtime_error(a, "no series matches " + s.selector_text);
+  if (format == pyroscope::Format::folded && types.size() > 1)
+    return usage_error(a.command, "folded text holds one type; the selection has " + std::to_string(types.size()) +
+                                      " (choose one: app.type{...})");
+  std::vector<pyroscope::QueryResult> results(types.size());
+  for (size_t i = 0; i < types.size(); ++i) {
+    pyroscope::Selector one = s.selector;
+    one.type = types[i];
+    const pyroscope::Status st = session.dataset().query(one, s.from, s.until, &results[i]);
+    if (!st.ok()) return runtime_error(a, "query " + one.to_string() + ": " + st.to_string());
+  }
+  std::string out;
+  if (format == pyroscope::Format::folded) {
+    out = results[0].tree.to_folded();
+  } else {
+    std::vector<pyroscope::ExportProfile> profiles;
+    for (size_t i = 0; i < types.size(); ++i) profiles.push_back({types[i], results[i].info, &results[i].tree});
+    pyroscope::ExportOptions options;
+    options.from = s.from;
+    options.until = s.until;
+    options.gzip = !a.has("--plain");
+    options.name = s.selector.app.empty() ? std::string("profile") : s.selector.app;
+    const pyroscope::Status st = format == pyroscope::Format::pprof ? pyroscope::export_pprof(profiles, options, &out)
+                                                                    : pyroscope::export_speedscope(profiles, options, &out);
+    if (!st.ok()) return runtime_error(a, st.to_string());
+  }
+  std::string error;
+  if (!write_output(*output, out, &error)) return runtime_error(a, error);
+  std::string summary;
+  for (size_t i = 0; i < types.size(); ++i)
+    summary += (i ? ", " : "") + types[i] + " " + pyroscope::session::format_count(results[i].tree.total()) + " " +
+               results[i].info.unit;
+  std::fprintf(stderr, "wrote %s (%s, %zu bytes): %s\n", output->c_str(), pyroscope::format_name(format), out.size(),
+               summary.c_str());
   return kExitOk;
 }
 
@@ -803,6 +913,13 @@ const OptionSpec kSalvage{"--salvage", nullptr, nullptr, "open damaged files: re
 const OptionSpec kFrom{"--from", nullptr, "T", "start of the range (default: start of the data)"};
 const OptionSpec kUntil{"--until", nullptr, "T", "end of the range, exclusive (default: end of the data)"};
 const OptionSpec kForce{"--force", nullptr, nullptr, "replace OUT if it exists"};
+const std::vector<OptionSpec> kImportOptions = {
+    {"--output", "-o", "OUT", "the .pyro file to append to"},
+    {"--app", nullptr, "NAME", "application of the series (default: the input's file name)"},
+    {"--tags", nullptr, "K=V,...", "tags of the series, k=v pairs separated by commas"},
+    {"--at", nullptr, "T", "where a profile without its own time goes (default: now)"},
+    {"--strict", nullptr, nullptr, "refuse an input at its first unreadable line or sample"},
+    {"--format", nullptr, "F", "pprof, folded, perf-script, speedscope or cpuprofile (default: from the content)"}};
 const OptionSpec kMultiplier{"--multiplier", nullptr, "M", "segment-tree multiplier m of OUT (default: input's)"};
 
 const std::vector<Command>& commands() {
@@ -817,13 +934,20 @@ const std::vector<Command>& commands() {
         {"--output", "-o", "OUT", "write to this file instead of standard output"},
         kSalvage},
        2, cmd_query},
-      {"import-folded", "IN.folded -o OUT.pyro --app NAME [--tags k=v,k2=v2] [--at T]",
-       "append a folded profile (- reads standard input) as one block of OUT.pyro (created if missing)",
-       {{"--output", "-o", "OUT", "the .pyro file to append to"},
-        {"--app", nullptr, "NAME", "application name of the series"},
-        {"--tags", nullptr, "K=V,...", "tags of the series, k=v pairs separated by commas"},
-        {"--at", nullptr, "T", "time of the block, rounded down to the resolution (default: now)"}},
-       1, cmd_import_folded},
+      {"import", "FILE... -o OUT.pyro [--app NAME] [--tags k=v,k2=v2] [--at T] [--strict] [--format F]",
+       "append profiles (pprof, folded, perf script, speedscope, .cpuprofile; - reads standard input) to "
+       "OUT.pyro (created if missing); the format is told by the content",
+       kImportOptions, 1, cmd_import},
+      {"import-folded", "IN -o OUT.pyro [--app NAME] [--tags k=v,k2=v2] [--at T] [--strict]",
+       "the same as import (kept for scripts written before it)", kImportOptions, 1, cmd_import},
+      {"export", "FILE... SELECTOR [--from T] [--until T] [--format pprof|speedscope|folded] [--all-types] -o OUT",
+       "the selection's profile for other tools: gzipped pprof (go tool pprof, Grafana), speedscope JSON "
+       "or folded text, with its types, units and period",
+       {kFrom, kUntil, {"--format", nullptr, "F", "pprof (default), speedscope or folded"},
+        {"--all-types", nullptr, nullptr, "every profile type the selector's series have (a '{}' selector: always)"},
+        {"--plain", nullptr, nullptr, "pprof: the protobuf without gzip"},
+        {"--output", "-o", "OUT", "the file to write (- for standard output)"}, kSalvage},
+       2, cmd_export},
       {"slice", "FILE... SELECTOR --from T --until T -o OUT.pyro",
        "copy the matching series over a time range, block by block, into a new file",
        {kFrom, kUntil, {"--output", "-o", "OUT", "the new .pyro file"}, kForce, kMultiplier, kSalvage}, 2,

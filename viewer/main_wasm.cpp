@@ -17,6 +17,7 @@
 #include "backends/imgui_impl_opengl3.h"
 #include "imgui.h"
 #include "glfw_input.hpp"
+#include "stb_codecs.hpp"
 #include "viewer.hpp"
 
 namespace viewer = pyroscope::viewer;
@@ -179,18 +180,18 @@ EMSCRIPTEN_KEEPALIVE int pv_stream_begin(const char* name, double modified_unix)
   viewer::LoadInput in;
   in.name = name;
   in.modified_unix = static_cast<int64_t>(modified_unix);
-  in.folded = std::make_unique<pyroscope::session::FoldedParser>();
+  in.folded = std::make_unique<pyroscope::FoldedImporter>();
   g_app->batch.push_back(std::move(in));
   return static_cast<int>(g_app->batch.size() - 1);
 }
 
-// Parses the whole lines of a chunk (the page keeps ownership of the bytes). Returns 0 once the text
-// has an error (the rest of the download can be skipped), 1 otherwise.
+// Parses the whole lines of a chunk (the page keeps ownership of the bytes). Always 1: the import is
+// lenient, a line it cannot read is skipped and reported once the text ends (0 would stop the download).
 EMSCRIPTEN_KEEPALIVE int pv_stream_chunk(int id, const char* bytes, uint32_t size) {
   viewer::LoadInput& in = g_app->batch[static_cast<size_t>(id)];
   in.folded->add(bytes, size);
   in.size += size;
-  return in.folded->status().ok() ? 1 : 0;
+  return 1;
 }
 
 // Opens the batch now. Returns 1 when everything opened, 0 when an error is shown (pv_status().error).
@@ -301,6 +302,7 @@ int main() {
   ImGui::GetIO().IniFilename = nullptr;
   viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
   app.state.host = &app.host;
+  app.state.session.set_codecs(viewer::stb_inflate(), viewer::stb_deflate());
 
   EM_ASM({ if (Module.onViewerReady) Module.onViewerReady(); });
   emscripten_set_main_loop_arg(main_loop, &app, 0, false);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <tuple>
 
 #include "imgui.h"
 #include "imgui_internal.h"  // ImGuiWindow::Hidden: widgets of windows not shown yet are not reported
@@ -575,6 +576,17 @@ void copy_link(ViewerState& state) {
   request_redraw(state);
 }
 
+// The selection's tree (the left one in pair views) for other tools: pprof or speedscope.
+void export_profile(ViewerState& state, Format format) {
+  session::Session::NamedText file;
+  const Status status = state.session.export_profile(format, &file);
+  if (!status.ok()) {
+    state.error = std::string(format_name(format)) + ": " + status.message();
+    return;
+  }
+  save(state, file.name, file.text, std::to_string(file.text.size()) + " bytes");
+}
+
 // The selection as folded text: the single view's tree, or both ranges' trees in the pair views.
 void export_folded(ViewerState& state) {
   for (const session::Session::NamedText& file : state.session.folded()) save(state, file.name, file.text, "");
@@ -585,7 +597,7 @@ void draw_toolbar(ViewerState& state) {
   if (state.host && state.host->can_open_files()) {
     if (ImGui::Button("Open...")) state.host->open_files_dialog();
     record_item("open");
-    if (ImGui::IsItemHovered()) ImGui::SetTooltip("Open .pyro files or folded stacks (O)\nor drop them on the window");
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("Open .pyro files or other profiles: pprof, folded, perf script,\nspeedscope, .cpuprofile (O) - or drop them on the window");
     ImGui::SameLine();
   }
   // Application.
@@ -654,6 +666,12 @@ void draw_toolbar(ViewerState& state) {
       record_item("export:png");
       if (ImGui::Selectable("Slice of the selection (.pyro)")) export_slice(state);
       record_item("export:slice");
+      for (const auto& [format, label, widget] :
+           {std::make_tuple(Format::pprof, "pprof, for go tool pprof and Grafana (.pb.gz)", "export:pprof"),
+            std::make_tuple(Format::speedscope, "speedscope (.json)", "export:speedscope")}) {
+        if (ImGui::Selectable(label)) export_profile(state, format);
+        record_item(widget);
+      }
       if (ImGui::IsItemHovered()) ImGui::SetTooltip("The selected series and range as a small .pyro file");
       const std::string unavailable = state.share_parts ? std::string() : state.host->share_unavailable();
       const bool can_share = unavailable.empty();
@@ -794,8 +812,9 @@ void draw_welcome(ViewerState& state) {
   ImGui::Indent(40 * s);
   ImGui::TextUnformatted("pyroscope.hpp viewer");
   ImGui::Spacing();
-  ImGui::TextWrapped("Open a .pyro file written by pyroscope.hpp, or folded stacks (.folded / .txt as perf and "
-                     "FlameGraph's stackcollapse write them). Several files open together as one data set.");
+  ImGui::TextWrapped("Open a .pyro file written by pyroscope.hpp, or a profile other tools write: pprof (Go, "
+                     "gperftools, Pyroscope agents), folded stacks (perf + stackcollapse, FlameGraph), perf script "
+                     "output, speedscope JSON or a Chrome/Node .cpuprofile. Several files open together as one data set.");
   ImGui::Spacing();
   if (state.host && state.host->can_open_files()) {
     if (ImGui::Button("Open files...")) state.host->open_files_dialog();
@@ -872,7 +891,7 @@ void draw_tag_explorer(ViewerState& state) {
           ImGui::SameLine(ImGui::GetWindowContentRegionMax().x - 64 * s);
           ImGui::TextDisabled("%6.1f%%", share * 100.0);
           if (ImGui::IsItemHovered()) {
-            ImGui::SetTooltip("%s samples in the selected range", format_count((*counts)[v]).c_str());
+            ImGui::SetTooltip("%s in the selected range", session::format_value((*counts)[v], state.session.info()).c_str());
           }
         }
         ImGui::PopID();
@@ -1194,11 +1213,12 @@ void draw_timeline(ViewerState& state) {
       for (const session::TagBreakdown::Line& line : breakdown->lines) {
         if (i >= line.points.size()) continue;
         lines += "\n  " + (line.rest ? std::string("other values") : breakdown->key + "=" + line.value) + ": " +
-                 format_count(line.points[i]);
+                 session::format_value(line.points[i], state.session.info());
       }
     }
-    ImGui::SetTooltip("%s UTC\n%s samples%s\ndrag: select a range   wheel: zoom   shift+wheel / middle drag: pan%s",
-                      format_clock(static_cast<int64_t>(t), true).c_str(), format_count(value).c_str(), lines.c_str(),
+    ImGui::SetTooltip("%s UTC\n%s%s\ndrag: select a range   wheel: zoom   shift+wheel / middle drag: pan%s",
+                      format_clock(static_cast<int64_t>(t), true).c_str(),
+                      session::format_value(value, state.session.info()).c_str(), lines.c_str(),
                       pair ? "\nright-drag: select the right range" : "");
   }
   if (breakdown) draw_breakdown_legend(state, *breakdown);
@@ -1273,6 +1293,7 @@ void draw_table(ViewerState& state, float height) {
   }
   const SymbolTable& symbols = tree->symbols();
   const double all = double(std::max<uint64_t>(1, tree->total()));
+  const SeriesInfo& info = state.session.info();
   const DiffTree* diff = state.session.diff();
   const double left_all = diff ? double(std::max<uint64_t>(1, diff->left_total(Tree::kRoot))) : 1.0;
   const double right_all = diff ? double(std::max<uint64_t>(1, diff->right_total(Tree::kRoot))) : 1.0;
@@ -1316,11 +1337,11 @@ void draw_table(ViewerState& state, float height) {
       if (pair) {
         const double ls = double(row.total) / left_all, rs = double(row.right_total) / right_all;
         ImGui::TableSetColumnIndex(1);
-        ImGui::TextUnformatted(format_count(row.total).c_str());
+        ImGui::TextUnformatted(session::format_value(row.total, info).c_str());
         ImGui::TableSetColumnIndex(2);
         ImGui::TextUnformatted(format_share(ls).c_str());
         ImGui::TableSetColumnIndex(3);
-        ImGui::TextUnformatted(format_count(row.right_total).c_str());
+        ImGui::TextUnformatted(session::format_value(row.right_total, info).c_str());
         ImGui::TableSetColumnIndex(4);
         ImGui::TextUnformatted(format_share(rs).c_str());
         ImGui::TableSetColumnIndex(5);
@@ -1336,11 +1357,11 @@ void draw_table(ViewerState& state, float height) {
         ImGui::TextUnformatted(format_share(double(row.total) / all).c_str());
       } else {
         ImGui::TableSetColumnIndex(1);
-        ImGui::TextUnformatted(format_count(row.self).c_str());
+        ImGui::TextUnformatted(session::format_value(row.self, info).c_str());
         ImGui::TableSetColumnIndex(2);
         ImGui::TextUnformatted(format_share(double(row.self) / all).c_str());
         ImGui::TableSetColumnIndex(3);
-        ImGui::TextUnformatted(format_count(row.total).c_str());
+        ImGui::TextUnformatted(session::format_value(row.total, info).c_str());
         ImGui::TableSetColumnIndex(4);
         ImGui::TextUnformatted(format_share(double(row.total) / all).c_str());
       }
@@ -1430,7 +1451,7 @@ void draw_flame_header(ViewerState& state, FlameGraph& graph, const char* title,
     ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(title_colour), "%s", title);
     ImGui::SameLine();
     const uint64_t total = graph.tree() ? graph.tree()->total() : 0;
-    ImGui::TextDisabled("%s samples", format_count(total).c_str());
+    ImGui::TextDisabled("%s", session::format_value(total, state.session.info()).c_str());
   }
   graph.draw_breadcrumb(title ? title : "crumbs");
   (void)state;

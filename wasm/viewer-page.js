@@ -104,13 +104,13 @@
     return reader.read().catch((e) => { throw new Error(`${name}: download failed (${e && e.message ? e.message : e})`); });
   }
 
-  const FOLDED_NAME = /\.(folded|txt|collapsed|stacks)$/i;
   const STREAM_CHUNK = 2 << 20;  // folded text reaches the parser in pieces of this size
 
-  // Folded text by name, else by content: printable text whose first line ends in " <count>".
+  // Folded text, told by its content as the viewer tells every format (a perf script is often
+  // called .txt too): printable text whose first line ends in " <count>". Everything else goes to the
+  // viewer whole, which reads .pyro, pprof, perf script, speedscope and .cpuprofile.
   function looksFolded(name, firstChunk) {
-    if (FOLDED_NAME.test(name)) return true;
-    if (/\.pyro$/i.test(name) || !firstChunk) return false;
+    if (!firstChunk) return false;
     const head = firstChunk.subarray(0, 4096);
     if (head.includes(0)) return false;
     const text = new TextDecoder().decode(head);

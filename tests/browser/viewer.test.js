@@ -181,6 +181,29 @@ async function testErrorsAndFormats(browser, base, out, dataDir) {
   s = await waitFor(page, (st) => st.app === 'sample' && st.flame.main.total > 0, 'folded app selected');
   expect(s.flame.main.total === 205, 'folded text imported with all its samples', s.flame.main.total);
 
+  console.log('a gzipped pprof heap profile: its types and units (stb inflates it in the browser)');
+  await page.close();
+  page = await openViewer(browser, base, '?file=data/heap.pb.gz');
+  s = await waitFor(page, (st) => st.app === 'heap' && st.flame_painted, 'the pprof opened');
+  expect(s.files[0].kind === 'pprof' && s.error === '', 'told by its content, no error', [s.files, s.error]);
+  expect(JSON.stringify(s.types) === JSON.stringify(['alloc_space', 'inuse_space']) && s.type === 'alloc_space' &&
+         s.unit === 'bytes', 'both profile types, the first selected, in bytes', [s.types, s.type, s.unit]);
+  expect(s.flame.main.total === 80 * 1024 * 1024, 'alloc_space holds every byte of the profile', s.flame.main.total);
+  await click(page, 'type');
+  await click(page, 'type:inuse_space');
+  s = await waitFor(page, (st) => st.type === 'inuse_space' && st.flame.main.total > 0, 'inuse_space selected');
+  expect(s.aggregation === 'average' && s.flame.main.total === 4 * 1024 * 1024, 'inuse_space: 4 MiB, an average',
+         [s.aggregation, s.flame.main.total]);
+  const cacheFill = await findBlock(page, 'main', 'flame.main', 2, (n) => /cache::fill/.test(n));
+  if (expect(cacheFill !== null, 'found cache::fill by hovering', cacheFill)) {
+    await page.mouse.move(cacheFill.x, cacheFill.y);
+    await settle(page, 3);
+    await screenshot(page, out, '08a-heap-pprof.png');
+  }
+  await page.close();
+  page = await openViewer(browser, base, '?file=data/sample.folded&file=data/deep.pyro');
+  await waitFor(page, (st) => st.files.length === 2 && st.flame_painted, 'two files again');
+
   console.log('10,000-frame stacks');
   await click(page, 'app');
   await click(page, 'app:deep-app');
