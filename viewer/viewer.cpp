@@ -1182,6 +1182,9 @@ void draw_timeline(ViewerState& state) {
       }
       if (polyline.size() > 1) {
         dl->AddPolyline(polyline.data(), static_cast<int>(polyline.size()), breakdown_colour(line, l), 0, 2.0f * s);
+      } else if (polyline.size() == 1) {  // one point (a profile of one block): a level across its step
+        const float x0 = t2x(static_cast<double>(bt.start)), x1 = t2x(static_cast<double>(bt.start + bt.step));
+        dl->AddLine(ImVec2(x0, polyline[0].y), ImVec2(x1, polyline[0].y), breakdown_colour(line, l), 2.0f * s);
       }
     }
   }
@@ -1325,7 +1328,11 @@ void draw_table(ViewerState& state, float height) {
       if (ImGui::IsItemHovered()) {
         std::string all_names;
         for (std::string_view f : names.full_names(name)) all_names += std::string(f) + "\n";
-        ImGui::SetTooltip("%s%s", all_names.c_str(),
+        // The sandwich's table shows shares only (it is narrow): the values, in their unit, are here.
+        const std::string values = sandwich ? "self " + session::format_value(row.self, info) + ", total " +
+                                                  session::format_value(row.total, info) + "\n"
+                                            : std::string();
+        ImGui::SetTooltip("%s%s%s", all_names.c_str(), values.c_str(),
                           sandwich ? "click: its callers and callees" : "click: highlight in the flame graph\nright-click: sandwich view");
       }
       if (ImGui::BeginPopupContextItem("row-menu")) {

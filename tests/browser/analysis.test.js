@@ -24,9 +24,9 @@ const { sleep, status, settle, waitFor, widget, stableWidget, click, screenshot,
 const BACKGROUND = [28, 29, 34];
 const FILE = '?file=data/rideshare.pyro';
 
-// `pyro query --format table` of the whole rideshare app: [{name, self, total}].
-function pyroTable(args) {
-  const text = execFileSync(args.pyro, ['query', path.join(args.data, 'rideshare.pyro'), 'ride-sharing-app', '--format', 'table'],
+// `pyro query --format table` of the whole rideshare app (or of file's selector): [{name, self, total}].
+function pyroTable(args, file = path.join(args.data, 'rideshare.pyro'), selector = 'ride-sharing-app') {
+  const text = execFileSync(args.pyro, ['query', file, selector, '--format', 'table'],
                             { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   const rows = [];
   for (const line of text.split('\n').slice(1)) {
@@ -368,6 +368,37 @@ async function testPermalinks(browser, base, args) {
   await context.close();
 }
 
+// A typed profile: the heap profile (pprof, bytes) imported twice with a region tag. The sandwich,
+// short names and the tag breakdown show bytes, and the sandwich's totals are pyro query's.
+async function testTypedProfile(browser, base, args) {
+  console.log('the analysis views on a heap profile (alloc_space, bytes): sandwich, short names, breakdown');
+  const file = path.join(args.data, 'heap-regions.pyro');
+  fs.rmSync(file, { force: true });
+  for (const region of ['eu-north', 'us-east']) {
+    execFileSync(args.pyro, ['import', path.join(args.data, 'heap.pb.gz'), '-o', file, '--app', 'heap', '--tags', 'region=' + region,
+                             '--at', '1700000000'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  const table = pyroTable(args, file, 'heap.alloc_space{}');
+  const fn = 'cache::fill(unsigned long)';
+  const row = table.find((r) => r.name === fn);
+  expect(!!row && row.total > 0, 'pyro query lists cache::fill in the heap profile', table);
+  const page = await openViewer(browser, base,
+                                `?file=data/heap-regions.pyro&type=alloc_space&view=sandwich&function=${encodeURIComponent(fn)}` +
+                                '&names=short&breakdown=region');
+  const s = await waitFor(page, (st) => st.sandwich.found && st.flame.callees && st.flame.callees.drawn_blocks > 0 &&
+                                        st.breakdown.lines.length === 2, 'the sandwich and breakdown of a heap profile');
+  expect(s.type === 'alloc_space' && s.unit === 'bytes', 'the type and its unit', [s.type, s.unit]);
+  expect(row && s.sandwich.total === row.total && s.sandwich.self === row.self, 'the sandwich totals pyro query\'s, in bytes',
+         [s.sandwich, row]);
+  expect(s.flame.callers.total === s.sandwich.total && s.flame.callees.total === s.sandwich.total, 'both graphs total it',
+         [s.flame.callers.total, s.flame.callees.total]);
+  expect(Math.abs(s.breakdown.lines[0].share - 0.5) < 1e-9, 'two regions, half each', s.breakdown.lines);
+  const image = await screenshot(page, args.out, '37-heap-sandwich-breakdown-short-names.png');
+  expect(painted(image, widget(s, 'flame.callers'), BACKGROUND).distinct >= 4, 'painted');
+  expect(page.pageErrors.length === 0, 'no page errors', page.pageErrors);
+  await page.close();
+}
+
 // Embedded: the sandwich view fills an iframe too.
 async function testEmbed(browser, base, args) {
   console.log('embedding the sandwich view');
@@ -400,6 +431,7 @@ async function testEmbed(browser, base, args) {
     await testSearchAndKeys(browser, url, args);
     await testPermalinks(browser, url, args);
     await testEmbed(browser, url, args);
+    await testTypedProfile(browser, url, args);
   } catch (e) {
     exception(e);
   } finally {
