@@ -502,7 +502,7 @@ namespace detail {
 class Regex;
 }  // namespace detail
 
-// Which function names a search selects (the viewer's search box; `pyro query --search`). The text is
+// Which function names a search selects (the viewer's search box and its search= setting). The text is
 // terms separated by spaces ("..." quotes a term with spaces). Each term is a regular expression in
 // Selector's syntax, found anywhere in the name (^ and $ anchor it at the name's start and end),
 // ignoring ASCII case; a term that is not a valid expression (operator[]) is taken as plain text
