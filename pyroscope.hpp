@@ -8975,6 +8975,12 @@ inline uint64_t sampler_agent_cpu_ns() {
 
 Status start(const Config& config) {
   using namespace detail;
+#if !defined(PYROSCOPE_PRELOAD_LIBRARY)
+  // Under libpyroscope-preload.so (pyro record) a program's own start() takes over: the preloaded
+  // copy of the profiler stops first, so the process is never sampled twice (docs/record.md).
+  using PreloadYield = int (*)();
+  if (auto yield = reinterpret_cast<PreloadYield>(dlsym(RTLD_DEFAULT, "pyroscope_preload_yield"))) yield();
+#endif
   ProfilerGlobal& global = profiler_global();
   std::lock_guard<std::mutex> control(global.control);
   if (global.session != nullptr)
