@@ -3,12 +3,12 @@
 # Debian's xz, gzip and python3, a shell running several programs (children profiled, or not with
 # --no-children), exit codes passed through, and bad settings that must not change what the program does.
 #
-#   record_test.sh PATH/TO/pyro PATH/TO/libpyroscope-preload.so WORK_DIR SOURCE_DIR
+#   record_test.sh PATH/TO/pyro PATH/TO/libpyroscope-preload.so PATH/TO/record_own WORK_DIR
 set -uo pipefail
 pyro=$(realpath "$1")
 preload=$(realpath "$2")
-work=$3
-source_dir=$(realpath "$4")
+own=$(realpath "$3")
+work=$4
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 
 passed=0
@@ -76,14 +76,15 @@ n=$(samples_of hot.pyro hot)
 check "about 100 samples for 1 s of CPU at 100 Hz (${n:-0})" bash -c "[ ${n:-0} -ge 60 ] && [ ${n:-0} -le 140 ]"
 
 # --- Debian's own programs -------------------------------------------------------------------------
-head -c 8000000 /dev/urandom | od -An -tx1 >big.txt
+head -c 1000000 /dev/urandom | od -An -tx1 >big.txt
+cat big.txt big.txt big.txt >big3.txt
 if command -v xz >/dev/null; then
-  expect_exit "record: xz (Debian's binary)" 0 "profiled \(xz\)" "$pyro" record -o xz.pyro -- xz -9 -T1 -c big.txt
+  expect_exit "record: xz (Debian's binary)" 0 "profiled \(xz\)" "$pyro" record -o xz.pyro -- xz -6 -T1 -c big.txt
   n=$(samples_of xz.pyro xz)
-  check "xz: ${n:-0} samples, in liblzma" bash -c "[ ${n:-0} -ge 50 ] && '$pyro' query xz.pyro 'xz{}' | grep -q 'liblzma'"
+  check "xz: ${n:-0} samples, in liblzma" bash -c "[ ${n:-0} -ge 30 ] && '$pyro' query xz.pyro 'xz{}' | grep -q 'liblzma'"
 fi
 if command -v gzip >/dev/null; then
-  expect_exit "record: gzip (Debian's binary, stripped)" 0 "profiled \(gzip\)" "$pyro" record -o gzip.pyro -- gzip -9 -c big.txt
+  expect_exit "record: gzip (Debian's binary, stripped)" 0 "profiled \(gzip\)" "$pyro" record -o gzip.pyro -- gzip -9 -c big3.txt
   n=$(samples_of gzip.pyro gzip)
   check "gzip: ${n:-0} samples" test "${n:-0}" -ge 20
 fi
@@ -138,38 +139,14 @@ expect_exit "PYROSCOPE_PRELOAD_DISABLE=1: nothing written" 0 "" \
   env LD_PRELOAD="$preload" PYROSCOPE_PRELOAD_DISABLE=1 PYROSCOPE_OUTPUT=disabled.pyro ./hot 0.1
 check "  ... no file" test ! -e disabled.pyro
 
-# A program that links the header itself is not profiled twice: its own start() takes over.
-if [[ -f $source_dir/pyroscope.hpp ]]; then
-  cat >own.cpp <<'EOF'
-#define PYROSCOPE_IMPLEMENTATION
-#include "pyroscope.hpp"
-#include <cstdio>
-#include <ctime>
-__attribute__((noinline)) double own_hot(double x) { for (int i = 0; i < 2000000; i++) x = x * 1.0000001 + 0.5; return x; }
-int main() {
-  pyroscope::Config config;
-  config.application_name = "own";
-  config.output_path = "own-itself.pyro";
-  pyroscope::Status st = pyroscope::start(config);
-  if (!st.ok()) { std::fprintf(stderr, "own start: %s\n", st.to_string().c_str()); return 9; }
-  double x = 1;
-  std::clock_t t0 = std::clock();
-  while (std::clock() - t0 < CLOCKS_PER_SEC / 2) x = own_hot(x);
-  pyroscope::stop();
-  std::printf("%f\n", x);
-}
-EOF
-  if c++ -std=c++17 -O1 -g -I"$source_dir" own.cpp -o own -pthread -ldl 2>own.build.log; then
-    expect_exit "a program with the header under pyro record: its own start() works" 0 "" \
-      "$pyro" record -o own-recorded.pyro -- ./own
-    n=$(samples_of own-itself.pyro own)
-    check "its own file holds its samples (${n:-0})" test "${n:-0}" -ge 30
-    m=$("$pyro" query own-recorded.pyro '{}' --format table 2>/dev/null | awk '$5 == "own_hot" { print $3 }')
-    check "the preloaded profiler stopped when it started (own_hot in the record: ${m:-0} samples)" test "${m:-0}" -le 3
-  else
-    fail "a program with the header built (see $work/own.build.log)"
-  fi
-fi
+# A program that links the header itself (record_own.cpp, built by CMake) is not profiled twice: its
+# own start() takes over.
+expect_exit "a program with the header under pyro record: its own start() works" 0 "" \
+  "$pyro" record -o own-recorded.pyro -- "$own"
+n=$(samples_of own-itself.pyro own)
+check "its own file holds its samples (${n:-0})" test "${n:-0}" -ge 30
+m=$("$pyro" query own-recorded.pyro '{}' --format table 2>/dev/null | awk '$5 == "own_hot" { print $3 }')
+check "the preloaded profiler stopped when it started (own_hot in the record: ${m:-0} samples)" test "${m:-0}" -le 3
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
