@@ -8534,7 +8534,8 @@ class ThreadTimers {
 // Runs on the agent thread only, never in the handler. Modules come from dl_iterate_phdr (load bias
 // and segments, so PIE/ASLR and dlopen are handled); each module's function symbols come from its ELF
 // file: .symtab (static functions included, which dladdr cannot see) and .dynsym, or from the
-// separate debug file found by build id (/usr/lib/debug/.build-id/xx/yyyy.debug) when the library is
+// separate debug file found by build id (/usr/lib/debug/.build-id/xx/yyyy.debug) or by .gnu_debuglink
+// (beside the file, in its .debug folder, under /usr/lib/debug; CRC-checked) when the file is
 // stripped. The vDSO is read from memory. Names are demangled with abi::__cxa_demangle and cached per
 // pc. A pc outside every known function shows as `module+0xoffset` (file address, what addr2line takes).
 
@@ -8593,6 +8594,9 @@ class ElfFunctions {
   bool has_symtab() const { return has_symtab_; }
   size_t size() const { return functions_.size(); }
   const std::string& build_id() const { return build_id_; }
+  // The separate debug file named by .gnu_debuglink, and the CRC-32 of its contents; "" if none.
+  const std::string& debuglink() const { return debuglink_; }
+  uint32_t debuglink_crc() const { return debuglink_crc_; }
 
   // Name of the function containing the file address, or nullptr.
   const char* find(uint64_t address) const {
@@ -8619,6 +8623,8 @@ class ElfFunctions {
   bool owns_mapping_ = false;
   bool has_symtab_ = false;
   std::string build_id_;
+  std::string debuglink_;
+  uint32_t debuglink_crc_ = 0;
   std::vector<Function> functions_;
 
   void unmap() {
@@ -8629,6 +8635,8 @@ class ElfFunctions {
     has_symtab_ = false;
     functions_.clear();
     build_id_.clear();
+    debuglink_.clear();
+    debuglink_crc_ = 0;
   }
 
   bool in_bounds(uint64_t offset, uint64_t length) const { return offset <= size_ && length <= size_ - offset; }
@@ -8646,6 +8654,8 @@ class ElfFunctions {
     for (uint64_t i = 0; i < count; i++) {
       const Elf64_Shdr& section = sections[i];
       if (section.sh_type == SHT_NOTE && build_id_.empty()) read_build_id(section);
+      if (section.sh_type == SHT_PROGBITS && section_named(sections, count, eh, section, ".gnu_debuglink"))
+        read_debuglink(section);
       if (section.sh_type != SHT_SYMTAB && section.sh_type != SHT_DYNSYM) continue;
       if (section.sh_link >= count || section.sh_entsize != sizeof(Elf64_Sym)) continue;
       const Elf64_Shdr& strings = sections[section.sh_link];
@@ -8692,6 +8702,30 @@ class ElfFunctions {
     functions_.resize(out);
     functions_.shrink_to_fit();
     return true;
+  }
+
+  bool section_named(const Elf64_Shdr* sections, uint64_t count, const Elf64_Ehdr* eh, const Elf64_Shdr& section,
+                     const char* wanted) const {
+    const uint64_t names_index = eh->e_shstrndx == SHN_XINDEX ? sections[0].sh_link : eh->e_shstrndx;
+    if (names_index >= count) return false;
+    const Elf64_Shdr& names = sections[names_index];
+    const size_t length = std::strlen(wanted) + 1;
+    if (section.sh_name >= names.sh_size || names.sh_size - section.sh_name < length) return false;
+    if (!in_bounds(names.sh_offset + section.sh_name, length)) return false;
+    return std::memcmp(data_ + names.sh_offset + section.sh_name, wanted, length) == 0;
+  }
+
+  // .gnu_debuglink: a file name (no directory), NUL, padding to 4 bytes, then the CRC-32 of the file.
+  void read_debuglink(const Elf64_Shdr& section) {
+    if (!in_bounds(section.sh_offset, section.sh_size) || section.sh_size < 8) return;
+    const char* p = reinterpret_cast<const char*>(data_ + section.sh_offset);
+    const size_t length = strnlen(p, size_t(section.sh_size));
+    const size_t crc_at = (length + 4) & ~size_t(3);
+    if (length == 0 || crc_at + 4 > section.sh_size) return;
+    std::string name(p, length);
+    if (name.find('/') != std::string::npos || name == "." || name == "..") return;  // a name, not a path
+    debuglink_ = std::move(name);
+    std::memcpy(&debuglink_crc_, p + crc_at, 4);  // in the file's byte order: little-endian on x86-64
   }
 
   void read_build_id(const Elf64_Shdr& section) {
@@ -8825,7 +8859,47 @@ class Symbolizer {
       if (access(debug_path.c_str(), R_OK) == 0 && debug->load_file(debug_path) && debug->has_symtab())
         state.functions = std::move(debug);
     }
+    if (!state.functions->has_symtab() && !state.functions->debuglink().empty()) {
+      // Or the one .gnu_debuglink names, where gdb looks for it: beside the file, in its .debug
+      // folder, and under /usr/lib/debug; only a file whose CRC-32 matches is the right one.
+      std::string file = state.path;
+      if (file == "/proc/self/exe") {
+        char link[4096];
+        const ssize_t n = readlink("/proc/self/exe", link, sizeof link - 1);
+        file = n > 0 ? std::string(link, static_cast<size_t>(n)) : std::string();
+      }
+      const size_t slash = file.rfind('/');
+      if (slash != std::string::npos) {
+        const std::string dir = file.substr(0, slash + 1);
+        const std::string& name = state.functions->debuglink();
+        for (const std::string& candidate : {dir + name, dir + ".debug/" + name, "/usr/lib/debug" + dir + name}) {
+          if (candidate == file || access(candidate.c_str(), R_OK) != 0) continue;
+          if (!file_crc32_is(candidate, state.functions->debuglink_crc())) continue;
+          std::unique_ptr<ElfFunctions> debug(new ElfFunctions);
+          if (debug->load_file(candidate) && debug->has_symtab()) {
+            state.functions = std::move(debug);
+            break;
+          }
+        }
+      }
+    }
     return *state.functions;
+  }
+
+  static bool file_crc32_is(const std::string& path, uint32_t expected) {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st;
+    bool same = false;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+      void* mapping = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+      if (mapping != MAP_FAILED) {
+        same = crc32(mapping, static_cast<size_t>(st.st_size)) == expected;
+        munmap(mapping, static_cast<size_t>(st.st_size));
+      }
+    }
+    close(fd);
+    return same;
   }
 
   void refresh_if_changed() {
@@ -9663,6 +9737,12 @@ inline uint64_t sampler_agent_cpu_ns() {
 
 Status start(const Config& config) {
   using namespace detail;
+#if !defined(PYROSCOPE_PRELOAD_LIBRARY)
+  // Under libpyroscope-preload.so (pyro record) a program's own start() takes over: the preloaded
+  // copy of the profiler stops first, so the process is never sampled twice (docs/record.md).
+  using PreloadYield = int (*)();
+  if (auto yield = reinterpret_cast<PreloadYield>(dlsym(RTLD_DEFAULT, "pyroscope_preload_yield"))) yield();
+#endif
   ProfilerGlobal& global = profiler_global();
   std::lock_guard<std::mutex> control(global.control);
   if (global.session != nullptr)
