@@ -57,6 +57,9 @@ PYROSCOPE_DEFINE_NAMED_ENUM(Theme, PYROSCOPE_THEMES)
 PYROSCOPE_DEFINE_NAMED_ENUM(Orientation, PYROSCOPE_ORIENTATIONS)
 PYROSCOPE_DEFINE_NAMED_ENUM(ColourMode, PYROSCOPE_COLOUR_MODES)
 PYROSCOPE_DEFINE_NAMED_ENUM(TableSort, PYROSCOPE_TABLE_SORTS)
+PYROSCOPE_DEFINE_NAMED_ENUM(NameMode, PYROSCOPE_NAME_MODES)
+PYROSCOPE_DEFINE_NAMED_ENUM(RecursionMode, PYROSCOPE_RECURSION_MODES)
+PYROSCOPE_DEFINE_NAMED_ENUM(DiffMode, PYROSCOPE_DIFF_MODES)
 
 // [SECTION] Time ====================================================================================
 
@@ -355,12 +358,73 @@ void function_rows(const Tree& tree, const DiffTree* diff, std::vector<FunctionR
   }
 }
 
+// [SECTION] Diff arithmetic =========================================================================
+
+double diff_change(uint64_t left, uint64_t right, const DiffScale& scale) {
+  switch (scale.mode) {
+    case DiffMode::share: {
+      const double l = scale.left_all ? double(left) / double(scale.left_all) : 0.0;
+      const double r = scale.right_all ? double(right) / double(scale.right_all) : 0.0;
+      return r - l;
+    }
+    case DiffMode::per_second:
+      return double(right) / std::max(1e-9, scale.right_seconds) - double(left) / std::max(1e-9, scale.left_seconds);
+    case DiffMode::absolute:
+      return double(right) - double(left);
+  }
+  return 0.0;
+}
+
+double diff_change_percent(uint64_t left, uint64_t right, const DiffScale& scale) {
+  // Each side in the mode's terms, then (r - l) / l as Pyroscope colours diffs.
+  double l = double(left), r = double(right);
+  if (scale.mode == DiffMode::share) {
+    l = scale.left_all ? l / double(scale.left_all) : 0.0;
+    r = scale.right_all ? r / double(scale.right_all) : 0.0;
+  } else if (scale.mode == DiffMode::per_second) {
+    l /= std::max(1e-9, scale.left_seconds);
+    r /= std::max(1e-9, scale.right_seconds);
+  }
+  if (l == 0) return r > 0 ? 100.0 : 0.0;
+  return std::clamp((r - l) / l * 100.0, -100.0, 100.0);
+}
+
+std::string format_change(double change, const DiffScale& scale, const SeriesInfo& info) {
+  const char* sign = change > 0 ? "+" : change < 0 ? "-" : "";
+  const double magnitude = std::fabs(change);
+  char buf[64];
+  if (scale.mode == DiffMode::share) {
+    std::snprintf(buf, sizeof buf, "%s%.2f pp", sign, magnitude * 100.0);
+    return buf;
+  }
+  std::string amount;
+  if (info.unit == "nanoseconds") {
+    amount = format_nanoseconds(magnitude);
+  } else if (info.unit == "samples" && info.period > 0 && info.period_unit == "nanoseconds") {
+    amount = format_nanoseconds(magnitude * double(info.period));
+  } else if (info.unit == "bytes") {
+    static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    static const double factors[] = {1, 1024.0, 1048576.0, 1073741824.0, 1099511627776.0, 1125899906842624.0};
+    amount = scaled(magnitude, units, factors, 6);
+  } else if (magnitude >= 100 || magnitude == std::floor(magnitude)) {
+    amount = format_count(uint64_t(std::llround(magnitude))) + " " + info.unit;
+  } else {
+    std::snprintf(buf, sizeof buf, magnitude >= 10 ? "%.1f %s" : "%.2f %s", magnitude, info.unit.c_str());
+    amount = buf;
+  }
+  return sign + amount + (scale.mode == DiffMode::per_second ? "/s" : "");
+}
+
 void sort_rows(const Tree& tree, const DiffTree* diff, const std::vector<FunctionRow>& rows, TableSort sort,
-               bool ascending, std::vector<uint32_t>* order) {
+               bool ascending, std::vector<uint32_t>* order, const DiffScale* given_scale) {
   const SymbolTable& symbols = tree.symbols();
-  const double left_all = diff ? double(std::max<uint64_t>(1, diff->left_total(Tree::kRoot))) : 1.0;
-  const double right_all = diff ? double(std::max<uint64_t>(1, diff->right_total(Tree::kRoot))) : 1.0;
-  auto change = [&](const FunctionRow& r) { return double(r.right_total) / right_all - double(r.total) / left_all; };
+  DiffScale scale;
+  if (given_scale) scale = *given_scale;
+  if (diff && (!given_scale || scale.left_all == 0)) {
+    scale.left_all = diff->left_total(Tree::kRoot);
+    scale.right_all = diff->right_total(Tree::kRoot);
+  }
+  auto change = [&](const FunctionRow& r) { return diff_change(r.total, r.right_total, scale); };
   // "a before b": a's key below b's when ascending, above when descending; equal keys keep their order.
   auto before = [&](const FunctionRow& a, const FunctionRow& b) {
     switch (sort) {
@@ -529,6 +593,43 @@ Selector Selection::selector() const {
 }
 
 std::string Selection::text() const { return selector().to_string(); }
+
+Selector Selection::side_selector(int side) const {
+  Selector s = selector();
+  if (!comparing_tag() || !pair()) return s;
+  Matcher m;
+  m.key = compare_key;
+  m.op = side == 0 ? Matcher::Op::not_equal : Matcher::Op::equal;
+  m.value = compare_value;
+  s.matchers.push_back(std::move(m));
+  return s;
+}
+
+// [SECTION] Frame names =============================================================================
+
+std::string FrameNames::label(std::string_view name) const {
+  return mode_ == NameMode::shortened ? short_function_name(name) : std::string(name);
+}
+
+std::vector<std::string_view> FrameNames::full_names(std::string_view name) const {
+  if (mode_ == NameMode::merged) {
+    const auto it = merged_.find(name);
+    if (it != merged_.end()) return std::vector<std::string_view>(it->second.begin(), it->second.end());
+  }
+  return {name};
+}
+
+bool FrameNames::matches(const NameSearch& search, std::string_view name) const {
+  if (mode_ == NameMode::merged) {
+    const auto it = merged_.find(name);
+    if (it != merged_.end()) {
+      for (const std::string& full : it->second)
+        if (search.matches(full)) return true;
+      return false;
+    }
+  }
+  return search.matches(name);
+}
 
 std::vector<TimeRange> Selection::joined_ranges() const {
   std::vector<TimeRange> sorted;
@@ -764,8 +865,12 @@ std::string Session::open(std::vector<LoadInput> inputs) {
   if (sources.empty()) return problems.empty() ? std::string("nothing to open") : problems;  // keep what was shown
   left_ = QueryResult();
   right_ = QueryResult();
+  left_view_.reset();
+  right_view_.reset();
   diff_.reset();
+  sandwich_.reset();
   timeline_ = QueryResult();
+  breakdown_ = TagBreakdown();
   dataset_ = std::move(dataset);  // the old data set lets go of its spans first...
   buffers_ = std::move(buffers);  // ...then the old buffers are freed
   sources_ = std::move(sources);
@@ -803,7 +908,10 @@ void Session::reset_selection() {
   apply_pending_settings();
   timeline_key_.clear();
   trees_key_.clear();
+  view_key_.clear();
+  sandwich_key_.clear();
   tag_samples_key_.clear();
+  breakdown_key_.clear();
 }
 
 void Session::load_lists() {
@@ -854,6 +962,7 @@ TimeRange Session::data_extent(const std::string& app, const std::string& type) 
 void Session::select_app(const std::string& app) {
   selection_.app = app;
   selection_.tags.clear();
+  selection_.compare_key.clear();
   selection_.matchers.clear();
   types_ = app.empty() ? std::vector<std::string>() : dataset_.types(app);
   selection_.type = types_.empty() ? std::string(kDefaultProfileType) : types_.front();
@@ -875,6 +984,7 @@ void Session::select_type(const std::string& type) {
 }
 
 void Session::set_tag_values(const std::string& key, std::vector<std::string> values) {
+  if (key == selection_.compare_key) selection_.compare_key.clear();  // choosing its values ends the comparison
   std::sort(values.begin(), values.end());
   values.erase(std::unique(values.begin(), values.end()), values.end());
   if (values.empty()) selection_.tags.erase(key);
@@ -884,6 +994,7 @@ void Session::set_tag_values(const std::string& key, std::vector<std::string> va
 
 void Session::clear_tags() {
   selection_.tags.clear();
+  selection_.compare_key.clear();
   selection_changed();
 }
 
@@ -897,6 +1008,21 @@ void Session::set_range(int side, TimeRange range) {
 
 void Session::select_all_time(int side) { set_range(side, span_); }
 
+void Session::compare_tag(const std::string& key, const std::string& value) {
+  selection_.compare_key = key;
+  selection_.compare_value = key.empty() ? std::string() : value;
+  if (!key.empty()) {
+    selection_.tags.erase(key);  // the key's own choice would leave one side empty
+    selection_changed();
+    // Both sides over one range: the single view's, or the two halves a pair view split it into.
+    if (selection_.pair() && !pair_ranges_chosen_ && selection_.ranges[0].until == selection_.ranges[1].from)
+      selection_.ranges[0].until = selection_.ranges[1].until;
+    if (!selection_.pair()) selection_.view = ViewMode::diff;
+    selection_.ranges[1] = selection_.ranges[0];
+    pair_ranges_chosen_ = true;
+  }
+}
+
 void Session::set_view(ViewMode view) {
   if (selection_.view == view) return;
   const bool was_pair = selection_.pair();
@@ -909,6 +1035,10 @@ void Session::set_view(ViewMode view) {
 void Session::split_range_for_pair() {
   if (pair_ranges_chosen_) return;
   const TimeRange r = selection_.ranges[0];
+  if (selection_.comparing_tag()) {  // a tag value against the rest: the same range on both sides
+    selection_.ranges[1] = r;
+    return;
+  }
   const int64_t blocks = (r.until - r.from) / resolution_;
   if (blocks >= 2) {
     const int64_t middle = r.from + blocks / 2 * resolution_;
@@ -955,30 +1085,193 @@ const QueryResult& Session::timeline(TimeRange window, size_t points) {
   return timeline_;
 }
 
-bool Session::update_trees() {
-  if (empty()) return false;
-  const bool pair = selection_.pair();
+std::string Session::trees_key() const {
   std::string key = selector_text_ + "|" + std::to_string(selection_.ranges[0].from) + "|" +
                     std::to_string(selection_.ranges[0].until);
-  if (pair) key += "|" + std::to_string(selection_.ranges[1].from) + "|" + std::to_string(selection_.ranges[1].until);
-  if (key == trees_key_) return false;
-  trees_key_ = key;
-  diff_.reset();
-  left_ = QueryResult();
-  right_ = QueryResult();
-  QueryOptions options;
-  options.timeline_points = 1;  // the timeline comes from its own query
-  const Selector selector = selection_.selector();
-  Status status = dataset_.query(selector, selection_.ranges[0].from, selection_.ranges[0].until, &left_, options);
-  if (status.ok() && pair)
-    status = dataset_.query(selector, selection_.ranges[1].from, selection_.ranges[1].until, &right_, options);
-  if (!status.ok()) {
-    error_ = "query " + selector_text_ + ": " + status.to_string();
+  if (selection_.pair()) {
+    key += "|" + std::to_string(selection_.ranges[1].from) + "|" + std::to_string(selection_.ranges[1].until);
+    if (selection_.comparing_tag()) key += "|" + selection_.compare_key + "=" + selection_.compare_value;
+  }
+  return key;
+}
+
+std::string Session::view_key() const {
+  return trees_key() + "|" + name_of(view_.names) + "|" + name_of(view_.recursion);
+}
+
+bool Session::sandwich_stale() const {
+  return !empty() && selection_.view == ViewMode::sandwich && sandwich_key_ != view_key() + "|" + view_.function;
+}
+
+unsigned Session::update_trees() {
+  if (empty()) return 0;
+  unsigned changed = 0;
+  const bool pair = selection_.pair();
+  const std::string key = trees_key();
+  if (key != trees_key_) {
+    trees_key_ = key;
+    view_key_.clear();
+    left_view_.reset();
+    right_view_.reset();
+    diff_.reset();
+    sandwich_.reset();
     left_ = QueryResult();
     right_ = QueryResult();
+    QueryOptions options;
+    options.timeline_points = 1;  // the timeline comes from its own query
+    Status status = dataset_.query(selection_.side_selector(0), selection_.ranges[0].from, selection_.ranges[0].until,
+                                   &left_, options);
+    if (status.ok() && pair)
+      status = dataset_.query(selection_.side_selector(1), selection_.ranges[1].from, selection_.ranges[1].until,
+                              &right_, options);
+    if (!status.ok()) {
+      error_ = "query " + selector_text_ + ": " + status.to_string();
+      left_ = QueryResult();
+      right_ = QueryResult();
+    }
   }
-  if (pair) diff_ = std::make_unique<DiffTree>(DiffTree::compute(left_.tree, right_.tree));
-  return true;
+
+  // The view trees: recursion collapsed, then names shortened and merged, as the view settings say.
+  const std::string view_key = this->view_key();
+  if (view_key != view_key_) {
+    view_key_ = view_key;
+    sandwich_key_.clear();
+    sandwich_.reset();
+    diff_.reset();
+    frame_names_ = FrameNames();
+    frame_names_.mode_ = view_.names;
+    auto make_view = [&](const Tree& tree, std::unique_ptr<Tree>* out) {
+      out->reset();
+      if (view_.recursion != RecursionMode::keep) {
+        *out = std::make_unique<Tree>(collapse_recursion(
+            tree, view_.recursion == RecursionMode::direct ? RecursionCollapse::direct : RecursionCollapse::all));
+      }
+      if (view_.names == NameMode::merged) {
+        std::vector<std::vector<uint32_t>> merged_from;
+        const Tree& source = *out ? **out : tree;
+        auto renamed = std::make_unique<Tree>(with_short_names(source, &merged_from));
+        for (uint32_t s = 0; s < merged_from.size(); ++s) {
+          std::vector<std::string>& names = frame_names_.merged_[std::string(renamed->symbols().name(s))];
+          for (uint32_t full : merged_from[s]) {
+            const std::string_view name = source.symbols().name(full);
+            if (std::find(names.begin(), names.end(), name) == names.end()) names.emplace_back(name);
+          }
+        }
+        *out = std::move(renamed);
+      }
+    };
+    make_view(left_.tree, &left_view_);
+    if (pair) make_view(right_.tree, &right_view_);
+    if (pair) diff_ = std::make_unique<DiffTree>(DiffTree::compute(left_view(), right_view()));
+    changed |= kTreesChanged;
+  }
+
+  // The sandwich of the view's function, in the sandwich view.
+  if (selection_.view == ViewMode::sandwich) {
+    const std::string sandwich_key = view_key + "|" + view_.function;
+    if (sandwich_key != sandwich_key_) {
+      sandwich_key_ = sandwich_key;
+      sandwich_.reset();
+      const double start = now_ms();
+      if (!view_.function.empty()) {
+        auto made = std::make_unique<Sandwich>();
+        const Tree& tree = left_view();
+        Status status = pyroscope::sandwich(tree, view_.function, made.get());
+        // A function named in full while the frames are short (a link made in another names mode).
+        if (status.code() == StatusCode::not_found && view_.names == NameMode::merged)
+          status = pyroscope::sandwich(tree, short_function_name(view_.function), made.get());
+        if (status.ok()) sandwich_ = std::move(made);
+      }
+      sandwich_ms_ = now_ms() - start;
+      changed |= kSandwichChanged;
+    }
+  }
+  return changed;
+}
+
+DiffScale Session::diff_scale() const {
+  DiffScale scale;
+  scale.mode = view_.diff_mode;
+  if (diff_) {
+    scale.left_all = diff_->left_total(Tree::kRoot);
+    scale.right_all = diff_->right_total(Tree::kRoot);
+  }
+  // The ranges as the queries read them: whole blocks.
+  auto seconds = [&](const TimeRange& r) {
+    return double(std::max<int64_t>(resolution_, ceil_to(r.until, resolution_) - floor_to(r.from, resolution_)));
+  };
+  scale.left_seconds = seconds(selection_.ranges[0]);
+  scale.right_seconds = seconds(selection_.ranges[selection_.pair() ? 1 : 0]);
+  return scale;
+}
+
+const TagBreakdown& Session::tag_breakdown(TimeRange window, size_t points) {
+  window = clamped(window);
+  const std::string& tag = view_.breakdown;
+  const TimeRange range = selection_.ranges[0];
+  const std::string key = selector_text_ + "|" + tag + "|" + std::to_string(range.from) + "|" +
+                          std::to_string(range.until) + "|" + std::to_string(window.from) + "|" +
+                          std::to_string(window.until) + "|" + std::to_string(points);
+  if (key == breakdown_key_) return breakdown_;
+  breakdown_key_ = key;
+  breakdown_ = TagBreakdown();
+  breakdown_.key = tag;
+  const auto key_at = std::find(tag_keys_.begin(), tag_keys_.end(), tag);
+  if (tag.empty() || empty() || key_at == tag_keys_.end() || !window.valid() || !range.valid()) return breakdown_;
+  const double start = now_ms();
+  constexpr size_t kLines = 6;  // values drawn as lines of their own; the others are "the rest"
+  // The selection without this key's choice (the explorer's rule): every value of it, other keys as chosen.
+  Selection base = selection_;
+  base.tags.erase(tag);
+  const std::vector<std::string>& values = tag_values_[size_t(key_at - tag_keys_.begin())];
+  breakdown_.values = values.size();
+  QueryOptions whole;
+  whole.want_tree = false;
+  whole.timeline_points = 1;
+  QueryOptions over_window;
+  over_window.want_tree = false;
+  over_window.timeline_points = points;
+  auto sum = [](const QueryResult& r) {
+    uint64_t n = 0;
+    for (uint64_t v : r.timeline.samples) n += v;
+    return n;
+  };
+  QueryResult all;
+  if (dataset_.query(base.selector(), range.from, range.until, &all, whole).ok()) breakdown_.range_samples = sum(all);
+  std::vector<std::pair<uint64_t, size_t>> by_samples;  // (samples in the range, value index)
+  for (size_t v = 0; v < values.size(); ++v) {
+    Selection one = base;
+    one.tags[tag] = {values[v]};
+    QueryResult r;
+    if (dataset_.query(one.selector(), range.from, range.until, &r, whole).ok() && sum(r) > 0)
+      by_samples.emplace_back(sum(r), v);
+  }
+  std::stable_sort(by_samples.begin(), by_samples.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  if (!dataset_.query(base.selector(), window.from, window.until, &all, over_window).ok()) return breakdown_;
+  breakdown_.timeline = all.timeline;
+  const double range_all = double(std::max<uint64_t>(1, breakdown_.range_samples));
+  TagBreakdown::Line rest;
+  rest.rest = true;
+  rest.points = all.timeline.samples;
+  rest.samples = breakdown_.range_samples;
+  for (size_t i = 0; i < by_samples.size() && i < kLines; ++i) {
+    TagBreakdown::Line line;
+    line.value = values[by_samples[i].second];
+    line.samples = by_samples[i].first;
+    line.share = double(line.samples) / range_all;
+    Selection one = base;
+    one.tags[tag] = {line.value};
+    QueryResult r;
+    if (dataset_.query(one.selector(), window.from, window.until, &r, over_window).ok()) line.points = r.timeline.samples;
+    line.points.resize(rest.points.size(), 0);
+    for (size_t p = 0; p < rest.points.size(); ++p) rest.points[p] -= std::min(rest.points[p], line.points[p]);
+    rest.samples -= std::min(rest.samples, line.samples);
+    breakdown_.lines.push_back(std::move(line));
+  }
+  rest.share = double(rest.samples) / range_all;
+  if (rest.samples > 0) breakdown_.lines.push_back(std::move(rest));
+  breakdown_.ms = now_ms() - start;
+  return breakdown_;
 }
 
 const std::map<std::string, std::vector<uint64_t>>& Session::tag_value_samples() {
@@ -1017,7 +1310,27 @@ namespace {
 
 bool is_data_setting(const std::string& key) {
   return key == "app" || key == "type" || key == "tags" || key == "query" || key == "from" || key == "until" ||
-         key == "right_from" || key == "right_until";
+         key == "right_from" || key == "right_until" || key == "compare";
+}
+
+bool parse_flag(const std::string& value, bool* out) {
+  if (value == "1" || value == "true" || value == "on") *out = true;
+  else if (value == "0" || value == "false" || value == "off" || value.empty()) *out = false;
+  else return false;
+  return true;
+}
+
+// The focused frame path in a URL: frames joined by ';' (folded text's separator).
+std::vector<std::string> split_path(const std::string& text) {
+  std::vector<std::string> frames;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t semi = text.find(';', pos);
+    if (semi == std::string::npos) semi = text.size();
+    frames.push_back(text.substr(pos, semi - pos));
+    pos = semi + 1;
+  }
+  return frames;
 }
 
 // "k=v,k2=v2" -> key -> values; a key may repeat (several values).
@@ -1053,7 +1366,7 @@ Status Session::apply_setting(const std::string& key, const std::string& value) 
       set_view(view);
     } else {
       return Status(StatusCode::invalid_argument,
-                    "view must be flamegraph, table, both, comparison or diff, not '" + value + "'");
+                    "view must be flamegraph, table, both, comparison, diff or sandwich, not '" + value + "'");
     }
     return Status();
   }
@@ -1081,10 +1394,44 @@ Status Session::apply_setting(const std::string& key, const std::string& value) 
     view_.embed = value == "1" || value == "true";
     return Status();
   }
+  if (key == "function") {
+    view_.function = value;
+    return Status();
+  }
+  if (key == "focus") {
+    view_.focus = split_path(value);
+    return Status();
+  }
+  if (key == "breakdown") {
+    view_.breakdown = value;
+    return Status();
+  }
+  if (key == "focus_matches") {
+    if (!parse_flag(value, &view_.focus_matches))
+      return Status(StatusCode::invalid_argument, "focus_matches must be 1 or 0, not '" + value + "'");
+    return Status();
+  }
+  if (key == "names") {
+    if (!parse_name(value, &view_.names))
+      return Status(StatusCode::invalid_argument, "names must be " + choices(NameMode()) + ", not '" + value + "'");
+    return Status();
+  }
+  if (key == "recursion") {
+    if (!parse_name(value, &view_.recursion))
+      return Status(StatusCode::invalid_argument,
+                    "recursion must be " + choices(RecursionMode()) + ", not '" + value + "'");
+    return Status();
+  }
+  if (key == "diff_mode") {
+    if (!parse_name(value, &view_.diff_mode))
+      return Status(StatusCode::invalid_argument, "diff_mode must be " + choices(DiffMode()) + ", not '" + value + "'");
+    return Status();
+  }
   if (!is_data_setting(key)) {
     return Status(StatusCode::invalid_argument,
-                  "unknown setting '" + key + "' (known: file, view, query, app, type, tags, from, until, right_from, "
-                  "right_until, search, theme, orientation, colour, embed)");
+                  "unknown setting '" + key + "' (known: file, view, query, app, type, tags, compare, from, until, "
+                  "right_from, right_until, function, search, focus_matches, names, recursion, diff_mode, breakdown, "
+                  "focus, theme, orientation, colour, embed)");
   }
   std::string stored = value;
   if (key == "query") {
@@ -1110,6 +1457,10 @@ Status Session::apply_setting(const std::string& key, const std::string& value) 
     std::map<std::string, std::vector<std::string>> parsed;
     const Status st = parse_tag_list(value, &parsed);
     if (!st.ok()) return st;
+    pending_[key] = value;
+  } else if (key == "compare") {
+    if (!value.empty() && (value.find('=') == std::string::npos || value[0] == '='))
+      return Status(StatusCode::invalid_argument, "compare '" + value + "': expected key=value (a tag value against the rest)");
     pending_[key] = value;
   } else if (key == "type") {
     if (!is_valid_profile_type(value))
@@ -1179,12 +1530,23 @@ void Session::apply_pending_settings() {
     r = clamped(r);
     if (!r.valid()) r = span_;
   }
+  it = pending_.find("compare");
+  if (it != pending_.end()) {
+    const size_t eq = it->second.find('=');
+    const bool right_given = pending_.count("right_from") || pending_.count("right_until");
+    const TimeRange right = selection_.ranges[1];
+    if (eq == std::string::npos) compare_tag("", "");
+    else compare_tag(it->second.substr(0, eq), it->second.substr(eq + 1));
+    if (right_given) selection_.ranges[1] = right;  // a link's own right range wins
+    pending_.erase(it);  // once: choosing other views or tags later is not undone by it
+  }
 }
 
-std::string Session::settings_json() const {
-  json::ObjectWriter j;
-  if (!selection_.app.empty()) j.add("app", selection_.app);
-  if (!selection_.app.empty() && selection_.type != kDefaultProfileType) j.add("type", selection_.type);
+std::vector<std::pair<std::string, std::string>> Session::settings() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto add = [&](const char* key, std::string value) { out.emplace_back(key, std::move(value)); };
+  if (!selection_.app.empty()) add("app", selection_.app);
+  if (!selection_.app.empty() && selection_.type != kDefaultProfileType) add("type", selection_.type);
   std::string tags;
   bool representable = true;  // the tags setting separates values by commas
   for (const auto& [key, values] : selection_.tags)
@@ -1192,21 +1554,58 @@ std::string Session::settings_json() const {
       representable = representable && v.find(',') == std::string::npos && key.find_first_of(",=") == std::string::npos;
       tags += (tags.empty() ? "" : ",") + key + "=" + v;
     }
-  if (representable && !tags.empty()) j.add("tags", tags);
-  j.add("from", std::to_string(selection_.ranges[0].from));
-  j.add("until", std::to_string(selection_.ranges[0].until));
-  if (!selection_.pair()) {
-    j.add("view", name_of(view_.panels));
-  } else {
-    j.add("view", name_of(selection_.view));
-    j.add("right_from", std::to_string(selection_.ranges[1].from));
-    j.add("right_until", std::to_string(selection_.ranges[1].until));
+  if (representable && !tags.empty()) add("tags", tags);
+  if (selection_.pair() && selection_.comparing_tag())
+    add("compare", selection_.compare_key + "=" + selection_.compare_value);
+  add("from", std::to_string(selection_.ranges[0].from));
+  add("until", std::to_string(selection_.ranges[0].until));
+  add("view", selection_.view == ViewMode::single ? name_of(view_.panels) : name_of(selection_.view));
+  if (selection_.pair()) {
+    add("right_from", std::to_string(selection_.ranges[1].from));
+    add("right_until", std::to_string(selection_.ranges[1].until));
   }
-  if (!view_.search.empty()) j.add("search", view_.search);
-  j.add("theme", name_of(view_.theme));
-  j.add("orientation", name_of(view_.orientation));
-  j.add("colour", name_of(view_.colour));
+  if (!view_.function.empty()) add("function", view_.function);
+  if (!view_.search.empty()) add("search", view_.search);
+  if (view_.focus_matches) add("focus_matches", "1");
+  if (view_.names != NameMode::full) add("names", name_of(view_.names));
+  if (view_.recursion != RecursionMode::keep) add("recursion", name_of(view_.recursion));
+  if (view_.diff_mode != DiffMode::share) add("diff_mode", name_of(view_.diff_mode));
+  if (!view_.breakdown.empty()) add("breakdown", view_.breakdown);
+  if (!view_.focus.empty()) {
+    std::string path;
+    for (const std::string& frame : view_.focus) path += (path.empty() ? "" : ";") + frame;
+    add("focus", path);
+  }
+  add("theme", name_of(view_.theme));
+  add("orientation", name_of(view_.orientation));
+  add("colour", name_of(view_.colour));
+  return out;
+}
+
+std::string Session::settings_json() const {
+  json::ObjectWriter j;
+  for (const auto& [key, value] : settings()) j.add(key, value);
   return j.finish();
+}
+
+std::string Session::settings_query() const {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const auto& [key, value] : settings()) {
+    out += (out.empty() ? "" : "&") + key + "=";
+    for (unsigned char c : value) {
+      const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                         std::strchr("-_.~,:()", c) != nullptr;
+      if (plain && c != 0) {
+        out.push_back(static_cast<char>(c));
+      } else {
+        out.push_back('%');
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 15]);
+      }
+    }
+  }
+  return out;
 }
 
 // [SECTION] Session: exports ========================================================================

@@ -26,7 +26,7 @@ namespace pyroscope::session {
 // Each enumeration the settings carry comes from one table: the enum, its names in URLs, on the
 // command line and in status JSON, and the list an error message offers.
 
-#define PYROSCOPE_VIEW_MODES(X) X(single, "single") X(comparison, "comparison") X(diff, "diff")
+#define PYROSCOPE_VIEW_MODES(X) X(single, "single") X(comparison, "comparison") X(diff, "diff") X(sandwich, "sandwich")
 #define PYROSCOPE_PANELS(X) X(both, "both") X(flame, "flamegraph") X(table, "table")
 #define PYROSCOPE_THEMES(X) X(dark, "dark") X(light, "light")
 #define PYROSCOPE_ORIENTATIONS(X) X(icicle, "icicle") X(flame, "flame")
@@ -34,6 +34,14 @@ namespace pyroscope::session {
 #define PYROSCOPE_TABLE_SORTS(X)                                                                  \
   X(name, "name") X(self, "self") X(total, "total") X(left_total, "left_total")                 \
   X(right_total, "right_total") X(change, "change")
+// How frames are named: in full, short (short_function_name: no parameters, template arguments
+// collapsed), or short with the frames that became equal merged into one.
+#define PYROSCOPE_NAME_MODES(X) X(full, "full") X(shortened, "short") X(merged, "merged")
+// Recursion as the trees show it: kept, direct recursion collapsed (f;f -> f), or all of it (f;g;f -> f;g).
+#define PYROSCOPE_RECURSION_MODES(X) X(keep, "keep") X(direct, "direct") X(all, "all")
+// What a diff compares: each side's share of its own total (Pyroscope's diff), values per second of
+// each range (ranges of different lengths), or the values themselves.
+#define PYROSCOPE_DIFF_MODES(X) X(share, "share") X(per_second, "per_second") X(absolute, "absolute")
 
 #define PYROSCOPE_ENUM_VALUE(value, text) value,
 #define PYROSCOPE_DECLARE_NAMED_ENUM(Type, LIST)                                                  \
@@ -48,6 +56,9 @@ PYROSCOPE_DECLARE_NAMED_ENUM(Theme, PYROSCOPE_THEMES)
 PYROSCOPE_DECLARE_NAMED_ENUM(Orientation, PYROSCOPE_ORIENTATIONS)
 PYROSCOPE_DECLARE_NAMED_ENUM(ColourMode, PYROSCOPE_COLOUR_MODES)
 PYROSCOPE_DECLARE_NAMED_ENUM(TableSort, PYROSCOPE_TABLE_SORTS)
+PYROSCOPE_DECLARE_NAMED_ENUM(NameMode, PYROSCOPE_NAME_MODES)
+PYROSCOPE_DECLARE_NAMED_ENUM(RecursionMode, PYROSCOPE_RECURSION_MODES)
+PYROSCOPE_DECLARE_NAMED_ENUM(DiffMode, PYROSCOPE_DIFF_MODES)
 
 // [SECTION] Time ====================================================================================
 
@@ -87,9 +98,29 @@ struct FunctionRow {
   uint64_t right_total = 0;
 };
 void function_rows(const Tree& tree, const DiffTree* diff, std::vector<FunctionRow>* rows);
-// Orders rows (indices into rows) by a column; ties keep the order they had.
+
+// [SECTION] Diff arithmetic =========================================================================
+
+// How a diff's two sides compare (DiffMode), with what the modes need: each side's total and the
+// length of its range.
+struct DiffScale {
+  DiffMode mode = DiffMode::share;
+  uint64_t left_all = 0, right_all = 0;      // each side's total (share)
+  double left_seconds = 1, right_seconds = 1;  // each side's range in seconds, whole blocks (per_second)
+};
+// The change from left to right: share: right/right_all - left/left_all (a fraction; x100 = points);
+// per_second: right/right_seconds - left/left_seconds (the unit per second); absolute: right - left.
+double diff_change(uint64_t left, uint64_t right, const DiffScale& scale);
+// The change relative to the left side, in percent clamped to [-100, 100] (+100 for something only on
+// the right): what diff colours show. In share mode, DiffTree::change_percent.
+double diff_change_percent(uint64_t left, uint64_t right, const DiffScale& scale);
+// A diff_change for people: "+1.25 pp", "-12.5 ms/s", "+1,234 samples".
+std::string format_change(double change, const DiffScale& scale, const SeriesInfo& info);
+
+// Orders rows (indices into rows) by a column; ties keep the order they had. The change column
+// compares the sides as scale says (null: shares).
 void sort_rows(const Tree& tree, const DiffTree* diff, const std::vector<FunctionRow>& rows, TableSort sort,
-               bool ascending, std::vector<uint32_t>* order);
+               bool ascending, std::vector<uint32_t>* order, const DiffScale* scale = nullptr);
 
 // Pyroscope's flamebearer JSON of a tree: names[], levels[depth] = [x delta, total, self, name index]
 // per node, numTicks, maxSelf (what Pyroscope's /render answers, and `pyro query --format json`).
@@ -140,10 +171,16 @@ struct Selection {
   std::vector<Matcher> matchers;                        // more conditions, as parsed
   TimeRange ranges[2];                                  // [0] single view / left, [1] right
   ViewMode view = ViewMode::single;
+  // A tag value against the rest (pair views): the left side is compare_key!="compare_value", the
+  // right side compare_key="compare_value"; both within the selection. Empty key: both sides are the
+  // selection (two ranges of it).
+  std::string compare_key, compare_value;
 
-  bool pair() const { return view != ViewMode::single; }
+  bool pair() const { return view == ViewMode::comparison || view == ViewMode::diff; }
+  bool comparing_tag() const { return !compare_key.empty(); }
   Selector selector() const;     // app.type{k="v",k2=~"a|b",...}
   std::string text() const;      // its text
+  Selector side_selector(int side) const;  // selector() and, comparing a tag, that side's matcher
   // The ranges in time order, overlapping or touching ones joined: one range, or both in a pair view.
   std::vector<TimeRange> joined_ranges() const;
 };
@@ -151,11 +188,55 @@ struct Selection {
 // Presentation settings that travel with a selection in URLs, share files and the command line.
 struct ViewSettings {
   Panels panels = Panels::both;  // single view: flame graph, table or both
-  std::string search;
+  std::string search;            // NameSearch's syntax
+  bool focus_matches = false;    // dim what is not on a stack through a match
   Theme theme = Theme::dark;
   Orientation orientation = Orientation::icicle;
   ColourMode colour = ColourMode::function;
   bool embed = false;  // only the flame graph (URL embed=1)
+  std::string function;          // the sandwich view's function, as its frames are named
+  NameMode names = NameMode::full;
+  RecursionMode recursion = RecursionMode::keep;
+  DiffMode diff_mode = DiffMode::share;
+  std::string breakdown;         // a tag key: the timeline shows a line per value ("" none)
+  std::vector<std::string> focus;  // the focused frame of the view's main flame graph, root first
+};
+
+// How the frames of a session's view trees read (ViewSettings::names): a label to draw, and the full
+// names a frame stands for, which tooltips show and the search matches. It works on names, so it
+// serves every view tree: both sides, the diff and the sandwich.
+class FrameNames {
+ public:
+  NameMode mode() const { return mode_; }
+  // What a block shows for a frame named `name` in a view tree.
+  std::string label(std::string_view name) const;
+  // The full names behind it: the name itself, or in merged mode every name that became it.
+  std::vector<std::string_view> full_names(std::string_view name) const;
+  // The search selects a frame when any of its full names matches.
+  bool matches(const NameSearch& search, std::string_view name) const;
+
+ private:
+  friend class Session;
+  NameMode mode_ = NameMode::full;
+  std::map<std::string, std::vector<std::string>, std::less<>> merged_;  // short name -> full names
+};
+
+// A tag key's values over time (the timeline's breakdown): the values with the most samples in the
+// selected range, one line each, and the rest together; each with its share of the range.
+struct TagBreakdown {
+  struct Line {
+    std::string value;             // the tag value ("" for the rest)
+    bool rest = false;             // every other value, and series without the key
+    uint64_t samples = 0;          // in the selected range
+    double share = 0;              // of all the selection's samples in the selected range
+    std::vector<uint64_t> points;  // samples per step of the window (timeline.start / step)
+  };
+  std::string key;
+  Timeline timeline;         // the whole selection over the window (start, step, samples)
+  std::vector<Line> lines;   // top values by samples, heaviest first; then the rest, if it has samples
+  uint64_t range_samples = 0;
+  size_t values = 0;         // values the key has
+  double ms = 0;             // how long the queries took
 };
 
 // [SECTION] Session =================================================================================
@@ -208,6 +289,9 @@ class Session {
   void set_range(int side, TimeRange range);  // clamped; an invalid range is ignored
   void set_view(ViewMode view);               // entering a pair view splits the range in two halves
   void select_all_time(int side);             // the whole span
+  // One value of a tag against the rest, in the diff view on the main range (the key's own choice
+  // in the tags is dropped); an empty key compares two ranges again.
+  void compare_tag(const std::string& key, const std::string& value);
   // pyro: a selector as typed (any matchers; {} selects every app and type) and one range.
   Status select(const Selector& selector, TimeRange range);
 
@@ -215,28 +299,51 @@ class Session {
   // Samples per point over window, at most `points` points (none when nothing is selected).
   const QueryResult& timeline(TimeRange window, size_t points);
   const QueryResult& last_timeline() const { return timeline_; }  // the last timeline() answer
-  // The trees of the selection: left (the single view's), right and their diff in pair views. True
-  // when they changed since the last call (layouts must follow). Errors go to error().
-  bool update_trees();
+  // The trees of the selection: left (the single view's), right in pair views, and the view trees
+  // below. Non-zero when something changed since the last call (layouts must follow): a mask of
+  // kTreesChanged and kSandwichChanged. Errors go to error().
+  unsigned update_trees();
   const Tree& left_tree() const { return left_.tree; }
   const Tree& right_tree() const { return right_.tree; }
   const QueryResult& left() const { return left_; }
   const QueryResult& right() const { return right_; }
+  // The trees the views draw: the queries' trees with recursion collapsed and names shortened as the
+  // view settings say (the queries' own trees when they say neither), their diff, and the sandwich
+  // of the view settings' function (sandwich view only; null when the function is not in the tree).
+  // update_trees' result says which changed: kTreesChanged (trees, diff) and kSandwichChanged.
+  static constexpr unsigned kTreesChanged = 1, kSandwichChanged = 2;
+  const Tree& left_view() const { return left_view_ ? *left_view_ : left_.tree; }
+  const Tree& right_view() const { return right_view_ ? *right_view_ : right_.tree; }
   const DiffTree* diff() const { return diff_.get(); }
+  const Sandwich* sandwich() const { return sandwich_.get(); }
+  // The next update_trees computes the sandwich anew (a UI lets go of the old one's layouts first,
+  // so the memory serves the new one).
+  bool sandwich_stale() const;
+  double sandwich_ms() const { return sandwich_ms_; }  // how long the last sandwich took
+  const FrameNames& frame_names() const { return frame_names_; }
+  // How the diff compares the sides: the view settings' mode, the sides' totals and range lengths.
+  DiffScale diff_scale() const;
+  // The view settings' breakdown key over window, at most `points` points (empty key: no lines).
+  const TagBreakdown& tag_breakdown(TimeRange window, size_t points);
+  const TagBreakdown* last_breakdown() const { return breakdown_key_.empty() ? nullptr : &breakdown_; }
   // Samples per value of every tag key (at most 64 values a key) in the main range, each with the
   // other keys' current choices applied: the tag explorer's shares.
   const std::map<std::string, std::vector<uint64_t>>& tag_value_samples();
 
   // ---- Settings: URL parameters, command-line options, share files ----
-  // view=flamegraph|table|both|comparison|diff, query=app.type{k="v"}, app, type, tags=k=v,k2=v2,
-  // from, until, right_from, right_until (times as parse_time reads them), search, theme,
-  // orientation, colour, embed. Unknown keys and bad values are invalid_argument naming them.
+  // view=flamegraph|table|both|comparison|diff|sandwich, query=app.type{k="v"}, app, type,
+  // tags=k=v,k2=v2, compare=k=v, from, until, right_from, right_until (times as parse_time reads
+  // them), function, search, focus_matches, names, recursion, diff_mode, breakdown, focus=a;b;c,
+  // theme, orientation, colour, embed. Unknown keys and bad values are invalid_argument naming them.
   // Data settings wait for data: given before open(), they apply to what it opens.
   Status apply_setting(const std::string& key, const std::string& value);
   ViewSettings& view_settings() { return view_; }
   const ViewSettings& view_settings() const { return view_; }
-  // The settings a URL would carry to show this selection, as a JSON object of strings.
+  // The settings that show this selection and view, in a fixed order (defaults left out): what a
+  // permalink and a share file carry. As pairs, as a JSON object of strings, as a URL query string.
+  std::vector<std::pair<std::string, std::string>> settings() const;
   std::string settings_json() const;
+  std::string settings_query() const;  // app=...&from=...&..., each value percent-encoded
   const std::string& error() const { return error_; }  // the last query's problem, "" if none
   void clear_error() { error_.clear(); }
 
@@ -265,6 +372,8 @@ class Session {
   void selection_changed();
   TimeRange data_extent(const std::string& app, const std::string& type) const;
   void split_range_for_pair();
+  std::string trees_key() const;  // what the queries' trees depend on
+  std::string view_key() const;   // ... and the view trees
 
   struct Buffers;
   Dataset dataset_;
@@ -291,8 +400,16 @@ class Session {
   QueryResult timeline_;
   std::string timeline_key_;
   QueryResult left_, right_;
-  std::unique_ptr<DiffTree> diff_;
   std::string trees_key_;
+  std::unique_ptr<Tree> left_view_, right_view_;  // null: the query's tree is the view tree
+  std::unique_ptr<DiffTree> diff_;
+  FrameNames frame_names_;
+  std::string view_key_;
+  std::unique_ptr<Sandwich> sandwich_;
+  std::string sandwich_key_;
+  double sandwich_ms_ = 0;
+  TagBreakdown breakdown_;
+  std::string breakdown_key_;
   std::map<std::string, std::vector<uint64_t>> tag_samples_;
   std::string tag_samples_key_;
 };

@@ -130,7 +130,10 @@ TEST_CASE("session: names come from one table per setting") {
   CHECK(view == session::ViewMode::diff);
   CHECK_FALSE(session::parse_name("Diff", &view));
   CHECK(std::string(session::name_of(session::Panels::flame)) == "flamegraph");
-  CHECK(session::choices(session::ViewMode()) == "single, comparison or diff");
+  CHECK(session::choices(session::ViewMode()) == "single, comparison, diff or sandwich");
+  CHECK(session::choices(session::NameMode()) == "full, short or merged");
+  CHECK(session::choices(session::RecursionMode()) == "keep, direct or all");
+  CHECK(session::choices(session::DiffMode()) == "share, per_second or absolute");
   CHECK(session::choices(session::Theme()) == "dark or light");
   session::TableSort sort;
   CHECK(session::parse_name("right_total", &sort));
@@ -486,4 +489,257 @@ TEST_CASE("session: a data directory stands for the .pyro files directly in it")
   std::vector<session::LoadInput> none(1);
   none[0].path = dir.file("sub.pyro");
   CHECK(empty.open(std::move(none)).find("sub.pyro") != std::string::npos);  // named in the problems
+}
+
+namespace {
+
+// A rideshare-like profile: region and vehicle tags over 30 blocks, a recursive JSON parser, 40
+// one-sample metrics functions, and in eu-north's second half a mutex that grows.
+std::string rideshare_pyro() {
+  pyroscope::Writer writer;
+  REQUIRE(writer.open_memory().ok());
+  const char* regions[] = {"eu-north", "us-east", "ap-south"};
+  const char* vehicles[] = {"car", "bike"};
+  for (int block = 0; block < 30; ++block) {
+    for (int r = 0; r < 3; ++r) {
+      for (const char* vehicle : vehicles) {
+        pyroscope::Tree tree;
+        const std::string handle = "main;rideshare::Server::handle(Request const&)";
+        const std::string order = handle + ";rideshare::order_" + vehicle + "(int)";
+        core_test::insert_stack(&tree, order + ";rideshare::find_nearest_vehicle(Region, Vehicle)", 20 + r * 5);
+        core_test::insert_stack(&tree, order + ";rideshare::check_driver_availability(Region);std::mutex::lock()",
+                                r == 0 && block >= 15 ? 60 : 6);
+        core_test::insert_stack(&tree, handle + ";json::parse(std::string_view);json::parse_value(Cursor&);"
+                                                "json::parse_array(Cursor&);json::parse_value(Cursor&);json::parse_string(Cursor&)", 9);
+        core_test::insert_stack(&tree, handle + ";json::parse(std::string_view);json::parse_value(Cursor&)", 3);
+        core_test::insert_stack(&tree, "main;runtime::background();gc::collect()", 10);
+        for (int m = 0; m < 40; ++m)
+          core_test::insert_stack(&tree, handle + ";metrics::emit();metrics::counter_" + std::to_string(m) + "()", 1);
+        REQUIRE(writer.append(pyroscope::SeriesKey("ride-sharing-app", {{"region", regions[r]}, {"vehicle", vehicle}}),
+                              kStart + block * 10, tree).ok());
+      }
+    }
+  }
+  return writer.take_bytes();
+}
+
+void open_rideshare(session::Session* s) {
+  std::vector<session::LoadInput> inputs;
+  inputs.push_back(bytes_input("rideshare.pyro", rideshare_pyro()));
+  REQUIRE(s->open(std::move(inputs)).empty());
+}
+
+}  // namespace
+
+TEST_CASE("session: the sandwich of every function totals what pyro query --format table shows") {
+  session::Session s;
+  open_rideshare(&s);
+  REQUIRE(s.apply_setting("view", "sandwich").ok());
+  s.update_trees();
+  CHECK(s.sandwich() == nullptr);  // no function yet
+  std::vector<session::FunctionRow> rows;  // pyro query --format table's rows
+  session::function_rows(s.left_tree(), nullptr, &rows);
+  REQUIRE(rows.size() > 50);
+  for (const session::FunctionRow& row : rows) {
+    const std::string name(s.left_tree().symbols().name(row.symbol));
+    CAPTURE(name);
+    REQUIRE(s.apply_setting("function", name).ok());
+    REQUIRE(s.update_trees() == session::Session::kSandwichChanged);  // the trees stay; only the sandwich
+    REQUIRE(s.sandwich() != nullptr);
+    CHECK(s.sandwich()->total == row.total);
+    CHECK(s.sandwich()->self == row.self);
+    CHECK(s.sandwich()->callers.total() == row.total);
+    CHECK(s.sandwich()->callees.total() == row.total);
+  }
+  // json::parse_value calls itself through parse_array: counted once, as the table counts it.
+  REQUIRE(s.apply_setting("function", "json::parse_value(Cursor&)").ok());
+  s.update_trees();
+  REQUIRE(s.sandwich());
+  CHECK(s.sandwich()->total == 30 * 6 * 12);
+  const pyroscope::Tree& callees = s.sandwich()->callees;
+  CHECK(callees.find_path({"json::parse_value(Cursor&)", "json::parse_array(Cursor&)", "json::parse_value(Cursor&)"}) !=
+        pyroscope::Tree::kNoNode);
+  REQUIRE(s.apply_setting("function", "no::such()").ok());
+  s.update_trees();
+  CHECK(s.sandwich() == nullptr);
+  CHECK(s.settings_json().find("\"function\":\"no::such()\"") != std::string::npos);
+}
+
+TEST_CASE("session: names and recursion make the view trees; the queries' trees stay for exports") {
+  session::Session s;
+  open_rideshare(&s);
+  REQUIRE(s.update_trees() == session::Session::kTreesChanged);
+  CHECK(&s.left_view() == &s.left_tree());  // nothing to change: no copy
+  const uint64_t total = s.left_tree().total();
+
+  REQUIRE(s.apply_setting("recursion", "all").ok());
+  REQUIRE(s.update_trees() == session::Session::kTreesChanged);
+  CHECK(s.left_view().total() == total);
+  CHECK(s.left_view().find_path({"main", "rideshare::Server::handle(Request const&)", "json::parse(std::string_view)",
+                                 "json::parse_value(Cursor&)", "json::parse_array(Cursor&)", "json::parse_string(Cursor&)"}) !=
+        pyroscope::Tree::kNoNode);
+  CHECK(s.folded()[0].text == s.left_tree().to_folded());  // exports keep the real stacks
+
+  REQUIRE(s.apply_setting("names", "merged").ok());
+  s.update_trees();
+  const pyroscope::Tree& merged = s.left_view();
+  CHECK(merged.find_path({"main", "rideshare::Server::handle", "rideshare::order_car"}) != pyroscope::Tree::kNoNode);
+  const session::FrameNames& names = s.frame_names();
+  CHECK(names.mode() == session::NameMode::merged);
+  CHECK(names.full_names("rideshare::order_car") == std::vector<std::string_view>{"rideshare::order_car(int)"});
+  CHECK(names.matches(pyroscope::NameSearch("order_car\\(int"), "rideshare::order_car"));  // full names are searched
+  CHECK(names.label("rideshare::order_car") == "rideshare::order_car");
+
+  REQUIRE(s.apply_setting("names", "short").ok());
+  REQUIRE(s.apply_setting("recursion", "keep").ok());
+  s.update_trees();
+  CHECK(&s.left_view() == &s.left_tree());  // short labels only: the tree is the query's
+  CHECK(s.frame_names().label("rideshare::order_car(int)") == "rideshare::order_car");
+  CHECK(s.frame_names().full_names("rideshare::order_car(int)").size() == 1);
+  CHECK(s.apply_setting("names", "tiny").message().find("names must be full, short or merged") != std::string::npos);
+  CHECK(s.apply_setting("recursion", "some").message().find("recursion must be keep, direct or all") != std::string::npos);
+}
+
+TEST_CASE("session: diff modes: share, per second of ranges of different lengths, absolute") {
+  session::DiffScale scale;
+  scale.left_all = 100;
+  scale.right_all = 400;
+  scale.left_seconds = 10;
+  scale.right_seconds = 40;
+  // 10 of 100 on the left, 80 of 400 on the right.
+  CHECK(session::diff_change(10, 80, scale) == doctest::Approx(0.10));
+  CHECK(session::diff_change_percent(10, 80, scale) == doctest::Approx(100.0));  // 10 % -> 20 %, clamped
+  scale.mode = session::DiffMode::per_second;
+  CHECK(session::diff_change(10, 80, scale) == doctest::Approx(1.0));  // 1/s -> 2/s
+  CHECK(session::diff_change_percent(10, 80, scale) == doctest::Approx(100.0));
+  CHECK(session::diff_change(10, 20, scale) == doctest::Approx(-0.5));  // 1/s -> 0.5/s
+  CHECK(session::diff_change_percent(10, 20, scale) == doctest::Approx(-50.0));
+  scale.mode = session::DiffMode::absolute;
+  CHECK(session::diff_change(10, 20, scale) == doctest::Approx(10.0));
+  CHECK(session::diff_change_percent(10, 20, scale) == doctest::Approx(100.0));
+  CHECK(session::diff_change_percent(0, 5, scale) == 100.0);
+  CHECK(session::diff_change_percent(0, 0, scale) == 0.0);
+
+  pyroscope::SeriesInfo samples;
+  session::DiffScale share;
+  CHECK(session::format_change(0.0125, share, samples) == "+1.25 pp");
+  session::DiffScale rate;
+  rate.mode = session::DiffMode::per_second;
+  CHECK(session::format_change(-2.5, rate, samples) == "-2.50 samples/s");
+  pyroscope::SeriesInfo cpu;
+  cpu.period = 10000000;
+  cpu.period_unit = "nanoseconds";
+  CHECK(session::format_change(1.5, rate, cpu) == "+15.0 ms/s");
+  session::DiffScale absolute;
+  absolute.mode = session::DiffMode::absolute;
+  CHECK(session::format_change(-1234, absolute, samples) == "-1,234 samples");
+
+  // In a session: the table's change column follows the mode.
+  session::Session s;
+  open_rideshare(&s);
+  REQUIRE(s.apply_setting("view", "diff").ok());
+  REQUIRE(s.apply_setting("from", std::to_string(kStart)).ok());
+  REQUIRE(s.apply_setting("until", std::to_string(kStart + 100)).ok());
+  REQUIRE(s.apply_setting("right_from", std::to_string(kStart + 100)).ok());
+  REQUIRE(s.apply_setting("right_until", std::to_string(kStart + 300)).ok());  // twice as long
+  REQUIRE(s.apply_setting("diff_mode", "per_second").ok());
+  s.update_trees();
+  const session::DiffScale in_session = s.diff_scale();
+  CHECK(in_session.mode == session::DiffMode::per_second);
+  CHECK(in_session.left_seconds == 100);
+  CHECK(in_session.right_seconds == 200);
+  std::vector<session::FunctionRow> rows;
+  session::function_rows(s.diff()->shape(), s.diff(), &rows);
+  std::vector<uint32_t> order(rows.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  session::sort_rows(s.diff()->shape(), s.diff(), rows, session::TableSort::change, false, &order, &in_session);
+  // Per second the whole profile grew (eu-north's mutex in the second half), and all of it is under
+  // main: main changed most. In share mode main, 100 % on both sides, cannot change at all.
+  CHECK(s.diff()->shape().symbols().name(rows[order[0]].symbol) == "main");
+  CHECK(s.settings_json().find("\"diff_mode\":\"per_second\"") != std::string::npos);
+  CHECK(s.apply_setting("diff_mode", "ratio").message().find("diff_mode must be share, per_second or absolute") !=
+        std::string::npos);
+}
+
+TEST_CASE("session: tag breakdown over time and one click to a value against the rest") {
+  session::Session s;
+  open_rideshare(&s);
+  REQUIRE(s.apply_setting("breakdown", "region").ok());
+  const pyroscope::TimeRange window{kStart, kStart + 300};
+  const session::TagBreakdown& b = s.tag_breakdown(window, 30);
+  REQUIRE(b.key == "region");
+  CHECK(b.values == 3);
+  REQUIRE(b.lines.size() == 3);  // three values, no rest
+  CHECK(b.lines[0].value == "eu-north");  // the most samples first
+  double shares = 0;
+  uint64_t samples = 0;
+  for (const auto& line : b.lines) {
+    shares += line.share;
+    samples += line.samples;
+    CHECK(line.points.size() == 30);
+  }
+  CHECK(shares == doctest::Approx(1.0));
+  CHECK(samples == b.range_samples);
+  // eu-north's mutex grows in the second half: its line rises, the others stay flat.
+  CHECK(b.lines[0].points[20] > b.lines[0].points[5]);
+  CHECK(b.lines[1].points[20] == b.lines[1].points[5]);
+  uint64_t timeline_sum = 0;
+  for (uint64_t v : b.timeline.samples) timeline_sum += v;
+  CHECK(timeline_sum == b.range_samples);
+
+  // The key's own choice does not hide the other lines; the other keys' choices apply.
+  const uint64_t all_samples = b.range_samples;  // b is the session's: the next call replaces it
+  s.set_tag_values("vehicle", {"car"});
+  const session::TagBreakdown& cars = s.tag_breakdown(window, 30);
+  REQUIRE(cars.lines.size() == 3);
+  CHECK(cars.range_samples * 2 == all_samples);  // cars and bikes weigh the same here
+
+  // "eu-north stands out": its diff against the rest, in one call.
+  s.compare_tag("region", "eu-north");
+  CHECK(s.selection().view == session::ViewMode::diff);
+  CHECK(s.selection().ranges[1] == s.selection().ranges[0]);
+  s.update_trees();
+  REQUIRE(s.diff());
+  CHECK(s.left().tree.total() + s.right().tree.total() == s.tag_breakdown(window, 30).range_samples);
+  CHECK(s.right().series_matched == 1);  // eu-north cars
+  CHECK(s.left().series_matched == 2);   // us-east and ap-south cars
+  const std::string settings = s.settings_json();
+  CHECK(settings.find("\"compare\":\"region=eu-north\"") != std::string::npos);
+
+  // The same through settings, as a link carries them; choosing the key's values ends the comparison.
+  session::Session t;
+  REQUIRE(t.apply_setting("compare", "region=eu-north").ok());
+  REQUIRE(t.apply_setting("view", "diff").ok());
+  open_rideshare(&t);
+  CHECK(t.selection().compare_key == "region");
+  CHECK(t.selection().ranges[0] == t.selection().ranges[1]);
+  t.set_tag_values("region", {"us-east"});
+  CHECK_FALSE(t.selection().comparing_tag());
+  CHECK(t.apply_setting("compare", "region").message().find("expected key=value") != std::string::npos);
+  REQUIRE(s.apply_setting("breakdown", "no-such-key").ok());
+  CHECK(s.tag_breakdown(window, 30).lines.empty());
+}
+
+TEST_CASE("session: every setting round-trips through settings(), JSON and a URL query") {
+  session::Session s;
+  open_rideshare(&s);
+  const std::vector<std::pair<std::string, std::string>> given = {
+      {"app", "ride-sharing-app"}, {"tags", "vehicle=car"}, {"compare", "region=eu-north"},
+      {"from", std::to_string(kStart + 20)}, {"until", std::to_string(kStart + 200)}, {"view", "diff"},
+      {"right_from", std::to_string(kStart + 100)}, {"right_until", std::to_string(kStart + 280)},
+      {"function", "json::parse(std::string_view)"}, {"search", "json -\"parse_string\""}, {"focus_matches", "1"},
+      {"names", "short"}, {"recursion", "direct"}, {"diff_mode", "absolute"}, {"breakdown", "region"},
+      {"focus", "main;rideshare::Server::handle(Request const&)"}, {"theme", "light"}, {"orientation", "flame"},
+      {"colour", "package"}};
+  for (const auto& [key, value] : given) REQUIRE_MESSAGE(s.apply_setting(key, value).ok(), key);
+  CHECK(s.settings() == given);
+  const std::string query = s.settings_query();
+  CHECK(query.find("search=json%20-%22parse_string%22") != std::string::npos);
+  CHECK(query.find("focus=main%3Brideshare::Server::handle(Request%20const%26)") != std::string::npos);
+  // Applied to a fresh session, the settings give the same settings back.
+  session::Session t;
+  for (const auto& [key, value] : s.settings()) REQUIRE(t.apply_setting(key, value).ok());
+  open_rideshare(&t);
+  CHECK(t.settings() == s.settings());
+  CHECK(t.settings_json() == s.settings_json());
 }

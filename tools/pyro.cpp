@@ -25,7 +25,10 @@
 #include "session.hpp"
 #include "share_page.hpp"
 
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -900,6 +903,176 @@ int cmd_merge(const Args& a) {
   return finish_copy(a, &writer, path, stats);
 }
 
+// ------------------------------------------------------------------------------------------------
+// record: run a program under libpyroscope-preload.so (docs/record.md)
+
+// The preload library: $PYROSCOPE_PRELOAD_LIBRARY, else beside pyro (the build tree), else where
+// CMake installs it relative to pyro's bin directory.
+bool find_preload_library(std::string* path, std::string* tried) {
+  if (const char* given = std::getenv("PYROSCOPE_PRELOAD_LIBRARY"); given && *given) {
+    *path = given;
+    *tried = given;
+    return file_exists(*path);
+  }
+#if defined(PYRO_PRELOAD_NAME)
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return false;
+  exe[n] = '\0';
+  std::string dir(exe);
+  dir.resize(dir.rfind('/'));
+  for (const std::string& candidate : {dir + "/" + PYRO_PRELOAD_NAME, dir + "/" + PYRO_PRELOAD_FROM_BINDIR + "/" + PYRO_PRELOAD_NAME}) {
+    *tried += (tried->empty() ? "" : ", ") + candidate;
+    if (file_exists(candidate)) {
+      *path = candidate;
+      return true;
+    }
+  }
+#endif
+  return false;
+}
+
+std::string base_name(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// What the profiled processes wrote, one file per process, merged into OUT (then removed).
+int merge_recorded(const Args& a, const std::string& dir, const std::string& out, bool* wrote) {
+  *wrote = false;
+  std::vector<std::string> files;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, ".pyro") == 0) files.push_back(dir + "/" + name);
+    }
+    ::closedir(d);
+  }
+  std::sort(files.begin(), files.end());
+  pyroscope::Dataset data;
+  size_t opened = 0;
+  for (const std::string& f : files) {
+    pyroscope::OpenOptions options;
+    options.salvage = true;  // a process killed mid-write: keep what it finished
+    const pyroscope::Status st = data.add_file(f, options);
+    if (st.ok()) opened++;
+    else std::fprintf(stderr, "pyro record: warning: %s: %s (skipped)\n", f.c_str(), st.to_string().c_str());
+  }
+  int rc = kExitOk;
+  if (opened == 0) {
+    rc = runtime_error(a, "no process wrote a profile (a statically linked program cannot be preloaded; "
+                          "PYROSCOPE_LOG_LEVEL=info shows what the library did)");
+  } else {
+    pyroscope::Selector everything;
+    pyroscope::Status st = pyroscope::Selector::parse("{}", &everything);
+    pyroscope::Writer writer;
+    if (st.ok()) st = writer.open(out);
+    const pyroscope::TimeRange span = data.time_span();
+    CopyStats stats;
+    if (st.ok() && span.until > span.from) st = data.slice(everything, span.from, span.until, &writer, &stats);
+    if (st.ok()) st = writer.close();
+    if (!st.ok()) {
+      rc = runtime_error(a, out + ": " + st.to_string() + " (the per-process files are kept in " + dir + ")");
+      return rc;
+    }
+    *wrote = true;
+    std::set<std::string> app_names;
+    for (const pyroscope::SeriesKey& key : data.series(everything)) app_names.insert(key.app);
+    std::string apps;
+    for (const std::string& name : app_names) apps += (apps.empty() ? "" : ", ") + name;
+    std::fprintf(stderr, "pyro record: %zu process(es) profiled (%s): %" PRIu64 " series, %" PRIu64 " blocks, %" PRIu64
+                         " samples written to %s\n",
+                 opened, apps.c_str(), stats.series, stats.blocks, stats.samples, out.c_str());
+  }
+  for (const std::string& f : files) ::unlink(f.c_str());
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT)
+    std::fprintf(stderr, "pyro record: warning: could not remove %s: %s\n", dir.c_str(), std::strerror(errno));
+  return rc;
+}
+
+int cmd_record(const Args& a) {
+  const std::vector<std::string>& command = a.positional;
+  if (command.empty()) return usage_error(a.command, "the command to run is missing (pyro record [options] -- CMD ARGS...)");
+  const std::string* app = a.value("--app");
+  if (app && app->empty()) return usage_error(a.command, "--app needs a name");
+  if (const std::string* tags = a.value("--tags")) {
+    size_t start = 0;
+    while (start <= tags->size()) {
+      size_t comma = std::min(tags->find(',', start), tags->size());
+      const std::string item = tags->substr(start, comma - start);
+      if (item.find('=') == std::string::npos || item[0] == '=')
+        return usage_error(a.command, "--tags '" + *tags + "': '" + item + "' is not key=value");
+      start = comma + 1;
+    }
+  }
+  if (const std::string* rate = a.value("--rate")) {
+    char* end = nullptr;
+    const long v = std::strtol(rate->c_str(), &end, 10);
+    if (rate->empty() || *end != '\0' || v < 1 || v > 1000)
+      return usage_error(a.command, "--rate '" + *rate + "': expected samples per second, 1 to 1000");
+  }
+  std::string library, tried;
+  if (!find_preload_library(&library, &tried))
+    return runtime_error(a, "libpyroscope-preload.so not found (looked at: " + (tried.empty() ? "nothing" : tried) +
+                                "); set PYROSCOPE_PRELOAD_LIBRARY to its path");
+  const std::string out = a.value("--output") ? *a.value("--output") : (app ? *app : base_name(command[0])) + ".pyro";
+  if (file_exists(out)) {
+    if (!a.has("--force")) return runtime_error(a, "'" + out + "' already exists (pass --force to replace it)");
+  }
+  // The processes write beside OUT, one file each, merged when the command ends.
+  std::string dir_template = out + ".record-XXXXXX";
+  if (!::mkdtemp(&dir_template[0])) return runtime_error(a, "cannot make a folder beside '" + out + "': " + std::strerror(errno));
+  // Absolute, so a process that changes its working directory still writes there.
+  char* absolute = ::realpath(dir_template.c_str(), nullptr);
+  const std::string dir = absolute ? absolute : dir_template;
+  std::free(absolute);
+
+  const pid_t child = ::fork();
+  if (child < 0) return runtime_error(a, std::string("fork: ") + std::strerror(errno));
+  if (child == 0) {
+    std::string preload = library;
+    if (const char* existing = std::getenv("LD_PRELOAD"); existing && *existing) preload += std::string(" ") + existing;
+    ::setenv("LD_PRELOAD", preload.c_str(), 1);
+    ::setenv("PYROSCOPE_OUTPUT", (dir + "/%p.pyro").c_str(), 1);
+    if (app) ::setenv("PYROSCOPE_APPLICATION_NAME", app->c_str(), 1);
+    else ::unsetenv("PYROSCOPE_APPLICATION_NAME");  // each program under its own name
+    if (const std::string* tags = a.value("--tags")) ::setenv("PYROSCOPE_TAGS", tags->c_str(), 1);
+    if (const std::string* server = a.value("--server")) ::setenv("PYROSCOPE_SERVER_ADDRESS", server->c_str(), 1);
+    if (const std::string* rate = a.value("--rate")) ::setenv("PYROSCOPE_SAMPLE_RATE", rate->c_str(), 1);
+    ::setenv("PYROSCOPE_CHILDREN", a.has("--no-children") ? "0" : "1", 1);
+    ::setenv("PYROSCOPE_RECORD_PID", std::to_string(::getpid()).c_str(), 1);
+    std::vector<char*> argv;
+    for (const std::string& word : command) argv.push_back(const_cast<char*>(word.c_str()));
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "pyro record: error: cannot run '%s': %s\n", argv[0], std::strerror(errno));
+    _exit(127);
+  }
+  // Like a shell running a foreground job: ^C and ^\ go to the command, which decides; pyro waits for
+  // it and saves what was recorded.
+  struct sigaction ignore {}, old_int {}, old_quit {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  ::sigaction(SIGINT, &ignore, &old_int);
+  ::sigaction(SIGQUIT, &ignore, &old_quit);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGQUIT, &old_quit, nullptr);
+  const int command_rc = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 127 && ::rmdir(dir.c_str()) == 0) return 127;  // did not run
+  if (WIFSIGNALED(status))
+    std::fprintf(stderr, "pyro record: the command ended by signal %d (%s): samples since its last 10 s block are lost\n",
+                 WTERMSIG(status), strsignal(WTERMSIG(status)));
+  if (file_exists(out) && a.has("--force") && ::unlink(out.c_str()) != 0)
+    return runtime_error(a, "cannot remove '" + out + "': " + std::strerror(errno));
+  bool wrote = false;
+  const int merge_rc = merge_recorded(a, dir, out, &wrote);
+  // The command's own exit status comes first (scripts test it); then whether saving worked.
+  return command_rc != 0 ? command_rc : merge_rc;
+}
+
 int cmd_help(const Args& a) {
   if (a.positional.empty()) {
     print_main_usage(stdout);
@@ -978,6 +1151,17 @@ const std::vector<Command>& commands() {
          return options;
        }(),
        0, [](const Args& a) { return pyroscope::serve::serve_command(a.values, a.flags); }},
+      {"record", "[-o OUT.pyro] [--app NAME] [--tags k=v,...] [--server URL] [--rate HZ] [--no-children] -- CMD ARGS...",
+       "run a program built without pyroscope.hpp under the sampler (libpyroscope-preload.so) and write its "
+       "profile, and those of the programs it runs, to OUT.pyro",
+       {{"--output", "-o", "OUT", "the .pyro file (default: <app or command name>.pyro)"},
+        {"--app", nullptr, "NAME", "application name of every process (default: each program's own name)"},
+        {"--tags", nullptr, "K=V,...", "static tags of the series"},
+        {"--server", nullptr, "URL", "also push each 10 s block to a Pyroscope server"},
+        {"--rate", nullptr, "HZ", "samples per second of CPU time per thread (default 100)"},
+        {"--no-children", nullptr, nullptr, "profile only CMD, not the programs it executes"},
+        kForce},
+       0, cmd_record},
       {"help", "[COMMAND]", "this overview, or the options of one command", {}, 0, cmd_help},
   };
   return table;

@@ -108,6 +108,15 @@ void FlameLayout::clear() {
   depth_count = 0;
 }
 
+void FlameLayout::release() {
+  std::vector<uint32_t>().swap(row_offsets);
+  LayoutArray<uint32_t>().swap(row_nodes);
+  LayoutArray<uint32_t>().swap(slot_of);
+  LayoutArray<double>().swap(slot_left);
+  LayoutArray<double>().swap(slot_right);
+  depth_count = 0;
+}
+
 uint32_t FlameLayout::depth(uint32_t node) const {
   const uint32_t slot = slot_of[node];
   return static_cast<uint32_t>(std::upper_bound(row_offsets.begin(), row_offsets.end(), slot) - row_offsets.begin()) - 1;
@@ -247,13 +256,19 @@ void FlameGraph::clear() {
   tree_ = nullptr;
   diff_ = nullptr;
   layout_.clear();
+  layout_released_ = false;
+  labels_.clear();
   symbol_colour_.clear();
   diff_colour_.clear();
   colours_valid_ = false;
   search_.clear();
   symbol_match_.clear();
   match_prefix_.clear();
+  related_prefix_.clear();
   matched_total_ = 0;
+  matched_functions_ = 0;
+  selected_ = Tree::kNoNode;
+  menu_node_ = Tree::kNoNode;
   focus_ = Tree::kRoot;
   view_left_ = 0;
   view_width_ = 1;
@@ -270,7 +285,60 @@ void FlameGraph::set_tree(const Tree* tree, const DiffTree* diff) {
   layout_.build(*tree_);
   reset_zoom();
   scroll_to_focus_ = true;
-  set_search(search);
+  rebuild_labels();
+  search_ = search;
+  rebuild_matches();
+}
+
+void FlameGraph::release_layout() {
+  if (layout_released_) return;
+  layout_.release();
+  std::vector<uint32_t>().swap(match_prefix_);
+  std::vector<uint32_t>().swap(related_prefix_);
+  layout_released_ = tree_ != nullptr;  // a graph without a tree has nothing to build again
+}
+
+void FlameGraph::restore_layout() {
+  if (!layout_released_) return;
+  layout_released_ = false;
+  if (!tree_) return;
+  layout_.build(*tree_);
+  rebuild_matches();
+}
+
+void FlameGraph::set_names(const session::FrameNames* names) {
+  names_ = names;
+  rebuild_labels();
+  rebuild_matches();
+}
+
+void FlameGraph::set_diff_scale(const session::DiffScale& scale) {
+  if (scale.mode != diff_scale_.mode || scale.left_seconds != diff_scale_.left_seconds ||
+      scale.right_seconds != diff_scale_.right_seconds) {
+    colours_valid_ = false;
+  }
+  diff_scale_ = scale;
+}
+
+// Short labels are made once per function the tree uses, not per frame drawn.
+void FlameGraph::rebuild_labels() {
+  labels_.clear();
+  if (!tree_ || !names_ || names_->mode() != session::NameMode::shortened) return;
+  labels_.resize(tree_->symbols().size());
+  std::vector<uint8_t> done(tree_->symbols().size(), 0);
+  for (uint32_t n = 1; n < tree_->node_count(); ++n) {
+    const uint32_t symbol = tree_->symbol(n);
+    if (done[symbol]) continue;
+    done[symbol] = 1;
+    labels_[symbol] = names_->label(tree_->symbols().name(symbol));
+  }
+}
+
+std::string_view FlameGraph::label(uint32_t node) const {
+  if (!tree_ || node == Tree::kRoot) return std::string_view();
+  const uint32_t symbol = tree_->symbol(node);
+  if (symbol < labels_.size()) return labels_[symbol];
+  return tree_->symbols().name(symbol);
 }
 
 double FlameGraph::matched_share() const {
@@ -283,30 +351,58 @@ bool FlameGraph::symbol_matches(uint32_t symbol) const {
 }
 
 void FlameGraph::set_search(std::string_view term) {
-  if (term == search_ && (term.empty() || !symbol_match_.empty() || !tree_)) return;
+  if (term == search_) return;
   search_ = std::string(term);
+  rebuild_matches();
+}
+
+void FlameGraph::rebuild_matches() {
   symbol_match_.clear();
   match_prefix_.clear();
+  related_prefix_.clear();
   matched_total_ = 0;
+  matched_functions_ = 0;
   if (!tree_ || search_.empty()) return;
+  const NameSearch search(search_);
+  if (search.empty()) return;
   const SymbolTable& symbols = tree_->symbols();
+  // Only the functions the tree uses are matched (a table may hold many more names).
   symbol_match_.assign(symbols.size(), 0);
-  for (uint32_t s = 0; s < symbols.size(); ++s) {
-    symbol_match_[s] = contains_ignore_case(symbols.name(s), search_) ? 1 : 0;
+  std::vector<uint8_t> seen(symbols.size(), 0);
+  for (uint32_t n = 1; n < tree_->node_count(); ++n) {
+    const uint32_t s = tree_->symbol(n);
+    if (seen[s]) continue;
+    seen[s] = 1;
+    const std::string_view name = symbols.name(s);
+    symbol_match_[s] = (names_ ? names_->matches(search, name) : search.matches(name)) ? 1 : 0;
+    matched_functions_ += symbol_match_[s];
   }
-  // Prefix counts over the rows let a merged run of narrow nodes know in O(1) whether it holds a match.
+  // Samples under a match, each counted once: a match inside another match adds nothing. Every node
+  // comes after its parent, so one pass in id order knows whether a match lies above; a pass the other
+  // way whether one lies below.
+  const uint32_t n = tree_->node_count();
+  std::vector<uint8_t> covered(n, 0), below(n, 0);
+  for (uint32_t node = 1; node < n; ++node) {
+    const bool match = symbol_match_[tree_->symbol(node)] != 0;
+    const bool parent_covered = covered[tree_->parent(node)] != 0;
+    if (match && !parent_covered) matched_total_ += tree_->node_total(node);
+    covered[node] = (match || parent_covered) ? 1 : 0;
+  }
+  for (uint32_t node = n; node-- > 1;) {
+    if (covered[node] || below[node]) below[tree_->parent(node)] = 1;
+  }
+  if (layout_released_) return;  // the prefix counts are made with the layout
+  // Prefix counts over the rows let a merged run of narrow nodes know in O(1) whether it holds a
+  // match, or a frame on a stack through one (focus on matches).
   const auto& rows = layout_.row_nodes;
-  match_prefix_.assign(rows.size() + 1, 0);
-  // Samples under a match, each counted once: a match inside another match adds nothing. Rows are in
-  // breadth-first order, so a parent's "covered" flag is known before its children are visited.
-  std::vector<uint8_t> covered(tree_->node_count(), 0);
-  for (size_t k = 0; k < rows.size(); ++k) {
+  const size_t slots = rows.size();
+  match_prefix_.assign(slots + 1, 0);
+  related_prefix_.assign(slots + 1, 0);
+  for (size_t k = 0; k < slots; ++k) {
     const uint32_t node = rows[k];
     const bool match = node != Tree::kRoot && symbol_match_[tree_->symbol(node)] != 0;
     match_prefix_[k + 1] = match_prefix_[k] + (match ? 1u : 0u);
-    const bool parent_covered = node != Tree::kRoot && covered[tree_->parent(node)] != 0;
-    if (match && !parent_covered) matched_total_ += tree_->node_total(node);
-    covered[node] = (match || parent_covered) ? 1 : 0;
+    related_prefix_[k + 1] = related_prefix_[k] + ((covered[node] || below[node]) ? 1u : 0u);
   }
 }
 
@@ -341,8 +437,11 @@ void FlameGraph::rebuild_colours(ColourMode mode, const FlamePalette& palette) {
     const ImU32 grew = IM_COL32(228, 60, 56, 255);
     const ImU32 shrank = IM_COL32(46, 180, 80, 255);
     diff_colour_.resize(tree_->node_count());
+    session::DiffScale scale = diff_scale_;
+    scale.left_all = diff_->left_total(Tree::kRoot);
+    scale.right_all = diff_->right_total(Tree::kRoot);
     for (uint32_t n = 0; n < tree_->node_count(); ++n) {
-      const double change = diff_->change_percent(n);
+      const double change = session::diff_change_percent(diff_->left_total(n), diff_->right_total(n), scale);
       const float t = static_cast<float>(std::min(1.0, std::fabs(change) / 100.0));
       diff_colour_[n] = lerp_colour(palette.diff_neutral, change >= 0 ? grew : shrank, t);
     }
@@ -371,6 +470,8 @@ uint32_t FlameGraph::node_at(uint32_t d, double x) const {
 
 void FlameGraph::focus(uint32_t node) {
   if (!tree_ || node >= tree_->node_count()) return;
+  restore_layout();
+  ++focus_changes_;
   focus_ = node;
   view_left_ = layout_.left(node);
   view_width_ = std::max(1.0, static_cast<double>(node_width(node)));
@@ -393,14 +494,100 @@ std::vector<uint32_t> FlameGraph::focus_path() const {
   return path;
 }
 
+bool FlameGraph::focus_names(const std::vector<std::string>& names) {
+  if (!tree_) return false;
+  if (names.empty()) {
+    if (focus_ != Tree::kRoot) focus(Tree::kRoot);
+    return true;
+  }
+  std::vector<std::string_view> frames(names.begin(), names.end());
+  const uint32_t node = tree_->find_path(frames);
+  if (node == Tree::kNoNode) return false;
+  if (node != focus_) focus(node);
+  return true;
+}
+
+std::vector<std::string> FlameGraph::focus_names() const {
+  std::vector<std::string> names;
+  if (!tree_) return names;
+  for (uint32_t node : focus_path())
+    if (node != Tree::kRoot) names.emplace_back(tree_->name(node));
+  return names;
+}
+
+void FlameGraph::select(uint32_t node) {
+  if (!tree_ || node >= tree_->node_count()) return;
+  restore_layout();
+  selected_ = node;
+  scroll_into_view(node);
+}
+
+// Keeps a node on screen: the rows scroll to it, and the view pans (zooming out if it must) so the
+// node's block is visible within the focused range.
+void FlameGraph::scroll_into_view(uint32_t node) {
+  scroll_to_selected_ = true;
+  const double left = layout_.left(node), width = static_cast<double>(node_width(node));
+  if (left >= view_left_ && left + width <= view_left_ + view_width_) return;
+  if (width > view_width_) view_width_ = width;
+  view_left_ = left + width / 2 - view_width_ / 2;
+  clamp_view();
+}
+
+void FlameGraph::move_selection(int dx, int dy) {
+  if (!tree_ || tree_->node_count() == 0) return;
+  restore_layout();
+  if (selected_ == Tree::kNoNode || selected_ >= tree_->node_count()) selected_ = focus_;  // moves start at the focus
+  uint32_t next = selected_;
+  if (dy < 0 && selected_ != Tree::kRoot) {
+    next = tree_->parent(selected_);
+  } else if (dy > 0) {
+    // The heaviest child: the frame the eye follows down a flame graph.
+    const uint32_t depth = layout_.depth(selected_);
+    if (depth + 1 < layout_.depth_count) {
+      const uint32_t slot = layout_.slot_of[selected_];
+      const uint32_t begin = layout_.row_offsets[depth + 1], end = layout_.row_offsets[depth + 2];
+      // Children sit in the next row under their parent's span: binary search its left edge.
+      const double* left = layout_.slot_left.data();
+      uint32_t k = static_cast<uint32_t>(std::lower_bound(left + begin, left + end, layout_.slot_left[slot]) - left);
+      uint64_t heaviest = 0;
+      for (; k < end && layout_.slot_left[k] < layout_.slot_right[slot]; ++k) {
+        const uint32_t child = layout_.row_nodes[k];
+        if (tree_->parent(child) != selected_) continue;
+        if (tree_->node_total(child) > heaviest) {
+          heaviest = tree_->node_total(child);
+          next = child;
+        }
+      }
+    }
+  } else if (dx != 0) {
+    const uint32_t depth = layout_.depth(selected_);
+    const uint32_t slot = layout_.slot_of[selected_];
+    const uint32_t begin = layout_.row_offsets[depth], end = layout_.row_offsets[depth + 1];
+    const double focus_left = layout_.left(focus_), focus_right = focus_left + static_cast<double>(node_width(focus_));
+    // The neighbour in the row, if it lies in the focused range (the rest is not drawn).
+    if (dx < 0 && slot > begin && layout_.slot_right[slot - 1] > focus_left) next = layout_.row_nodes[slot - 1];
+    if (dx > 0 && slot + 1 < end && layout_.slot_left[slot + 1] < focus_right) next = layout_.row_nodes[slot + 1];
+  }
+  select(next);
+}
+
+bool FlameGraph::take_sandwich_request(std::string* function) {
+  if (sandwich_request_.empty()) return false;
+  *function = std::move(sandwich_request_);
+  sandwich_request_.clear();
+  return true;
+}
+
 void FlameGraph::reset_zoom() {
   if (!tree_) return;
+  restore_layout();
   view_left_ = layout_.left(focus_);
   view_width_ = std::max(1.0, static_cast<double>(node_width(focus_)));
 }
 
 void FlameGraph::clamp_view() {
   if (!tree_) return;
+  restore_layout();
   const double focus_left = layout_.left(focus_);
   const double focus_width = std::max(1.0, static_cast<double>(node_width(focus_)));
   // Deep zoom stays meaningful down to a millionth of a sample per pixel row; beyond that doubles blur.
@@ -448,7 +635,7 @@ void FlameGraph::draw_breadcrumb(const char* id) {
       ImGui::SameLine(0, 4);
     }
     const uint32_t node = path[i];
-    std::string label(node == Tree::kRoot ? std::string_view("total") : tree_->name(node));
+    std::string label(node == Tree::kRoot ? std::string_view("total") : this->label(node));
     if (label.size() > 48) label = label.substr(0, 45) + "...";
     ImGui::PushID(static_cast<int>(i));
     const bool current = i + 1 == path.size();
@@ -462,6 +649,7 @@ void FlameGraph::draw_breadcrumb(const char* id) {
 }
 
 void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
+  restore_layout();
   drawn_blocks_ = merged_blocks_ = labelled_blocks_ = visited_nodes_ = 0;
   hovered_ = Tree::kNoNode;
   if (!colours_valid_ || colour_mode_ != o.colour_mode || colours_dark_ != o.palette.dark) {
@@ -513,6 +701,14 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
     const float target = flame ? focus_y - visible_height + 4 * row_h : focus_y - 2 * row_h;
     ImGui::SetScrollY(std::clamp(target, 0.0f, std::max(0.0f, content_h - visible_height)));
   }
+  if (scroll_to_selected_ && selected_ < tree_->node_count()) {
+    scroll_to_selected_ = false;
+    const float y = row_y(layout_.depth(selected_)) - origin.y;
+    const float scroll = ImGui::GetScrollY();
+    if (y < scroll || y + row_h > scroll + visible_height) {
+      ImGui::SetScrollY(std::clamp(y - visible_height / 2, 0.0f, std::max(0.0f, content_h - visible_height)));
+    }
+  }
 
   ImGuiIO& io = ImGui::GetIO();
   const double scale = static_cast<double>(width) / view_width_;  // pixels per sample
@@ -549,6 +745,7 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
   const float text_pad = 4.0f;
   const float min_label_px = font_size * 1.5f;
   const bool searching = !search_.empty() && !symbol_match_.empty();
+  const bool dimming = searching && o.focus_matches;  // focus on matches: dim what no match is on
   const ImU32 dim_text = o.palette.dark ? IM_COL32(150, 150, 150, 255) : IM_COL32(110, 110, 110, 255);
 
   // Visible rows only.
@@ -599,8 +796,9 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
       if (w >= min_block) {
         const float px0 = to_px(x0), px1 = to_px(x0 + w);
         const bool match = searching && node != Tree::kRoot && symbol_match_[tree_->symbol(node)];
+        const bool dim = dimming && related_prefix_[k + 1] == related_prefix_[k];
         ImU32 colour = node_colour(node);
-        if (searching && !match) colour = lerp_colour(colour, o.palette.background, 0.72f);
+        if (dim) colour = lerp_colour(colour, o.palette.background, 0.72f);
         draw_list->AddRectFilled(ImVec2(std::max(px0, clip.x - 1), y),
                                  ImVec2(std::min(px1, clip.z + 1) - gap, y + row_h - gap), colour);
         if (match) {
@@ -608,8 +806,8 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
                              ImVec2(std::min(px1, clip.z + 1) - gap, y + row_h - gap), o.palette.search_match,
                              0.0f, 0, 2.0f);
         }
-        const std::string_view name = node == Tree::kRoot ? std::string_view("total") : tree_->name(node);
-        draw_label(px0, px1 - gap, y, name, searching && !match ? dim_text : o.palette.text_on_block);
+        const std::string_view name = node == Tree::kRoot ? std::string_view(o.root_label) : label(node);
+        draw_label(px0, px1 - gap, y, name, dim ? dim_text : o.palette.text_on_block);
         ++drawn_blocks_;
         ++k;
         continue;
@@ -640,7 +838,8 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
       const float px1 = std::max(to_px(run_end), px0 + 1.0f);
       const bool any_match = searching && match_prefix_[k] - match_prefix_[run_first] > 0;
       ImU32 colour = o.palette.merged_block;
-      if (searching) colour = any_match ? o.palette.search_match : lerp_colour(colour, o.palette.background, 0.72f);
+      if (any_match) colour = o.palette.search_match;
+      else if (dimming && related_prefix_[k] == related_prefix_[run_first]) colour = lerp_colour(colour, o.palette.background, 0.72f);
       draw_list->AddRectFilled(ImVec2(px0, y), ImVec2(px1, y + row_h - gap), colour);
       ++drawn_blocks_;
       ++merged_blocks_;
@@ -657,6 +856,44 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
       hovered_ = node_at(d, mx);
     }
   }
+  // The keyboard's frame: a thick outline in the text colour.
+  if (selected_ < tree_->node_count()) {
+    const uint32_t slot = layout_.slot_of[selected_];
+    const float y = row_y(layout_.depth(selected_));
+    const float px0 = to_px(left[slot]);
+    const float px1 = std::max(to_px(right[slot]), px0 + 2.0f);
+    draw_list->AddRect(ImVec2(std::max(px0, clip.x), y), ImVec2(std::min(px1, clip.z) - gap, y + row_h - gap),
+                       o.palette.dark ? IM_COL32(255, 230, 80, 255) : IM_COL32(20, 20, 160, 255), 0.0f, 0, 3.0f);
+  }
+  // Right-click on a block: what can be done with its function.
+  if (canvas_hovered && hovered_ != Tree::kNoNode && hovered_ != Tree::kRoot && ImGui::IsMouseReleased(ImGuiMouseButton_Right)) {
+    menu_node_ = hovered_;
+    ImGui::OpenPopup("frame-menu");
+  }
+  bool menu_open = false;
+  if (ImGui::BeginPopup("frame-menu")) {
+    menu_open = true;
+    if (menu_node_ < tree_->node_count()) {
+      const std::string_view menu_label = label(menu_node_);
+      ImGui::TextDisabled("%.*s", static_cast<int>(std::min<size_t>(menu_label.size(), 80)), menu_label.data());
+      ImGui::Separator();
+      if (ImGui::Selectable("Sandwich view: callers and callees (S)")) sandwich_request_ = std::string(tree_->name(menu_node_));
+      record_item(std::string(o.id) + ".menu.sandwich");
+      if (ImGui::Selectable("Focus on this frame (Enter)")) focus(menu_node_);
+      record_item(std::string(o.id) + ".menu.focus");
+      if (ImGui::Selectable("Copy the full name")) {
+        std::string names;
+        for (std::string_view full : names_ ? names_->full_names(tree_->name(menu_node_))
+                                            : std::vector<std::string_view>{tree_->name(menu_node_)}) {
+          names += (names.empty() ? "" : "\n") + std::string(full);
+        }
+        ImGui::SetClipboardText(names.c_str());
+      }
+      record_item(std::string(o.id) + ".menu.copy");
+    }
+    ImGui::EndPopup();
+  }
+
   if (hovered_ != Tree::kNoNode) {
     const uint32_t slot = layout_.slot_of[hovered_];
     const float y = row_y(layout_.depth(hovered_));
@@ -664,13 +901,21 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
     const float px1 = std::max(to_px(right[slot]), px0 + 1.0f);
     draw_list->AddRect(ImVec2(std::max(px0, clip.x), y), ImVec2(std::min(px1, clip.z) - gap, y + row_h - gap),
                        o.palette.dark ? IM_COL32(255, 255, 255, 230) : IM_COL32(0, 0, 0, 230), 0.0f, 0, 1.5f);
-    if (!dragging_) {
+    if (!dragging_ && !menu_open) {
       const uint64_t all = tree_->total();
       const uint64_t focus_total = node_width(focus_);
-      const std::string_view name = hovered_ == Tree::kRoot ? std::string_view("total") : tree_->name(hovered_);
       ImGui::BeginTooltip();
       ImGui::PushTextWrapPos(ImGui::GetFontSize() * 40.0f);
-      ImGui::TextUnformatted(name.data(), name.data() + name.size());
+      // Full names, whatever the blocks show: a merged frame lists what it stands for.
+      if (hovered_ == Tree::kRoot) {
+        ImGui::TextUnformatted(o.root_label);
+      } else {
+        const std::string_view name = tree_->name(hovered_);
+        const std::vector<std::string_view> full = names_ ? names_->full_names(name) : std::vector<std::string_view>{name};
+        if (full.size() > 1) ImGui::TextDisabled("%zu functions with this short name:", full.size());
+        for (size_t i = 0; i < full.size() && i < 8; ++i) ImGui::TextUnformatted(full[i].data(), full[i].data() + full[i].size());
+        if (full.size() > 8) ImGui::TextDisabled("... and %zu more", full.size() - 8);
+      }
       ImGui::PopTextWrapPos();
       ImGui::Separator();
       if (diff_) {
@@ -681,8 +926,14 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
                     format_share(left_share).c_str(), session::format_value(diff_->left_self(hovered_), units_).c_str());
         ImGui::Text("Right:  total %s (%s), self %s", session::format_value(diff_->right_total(hovered_), units_).c_str(),
                     format_share(right_share).c_str(), session::format_value(diff_->right_self(hovered_), units_).c_str());
-        ImGui::Text("Change: %+.2f points of share (%+.1f%%)", (right_share - left_share) * 100.0,
-                    diff_->change_percent(hovered_));
+        session::DiffScale scale = diff_scale_;
+        scale.left_all = left_all;
+        scale.right_all = right_all;
+        const uint64_t l = diff_->left_total(hovered_), r = diff_->right_total(hovered_);
+        ImGui::Text("Change: %s (%+.1f%%, %s)", session::format_change(session::diff_change(l, r, scale), scale, units_).c_str(),
+                    session::diff_change_percent(l, r, scale),
+                    scale.mode == session::DiffMode::share ? "of each side's share"
+                    : scale.mode == session::DiffMode::per_second ? "per second of each range" : "absolute");
       } else {
         const uint64_t total = node_width(hovered_);
         ImGui::Text("Total: %s, %s of all", session::format_value(total, units_).c_str(),
@@ -693,14 +944,20 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
         }
         ImGui::Text("Self:  %s, %s of all", session::format_value(tree_->self(hovered_), units_).c_str(),
                     format_share(all ? double(tree_->self(hovered_)) / double(all) : 0.0).c_str());
+        if (whole_total_ > 0 && whole_total_ != all) {
+          ImGui::Text("       %s of the whole profile", format_share(double(total) / double(whole_total_)).c_str());
+        }
       }
-      ImGui::TextDisabled("click: focus   ctrl+wheel: zoom   drag: pan");
+      ImGui::TextDisabled("click: focus   right-click: more   ctrl+wheel: zoom   drag: pan");
       ImGui::EndTooltip();
     }
   }
 
   if (canvas_released) {
-    if (!dragging_ && hovered_ != Tree::kNoNode) focus(hovered_);
+    if (!dragging_ && hovered_ != Tree::kNoNode) {
+      focus(hovered_);
+      selected_ = hovered_;
+    }
     dragging_ = false;
   }
 

@@ -73,14 +73,15 @@ struct FlameLayout {
   uint32_t depth_count = 0;
 
   void build(const Tree& tree);
-  void clear();
+  void clear();    // empty, keeping the memory for the next build
+  void release();  // empty, giving the memory back
   // build() for a tree in name preorder (Tree::in_name_preorder); exposed for the tests.
   void build_from_name_preorder(const Tree& tree);
   double left(uint32_t node) const { return slot_left[slot_of[node]]; }
   uint32_t depth(uint32_t node) const;
 };
 
-// Case-insensitive substring match, the search box's rule.
+// Case-insensitive substring match.
 bool contains_ignore_case(std::string_view haystack, std::string_view needle);
 
 // The part of a function name its package colour is taken from: "app::net::Conn::read(int)" ->
@@ -94,7 +95,9 @@ struct FlameDrawOptions {
   FlamePalette palette;
   float row_height = 18.0f;
   float min_block_px = 3.0f;   // narrower nodes merge with their neighbours into one block
+  bool focus_matches = false;  // searching: dim what is not on a stack through a match
   const char* id = "flame";    // ImGui id and widget name for the page's status()
+  const char* root_label = "total";
 };
 
 // One flame graph on screen: its tree (or diff), layout, focus, zoom, scroll and search matches.
@@ -105,16 +108,31 @@ class FlameGraph {
   void set_tree(const Tree* tree, const DiffTree* diff);
   // What the values mean, for the tooltip (1.25 s, 3.2 MiB, 1,234 samples).
   void set_units(const SeriesInfo& info) { units_ = info; }
+  // How frames read (short names) and what they stand for (full names for the tooltip and the
+  // search); owned by the session. Null: the tree's own names.
+  void set_names(const session::FrameNames* names);
+  // How a diff's sides compare: colours and the tooltip follow the mode.
+  void set_diff_scale(const session::DiffScale& scale);
+  // A total the tooltip also gives shares of (the whole profile, for the sandwich's trees); 0: none.
+  void set_whole_total(uint64_t total) { whole_total_ = total; }
+  // What a block shows for a node.
+  std::string_view label(uint32_t node) const;
   void clear();
+  // Frees the layout while the graph is not shown (a view that lays out other trees of millions of
+  // nodes reuses the memory instead of growing it); the next draw or restore_layout() builds it again
+  // with the focus, zoom and search kept.
+  void release_layout();
+  void restore_layout();
   bool empty() const { return tree_ == nullptr || tree_->total() == 0; }
   const Tree* tree() const { return tree_; }
   const DiffTree* diff() const { return diff_; }
   const FlameLayout& layout() const { return layout_; }
 
-  // Recomputes matches when the term changed; empty term clears them.
+  // Recomputes matches when the search changed (NameSearch's syntax); empty clears them.
   void set_search(std::string_view term);
   uint64_t matched_total() const { return matched_total_; }   // samples under matches, counted once
   double matched_share() const;                               // of the whole tree
+  uint32_t matched_functions() const { return matched_functions_; }  // distinct functions matching
   bool symbol_matches(uint32_t symbol) const;
 
   // Focus shows node's subtree across the full width (its ancestors stay above as full bars).
@@ -122,6 +140,19 @@ class FlameGraph {
   void focus_parent();
   uint32_t focused() const { return focus_; }
   std::vector<uint32_t> focus_path() const;                   // root .. focus
+  uint64_t focus_changes() const { return focus_changes_; }   // counts focus() calls
+  // Finds a focus path (display names, root first) in the tree and focuses it; false if absent.
+  bool focus_names(const std::vector<std::string>& names);
+  std::vector<std::string> focus_names() const;
+
+  // The keyboard's frame (outlined): arrows move it, Enter focuses it.
+  uint32_t selected() const { return selected_; }
+  void select(uint32_t node);
+  // Moves the selection: up/down by rows as drawn (toward the root or the heaviest child), left/right
+  // to the neighbouring frame of the row, within the focused range. With none selected, moves from the focus.
+  void move_selection(int dx, int dy);
+  // A right-click's "Sandwich view" on a block: the frame's name, once.
+  bool take_sandwich_request(std::string* function);
   // Horizontal zoom by factor (>1 zooms in) around a point given as a fraction of the width.
   void zoom(double factor, double anchor_fraction);
   void pan(double fraction_of_width);
@@ -156,10 +187,19 @@ class FlameGraph {
   uint32_t node_at(uint32_t depth, double x) const;   // kNoNode if none covers x
   void clamp_view();
 
+  void rebuild_labels();
+  void rebuild_matches();
+  void scroll_into_view(uint32_t node);
+
   const Tree* tree_ = nullptr;
   const DiffTree* diff_ = nullptr;
   SeriesInfo units_;
   FlameLayout layout_;
+  bool layout_released_ = false;
+  const session::FrameNames* names_ = nullptr;
+  std::vector<std::string> labels_;   // per symbol when names are shortened ("" unused)
+  session::DiffScale diff_scale_;
+  uint64_t whole_total_ = 0;
 
   // Colours: per symbol (function/package mode) or per node (diff), rebuilt when mode/theme change.
   std::vector<ImU32> symbol_colour_;
@@ -171,10 +211,17 @@ class FlameGraph {
   // Search.
   std::string search_;
   std::vector<uint8_t> symbol_match_;
-  std::vector<uint32_t> match_prefix_;   // over row_nodes: matches before each slot
+  std::vector<uint32_t> match_prefix_;    // over row_nodes: matches before each slot
+  std::vector<uint32_t> related_prefix_;  // over row_nodes: slots on a stack through a match before each
   uint64_t matched_total_ = 0;
+  uint32_t matched_functions_ = 0;
 
   uint32_t focus_ = Tree::kRoot;
+  uint64_t focus_changes_ = 0;
+  uint32_t selected_ = Tree::kNoNode;
+  bool scroll_to_selected_ = false;
+  uint32_t menu_node_ = Tree::kNoNode;
+  std::string sandwich_request_;
   double view_left_ = 0;
   double view_width_ = 1;
   bool scroll_to_focus_ = false;

@@ -1,6 +1,7 @@
 // Native viewer: a GLFW window with an OpenGL 3 context, the files to open on the command line or
 // dropped on the window. An ordinary event loop that sleeps in glfwWaitEvents() when nothing changed.
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -31,9 +32,12 @@ namespace {
 const char* kUsage =
     "usage: pyroscope-viewer [options] FILE...\n"
     "  Opens .pyro files (and folded stacks: .folded, .txt) as one data set.\n"
-    "options:\n"
-    "  --view flamegraph|table|both|comparison|diff   --search TERM   --theme dark|light\n"
-    "  --orientation icicle|flame      --colour function|package\n"
+    "options (each also a URL parameter of the browser viewer, with _ for -):\n"
+    "  --view flamegraph|table|both|comparison|diff|sandwich   --function NAME (the sandwich's)\n"
+    "  --search TERMS (regex terms, -term excludes)   --focus-matches 1   --focus 'main;f;g'\n"
+    "  --names full|short|merged   --recursion keep|direct|all   --diff-mode share|per_second|absolute\n"
+    "  --breakdown TAGKEY   --compare KEY=VALUE (diff of a tag value against the rest)\n"
+    "  --theme dark|light   --orientation icicle|flame   --colour function|package\n"
     "  --query 'app.type{k=\"v\"}'  --app NAME  --type TYPE  --tags k=v,k2=v2\n"
     "  --from T --until T --right-from T --right-until T   (unix seconds, ISO 8601, now-1h, now+5m)\n"
     "  --size WxH          window size (default 1400x900)\n"
@@ -49,16 +53,56 @@ const char* kUsage =
     "                      (default: $PYROSCOPE_VIEWER_DIR, else ../wasm next to this program's folder)\n";
 
 viewer::ViewerState* g_state = nullptr;
+std::vector<std::string> g_paths;  // the files of the data set, for "Copy link"
 
 void on_drop(GLFWwindow*, int count, const char** paths) {
   if (!g_state) return;
   std::vector<viewer::LoadInput> inputs;
+  g_paths.clear();
   for (int i = 0; i < count; ++i) {
     viewer::LoadInput in;
     in.path = paths[i];
+    g_paths.push_back(paths[i]);
     inputs.push_back(std::move(in));
   }
   viewer::open_files(*g_state, std::move(inputs));
+}
+
+// A word for a POSIX shell: as it is when it is plain, else in single quotes.
+std::string shell_word(const std::string& word) {
+  bool plain = !word.empty();
+  for (char c : word) plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./:=,+@%", c));
+  if (plain) return word;
+  std::string out = "'";
+  for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// "key=value&..." (Session::settings_query) back into pairs.
+std::vector<std::pair<std::string, std::string>> query_pairs(const std::string& query) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  auto decode = [](const std::string& text) {
+    std::string out;
+    for (size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '%' && i + 2 < text.size()) {
+        out.push_back(static_cast<char>(std::strtol(text.substr(i + 1, 2).c_str(), nullptr, 16)));
+        i += 2;
+      } else {
+        out.push_back(text[i]);
+      }
+    }
+    return out;
+  };
+  size_t pos = 0;
+  while (pos < query.size()) {
+    size_t amp = query.find('&', pos);
+    if (amp == std::string::npos) amp = query.size();
+    const std::string pair = query.substr(pos, amp - pos);
+    const size_t eq = pair.find('=');
+    if (eq != std::string::npos) pairs.emplace_back(pair.substr(0, eq), decode(pair.substr(eq + 1)));
+    pos = amp + 1;
+  }
+  return pairs;
 }
 
 // The framebuffer's pixels in [x, x+width) x [top, top+height) (top-left origin), top row first, opaque.
@@ -188,6 +232,19 @@ class NativeHost : public viewer::Host {
     viewer::set_share_parts(*state_, pyroscope::Status(), std::move(parts));
   }
 
+  // Natively the link is a command line that opens the same files in the same view.
+  std::string copy_link(const std::string& query) override {
+    std::string command = "pyroscope-viewer";
+    for (const auto& [key, value] : query_pairs(query)) {
+      std::string option = key;
+      for (char& c : option) c = c == '_' ? '-' : c;
+      command += " --" + option + " " + shell_word(value);
+    }
+    for (const std::string& path : g_paths) command += " " + shell_word(path);
+    ImGui::SetClipboardText(command.c_str());
+    return command;
+  }
+
  private:
   viewer::ViewerState* state_;
   std::string viewer_dir_;
@@ -250,6 +307,7 @@ int main(int argc, char** argv) {
     } else {
       viewer::LoadInput in;
       in.path = arg;
+      g_paths.push_back(arg);
       inputs.push_back(std::move(in));
     }
   }

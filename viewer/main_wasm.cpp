@@ -44,6 +44,19 @@ class PageHost : public viewer::Host {
                : "";
   }
   void request_share_parts() override { EM_ASM({ Module.loadShareParts(); }); }
+  // The page makes the link (its address, its file= URLs, the query) and copies it.
+  std::string copy_link(const std::string& query) override {
+    char* link = reinterpret_cast<char*>(EM_ASM_INT({
+      const link = Module.copyLink(UTF8ToString($0));
+      const size = lengthBytesUTF8(link) + 1;
+      const ptr = _malloc(size);
+      if (ptr) stringToUTF8(link, ptr, size);
+      return ptr;
+    }, query.c_str()));
+    std::string out = link ? link : "";
+    std::free(link);
+    return out;
+  }
 };
 
 struct App {
@@ -254,6 +267,12 @@ EMSCRIPTEN_KEEPALIVE void pv_share_parts(const char* page, uint32_t page_size, c
 
 EMSCRIPTEN_KEEPALIVE void pv_share_parts_failed(const char* message) {
   viewer::set_share_parts(g_app->state, pyroscope::Status(pyroscope::StatusCode::io_error, message), {});
+}
+
+// The data work the next frame would do (queries, layouts, the sandwich), done now.
+EMSCRIPTEN_KEEPALIVE void pv_prepare() {
+  viewer::prepare_views(g_app->state);
+  viewer::request_redraw(g_app->state);
 }
 
 // Zooms the main flame graph in and out for `frames` frames; the frame times appear in status().bench.

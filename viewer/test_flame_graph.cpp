@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <string>
 #include <vector>
@@ -359,4 +361,126 @@ TEST_CASE("settings: extreme from/until and data at the ends of a file's times a
   CHECK(status_json(state).find(std::to_string(kYear10000)) != std::string::npos);
   std::remove(path.c_str());
   ::rmdir(folder);
+}
+
+TEST_CASE("search: regular expressions, exclusions and the number of matching functions") {
+  const Tree tree = tree_from("main;json::parse_value;json::parse_array;json::parse_value 4\n"
+                              "main;json::parse_string 2\nmain;run 6\n");
+  FlameGraph graph;
+  graph.set_tree(&tree, nullptr);
+  graph.set_search("json::parse_(value|array) -array");
+  CHECK(graph.matched_functions() == 1);
+  CHECK(graph.matched_total() == 4);  // the nested parse_value counts once
+  graph.set_search("JSON -string");
+  CHECK(graph.matched_functions() == 2);
+  graph.set_search("-json");
+  CHECK(graph.matched_functions() == 2);  // main and run
+  CHECK(graph.matched_total() == 12);     // main holds everything
+}
+
+TEST_CASE("focus on matches draws the same blocks: it only dims (pixels: the browser and native tests)") {
+  const Tree tree = tree_from("main;a;hit;x 5\nmain;b;y 5\n");
+  HeadlessImGui imgui;
+  FlameGraph graph;
+  graph.set_tree(&tree, nullptr);
+  graph.set_search("hit");
+  FlameDrawOptions o = options();
+  o.palette.background = IM_COL32(0, 0, 0, 255);
+  // Drawn with and without focus: the same blocks; focus changes colours, not what is drawn.
+  imgui.frame([&] { graph.draw(ImVec2(600, 300), o); });
+  const uint32_t blocks = graph.drawn_blocks();
+  o.focus_matches = true;
+  imgui.frame([&] { graph.draw(ImVec2(600, 300), o); });
+  CHECK(graph.drawn_blocks() == blocks);
+  CHECK(graph.matched_functions() == 1);
+}
+
+TEST_CASE("keyboard: arrows move between frames, within the focused range") {
+  const Tree tree = tree_from("main;a;a1 10\nmain;a;a2 30\nmain;b 20\nother 5\n");
+  FlameGraph graph;
+  graph.set_tree(&tree, nullptr);
+  CHECK(graph.selected() == Tree::kNoNode);
+  graph.move_selection(0, 1);  // from the focus (the root) down to the heaviest child
+  CHECK(graph.selected() == node(tree, {"main"}));
+  graph.move_selection(0, 1);
+  CHECK(graph.selected() == node(tree, {"main", "a"}));  // a (40) outweighs b (20)
+  graph.move_selection(0, 1);
+  CHECK(graph.selected() == node(tree, {"main", "a", "a2"}));
+  graph.move_selection(-1, 0);
+  CHECK(graph.selected() == node(tree, {"main", "a", "a1"}));
+  graph.move_selection(-1, 0);  // the row's first frame: stays
+  CHECK(graph.selected() == node(tree, {"main", "a", "a1"}));
+  graph.move_selection(0, -1);
+  graph.move_selection(1, 0);
+  CHECK(graph.selected() == node(tree, {"main", "b"}));
+  // Focused on a, the neighbours outside it are not reached.
+  graph.focus(node(tree, {"main", "a"}));
+  graph.select(node(tree, {"main", "a"}));
+  graph.move_selection(1, 0);
+  CHECK(graph.selected() == node(tree, {"main", "a"}));
+  // The focus as names, and back.
+  CHECK(graph.focus_names() == std::vector<std::string>{"main", "a"});
+  CHECK(graph.focus_names(std::vector<std::string>{"main", "b"}));
+  CHECK(graph.focused() == node(tree, {"main", "b"}));
+  CHECK_FALSE(graph.focus_names(std::vector<std::string>{"main", "zz"}));
+  CHECK(graph.focused() == node(tree, {"main", "b"}));
+}
+
+TEST_CASE("names: short labels on blocks, full names for the search") {
+  ViewerState state;
+  REQUIRE(apply_setting(state, "names", "short").ok());
+  std::vector<LoadInput> inputs(1);
+  const std::string folded = "main;std::vector<int, std::allocator<int> >::push_back(int const&) 3\n";
+  inputs[0].name = "names.folded";
+  inputs[0].bytes = static_cast<uint8_t*>(std::malloc(folded.size()));
+  std::memcpy(inputs[0].bytes, folded.data(), folded.size());
+  inputs[0].size = folded.size();
+  open_files(state, std::move(inputs));
+  load_pending(state);
+  prepare_views(state);
+  const FlameGraph& graph = state.flame_left;
+  REQUIRE(graph.tree() != nullptr);
+  const uint32_t push_back = graph.tree()->find_path({"main", "std::vector<int, std::allocator<int> >::push_back(int const&)"});
+  REQUIRE(push_back != Tree::kNoNode);
+  CHECK(graph.label(push_back) == "std::vector<\xE2\x80\xA6>::push_back");
+  REQUIRE(apply_setting(state, "search", "allocator<int").ok());  // only the full name has it
+  CHECK(state.flame_left.matched_functions() == 1);
+}
+
+TEST_CASE("the sandwich view draws headlessly; its settings are in the status and the link") {
+  ViewerState state;
+  REQUIRE(apply_setting(state, "view", "sandwich").ok());
+  REQUIRE(apply_setting(state, "function", "parse").ok());
+  std::vector<LoadInput> inputs(1);
+  const std::string folded = "main;parse;parse;lex 4\nmain;parse;eval 3\nworker;parse 2\nmain;idle 5\n";
+  inputs[0].name = "sandwich.folded";
+  inputs[0].bytes = static_cast<uint8_t*>(std::malloc(folded.size()));
+  std::memcpy(inputs[0].bytes, folded.data(), folded.size());
+  inputs[0].size = folded.size();
+  open_files(state, std::move(inputs));
+  load_pending(state);
+  prepare_views(state);
+  REQUIRE(state.session.sandwich() != nullptr);
+  CHECK(state.flame_callers.tree()->total() == 9);
+  CHECK(state.flame_callees.tree()->total() == 9);
+  HeadlessImGui imgui;
+  auto draw = [&] {
+    ImGui::GetIO().DeltaTime = 1.0f / 60.0f;
+    ImGui::NewFrame();
+    frame(state);
+    ImGui::Render();
+  };
+  draw();
+  draw();
+  CHECK(state.flame_callers.drawn_blocks() >= 4);  // all callers, parse, main / worker
+  CHECK(state.flame_callees.drawn_blocks() >= 4);
+  const std::string status = status_json(state);
+  CHECK(status.find("\"view\":\"sandwich\"") != std::string::npos);
+  CHECK(status.find("\"function\":\"parse\"") != std::string::npos);
+  CHECK(status.find("\"link\":\"app=sandwich&") != std::string::npos);
+  CHECK(status.find("\"callers\":{") != std::string::npos);
+  CHECK(status.find("\"callees\":{") != std::string::npos);
+  // A focus given as a setting applies to the view's main graph, the callees.
+  REQUIRE(apply_setting(state, "focus", "parse;parse").ok());
+  CHECK(state.flame_callees.focus_names() == std::vector<std::string>{"parse", "parse"});
 }

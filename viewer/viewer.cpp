@@ -55,6 +55,7 @@ class Json {
   }
   Json& integer(int64_t v) { comma(); out_ += std::to_string(v); return *this; }
   Json& boolean(bool v) { comma(); out_ += v ? "true" : "false"; return *this; }
+  Json& raw(std::string_view v) { comma(); out_ += v; return *this; }
   const std::string& text() const { return out_; }
 
  private:
@@ -127,6 +128,8 @@ void clear_views(ViewerState& state) {
   state.flame_left.clear();
   state.flame_right.clear();
   state.flame_diff.clear();
+  state.flame_callers.clear();
+  state.flame_callees.clear();
   state.table_rows.clear();
   state.table_order.clear();
   state.table_dirty = true;
@@ -170,22 +173,77 @@ void load_pending(ViewerState& state) {
 namespace {
 
 // The focused node as names (root first), to find it again in the tree of the next query.
-void names_of_path(const FlameGraph& graph, std::vector<std::string>* names) {
-  names->clear();
-  if (!graph.tree()) return;
-  for (uint32_t node : graph.focus_path()) {
-    if (node != Tree::kRoot) names->emplace_back(graph.tree()->name(node));
+void names_of_path(const FlameGraph& graph, std::vector<std::string>* names) { *names = graph.focus_names(); }
+
+void refocus(FlameGraph& graph, const std::vector<std::string>& names) {
+  if (!names.empty()) graph.focus_names(names);
+}
+
+FlameGraph& primary_flame(ViewerState& state) {
+  switch (state.session.selection().view) {
+    case ViewMode::diff: return state.flame_diff;
+    case ViewMode::sandwich: return state.flame_callees;
+    default: return state.flame_left;
   }
 }
 
-void refocus(FlameGraph& graph, const std::vector<std::string>& names) {
-  if (names.empty() || !graph.tree()) return;
-  std::vector<std::string_view> frames(names.begin(), names.end());
-  const uint32_t node = graph.tree()->find_path(frames);
-  if (node != Tree::kNoNode) graph.focus(node);
+// The graph whose matched share the search reports: the whole profile's (in the diff view, the diff's),
+// also in the sandwich view, whose graphs hold one function's samples only.
+const FlameGraph& search_flame(const ViewerState& state) {
+  return state.session.selection().view == ViewMode::diff ? state.flame_diff : state.flame_left;
 }
 
-// Lays the session's trees out again when its query results changed, keeping each graph's focus.
+// Every flame graph the current view shows.
+std::vector<FlameGraph*> shown_graphs(ViewerState& state) {
+  switch (state.session.selection().view) {
+    case ViewMode::single: return {&state.flame_left};
+    case ViewMode::comparison: return {&state.flame_left, &state.flame_right};
+    case ViewMode::diff: return {&state.flame_diff};
+    case ViewMode::sandwich: return {&state.flame_callers, &state.flame_callees};
+  }
+  return {};
+}
+
+std::vector<FlameGraph*> all_graphs(ViewerState& state) {
+  return {&state.flame_left, &state.flame_right, &state.flame_diff, &state.flame_callers, &state.flame_callees};
+}
+
+// The session's focus setting (a link's focus=, or the last focus clicked) applied to the view's main
+// graph; in the comparison view to both sides.
+void apply_focus_setting(ViewerState& state) {
+  const std::vector<std::string>& focus = state.session.view_settings().focus;
+  FlameGraph& primary = primary_flame(state);
+  primary.focus_names(focus);
+  if (state.session.selection().view == ViewMode::comparison) state.flame_right.focus_names(focus);
+  state.focus_synced_graph = &primary;
+  state.focus_synced_changes = primary.focus_changes();
+}
+
+// The other way: a focus clicked or keyed in the main graph becomes the session's focus setting (what
+// a link carries). A graph that just became the main one (another view) does not overwrite it.
+void sync_focus_setting(ViewerState& state) {
+  FlameGraph& primary = primary_flame(state);
+  if (!primary.tree()) return;
+  if (state.focus_synced_graph != &primary) {
+    apply_focus_setting(state);
+    return;
+  }
+  if (primary.focus_changes() == state.focus_synced_changes) return;
+  state.focus_synced_changes = primary.focus_changes();
+  state.session.view_settings().focus = primary.focus_names();
+  if (state.session.selection().view == ViewMode::comparison) state.flame_right.focus_names(state.session.view_settings().focus);
+}
+
+void prepare_graph(ViewerState& state, FlameGraph& graph, const Tree* tree, const DiffTree* diff) {
+  const session::Session& s = state.session;
+  graph.set_tree(tree, diff);
+  graph.set_units(s.info());
+  graph.set_names(&s.frame_names());
+  graph.set_diff_scale(s.diff_scale());
+  graph.set_search(s.view_settings().search);
+}
+
+// Lays the session's trees out again when its results changed, keeping each graph's focus.
 void update_trees(ViewerState& state) {
   if (state.session.empty()) return;
   // The focus paths are read before the session replaces the trees the graphs point into.
@@ -193,32 +251,59 @@ void update_trees(ViewerState& state) {
   names_of_path(state.flame_left, &left_focus);
   names_of_path(state.flame_right, &right_focus);
   names_of_path(state.flame_diff, &diff_focus);
+  // The sandwich view does not show the main graph: its layout's memory (and the old sandwich's)
+  // serves the new sandwich's trees and layouts instead of growing the heap, whose fresh pages are
+  // slow in the browser (docs/viewer.md).
+  if (state.session.selection().view == ViewMode::sandwich) {
+    state.flame_left.release_layout();
+    if (state.session.sandwich_stale()) {
+      state.flame_callers.clear();
+      state.flame_callees.clear();
+      state.flame_callers.release_layout();
+      state.flame_callees.release_layout();
+    }
+  }
   const double start = now_ms();
-  if (!state.session.update_trees()) return;
+  const unsigned changed = state.session.update_trees();
+  if (!changed) return;
   const double queried = now_ms();
-  clear_views(state);
   const session::Session& s = state.session;
   if (!s.error().empty()) state.error = s.error();
-  const std::string& search = s.view_settings().search;
-  state.flame_left.set_tree(&s.left_tree(), nullptr);
-  state.flame_left.set_units(s.info());
-  state.flame_left.set_search(search);
-  refocus(state.flame_left, left_focus);
-  if (s.selection().pair() && s.diff()) {
-    state.flame_right.set_tree(&s.right_tree(), nullptr);
-    state.flame_right.set_units(s.info());
-    state.flame_right.set_search(search);
-    refocus(state.flame_right, right_focus);
-    state.flame_diff.set_tree(&s.diff()->shape(), s.diff());
-    state.flame_diff.set_units(s.info());
-    state.flame_diff.set_search(search);
-    refocus(state.flame_diff, diff_focus);
+  if (changed & session::Session::kTreesChanged) {
+    clear_views(state);
+    prepare_graph(state, state.flame_left, &s.left_view(), nullptr);
+    refocus(state.flame_left, left_focus);
+    if (s.selection().pair() && s.diff()) {
+      prepare_graph(state, state.flame_right, &s.right_view(), nullptr);
+      refocus(state.flame_right, right_focus);
+      prepare_graph(state, state.flame_diff, &s.diff()->shape(), s.diff());
+      refocus(state.flame_diff, diff_focus);
+    }
+    char line[200];
+    std::snprintf(line, sizeof line, "query %.0f ms (%llu merges), layout %.0f ms, %u nodes", queried - start,
+                  static_cast<unsigned long long>(s.left().merges + s.right().merges), now_ms() - queried,
+                  s.left_view().node_count());
+    add_log(state, line);
   }
-  char line[200];
-  std::snprintf(line, sizeof line, "query %.0f ms (%llu merges), layout %.0f ms, %u nodes", queried - start,
-                static_cast<unsigned long long>(s.left().merges + s.right().merges), now_ms() - queried,
-                s.left_tree().node_count());
-  add_log(state, line);
+  if (s.selection().view == ViewMode::sandwich) {
+    const double laid_out = now_ms();
+    state.flame_callers.clear();
+    state.flame_callees.clear();
+    if (const Sandwich* sandwich = s.sandwich()) {
+      prepare_graph(state, state.flame_callers, &sandwich->callers, nullptr);
+      prepare_graph(state, state.flame_callees, &sandwich->callees, nullptr);
+      state.flame_callers.set_whole_total(s.left_view().total());
+      state.flame_callees.set_whole_total(s.left_view().total());
+    }
+    state.sandwich_layout_ms = now_ms() - laid_out;
+    char line[240];
+    std::snprintf(line, sizeof line, "sandwich %.0f ms (callers %u nodes, callees %u nodes), layout %.0f ms",
+                  s.sandwich_ms(), s.sandwich() ? s.sandwich()->callers.node_count() : 0,
+                  s.sandwich() ? s.sandwich()->callees.node_count() : 0, state.sandwich_layout_ms);
+    add_log(state, line);
+  }
+  apply_focus_setting(state);
+  state.table_dirty = true;
 }
 
 const Tree* table_tree(const ViewerState& state) {
@@ -240,23 +325,22 @@ void update_table(ViewerState& state) {
   state.table_order.clear();
   if (!tree) return;
   const SymbolTable& symbols = tree->symbols();
-  const std::string& search = s.view_settings().search;
+  const NameSearch search(s.view_settings().search);
   for (uint32_t i = 0; i < state.table_rows.size(); ++i) {
-    if (search.empty() || contains_ignore_case(symbols.name(state.table_rows[i].symbol), search)) {
+    if (search.empty() || s.frame_names().matches(search, symbols.name(state.table_rows[i].symbol))) {
       state.table_order.push_back(i);
     }
   }
+  const session::DiffScale scale = s.diff_scale();
   session::sort_rows(*tree, s.selection().pair() ? s.diff() : nullptr, state.table_rows, state.table_sort,
-                     state.table_ascending, &state.table_order);
+                     state.table_ascending, &state.table_order, &scale);
 }
 
 void apply_search(ViewerState& state, const std::string& term) {
   if (term == state.session.view_settings().search) return;
   state.session.view_settings().search = term;
   std::snprintf(state.search_buffer, sizeof state.search_buffer, "%s", term.c_str());
-  state.flame_left.set_search(term);
-  state.flame_right.set_search(term);
-  state.flame_diff.set_search(term);
+  for (FlameGraph* graph : all_graphs(state)) graph->set_search(term);
   state.table_order_dirty = true;
 }
 
@@ -267,14 +351,24 @@ void set_view(ViewerState& state, ViewMode view) {
   if (view == ViewMode::single) state.drag_target = 0;
 }
 
+// The sandwich view of a function, as its frames are named in the view trees.
+void show_sandwich(ViewerState& state, const std::string& function) {
+  state.session.view_settings().function = function;
+  state.session.view_settings().focus.clear();  // a focus in another function's callees means nothing here
+  set_view(state, ViewMode::sandwich);
+  request_redraw(state);
+}
+
+void set_diff_mode(ViewerState& state, session::DiffMode mode) {
+  state.session.view_settings().diff_mode = mode;
+  const session::DiffScale scale = state.session.diff_scale();
+  for (FlameGraph* graph : all_graphs(state)) graph->set_diff_scale(scale);
+  state.table_order_dirty = true;
+}
+
 void select_app(ViewerState& state, const std::string& app) {
   state.session.select_app(app);
   state.timeline_view = state.session.extent();
-}
-
-FlameGraph& primary_flame(ViewerState& state) {
-  if (state.session.selection().view == ViewMode::diff) return state.flame_diff;
-  return state.flame_left;
 }
 
 }  // namespace
@@ -294,6 +388,12 @@ Status apply_setting(ViewerState& state, const std::string& key, const std::stri
   } else if (key == "view") {
     state.table_dirty = true;
     if (!state.session.selection().pair()) state.drag_target = 0;
+  } else if (key == "diff_mode") {
+    set_diff_mode(state, state.session.view_settings().diff_mode);
+  } else if (key == "focus") {
+    apply_focus_setting(state);
+  } else if (key == "compare") {
+    state.table_dirty = true;
   }
   if (state.session.selection().app != app_before) state.timeline_view = state.session.extent();
   request_redraw(state);
@@ -314,7 +414,9 @@ void setup_style(ViewerState& state, float ui_scale, const std::string& font_pat
       ImFontConfig config;
       config.OversampleH = 2;
       config.OversampleV = 1;
-      loaded = io.Fonts->AddFontFromFileTTF(font_path.c_str(), std::round(15.0f * ui_scale), &config) != nullptr;
+      // Latin-1 and the ellipsis of short names' collapsed template arguments (std::vector<…>).
+      static const ImWchar kGlyphs[] = {0x0020, 0x00FF, 0x2026, 0x2026, 0};
+      loaded = io.Fonts->AddFontFromFileTTF(font_path.c_str(), std::round(15.0f * ui_scale), &config, kGlyphs) != nullptr;
     }
   }
   if (!loaded) {
@@ -465,6 +567,15 @@ bool toggle_button(const char* label, bool active, const char* widget) {
   return clicked;
 }
 
+// "Copy link": the view's settings to the host, which makes the link and copies it.
+void copy_link(ViewerState& state) {
+  const std::string query = state.session.settings_query();
+  const std::string link = state.host ? state.host->copy_link(query) : std::string();
+  state.last_link = link.empty() ? query : link;
+  add_log(state, "link copied: " + state.last_link);
+  request_redraw(state);
+}
+
 // The selection's tree (the left one in pair views) for other tools: pprof or speedscope.
 void export_profile(ViewerState& state, Format format) {
   session::Session::NamedText file;
@@ -531,6 +642,11 @@ void draw_toolbar(ViewerState& state) {
   }
   ImGui::SameLine(0, 2 * s);
   if (toggle_button("Diff", state.session.selection().view == ViewMode::diff, "view.diff")) set_view(state, ViewMode::diff);
+  ImGui::SameLine(0, 2 * s);
+  if (toggle_button("Sandwich", state.session.selection().view == ViewMode::sandwich, "view.sandwich")) {
+    set_view(state, ViewMode::sandwich);
+  }
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("Callers and callees of one function (4, or S on a frame)");
   ImGui::SameLine(0, 16 * s);
   if (state.host && !state.session.empty()) {
     if (ImGui::Button("Export")) ImGui::OpenPopup("export-menu");
@@ -567,6 +683,13 @@ void draw_toolbar(ViewerState& state) {
       }
       ImGui::EndPopup();
     }
+    ImGui::SameLine(0, 4 * s);
+    if (ImGui::Button("Copy link")) copy_link(state);
+    record_item("copy_link");
+    if (ImGui::IsItemHovered()) {
+      ImGui::SetTooltip("A link to exactly this view: data, tags, ranges, view, focus, function, search, names, diff mode%s",
+                        state.last_link.empty() ? "" : ("\n\nCopied: " + state.last_link).c_str());
+    }
     ImGui::SameLine(0, 16 * s);
   }
   // Search.
@@ -575,24 +698,72 @@ void draw_toolbar(ViewerState& state) {
     ImGui::SetKeyboardFocusHere();
     state.focus_search = false;
   }
-  if (ImGui::InputTextWithHint("##search", "Search functions (/)", state.search_buffer, sizeof state.search_buffer)) {
+  if (ImGui::InputTextWithHint("##search", "Search: regex, -exclude (/)", state.search_buffer, sizeof state.search_buffer)) {
     apply_search(state, state.search_buffer);
   }
   record_item("search");
+  if (ImGui::IsItemHovered()) {
+    ImGui::SetTooltip("Terms separated by spaces, each a regular expression found anywhere in the full name\n"
+                      "(any case; ^ and $ anchor it). -term leaves functions out; \"a b\" quotes a term with a space.\n"
+                      "Example: json::(parse|dump) -string");
+  }
   if (ImGui::IsItemActive() && ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape))) {
     apply_search(state, "");
   }
+  ImGui::SameLine(0, 4 * s);
+  ImGui::Checkbox("Focus", &state.session.view_settings().focus_matches);
+  record_item("focus_matches");
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("Focus on matches: dim every frame that is not on a stack through a match");
   if (!state.session.view_settings().search.empty()) {
     ImGui::SameLine();
-    const FlameGraph& graph = primary_flame(state);
-    ImGui::TextColored(ImVec4(0.35f, 0.65f, 1.0f, 1.0f), "%s matched", format_share(graph.matched_share()).c_str());
+    const FlameGraph& graph = search_flame(state);
+    ImGui::TextColored(ImVec4(0.35f, 0.65f, 1.0f, 1.0f), "%s in %u functions", format_share(graph.matched_share()).c_str(),
+                       graph.matched_functions());
     record_item("search.share");
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("Share of all samples with a matching function on the stack (each sample once)");
   }
   // Right side: display toggles.
   const char* orientation = state.session.view_settings().orientation == Orientation::icicle ? "Icicle" : "Flame";
   const char* colour = state.session.view_settings().colour == ColourMode::function ? "By function" : "By package";
   const char* theme = state.session.view_settings().theme == Theme::dark ? "Dark" : "Light";
-  place_right(button_width(orientation) + button_width(colour) + button_width(theme) + button_width("?") + 12 * s, s);
+  static const char* const kNameLabels[] = {"Names: full", "Names: short", "Names: merged"};
+  static const char* const kRecursionLabels[] = {"Recursion: keep", "Recursion: direct", "Recursion: all"};
+  const float names_w = ImGui::CalcTextSize("Names: merged").x + ImGui::GetFrameHeight() + 2 * ImGui::GetStyle().FramePadding.x;
+  const float recursion_w = ImGui::CalcTextSize("Recursion: direct").x + ImGui::GetFrameHeight() +
+                            2 * ImGui::GetStyle().FramePadding.x;
+  place_right(names_w + recursion_w + button_width(orientation) + button_width(colour) + button_width(theme) +
+                  button_width("?") + 24 * s, s);
+  session::ViewSettings& view = state.session.view_settings();
+  ImGui::SetNextItemWidth(names_w);
+  if (ImGui::BeginCombo("##names", kNameLabels[static_cast<int>(view.names)])) {
+    for (int m = 0; m < 3; ++m) {
+      if (ImGui::Selectable(kNameLabels[m], static_cast<int>(view.names) == m)) view.names = static_cast<session::NameMode>(m);
+      record_item(std::string("names:") + name_of(static_cast<session::NameMode>(m)));
+    }
+    ImGui::EndCombo();
+  }
+  record_item("names");
+  if (ImGui::IsItemHovered()) {
+    ImGui::SetTooltip("C++ names: full; short (no parameters, template arguments as <…>); or short with the\n"
+                      "frames that became equal merged. Tooltips, search and exports keep the full names.  [N]");
+  }
+  ImGui::SameLine(0, 4 * s);
+  ImGui::SetNextItemWidth(recursion_w);
+  if (ImGui::BeginCombo("##recursion", kRecursionLabels[static_cast<int>(view.recursion)])) {
+    for (int m = 0; m < 3; ++m) {
+      if (ImGui::Selectable(kRecursionLabels[m], static_cast<int>(view.recursion) == m)) {
+        view.recursion = static_cast<session::RecursionMode>(m);
+      }
+      record_item(std::string("recursion:") + name_of(static_cast<session::RecursionMode>(m)));
+    }
+    ImGui::EndCombo();
+  }
+  record_item("recursion");
+  if (ImGui::IsItemHovered()) {
+    ImGui::SetTooltip("Collapse recursion: direct (f;f;g -> f;g) or all of it (f;g;f;h -> f;g;h).\n"
+                      "Every function keeps its total.  [R: select all time]");
+  }
+  ImGui::SameLine(0, 4 * s);
   if (ImGui::Button(orientation)) {
     state.session.view_settings().orientation = state.session.view_settings().orientation == Orientation::icicle ? Orientation::flame : Orientation::icicle;
     state.flame_left.scroll_to_focus();
@@ -761,9 +932,74 @@ void zoom_timeline(ViewerState& state, double factor, double anchor_fraction) {
   clamp_timeline_view(state);
 }
 
+// Line colours of a tag breakdown (Okabe and Ito's palette, told apart by most colour-blind readers);
+// the rest is grey.
+const ImU32 kBreakdownColours[] = {IM_COL32(86, 180, 233, 255), IM_COL32(230, 159, 0, 255),  IM_COL32(0, 158, 115, 255),
+                                   IM_COL32(204, 121, 167, 255), IM_COL32(240, 228, 66, 255), IM_COL32(213, 94, 0, 255)};
+const ImU32 kBreakdownRest = IM_COL32(150, 150, 156, 255);
+
+ImU32 breakdown_colour(const session::TagBreakdown::Line& line, size_t index) {
+  return line.rest ? kBreakdownRest : kBreakdownColours[index % (sizeof kBreakdownColours / sizeof kBreakdownColours[0])];
+}
+
+// Under the timeline: each line's value and share of the range. A click selects the value; "diff"
+// shows the value against the rest.
+void draw_breakdown_legend(ViewerState& state, const session::TagBreakdown& breakdown) {
+  const float s = state.ui_scale;
+  ImGui::AlignTextToFramePadding();
+  ImGui::TextDisabled("%s:", breakdown.key.c_str());
+  const auto chosen = state.session.selection().tags.find(breakdown.key);
+  for (size_t i = 0; i < breakdown.lines.size(); ++i) {
+    const session::TagBreakdown::Line& line = breakdown.lines[i];
+    ImGui::SameLine(0, 12 * s);
+    const ImVec2 p = ImGui::GetCursorScreenPos();
+    const float box = ImGui::GetTextLineHeight() * 0.7f;
+    const float y = p.y + (ImGui::GetFrameHeight() - box) * 0.5f;
+    ImGui::GetWindowDrawList()->AddRectFilled(ImVec2(p.x, y), ImVec2(p.x + box, y + box), breakdown_colour(line, i), 2 * s);
+    ImGui::Dummy(ImVec2(box, ImGui::GetFrameHeight()));
+    ImGui::SameLine(0, 4 * s);
+    char text[320];
+    if (line.rest) {
+      std::snprintf(text, sizeof text, "%zu other values %s", breakdown.values - (breakdown.lines.size() - 1),
+                    format_share(line.share).c_str());
+      ImGui::AlignTextToFramePadding();
+      ImGui::TextUnformatted(text);
+      record_item("legend.rest");
+      continue;
+    }
+    const bool selected = chosen != state.session.selection().tags.end() && chosen->second.size() == 1 &&
+                          chosen->second[0] == line.value;
+    std::snprintf(text, sizeof text, "%s %s##legend%zu", line.value.c_str(), format_share(line.share).c_str(), i);
+    if (toggle_button(text, selected, ("legend:" + line.value).c_str())) {
+      if (selected) state.session.set_tag_values(breakdown.key, {});
+      else state.session.set_tag_values(breakdown.key, {line.value});
+    }
+    if (ImGui::IsItemHovered()) {
+      ImGui::SetTooltip("%s=%s: %s in the selected range (%s)\nclick: select it; again: all values", breakdown.key.c_str(),
+                        line.value.c_str(), session::format_value(line.samples, state.session.info()).c_str(),
+                        format_share(line.share).c_str());
+    }
+    ImGui::SameLine(0, 2 * s);
+    ImGui::PushID(static_cast<int>(i));
+    if (ImGui::SmallButton("diff")) {
+      state.session.compare_tag(breakdown.key, line.value);
+      state.table_dirty = true;
+    }
+    ImGui::PopID();
+    record_item("legend.diff:" + line.value);
+    if (ImGui::IsItemHovered()) {
+      ImGui::SetTooltip("Diff of %s=%s against the rest over the selected range", breakdown.key.c_str(), line.value.c_str());
+    }
+  }
+  if (breakdown.lines.empty()) {
+    ImGui::SameLine();
+    ImGui::TextDisabled("no samples in the selected range");
+  }
+}
+
 void draw_timeline(ViewerState& state) {
   const float s = state.ui_scale;
-  const bool pair = state.session.selection().view != ViewMode::single;
+  const bool pair = state.session.selection().pair();
   // Header: ranges and controls.
   ImGui::AlignTextToFramePadding();
   if (pair) {
@@ -774,7 +1010,9 @@ void draw_timeline(ViewerState& state) {
     ImGui::Text("Range: %s UTC", format_range(state.session.selection().ranges[0]).c_str());
   }
   const float spacing = ImGui::GetStyle().ItemSpacing.x;
-  float controls = button_width("-") + button_width("+") + button_width("Fit") + button_width("Select all") + 3 * spacing;
+  const float breakdown_w = 150 * s;
+  float controls = button_width("-") + button_width("+") + button_width("Fit") + button_width("Select all") + 3 * spacing +
+                   breakdown_w + ImGui::CalcTextSize("Lines by").x + 2 * spacing + 12 * s;
   if (pair) {
     controls += ImGui::CalcTextSize("drag selects").x + radio_width("left") + radio_width("right") + 2 * spacing + 12 * s;
   }
@@ -790,6 +1028,24 @@ void draw_timeline(ViewerState& state) {
     if (ImGui::IsItemHovered()) ImGui::SetTooltip("A right-button drag always selects the right range");
     ImGui::SameLine(0, 12 * s);
   }
+  // Tag breakdown: one line per value of a key.
+  ImGui::AlignTextToFramePadding();
+  ImGui::TextDisabled("Lines by");
+  ImGui::SameLine();
+  ImGui::SetNextItemWidth(breakdown_w);
+  std::string& breakdown_key = state.session.view_settings().breakdown;
+  if (ImGui::BeginCombo("##breakdown", breakdown_key.empty() ? "(none)" : breakdown_key.c_str())) {
+    if (ImGui::Selectable("(none)", breakdown_key.empty())) breakdown_key.clear();
+    record_item("breakdown:");
+    for (const std::string& key : state.session.tag_keys()) {
+      if (ImGui::Selectable(key.c_str(), key == breakdown_key)) breakdown_key = key;
+      record_item("breakdown:" + key);
+    }
+    ImGui::EndCombo();
+  }
+  record_item("breakdown");
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("A line per value of a tag: the top values, the rest together  [B]");
+  ImGui::SameLine(0, 12 * s);
   if (ImGui::SmallButton("-")) zoom_timeline(state, 0.5, 0.5);
   record_item("timeline.zoom_out");
   ImGui::SameLine();
@@ -877,12 +1133,21 @@ void draw_timeline(ViewerState& state) {
   }
   if (!active) state.timeline_panning = false;
 
-  // Bars.
+  // Bars of the selection; with a breakdown, a line per value instead, on the lines' own scale (values
+  // of similar size would otherwise crowd the bottom third of the plot).
+  const session::TagBreakdown* breakdown =
+      state.session.view_settings().breakdown.empty() ? nullptr : &state.session.tag_breakdown(view, points);
+  if (breakdown && breakdown->lines.empty()) breakdown = nullptr;
   uint64_t max_value = 1;
   for (uint64_t v : tl.samples) max_value = std::max(max_value, v);
+  if (breakdown) {
+    max_value = 1;
+    for (const session::TagBreakdown::Line& line : breakdown->lines)
+      for (uint64_t v : line.points) max_value = std::max(max_value, v);
+  }
   const ImU32 bar = state.session.view_settings().theme == Theme::dark ? IM_COL32(120, 170, 120, 255) : IM_COL32(90, 150, 90, 255);
   dl->PushClipRect(p0, ImVec2(p0.x + width, p0.y + plot_h), true);
-  for (size_t i = 0; i < tl.samples.size(); ++i) {
+  for (size_t i = 0; i < tl.samples.size() && !breakdown; ++i) {
     if (tl.samples[i] == 0) continue;
     const double t0 = static_cast<double>(tl.start + static_cast<int64_t>(i) * tl.step);
     const float x0 = t2x(t0), x1 = std::max(t2x(t0 + static_cast<double>(tl.step)), x0 + 1.0f);
@@ -902,6 +1167,26 @@ void draw_timeline(ViewerState& state) {
     draw_range(preview_target == 1 ? preview : state.session.selection().ranges[1], kRightColour);
   } else {
     draw_range(preview_target == 0 ? preview : state.session.selection().ranges[0], single_colour);
+  }
+  // The breakdown's lines over the ranges' tint.
+  if (breakdown) {
+    const Timeline& bt = breakdown->timeline;
+    std::vector<ImVec2> polyline;
+    for (size_t l = breakdown->lines.size(); l-- > 0;) {  // the heaviest value last: on top
+      const session::TagBreakdown::Line& line = breakdown->lines[l];
+      polyline.clear();
+      for (size_t i = 0; i < line.points.size(); ++i) {
+        const double t = static_cast<double>(bt.start + static_cast<int64_t>(i) * bt.step) + 0.5 * static_cast<double>(bt.step);
+        const float h = static_cast<float>(static_cast<double>(line.points[i]) / static_cast<double>(max_value)) * (plot_h - 6 * s);
+        polyline.push_back(ImVec2(t2x(t), p0.y + plot_h - 1 - h));
+      }
+      if (polyline.size() > 1) {
+        dl->AddPolyline(polyline.data(), static_cast<int>(polyline.size()), breakdown_colour(line, l), 0, 2.0f * s);
+      } else if (polyline.size() == 1) {  // one point (a profile of one block): a level across its step
+        const float x0 = t2x(static_cast<double>(bt.start)), x1 = t2x(static_cast<double>(bt.start + bt.step));
+        dl->AddLine(ImVec2(x0, polyline[0].y), ImVec2(x1, polyline[0].y), breakdown_colour(line, l), 2.0f * s);
+      }
+    }
   }
   dl->PopClipRect();
 
@@ -924,23 +1209,38 @@ void draw_timeline(ViewerState& state) {
       const size_t i = static_cast<size_t>((t - static_cast<double>(tl.start)) / static_cast<double>(tl.step));
       if (i < tl.samples.size()) value = tl.samples[i];
     }
-    ImGui::SetTooltip("%s UTC\n%s\ndrag: select a range   wheel: zoom   shift+wheel / middle drag: pan%s",
+    std::string lines;
+    if (breakdown && breakdown->timeline.step > 0 && t >= breakdown->timeline.start) {
+      const size_t i = static_cast<size_t>((t - static_cast<double>(breakdown->timeline.start)) /
+                                           static_cast<double>(breakdown->timeline.step));
+      for (const session::TagBreakdown::Line& line : breakdown->lines) {
+        if (i >= line.points.size()) continue;
+        lines += "\n  " + (line.rest ? std::string("other values") : breakdown->key + "=" + line.value) + ": " +
+                 session::format_value(line.points[i], state.session.info());
+      }
+    }
+    ImGui::SetTooltip("%s UTC\n%s%s\ndrag: select a range   wheel: zoom   shift+wheel / middle drag: pan%s",
                       format_clock(static_cast<int64_t>(t), true).c_str(),
-                      session::format_value(value, state.session.info()).c_str(),
+                      session::format_value(value, state.session.info()).c_str(), lines.c_str(),
                       pair ? "\nright-drag: select the right range" : "");
   }
+  if (breakdown) draw_breakdown_legend(state, *breakdown);
 }
 
 void draw_table(ViewerState& state, float height) {
   update_table(state);
-  const bool pair = state.session.selection().view != ViewMode::single;
+  const bool pair = state.session.selection().pair();
+  const bool sandwich = state.session.selection().view == ViewMode::sandwich;
   const Tree* tree = table_tree(state);
   ImGuiTableFlags flags = ImGuiTableFlags_Sortable | ImGuiTableFlags_Resizable | ImGuiTableFlags_RowBg |
                           ImGuiTableFlags_BordersInnerV | ImGuiTableFlags_BordersOuter | ImGuiTableFlags_ScrollY |
                           ImGuiTableFlags_SizingFixedFit;
-  const int columns = pair ? 6 : 5;
-  // Separate ids: the single and the pair tables have different columns (and sort specs).
-  if (!ImGui::BeginTable(pair ? "functions-pair" : "functions", columns, flags, ImVec2(0, height))) return;
+  const int columns = pair ? 6 : sandwich ? 3 : 5;
+  // Separate ids: the single, pair and sandwich tables have different columns (and sort specs).
+  if (!ImGui::BeginTable(pair ? "functions-pair" : sandwich ? "functions-sandwich" : "functions", columns, flags,
+                         ImVec2(0, height))) {
+    return;
+  }
   const float num_w = ImGui::CalcTextSize("000,000,000,000").x;
   const float pct_w = ImGui::CalcTextSize("100.00%%").x;
   ImGui::TableSetupScrollFreeze(0, 1);
@@ -950,9 +1250,19 @@ void draw_table(ViewerState& state, float height) {
     ImGui::TableSetupColumn("Left %", ImGuiTableColumnFlags_WidthFixed | ImGuiTableColumnFlags_NoSort, pct_w);
     ImGui::TableSetupColumn("Right total", ImGuiTableColumnFlags_WidthFixed, num_w, static_cast<ImGuiID>(TableSort::right_total));
     ImGui::TableSetupColumn("Right %", ImGuiTableColumnFlags_WidthFixed | ImGuiTableColumnFlags_NoSort, pct_w);
-    ImGui::TableSetupColumn("Diff", ImGuiTableColumnFlags_WidthFixed | ImGuiTableColumnFlags_DefaultSort |
-                                        ImGuiTableColumnFlags_PreferSortDescending,
-                            pct_w * 1.2f, static_cast<ImGuiID>(TableSort::change));
+    // The change column, as the diff mode compares the sides (its header names the mode).
+    static const char* const kChangeHeaders[] = {"Diff (share)", "Diff (per s)", "Diff"};
+    ImGui::TableSetupColumn(kChangeHeaders[static_cast<int>(state.session.view_settings().diff_mode)],
+                            ImGuiTableColumnFlags_WidthFixed | ImGuiTableColumnFlags_DefaultSort |
+                                ImGuiTableColumnFlags_PreferSortDescending,
+                            pct_w * 1.6f, static_cast<ImGuiID>(TableSort::change));
+  } else if (sandwich) {
+    // Beside the sandwich's graphs: narrow, shares only.
+    ImGui::TableSetupColumn("Self %", ImGuiTableColumnFlags_WidthFixed | ImGuiTableColumnFlags_PreferSortDescending,
+                            pct_w, static_cast<ImGuiID>(TableSort::self));
+    ImGui::TableSetupColumn("Total %", ImGuiTableColumnFlags_WidthFixed | ImGuiTableColumnFlags_DefaultSort |
+                                           ImGuiTableColumnFlags_PreferSortDescending,
+                            pct_w, static_cast<ImGuiID>(TableSort::total));
   } else {
     ImGui::TableSetupColumn("Self", ImGuiTableColumnFlags_WidthFixed | ImGuiTableColumnFlags_PreferSortDescending, num_w,
                             static_cast<ImGuiID>(TableSort::self));
@@ -969,7 +1279,7 @@ void draw_table(ViewerState& state, float height) {
     ImGui::PushID(c);
     ImGui::TableHeader(name);
     ImGui::PopID();
-    record_item(std::string("table.header.") + name);
+    record_item(std::string("table.header.") + (c == 5 ? "Diff" : name));
   }
   if (ImGuiTableSortSpecs* specs = ImGui::TableGetSortSpecs()) {
     if (specs->SpecsDirty && specs->SpecsCount > 0) {
@@ -990,6 +1300,9 @@ void draw_table(ViewerState& state, float height) {
   const DiffTree* diff = state.session.diff();
   const double left_all = diff ? double(std::max<uint64_t>(1, diff->left_total(Tree::kRoot))) : 1.0;
   const double right_all = diff ? double(std::max<uint64_t>(1, diff->right_total(Tree::kRoot))) : 1.0;
+  const session::DiffScale scale = state.session.diff_scale();
+  const session::FrameNames& names = state.session.frame_names();
+  const std::string& function = state.session.view_settings().function;
   ImGuiListClipper clipper;
   clipper.Begin(static_cast<int>(state.table_order.size()));
   while (clipper.Step()) {
@@ -999,12 +1312,34 @@ void draw_table(ViewerState& state, float height) {
       ImGui::TableNextRow();
       ImGui::TableSetColumnIndex(0);
       ImGui::PushID(i);
-      const std::string label(name);
-      if (ImGui::Selectable(label.c_str(), state.session.view_settings().search == label, ImGuiSelectableFlags_SpanAllColumns)) {
-        apply_search(state, state.session.view_settings().search == label ? std::string() : label);
+      const std::string full(name);
+      const std::string label = names.label(name);
+      // In the sandwich view a row picks the function; elsewhere it highlights it (a search for it).
+      const std::string as_search = NameSearch::literal(full);
+      const bool current = sandwich ? full == function : state.session.view_settings().search == as_search;
+      if (ImGui::Selectable(label.c_str(), current, ImGuiSelectableFlags_SpanAllColumns)) {
+        if (sandwich) {
+          show_sandwich(state, full);
+        } else {
+          apply_search(state, current ? std::string() : as_search);
+        }
       }
       if (i < 50) record_item("table.row." + std::to_string(i));
-      if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s\nclick: highlight in the flame graph", label.c_str());
+      if (ImGui::IsItemHovered()) {
+        std::string all_names;
+        for (std::string_view f : names.full_names(name)) all_names += std::string(f) + "\n";
+        // The sandwich's table shows shares only (it is narrow): the values, in their unit, are here.
+        const std::string values = sandwich ? "self " + session::format_value(row.self, info) + ", total " +
+                                                  session::format_value(row.total, info) + "\n"
+                                            : std::string();
+        ImGui::SetTooltip("%s%s%s", all_names.c_str(), values.c_str(),
+                          sandwich ? "click: its callers and callees" : "click: highlight in the flame graph\nright-click: sandwich view");
+      }
+      if (ImGui::BeginPopupContextItem("row-menu")) {
+        if (ImGui::Selectable("Sandwich view: callers and callees")) show_sandwich(state, full);
+        if (i < 50) record_item("table.row." + std::to_string(i) + ".sandwich");
+        ImGui::EndPopup();
+      }
       ImGui::PopID();
       if (pair) {
         const double ls = double(row.total) / left_all, rs = double(row.right_total) / right_all;
@@ -1017,10 +1352,16 @@ void draw_table(ViewerState& state, float height) {
         ImGui::TableSetColumnIndex(4);
         ImGui::TextUnformatted(format_share(rs).c_str());
         ImGui::TableSetColumnIndex(5);
-        const double change = (rs - ls) * 100.0;
-        const ImVec4 colour = change > 0.005 ? ImVec4(0.93f, 0.33f, 0.30f, 1) : change < -0.005 ? ImVec4(0.25f, 0.75f, 0.38f, 1)
-                                                                                            : ImGui::GetStyleColorVec4(ImGuiCol_Text);
-        ImGui::TextColored(colour, "%+.2f pp", change);
+        const double change = session::diff_change(row.total, row.right_total, scale);
+        const double percent = session::diff_change_percent(row.total, row.right_total, scale);
+        const ImVec4 colour = percent > 0.5 ? ImVec4(0.93f, 0.33f, 0.30f, 1) : percent < -0.5 ? ImVec4(0.25f, 0.75f, 0.38f, 1)
+                                                                                          : ImGui::GetStyleColorVec4(ImGuiCol_Text);
+        ImGui::TextColored(colour, "%s", session::format_change(change, scale, state.session.info()).c_str());
+      } else if (sandwich) {
+        ImGui::TableSetColumnIndex(1);
+        ImGui::TextUnformatted(format_share(double(row.self) / all).c_str());
+        ImGui::TableSetColumnIndex(2);
+        ImGui::TextUnformatted(format_share(double(row.total) / all).c_str());
       } else {
         ImGui::TableSetColumnIndex(1);
         ImGui::TextUnformatted(session::format_value(row.self, info).c_str());
@@ -1043,8 +1384,73 @@ FlameDrawOptions flame_options(const ViewerState& state, const char* id) {
   o.palette = palette_for(state.session.view_settings().theme);
   o.row_height = std::round(ImGui::GetFontSize() + 6 * state.ui_scale);
   o.min_block_px = 3.0f * state.ui_scale;
+  o.focus_matches = state.session.view_settings().focus_matches;
   o.id = id;
   return o;
+}
+
+// The sandwich view: the function table on the left; on the right the function's callers above it
+// (an inverted tree growing upwards, so the function sits in the middle) and its callees below.
+void draw_sandwich(ViewerState& state, float height, bool with_table) {
+  const float s = state.ui_scale;
+  const float table_w = with_table ? std::floor(ImGui::GetContentRegionAvail().x * 0.36f) : 0.0f;
+  if (with_table) {
+    ImGui::BeginChild("sandwich-table", ImVec2(table_w, height), false);
+    if (state.flame_left.tree()) {
+      draw_table(state, height);
+      state.flame_painted = true;  // the view's first paint: the table, until a function is picked
+    }
+    ImGui::EndChild();
+    ImGui::SameLine();
+  }
+  ImGui::BeginChild("sandwich-graphs", ImVec2(0, height), false, ImGuiWindowFlags_NoScrollbar | ImGuiWindowFlags_NoScrollWithMouse);
+  const session::Session& session = state.session;
+  const Sandwich* sandwich = session.sandwich();
+  const std::string& function = session.view_settings().function;
+  if (!sandwich) {
+    ImGui::Dummy(ImVec2(0, 20 * s));
+    ImGui::Indent(20 * s);
+    if (function.empty()) {
+      ImGui::TextWrapped("Pick a function: click a row of the table, or right-click a block of any flame graph "
+                         "(or press S on the frame the arrow keys selected).");
+    } else {
+      ImGui::TextWrapped("No function '%s' in this selection.", function.c_str());
+    }
+    record_item("sandwich.empty");
+    ImGui::Unindent(20 * s);
+    ImGui::EndChild();
+    return;
+  }
+  const std::string label = session.frame_names().label(function);
+  const float header_h = ImGui::GetFrameHeightWithSpacing();
+  const float graph_h = std::max(60.0f, std::floor((height - 2 * header_h - ImGui::GetStyle().ItemSpacing.y * 2) * 0.5f));
+  FlameDrawOptions callers = flame_options(state, "flame.callers");
+  callers.orientation = Orientation::flame;  // root at the bottom: callers grow upwards
+  callers.root_label = "all callers";
+  ImGui::TextDisabled("Callers of");
+  ImGui::SameLine();
+  ImGui::TextUnformatted(label.c_str());
+  record_item("sandwich.function");
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", function.c_str());
+  ImGui::SameLine(0, 12 * s);
+  const uint64_t all = session.left_view().total();
+  ImGui::TextDisabled("total %s (%s), self %s", session::format_value(sandwich->total, session.info()).c_str(),
+                      format_share(all ? double(sandwich->total) / double(all) : 0.0).c_str(),
+                      session::format_value(sandwich->self, session.info()).c_str());
+  record_item("sandwich.totals");
+  ImGui::SameLine(0, 12 * s);
+  state.flame_callers.draw_breadcrumb("callers-crumbs");
+  state.flame_callers.draw(ImVec2(0, graph_h), callers);
+  ImGui::TextDisabled("Callees of");
+  ImGui::SameLine();
+  ImGui::TextUnformatted(label.c_str());
+  ImGui::SameLine(0, 12 * s);
+  state.flame_callees.draw_breadcrumb("callees-crumbs");
+  FlameDrawOptions callees = flame_options(state, "flame.callees");
+  callees.orientation = Orientation::icicle;
+  callees.root_label = "all callees";
+  state.flame_callees.draw(ImVec2(0, 0), callees);
+  ImGui::EndChild();
 }
 
 void draw_flame_header(ViewerState& state, FlameGraph& graph, const char* title, ImU32 title_colour) {
@@ -1086,6 +1492,10 @@ void draw_views(ViewerState& state) {
     draw_table(state, body + header_h + splitter_h);
     return;
   }
+  if (state.session.selection().view == ViewMode::sandwich) {
+    draw_sandwich(state, avail.y, true);
+    return;
+  }
   if (state.session.selection().view == ViewMode::single) {
     draw_flame_header(state, state.flame_left, nullptr, 0);
     state.flame_left.draw(ImVec2(0, flame_h), flame_options(state, "flame.main"));
@@ -1111,15 +1521,60 @@ void draw_views(ViewerState& state) {
     ImGui::PopID();
     ImGui::EndGroup();
   } else {
-    ImGui::TextUnformatted("Diff: left");
-    ImGui::SameLine(0, 4 * s);
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "%s", session::format_value(state.session.left_tree().total(), state.session.info()).c_str());
-    ImGui::SameLine(0, 4 * s);
-    ImGui::TextUnformatted("-> right");
-    ImGui::SameLine(0, 4 * s);
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "%s", session::format_value(state.session.right_tree().total(), state.session.info()).c_str());
-    ImGui::SameLine(0, 4 * s);
-    ImGui::TextDisabled("Colour: change in share of the whole");
+    const session::Selection& selection = state.session.selection();
+    if (selection.comparing_tag()) {
+      ImGui::TextUnformatted("Diff:");
+      ImGui::SameLine(0, 4 * s);
+      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "%s != %s", selection.compare_key.c_str(),
+                         selection.compare_value.c_str());
+      ImGui::SameLine(0, 4 * s);
+      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "%s",
+                         session::format_value(state.session.left_tree().total(), state.session.info()).c_str());
+      ImGui::SameLine(0, 4 * s);
+      ImGui::TextUnformatted("->");
+      ImGui::SameLine(0, 4 * s);
+      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "%s = %s", selection.compare_key.c_str(),
+                         selection.compare_value.c_str());
+      record_item("diff.compare");
+      ImGui::SameLine(0, 4 * s);
+      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "%s",
+                         session::format_value(state.session.right_tree().total(), state.session.info()).c_str());
+      ImGui::SameLine(0, 4 * s);
+      if (ImGui::SmallButton("x")) {
+        state.session.compare_tag("", "");
+        state.session.set_view(ViewMode::single);
+        state.table_dirty = true;
+      }
+      record_item("diff.compare.clear");
+      if (ImGui::IsItemHovered()) ImGui::SetTooltip("Stop comparing the tag value with the rest");
+    } else {
+      ImGui::TextUnformatted("Diff: left");
+      ImGui::SameLine(0, 4 * s);
+      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "%s", session::format_value(state.session.left_tree().total(), state.session.info()).c_str());
+      ImGui::SameLine(0, 4 * s);
+      ImGui::TextUnformatted("-> right");
+      ImGui::SameLine(0, 4 * s);
+      ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "%s", session::format_value(state.session.right_tree().total(), state.session.info()).c_str());
+    }
+    ImGui::SameLine(0, 12 * s);
+    // The diff mode: what the colours and the table's change compare.
+    static const char* const kModeLabels[] = {"Change: share of each side", "Change: per second of each range",
+                                              "Change: absolute"};
+    const session::DiffMode mode = state.session.view_settings().diff_mode;
+    ImGui::SetNextItemWidth(ImGui::CalcTextSize(kModeLabels[1]).x + ImGui::GetFrameHeight() + 2 * ImGui::GetStyle().FramePadding.x);
+    if (ImGui::BeginCombo("##diff_mode", kModeLabels[static_cast<int>(mode)])) {
+      for (int m = 0; m < 3; ++m) {
+        if (ImGui::Selectable(kModeLabels[m], static_cast<int>(mode) == m)) set_diff_mode(state, static_cast<session::DiffMode>(m));
+        record_item(std::string("diff_mode:") + name_of(static_cast<session::DiffMode>(m)));
+      }
+      ImGui::EndCombo();
+    }
+    record_item("diff_mode");
+    if (ImGui::IsItemHovered()) {
+      ImGui::SetTooltip("share: each side's share of its own total (Pyroscope's diff)\n"
+                        "per second: values per second of each range (ranges of different lengths)\n"
+                        "absolute: the values themselves  [M]");
+    }
     ImGui::SameLine(0, 12 * s);
     // Legend: shrank (green) .. neutral .. grew (red).
     const ImVec2 p = ImGui::GetCursorScreenPos();
@@ -1156,9 +1611,16 @@ void draw_status_bar(ViewerState& state) {
     bytes += f.bytes;
   }
   ImGui::Separator();
-  ImGui::TextDisabled("%s (%s bytes)  |  %s  |  %u nodes, %u blocks drawn (%u merged)  |  frame %.2f ms (UI %.2f ms)", files.c_str(),
-                      format_count(bytes).c_str(), state.session.selector_text().c_str(), graph.tree() ? graph.tree()->node_count() : 0,
-                      graph.drawn_blocks(), graph.merged_blocks(), state.last_frame_ms, state.last_ui_ms);
+  std::string options;
+  const session::ViewSettings& view = state.session.view_settings();
+  if (view.names != session::NameMode::full) options += std::string("  |  names ") + name_of(view.names);
+  if (view.recursion != session::RecursionMode::keep) options += std::string("  |  recursion ") + name_of(view.recursion);
+  if (state.session.selection().comparing_tag() && state.session.selection().pair())
+    options += "  |  " + state.session.selection().compare_key + "=" + state.session.selection().compare_value + " vs the rest";
+  ImGui::TextDisabled("%s (%s bytes)  |  %s%s  |  %u nodes, %u blocks drawn (%u merged)  |  frame %.2f ms (UI %.2f ms)", files.c_str(),
+                      format_count(bytes).c_str(), state.session.selector_text().c_str(), options.c_str(),
+                      graph.tree() ? graph.tree()->node_count() : 0, graph.drawn_blocks(), graph.merged_blocks(),
+                      state.last_frame_ms, state.last_ui_ms);
   record_item("statusbar");
 }
 
@@ -1170,12 +1632,19 @@ void draw_help(ViewerState& state) {
   if (ImGui::BeginPopupModal("Keyboard shortcuts", nullptr, ImGuiWindowFlags_AlwaysAutoResize)) {
     static const char* rows[][2] = {
         {"O / Ctrl+O", "open files"},
-        {"1 / 2 / 3", "single / comparison / diff view"},
-        {"/  or  Ctrl+F", "search"},
-        {"Esc", "leave focus (then clear the search)"},
+        {"1 / 2 / 3 / 4", "single / comparison / diff / sandwich view"},
+        {"Arrows", "move between frames (up: caller, down: heaviest callee)"},
+        {"Enter", "focus the frame the arrows selected"},
+        {"Esc", "go up: focus the parent (at the top: clear the search)"},
         {"Backspace", "focus the parent"},
+        {"S", "sandwich view of the selected (or hovered) frame's function"},
+        {"/  or  Ctrl+F", "search: regex terms, -term excludes"},
         {"+ / - / 0", "zoom in / out / reset (also ctrl+wheel)"},
-        {"Left / Right", "pan"},
+        {"Shift+Left / Right", "pan"},
+        {"N", "names: full / short / merged"},
+        {"M", "diff mode: share / per second / absolute"},
+        {"B", "timeline lines by the next tag key"},
+        {"L", "copy a link to this view"},
         {"F", "flame / icicle orientation"},
         {"C", "colour by function / package"},
         {"T", "dark / light theme"},
@@ -1193,8 +1662,8 @@ void draw_help(ViewerState& state) {
       ImGui::EndTable();
     }
     ImGui::Spacing();
-    ImGui::TextDisabled("Mouse: click a block to focus it, drag to pan, wheel to scroll,\n"
-                        "ctrl+wheel to zoom. Timeline: drag to select, wheel to zoom.");
+    ImGui::TextDisabled("Mouse: click a block to focus it, right-click for its sandwich view, drag to pan,\n"
+                        "wheel to scroll, ctrl+wheel to zoom. Timeline: drag to select, wheel to zoom.");
     if (ImGui::Button("Close") || ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape))) ImGui::CloseCurrentPopup();
     record_item("help.close");
     ImGui::EndPopup();
@@ -1204,49 +1673,88 @@ void draw_help(ViewerState& state) {
 void handle_shortcuts(ViewerState& state) {
   ImGuiIO& io = ImGui::GetIO();
   if (io.WantTextInput || ImGui::IsPopupOpen(nullptr, ImGuiPopupFlags_AnyPopupId)) return;
-  // Flame graph under the mouse first, else the view's main one.
+  // The flame graph under the mouse first, else the view's main one.
   FlameGraph* graph = &primary_flame(state);
-  if (state.session.selection().view == ViewMode::comparison && state.flame_right.hovered() != Tree::kNoNode) graph = &state.flame_right;
+  for (FlameGraph* shown : shown_graphs(state))
+    if (shown->hovered() != Tree::kNoNode) graph = shown;
   const bool can_open = state.host && state.host->can_open_files();
+  auto pressed = [](ImGuiKey key) { return ImGui::IsKeyPressed(ImGui::GetKeyIndex(key)); };
   if (io.KeyCtrl && ImGui::IsKeyPressed('O') && can_open) state.host->open_files_dialog();
   if (io.KeyCtrl && ImGui::IsKeyPressed('F')) state.focus_search = true;
-  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape))) {
+  // Esc goes up: the focus's parent; at the root it clears the search, then the error.
+  if (pressed(ImGuiKey_Escape)) {
     if (graph->focused() != Tree::kRoot) {
-      graph->focus(Tree::kRoot);
+      graph->focus_parent();
+      graph->select(graph->focused());
     } else if (!state.session.view_settings().search.empty()) {
       apply_search(state, "");
     } else {
       state.error.clear();
     }
   }
-  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Backspace))) graph->focus_parent();
-  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_LeftArrow))) graph->pan(-0.1);
-  if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_RightArrow))) graph->pan(0.1);
+  if (pressed(ImGuiKey_Backspace)) graph->focus_parent();
+  // Arrows move the keyboard's frame (shift: pan); Enter focuses it.
+  const bool flame = graph->flame_orientation();
+  if (io.KeyShift) {
+    if (pressed(ImGuiKey_LeftArrow)) graph->pan(-0.1);
+    if (pressed(ImGuiKey_RightArrow)) graph->pan(0.1);
+  } else {
+    if (pressed(ImGuiKey_LeftArrow)) graph->move_selection(-1, 0);
+    if (pressed(ImGuiKey_RightArrow)) graph->move_selection(1, 0);
+    if (pressed(ImGuiKey_UpArrow)) graph->move_selection(0, flame ? 1 : -1);
+    if (pressed(ImGuiKey_DownArrow)) graph->move_selection(0, flame ? -1 : 1);
+  }
+  if (pressed(ImGuiKey_Enter) || pressed(ImGuiKey_KeyPadEnter)) {
+    if (graph->selected() != Tree::kNoNode) graph->focus(graph->selected());
+  }
   if (io.KeyCtrl || io.KeyAlt || io.KeySuper) return;
+  session::ViewSettings& view = state.session.view_settings();
   for (ImWchar c : io.InputQueueCharacters) {
     switch (c) {
       case '1': set_view(state, ViewMode::single); break;
       case '2': set_view(state, ViewMode::comparison); break;
       case '3': set_view(state, ViewMode::diff); break;
+      case '4': set_view(state, ViewMode::sandwich); break;
       case '/': state.focus_search = true; break;
       case '+': case '=': graph->zoom(1.5, 0.5); break;
       case '-': graph->zoom(1.0 / 1.5, 0.5); break;
       case '0': graph->reset_zoom(); break;
+      case 's': case 'S': {
+        // The sandwich of the keyboard's frame, else of the frame under the mouse.
+        const uint32_t node = graph->selected() != Tree::kNoNode ? graph->selected() : graph->hovered();
+        if (graph->tree() && node != Tree::kNoNode && node != Tree::kRoot) show_sandwich(state, std::string(graph->tree()->name(node)));
+        break;
+      }
+      case 'n': case 'N':
+        view.names = static_cast<session::NameMode>((static_cast<int>(view.names) + 1) % 3);
+        break;
+      case 'm': case 'M':
+        if (state.session.selection().pair()) set_diff_mode(state, static_cast<session::DiffMode>((static_cast<int>(view.diff_mode) + 1) % 3));
+        break;
+      case 'b': case 'B': {
+        // The next tag key's breakdown, then none.
+        const std::vector<std::string>& keys = state.session.tag_keys();
+        auto at = std::find(keys.begin(), keys.end(), view.breakdown);
+        view.breakdown = at == keys.end() ? (keys.empty() ? std::string() : keys.front())
+                                          : (at + 1 == keys.end() ? std::string() : *(at + 1));
+        break;
+      }
       case 'f': case 'F':
-        state.session.view_settings().orientation = state.session.view_settings().orientation == Orientation::icicle ? Orientation::flame : Orientation::icicle;
-        state.flame_left.scroll_to_focus();
-        state.flame_right.scroll_to_focus();
-        state.flame_diff.scroll_to_focus();
+        view.orientation = view.orientation == Orientation::icicle ? Orientation::flame : Orientation::icicle;
+        for (FlameGraph* g : all_graphs(state)) g->scroll_to_focus();
         break;
       case 'c': case 'C':
-        state.session.view_settings().colour = state.session.view_settings().colour == ColourMode::function ? ColourMode::package : ColourMode::function;
+        view.colour = view.colour == ColourMode::function ? ColourMode::package : ColourMode::function;
         break;
       case 't': case 'T':
-        state.session.view_settings().theme = state.session.view_settings().theme == Theme::dark ? Theme::light : Theme::dark;
+        view.theme = view.theme == Theme::dark ? Theme::light : Theme::dark;
         state.theme_applied = false;
         break;
       case 'r': case 'R':
-        state.session.select_all_time(state.session.selection().view == ViewMode::single ? 0 : state.drag_target);
+        state.session.select_all_time(state.session.selection().pair() ? state.drag_target : 0);
+        break;
+      case 'l': case 'L':
+        if (!state.session.empty()) copy_link(state);
         break;
       case 'o': case 'O':
         if (can_open) state.host->open_files_dialog();
@@ -1316,9 +1824,14 @@ void frame(ViewerState& state) {
         apply_search(state, state.search_buffer);
       }
       record_item("embed.search");
-      ImGui::SameLine();
-      graph.draw_breadcrumb("crumbs");
-      graph.draw(ImVec2(0, 0), flame_options(state, "flame.main"));
+      if (state.session.selection().view == ViewMode::sandwich) {
+        draw_sandwich(state, ImGui::GetContentRegionAvail().y, false);
+      } else {
+        ImGui::SameLine();
+        graph.draw_breadcrumb("crumbs");
+        const char* id = state.session.selection().view == ViewMode::diff ? "flame.diff" : "flame.main";
+        graph.draw(ImVec2(0, 0), flame_options(state, id));
+      }
     }
   } else {
     draw_toolbar(state);
@@ -1347,6 +1860,11 @@ void frame(ViewerState& state) {
 
   const FlameGraph& graph = primary_flame(state);
   if (graph.drawn_blocks() > 0) state.flame_painted = true;
+  // A right-click's "Sandwich view" on any graph; the focus clicked becomes the focus setting.
+  std::string function;
+  for (FlameGraph* g : all_graphs(state))
+    if (g->take_sandwich_request(&function)) show_sandwich(state, function);
+  sync_focus_setting(state);
   g_widgets = nullptr;
 }
 
@@ -1437,9 +1955,70 @@ std::string status_json(const ViewerState& state) {
   j.end_object();
   j.key("drag_target").str(state.drag_target == 0 ? "left" : "right");
   j.key("search").str(settings.search);
-  const FlameGraph& primary = selection.view == ViewMode::diff ? state.flame_diff : state.flame_left;
+  j.key("search_terms").begin_array();
+  const NameSearch search(settings.search);
+  for (const NameSearch::Term& term : search.terms()) {
+    j.begin_object().key("text").str(term.text).key("exclude").boolean(term.exclude).key("regex").boolean(term.regex).end_object();
+  }
+  j.end_array();
+  j.key("focus_matches").boolean(settings.focus_matches);
+  const FlameGraph& primary = search_flame(state);
   j.key("matched_share").num(primary.matched_share());
   j.key("matched_samples").integer(static_cast<int64_t>(primary.matched_total()));
+  j.key("matched_functions").integer(primary.matched_functions());
+  j.key("names").str(name_of(settings.names));
+  j.key("recursion").str(name_of(settings.recursion));
+  j.key("diff_mode").str(name_of(settings.diff_mode));
+  j.key("function").str(settings.function);
+  j.key("focus").begin_array();
+  for (const std::string& frame : settings.focus) j.str(frame);
+  j.end_array();
+  if (selection.comparing_tag() && selection.pair()) {
+    j.key("compare").begin_object().key("key").str(selection.compare_key).key("value").str(selection.compare_value).end_object();
+  } else {
+    j.key("compare").raw("null");
+  }
+  // The link "Copy link" makes (the settings as a URL query) and the settings themselves.
+  j.key("link").str(session.settings_query());
+  j.key("last_link").str(state.last_link);
+  j.key("settings").begin_object();
+  for (const auto& [key, value] : session.settings()) j.key(key).str(value);
+  j.end_object();
+  {
+    const Sandwich* sandwich = session.sandwich();
+    j.key("sandwich").begin_object();
+    j.key("function").str(settings.function);
+    j.key("found").boolean(sandwich != nullptr);
+    j.key("total").integer(sandwich ? static_cast<int64_t>(sandwich->total) : 0);
+    j.key("self").integer(sandwich ? static_cast<int64_t>(sandwich->self) : 0);
+    j.key("callers_nodes").integer(sandwich ? sandwich->callers.node_count() : 0);
+    j.key("callees_nodes").integer(sandwich ? sandwich->callees.node_count() : 0);
+    j.key("ms").num(session.sandwich_ms());
+    j.key("layout_ms").num(state.sandwich_layout_ms);
+    j.end_object();
+  }
+  {
+    // The last breakdown the timeline drew (the session keeps it).
+    j.key("breakdown").begin_object();
+    j.key("key").str(settings.breakdown);
+    const pyroscope::session::TagBreakdown* b = session.last_breakdown();
+    const bool current = b && !settings.breakdown.empty() && b->key == settings.breakdown;
+    j.key("values").integer(current ? static_cast<int64_t>(b->values) : 0);
+    j.key("range_samples").integer(current ? static_cast<int64_t>(b->range_samples) : 0);
+    j.key("ms").num(current ? b->ms : 0);
+    j.key("lines").begin_array();
+    for (size_t i = 0; current && i < b->lines.size(); ++i) {
+      const pyroscope::session::TagBreakdown::Line& line = b->lines[i];
+      uint64_t sum = 0;
+      for (uint64_t v : line.points) sum += v;
+      j.begin_object().key("value").str(line.value).key("rest").boolean(line.rest);
+      j.key("samples").integer(static_cast<int64_t>(line.samples)).key("share").num(line.share);
+      j.key("points").integer(static_cast<int64_t>(line.points.size())).key("window_samples").integer(static_cast<int64_t>(sum));
+      j.end_object();
+    }
+    j.end_array();
+    j.end_object();
+  }
   auto graph_json = [&](const char* name, const FlameGraph& g) {
     j.key(name).begin_object();
     const Tree* t = g.tree();
@@ -1468,6 +2047,10 @@ std::string status_json(const ViewerState& state) {
     j.key("matched_share").num(g.matched_share());
     const uint32_t h = g.hovered();
     j.key("hovered").str(t && h != Tree::kNoNode ? (h == Tree::kRoot ? std::string_view("total") : t->name(h)) : "");
+    const uint32_t sel = g.selected();
+    j.key("selected").str(t && sel != Tree::kNoNode ? (sel == Tree::kRoot ? std::string_view("total") : t->name(sel)) : "");
+    j.key("selected_label").str(t && sel != Tree::kNoNode && sel != Tree::kRoot ? g.label(sel) : std::string_view());
+    j.key("matched_functions").integer(g.matched_functions());
     if (g.diff()) {
       j.key("left_total").integer(static_cast<int64_t>(g.diff()->left_total(Tree::kRoot)));
       j.key("right_total").integer(static_cast<int64_t>(g.diff()->right_total(Tree::kRoot)));
@@ -1481,6 +2064,10 @@ std::string status_json(const ViewerState& state) {
     graph_json("right", state.flame_right);
   }
   if (state.session.selection().view == ViewMode::diff) graph_json("diff", state.flame_diff);
+  if (state.session.selection().view == ViewMode::sandwich) {
+    graph_json("callers", state.flame_callers);
+    graph_json("callees", state.flame_callees);
+  }
   j.end_object();
   j.key("table").begin_object();
   j.key("rows").integer(static_cast<int64_t>(state.table_dirty ? 0 : state.table_order.size()));
@@ -1491,6 +2078,11 @@ std::string status_json(const ViewerState& state) {
   const Tree* tt = state.table_dirty || state.table_order_dirty ? nullptr : table_tree(state);
   for (size_t i = 0; tt && i < std::min<size_t>(5, state.table_order.size()); ++i) {
     j.str(tt->symbols().name(state.table_rows[state.table_order[i]].symbol));
+  }
+  j.end_array();
+  j.key("first_labels").begin_array();
+  for (size_t i = 0; tt && i < std::min<size_t>(5, state.table_order.size()); ++i) {
+    j.str(session.frame_names().label(tt->symbols().name(state.table_rows[state.table_order[i]].symbol)));
   }
   j.end_array();
   j.end_object();

@@ -42,6 +42,10 @@ class Host {
   virtual std::string share_unavailable() const = 0;
   // Asks for them; the answer comes through set_share_parts(), now or later.
   virtual void request_share_parts() {}
+  // "Copy link": query is the view's settings as a URL query (Session::settings_query). The host
+  // makes the link from it (the browser: this page's address with its file= parameters; natively: a
+  // command line) and puts it on the clipboard. Returns the link, or "" when there is none.
+  virtual std::string copy_link(const std::string& query) { (void)query; return std::string(); }
 };
 
 struct WidgetRect {
@@ -69,6 +73,11 @@ struct ViewerState {
 
   // --- Views --------------------------------------------------------------------------------------
   FlameGraph flame_left, flame_right, flame_diff;
+  FlameGraph flame_callers, flame_callees;  // the sandwich view: callers above, callees below
+  const FlameGraph* focus_synced_graph = nullptr;  // the graph whose focus the session's focus setting follows
+  uint64_t focus_synced_changes = 0;
+  double sandwich_layout_ms = 0;
+  std::string last_link;                // what the last "Copy link" copied
   std::vector<session::FunctionRow> table_rows;
   std::vector<uint32_t> table_order;    // indices into table_rows, sorted and filtered
   bool table_dirty = true;

@@ -20,6 +20,9 @@
   let ready = false;
   let busy = false;
   const pageErrors = [];
+  // The data set's file= URLs, for "Copy link"; files from the picker or a drop have none.
+  let linkFiles = [];
+  let linkMissesFiles = false;
 
   function showOverlay(title, detail, fraction) {
     overlay.hidden = false;
@@ -242,6 +245,8 @@
       }
       ok = Module._pv_open_end() === 1;
       timing.opened = performance.now();
+      linkFiles = sources.filter((s) => s.url).map((s) => s.url);
+      linkMissesFiles = sources.some((s) => !s.url);
     } catch (e) {
       Module._pv_open_begin();  // drops what was read so far
       reportError(e && e.message ? e.message : String(e));
@@ -362,7 +367,7 @@
   function urlSources(urls) {
     return urls.map((url) => {
       const name = nameOfUrl(url);
-      const source = { name, size: 0, modified: 0 };
+      const source = { name, size: 0, modified: 0, url };
       source.open = async () => {
         const early = earlyFetches.get(url);
         earlyFetches.delete(url);
@@ -527,6 +532,22 @@
       }
       Module._pv_redraw();
     },
+    // "Copy link": this page's address with the data set's file= URLs and the viewer's settings (a URL
+    // query); shown in the address bar too, so a reload shows this view again.
+    copyLink(query) {
+      const base = location.href.split(/[?#]/)[0];
+      const files = linkFiles.map((u) => 'file=' + encodeURIComponent(u).replace(/%2F/g, '/').replace(/%3A/g, ':'));
+      const link = base + '?' + files.concat(query ? [query] : []).join('&');
+      api.lastLink = link;
+      api.lastLinkMissesFiles = linkMissesFiles;
+      if (!window.pyroscopeEmbedded && location.protocol !== 'file:') {
+        try { history.replaceState(null, '', link); } catch (e) { /* another origin's frame */ }
+      }
+      try {
+        if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(link).catch(() => {});
+      } catch (e) { /* no clipboard here: the link is in status().last_link */ }
+      return linkMissesFiles ? link + '  (files opened from disk are not in the link)' : link;
+    },
     // An export from the viewer: a download of the bytes under the name.
     saveFile(name, bytes) {
       const url = URL.createObjectURL(new Blob([bytes]));
@@ -548,6 +569,8 @@
 
   const api = window.pyroscopeViewer = {
     firstFlamePaintMs: null,
+    lastLink: null,      // what "Copy link" made last
+    lastLinkMissesFiles: false,
     readyMs: null,       // performance.now() when the WebAssembly runtime was ready
     timings: [],         // per open: {start, read, opened} in performance.now() ms
     marks: {},           // start-up: preRun, runtimeInitialized (performance.now() ms)
@@ -581,6 +604,14 @@
       return withCString(key, (k) => withCString(String(value), (v) => Module._pv_setting(k, v))) === 1;
     },
     benchZoom(frames) { Module._pv_bench_zoom(frames); },
+    // Applies a setting and does the data work it needs now (queries, layouts, a sandwich), so the next
+    // status() shows its result without waiting for a frame. Returns {ok, ms}.
+    settingNow(key, value) {
+      const start = performance.now();
+      const ok = api.setting(key, value);
+      Module._pv_prepare();
+      return { ok, ms: performance.now() - start };
+    },
     redraw() { if (ready) Module._pv_redraw(); },
   };
   window.addEventListener('error', (e) => pageErrors.push(String(e.message)));

@@ -7,10 +7,13 @@
 // Then the frame times of our viewer zooming the 2.7M-node flame graph, (e) (b) with SwiftShader for
 // WebGL only, and (f) (b) in a browser launched for the page. Each case gets a fresh browser; all but
 // (f) first let it start its GPU process (see warmUp), as a browser a user already has open has.
+// The analysis views: (g) the sandwich view of the heaviest functions of the 2.7M-node tree, and (h)
+// the tag breakdown of a 30-day file (four regions, a block every 10 s; `make_test_data DIR --month`).
 //
 // usage: node bench/viewer/bench.js [--site build/wasm] [--gen ../shared/bench/gen_folded.py]
 //                                   [--pyro build/tools/pyro] [--work build/bench-viewer] [--runs 1]
-//                                   [--cases abcdef]  (a subset, e.g. `--cases b`; the summary needs a, b, c)
+//                                   [--make-test-data build/tests/browser/make_test_data]
+//                                   [--cases abcdefgh]  (a subset, e.g. `--cases b`; the summary needs a, b, c)
 // Memory: peak JS heap from V8's trace events (GC "before" sizes and the timeline's heap counters, which
 // are recorded even while the page's main thread is busy), the WebAssembly memory at the end (it never
 // shrinks, so it is its peak), and the peak resident set (VmHWM) of the renderer process.
@@ -31,41 +34,56 @@ function parseArgs(argv) {
     work: path.join(repo, 'build/bench-viewer'),
     runs: '1',
     timeout: '300',
-    cases: 'abcdef',
+    cases: 'abcdefgh',
+    'make-test-data': '',
   };
   for (let i = 2; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
     if (!(key in args) || i + 1 >= argv.length) {
       console.error(`usage: bench.js [--site DIR] [--gen gen_folded.py] [--pyro PYRO] [--work DIR] [--runs N] ` +
-                    `[--timeout S] [--cases abcdef] (bad argument '${argv[i]}')`);
+                    `[--timeout S] [--make-test-data PATH] [--cases abcdefgh] (bad argument '${argv[i]}')`);
       process.exit(2);
     }
     args[key] = argv[i + 1];
   }
-  if (!/^[abcdef]+$/.test(args.cases)) {
-    console.error(`bench.js: --cases takes letters of a, b, c, d, e, f (the cases below), not '${args.cases}'`);
+  if (!/^[abcdefgh]+$/.test(args.cases)) {
+    console.error(`bench.js: --cases takes letters of a to h (the cases below), not '${args.cases}'`);
     process.exit(2);
   }
   return args;
 }
 
-function findPyroTool(given) {
+// The newest build of a program under build*/ (build/tools/pyro, build/rel/tools/pyro, ...).
+function findBuilt(given, sub, what) {
   if (given) return given;
   const candidates = [];
   for (const dir of fs.readdirSync(repo)) {
     if (!dir.startsWith('build')) continue;
-    for (const sub of ['tools/pyro', 'pyro']) candidates.push(path.join(repo, dir, sub));
+    candidates.push(path.join(repo, dir, sub));
     try {
-      for (const inner of fs.readdirSync(path.join(repo, dir))) candidates.push(path.join(repo, dir, inner, 'tools/pyro'));
+      for (const inner of fs.readdirSync(path.join(repo, dir))) candidates.push(path.join(repo, dir, inner, sub));
     } catch (e) { /* not a folder */ }
   }
   const found = candidates.filter((c) => { try { return fs.statSync(c).isFile(); } catch (e) { return false; } });
   found.sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
   if (!found.length) {
-    console.error('bench.js: no pyro tool found under build*/: build it (cmake --build BUILD --target pyro) or pass --pyro');
+    console.error(`bench.js: no ${what} found under build*/: build it or pass its path`);
     process.exit(1);
   }
   return found[0];
+}
+function findPyroTool(given) { return findBuilt(given, 'tools/pyro', 'pyro tool (cmake --build BUILD --target pyro; --pyro)'); }
+
+// The 30-day file of case (h).
+function prepareMonth(args) {
+  const month = path.join(args.work, 'month.pyro');
+  if (!fs.existsSync(month)) {
+    const tool = findBuilt(args['make-test-data'], 'tests/browser/make_test_data',
+                           'make_test_data (a build with -DPYROSCOPE_BUILD_VIEWER=ON; --make-test-data)');
+    console.log(`writing ${month} with ${tool} --month`);
+    execFileSync(tool, [args.work, '--month'], { stdio: 'inherit' });
+  }
+  return month;
 }
 
 function prepareData(args) {
@@ -231,9 +249,86 @@ async function runCase(name, base, target, kind, args, screenshotPath, browserAr
   }
 }
 
+// Opens our viewer on a file in a fresh browser (GPU process started) and waits for the first paint.
+async function openOurs(base, target, args) {
+  const browser = await h.launchBrowser();
+  await warmUp(browser);
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  await page.goto(base + target);
+  await page.waitForFunction(() => window.pyroscopeViewer && window.pyroscopeViewer.firstFlamePaintMs, null,
+                             { timeout: Number(args.timeout) * 1000 });
+  return { browser, page };
+}
+
+const status = (page) => page.evaluate(() => window.pyroscopeViewer.status());
+async function waitStatus(page, predicate, timeoutMs = 60000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await status(page);
+    if (predicate(s)) return s;
+    if (Date.now() > deadline) throw new Error('timed out; status: ' + JSON.stringify({ error: s.error, log: s.log }));
+    await sleep(30);
+  }
+}
+
+// (g) The sandwich view of the heaviest functions of the 2.7M-node tree: the setting, the sandwich
+// (callers and callees from the exact tree) and the layout of both graphs, as the page's
+// settingNow() times them, then the first frame that draws them.
+async function runSandwich(base, args) {
+  const { browser, page } = await openOurs(base, '/?file=data/gen100k.pyro', args);
+  try {
+    let s = await waitStatus(page, (st) => st.table.rows > 0 && st.table.sort === 'total');
+    const heaviest = s.table.first.slice(0, 5);
+    await page.evaluate(() => window.pyroscopeViewer.settingNow('view', 'sandwich'));
+    const results = [];
+    for (const fn of heaviest) {
+      const r = await page.evaluate((name) => window.pyroscopeViewer.settingNow('function', name), fn);
+      const frames = (await status(page)).frames;
+      s = await waitStatus(page, (st) => st.frames >= frames + 2 && st.sandwich.function === fn);
+      results.push({ function: fn, ms: r.ms, sandwich_ms: s.sandwich.ms, layout_ms: s.sandwich.layout_ms,
+                     callers_nodes: s.sandwich.callers_nodes, callees_nodes: s.sandwich.callees_nodes,
+                     total: s.sandwich.total, frame_ms: s.frame_ms, ui_ms: s.ui_ms });
+      console.log(`  sandwich of ${fn}: ${r.ms.toFixed(1)} ms (sandwich ${s.sandwich.ms.toFixed(1)} ms, layout ` +
+                  `${s.sandwich.layout_ms.toFixed(1)} ms; callers ${s.sandwich.callers_nodes} nodes, callees ` +
+                  `${s.sandwich.callees_nodes} nodes), then a frame of ${s.frame_ms.toFixed(1)} ms (UI ${s.ui_ms.toFixed(1)} ms)`);
+    }
+    await page.screenshot({ path: path.join(args.work, 'sandwich.png') });
+    return results;
+  } finally {
+    await browser.close();
+  }
+}
+
+// (h) The tag breakdown over the 30-day file: its queries (a timeline per value and one per value over
+// the selected range), as the session times them, and the frame that draws them.
+async function runBreakdown(base, args) {
+  const { browser, page } = await openOurs(base, '/?file=data/month.pyro', args);
+  try {
+    const results = [];
+    for (let i = 0; i < 3; i++) {
+      const frames = (await status(page)).frames;
+      const t0 = Date.now();
+      await page.evaluate((k) => window.pyroscopeViewer.setting('breakdown', k), i % 2 === 0 ? 'region' : '');
+      if (i % 2 === 1) { await waitStatus(page, (st) => st.breakdown.key === ''); continue; }
+      const s = await waitStatus(page, (st) => st.frames > frames && st.breakdown.key === 'region' && st.breakdown.lines.length > 0);
+      results.push({ ms: s.breakdown.ms, values: s.breakdown.values, points: s.breakdown.lines[0].points,
+                     span_days: (s.span.until - s.span.from) / 86400, frame_ms: s.frame_ms, ui_ms: s.ui_ms,
+                     wall_ms: Date.now() - t0 });
+      console.log(`  breakdown by region over ${((s.span.until - s.span.from) / 86400).toFixed(0)} days ` +
+                  `(${s.breakdown.values} values, ${s.breakdown.lines[0].points} points): ${s.breakdown.ms.toFixed(1)} ms ` +
+                  `of queries, in a frame of ${s.frame_ms.toFixed(1)} ms (UI ${s.ui_ms.toFixed(1)} ms)`);
+    }
+    await page.screenshot({ path: path.join(args.work, 'breakdown.png') });
+    return results;
+  } finally {
+    await browser.close();
+  }
+}
+
 (async () => {
   const args = parseArgs(process.argv);
   const data = prepareData(args);
+  if (args.cases.includes('h')) prepareMonth(args);
   const speedscopeDir = path.join(repo, 'node_modules/speedscope/dist/release');
   if (!fs.existsSync(path.join(speedscopeDir, 'index.html'))) {
     console.error('bench.js: node_modules/speedscope is missing: run `npm ci`');
@@ -263,8 +358,17 @@ async function runCase(name, base, target, kind, args, screenshotPath, browserAr
     ['(f) ours, .pyro, in a browser launched for it', '/?file=data/gen100k.pyro', 'ours-cold', [], true],
   ];
   const results = [];
+  const analysis = { sandwich: [], breakdown: [] };
   try {
     for (let run = 0; run < Number(args.runs); run++) {
+      if (args.cases.includes('g')) {
+        console.log('(g) ours, .pyro: the sandwich view of the five heaviest functions');
+        analysis.sandwich.push(...await runSandwich(url, args));
+      }
+      if (args.cases.includes('h')) {
+        console.log('(h) ours: the tag breakdown of a 30-day file');
+        analysis.breakdown.push(...await runBreakdown(url, args));
+      }
       for (const [name, target, kind, browserArgs, cold] of cases) {
         if (!args.cases.includes(name[1])) continue;
         const shot = path.join(args.work, `${kind}-${run}.png`);
@@ -320,6 +424,16 @@ async function runCase(name, base, target, kind, args, screenshotPath, browserAr
     },
     static_folder_bytes: wasmSize,
     zoom_frames: { paced: zoom('(a)'), unlimited: zoom('(d)') },
+    analysis: {
+      sandwich_heaviest_ms: analysis.sandwich.length ? Math.max(...analysis.sandwich.map((r) => r.ms)) : null,
+      breakdown_30_days_ms: analysis.breakdown.length ? Math.max(...analysis.breakdown.map((r) => r.ms)) : null,
+      targets: {
+        'sandwich of the heaviest function under 150 ms': analysis.sandwich.length ? analysis.sandwich[0].ms < 150 : null,
+        'tag breakdown over 30 days under 300 ms': analysis.breakdown.length ? Math.max(...analysis.breakdown.map((r) => r.ms)) < 300 : null,
+      },
+      sandwich: analysis.sandwich,
+      breakdown: analysis.breakdown,
+    },
     load_average: require('os').loadavg(),
   };
   console.log(JSON.stringify(summary, null, 2));

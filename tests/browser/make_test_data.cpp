@@ -2,16 +2,19 @@
 //   rideshare.pyro  ride-sharing-app{region, vehicle}, 60 blocks of 10 s from 2023-11-14 22:13:20 UTC;
 //                   in the second half check_driver_availability grows and json::parse shrinks, so a
 //                   diff of the halves has red and green; metrics::emit has 400 one-sample children
-//                   (narrow nodes that merge into blocks). Plus a second app, "billing".
+//                   (narrow nodes that merge into blocks); an overload, a recursive JSON parser, template
+//                   and lambda frames for the analysis views. Plus a second app, "billing".
 //   deep.pyro       deep-app: stacks 10,000 frames deep.
 //   sample.folded   folded text (perf / FlameGraph style).
 //   corrupt.pyro    rideshare.pyro with its header overwritten: must give a readable error.
+//   month.pyro      (with --month, only it) 30 days of four regions, a block every 10 s: the viewer
+//                   benchmark's tag breakdown.
 //   hostile.pyro    names that try to end or derail a share file's <script> (security.test.js):
 //                   hostile-app{env=...} with such tag values, a tag key and frame names, and an app
 //                   whose name is one (the name rules forbid it, a file can still hold it).
 //   heap.pb.gz      a gzipped pprof heap profile, as Go writes them: alloc_space / inuse_space in bytes
 //                   (cache::fill holds 75 % of the bytes in use), for the formats and units.
-// usage: make_test_data OUTDIR
+// usage: make_test_data OUTDIR [--month]
 #define PYROSCOPE_WITH_ZLIB 1
 #define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
@@ -62,6 +65,19 @@ bool write_rideshare(const std::string& path) {
             second_half ? 600 : 60);
         add(&tree, handle + ";rideshare::parse_request(Request const&);json::parse(std::string_view)",
             second_half ? 80 : 450);
+        // For the analysis views: an overload (merged with the one above under short names), a
+        // recursive descent parser (recursion collapsed), template and lambda frames (short names).
+        add(&tree, handle + ";rideshare::parse_request(Request const&);json::parse(char const*, unsigned long)", 12);
+        add(&tree, handle + ";rideshare::parse_request(Request const&);json::parse(std::string_view);"
+                            "json::parse_value(json::Cursor&);json::parse_array(json::Cursor&);json::parse_value(json::Cursor&);"
+                            "json::parse_object(json::Cursor&);json::parse_value(json::Cursor&);json::parse_string(json::Cursor&)",
+            40);
+        add(&tree, order + ";rideshare::find_nearest_vehicle(Region, Vehicle);"
+                           "std::vector<rideshare::Vehicle, std::allocator<rideshare::Vehicle> >::operator[](unsigned long)",
+            30);
+        add(&tree, handle + ";rideshare::Server::handle(Request const&)::{lambda(Response&)#1}::operator()(Response&) const;"
+                            "rideshare::write_response(Response&)",
+            15);
         add(&tree, "main;runtime::background();gc::collect()", 100);
         add(&tree, handle + ";rideshare::write_response(Response&);zlib::deflate(Stream&)", 120 + static_cast<uint64_t>(r) * 10);
         for (int m = 0; m < 400; ++m) {
@@ -177,11 +193,45 @@ bool write_corrupt(const std::string& from, const std::string& to) {
   return write_text(to, bytes);
 }
 
+// 30 days of a rideshare-like app in four regions, a 10 s block per region all the way (what four
+// processes profiling themselves for a month write): the viewer benchmark's tag breakdown data.
+// eu-north doubles its checkout work on days 20 to 22.
+bool write_month(const std::string& path) {
+  pyroscope::Writer writer;
+  if (!check(writer.open(path), path.c_str())) return false;
+  const char* regions[] = {"eu-north", "us-east", "ap-south", "sa-east"};
+  constexpr int64_t kDays = 30, kBlocksPerDay = 86400 / 10;
+  for (int64_t block = 0; block < kDays * kBlocksPerDay; ++block) {
+    const int64_t day = block / kBlocksPerDay;
+    const int64_t hour = block % kBlocksPerDay / 360;
+    const uint64_t load = 40 + static_cast<uint64_t>(hour >= 8 && hour < 20 ? 30 : 0);  // daytime traffic
+    for (int r = 0; r < 4; ++r) {
+      pyroscope::Tree tree;
+      const std::string handle = "main;rideshare::Server::handle(Request const&)";
+      add(&tree, handle + ";rideshare::order_car(int);rideshare::find_nearest_vehicle(Region, Vehicle)", load + static_cast<uint64_t>(r) * 5);
+      add(&tree, handle + ";rideshare::checkout(Order&);payments::charge(Card const&)",
+          r == 0 && day >= 20 && day < 23 ? 2 * load : load / 2);
+      add(&tree, handle + ";rideshare::parse_request(Request const&);json::parse(std::string_view)", 10);
+      add(&tree, "main;runtime::background();gc::collect()", 5);
+      const pyroscope::SeriesKey key("ride-sharing-app", {{"region", regions[r]}});
+      if (!check(writer.append(key, kStart + block * 10, tree), "append month")) return false;
+    }
+  }
+  return check(writer.close(), "close month");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[2]) == "--month") {
+    const std::string path = std::string(argv[1]) + "/month.pyro";
+    std::remove(path.c_str());
+    if (!write_month(path)) return 1;
+    std::printf("make_test_data: wrote %s\n", path.c_str());
+    return 0;
+  }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: make_test_data OUTDIR\n");
+    std::fprintf(stderr, "usage: make_test_data OUTDIR [--month]   (--month: only month.pyro, the benchmark's 30 days)\n");
     return 2;
   }
   const std::string dir = argv[1];

@@ -309,7 +309,7 @@ async function testEmbedding(browser, base, out) {
     expect(w > f.width - 40 && w <= f.width && hgt > f.height - 90 && hgt <= f.height,
            `the ${f.id} flame graph fits its ${f.width}x${f.height} frame`, [w, hgt]);
   }
-  expect(/view must be flamegraph, table, both, comparison or diff, not 'sideways'/.test(bad.error),
+  expect(/view must be flamegraph, table, both, comparison, diff or sandwich, not 'sideways'/.test(bad.error),
          'the bad frame says what is wrong with view=', bad.error);
   expect(/unknown setting 'veiw'/.test(bad.error), 'and names the misspelt parameter', bad.error);
   expect(bad.flame_painted, 'the data still shows under the message', bad.flame.main.total);

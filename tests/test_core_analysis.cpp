@@ -1,0 +1,304 @@
+// Tree analysis (pyroscope.hpp, "Tree analysis"): the sandwich of a function, recursion collapsed,
+// short C++ names and the name search. Expected results are computed from the stacks themselves
+// (test_core_support.hpp), never through the code under test.
+#include "test_core_support.hpp"
+
+#include <set>
+
+using pyroscope::Tree;
+
+namespace {
+
+// The function totals of a tree by name: (self, total).
+std::map<std::string, std::pair<uint64_t, uint64_t>> totals_by_name(const Tree& tree) {
+  std::vector<Tree::FunctionTotal> totals;
+  tree.function_totals(&totals);
+  std::map<std::string, std::pair<uint64_t, uint64_t>> out;
+  for (const Tree::FunctionTotal& t : totals) out[std::string(tree.symbols().name(t.symbol))] = {t.self, t.total};
+  return out;
+}
+
+std::vector<std::string> frames_of(const std::string& stack) {
+  std::vector<std::string> frames;
+  for (std::string_view f : core_test::split_frames(stack)) frames.emplace_back(f);
+  return frames;
+}
+
+std::string joined(const std::vector<std::string>& frames) {
+  std::string out;
+  for (const std::string& f : frames) out += (out.empty() ? "" : ";") + f;
+  return out;
+}
+
+// The sandwich of `function` read off the stacks: the stack up to its first (outermost) call, read
+// upwards, and what follows that call.
+void expected_sandwich(const StackCounts& stacks, const std::string& function, StackCounts* callers, StackCounts* callees) {
+  for (const auto& [stack, count] : stacks) {
+    const std::vector<std::string> frames = frames_of(stack);
+    const auto first = std::find(frames.begin(), frames.end(), function);
+    if (first == frames.end()) continue;
+    std::vector<std::string> up{function}, down{function};
+    for (auto it = std::make_reverse_iterator(first); it != frames.rend(); ++it) up.push_back(*it);
+    down.insert(down.end(), first + 1, frames.end());
+    (*callers)[joined(up)] += count;
+    (*callees)[joined(down)] += count;
+  }
+}
+
+// A tree whose node ids are a name-ordered preorder walk, as a query answered by one stored tree gives.
+Tree decoded(const Tree& tree) {
+  std::string bytes;
+  tree.encode(&bytes);
+  Tree out(tree.shared_symbols());
+  REQUIRE(out.decode(core_test::span_of(bytes)).ok());
+  REQUIRE(out.in_name_preorder());
+  return out;
+}
+
+// Node ids are a preorder walk visiting each node's children in name order: what the flame graph's
+// fast layout (FlameLayout::build_from_name_preorder) relies on when in_name_preorder() says so.
+bool is_name_preorder(const Tree& tree) {
+  std::vector<uint32_t> path{Tree::kRoot};
+  std::vector<std::string_view> last_child{std::string_view()};
+  for (uint32_t i = 1; i < tree.node_count(); ++i) {
+    while (!path.empty() && path.back() != tree.parent(i)) {
+      path.pop_back();
+      last_child.pop_back();
+    }
+    if (path.empty()) return false;
+    if (!last_child.back().empty() && !(last_child.back() < tree.name(i))) return false;
+    last_child.back() = tree.name(i);
+    path.push_back(i);
+    last_child.push_back(std::string_view());
+  }
+  return true;
+}
+
+void check_sandwiches(const Tree& tree, const StackCounts& stacks) {
+  const auto totals = totals_by_name(tree);
+  REQUIRE_FALSE(totals.empty());
+  for (const auto& [name, self_total] : totals) {
+    CAPTURE(name);
+    pyroscope::Sandwich s;
+    REQUIRE(pyroscope::sandwich(tree, name, &s).ok());
+    CHECK(s.self == self_total.first);
+    CHECK(s.total == self_total.second);
+    CHECK(s.callers.total() == s.total);  // recursion counted once: the table's total, to the sample
+    CHECK(s.callees.total() == s.total);
+    CHECK(core_test::totals_consistent(s.callers));
+    CHECK(core_test::totals_consistent(s.callees));
+    CHECK(s.callers.in_name_preorder());  // written in drawing order: laid out without sorting
+    CHECK(s.callees.in_name_preorder());
+    CHECK(is_name_preorder(s.callers));
+    CHECK(is_name_preorder(s.callees));
+    StackCounts callers, callees;
+    expected_sandwich(stacks, name, &callers, &callees);
+    CHECK(core_test::stacks_of(s.callers) == callers);
+    CHECK(core_test::stacks_of(s.callees) == callees);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("sandwich: callers and callees of every function, recursion counted once") {
+  StackCounts stacks = {{"main;parse;parse;lex", 4},   {"main;parse;eval;parse;lex", 3}, {"main;eval", 6},
+                        {"main;parse", 2},             {"worker;parse;lex", 5},           {"lex", 1},
+                        {"main;eval;lex;eval;lex", 7}, {"worker;idle", 9}};
+  const Tree tree = core_test::tree_of(stacks);
+  check_sandwiches(tree, stacks);
+  check_sandwiches(decoded(tree), stacks);
+
+  // By hand: parse is called from main and worker; its callees hold the nested parse once.
+  pyroscope::Sandwich s;
+  REQUIRE(pyroscope::sandwich(tree, "parse", &s).ok());
+  CHECK(s.total == 4 + 3 + 2 + 5);
+  CHECK(s.self == 2);
+  CHECK(core_test::stacks_of(s.callers) == StackCounts{{"parse;main", 9}, {"parse;worker", 5}});
+  CHECK(core_test::stacks_of(s.callees) ==
+        StackCounts{{"parse;parse;lex", 4}, {"parse;eval;parse;lex", 3}, {"parse", 2}, {"parse;lex", 5}});
+  REQUIRE(pyroscope::sandwich(tree, "lex", &s).ok());
+  CHECK(core_test::stacks_of(s.callers).at("lex") == 1);  // a stack that begins at lex: no caller
+  CHECK(pyroscope::sandwich(tree, "absent", &s).code() == pyroscope::StatusCode::not_found);
+}
+
+TEST_CASE("sandwich: random trees, both the copied-subtree and the merged path") {
+  std::mt19937 rng(15);
+  for (int round = 0; round < 20; ++round) {
+    const StackCounts stacks = core_test::random_stacks(rng, 60, 9);
+    const Tree tree = core_test::tree_of(stacks);
+    check_sandwiches(tree, stacks);
+    check_sandwiches(decoded(tree), stacks);
+  }
+  // A function called in one place of a decoded tree: its callees are a copy of the subtree, still in
+  // name preorder (laid out without sorting).
+  const Tree tree = decoded(core_test::tree_of({{"main;run;b;c", 3}, {"main;run;a", 2}, {"other;x", 1}}));
+  pyroscope::Sandwich s;
+  REQUIRE(pyroscope::sandwich(tree, "run", &s).ok());
+  CHECK(s.callees.in_name_preorder());
+  CHECK(s.callees.find_path({"run", "b", "c"}) != Tree::kNoNode);  // the lookup index is built on demand
+  CHECK(core_test::stacks_of(s.callees) == StackCounts{{"run;b;c", 3}, {"run;a", 2}});
+}
+
+TEST_CASE("collapse recursion: direct and all, every function keeps its total") {
+  std::mt19937 rng(37);
+  for (int round = 0; round < 20; ++round) {
+    StackCounts stacks = core_test::random_stacks(rng, 80, 10);
+    stacks["parse;parse;parse;lex"] += 5;
+    stacks["parse;eval;parse;eval;lex"] += 3;
+    const Tree tree = core_test::tree_of(stacks);
+    for (auto mode : {pyroscope::RecursionCollapse::direct, pyroscope::RecursionCollapse::all}) {
+      StackCounts expected;
+      for (const auto& [stack, count] : stacks) {
+        std::vector<std::string> kept;
+        for (const std::string& f : frames_of(stack)) {
+          const bool drop = mode == pyroscope::RecursionCollapse::direct
+                                ? !kept.empty() && kept.back() == f
+                                : std::find(kept.begin(), kept.end(), f) != kept.end();
+          if (!drop) kept.push_back(f);
+        }
+        expected[joined(kept)] += count;
+      }
+      for (const Tree& input : {tree, decoded(tree)}) {
+        const Tree collapsed = pyroscope::collapse_recursion(input, mode);
+        CHECK(core_test::stacks_of(collapsed) == expected);
+        CHECK(core_test::totals_consistent(collapsed));
+        CHECK(collapsed.total() == tree.total());
+        const auto before = totals_by_name(tree), after = totals_by_name(collapsed);
+        for (const auto& [name, self_total] : before) CHECK(after.at(name).second == self_total.second);
+      }
+    }
+  }
+  // Nothing to collapse: the same tree, still in drawing order.
+  const Tree plain = decoded(core_test::tree_of({{"a;b;c", 2}, {"a;c", 1}}));
+  const Tree same = pyroscope::collapse_recursion(plain, pyroscope::RecursionCollapse::all);
+  CHECK(same.in_name_preorder());
+  CHECK(same.to_folded() == plain.to_folded());
+  // direct keeps indirect recursion; all removes it.
+  const Tree indirect = core_test::tree_of({{"f;g;f;h", 1}});
+  CHECK(pyroscope::collapse_recursion(indirect, pyroscope::RecursionCollapse::direct).to_folded() == "f;g;f;h 1\n");
+  CHECK(pyroscope::collapse_recursion(indirect, pyroscope::RecursionCollapse::all).to_folded() == "f;g;h 1\n");
+}
+
+TEST_CASE("short names of real demangled libstdc++ and cpp-httplib functions") {
+  const std::string text = core_test::read_file(PYROSCOPE_TEST_DATA_DIR "/demangled-names.tsv");
+  size_t pairs = 0;
+  std::set<std::string> kinds;
+  for (const std::string& line : core_test::sorted_lines(text)) {
+    if (line[0] == '#') continue;
+    const size_t tab = line.find('\t');
+    REQUIRE(tab != std::string::npos);
+    const std::string full = line.substr(0, tab), expected = line.substr(tab + 1);
+    CAPTURE(full);
+    CHECK(pyroscope::short_function_name(full) == expected);
+    CHECK(pyroscope::short_function_name(expected) == expected);  // already short stays so
+    ++pairs;
+    if (full.find("{lambda") != std::string::npos) kinds.insert("lambda");
+    if (full.find("operator") != std::string::npos) kinds.insert("operator");
+    if (full.find("(anonymous namespace)") != std::string::npos) kinds.insert("anonymous namespace");
+    if (full.find("(*)(") != std::string::npos) kinds.insert("function pointer");
+    if (full.find("httplib::") == 0) kinds.insert("httplib");
+    if (full.find("[clone ") != std::string::npos) kinds.insert("clone");
+  }
+  CHECK(pairs >= 50);
+  CHECK(kinds == std::set<std::string>{"anonymous namespace", "clone", "function pointer", "httplib", "lambda", "operator"});
+}
+
+TEST_CASE("short names: the rules one at a time, and names that are not C++") {
+  struct Case {
+    const char* full;
+    const char* short_name;
+  } const cases[] = {
+      {"std::vector<int, std::allocator<int> >::push_back(int const&)", "std::vector<…>::push_back"},
+      {"foo::bar() const::{lambda()#1}::operator()() const", "foo::bar::{lambda#1}::operator()"},
+      {"Foo::operator->*(int)", "Foo::operator->*"},
+      {"Foo::operator<=>(Foo const&) const", "Foo::operator<=>"},
+      {"operator new[](unsigned long)", "operator new[]"},
+      {"operator\"\"_km(unsigned long long)", "operator\"\"_km"},
+      {"std::basic_istream<char, std::char_traits<char> >& std::operator>><char, std::char_traits<char> >(std::basic_istream<char, std::char_traits<char> >&, char&)",
+       "std::operator>><…>"},
+      {"{unnamed type#1}::operator()() const", "{unnamed type#1}::operator()"},
+      {"decltype (std::__declval<int>(0)) std::declval<int>()", "std::declval<…>"},
+      {"compute(int) volatile && noexcept", "compute"},
+      {"main", "main"},
+      {"github.com/grafana/pyroscope/pkg.(*Server).Run", "github.com/grafana/pyroscope/pkg.(*Server).Run"},
+      {"main.main.func1", "main.main.func1"},
+      {"process_data (app.py:42)", "process_data (app.py:42)"},
+      {"<module> (app.py:1)", "<module> (app.py:1)"},
+      {"<alloc::vec::Vec<T> as core::ops::drop::Drop>::drop", "<alloc::vec::Vec<T> as core::ops::drop::Drop>::drop"},
+      {"[kernel.kallsyms]", "[kernel.kallsyms]"},
+      {"", ""},
+      {"broken<template(", "broken<template("},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.full);
+    CHECK(pyroscope::short_function_name(c.full) == c.short_name);
+  }
+}
+
+TEST_CASE("short names on a tree: frames that become equal merge, each side keeps its samples") {
+  const Tree tree = core_test::tree_of({{"main;foo(int);bar<int>(int)", 3},
+                                        {"main;foo(double);bar<long>(long)", 4},
+                                        {"main;foo(double)", 2},
+                                        {"other;foo(int) [clone .cold]", 1}});
+  std::vector<std::vector<uint32_t>> merged_from;
+  const Tree renamed = pyroscope::with_short_names(tree, &merged_from);
+  CHECK(renamed.to_folded() == "main;foo 2\nmain;foo;bar<…> 7\nother;foo 1\n");
+  CHECK(core_test::totals_consistent(renamed));
+  const uint32_t foo = renamed.symbols().find("foo");
+  REQUIRE(foo != pyroscope::SymbolTable::kNone);
+  std::set<std::string> names;
+  for (uint32_t s : merged_from[foo]) names.insert(std::string(tree.symbols().name(s)));
+  CHECK(names == std::set<std::string>{"foo(int)", "foo(double)", "foo(int) [clone .cold]"});
+  CHECK(&renamed.symbols() != &tree.symbols());  // a table of its own: the input's names are untouched
+}
+
+TEST_CASE("name search: regular expressions anywhere in the name, any case, -exclusions, plain text fallback") {
+  using pyroscope::NameSearch;
+  CHECK(NameSearch("").empty());
+  CHECK_FALSE(NameSearch("").matches("anything"));
+  CHECK(NameSearch("json").matches("rideshare::JSON::parse(std::string_view)"));
+  CHECK(NameSearch("json::(parse|dump)").matches("json::dump()"));
+  CHECK_FALSE(NameSearch("json::(parse|dump)").matches("json::load()"));
+  CHECK(NameSearch("^main$").matches("main"));  // ^ and $ anchor a term at the name's ends
+  CHECK_FALSE(NameSearch("^main$").matches("xmainx"));
+  CHECK(NameSearch("^ma").matches("main"));
+  CHECK_FALSE(NameSearch("^ma").matches("xmain"));
+  CHECK(NameSearch("order_\\w+").matches("rideshare::order_car(int)"));
+  CHECK_FALSE(NameSearch("order_\\W").matches("order_car"));  // escapes keep their case: \W is not \w
+  CHECK(NameSearch("ORDER_[a-c]").matches("order_bike"));
+  // Several terms: any of them; -term excludes; only exclusions: everything else.
+  const NameSearch search("rideshare:: -order -\"check_driver\"");
+  CHECK(search.terms().size() == 3);
+  CHECK(search.terms()[2].text == "check_driver");
+  CHECK(search.terms()[2].exclude);
+  CHECK(search.matches("rideshare::parse_request"));
+  CHECK_FALSE(search.matches("rideshare::order_car(int)"));
+  CHECK_FALSE(search.matches("rideshare::check_driver_availability"));
+  CHECK_FALSE(search.matches("json::parse"));
+  CHECK(NameSearch("-json").matches("main"));
+  CHECK_FALSE(NameSearch("-json").matches("json::parse"));
+  // Not a valid expression: plain text.
+  const NameSearch brackets("operator[]");
+  CHECK_FALSE(brackets.terms()[0].regex);
+  CHECK(brackets.matches("std::vector<int>::operator[](unsigned long)"));
+  CHECK(NameSearch("\"anonymous namespace\"").matches("(anonymous namespace)::helper(int)"));
+  CHECK(NameSearch("-").matches("a-b"));  // a lone dash is text
+  // A click on a name searches for exactly it, whatever characters it has.
+  for (const char* name : {"std::vector<int, std::allocator<int> >::operator[](unsigned long)", "main::{lambda(int)#2}::operator()(int) const",
+                           "operator\"\"_km(unsigned long long)", "a.b*c+d?e|f^g$h\\i"}) {
+    CAPTURE(name);
+    const NameSearch exact(NameSearch::literal(name));
+    REQUIRE(exact.terms().size() == 1);
+    CHECK(exact.terms()[0].regex);
+    CHECK(exact.matches(name));
+    CHECK(exact.matches(std::string("prefix ") + name));
+    CHECK_FALSE(exact.matches(std::string(name).substr(1) + "x"));
+  }
+  pyroscope::SymbolTable table;
+  table.intern("main");
+  table.intern("json::parse");
+  table.intern("JSON::dump");
+  std::vector<uint8_t> matched;
+  NameSearch("json").match_symbols(table, &matched);
+  CHECK(matched == std::vector<uint8_t>{0, 1, 1});
+}

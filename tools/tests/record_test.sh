@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# pyro record and libpyroscope-preload.so on programs built without the header: a C program of our own,
+# Debian's xz, gzip and python3, a shell running several programs (children profiled, or not with
+# --no-children), exit codes passed through, and bad settings that must not change what the program does.
+#
+#   record_test.sh PATH/TO/pyro PATH/TO/libpyroscope-preload.so PATH/TO/record_own WORK_DIR
+set -uo pipefail
+pyro=$(realpath "$1")
+preload=$(realpath "$2")
+own=$(realpath "$3")
+work=$4
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL - $1"; }
+check() {
+  local name=$1
+  shift
+  if "$@"; then ok "$name"; else fail "$name"; fi
+}
+# expect_exit NAME CODE STDERR_PATTERN COMMAND...
+expect_exit() {
+  local name=$1 code=$2 pattern=$3
+  shift 3
+  "$@" >last.out 2>last.err
+  local rc=$?
+  if [[ $rc -ne $code ]]; then
+    fail "$name: exit $rc, expected $code (stderr: $(head -c 400 last.err))"
+  elif [[ -n $pattern ]] && ! grep -qE -- "$pattern" last.err; then
+    fail "$name: stderr does not match /$pattern/: $(head -c 400 last.err)"
+  else
+    ok "$name"
+  fi
+}
+# The self share (percent, integer) of FUNCTION in APP's profile in FILE; empty if absent.
+self_share() {
+  "$pyro" query "$1" "$2{}" --format table 2>/dev/null |
+    awk -v f="$3" '$5 == f { sub(/%/, "", $2); printf "%d\n", $2; exit }'
+}
+samples_of() { "$pyro" query "$1" "$2{}" --format table 2>/dev/null | awk 'NR == 2 { print $3; exit }'; }
+apps_of() { "$pyro" info "$1" 2>/dev/null | awk '/^apps/ { on = 1; next } on && /^  / { print $1; next } { on = 0 }' | sort | tr '\n' ' '; }
+
+# A program of our own: 10/11 of its time in burn_cpu_hot, 1/11 in cool_side, for $1 CPU seconds;
+# exits with $2.
+cat >hot.c <<'EOF'
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+__attribute__((noinline)) double burn_cpu_hot(double x) { for (int i = 0; i < 2000000; i++) x = x * 1.0000001 + 0.5; return x; }
+__attribute__((noinline)) double cool_side(double x) { for (int i = 0; i < 200000; i++) x = x * 0.9999999 + 0.25; return x; }
+int main(int argc, char** argv) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+  double x = 1, secs = argc > 1 ? atof(argv[1]) : 1.0;
+  do {
+    x = burn_cpu_hot(x);
+    x = cool_side(x);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < secs);
+  printf("%f\n", x);
+  return argc > 2 ? atoi(argv[2]) : 0;
+}
+EOF
+check "test program built" cc -O1 -g hot.c -o hot
+
+# --- our program: the hot function on top, the exit code passed through --------------------------
+expect_exit "record: the command's exit code (3) is pyro record's" 3 "1 process\(es\) profiled \(hot\)" \
+  "$pyro" record -o hot.pyro -- ./hot 1 3
+check "the program's output is untouched" grep -qE '^[0-9.e+]+$' last.out
+share=$(self_share hot.pyro hot burn_cpu_hot)
+check "burn_cpu_hot is the hot function (${share:-absent} % self; 91 % of the work)" test "${share:-0}" -ge 70
+check "stacks reach the program's entry (_start)" bash -c "'$pyro' query hot.pyro 'hot{}' | grep -q '^_start;'"
+n=$(samples_of hot.pyro hot)
+check "about 100 samples for 1 s of CPU at 100 Hz (${n:-0})" bash -c "[ ${n:-0} -ge 60 ] && [ ${n:-0} -le 140 ]"
+
+# --- a stripped program with its debug info in a separate file (as distributions ship them) --------
+mkdir -p stripped
+check "stripped copy with a .gnu_debuglink" bash -c "objcopy --only-keep-debug hot stripped/hot.debug &&
+  objcopy --strip-all --add-gnu-debuglink=stripped/hot.debug hot stripped/hot && ! nm stripped/hot 2>/dev/null | grep -q burn_cpu_hot"
+expect_exit "record: the stripped program" 0 "profiled \(hot\)" "$pyro" record -o stripped.pyro -- ./stripped/hot 0.4
+check "its names come back from the debug file beside it" bash -c "'$pyro' query stripped.pyro 'hot{}' | grep -q ';main;burn_cpu_hot '"
+mkdir -p stripped/.debug && mv stripped/hot.debug stripped/.debug/
+expect_exit "record: the debug file in .debug/" 0 "" "$pyro" record -o stripped2.pyro -- ./stripped/hot 0.3
+check "  ... is found there too" bash -c "'$pyro' query stripped2.pyro 'hot{}' | grep -q 'burn_cpu_hot'"
+echo "not the debug file" >stripped/.debug/hot.debug
+expect_exit "record: a debug file whose CRC does not match" 0 "" "$pyro" record -o stripped3.pyro -- ./stripped/hot 0.3
+check "  ... is not used: frames show module+offset" bash -c "'$pyro' query stripped3.pyro 'hot{}' | grep -q ';hot+0x' &&
+  ! '$pyro' query stripped3.pyro 'hot{}' | grep -q burn_cpu_hot"
+
+# --- Debian's own programs -------------------------------------------------------------------------
+head -c 1000000 /dev/urandom | od -An -tx1 >big.txt
+cat big.txt big.txt big.txt >big3.txt
+if command -v xz >/dev/null; then
+  expect_exit "record: xz (Debian's binary)" 0 "profiled \(xz\)" "$pyro" record -o xz.pyro -- xz -6 -T1 -c big.txt
+  n=$(samples_of xz.pyro xz)
+  check "xz: ${n:-0} samples, in liblzma" bash -c "[ ${n:-0} -ge 30 ] && '$pyro' query xz.pyro 'xz{}' | grep -q 'liblzma'"
+fi
+if command -v gzip >/dev/null; then
+  expect_exit "record: gzip (Debian's binary, stripped)" 0 "profiled \(gzip\)" "$pyro" record -o gzip.pyro -- gzip -9 -c big3.txt
+  n=$(samples_of gzip.pyro gzip)
+  check "gzip: ${n:-0} samples" test "${n:-0}" -ge 20
+fi
+if [[ -x /usr/bin/python3 ]]; then
+  expect_exit "record: python3 (Debian's, not a pyenv shim)" 0 "profiled \(python3\)" \
+    "$pyro" record -o py.pyro -- /usr/bin/python3 -c 'print(sum(i * i for i in range(4000000)))'
+  check "python3: the interpreter loop is in the stacks" bash -c "'$pyro' query py.pyro 'python3{}' | grep -q '_PyEval_EvalFrameDefault'"
+fi
+
+# --- children ------------------------------------------------------------------------------------
+cp hot hot2
+expect_exit "record: a shell and the programs it runs" 0 "" "$pyro" record -o kids.pyro -- bash -c './hot 0.3; ./hot2 0.3'
+check "both programs are in the file, each under its name ($(apps_of kids.pyro))" bash -c "[[ '$(apps_of kids.pyro)' == *'hot '*'hot2 '* ]]"
+# (the trailing "true" keeps bash from exec'ing the last program in its own process, which would make
+# that program the recorded process itself)
+expect_exit "record --no-children" 0 "" "$pyro" record --no-children -o nokids.pyro -- bash -c './hot 0.3; ./hot2 0.3; true'
+check "--no-children: neither program is profiled ($(apps_of nokids.pyro))" bash -c "[[ '$(apps_of nokids.pyro)' != *hot* ]]"
+expect_exit "record --no-children of the program itself" 0 "profiled \(hot\)" "$pyro" record --no-children -o alone.pyro -- ./hot 0.3
+expect_exit "record --app: every process under one name" 0 "profiled \(job\)" \
+  "$pyro" record --app job --tags team=infra -o job.pyro -- bash -c './hot 0.3; ./hot2 0.3'
+check "--app and --tags name the series" bash -c "'$pyro' info job.pyro | grep -q 'job.cpu{team=\"infra\"}'"
+abs_hot=$(realpath hot)
+expect_exit "record: a child that changes directory still writes its profile" 0 "profiled \(hot\)" \
+  "$pyro" record -o cd.pyro -- bash -c "cd / && '$abs_hot' 0.2"
+expect_exit "record: a command killed by a signal gives 128+9, the profile of the others is kept" 137 \
+  "signal 9" "$pyro" record -o killed.pyro -- bash -c "./hot 0.3; kill -9 \$\$"
+check "the killed shell's child is in the file" bash -c "[[ '$(apps_of killed.pyro)' == *hot* ]]"
+check "no temporary folder is left behind" bash -c "! ls -d *.record-* 2>/dev/null | grep -q ."
+
+# --- usage and errors ------------------------------------------------------------------------------
+expect_exit "record without a command: usage error" 2 "command to run is missing" "$pyro" record -o x.pyro
+expect_exit "record of a missing program: 127" 127 "cannot run 'no-such-program-here'" \
+  "$pyro" record -o missing.pyro -- no-such-program-here
+check "a command that did not run leaves no file" test ! -e missing.pyro
+expect_exit "record over an existing file: refused" 1 "already exists" "$pyro" record -o hot.pyro -- ./hot 0.1
+expect_exit "record --force replaces it" 0 "profiled \(hot\)" "$pyro" record --force -o hot.pyro -- ./hot 0.1
+expect_exit "record --rate 0: usage error" 2 "--rate '0'" "$pyro" record --rate 0 -o r.pyro -- ./hot 0.1
+expect_exit "record --tags without =: usage error" 2 "not key=value" "$pyro" record --tags team -o r.pyro -- ./hot 0.1
+expect_exit "record: library not found" 1 "libpyroscope-preload.so not found" \
+  env PYROSCOPE_PRELOAD_LIBRARY=/nonexistent/lib.so "$pyro" record -o r.pyro -- ./hot 0.1
+
+# --- the library alone: settings, and bad settings that change nothing ----------------------------
+expect_exit "LD_PRELOAD alone: %n and %p in PYROSCOPE_OUTPUT" 0 "" \
+  env LD_PRELOAD="$preload" PYROSCOPE_OUTPUT="direct-%n-%p.pyro" ./hot 0.2
+check "the file is named after the program and its pid" bash -c "ls direct-hot-[0-9]*.pyro >/dev/null 2>&1"
+for bad in "PYROSCOPE_SAMPLE_RATE=fast" "PYROSCOPE_SAMPLE_RATE=0" "PYROSCOPE_OUTPUT=out-%x.pyro" "PYROSCOPE_TAGS=novalue" \
+           "PYROSCOPE_LOG_LEVEL=loud" "PYROSCOPE_OUTPUT=/nonexistent/dir/x.pyro"; do
+  var=${bad%%=*}
+  expect_exit "bad setting $bad: one line on stderr naming it, the program runs as without it (exit 5)" 5 \
+    "(${var}|/nonexistent)" env LD_PRELOAD="$preload" "$bad" ./hot 0.1 5
+  check "  ... and its output is the program's" grep -qE '^[0-9.e+]+$' last.out
+done
+expect_exit "PYROSCOPE_PRELOAD_DISABLE=1: nothing written" 0 "" \
+  env LD_PRELOAD="$preload" PYROSCOPE_PRELOAD_DISABLE=1 PYROSCOPE_OUTPUT=disabled.pyro ./hot 0.1
+check "  ... no file" test ! -e disabled.pyro
+
+# A program that links the header itself (record_own.cpp, built by CMake) is not profiled twice: its
+# own start() takes over.
+expect_exit "a program with the header under pyro record: its own start() works" 0 "" \
+  "$pyro" record -o own-recorded.pyro -- "$own"
+n=$(samples_of own-itself.pyro own)
+check "its own file holds its samples (${n:-0})" test "${n:-0}" -ge 30
+m=$("$pyro" query own-recorded.pyro '{}' --format table 2>/dev/null | awk '$5 == "own_hot" { print $3 }')
+check "the preloaded profiler stopped when it started (own_hot in the record: ${m:-0} samples)" test "${m:-0}" -le 3
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
