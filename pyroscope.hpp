@@ -3746,6 +3746,9 @@ struct File::Impl {
   std::vector<SeriesKey> series_keys;
   std::vector<detail::SeriesIndex> series;
   int levels = 1;  // 1 + highest level with an entry
+  // Just past the last level-0 TREE record. An append writes its SYMBOLS, SERIES and sealed upper
+  // TREEs before the block's TREE, so records after this point are an append that did not finish.
+  uint64_t appends_end = detail::kFileHeaderSize;
   // Rank by name of every symbol, to check the sibling order of name-ordered trees; made by the
   // first query that needs it (concurrent queries share it).
   mutable std::once_flag name_rank_once;
@@ -3959,6 +3962,7 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
         }
         if (new_block) info.block_count++;
         else si.extra_parts++;
+        appends_end = payload_offset + size;
         int64_t start = index * header.resolution;
         if (info.block_count == 1 || start < info.first_time) info.first_time = start;
         info.end_time = std::max(info.end_time, start + header.resolution);
@@ -4771,15 +4775,19 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
   File existing;
   Status rs = existing.open_path(path);
   if (!rs.ok()) return Status(rs.code(), "refusing to append: " + rs.message());
+  if (existing.impl().appends_end < existing.impl().info.file_bytes) {
+    // A writer killed mid-append left a torn record, or whole records of an append whose block never
+    // followed (upper trees it sealed, names, series). Both are cut, and the new writer makes them
+    // again: a sealed upper tree kept without its block would be written a second time.
+    if (ftruncate(s->fd, off_t(existing.impl().appends_end)) != 0)
+      return error(StatusCode::io_error, path + ": cutting an unfinished append: " + std::strerror(errno));
+    rs = existing.open_path(path);
+    if (!rs.ok()) return Status(rs.code(), "refusing to append: " + rs.message());
+  }
   const File::Impl& fi = existing.impl();
   s->header = fi.header;
   uint32_t m = s->header.multiplier;
   s->max_level = detail::writer_max_level(m);
-  if (fi.info.valid_bytes < fi.info.file_bytes) {
-    // A torn tail from a writer that was killed: cut it so new records follow valid ones.
-    if (ftruncate(s->fd, off_t(fi.info.valid_bytes)) != 0)
-      return error(StatusCode::io_error, path + ": cutting torn tail: " + std::strerror(errno));
-  }
   s->file_size = fi.info.valid_bytes;
   if (lseek(s->fd, off_t(s->file_size), SEEK_SET) < 0) return error(StatusCode::io_error, path + ": seek failed");
   for (uint32_t i = 0; i < fi.symbols->size(); i++) s->symbols->intern(fi.symbols->name(i));
