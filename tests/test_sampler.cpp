@@ -13,9 +13,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -492,6 +495,13 @@ __attribute__((noinline)) int sampler_test_recurse(int depth) {
   asm volatile("" ::: "memory");
   return r;
 }
+// Burns CPU inside a signal handler: samples there unwind through the kernel's signal frame
+// (__restore_rt) back into the interrupted code.
+__attribute__((noinline)) void sampler_test_burning_handler(int) {
+  const double end = thread_cpu_seconds() + 0.3;
+  while (thread_cpu_seconds() < end) sampler_test_burn(20000);
+  asm volatile("" ::: "memory");
+}
 using compress_bound_fn = unsigned long (*)(unsigned long);
 using compress_fn = int (*)(unsigned char*, unsigned long*, const unsigned char*, unsigned long);
 }  // namespace
@@ -544,9 +554,19 @@ TEST_CASE("sampler: the table unwinder gives libgcc's stacks, also across dlopen
       std::this_thread::sleep_for(std::chrono::milliseconds(150));  // the agent notices the unload
     }
   });
+  // A thread that spends its time in its own signal handler.
+  std::thread handled([] {
+    struct sigaction action;
+    std::memset(&action, 0, sizeof action);
+    action.sa_handler = sampler_test_burning_handler;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGUSR2, &action, nullptr);
+    raise(SIGUSR2);
+  });
   mixed(0.8);
   first.join();
   loader.join();
+  handled.join();
   REQUIRE(pyroscope::stop().ok());
   pyroscope::detail::g_sampler_verify_unwind.store(false);
   const pyroscope::detail::SamplerStats after = pyroscope::detail::sampler_stats();
@@ -560,6 +580,25 @@ TEST_CASE("sampler: the table unwinder gives libgcc's stacks, also across dlopen
   CHECK(different == 0);
   CHECK(same == table);
   CHECK(table * 2 > samples);  // most samples take the fast path (each module's first ones do not)
+#endif
+#if defined(__x86_64__) && !defined(SAMPLER_TEST_TSAN)
+  // Through the signal frame: the samples in the handler reach the thread's start below it.
+  const pyroscope::Tree verified = query_file(path, "verify{}").tree;
+  uint64_t in_handler = 0, through_signal_frame = 0;
+  for (uint32_t n = 1; n < verified.node_count(); n++) {
+    if (verified.name(n).find("sampler_test_burning_handler(int)") == std::string_view::npos) continue;
+    in_handler += verified.node_total(n);
+    for (uint32_t p = verified.parent(n); p != pyroscope::Tree::kRoot; p = verified.parent(p)) {
+      if (verified.name(p) == "start_thread") {
+        through_signal_frame += verified.node_total(n);
+        break;
+      }
+    }
+  }
+  MESSAGE("samples in the signal handler " << in_handler << ", through the signal frame to start_thread "
+                                           << through_signal_frame);
+  CHECK(in_handler > 10);
+  CHECK(through_signal_frame * 10 >= in_handler * 9);
 #endif
   // The dlopen'ed library's frames are named (it is stripped: its exported names come from .dynsym).
   const std::string folded = query_file(path, "verify{}").tree.to_folded();
