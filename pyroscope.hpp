@@ -29,6 +29,12 @@
          data.query("ride-sharing-app{vehicle=\"car\"}", from, until, &r);
          std::string folded = r.tree.to_folded();
 
+     Another tool's profile (pprof, folded, perf script, speedscope, .cpuprofile; docs/formats.md):
+         pyroscope::ImportOptions options;
+         options.app = "checkout";
+         std::vector<pyroscope::ProfileBlock> blocks;
+         pyroscope::import_profile(bytes, options, &blocks);  // then data.add_blocks(blocks)
+
    SECTIONS (each marked in the code by a "// [SECTION] name" banner)
      [SECTION] Configuration and platform detection
      [SECTION] Status codes
@@ -38,6 +44,7 @@
      [SECTION] Diff tree
      [SECTION] File format: writer
      [SECTION] File format: reader, dataset and query
+     [SECTION] Formats: import and export
      [SECTION] Tag scopes
      [SECTION] Profiler API
      [SECTION] Implementation: helpers (varint, crc32, regex)
@@ -48,6 +55,7 @@
      [SECTION] Implementation: file reader and query
      [SECTION] Implementation: file writer
      [SECTION] Implementation: tag scopes
+     [SECTION] Implementation: formats (pprof, folded, perf script, speedscope, .cpuprofile)
      [SECTION] Implementation: sampler backend (Linux)
      [SECTION] Implementation: symbolizer (Linux)
      [SECTION] Implementation: push to a Pyroscope server (Linux)
@@ -59,6 +67,8 @@
      PYROSCOPE_IMPLEMENTATION   compile the implementation into this translation unit (exactly one)
      PYROSCOPE_NO_SAMPLER       leave the sampler out (read/write/query only); automatic under Emscripten
      PYROSCOPE_ASSERT(c)        replace the assert used for programmer errors (default: assert)
+     PYROSCOPE_WITH_ZLIB        gzip for pprof import/export through zlib (<zlib.h>, link -lz)
+     PYROSCOPE_WITH_JSON        speedscope and .cpuprofile import (nlohmann/json, <nlohmann/json.hpp>)
 
    THREAD SAFETY (each declaration says more)
      Tree, SymbolTable, Writer, File, Dataset: one thread at a time per object; distinct objects are
@@ -88,14 +98,21 @@
 #endif
 #elif defined(__linux__)
 #define PYROSCOPE_PLATFORM_LINUX 1
-#elif defined(__APPLE__) || defined(_WIN32) || defined(__unix__)
-// Reading, writing and querying files works everywhere; the sampler is Linux-only for now.
+#elif defined(__APPLE__) || defined(__unix__)
+// Other POSIX systems: reading, writing and querying files (POSIX file calls); the sampler is
+// Linux-only for now.
 #define PYROSCOPE_PLATFORM_OTHER 1
 #ifndef PYROSCOPE_NO_SAMPLER
 #define PYROSCOPE_NO_SAMPLER 1
 #endif
 #else
-#error "pyroscope.hpp: unknown platform"
+// Windows has no open/ftruncate/flock as the writer uses them: not supported yet, rather than half-built.
+#error "pyroscope.hpp: supported platforms are Linux, other POSIX systems (files only) and Emscripten"
+#endif
+
+#if !defined(__GNUC__)
+// GCC and Clang (which defines __GNUC__ too): the implementation uses __builtin_*_overflow.
+#error "pyroscope.hpp: needs GCC or Clang"
 #endif
 
 #ifndef PYROSCOPE_ASSERT
@@ -124,7 +141,9 @@ namespace pyroscope {
   X(out_of_order, "block is not after the series' last block")            \
   X(unsupported, "not supported on this platform")                        \
   X(already_running, "profiler already running")                          \
-  X(not_running, "profiler not running")
+  X(not_running, "profiler not running")                                  \
+  X(too_large, "input exceeds a size limit")                              \
+  X(feature_disabled, "feature not compiled into this build")
 
 enum class StatusCode : int {
 #define PYROSCOPE_X(name, text) name,
@@ -161,23 +180,72 @@ struct Tag {
 };
 using Tags = std::vector<Tag>;
 
-// A series is an application name plus a set of tags: Pyroscope's `app.cpu{region=eu-north}`.
-// Tags are kept sorted by key, with unique keys (the last value given for a key wins).
+// The profile type of a series when none is given: CPU time, as in Pyroscope's `app{}` = `app.cpu{}`.
+constexpr const char* kDefaultProfileType = "cpu";
+
+// A series is an application name, a profile type and a set of tags: Pyroscope's
+// `app.cpu{region=eu-north}`. Tags are kept sorted by key, with unique keys (the last value given for
+// a key wins). Types are names such as cpu, wall, alloc_space, inuse_objects, or any other sample type
+// a pprof profile carries ([A-Za-z_][A-Za-z0-9_]*).
 struct SeriesKey {
   std::string app;
+  std::string type = kDefaultProfileType;
   Tags tags;
 
   SeriesKey() = default;
-  SeriesKey(std::string app_name, Tags tag_list);
-  std::string to_string() const;  // app{k1="v1",k2="v2"}, the selector form that matches exactly this
-  // Parses the to_string() form back (used by the file format and the command line).
+  SeriesKey(std::string app_name, Tags tag_list);  // a cpu series
+  SeriesKey(std::string app_name, std::string profile_type, Tags tag_list);
+  // app.type{k1="v1",k2="v2"}: the selector form that matches exactly this series' type and tags.
+  std::string to_string() const;
+  // Parses the to_string() form back (used by the command line); without a type, cpu.
   static Status parse(std::string_view text, SeriesKey* out);
-  bool operator==(const SeriesKey& o) const { return app == o.app && tags == o.tags; }
-  bool operator<(const SeriesKey& o) const { return app < o.app || (app == o.app && tags < o.tags); }
+  bool operator==(const SeriesKey& o) const { return app == o.app && type == o.type && tags == o.tags; }
+  bool operator<(const SeriesKey& o) const {
+    if (app != o.app) return app < o.app;
+    if (type != o.type) return type < o.type;
+    return tags < o.tags;
+  }
 };
+
+// How a series' values add up over time: CPU time and allocations are summed over a range; gauges
+// such as in-use memory are averaged over the blocks that hold data (a 1-hour range of a process
+// holding 100 MB shows 100 MB, not 360 times that).
+enum class Aggregation : uint8_t { sum = 0, average = 1 };
+const char* aggregation_name(Aggregation aggregation);  // "sum", "average"
+
+// What a series' values mean, stored once per series (pprof's sample type unit and period).
+struct SeriesInfo {
+  std::string unit = "samples";  // samples, nanoseconds, bytes, objects, count, ...
+  Aggregation aggregation = Aggregation::sum;
+  int64_t period = 0;            // one sample stands for this much of period_unit (0: not known)
+  std::string period_type;       // pprof's period type: "cpu", "space", ... ("" when period is 0)
+  std::string period_unit;       // "nanoseconds", "bytes", ...
+  bool operator==(const SeriesInfo& o) const {
+    return unit == o.unit && aggregation == o.aggregation && period == o.period && period_type == o.period_type &&
+           period_unit == o.period_unit;
+  }
+  bool operator!=(const SeriesInfo& o) const { return !(*this == o); }
+  std::string to_string() const;  // "bytes, average", "samples, sum, period 10000000 nanoseconds"
+};
+
+// The unit and aggregation Pyroscope gives a profile type: cpu, wall, itimer -> samples; alloc_space,
+// inuse_space -> bytes; alloc_objects, inuse_objects -> objects; inuse_* and goroutines averaged;
+// *_duration -> nanoseconds; anything else -> count, summed.
+SeriesInfo default_series_info(std::string_view profile_type);
+// [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes.
+bool is_valid_profile_type(std::string_view profile_type);
 
 // Time is cut into blocks of `resolution_seconds` (10 s). Timestamps are unix seconds.
 constexpr int64_t kDefaultResolutionSeconds = 10;
+
+// [from, until) in unix seconds.
+struct TimeRange {
+  int64_t from = 0;
+  int64_t until = 0;
+  bool valid() const { return until > from; }
+  bool operator==(const TimeRange& o) const { return from == o.from && until == o.until; }
+  bool operator!=(const TimeRange& o) const { return !(*this == o); }
+};
 
 // A read-only run of bytes: an mmap'd file natively, a downloaded ArrayBuffer in the browser.
 struct ByteSpan {
@@ -202,7 +270,9 @@ class SymbolTable {
   // Appends the trie encoding of the names with ids [first_id, size()) to out.
   void encode_trie(uint32_t first_id, std::string* out) const;
   // Decodes a trie written by encode_trie and interns its names; the ids in the encoding must equal
-  // the ids they receive here (size() before the call == first id in the encoding).
+  // the ids they receive here (size() before the call == first id in the encoding). On success the
+  // table has grown by exactly the encoded count, every new name distinct from all others; on error
+  // (corrupt_file) it is unchanged.
   Status decode_trie(ByteSpan bytes);
   // rank[id] = position of name(id) among all names in byte order (std::string_view's <).
   void rank_by_name(std::vector<uint32_t>* rank) const;
@@ -243,9 +313,16 @@ class Tree {
   void insert_ids(const uint32_t* symbol_ids, size_t n, uint64_t count);
   // Adds every sample of other; symbols are remapped by name when the tables differ.
   void merge(const Tree& other);
+  // Room for node_count nodes in all, so that growing to it copies nothing (an importer knows an
+  // upper bound). Memory reserved and never used is address space, not resident memory.
+  void reserve(size_t node_count) { nodes_.reserve(node_count); }
   // Copy keeping only nodes whose total is at least min_share of the root's total. Parents keep their
   // totals, so shares stay true; the dropped samples are simply not drawn.
   Tree pruned(double min_share) const;
+  // Divides every value by divisor (> 0), rounding each node's self to the nearest integer; totals
+  // are summed again from the selves, so they stay consistent. An average over blocks is a merge
+  // divided by the number of blocks.
+  void divide(uint64_t divisor);
 
   uint32_t node_count() const { return static_cast<uint32_t>(nodes_.size()); }
   uint64_t total() const { return nodes_[kRoot].total; }
@@ -264,15 +341,29 @@ class Tree {
   // of the table's size are 0): one string sort over those names, however big the table is.
   void rank_used_symbols(std::vector<uint32_t>* rank) const;
 
+  // outermost[node] = 1 when no ancestor of node calls the same function, else 0 (the root: 0).
+  // Summing node_total over outermost nodes counts a recursive function's samples once: the rule
+  // behind per-function totals, here and in every front end that shows them.
+  void mark_outermost(std::vector<uint8_t>* outermost) const;
+  struct FunctionTotal {
+    uint32_t symbol;
+    uint64_t self;   // samples in which the function is the leaf
+    uint64_t total;  // samples in which it is anywhere on the stack, recursion counted once
+  };
+  // One entry per function that occurs in the tree, by symbol id.
+  void function_totals(std::vector<FunctionTotal>* out) const;
+
   const SymbolTable& symbols() const { return *symbols_; }
   SymbolTable& symbols() { return *symbols_; }
   const std::shared_ptr<SymbolTable>& shared_symbols() const { return symbols_; }
 
   // Folded text: one "a;b;c 12" line per node with self samples, in sorted order, '\n' endings.
   std::string to_folded() const;
-  // Adds the stacks of folded text (perf/FlameGraph stackcollapse, py-spy, Pyroscope format=folded).
-  // Accepts CRLF, trailing whitespace, empty lines and frames containing spaces. A malformed line is
-  // an error naming its line number and nothing of the text is added.
+  // Adds the stacks of folded text (perf/FlameGraph stackcollapse, py-spy, Pyroscope format=folded),
+  // strictly: a malformed line (no count, an empty frame, ...) is an error naming its line number and
+  // nothing of the text is added. Lines are read exactly as FoldedImporter reads them (the lenient,
+  // streaming reader): CRLF, blank lines and trailing blanks after the count are fine, and every byte
+  // before the count's one-space separator is the stack's, so a frame ending in a space keeps it.
   Status add_folded(std::string_view text);
   static Status from_folded(std::string_view text, Tree* out);
 
@@ -280,8 +371,10 @@ class Tree {
   // (version 2). Name order makes a decoded tree's node ids a left-to-right preorder walk, the order a
   // flame graph is drawn and folded text is written in, so neither has to sort millions of nodes.
   enum class Encoding : uint8_t { children_by_symbol_id = 1, children_by_name = 2 };
-  // Compact binary form used by the file format (symbol ids refer to symbols()).
-  void encode(std::string* out, Encoding encoding = Encoding::children_by_name) const;
+  // Compact binary form used by the file format (symbol ids refer to symbols(), or, with symbol_map,
+  // to symbol_map[id]: a tree written in another table's ids without being copied into it first).
+  void encode(std::string* out, Encoding encoding = Encoding::children_by_name,
+              const std::vector<uint32_t>* symbol_map = nullptr) const;
   // Decodes into *this (which must be empty) with symbol ids checked against symbols().size() and
   // the sibling order checked against the encoding (a repeated or misordered sibling is corrupt).
   Status decode(ByteSpan bytes, Encoding encoding = Encoding::children_by_name);
@@ -360,11 +453,23 @@ struct WriterOptions {
   int64_t resolution_seconds = kDefaultResolutionSeconds;  // only used when creating a file
   uint32_t multiplier = 10;                                // m: level k node covers m^k blocks
   bool fsync_each_block = false;                           // also survive power loss, at a cost
+  // How long a span stays open for late blocks, in blocks: a span (its level-1 span of m blocks and
+  // every span above) is sealed, its tree written and no block accepted in it any more, once a block
+  // at least this far past its end has arrived. 0 suits one producer writing its blocks in time
+  // order (the sampler); a receiver of many clients' pushes keeps spans open for stragglers. Stored
+  // in the file (only used when creating one); at most 1,000,000.
+  uint32_t seal_delay_blocks = 0;
 };
+
+// Where a Writer sends a file that is not on a path: first the 64-byte header, then each append's
+// records, in order, one call each (stb_image_write's `_to_func`). An error return closes the writer.
+using WriteFunction = std::function<Status(const char* data, size_t size)>;
 
 // Appends 10 s blocks to a .pyro file. Creates the file (atomically: it appears with a complete
 // header) or opens an existing one for appending; a torn tail left by a killed writer is cut off,
 // but a file with corruption before its tail is refused, so stored data is never overwritten.
+// A new file can also be written to memory or through a function (a slice for a download, an HTTP
+// body): the same records, no temporary file.
 // Thread safety: one thread at a time.
 class Writer {
  public:
@@ -374,10 +479,21 @@ class Writer {
   Writer& operator=(Writer&&) noexcept;
 
   Status open(const std::string& path, const WriterOptions& options = {});
+  // A new file in memory: bytes() holds a complete .pyro after open and after every append.
+  Status open_memory(const WriterOptions& options = {});
+  // A new file handed to write piece by piece.
+  Status open_function(WriteFunction write, const WriterOptions& options = {});
+  const std::string& bytes() const;  // the file so far (open_memory; empty otherwise)
+  std::string take_bytes();          // the file (open_memory), then closes
   // Appends the samples of tree as the block starting at block_start (unix seconds, a multiple of the
-  // resolution). Per series, blocks must come in increasing time order (StatusCode::out_of_order).
-  // An empty tree is skipped.
-  Status append(const SeriesKey& series, int64_t block_start, const Tree& tree);
+  // resolution, its block within +-2^61 s). A block may come again (its parts add up) or late, as
+  // long as its span is still open (WriterOptions::seal_delay_blocks); a block in a sealed span is
+  // StatusCode::out_of_order. Version 1 and 2 files take each series' blocks in increasing order
+  // only. An empty tree is skipped. info says what the values mean; null:
+  // default_series_info(series.type) for a new series, whatever is stored for a known one. A series
+  // keeps the info it was created with: different info for it is invalid_argument. Files of format
+  // version 1 and 2 (appended to in their own version) hold only cpu series in samples, summed.
+  Status append(const SeriesKey& series, int64_t block_start, const Tree& tree, const SeriesInfo* info = nullptr);
   Status close();
   bool is_open() const;
   int64_t resolution_seconds() const;
@@ -425,14 +541,21 @@ class File {
 
   const FileInfo& info() const;
   const std::vector<SeriesKey>& series() const;
+  const SeriesInfo& series_info(size_t i) const;  // of series()[i]
   const SymbolTable& symbols() const;
 
   struct Impl;
-  const Impl& impl() const { return *impl_; }
 
  private:
   std::unique_ptr<Impl> impl_;
+  const Impl& impl() const { return *impl_; }
+  friend class Dataset;  // queries and slices read the index and the bytes
+  friend class Writer;   // appending rebuilds the open spans from what is stored
 };
+
+namespace detail {
+class Regex;
+}  // namespace detail
 
 // A selector as Pyroscope writes it: app{key="v", key2!="w", key3=~"regex", key4!~"regex"}.
 // Regexes are anchored at both ends (RE2 syntax subset: . [] [^] * + ? {n,m} | () \d \w \s escapes).
@@ -441,16 +564,22 @@ struct Matcher {
   std::string key;
   Op op = Op::equal;
   std::string value;
+  // The compiled form of value for =~ and !~ (set by Selector::parse). It lives inside its matcher so
+  // that reordering, inserting or copying matchers cannot pair a regex with another matcher; it
+  // remembers its pattern, so a value changed after parsing is compiled afresh, never matched stale.
+  std::shared_ptr<const detail::Regex> regex;
+  bool matches(std::string_view tag_value) const;  // tag_value "" when the series lacks the key
 };
+// The application token may carry the profile type after its last dot, as Pyroscope writes it:
+// `app.alloc_space{...}`; `app{...}` means `app.cpu{...}`. So an application whose name has dots is
+// selected with its type: `my.app.cpu{}` (`my.app{}` is application "my", type "app").
 struct Selector {
-  std::string app;  // empty: any application
+  std::string app;   // empty: any application
+  std::string type;  // empty: any type (parse sets it whenever the text names an application)
   std::vector<Matcher> matchers;
   static Status parse(std::string_view text, Selector* out);
   bool matches(const SeriesKey& key) const;
-  std::string to_string() const;
-
-  struct Compiled;
-  std::shared_ptr<const Compiled> compiled;  // set by parse
+  std::string to_string() const;  // app.type{...}; {...} when app is empty
 };
 
 // Samples per step for a selection; samples[i] covers [start + i*step, start + (i+1)*step).
@@ -461,16 +590,26 @@ struct Timeline {
 };
 
 struct QueryResult {
-  Tree tree;
+  Tree tree;                  // values in info.unit; an average series' blocks averaged, not summed
+  SeriesInfo info;            // of the matched series (a query over series that disagree fails)
+  std::string type;           // their profile type ("" when nothing matched)
   Timeline timeline;          // over [from, until) at the file resolution or coarser (timeline_points)
   uint64_t merges = 0;        // stored trees decoded and merged to answer the query
-  uint64_t merge_bound = 0;   // the segment tree's worst case for this range
+  uint64_t merge_bound = 0;   // the segment tree's worst case for this range (plus blocks' extra parts)
   uint32_t series_matched = 0;  // distinct series, however many files hold parts of them
 };
 
 struct QueryOptions {
   size_t timeline_points = 0;  // 0: one point per block; else at most this many (coarser step)
   bool want_tree = true;
+};
+
+// One block of a profile held in memory (what an importer or a folded-text parser produces).
+struct ProfileBlock {
+  SeriesKey series;
+  SeriesInfo info;          // what the values mean (the same for every block of a series)
+  int64_t block_start = 0;  // unix seconds; rounded down to the resolution when added
+  Tree tree;
 };
 
 struct SliceStats {
@@ -491,25 +630,33 @@ class Dataset {
   Status add_file(const std::string& path, const OpenOptions& options = {});
   Status add_bytes(std::string bytes, const OpenOptions& options = {});
   void add(File file);
+  // In-memory profiles as a source like any file: the blocks are written once into an in-memory
+  // .pyro (Writer::open_memory), so queries, slices and timelines take one path for every source.
+  // Blocks of one series that fall into one block of the resolution are merged.
+  Status add_blocks(const std::vector<ProfileBlock>& blocks, int64_t resolution_seconds = kDefaultResolutionSeconds);
   size_t file_count() const;
   const File& file(size_t i) const;
 
   std::vector<std::string> apps() const;                                          // sorted
+  std::vector<std::string> types(std::string_view app) const;                     // sorted; cpu first
   std::vector<std::string> tag_keys(std::string_view app) const;                  // sorted
   std::vector<std::string> tag_values(std::string_view app, std::string_view key) const;  // sorted
   std::vector<SeriesKey> series(const Selector& selector) const;
-  void time_span(int64_t* first, int64_t* end) const;  // unix seconds over all files
+  // What the values of the series matching selector mean; invalid_argument when they disagree (a
+  // type stored in two units), not_found when nothing matches.
+  Status series_info(const Selector& selector, SeriesInfo* out) const;
+  TimeRange time_span() const;  // from the first block's start to the last block's end, over all files
   int64_t resolution_seconds() const;                   // of the first file (10 s by default)
 
   // Merged tree, timeline and merge count of the series matching selector over [from, until)
-  // (unix seconds; rounded outward to whole blocks).
+  // (unix seconds; rounded outward to whole blocks; clamped to +-2^61, the times a file holds).
   Status query(const Selector& selector, int64_t from, int64_t until, QueryResult* out,
                const QueryOptions& options = {}) const;
   Status query(std::string_view selector, int64_t from, int64_t until, QueryResult* out,
                const QueryOptions& options = {}) const;
 
   // Appends the level-0 blocks of the series matching selector over [from, until) (rounded outward
-  // to whole blocks) to an open writer, series by series in time order: the small .pyro a viewer
+  // to whole blocks, clamped as query's) to an open writer, series by series in time order: the small .pyro a viewer
   // shares. A block of one series that several files hold becomes one block. Stops at the first
   // error (a corrupt stored tree, a write that fails), leaving the blocks appended so far.
   // Thread safety: like the other const functions; the writer is used by this call alone meanwhile.
@@ -520,6 +667,136 @@ class Dataset {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// [SECTION] Formats: import and export ============================================================
+//
+// The formats the ecosystem speaks, read into ProfileBlocks (which Dataset::add_blocks or a Writer
+// take) and written from trees: pprof (gzipped or plain profile.proto), folded text, `perf script`
+// text, speedscope JSON and Chrome/Node .cpuprofile. docs/formats.md says what maps to what.
+//
+// Parts need a library, switched on where the implementation is compiled (not where the API is used):
+//   PYROSCOPE_WITH_ZLIB   gzip in and out through zlib (link -lz); else ImportOptions::inflate /
+//                         ExportOptions::deflate hooks (the browser's stb zlib), else gzip is refused.
+//   PYROSCOPE_WITH_JSON   speedscope and .cpuprofile import through nlohmann/json's SAX parser
+//                         (<nlohmann/json.hpp>, header-only); works under -fno-exceptions.
+// pprof's protobuf and every writer are hand-written and need neither.
+
+enum class Format : uint8_t { pyro, pprof, folded, perf_script, speedscope, chrome_cpuprofile };
+// "pyro", "pprof", "folded", "perf-script", "speedscope", "cpuprofile". Thread safety: any thread.
+const char* format_name(Format format);
+// The reverse of format_name (also "perf" and "chrome"); invalid_argument naming the choices.
+Status parse_format_name(std::string_view name, Format* out);
+
+// Inflates a raw DEFLATE stream (RFC 1951; the gzip wrapper around it is read by the caller) into
+// *out. Output beyond max_output bytes is refused with StatusCode::too_large, leaving in *out the
+// first max_output bytes if the inflater can give them (a streaming one can; a one-shot one may leave
+// it empty): that is the guard against gzip bombs. stb_image.h's stbi_zlib_decode_noheader_buffer fits.
+using InflateFunction = std::function<Status(ByteSpan deflated, uint64_t max_output, std::string* out)>;
+// Compresses raw into a raw DEFLATE stream (stb_image_write.h's stbi_zlib_compress output without its
+// 2-byte header and 4-byte Adler-32 trailer fits).
+using DeflateFunction = std::function<Status(ByteSpan raw, std::string* out)>;
+// What this build has: zlib (PYROSCOPE_WITH_ZLIB) and the JSON importers (PYROSCOPE_WITH_JSON).
+bool formats_have_zlib();
+bool formats_have_json();
+
+// The format of bytes, from their content (never a file name). gzip is looked through with inflate
+// (null: zlib when built in): a gzipped pprof is pprof. parse_error naming what the bytes start with
+// when they are none of the formats; feature_disabled for gzip without an inflater.
+// Thread safety: any thread.
+Status detect_format(ByteSpan bytes, Format* out, const InflateFunction& inflate = nullptr);
+
+struct ImportOptions {
+  std::string source_name;  // starts every error: "cpu.pb.gz: pprof: offset 812: sample 12: location 99 not defined"
+  std::string app;          // application of every series (required)
+  Tags tags;                // added to every series; they win over tags a profile brings (pprof labels)
+  // Unix seconds: where a profile without its own time is placed (folded, speedscope), and the base of
+  // relative timestamps (perf script, .cpuprofile: samples spread over blocks by their time since the
+  // first sample). 0: now. pprof's time_nanos, when set, places a pprof profile instead.
+  int64_t time = 0;
+  // Text formats are lenient by default: every line or sample that can be read is imported, those that
+  // cannot are skipped and counted in the report. strict: the first such problem is the error and
+  // nothing is imported (all or nothing).
+  bool strict = false;
+  // gzip input inflating past this many bytes is refused (too_large): a 1 MB gzip bomb inflates to
+  // 1 GB. Raise it for larger real profiles.
+  uint64_t max_inflated_bytes = uint64_t(1) << 30;
+  InflateFunction inflate;  // null: zlib when built in
+  // A forced format; leave unset to detect it from the content.
+  bool has_format = false;
+  Format format = Format::pprof;
+};
+
+struct ImportReport {
+  Format format = Format::pprof;
+  const char* items = "samples";                // what imported and skipped count: "lines" (folded) or "samples"
+  uint64_t imported = 0;                         // lines or samples read
+  uint64_t skipped = 0;                          // lines or samples that could not be read (lenient)
+  std::vector<std::string> skipped_examples;     // the first few, "line 17 no count"
+  uint64_t numeric_labels_ignored = 0;           // pprof labels with a number, which tags cannot hold
+  uint64_t series = 0;                           // series made (types x label sets)
+  // "imported 9,998 lines, skipped 2: line 17 no count, line 90 count overflows"
+  std::string summary() const;
+};
+
+// Reads a profile of any of the formats above into blocks appended to *out (on error *out is left as
+// it was): one series per profile type (and per pprof label set or speedscope profile), one block per
+// 10 s of the profile's time. A .pyro file is not imported (open it: Dataset::add_bytes).
+// Thread safety: any thread; the blocks' trees share one new symbol table.
+Status import_profile(ByteSpan bytes, const ImportOptions& options, std::vector<ProfileBlock>* out,
+                      ImportReport* report = nullptr);
+
+// Folded text read in pieces cut anywhere (a download, a file read in chunks), lenient or strict as
+// import_profile. A line is `frame;frame;...;frame COUNT`: the count is the digits at its end (after
+// CR and trailing blanks), separated from the stack by one space or tab; every other byte is the
+// stack's, so a frame that ends in a space keeps it. An empty frame (`a;;b`, `a; 1`) becomes
+// kEmptyFrameName when lenient. Thread safety: one thread at a time.
+constexpr const char* kEmptyFrameName = "[empty]";
+class FoldedImporter {
+ public:
+  explicit FoldedImporter(bool strict = false, std::shared_ptr<SymbolTable> symbols = nullptr);
+  void add(const char* data, size_t size);
+  // Ends the text (a last line without a newline) and returns the status of the whole parse: strict,
+  // the first bad line's error (and an empty tree); lenient, an error only when lines were skipped and
+  // none could be read (the text is not folded at all).
+  Status finish();
+  Tree& tree() { return tree_; }
+  const ImportReport& report() const { return report_; }
+
+ private:
+  void line(std::string_view text);
+  Tree tree_;
+  ImportReport report_;
+  std::string carry_;
+  uint64_t line_number_ = 0;
+  bool strict_;
+  Status status_;
+  std::vector<uint32_t> ids_;
+};
+
+// One profile to export: a tree, its type and what its values mean (a query's tree, type and info).
+struct ExportProfile {
+  std::string type = kDefaultProfileType;
+  SeriesInfo info;
+  const Tree* tree = nullptr;
+};
+
+struct ExportOptions {
+  int64_t from = 0;     // unix seconds the profile covers (pprof time_nanos, duration_nanos); 0: unset
+  int64_t until = 0;
+  bool gzip = true;     // pprof: gzip when a deflater is there (deflate, else zlib), else plain protobuf
+  DeflateFunction deflate;
+  std::string name;     // speedscope: the file's name (profiles are called "name type")
+};
+
+// pprof (profile.proto): one sample type per profile (type and unit), the union of their stacks with
+// one value per type (0 where a stack is not in a profile), period and period type from the first
+// profile that has a period, time and duration from options. Frames become functions and locations
+// of their own; no addresses or mappings. Thread safety: any thread, the trees not being modified.
+Status export_pprof(const std::vector<ExportProfile>& profiles, const ExportOptions& options, std::string* out);
+// speedscope's file format (https://www.speedscope.app/file-format-schema.json): one sampled profile
+// per ExportProfile, frames shared; unit nanoseconds/microseconds/milliseconds/seconds/bytes kept,
+// anything else written as "none". Weights are JSON numbers, exact up to 2^53.
+Status export_speedscope(const std::vector<ExportProfile>& profiles, const ExportOptions& options, std::string* out);
 
 // [SECTION] Tag scopes ============================================================================
 
@@ -619,11 +896,10 @@ class Profiler {
 #include <set>
 #include <unordered_map>
 
-#if defined(PYROSCOPE_PLATFORM_LINUX) || defined(PYROSCOPE_PLATFORM_OTHER) || defined(PYROSCOPE_PLATFORM_EMSCRIPTEN)
+// Every supported platform is POSIX (Emscripten emulates it over its in-memory file system).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#endif
 #if defined(PYROSCOPE_PLATFORM_LINUX)
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -736,6 +1012,320 @@ struct Crc32Table {
   }
 };
 
+// ---- Packing: LZ77 with an adaptive binary range coder -------------------------------------------
+//
+// For the symbol table, whose trie shares prefixes but not what repeats inside names: a C++ profile's
+// names are template instantiations that spell the same arguments again and again
+// (`llvm::PatternMatch::BinaryOp_match<llvm::PatternMatch::bind_ty<llvm::Value>, ...`). Matches of 2
+// to 273 bytes at distances up to 1 MiB, the last distance reusable in a bit; literals modelled by the
+// previous byte; everything through LZMA's binary range coder (11-bit probabilities). Written here
+// because the header has no dependencies; the output is checked when read like any other input.
+
+class RangeEncoder {
+ public:
+  explicit RangeEncoder(std::string* out) : out_(out) {}
+  void bit(uint16_t* probability, unsigned value) {
+    const uint32_t bound = (range_ >> 11) * *probability;
+    if (value == 0) {
+      range_ = bound;
+      *probability = uint16_t(*probability + ((2048 - *probability) >> 5));
+    } else {
+      low_ += bound;
+      range_ -= bound;
+      *probability = uint16_t(*probability - (*probability >> 5));
+    }
+    while (range_ < (1u << 24)) {
+      range_ <<= 8;
+      shift_low();
+    }
+  }
+  void direct_bits(uint32_t value, int count) {
+    for (int i = count; i-- > 0;) {
+      range_ >>= 1;
+      if ((value >> i) & 1) low_ += range_;
+      while (range_ < (1u << 24)) {
+        range_ <<= 8;
+        shift_low();
+      }
+    }
+  }
+  void finish() {
+    for (int i = 0; i < 5; i++) shift_low();
+  }
+
+ private:
+  // LZMA's: a byte is held back while a carry could still reach it (a run of 0xff bytes waits too).
+  void shift_low() {
+    if (uint32_t(low_) < 0xff000000u || (low_ >> 32) != 0) {
+      const uint8_t carry = uint8_t(low_ >> 32);
+      uint8_t held = cache_;
+      do {
+        out_->push_back(char(uint8_t(held + carry)));
+        held = 0xff;
+      } while (--cache_size_ != 0);
+      cache_ = uint8_t(low_ >> 24);
+    }
+    cache_size_++;
+    low_ = (low_ & 0x00ffffffu) << 8;
+  }
+  std::string* out_;
+  uint64_t low_ = 0;
+  uint32_t range_ = 0xffffffffu;
+  uint8_t cache_ = 0;
+  uint64_t cache_size_ = 1;
+};
+
+// Reads what RangeEncoder wrote; past the end of its input it reads zeros and sets failed, so a
+// damaged stream is noticed by its caller's checks, never read beyond.
+class RangeDecoder {
+ public:
+  RangeDecoder(const uint8_t* data, size_t size) : p_(data), end_(data + size) {
+    for (int i = 0; i < 5; i++) code_ = (code_ << 8) | next();
+  }
+  unsigned bit(uint16_t* probability) {
+    const uint32_t bound = (range_ >> 11) * *probability;
+    unsigned value;
+    if (code_ < bound) {
+      range_ = bound;
+      *probability = uint16_t(*probability + ((2048 - *probability) >> 5));
+      value = 0;
+    } else {
+      code_ -= bound;
+      range_ -= bound;
+      *probability = uint16_t(*probability - (*probability >> 5));
+      value = 1;
+    }
+    while (range_ < (1u << 24)) {
+      range_ <<= 8;
+      code_ = (code_ << 8) | next();
+    }
+    return value;
+  }
+  uint32_t direct_bits(int count) {
+    uint32_t value = 0;
+    for (int i = 0; i < count; i++) {
+      range_ >>= 1;
+      const uint32_t one = code_ >= range_ ? 1u : 0u;
+      if (one) code_ -= range_;
+      value = (value << 1) | one;
+      while (range_ < (1u << 24)) {
+        range_ <<= 8;
+        code_ = (code_ << 8) | next();
+      }
+    }
+    return value;
+  }
+  bool failed() const { return failed_; }
+
+ private:
+  uint8_t next() {
+    if (p_ == end_) {
+      failed_ = true;
+      return 0;
+    }
+    return *p_++;
+  }
+  const uint8_t* p_;
+  const uint8_t* end_;
+  uint32_t range_ = 0xffffffffu;
+  uint32_t code_ = 0;
+  bool failed_ = false;
+};
+
+// The adaptive models of one packed stream, the same on both sides.
+struct PackModels {
+  static constexpr int kMinMatch = 2;
+  static constexpr int kMaxMatch = 273;
+  static constexpr int kDistanceBits = 20;  // window 1 MiB
+  uint16_t is_match[2];                     // by "the last item was a match"
+  uint16_t is_rep[2];
+  uint16_t literal[256][256];               // bit tree per previous byte
+  uint16_t length_choice[2];
+  uint16_t length_low[8], length_mid[8], length_high[256];
+  uint16_t slot[64];                        // distance's bit length (bit tree of 6 bits)
+  PackModels() {
+    uint16_t* all[] = {is_match, is_rep, length_choice};
+    for (uint16_t* a : all) a[0] = a[1] = 1024;
+    for (auto& row : literal)
+      for (uint16_t& v : row) v = 1024;
+    for (uint16_t& v : length_low) v = 1024;
+    for (uint16_t& v : length_mid) v = 1024;
+    for (uint16_t& v : length_high) v = 1024;
+    for (uint16_t& v : slot) v = 1024;
+  }
+};
+
+template <class Coder>
+inline void pack_tree_bits(Coder& rc, uint16_t* probs, int bits, unsigned value) {
+  unsigned node = 1;
+  for (int i = bits; i-- > 0;) {
+    const unsigned b = (value >> i) & 1;
+    rc.bit(&probs[node], b);
+    node = (node << 1) | b;
+  }
+}
+
+inline unsigned unpack_tree_bits(RangeDecoder& rc, uint16_t* probs, int bits) {
+  unsigned node = 1;
+  for (int i = 0; i < bits; i++) node = (node << 1) | rc.bit(&probs[node]);
+  return node - (1u << bits);
+}
+
+inline void pack_length(RangeEncoder& rc, PackModels& m, unsigned length) {
+  unsigned v = length - PackModels::kMinMatch;  // 0..271
+  if (v < 8) {
+    rc.bit(&m.length_choice[0], 0);
+    pack_tree_bits(rc, m.length_low, 3, v);
+  } else if (v < 16) {
+    rc.bit(&m.length_choice[0], 1);
+    rc.bit(&m.length_choice[1], 0);
+    pack_tree_bits(rc, m.length_mid, 3, v - 8);
+  } else {
+    rc.bit(&m.length_choice[0], 1);
+    rc.bit(&m.length_choice[1], 1);
+    pack_tree_bits(rc, m.length_high, 8, v - 16);
+  }
+}
+
+inline unsigned unpack_length(RangeDecoder& rc, PackModels& m) {
+  if (!rc.bit(&m.length_choice[0])) return PackModels::kMinMatch + unpack_tree_bits(rc, m.length_low, 3);
+  if (!rc.bit(&m.length_choice[1])) return PackModels::kMinMatch + 8 + unpack_tree_bits(rc, m.length_mid, 3);
+  return PackModels::kMinMatch + 16 + unpack_tree_bits(rc, m.length_high, 8);
+}
+
+// Compresses bytes; unpack() gives them back. Deterministic (the same input gives the same output).
+inline std::string pack(const uint8_t* data, size_t size) {
+  std::string out;
+  RangeEncoder rc(&out);
+  auto models = std::make_unique<PackModels>();
+  PackModels& m = *models;
+  const size_t window = size_t(1) << PackModels::kDistanceBits;
+  constexpr int kHashBits = 16;
+  constexpr int kChainDepth = 48;
+  std::vector<int32_t> head(size_t(1) << kHashBits, -1), previous(size);
+  auto hash3 = [&](size_t i) {
+    const uint32_t v = uint32_t(data[i]) | uint32_t(data[i + 1]) << 8 | uint32_t(data[i + 2]) << 16;
+    return (v * 2654435761u) >> (32 - kHashBits);
+  };
+  auto insert = [&](size_t i) {
+    if (i + 2 >= size) return;
+    const uint32_t h = hash3(i);
+    previous[i] = head[h];
+    head[h] = int32_t(i);
+  };
+  auto match_length = [&](size_t at, size_t from) {
+    size_t n = 0;
+    const size_t limit = std::min<size_t>(PackModels::kMaxMatch, size - at);
+    while (n < limit && data[from + n] == data[at + n]) n++;
+    return n;
+  };
+  // The longest match at i (at the last distance first: it costs a bit).
+  auto best_match = [&](size_t i, size_t rep, size_t* distance, bool* is_rep) {
+    size_t best = 0;
+    *is_rep = false;
+    if (rep > 0 && rep <= i && rep < window) {
+      best = match_length(i, i - rep);
+      if (best >= size_t(PackModels::kMinMatch)) {
+        *distance = rep;
+        *is_rep = true;
+      } else {
+        best = 0;
+      }
+    }
+    if (i + 2 < size) {
+      int depth = kChainDepth;
+      for (int32_t c = head[hash3(i)]; c >= 0 && depth-- > 0 && i - size_t(c) < window; c = previous[size_t(c)]) {
+        const size_t n = match_length(i, size_t(c));
+        // A new distance costs ~20 bits more than the last one: worth it only when clearly longer.
+        if (n > best + (*is_rep ? 2 : 0) && n >= 3) {
+          best = n;
+          *distance = i - size_t(c);
+          *is_rep = *distance == rep;
+        }
+      }
+    }
+    return best >= size_t(PackModels::kMinMatch) ? best : size_t(0);
+  };
+  size_t i = 0, rep = 0;
+  unsigned after_match = 0;
+  uint8_t previous_byte = 0;
+  while (i < size) {
+    size_t distance = 0;
+    bool is_rep = false;
+    size_t length = best_match(i, rep, &distance, &is_rep);
+    if (length > 0 && length < 32 && i + 1 < size) {
+      // Lazy evaluation: a longer match one byte later is better than this one and a literal more.
+      size_t next_distance = 0;
+      bool next_rep = false;
+      insert(i);
+      const size_t next = best_match(i + 1, rep, &next_distance, &next_rep);
+      if (next > length + 1) length = 0;
+    } else {
+      insert(i);
+    }
+    if (length == 0) {
+      rc.bit(&m.is_match[after_match], 0);
+      pack_tree_bits(rc, m.literal[previous_byte], 8, data[i]);
+      previous_byte = data[i];
+      after_match = 0;
+      i++;
+      continue;
+    }
+    rc.bit(&m.is_match[after_match], 1);
+    rc.bit(&m.is_rep[after_match], is_rep ? 1 : 0);
+    pack_length(rc, m, unsigned(length));
+    if (!is_rep) {
+      // distance >= 1: its bit length (1..20) in a bit tree, then the bits below its top bit.
+      int bits = 0;
+      while ((size_t(1) << bits) <= distance) bits++;
+      pack_tree_bits(rc, m.slot, 6, unsigned(bits));
+      if (bits > 1) rc.direct_bits(uint32_t(distance) & ((1u << (bits - 1)) - 1), bits - 1);
+      rep = distance;
+    }
+    for (size_t k = 1; k < length; k++) insert(i + k);
+    i += length;
+    previous_byte = data[i - 1];
+    after_match = 1;
+  }
+  rc.finish();
+  return out;
+}
+
+// The bytes pack() made of exactly `size` bytes; corrupt_file when the stream does not give them.
+inline Status unpack(ByteSpan packed, size_t size, std::string* out) {
+  out->assign(size, '\0');
+  RangeDecoder rc(packed.data, packed.size);
+  auto models = std::make_unique<PackModels>();
+  PackModels& m = *models;
+  size_t i = 0, rep = 0;
+  unsigned after_match = 0;
+  uint8_t previous_byte = 0;
+  char* o = &(*out)[0];
+  while (i < size && !rc.failed()) {
+    if (!rc.bit(&m.is_match[after_match])) {
+      const uint8_t byte = uint8_t(unpack_tree_bits(rc, m.literal[previous_byte], 8));
+      o[i++] = char(byte);
+      previous_byte = byte;
+      after_match = 0;
+      continue;
+    }
+    const bool is_rep = rc.bit(&m.is_rep[after_match]) != 0;
+    const size_t length = unpack_length(rc, m);
+    if (!is_rep) {
+      const unsigned bits = unpack_tree_bits(rc, m.slot, 6);
+      if (bits == 0 || bits > unsigned(PackModels::kDistanceBits)) return error(StatusCode::corrupt_file, "packed data: bad distance");
+      rep = (size_t(1) << (bits - 1)) | (bits > 1 ? rc.direct_bits(int(bits) - 1) : 0);
+    }
+    if (rep == 0 || rep > i || length > size - i)
+      return error(StatusCode::corrupt_file, "packed data: a match outside the data");
+    for (size_t k = 0; k < length; k++, i++) o[i] = o[i - rep];  // may overlap itself: byte by byte
+    previous_byte = uint8_t(o[i - 1]);
+    after_match = 1;
+  }
+  if (rc.failed() || i != size) return error(StatusCode::corrupt_file, "packed data: truncated");
+  return {};
+}
+
 inline uint32_t crc32(const void* data, size_t size, uint32_t crc = 0) {
   static const Crc32Table table;
   const auto& t = table.entries;
@@ -796,7 +1386,7 @@ inline std::string quote(std::string_view s) {
 class Regex {
  public:
   Status compile(std::string_view pattern) {
-    pattern_ = pattern;
+    pattern_.assign(pattern.data(), pattern.size());
     pos_ = 0;
     program_.clear();
     classes_.clear();
@@ -810,6 +1400,8 @@ class Regex {
     if (program_.size() > 100000) return fail("pattern too large");
     return {};
   }
+
+  const std::string& pattern() const { return pattern_; }
 
   bool full_match(std::string_view text) const {
     std::vector<uint32_t> current, next;
@@ -876,7 +1468,7 @@ class Regex {
     std::vector<uint32_t> exits;
   };
 
-  std::string_view pattern_;
+  std::string pattern_;  // owned: a compiled Regex outlives the text it was parsed from
   size_t pos_ = 0;
   std::vector<Inst> program_;
   std::vector<ByteSet> classes_;
@@ -1282,26 +1874,36 @@ Status SymbolTable::decode_trie(ByteSpan bytes) {
   struct Level {
     size_t prefix;
     uint64_t remaining;
+    int last_first_byte;  // of the previous child's label; -1 before the first child
   };
   std::vector<Level> stack;
   uint64_t nodes = 0;
-  auto read_node = [&]() -> bool {
+  // The encoder writes canonical tries only: every label but the root's is non-empty and siblings'
+  // labels start with strictly increasing bytes. Holding a trie to that makes every path spell a
+  // different name, so a crafted trie cannot give one name two ids (which would shift every later id).
+  auto read_node = [&](Level* parent) -> bool {
     uint64_t label_len = in.varint();
     std::string_view label = in.bytes(label_len);
     uint64_t terminal = in.varint();
     uint64_t children = in.varint();
     if (in.failed || terminal > count || children > in.remaining() + 1) return false;
     if (++nodes > 2 * count + 1) return false;
+    if (parent) {
+      if (label.empty()) return false;
+      int first_byte = uint8_t(label[0]);
+      if (first_byte <= parent->last_first_byte) return false;
+      parent->last_first_byte = first_byte;
+    }
     current.append(label);
     if (terminal) {
       if (seen[terminal - 1]) return false;
       seen[terminal - 1] = true;
       decoded[terminal - 1] = current;
     }
-    stack.push_back({current.size(), children});
+    stack.push_back({current.size(), children, -1});
     return true;
   };
-  if (!read_node()) return detail::error(StatusCode::corrupt_file, "symbol trie: bad root node");
+  if (!read_node(nullptr)) return detail::error(StatusCode::corrupt_file, "symbol trie: bad root node");
   while (!stack.empty()) {
     if (stack.back().remaining == 0) {
       stack.pop_back();
@@ -1309,14 +1911,25 @@ Status SymbolTable::decode_trie(ByteSpan bytes) {
     }
     stack.back().remaining--;
     current.resize(stack.back().prefix);
-    if (!read_node()) return detail::error(StatusCode::corrupt_file, "symbol trie: bad node");
+    // read_node may grow the stack: pass the parent by index, not by a pointer that could move.
+    Level parent = stack.back();
+    size_t parent_index = stack.size() - 1;
+    bool ok = read_node(&parent);
+    stack[parent_index].last_first_byte = parent.last_first_byte;
+    if (!ok) return detail::error(StatusCode::corrupt_file, "symbol trie: bad node");
   }
   if (!in.done()) return detail::error(StatusCode::corrupt_file, "symbol trie: trailing bytes");
   for (uint64_t i = 0; i < count; i++) {
     if (!seen[i]) return detail::error(StatusCode::corrupt_file, "symbol trie: id " + std::to_string(first_id + i) + " missing");
-    if (find(decoded[i]) != kNone) return detail::error(StatusCode::corrupt_file, "symbol trie: duplicate name");
+    if (find(decoded[i]) != kNone)
+      return detail::error(StatusCode::corrupt_file, "symbol trie: name of id " + std::to_string(first_id + i) +
+                                                         " is already id " + std::to_string(find(decoded[i])));
   }
-  for (uint64_t i = 0; i < count; i++) intern(decoded[i]);
+  for (uint64_t i = 0; i < count; i++) {
+    uint32_t id = intern(decoded[i]);
+    PYROSCOPE_ASSERT(id == first_id + i);  // the canonical form rules out a repeated name
+    (void)id;
+  }
   return {};
 }
 
@@ -1542,6 +2155,21 @@ Tree Tree::pruned(double min_share) const {
   return out;
 }
 
+void Tree::divide(uint64_t divisor) {
+  PYROSCOPE_ASSERT(divisor > 0);
+  if (divisor == 1) return;
+  for (Node& n : nodes_) {
+    n.self = n.self / divisor + (n.self % divisor >= divisor - divisor / 2 ? 1 : 0);  // to nearest, no overflow
+    n.total = n.self;
+  }
+  // Every node is made after its parent (insert appends children; decoding is preorder), so one
+  // backward pass adds each finished subtree to its parent.
+  for (size_t i = nodes_.size(); i-- > 1;) {
+    PYROSCOPE_ASSERT(nodes_[i].parent < i);
+    nodes_[nodes_[i].parent].total += nodes_[i].total;
+  }
+}
+
 void Tree::sorted_children(std::vector<uint32_t>* offsets, std::vector<uint32_t>* children) const {
   size_t n = nodes_.size();
   offsets->assign(n + 1, 0);
@@ -1573,6 +2201,75 @@ void Tree::rank_used_symbols(std::vector<uint32_t>* rank) const {
   }
   std::sort(used.begin(), used.end(), [&](uint32_t a, uint32_t b) { return symbols_->name(a) < symbols_->name(b); });
   for (uint32_t r = 0; r < used.size(); r++) (*rank)[used[r]] = r;
+}
+
+void Tree::mark_outermost(std::vector<uint8_t>* outermost) const {
+  const uint32_t n = node_count();
+  outermost->assign(n, 0);
+  std::vector<uint32_t> on_path(symbols_->size(), 0);  // ancestors calling each function
+  // A tree numbered in preorder (a decoded one is) is walked in id order with its ancestors on a
+  // stack, reading memory in order. Any other numbering is walked depth-first over child lists.
+  std::vector<uint32_t> path{kRoot};
+  bool preorder = true;
+  for (uint32_t node = 1; node < n; node++) {
+    const uint32_t parent = nodes_[node].parent;
+    while (path.back() != parent && path.size() > 1) {
+      on_path[nodes_[path.back()].symbol]--;
+      path.pop_back();
+    }
+    if (path.back() != parent) {
+      preorder = false;
+      break;
+    }
+    uint32_t& count = on_path[nodes_[node].symbol];
+    (*outermost)[node] = count == 0;
+    count++;
+    path.push_back(node);
+  }
+  if (preorder) return;
+  std::fill(on_path.begin(), on_path.end(), 0u);
+  std::vector<uint32_t> offsets(size_t(n) + 1, 0), children(n > 0 ? n - 1 : 0);
+  for (uint32_t i = 1; i < n; i++) offsets[nodes_[i].parent + 1]++;
+  for (uint32_t i = 0; i < n; i++) offsets[i + 1] += offsets[i];
+  {
+    std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
+    for (uint32_t i = 1; i < n; i++) children[fill[nodes_[i].parent]++] = i;
+  }
+  constexpr uint64_t kLeave = uint64_t(1) << 32;  // "leave this node" entries of the iterative walk
+  std::vector<uint64_t> stack(children.begin() + offsets[kRoot], children.begin() + offsets[kRoot + 1]);
+  while (!stack.empty()) {
+    const uint64_t entry = stack.back();
+    stack.pop_back();
+    const uint32_t node = uint32_t(entry);
+    if (entry & kLeave) {
+      on_path[nodes_[node].symbol]--;
+      continue;
+    }
+    uint32_t& count = on_path[nodes_[node].symbol];
+    (*outermost)[node] = count == 0;
+    count++;
+    stack.push_back(entry | kLeave);
+    for (uint32_t c = offsets[node]; c < offsets[node + 1]; c++) stack.push_back(children[c]);
+  }
+}
+
+void Tree::function_totals(std::vector<FunctionTotal>* out) const {
+  std::vector<uint8_t> outermost;
+  mark_outermost(&outermost);
+  std::vector<FunctionTotal> by_symbol(symbols_->size(), FunctionTotal{0, 0, 0});
+  std::vector<uint8_t> occurs(symbols_->size(), 0);
+  for (uint32_t node = 1; node < node_count(); node++) {
+    FunctionTotal& row = by_symbol[nodes_[node].symbol];
+    row.self += nodes_[node].self;
+    if (outermost[node]) row.total += nodes_[node].total;
+    occurs[nodes_[node].symbol] = 1;
+  }
+  out->clear();
+  for (uint32_t symbol = 0; symbol < by_symbol.size(); symbol++) {
+    if (!occurs[symbol]) continue;
+    by_symbol[symbol].symbol = symbol;
+    out->push_back(by_symbol[symbol]);
+  }
 }
 
 void Tree::renumber_in_name_preorder() {
@@ -1640,77 +2337,16 @@ namespace detail {
 inline bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 }  // namespace detail
 
-Status Tree::add_folded(std::string_view text) {
-  Tree staged(symbols_);
-  std::vector<uint32_t> ids;
-  size_t line_number = 0;
-  size_t pos = 0;
-  auto fail = [&](const std::string& what) {
-    return detail::error(StatusCode::parse_error, "line " + std::to_string(line_number) + ": " + what);
-  };
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    if (eol == std::string_view::npos) eol = text.size();
-    std::string_view line = text.substr(pos, eol - pos);
-    pos = eol + 1;
-    line_number++;
-    while (!line.empty() && detail::is_space(line.back())) line.remove_suffix(1);
-    // A UTF-8 byte-order mark is never part of a frame name; editors put it at the start of files
-    // (and concatenated files carry it into later lines).
-    while (true) {
-      while (!line.empty() && detail::is_space(line.front())) line.remove_prefix(1);
-      if (line.size() < 3 || std::memcmp(line.data(), "\xEF\xBB\xBF", 3) != 0) break;
-      line.remove_prefix(3);
-    }
-    if (line.empty()) continue;
-    size_t space = line.find_last_of(" \t");
-    if (space == std::string_view::npos)
-      return fail("no sample count (expected 'frame;frame;... COUNT')");
-    std::string_view count_text = line.substr(space + 1);
-    std::string_view stack = line.substr(0, space);
-    while (!stack.empty() && detail::is_space(stack.back())) stack.remove_suffix(1);
-    uint64_t count = 0;
-    for (char c : count_text) {
-      if (c < '0' || c > '9')
-        return fail("sample count '" + std::string(count_text) + "' is not a non-negative integer");
-      if (count > (UINT64_MAX - uint64_t(c - '0')) / 10)
-        return fail("sample count '" + std::string(count_text) + "' is too large");
-      count = count * 10 + uint64_t(c - '0');
-    }
-    if (stack.empty()) return fail("empty stack before the count");
-    ids.clear();
-    size_t start = 0;
-    while (true) {
-      size_t semi = stack.find(';', start);
-      std::string_view frame = stack.substr(start, semi == std::string_view::npos ? std::string_view::npos : semi - start);
-      if (frame.empty()) return fail("empty frame name (frame " + std::to_string(ids.size() + 1) + ")");
-      ids.push_back(symbols_->intern(frame));
-      if (semi == std::string_view::npos) break;
-      start = semi + 1;
-    }
-    uint64_t sum;
-    if (detail::add_overflows(staged.total(), count, &sum)) return fail("total sample count overflows 64 bits");
-    staged.insert_ids(ids.data(), ids.size(), count);
-  }
-  uint64_t sum;
-  if (detail::add_overflows(total(), staged.total(), &sum))
-    return detail::error(StatusCode::parse_error, "total sample count overflows 64 bits");
-  merge(staged);
-  return {};
-}
-
-Status Tree::from_folded(std::string_view text, Tree* out) {
-  out->clear();
-  return out->add_folded(text);
-}
+// Tree::add_folded and from_folded read lines as the folded importer does: see "Implementation: formats".
 
 // Binary form: varint node count (root excluded), varint root self, then every node in preorder:
 // varint (child_count << 1 | has_self), [varint self], varint symbol. Children sorted by symbol id
 // store the first child's id and then id - previous id - 1; children sorted by name store the first
 // child's id and then zigzag(id - previous id). Totals are derived.
-void Tree::encode(std::string* out, Encoding encoding) const {
+void Tree::encode(std::string* out, Encoding encoding, const std::vector<uint32_t>* symbol_map) const {
   size_t n = nodes_.size();
   const bool by_name = encoding == Encoding::children_by_name;
+  auto id = [symbol_map](uint32_t symbol) { return symbol_map ? (*symbol_map)[symbol] : symbol; };
   std::vector<uint32_t> offsets(n + 1, 0), children(n > 0 ? n - 1 : 0);
   for (size_t i = 1; i < n; i++) offsets[nodes_[i].parent + 1]++;
   for (size_t i = 0; i < n; i++) offsets[i + 1] += offsets[i];
@@ -1727,7 +2363,7 @@ void Tree::encode(std::string* out, Encoding encoding) const {
     for (size_t i = 0; i < n; i++)
       if (offsets[i + 1] - offsets[i] > 1)
         std::sort(children.begin() + offsets[i], children.begin() + offsets[i + 1],
-                  [&](uint32_t a, uint32_t b) { return nodes_[a].symbol < nodes_[b].symbol; });
+                  [&](uint32_t a, uint32_t b) { return id(nodes_[a].symbol) < id(nodes_[b].symbol); });
   }
   auto symbol_field = [by_name](uint32_t symbol, uint32_t previous) -> uint64_t {
     if (previous == SymbolTable::kNone) return symbol;
@@ -1744,7 +2380,7 @@ void Tree::encode(std::string* out, Encoding encoding) const {
   };
   std::vector<Item> stack;
   for (uint32_t k = offsets[kRoot + 1]; k-- > offsets[kRoot];)
-    stack.push_back({children[k], k == offsets[kRoot] ? SymbolTable::kNone : nodes_[children[k - 1]].symbol});
+    stack.push_back({children[k], k == offsets[kRoot] ? SymbolTable::kNone : id(nodes_[children[k - 1]].symbol)});
   while (!stack.empty()) {
     Item it = stack.back();
     stack.pop_back();
@@ -1752,9 +2388,9 @@ void Tree::encode(std::string* out, Encoding encoding) const {
     uint64_t child_count = offsets[it.node + 1] - offsets[it.node];
     detail::put_varint(out, child_count << 1 | (node.self ? 1 : 0));
     if (node.self) detail::put_varint(out, node.self);
-    detail::put_varint(out, symbol_field(node.symbol, it.previous_sibling_symbol));
+    detail::put_varint(out, symbol_field(id(node.symbol), it.previous_sibling_symbol));
     for (uint32_t k = offsets[it.node + 1]; k-- > offsets[it.node];)
-      stack.push_back({children[k], k == offsets[it.node] ? SymbolTable::kNone : nodes_[children[k - 1]].symbol});
+      stack.push_back({children[k], k == offsets[it.node] ? SymbolTable::kNone : id(nodes_[children[k - 1]].symbol)});
   }
 }
 
@@ -2010,7 +2646,11 @@ double DiffTree::change_percent(uint32_t n) const {
 
 // [SECTION] Implementation: selectors =============================================================
 
-SeriesKey::SeriesKey(std::string app_name, Tags tag_list) : app(std::move(app_name)), tags(std::move(tag_list)) {
+SeriesKey::SeriesKey(std::string app_name, Tags tag_list)
+    : SeriesKey(std::move(app_name), kDefaultProfileType, std::move(tag_list)) {}
+
+SeriesKey::SeriesKey(std::string app_name, std::string profile_type, Tags tag_list)
+    : app(std::move(app_name)), type(std::move(profile_type)), tags(std::move(tag_list)) {
   // Last value wins for a repeated key: stable sort keeps the given order within a key.
   std::stable_sort(tags.begin(), tags.end(), [](const Tag& a, const Tag& b) { return a.key < b.key; });
   Tags unique;
@@ -2022,17 +2662,13 @@ SeriesKey::SeriesKey(std::string app_name, Tags tag_list) : app(std::move(app_na
 }
 
 std::string SeriesKey::to_string() const {
-  std::string s = app + "{";
+  std::string s = app + "." + type + "{";
   for (size_t i = 0; i < tags.size(); i++) {
     if (i) s += ',';
     s += tags[i].key + "=" + detail::quote(tags[i].value);
   }
   return s + "}";
 }
-
-struct Selector::Compiled {
-  std::vector<detail::Regex> regexes;  // one per matcher (unused for = and !=)
-};
 
 namespace detail {
 inline bool is_name_char(char c) {
@@ -2054,9 +2690,15 @@ Status Selector::parse(std::string_view text, Selector* out) {
   skip_space();
   size_t app_begin = p;
   while (p < text.size() && detail::is_name_char(text[p])) p++;
-  out->app = std::string(text.substr(app_begin, p - app_begin));
+  std::string_view name = text.substr(app_begin, p - app_begin);
+  if (!name.empty()) {
+    const size_t dot = name.rfind('.');
+    out->app = std::string(dot == std::string_view::npos ? name : name.substr(0, dot));
+    out->type = dot == std::string_view::npos ? std::string(kDefaultProfileType) : std::string(name.substr(dot + 1));
+    if (out->app.empty()) return fail("no application name before '.'");
+    if (!is_valid_profile_type(out->type)) return fail("bad profile type '" + out->type + "'");
+  }
   skip_space();
-  auto compiled = std::make_shared<Compiled>();
   if (p < text.size()) {
     if (text[p] != '{') return fail("expected '{' after the application name");
     p++;
@@ -2106,12 +2748,12 @@ Status Selector::parse(std::string_view text, Selector* out) {
         m.value += c;
       }
       if (!closed) return fail("unterminated string");
-      detail::Regex re;
       if (m.op == Matcher::Op::regex || m.op == Matcher::Op::not_regex) {
-        Status st = re.compile(m.value);
+        auto re = std::make_shared<detail::Regex>();
+        Status st = re->compile(m.value);
         if (!st.ok()) return st;
+        m.regex = std::move(re);
       }
-      compiled->regexes.push_back(std::move(re));
       out->matchers.push_back(std::move(m));
       skip_space();
       if (p < text.size() && text[p] == ',') {
@@ -2127,46 +2769,47 @@ Status Selector::parse(std::string_view text, Selector* out) {
     skip_space();
     if (p != text.size()) return fail("unexpected text after '}'");
   }
-  out->compiled = std::move(compiled);
   return {};
 }
 
+bool Matcher::matches(std::string_view tag_value) const {
+  switch (op) {
+    case Op::equal:
+      return tag_value == value;
+    case Op::not_equal:
+      return tag_value != value;
+    case Op::regex:
+    case Op::not_regex: {
+      bool hit;
+      if (regex && regex->pattern() == value) {
+        hit = regex->full_match(tag_value);
+      } else {  // built by hand, or changed after parsing: a pattern that does not compile matches nothing
+        detail::Regex re;
+        hit = re.compile(value).ok() && re.full_match(tag_value);
+      }
+      return hit == (op == Op::regex);
+    }
+  }
+  return false;
+}
+
 bool Selector::matches(const SeriesKey& key) const {
-  if (!app.empty() && app != key.app && !(app.size() == key.app.size() + 4 && app.compare(0, key.app.size(), key.app) == 0 &&
-                                          app.compare(key.app.size(), 4, ".cpu") == 0))
-    return false;
-  for (size_t i = 0; i < matchers.size(); i++) {
-    const Matcher& m = matchers[i];
+  if (!app.empty() && app != key.app) return false;
+  if (!type.empty() && type != key.type) return false;
+  for (const Matcher& m : matchers) {
     std::string_view value;
     for (const Tag& t : key.tags)
       if (t.key == m.key) value = t.value;
-    switch (m.op) {
-      case Matcher::Op::equal:
-        if (value != m.value) return false;
-        break;
-      case Matcher::Op::not_equal:
-        if (value == m.value) return false;
-        break;
-      case Matcher::Op::regex:
-      case Matcher::Op::not_regex: {
-        bool hit;
-        if (compiled && i < compiled->regexes.size()) {
-          hit = compiled->regexes[i].full_match(value);
-        } else {
-          detail::Regex re;
-          hit = re.compile(m.value).ok() && re.full_match(value);
-        }
-        if (hit != (m.op == Matcher::Op::regex)) return false;
-        break;
-      }
-    }
+    if (!m.matches(value)) return false;
   }
   return true;
 }
 
 std::string Selector::to_string() const {
   static const char* ops[] = {"=", "!=", "=~", "!~"};
-  std::string s = app + "{";
+  std::string s = app;
+  if (!app.empty()) s += "." + (type.empty() ? std::string(kDefaultProfileType) : type);
+  s += "{";
   for (size_t i = 0; i < matchers.size(); i++) {
     if (i) s += ',';
     s += matchers[i].key + ops[int(matchers[i].op)] + detail::quote(matchers[i].value);
@@ -2185,8 +2828,46 @@ Status SeriesKey::parse(std::string_view text, SeriesKey* out) {
       return detail::error(StatusCode::invalid_argument, "series '" + std::string(text) + "': only key=\"value\" tags");
     tags.push_back({m.key, m.value});
   }
-  *out = SeriesKey(sel.app, std::move(tags));
+  *out = SeriesKey(sel.app, sel.type, std::move(tags));
   return {};
+}
+
+const char* aggregation_name(Aggregation aggregation) { return aggregation == Aggregation::average ? "average" : "sum"; }
+
+std::string SeriesInfo::to_string() const {
+  std::string s = unit + ", " + aggregation_name(aggregation);
+  if (period > 0) s += ", period " + std::to_string(period) + (period_unit.empty() ? "" : " " + period_unit);
+  return s;
+}
+
+bool is_valid_profile_type(std::string_view t) {
+  if (t.empty() || t.size() > 64) return false;
+  for (size_t i = 0; i < t.size(); i++) {
+    const char c = t[i];
+    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (!letter && !(i > 0 && c >= '0' && c <= '9')) return false;
+  }
+  return true;
+}
+
+SeriesInfo default_series_info(std::string_view t) {
+  auto ends_with = [&](std::string_view suffix) {
+    return t.size() >= suffix.size() && t.compare(t.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  SeriesInfo info;
+  if (t == "cpu" || t == "wall" || t == "itimer") {
+    info.unit = "samples";
+  } else if (ends_with("_space")) {
+    info.unit = "bytes";
+  } else if (ends_with("_objects")) {
+    info.unit = "objects";
+  } else if (ends_with("_duration")) {
+    info.unit = "nanoseconds";
+  } else {
+    info.unit = "count";
+  }
+  if (t.compare(0, 6, "inuse_") == 0 || t == "goroutines") info.aggregation = Aggregation::average;
+  return info;
 }
 
 }  // namespace pyroscope
@@ -2196,7 +2877,7 @@ namespace pyroscope {
 // [SECTION] Implementation: file reader and query =================================================
 //
 // Byte layout (docs/format.md has the full description):
-//   file header, 64 bytes: magic "\x89PYRO\r\n\x1a\n", u32 version, u32 header size, i64 resolution,
+//   file header, 64 bytes: magic "\x89PYRO\r\n\x1a" (8 bytes), u32 version, u32 header size, i64 resolution,
 //     u32 multiplier, u32 flags, i64 creation time, 20 reserved bytes, u32 crc32 of bytes [0, 60)
 //   records, back to back: u32 payload size, u32 type, u32 crc32 of (type, payload), payload
 // All integers little-endian. Records only ever get appended.
@@ -2204,23 +2885,30 @@ namespace pyroscope {
 namespace detail {
 
 constexpr char kMagic[8] = {'\x89', 'P', 'Y', 'R', 'O', '\r', '\n', '\x1a'};
-// Version 2 stores siblings in name order (Tree::Encoding::children_by_name); version 1 by symbol id.
-// New files are version 2; version 1 files are read, and appended to in their own encoding.
-constexpr uint32_t kFormatVersion = 2;
+// Version 3 adds each series' profile type and value info (unit, aggregation, period) to its SERIES
+// record. Version 2 stores siblings in name order (Tree::Encoding::children_by_name); version 1 by
+// symbol id. New files are version 3; version 1 and 2 files are read (as cpu in samples, summed) and
+// appended to in their own version.
+constexpr uint32_t kFormatVersion = 3;
 constexpr uint32_t kOldestFormatVersion = 1;
 constexpr size_t kFileHeaderSize = 64;
 constexpr size_t kRecordHeaderSize = 12;
 constexpr uint32_t kMaxRecordPayload = 1u << 30;
 constexpr int kMaxLevels = 40;
 
-enum RecordType : uint32_t { kRecordSymbols = 1, kRecordSeries = 2, kRecordTree = 3 };
+enum RecordType : uint32_t { kRecordSymbols = 1, kRecordSeries = 2, kRecordTree = 3, kRecordPackedSymbols = 4 };
+// A packed SYMBOLS record expands at most this many times (the writer stores plain what packs more):
+// a length from the file is checked against it before anything is allocated.
+constexpr uint64_t kMaxUnpackRatio = 1024;
 
 struct FileHeader {
   uint32_t version = kFormatVersion;
   int64_t resolution = kDefaultResolutionSeconds;
   uint32_t multiplier = 10;
   int64_t created = 0;
+  uint32_t seal_delay = 0;  // version 3: WriterOptions::seal_delay_blocks of the file's writers
 };
+constexpr uint32_t kMaxSealDelay = 1000000;
 
 inline Tree::Encoding tree_encoding(const FileHeader& h) {
   return h.version >= 2 ? Tree::Encoding::children_by_name : Tree::Encoding::children_by_symbol_id;
@@ -2234,7 +2922,8 @@ inline std::string encode_file_header(const FileHeader& h) {
   put_u32(&out, h.multiplier);
   put_u32(&out, 0);
   put_u64(&out, uint64_t(h.created));
-  out.append(20, '\0');
+  put_u32(&out, h.version >= 3 ? h.seal_delay : 0);
+  out.append(16, '\0');
   put_u32(&out, crc32(out.data(), out.size()));
   return out;
 }
@@ -2254,6 +2943,21 @@ inline Status decode_file_header(ByteSpan bytes, FileHeader* h) {
                                                        " to " + std::to_string(kFormatVersion));
   if (crc32(p, 60) != get_u32(p + 60)) return error(StatusCode::corrupt_file, "file header checksum mismatch");
   if (get_u32(p + 12) != kFileHeaderSize) return error(StatusCode::corrupt_file, "bad header size");
+  // Flags and reserved bytes are zero in every version so far. A writer that sets a flag bit makes
+  // the file unreadable by readers that do not know it (that is what flags are for); non-zero
+  // reserved bytes are damage. Checking both now keeps them usable later.
+  if (uint32_t flags = get_u32(p + 28); flags != 0) {
+    char text[16];
+    std::snprintf(text, sizeof text, "0x%08" PRIx32, flags);
+    return error(StatusCode::unsupported_version, std::string("file header flags ") + text + " unknown to this build");
+  }
+  // Version 3 keeps the writers' seal delay in bytes 40..43; the rest is reserved.
+  const size_t reserved_from = h->version >= 3 ? 44 : 40;
+  for (size_t i = reserved_from; i < 60; i++)
+    if (p[i] != 0) return error(StatusCode::corrupt_file, "file header reserved byte " + std::to_string(i) + " is not zero");
+  h->seal_delay = h->version >= 3 ? get_u32(p + 40) : 0;
+  if (h->seal_delay > kMaxSealDelay)
+    return error(StatusCode::corrupt_file, "bad seal delay " + std::to_string(h->seal_delay));
   h->resolution = int64_t(get_u64(p + 16));
   h->multiplier = get_u32(p + 24);
   h->created = int64_t(get_u64(p + 32));
@@ -2274,17 +2978,33 @@ inline void append_record(std::string* out, uint32_t type, const std::string& pa
   out->append(payload);
 }
 
-inline void encode_series(uint64_t id, const SeriesKey& key, std::string* out) {
+inline void put_string(std::string* out, std::string_view s) {
+  put_varint(out, s.size());
+  out->append(s);
+}
+
+// Version 1 and 2 SERIES records end after the tags; version 3 adds the type and the value info.
+inline void encode_series(uint32_t version, uint64_t id, const SeriesKey& key, const SeriesInfo& info,
+                          std::string* out) {
   put_varint(out, id);
-  put_varint(out, key.app.size());
-  out->append(key.app);
+  put_string(out, key.app);
   put_varint(out, key.tags.size());
   for (const Tag& t : key.tags) {
-    put_varint(out, t.key.size());
-    out->append(t.key);
-    put_varint(out, t.value.size());
-    out->append(t.value);
+    put_string(out, t.key);
+    put_string(out, t.value);
   }
+  if (version < 3) return;
+  put_string(out, key.type);
+  put_string(out, info.unit);
+  put_varint(out, uint64_t(info.aggregation));
+  put_varint(out, uint64_t(info.period));
+  put_string(out, info.period_type);
+  put_string(out, info.period_unit);
+}
+
+// What a version 1 or 2 file's series are: CPU samples, summed, period unknown.
+inline bool storable_in_old_version(const SeriesKey& key, const SeriesInfo& info) {
+  return key.type == kDefaultProfileType && info == SeriesInfo();
 }
 
 // One stored tree: level-0 blocks and the upper levels' aggregates alike.
@@ -2297,11 +3017,24 @@ struct TreeEntry {
 
 struct SeriesIndex {
   SeriesKey key;
+  SeriesInfo info;
+  int64_t sealed_end = INT64_MIN;  // blocks before this lie in spans whose upper trees are written
+  uint64_t extra_parts = 0;        // level-0 trees beyond one per block (blocks that came in parts)
   std::vector<std::vector<TreeEntry>> levels;  // levels[k] sorted by index
   std::vector<uint64_t> prefix_samples;        // prefix sums over levels[0]
 };
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+// The times files and queries hold: unix seconds within +-2^61 (+-73 billion years). Writer::append
+// refuses a block outside, a file holding one is corrupt, and query and slice clamp their range to it:
+// inside it no sum or difference of two times and a resolution overflows.
+constexpr int64_t kTimeLimit = int64_t(1) << 61;
+inline int64_t clamp_time(int64_t t) { return t < -kTimeLimit ? -kTimeLimit : t > kTimeLimit ? kTimeLimit : t; }
+// Whether block `index` of this resolution lies within the times above.
+inline bool block_in_time_limit(int64_t index, int64_t resolution) {
+  return index >= -(kTimeLimit / resolution) && index < kTimeLimit / resolution;
+}
 
 inline int64_t power(uint32_t m, int k) {
   int64_t v = 1;
@@ -2426,6 +3159,15 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
   switch (type) {
     case detail::kRecordSymbols:
       return symbols->decode_trie({payload, size});
+    case detail::kRecordPackedSymbols: {
+      const uint64_t raw_size = in.varint();
+      if (in.failed || raw_size > uint64_t(in.remaining()) * detail::kMaxUnpackRatio || raw_size > detail::kMaxRecordPayload)
+        return error(StatusCode::corrupt_file, "packed symbols: impossible size " + std::to_string(raw_size));
+      std::string trie;
+      Status st = detail::unpack({in.p, in.remaining()}, size_t(raw_size), &trie);
+      if (!st.ok()) return Status(st.code(), "packed symbols: " + st.message());
+      return symbols->decode_trie({reinterpret_cast<const uint8_t*>(trie.data()), trie.size()});
+    }
     case detail::kRecordSeries: {
       uint64_t id = in.varint();
       std::string_view app = in.bytes(in.varint());
@@ -2437,11 +3179,26 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
         std::string_view v = in.bytes(in.varint());
         tags.push_back({std::string(k), std::string(v)});
       }
-      if (in.failed || !in.done() || app.empty()) return error(StatusCode::corrupt_file, "bad series record");
       SeriesKey key(std::string(app), tags);
+      SeriesInfo info;
+      if (header.version >= 3) {
+        key.type = std::string(in.bytes(in.varint()));
+        info.unit = std::string(in.bytes(in.varint()));
+        uint64_t aggregation = in.varint();
+        uint64_t period = in.varint();
+        info.period_type = std::string(in.bytes(in.varint()));
+        info.period_unit = std::string(in.bytes(in.varint()));
+        if (in.failed || aggregation > 1 || period > uint64_t(INT64_MAX) || !is_valid_profile_type(key.type) ||
+            info.unit.empty())
+          return error(StatusCode::corrupt_file, "bad series record (type or value info)");
+        info.aggregation = Aggregation(aggregation);
+        info.period = int64_t(period);
+      }
+      if (in.failed || !in.done() || app.empty()) return error(StatusCode::corrupt_file, "bad series record");
       if (key.tags.size() != tags.size()) return error(StatusCode::corrupt_file, "series record: repeated tag key");
       detail::SeriesIndex s;
       s.key = key;
+      s.info = info;
       series.push_back(std::move(s));
       series_keys.push_back(std::move(key));
       return {};
@@ -2454,11 +3211,23 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       if (in.failed || id >= series.size() || level >= uint64_t(detail::kMaxLevels))
         return error(StatusCode::corrupt_file, "bad tree record header");
       int64_t index = int64_t(raw_index >> 1) ^ -int64_t(raw_index & 1);  // zigzag: times before 1970 too
-      auto& levels_of = series[id].levels;
+      detail::SeriesIndex& si = series[id];
+      auto& levels_of = si.levels;
       if (levels_of.size() <= level) levels_of.resize(level + 1);
       auto& entries = levels_of[level];
-      if (!entries.empty() && entries.back().index >= index)
-        return error(StatusCode::corrupt_file, "tree record out of order for " + series[id].key.to_string());
+      // Upper trees come in time order. A block may come again or late (version 3: a receiver of
+      // pushes), but never inside a span already sealed: not in a span whose tree is written (it
+      // would be stale), nor in a level-1 span the file's seal delay had closed (WriterOptions).
+      const bool late_block = level == 0 && !entries.empty() && entries.back().index >= index;
+      if ((level > 0 || header.version < 3) && !entries.empty() && entries.back().index >= index)
+        return error(StatusCode::corrupt_file, "tree record out of order for " + si.key.to_string());
+      if (level == 0 && index < si.sealed_end)
+        return error(StatusCode::corrupt_file, "block " + std::to_string(index) + " of " + si.key.to_string() +
+                                                   " lies in a span whose tree is already written");
+      if (late_block && detail::floor_div(index, header.multiplier) <
+                            detail::floor_div(entries.back().index - int64_t(header.seal_delay), header.multiplier))
+        return error(StatusCode::corrupt_file, "block " + std::to_string(index) + " of " + si.key.to_string() +
+                                                   " lies in a span the seal delay had closed");
       detail::TreeEntry e;
       e.index = index;
       e.offset = payload_offset + uint64_t(in.p - payload);
@@ -2470,21 +3239,38 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
         int64_t span = detail::power(header.multiplier, int(level)), first, end;
         if (__builtin_mul_overflow(index, span, &first) || __builtin_add_overflow(first, span, &end))
           return error(StatusCode::corrupt_file, "tree record: node index out of range");
-        uint64_t below = samples_in(series[id], first, end);
+        uint64_t below = samples_in(si, first, end);
         if (below != samples)
           return error(StatusCode::corrupt_file, "level-" + std::to_string(level) + " node " + std::to_string(index) +
-                                                     " of " + series[id].key.to_string() + " holds " + std::to_string(samples) +
+                                                     " of " + si.key.to_string() + " holds " + std::to_string(samples) +
                                                      " samples, its blocks " + std::to_string(below));
+        si.sealed_end = std::max(si.sealed_end, end);
       }
-      entries.push_back(e);
       levels = std::max(levels, int(level) + 1);
-      if (level == 0) {
-        auto& prefix = series[id].prefix_samples;
+      if (level > 0) {
+        entries.push_back(e);
+      } else {
+        if (!detail::block_in_time_limit(index, header.resolution))
+          return error(StatusCode::corrupt_file, "tree record: block " + std::to_string(index) + " is outside the times a file holds");
+        // In index order, a late block after the blocks it precedes (parts of one block keep their
+        // order); the prefix sums from there on are made again (late blocks land near the end).
+        auto at = late_block ? std::upper_bound(entries.begin(), entries.end(), index,
+                                                [](int64_t i, const detail::TreeEntry& x) { return i < x.index; })
+                             : entries.end();
+        const bool new_block = at == entries.begin() || std::prev(at)->index != index;
+        const size_t position = size_t(at - entries.begin());
+        entries.insert(at, e);
+        auto& prefix = si.prefix_samples;
         if (prefix.empty()) prefix.push_back(0);
-        uint64_t sum;
-        if (detail::add_overflows(prefix.back(), samples, &sum)) return error(StatusCode::corrupt_file, "sample count overflow");
-        prefix.push_back(sum);
-        info.block_count++;
+        prefix.resize(position + 1);
+        for (size_t i = position; i < entries.size(); i++) {
+          uint64_t sum;
+          if (detail::add_overflows(prefix.back(), entries[i].samples, &sum))
+            return error(StatusCode::corrupt_file, "sample count overflow");
+          prefix.push_back(sum);
+        }
+        if (new_block) info.block_count++;
+        else si.extra_parts++;
         int64_t start = index * header.resolution;
         if (info.block_count == 1 || start < info.first_time) info.first_time = start;
         info.end_time = std::max(info.end_time, start + header.resolution);
@@ -2619,6 +3405,7 @@ Status File::open_path(const std::string& path, const OpenOptions& options) {
 
 const FileInfo& File::info() const { return impl_->info; }
 const std::vector<SeriesKey>& File::series() const { return impl_->series_keys; }
+const SeriesInfo& File::series_info(size_t i) const { return impl_->series[i].info; }
 const SymbolTable& File::symbols() const { return *impl_->symbols; }
 
 // ---- Dataset ----
@@ -2649,6 +3436,37 @@ Status Dataset::add_bytes(std::string bytes, const OpenOptions& options) {
 }
 
 void Dataset::add(File file) { impl_->files.push_back(std::move(file)); }
+
+Status Dataset::add_blocks(const std::vector<ProfileBlock>& blocks, int64_t resolution_seconds) {
+  WriterOptions options;
+  options.resolution_seconds = resolution_seconds;
+  Writer writer;
+  Status st = writer.open_memory(options);
+  if (!st.ok()) return st;
+  // The writer takes each series' blocks in time order, one tree per block.
+  std::map<std::pair<SeriesKey, int64_t>, std::vector<const ProfileBlock*>> by_block;
+  for (const ProfileBlock& b : blocks) {
+    if (b.block_start < -(int64_t(1) << 60) || b.block_start > (int64_t(1) << 60))
+      return detail::error(StatusCode::invalid_argument, "block time " + std::to_string(b.block_start) + " out of range");
+    const int64_t start = detail::floor_div(b.block_start, resolution_seconds) * resolution_seconds;
+    by_block[{SeriesKey(b.series.app, b.series.type, b.series.tags), start}].push_back(&b);
+  }
+  for (const auto& [key, parts] : by_block) {
+    for (const ProfileBlock* part : parts)
+      if (part->info != parts[0]->info)
+        return detail::error(StatusCode::invalid_argument, key.first.to_string() + ": blocks in " + parts[0]->info.to_string() +
+                                                               " and in " + part->info.to_string());
+    if (parts.size() == 1) {
+      st = writer.append(key.first, key.second, parts[0]->tree, &parts[0]->info);
+    } else {
+      Tree merged;
+      for (const ProfileBlock* part : parts) merged.merge(part->tree);
+      st = writer.append(key.first, key.second, merged, &parts[0]->info);
+    }
+    if (!st.ok()) return st;
+  }
+  return add_bytes(writer.take_bytes());
+}
 size_t Dataset::file_count() const { return impl_->files.size(); }
 const File& Dataset::file(size_t i) const { return impl_->files[i]; }
 
@@ -2657,6 +3475,37 @@ std::vector<std::string> Dataset::apps() const {
   for (const File& f : impl_->files)
     for (const SeriesKey& k : f.series()) out.insert(k.app);
   return {out.begin(), out.end()};
+}
+
+std::vector<std::string> Dataset::types(std::string_view app) const {
+  std::set<std::string> found;
+  for (const File& f : impl_->files)
+    for (const SeriesKey& k : f.series())
+      if (app.empty() || k.app == app) found.insert(k.type);
+  std::vector<std::string> out;
+  if (found.erase(kDefaultProfileType)) out.push_back(kDefaultProfileType);
+  out.insert(out.end(), found.begin(), found.end());
+  return out;
+}
+
+Status Dataset::series_info(const Selector& selector, SeriesInfo* out) const {
+  const SeriesKey* first = nullptr;
+  for (const File& f : impl_->files) {
+    const File::Impl& fi = f.impl();
+    for (const detail::SeriesIndex& s : fi.series) {
+      if (!selector.matches(s.key)) continue;
+      if (!first) {
+        first = &s.key;
+        *out = s.info;
+      } else if (s.info != *out) {
+        return detail::error(StatusCode::invalid_argument,
+                             selector.to_string() + " selects series of different units: " + first->to_string() + " (" +
+                                 out->to_string() + ") and " + s.key.to_string() + " (" + s.info.to_string() + ")");
+      }
+    }
+  }
+  if (!first) return detail::error(StatusCode::not_found, "no series matches " + selector.to_string());
+  return {};
 }
 
 std::vector<std::string> Dataset::tag_keys(std::string_view app) const {
@@ -2686,15 +3535,16 @@ std::vector<SeriesKey> Dataset::series(const Selector& selector) const {
   return {out.begin(), out.end()};
 }
 
-void Dataset::time_span(int64_t* first, int64_t* end) const {
+TimeRange Dataset::time_span() const {
+  TimeRange span;
   bool any = false;
-  *first = *end = 0;
   for (const File& f : impl_->files) {
     if (f.info().block_count == 0) continue;
-    if (!any || f.info().first_time < *first) *first = f.info().first_time;
-    if (!any || f.info().end_time > *end) *end = f.info().end_time;
+    if (!any || f.info().first_time < span.from) span.from = f.info().first_time;
+    if (!any || f.info().end_time > span.until) span.until = f.info().end_time;
     any = true;
   }
+  return span;
 }
 
 int64_t Dataset::resolution_seconds() const {
@@ -2707,6 +3557,9 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
   if (stats) *stats = counted;
   if (!writer || !writer->is_open()) return detail::error(StatusCode::invalid_argument, "slice: the writer is not open");
   if (until <= from) return detail::error(StatusCode::invalid_argument, "slice: empty time range (until <= from)");
+  from = detail::clamp_time(from);
+  until = detail::clamp_time(until);
+  if (until <= from) return {};  // wholly outside the times a file holds: nothing to copy
   const int64_t resolution = resolution_seconds();
   for (const File& f : impl_->files)
     if (f.info().resolution_seconds != resolution)
@@ -2722,6 +3575,7 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
   struct Stored {
     int64_t index;
     const File::Impl* file;
+    const detail::SeriesIndex* series;
     const detail::TreeEntry* entry;
   };
   // Each matching series with every stored level-0 tree of it in the range, over all files.
@@ -2734,10 +3588,15 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
       const auto& blocks = si.levels[0];
       auto it = std::lower_bound(blocks.begin(), blocks.end(), a,
                                  [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-      for (; it != blocks.end() && it->index < b; ++it) stored.push_back({it->index, &fi, &*it});
+      for (; it != blocks.end() && it->index < b; ++it) stored.push_back({it->index, &fi, &si, &*it});
     }
   }
   for (auto& [key, stored] : by_series) {
+    for (const Stored& other : stored)
+      if (other.series->info != stored[0].series->info)
+        return detail::error(StatusCode::invalid_argument, "slice: " + key.to_string() + " is stored as " +
+                                                               stored[0].series->info.to_string() + " in one file and as " +
+                                                               other.series->info.to_string() + " in another");
     std::stable_sort(stored.begin(), stored.end(), [](const Stored& x, const Stored& y) { return x.index < y.index; });
     bool any = false;
     for (size_t i = 0; i < stored.size();) {
@@ -2763,7 +3622,7 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
       }
       const Tree& whole = several ? block : decoded;
       if (whole.total() == 0) continue;
-      Status st = writer->append(key, index * resolution, whole);
+      Status st = writer->append(key, index * resolution, whole, &stored[0].series->info);
       if (!st.ok()) return Status(st.code(), "slice: writing " + key.to_string() + " block " + std::to_string(index) + ": " + st.message());
       any = true;
       counted.blocks++;
@@ -2788,6 +3647,8 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
                       const QueryOptions& options) const {
   *out = QueryResult();
   if (until <= from) return detail::error(StatusCode::invalid_argument, "empty time range (until <= from)");
+  from = detail::clamp_time(from);  // a range wholly outside gives an empty result
+  until = detail::clamp_time(until);
   int64_t resolution = resolution_seconds();
   for (const File& f : impl_->files)
     if (f.info().resolution_seconds != resolution)
@@ -2804,6 +3665,28 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
   out->timeline.step = step_blocks * resolution;
   out->timeline.samples.assign(points, 0);
 
+  // One meaning for the whole result: the matched series must agree on type and value info.
+  const detail::SeriesIndex* first_match = nullptr;
+  for (const File& f : impl_->files)
+    for (const detail::SeriesIndex& s : f.impl().series) {
+      if (!selector.matches(s.key)) continue;
+      if (!first_match) {
+        first_match = &s;
+        out->info = s.info;
+        out->type = s.key.type;
+        continue;
+      }
+      if (s.key.type != out->type || s.info != out->info)
+        return detail::error(StatusCode::invalid_argument,
+                             selector.to_string() + " selects series that cannot be added up: " +
+                                 first_match->key.to_string() + " (" + first_match->info.to_string() + ") and " +
+                                 s.key.to_string() + " (" + s.info.to_string() + "); choose a type (app.type{...})");
+    }
+  // An average series (a gauge such as in-use memory) is the sum over its blocks divided by the number
+  // of blocks that hold data, in the whole range for the tree and per point for the timeline.
+  const bool average = first_match && out->info.aggregation == Aggregation::average;
+  std::vector<int64_t> blocks_with_data;
+
   std::set<SeriesKey> matched_keys;  // a series split over several files counts once
   for (const File& f : impl_->files) {
     const File::Impl& fi = f.impl();
@@ -2814,7 +3697,8 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
       matched_keys.insert(s.key);
       int levels_needed = 1;
       while (levels_needed < 64 && detail::power(m, levels_needed) < blocks) levels_needed++;
-      out->merge_bound += uint64_t(2 * (m - 1)) * uint64_t(levels_needed);
+      // Blocks that came in parts cost a merge per part until their span's upper tree covers them.
+      out->merge_bound += uint64_t(2 * (m - 1)) * uint64_t(levels_needed) + s.extra_parts;
       // Timeline without decoding trees: walk the level-0 entries in the range, or, when there are
       // many more entries than points, two binary searches in the prefix sums per point.
       const auto& blocks0 = s.levels[0];
@@ -2822,6 +3706,8 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
                                     [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
       auto last = std::lower_bound(first, blocks0.end(), b,
                                    [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
+      if (average)
+        for (auto it = first; it != last; ++it) blocks_with_data.push_back(it->index);
       if (size_t(last - first) <= points * 32) {
         for (auto it = first; it != last; ++it) out->timeline.samples[size_t((it->index - a) / step_blocks)] += it->samples;
       } else {
@@ -2830,9 +3716,20 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
           out->timeline.samples[i] += fi.samples_in(s, pa, std::min(b, pa + step_blocks));
         }
       }
-      if (!options.want_tree) continue;
+      if (!options.want_tree || first == last) continue;
+      // Cover only the span that holds data, widened to whole top-level nodes (so stored upper trees
+      // are still used): a range of 2^60 seconds must not walk 2^57 empty nodes.
+      const int top_level = std::max(0, std::min(fi.levels, int(s.levels.size())) - 1);
+      const int64_t top_span = detail::power(m, top_level);
+      int64_t cover_a = a, cover_b = b, edge;
+      if (top_span < (int64_t(1) << 40)) {
+        edge = detail::floor_div(first->index, top_span) * top_span;
+        cover_a = std::max(a, edge);
+        edge = detail::floor_div(std::prev(last)->index, top_span) * top_span + top_span;
+        cover_b = std::min(b, edge);
+      }
       Status failed;
-      fi.cover(s, a, b, [&](const detail::TreeEntry& e) {
+      fi.cover(s, cover_a, cover_b, [&](const detail::TreeEntry& e) {
         if (!failed.ok()) return;
         ByteSpan tree_bytes{fi.bytes.data + e.offset, e.size};
         Tree& result = out->tree;
@@ -2879,6 +3776,17 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
     }
   }
   out->series_matched = uint32_t(matched_keys.size());
+  if (average && !blocks_with_data.empty()) {
+    std::sort(blocks_with_data.begin(), blocks_with_data.end());
+    blocks_with_data.erase(std::unique(blocks_with_data.begin(), blocks_with_data.end()), blocks_with_data.end());
+    if (options.want_tree) out->tree.divide(blocks_with_data.size());
+    std::vector<uint64_t> per_point(points, 0);
+    for (int64_t index : blocks_with_data) per_point[size_t((index - a) / step_blocks)]++;
+    for (size_t i = 0; i < points; i++) {
+      const uint64_t n = per_point[i], v = out->timeline.samples[i];
+      if (n > 1) out->timeline.samples[i] = v / n + (v % n >= n - n / 2 ? 1 : 0);
+    }
+  }
   return {};
 }
 
@@ -2894,24 +3802,33 @@ namespace pyroscope {
 // Each level keeps one in-memory accumulator: the merge of the completed children of its open span.
 
 struct Writer::State {
-  std::string path;
-  int fd = -1;
+  std::string path;  // or "memory" / "function" for messages
+  int fd = -1;       // a file on a path
+  bool in_memory = false;
+  std::string memory;
+  WriteFunction function;
   detail::FileHeader header;
   WriterOptions options;
   uint64_t file_size = 0;
   std::shared_ptr<SymbolTable> symbols = std::make_shared<SymbolTable>();
   uint32_t symbols_written = 0;  // names [0, symbols_written) are in the file
   std::map<SeriesKey, uint32_t> series_ids;
+  // One open span at one level: the completed children it holds so far.
   struct Accumulator {
-    bool active = false;
-    int64_t index = 0;  // node index at this level
-    uint32_t nonempty_children = 0;
+    std::vector<int64_t> children;  // distinct child indexes with data (at most m); >= 2: written when sealed
+    uint32_t parts = 0;             // pieces added: several per child when a block comes in parts
+    // The merge of the pieces, made only when a second piece arrives: a span with one child is never
+    // written, and copying a large first child into a merge it never needed was most of the cost of
+    // writing a single block (a folded file opened in the viewer).
     std::unique_ptr<Tree> tree;
+    std::unique_ptr<Tree> only_tree;  // the one piece so far, as a tree (a sealed lower span)...
+    std::string only_encoded;         // ...or as its encoding in the file's ids (a block)
   };
   struct Series {
-    int64_t last_block = 0;
+    SeriesInfo info;
+    int64_t last_block = 0;  // the latest block so far
     bool has_blocks = false;
-    std::vector<Accumulator> levels;  // levels[k] for k >= 1; levels[0] unused
+    std::vector<std::map<int64_t, Accumulator>> open;  // open[k]: open spans of level k >= 1, by index
   };
   std::vector<Series> series;
   int max_level = 1;
@@ -2920,7 +3837,20 @@ struct Writer::State {
     if (fd >= 0) ::close(fd);
   }
 
+  bool is_open() const { return fd >= 0 || in_memory || function; }
+
   Status write_all(const std::string& bytes) {
+    if (in_memory) {
+      memory += bytes;
+      file_size += bytes.size();
+      return {};
+    }
+    if (function) {
+      Status st = function(bytes.data(), bytes.size());
+      if (!st.ok()) return Status(st.code(), path + ": " + st.message());
+      file_size += bytes.size();
+      return {};
+    }
     size_t done = 0;
     while (done < bytes.size()) {
       ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -2940,51 +3870,87 @@ struct Writer::State {
     return {};
   }
 
-  void tree_record(uint32_t series_id, int level, int64_t index, const Tree& tree, std::string* out) {
+  void tree_record(uint32_t series_id, int level, int64_t index, uint64_t total, const std::string& encoded,
+                   std::string* out) {
     std::string payload;
     detail::put_varint(&payload, series_id);
     detail::put_varint(&payload, uint64_t(level));
     detail::put_varint(&payload, (uint64_t(index) << 1) ^ uint64_t(index >> 63));
-    detail::put_varint(&payload, tree.total());
-    tree.encode(&payload, detail::tree_encoding(header));
+    detail::put_varint(&payload, total);
+    payload += encoded;
     detail::append_record(out, detail::kRecordTree, payload);
   }
 
-  // Completes every open span of series s that does not contain block, bottom-up: writes it if two
-  // or more children had data and hands its tree to the level above.
-  void seal_spans(uint32_t id, int64_t block, std::string* out) {
+  // A tree in the file's ids from its encoding (our own, so its order needs no other check).
+  std::unique_ptr<Tree> decoded(const std::string& encoded) const {
+    auto tree = std::make_unique<Tree>(symbols);
+    std::vector<uint32_t> rank;
+    if (detail::tree_encoding(header) == Tree::Encoding::children_by_name) symbols->rank_by_name(&rank);
+    const uint32_t* name_rank = detail::tree_encoding(header) == Tree::Encoding::children_by_name
+                                    ? detail::rank_pointer(rank) : nullptr;
+    Status st = tree->merge_encoded_ranked({reinterpret_cast<const uint8_t*>(encoded.data()), encoded.size()},
+                                           nullptr, name_rank);
+    PYROSCOPE_ASSERT(st.ok());  // bytes this writer encoded a moment ago
+    (void)st;
+    return tree;
+  }
+
+  // Adds a piece of child `child` to acc: a tree (moved in) or an encoded block.
+  void add_piece(Accumulator& acc, int64_t child, std::unique_ptr<Tree> piece, std::string piece_encoded) {
+    if (std::find(acc.children.begin(), acc.children.end(), child) == acc.children.end()) acc.children.push_back(child);
+    if (acc.parts++ == 0) {
+      acc.only_tree = std::move(piece);
+      acc.only_encoded = std::move(piece_encoded);
+      return;
+    }
+    if (!acc.tree) acc.tree = take_tree(acc);
+    if (piece) acc.tree->merge(*piece);
+    else acc.tree->merge(*decoded(piece_encoded));
+  }
+
+  // The merge of acc's pieces (acc's trees move out).
+  std::unique_ptr<Tree> take_tree(Accumulator& acc) {
+    if (acc.tree) return std::move(acc.tree);
+    if (acc.only_tree) return std::move(acc.only_tree);
+    std::unique_ptr<Tree> tree = decoded(acc.only_encoded);
+    acc.only_encoded.clear();
+    return tree;
+  }
+
+  // Whether the span `index` of level k is sealed once `last_block` has arrived.
+  bool sealed(int k, int64_t index, int64_t last_block) const {
+    const int64_t span = detail::power(header.multiplier, k);
+    return (index + 1) * span + int64_t(header.seal_delay) <= last_block;
+  }
+
+  // Seals, bottom-up, every open span of series id that last_block has closed: writes its tree if
+  // two or more children had data, and hands it to the span above.
+  void seal_spans(uint32_t id, int64_t last_block, std::string* out) {
     Series& s = series[id];
     for (int k = 1; k <= max_level; k++) {
-      Accumulator& acc = s.levels[size_t(k)];
-      int64_t span = detail::power(header.multiplier, k);
-      if (!acc.active || acc.index == detail::floor_div(block, span)) continue;
-      if (acc.nonempty_children >= 2) tree_record(id, k, acc.index, *acc.tree, out);
-      if (k < max_level) {
-        Accumulator& up = s.levels[size_t(k + 1)];
-        if (!up.active) {
-          up.active = true;
-          up.index = detail::floor_div(acc.index, header.multiplier);
-          up.nonempty_children = 0;
-          up.tree.reset(new Tree(symbols));
+      auto& open = s.open[size_t(k)];
+      while (!open.empty() && sealed(k, open.begin()->first, last_block)) {
+        const int64_t index = open.begin()->first;
+        Accumulator acc = std::move(open.begin()->second);
+        open.erase(open.begin());
+        if (acc.children.size() >= 2) {
+          std::string encoded;
+          acc.tree->encode(&encoded, detail::tree_encoding(header));
+          tree_record(id, k, index, acc.tree->total(), encoded, out);
         }
-        up.tree->merge(*acc.tree);
-        up.nonempty_children++;
+        if (k == max_level) continue;
+        Accumulator& up = s.open[size_t(k + 1)][detail::floor_div(index, header.multiplier)];
+        // Passed up as it is held: a merged tree (or one rebuilt when the file was reopened) moves,
+        // a single block stays encoded.
+        if (acc.tree || acc.only_tree) add_piece(up, index, take_tree(acc), std::string());
+        else add_piece(up, index, nullptr, std::move(acc.only_encoded));
       }
-      acc.active = false;
-      acc.tree.reset();
     }
   }
 
-  void add_to_level1(uint32_t id, int64_t block, const Tree& tree) {
-    Accumulator& acc = series[id].levels[1];
-    if (!acc.active) {
-      acc.active = true;
-      acc.index = detail::floor_div(block, header.multiplier);
-      acc.nonempty_children = 0;
-      acc.tree.reset(new Tree(symbols));
-    }
-    acc.tree->merge(tree);
-    acc.nonempty_children++;
+  void add_block(uint32_t id, int64_t block, std::string encoded) {
+    Accumulator& acc = series[id].open[1][detail::floor_div(block, header.multiplier)];
+    add_piece(acc, block, nullptr, std::move(encoded));
   }
 };
 
@@ -2992,8 +3958,63 @@ Writer::Writer() = default;
 Writer::~Writer() { close(); }
 Writer::Writer(Writer&&) noexcept = default;
 Writer& Writer::operator=(Writer&&) noexcept = default;
-bool Writer::is_open() const { return state_ && state_->fd >= 0; }
+bool Writer::is_open() const { return state_ && state_->is_open(); }
 int64_t Writer::resolution_seconds() const { return state_ ? state_->header.resolution : 0; }
+
+const std::string& Writer::bytes() const {
+  static const std::string none;
+  return state_ && state_->in_memory ? state_->memory : none;
+}
+
+std::string Writer::take_bytes() {
+  std::string out;
+  if (state_ && state_->in_memory) out = std::move(state_->memory);
+  close();
+  return out;
+}
+
+namespace detail {
+inline Status check_writer_options(const WriterOptions& options) {
+  if (options.multiplier < 2 || options.multiplier > 1024)
+    return error(StatusCode::invalid_argument, "multiplier must be in [2, 1024]");
+  if (options.resolution_seconds <= 0 || options.resolution_seconds > 86400 * 366)
+    return error(StatusCode::invalid_argument, "resolution must be in [1, 31622400] seconds");
+  if (options.seal_delay_blocks > kMaxSealDelay)
+    return error(StatusCode::invalid_argument, "seal delay must be at most " + std::to_string(kMaxSealDelay) + " blocks");
+  return {};
+}
+
+// The highest level a writer keeps: its span m^k stays within 2^34 blocks (5,000 years of 10 s).
+inline int writer_max_level(uint32_t multiplier) {
+  int max_level = 1;
+  while (max_level + 1 < kMaxLevels && power(multiplier, max_level + 1) <= (int64_t(1) << 34)) max_level++;
+  return max_level;
+}
+}  // namespace detail
+
+Status Writer::open_memory(const WriterOptions& options) {
+  return open_function(nullptr, options);
+}
+
+Status Writer::open_function(WriteFunction write, const WriterOptions& options) {
+  close();
+  Status valid = detail::check_writer_options(options);
+  if (!valid.ok()) return valid;
+  std::unique_ptr<State> s(new State);
+  s->options = options;
+  s->in_memory = !write;
+  s->path = write ? "output" : "memory";
+  s->function = std::move(write);
+  s->header.resolution = options.resolution_seconds;
+  s->header.multiplier = options.multiplier;
+  s->header.created = int64_t(std::time(nullptr));
+  s->header.seal_delay = options.seal_delay_blocks;
+  s->max_level = detail::writer_max_level(options.multiplier);
+  Status st = s->write_all(detail::encode_file_header(s->header));
+  if (!st.ok()) return st;
+  state_ = std::move(s);
+  return {};
+}
 
 Status Writer::close() {
   if (!state_) return {};
@@ -3008,9 +4029,8 @@ Status Writer::close() {
 Status Writer::open(const std::string& path, const WriterOptions& options) {
   using detail::error;
   close();
-  if (options.multiplier < 2 || options.multiplier > 1024)
-    return error(StatusCode::invalid_argument, "multiplier must be in [2, 1024]");
-  if (options.resolution_seconds <= 0) return error(StatusCode::invalid_argument, "resolution must be positive");
+  Status valid = detail::check_writer_options(options);
+  if (!valid.ok()) return valid;
   std::unique_ptr<State> s(new State);
   s->path = path;
   s->options = options;
@@ -3023,6 +4043,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
     s->header.resolution = options.resolution_seconds;
     s->header.multiplier = options.multiplier;
     s->header.created = int64_t(std::time(nullptr));
+    s->header.seal_delay = options.seal_delay_blocks;
     std::string tmp = path + ".tmp." + std::to_string(::getpid());
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return error(StatusCode::io_error, tmp + ": " + std::strerror(errno));
@@ -3050,8 +4071,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
   const File::Impl& fi = existing.impl();
   s->header = fi.header;
   uint32_t m = s->header.multiplier;
-  s->max_level = 1;
-  while (s->max_level + 1 < detail::kMaxLevels && detail::power(m, s->max_level + 1) <= (int64_t(1) << 34)) s->max_level++;
+  s->max_level = detail::writer_max_level(m);
   if (fi.info.valid_bytes < fi.info.file_bytes) {
     // A torn tail from a writer that was killed: cut it so new records follow valid ones.
     if (ftruncate(s->fd, off_t(fi.info.valid_bytes)) != 0)
@@ -3066,81 +4086,137 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
     const detail::SeriesIndex& si = fi.series[id];
     s->series_ids[si.key] = uint32_t(id);
     State::Series& ws = s->series[id];
-    ws.levels.resize(size_t(s->max_level) + 1);
+    ws.info = si.info;
+    ws.open.resize(size_t(s->max_level) + 1);
     if (si.levels.empty() || si.levels[0].empty()) continue;
     ws.has_blocks = true;
     ws.last_block = si.levels[0].back().index;
-    // Rebuild each level's accumulator: the completed children of the span holding the last block.
+    // Rebuild the open spans' accumulators: at each level the spans the seal rule keeps open after
+    // the last block, each holding its completed children (all its blocks at level 1; its sealed
+    // children above). The same rule and the file's own seal delay made them, so they come back as
+    // the writer that stopped held them.
+    const int64_t last = ws.last_block, delay = int64_t(s->header.seal_delay);
     for (int k = 1; k <= s->max_level; k++) {
-      int64_t span = detail::power(m, k), child_span = span / m;
-      int64_t node = detail::floor_div(ws.last_block, span);
-      int64_t begin = node * span;
-      int64_t end = k == 1 ? ws.last_block + 1 : detail::floor_div(ws.last_block, child_span) * child_span;
-      State::Accumulator& acc = ws.levels[size_t(k)];
-      acc.nonempty_children = 0;
-      for (int64_t c = begin; c < end; c += child_span)
-        if (fi.has_blocks(si, c, std::min(end, c + child_span))) acc.nonempty_children++;
-      if (acc.nonempty_children == 0) continue;
-      acc.active = true;
-      acc.index = node;
-      acc.tree.reset(new Tree(s->symbols));
-      Status failed;
-      fi.cover(si, begin, end, [&](const detail::TreeEntry& e) {
-        if (failed.ok()) failed = acc.tree->merge_encoded_ranked({fi.bytes.data + e.offset, e.size}, nullptr, fi.tree_name_rank());
-      });
-      if (!failed.ok()) return Status(failed.code(), "refusing to append: " + path + ": " + failed.message());
+      const int64_t span = detail::power(m, k), child_span = span / m;
+      for (int64_t node = detail::floor_div(last - delay, span); node <= detail::floor_div(last, span); node++) {
+        if (s->sealed(k, node, last)) continue;
+        const int64_t begin = node * span;
+        // Children below `sealed_children_end` are complete: at level 1 every block is.
+        const int64_t sealed_children_end =
+            k == 1 ? begin + span : std::min(begin + span, detail::floor_div(last - delay, child_span) * child_span);
+        if (sealed_children_end <= begin || !fi.has_blocks(si, begin, sealed_children_end)) continue;
+        State::Accumulator& acc = ws.open[size_t(k)][node];
+        for (int64_t c = begin; c < sealed_children_end; c += child_span)
+          if (fi.has_blocks(si, c, c + child_span)) acc.children.push_back(detail::floor_div(c, child_span));
+        acc.parts = uint32_t(acc.children.size()) + 1;  // held as a merged tree from here on
+        acc.tree.reset(new Tree(s->symbols));
+        Status failed;
+        fi.cover(si, begin, sealed_children_end, [&](const detail::TreeEntry& e) {
+          if (failed.ok()) failed = acc.tree->merge_encoded_ranked({fi.bytes.data + e.offset, e.size}, nullptr, fi.tree_name_rank());
+        });
+        if (!failed.ok()) return Status(failed.code(), "refusing to append: " + path + ": " + failed.message());
+      }
     }
   }
   state_ = std::move(s);
   return {};
 }
 
-Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tree& tree) {
+Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tree& tree, const SeriesInfo* info) {
   using detail::error;
-  if (!state_ || state_->fd < 0) return error(StatusCode::invalid_argument, "writer is not open");
+  if (!is_open()) return error(StatusCode::invalid_argument, "writer is not open");
   State& s = *state_;
+  if (block_start != detail::clamp_time(block_start) ||
+      !detail::block_in_time_limit(detail::floor_div(block_start, s.header.resolution), s.header.resolution))
+    return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) +
+                                                   " is outside the times a file holds (+-2^61 s)");
   if (detail::floor_div(block_start, s.header.resolution) * s.header.resolution != block_start)
     return error(StatusCode::invalid_argument, "block start " + std::to_string(block_start) +
                                                    " is not a multiple of the resolution (" +
                                                    std::to_string(s.header.resolution) + " s)");
   if (series_key.app.empty()) return error(StatusCode::invalid_argument, "series without an application name");
+  if (!is_valid_profile_type(series_key.type))
+    return error(StatusCode::invalid_argument, "bad profile type '" + series_key.type + "' (letters, digits, _)");
   if (tree.total() == 0) return {};
-  SeriesKey key(series_key.app, series_key.tags);  // normalizes tag order
+  SeriesKey key(series_key.app, series_key.type, series_key.tags);  // normalizes tag order
   int64_t block = detail::floor_div(block_start, s.header.resolution);
   std::string out;
   uint32_t id;
+  SeriesInfo new_info;
   auto found = s.series_ids.find(key);
   if (found == s.series_ids.end()) {
+    new_info = info ? *info : default_series_info(key.type);
+    if (new_info.unit.empty()) return error(StatusCode::invalid_argument, key.to_string() + ": no unit");
+    if (s.header.version < 3 && !detail::storable_in_old_version(key, new_info))
+      return error(StatusCode::invalid_argument,
+                   key.to_string() + " (" + new_info.to_string() + ") cannot be stored in a version " +
+                       std::to_string(s.header.version) + " file, which holds cpu samples only: write a new file");
     id = uint32_t(s.series.size());
     std::string payload;
-    detail::encode_series(id, key, &payload);
+    detail::encode_series(s.header.version, id, key, new_info, &payload);
     detail::append_record(&out, detail::kRecordSeries, payload);
   } else {
     id = found->second;
     const State::Series& existing = s.series[id];
-    if (existing.has_blocks && block <= existing.last_block)
-      return error(StatusCode::out_of_order, key.to_string() + ": block at " + std::to_string(block_start) +
-                                                 " is not after the last block at " +
-                                                 std::to_string(existing.last_block * s.header.resolution));
+    if (info && *info != existing.info)
+      return error(StatusCode::invalid_argument, key.to_string() + " is stored as " + existing.info.to_string() +
+                                                     ", not " + info->to_string());
+    if (existing.has_blocks && block <= existing.last_block) {
+      // Version 3 takes a block again or late while its span is open; older versions in order only.
+      if (s.header.version < 3)
+        return error(StatusCode::out_of_order, key.to_string() + ": block at " + std::to_string(block_start) +
+                                                   " is not after the last block at " +
+                                                   std::to_string(existing.last_block * s.header.resolution) +
+                                                   " (a version " + std::to_string(s.header.version) + " file)");
+      if (s.sealed(1, detail::floor_div(block, s.header.multiplier), existing.last_block))
+        return error(StatusCode::out_of_order,
+                     key.to_string() + ": block at " + std::to_string(block_start) + " lies in a span sealed after the block at " +
+                         std::to_string(existing.last_block * s.header.resolution) + " (seal delay " +
+                         std::to_string(s.header.seal_delay) + " blocks)");
+    }
   }
-  // The block in the file's symbol ids; new names go out first so every record refers back only.
-  Tree block_tree(s.symbols);
-  block_tree.merge(tree);
+  // The block in the file's symbol ids, encoded straight from the caller's tree through a map of the
+  // names it uses; new names go out first so every record refers back only.
+  std::vector<uint32_t> to_file_ids;
+  if (tree.shared_symbols() != s.symbols) {
+    to_file_ids.assign(tree.symbols().size(), SymbolTable::kNone);
+    for (uint32_t node = 1; node < tree.node_count(); node++) {
+      uint32_t& mapped = to_file_ids[tree.symbol(node)];
+      if (mapped == SymbolTable::kNone) mapped = s.symbols->intern(tree.name(node));
+    }
+  }
+  std::string block_encoded;
+  tree.encode(&block_encoded, detail::tree_encoding(s.header), to_file_ids.empty() ? nullptr : &to_file_ids);
   if (s.symbols->size() > s.symbols_written) {
     std::string payload;
     s.symbols->encode_trie(s.symbols_written, &payload);
     std::string symbols_record;
-    detail::append_record(&symbols_record, detail::kRecordSymbols, payload);
+    // Version 3 packs a large chunk of names (their trie shares prefixes, not what repeats inside
+    // template names); a small one or one that does not pack stays plain.
+    std::string packed;
+    if (s.header.version >= 3 && payload.size() >= 256) {
+      detail::put_varint(&packed, payload.size());
+      packed += detail::pack(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
+    }
+    if (!packed.empty() && packed.size() < payload.size() - payload.size() / 16 &&
+        payload.size() <= (packed.size() - 1) * detail::kMaxUnpackRatio) {
+      detail::append_record(&symbols_record, detail::kRecordPackedSymbols, packed);
+    } else {
+      detail::append_record(&symbols_record, detail::kRecordSymbols, payload);
+    }
     out.insert(0, symbols_record);
   }
   bool new_series = found == s.series_ids.end();
   if (new_series) {
     s.series.emplace_back();
-    s.series.back().levels.resize(size_t(s.max_level) + 1);
+    s.series.back().info = new_info;
+    s.series.back().open.resize(size_t(s.max_level) + 1);
     s.series_ids[key] = id;
   }
-  s.seal_spans(id, block, &out);
-  s.tree_record(id, 0, block, block_tree, &out);
+  State::Series& series = s.series[id];
+  const int64_t last_block = series.has_blocks ? std::max(series.last_block, block) : block;
+  s.seal_spans(id, last_block, &out);
+  s.tree_record(id, 0, block, tree.total(), block_encoded, &out);
   Status st = s.write_all(out);
   if (!st.ok()) {
     // The file was cut back to its last complete record, but the open spans already moved on: the
@@ -3149,9 +4225,9 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
     return Status(st.code(), st.message() + " (writer closed; reopen to continue)");
   }
   s.symbols_written = s.symbols->size();
-  s.add_to_level1(id, block, block_tree);
-  s.series[id].has_blocks = true;
-  s.series[id].last_block = block;
+  s.add_block(id, block, std::move(block_encoded));
+  series.has_blocks = true;
+  series.last_block = last_block;
   return {};
 }
 
@@ -3353,6 +4429,2320 @@ inline bool is_valid_tag(std::string_view key, std::string_view value, std::stri
 }
 
 }  // namespace detail
+}  // namespace pyroscope
+
+// [SECTION] Implementation: formats (pprof, folded, perf script, speedscope, .cpuprofile) =========
+//
+// Every importer reads untrusted bytes: each length, count and index is checked against what is
+// there before it is used, and every problem is a Status naming where it is (offset, line, sample).
+// Importers build trees that share one symbol table and hand them out as ProfileBlocks.
+
+#if defined(PYROSCOPE_WITH_ZLIB)
+#include <zlib.h>
+#endif
+#if defined(PYROSCOPE_WITH_JSON)
+#include <nlohmann/json.hpp>
+#endif
+#include <cmath>
+
+namespace pyroscope {
+
+const char* format_name(Format format) {
+  switch (format) {
+    case Format::pyro: return "pyro";
+    case Format::pprof: return "pprof";
+    case Format::folded: return "folded";
+    case Format::perf_script: return "perf-script";
+    case Format::speedscope: return "speedscope";
+    case Format::chrome_cpuprofile: return "cpuprofile";
+  }
+  return "unknown";
+}
+
+Status parse_format_name(std::string_view name, Format* out) {
+  static const std::pair<const char*, Format> kNames[] = {
+      {"pyro", Format::pyro},           {"pprof", Format::pprof},
+      {"folded", Format::folded},       {"perf-script", Format::perf_script},
+      {"perf", Format::perf_script},    {"speedscope", Format::speedscope},
+      {"cpuprofile", Format::chrome_cpuprofile}, {"chrome", Format::chrome_cpuprofile}};
+  for (const auto& entry : kNames) {
+    if (name == entry.first) {
+      *out = entry.second;
+      return {};
+    }
+  }
+  return Status(StatusCode::invalid_argument, "unknown format '" + std::string(name) +
+                                                  "' (pyro, pprof, folded, perf-script, speedscope, cpuprofile)");
+}
+
+bool formats_have_zlib() {
+#if defined(PYROSCOPE_WITH_ZLIB)
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool formats_have_json() {
+#if defined(PYROSCOPE_WITH_JSON)
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string ImportReport::summary() const {
+  auto with_commas = [](uint64_t v) {
+    std::string digits = std::to_string(v), out;
+    for (size_t i = 0; i < digits.size(); i++) {
+      if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+      out += digits[i];
+    }
+    return out;
+  };
+  std::string s = "imported " + with_commas(imported) + " " + items;
+  if (skipped > 0) {
+    s += ", skipped " + with_commas(skipped);
+    for (size_t i = 0; i < skipped_examples.size(); i++) s += (i == 0 ? ": " : ", ") + skipped_examples[i];
+    if (skipped > skipped_examples.size()) s += ", ...";
+  }
+  if (numeric_labels_ignored > 0) s += "; " + with_commas(numeric_labels_ignored) + " numeric labels ignored";
+  return s;
+}
+
+namespace detail {
+
+constexpr size_t kSkippedExamples = 10;
+
+inline void note_skipped(ImportReport* report, std::string what) {
+  report->skipped++;
+  if (report->skipped_examples.size() < kSkippedExamples) report->skipped_examples.push_back(std::move(what));
+}
+
+// "name: what" when the caller named the input, so a message from a batch says which file.
+inline Status import_error(const ImportOptions& options, StatusCode code, const std::string& what) {
+  return Status(code, options.source_name.empty() ? what : options.source_name + ": " + what);
+}
+
+inline int64_t import_base_time(const ImportOptions& options) {
+  return options.time != 0 ? options.time : int64_t(std::time(nullptr));
+}
+
+// Profile types and tag keys come from other tools' strings ("alloc/space", "thread id"): characters
+// that a series name cannot hold become '_', so every type still gets a series of its own.
+inline std::string sanitized_type(std::string_view name) {
+  std::string out;
+  for (char c : name.substr(0, 64)) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+    out += ok ? c : '_';
+  }
+  if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out.insert(out.begin(), '_');
+  if (out.size() > 64) out.resize(64);
+  return out;
+}
+
+inline std::string sanitized_tag_key(std::string_view key) {
+  std::string out;
+  for (size_t i = 0; i < key.size(); i++) {
+    const char c = key[i];
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (c >= '0' && c <= '9') || c == '.';
+    out += ok ? c : '_';
+  }
+  if (!out.empty() && ((out[0] >= '0' && out[0] <= '9') || out[0] == '.')) out.insert(out.begin(), '_');
+  while (out.size() >= 2 && out[0] == '_' && out[1] == '_') out.erase(out.begin());  // "__" is reserved
+  return out;
+}
+
+inline std::string sanitized_tag_value(std::string_view value) {
+  std::string out(value);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f || c == '{' || c == '}' || c == ',' || c == '=' || c == '"')
+      c = '_';
+  }
+  return out;
+}
+
+inline Status check_import_options(const ImportOptions& options) {
+  std::string why;
+  if (options.app.empty()) return import_error(options, StatusCode::invalid_argument, "no application name given");
+  if (!is_valid_app_name(options.app, &why))
+    return import_error(options, StatusCode::invalid_argument, "application name '" + options.app + "' " + why);
+  for (const Tag& tag : options.tags)
+    if (!is_valid_tag(tag.key, tag.value, &why)) return import_error(options, StatusCode::invalid_argument, "tag " + why);
+  return {};
+}
+
+inline SeriesKey import_series_key(const ImportOptions& options, const std::string& type, Tags profile_tags) {
+  // SeriesKey keeps the last value given for a key: the caller's tags go last so that they win.
+  profile_tags.insert(profile_tags.end(), options.tags.begin(), options.tags.end());
+  return SeriesKey(options.app, type, std::move(profile_tags));
+}
+
+inline std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+  return buf;
+}
+
+inline std::string_view base_name_of(std::string_view path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+// --- gzip (RFC 1952) around DEFLATE, inflated by zlib or by the caller's function -----------------
+
+inline bool is_gzip(ByteSpan b) { return b.size >= 2 && b.data[0] == 0x1f && b.data[1] == 0x8b; }
+
+#if defined(PYROSCOPE_WITH_ZLIB)
+inline Status zlib_inflate_raw(ByteSpan in, uint64_t max_output, std::string* out) {
+  z_stream stream;
+  std::memset(&stream, 0, sizeof stream);
+  if (inflateInit2(&stream, -15) != Z_OK) return error(StatusCode::io_error, "zlib: inflateInit2 failed");
+  out->clear();
+  size_t fed = 0;
+  std::vector<char> buffer(256 * 1024);
+  Status result;
+  while (true) {
+    if (stream.avail_in == 0 && fed < in.size) {  // avail_in is 32 bits: feed >4 GiB inputs in parts
+      const size_t part = std::min<size_t>(in.size - fed, size_t(1) << 30);
+      stream.next_in = const_cast<Bytef*>(in.data + fed);
+      stream.avail_in = uInt(part);
+      fed += part;
+    }
+    stream.next_out = reinterpret_cast<Bytef*>(buffer.data());
+    stream.avail_out = uInt(buffer.size());
+    const int rc = inflate(&stream, Z_NO_FLUSH);
+    const size_t produced = buffer.size() - stream.avail_out;
+    if (produced > max_output - out->size()) {
+      out->append(buffer.data(), size_t(max_output - out->size()));
+      result = error(StatusCode::too_large, "inflates to more than " + std::to_string(max_output) +
+                                                " bytes (the limit on inflated input; a gzip bomb?)");
+      break;
+    }
+    out->append(buffer.data(), produced);
+    if (rc == Z_STREAM_END) break;
+    if (rc == Z_BUF_ERROR || (rc == Z_OK && produced == 0 && stream.avail_in == 0 && fed == in.size)) {
+      result = error(StatusCode::parse_error, "compressed data is truncated");
+      break;
+    }
+    if (rc != Z_OK) {
+      result = error(StatusCode::parse_error,
+                     std::string("compressed data is corrupt (zlib: ") + (stream.msg ? stream.msg : "error") + ")");
+      break;
+    }
+  }
+  inflateEnd(&stream);
+  return result;
+}
+
+inline Status zlib_deflate_raw(ByteSpan in, std::string* out) {
+  z_stream stream;
+  std::memset(&stream, 0, sizeof stream);
+  if (deflateInit2(&stream, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return error(StatusCode::io_error, "zlib: deflateInit2 failed");
+  out->clear();
+  std::vector<char> buffer(256 * 1024);
+  size_t fed = 0;
+  int rc = Z_OK;
+  do {
+    if (stream.avail_in == 0 && fed < in.size) {
+      const size_t part = std::min<size_t>(in.size - fed, size_t(1) << 30);
+      stream.next_in = const_cast<Bytef*>(in.data + fed);
+      stream.avail_in = uInt(part);
+      fed += part;
+    }
+    stream.next_out = reinterpret_cast<Bytef*>(buffer.data());
+    stream.avail_out = uInt(buffer.size());
+    rc = deflate(&stream, fed == in.size ? Z_FINISH : Z_NO_FLUSH);
+    out->append(buffer.data(), buffer.size() - stream.avail_out);
+  } while (rc == Z_OK || rc == Z_BUF_ERROR);
+  deflateEnd(&stream);
+  if (rc != Z_STREAM_END) return error(StatusCode::io_error, "zlib: deflate failed");
+  return {};
+}
+#endif
+
+inline InflateFunction inflater_or_default(const InflateFunction& hook) {
+  if (hook) return hook;
+#if defined(PYROSCOPE_WITH_ZLIB)
+  return zlib_inflate_raw;
+#else
+  return nullptr;
+#endif
+}
+
+// Reads the gzip wrapper and inflates its single member. peek: only the first max_output bytes are
+// wanted (format detection), so running past them is not an error and the trailer is not checked.
+inline Status gunzip(ByteSpan in, const InflateFunction& hook, uint64_t max_output, std::string* out, bool peek) {
+  const InflateFunction inflate = inflater_or_default(hook);
+  if (!inflate)
+    return error(StatusCode::feature_disabled,
+                 "gzip-compressed input needs an inflater: compile the implementation with PYROSCOPE_WITH_ZLIB "
+                 "(and link zlib, -lz) or set ImportOptions::inflate");
+  if (in.size < 18) return error(StatusCode::parse_error, "gzip: truncated header (" + std::to_string(in.size) + " bytes)");
+  if (in.data[2] != 8) return error(StatusCode::parse_error, "gzip: compression method " + std::to_string(in.data[2]) + " is not deflate");
+  const uint8_t flags = in.data[3];
+  if (flags & 0xe0) return error(StatusCode::parse_error, "gzip: reserved header flags set");
+  size_t pos = 10;
+  auto skip_zero_terminated = [&]() {
+    while (pos < in.size && in.data[pos] != 0) pos++;
+    pos++;
+  };
+  if (flags & 4) {  // FEXTRA
+    if (pos + 2 > in.size) return error(StatusCode::parse_error, "gzip: truncated header");
+    pos += 2 + (size_t(in.data[pos]) | size_t(in.data[pos + 1]) << 8);
+  }
+  if (flags & 8) skip_zero_terminated();   // FNAME
+  if (flags & 16) skip_zero_terminated();  // FCOMMENT
+  if (flags & 2) pos += 2;                 // FHCRC
+  if (pos + 8 > in.size) return error(StatusCode::parse_error, "gzip: truncated header");
+  const ByteSpan deflated{in.data + pos, in.size - pos - 8};
+  const uint32_t stored_crc = get_u32(in.data + in.size - 8);
+  const uint32_t stored_size = get_u32(in.data + in.size - 4);
+  out->clear();
+  Status st = inflate(deflated, max_output, out);
+  if (!st.ok()) {
+    if (peek && st.code() == StatusCode::too_large) return {};
+    return Status(st.code(), "gzip: " + st.message());
+  }
+  if (peek) return {};
+  if (uint32_t(out->size()) != stored_size)
+    return error(StatusCode::parse_error, "gzip: inflated " + std::to_string(out->size()) +
+                                              " bytes, the trailer says " + std::to_string(stored_size) +
+                                              " (more than one gzip member, or corrupt)");
+  if (crc32(out->data(), out->size()) != stored_crc) return error(StatusCode::parse_error, "gzip: CRC-32 mismatch");
+  return {};
+}
+
+inline Status gzip(ByteSpan raw, const DeflateFunction& hook, std::string* out) {
+  std::string deflated;
+  Status st;
+  if (hook) {
+    st = hook(raw, &deflated);
+  } else {
+#if defined(PYROSCOPE_WITH_ZLIB)
+    st = zlib_deflate_raw(raw, &deflated);
+#else
+    return error(StatusCode::feature_disabled, "gzip output needs PYROSCOPE_WITH_ZLIB or ExportOptions::deflate");
+#endif
+  }
+  if (!st.ok()) return st;
+  static const char kHeader[10] = {'\x1f', '\x8b', 8, 0, 0, 0, 0, 0, 0, '\xff'};  // no name, no time, OS unknown
+  out->assign(kHeader, sizeof kHeader);
+  out->append(deflated);
+  put_u32(out, crc32(raw.data, raw.size));
+  put_u32(out, uint32_t(raw.size));
+  return {};
+}
+
+// --- protobuf wire format (profile.proto), read and written by hand ---------------------------------
+
+struct ProtoField {
+  uint32_t number = 0;
+  uint8_t wire = 0;      // 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32
+  uint64_t value = 0;    // varint and fixed values
+  ByteSpan bytes;        // length-delimited payload
+  size_t offset = 0;     // of the field's tag, from the start of the whole message
+};
+
+// Reads the fields of one message; a length past the end, a varint over 64 bits, a group or an unknown
+// wire type stops it with failed() and a message naming the offset.
+class ProtoReader {
+ public:
+  ProtoReader(ByteSpan bytes, size_t base_offset) : in_(bytes.data, bytes.size), begin_(bytes.data), base_(base_offset) {}
+  bool next(ProtoField* f) {
+    if (in_.done() || !error_.empty()) return false;
+    f->offset = base_ + size_t(in_.p - begin_);
+    const uint64_t tag = in_.varint();
+    if (in_.failed) return fail(f->offset, "truncated field tag");
+    f->number = uint32_t(tag >> 3);
+    f->wire = uint8_t(tag & 7);
+    if ((tag >> 3) == 0 || (tag >> 3) > 0x1fffffff) return fail(f->offset, "field number " + std::to_string(tag >> 3) + " out of range");
+    switch (f->wire) {
+      case 0:
+        f->value = in_.varint();
+        if (in_.failed) return fail(f->offset, "truncated or over-long varint");
+        return true;
+      case 1:
+      case 5: {
+        const size_t n = f->wire == 1 ? 8 : 4;
+        if (in_.remaining() < n) return fail(f->offset, "truncated fixed-size field");
+        f->value = n == 8 ? get_u64(in_.p) : get_u32(in_.p);
+        in_.p += n;
+        return true;
+      }
+      case 2: {
+        const uint64_t length = in_.varint();
+        if (in_.failed) return fail(f->offset, "truncated length");
+        if (length > in_.remaining())
+          return fail(f->offset, "field " + std::to_string(f->number) + " claims " + std::to_string(length) +
+                                     " bytes, only " + std::to_string(in_.remaining()) + " remain");
+        f->bytes = ByteSpan{in_.p, size_t(length)};
+        in_.p += length;
+        return true;
+      }
+      default:
+        return fail(f->offset, "wire type " + std::to_string(f->wire) + " (groups are not used by profile.proto)");
+    }
+  }
+  const std::string& error() const { return error_; }
+  size_t offset_of(const uint8_t* p) const { return base_ + size_t(p - begin_); }
+
+ private:
+  bool fail(size_t offset, const std::string& what) {
+    error_ = "offset " + std::to_string(offset) + ": " + what;
+    return false;
+  }
+  ByteReader in_;
+  const uint8_t* begin_;
+  size_t base_;
+  std::string error_;
+};
+
+// A repeated integer field, packed (wire type 2) or one value per field (wire type 0).
+inline bool read_repeated_varints(const ProtoField& f, std::vector<uint64_t>* out) {
+  if (f.wire == 0) {
+    out->push_back(f.value);
+    return true;
+  }
+  if (f.wire != 2) return false;
+  ByteReader in(f.bytes.data, f.bytes.size);
+  while (!in.done()) {
+    const uint64_t v = in.varint();
+    if (in.failed) return false;
+    out->push_back(v);
+  }
+  return true;
+}
+
+class ProtoWriter {
+ public:
+  explicit ProtoWriter(std::string* out) : out_(out) {}
+  void varint_field(uint32_t number, uint64_t v) {
+    put_varint(out_, uint64_t(number) << 3);
+    put_varint(out_, v);
+  }
+  void bytes_field(uint32_t number, std::string_view bytes) {
+    put_varint(out_, uint64_t(number) << 3 | 2);
+    put_varint(out_, bytes.size());
+    out_->append(bytes.data(), bytes.size());
+  }
+  void packed_field(uint32_t number, const uint64_t* values, size_t n, std::string* scratch) {
+    scratch->clear();
+    for (size_t i = 0; i < n; i++) put_varint(scratch, values[i]);
+    bytes_field(number, *scratch);
+  }
+
+ private:
+  std::string* out_;
+};
+
+// Maps the ids a profile uses (1, 2, 3, ... usually, anything up to 2^64 allowed) to dense indexes.
+class IdIndex {
+ public:
+  static constexpr uint32_t kMissing = 0xffffffffu;
+  // false: the id is 0 or already defined.
+  bool add(uint64_t id, uint32_t index) {
+    if (id == 0) return false;
+    return map_.emplace(id, index).second;
+  }
+  // Dense ids (the common case) are looked up in a vector; the map stays the source of truth.
+  void seal() {
+    uint64_t max_id = 0;
+    for (const auto& e : map_) max_id = std::max(max_id, e.first);
+    if (max_id <= 4 * uint64_t(map_.size()) + 64) {
+      dense_.assign(size_t(max_id) + 1, kMissing);
+      for (const auto& e : map_) dense_[size_t(e.first)] = e.second;
+    }
+  }
+  uint32_t find(uint64_t id) const {
+    if (!dense_.empty() || map_.empty()) return id < dense_.size() ? dense_[size_t(id)] : kMissing;
+    auto it = map_.find(id);
+    return it == map_.end() ? kMissing : it->second;
+  }
+
+ private:
+  std::unordered_map<uint64_t, uint32_t> map_;
+  std::vector<uint32_t> dense_;
+};
+
+}  // namespace detail
+
+// --- pprof import -----------------------------------------------------------------------------------
+
+namespace detail {
+
+struct PprofValueType {
+  uint64_t type = 0;  // string table indexes
+  uint64_t unit = 0;
+};
+
+struct PprofLocation {
+  uint64_t id = 0;
+  uint64_t mapping_id = 0;
+  uint64_t address = 0;
+  uint32_t first_line = 0;  // into PprofProfile::line_functions
+  uint32_t line_count = 0;
+  size_t offset = 0;
+};
+
+struct PprofFunction {
+  uint64_t id = 0;
+  uint64_t name = 0;
+  uint64_t system_name = 0;
+  size_t offset = 0;
+};
+
+struct PprofMapping {
+  uint64_t id = 0;
+  uint64_t memory_start = 0;
+  uint64_t file_offset = 0;
+  uint64_t filename = 0;
+  size_t offset = 0;
+};
+
+// The parts of a profile.proto the importer uses. Samples stay as spans into the buffer until they are
+// read one at a time, so a big profile is not held twice.
+struct PprofProfile {
+  std::vector<PprofValueType> sample_types;
+  std::vector<ByteSpan> samples;
+  std::vector<size_t> sample_offsets;
+  std::vector<PprofMapping> mappings;
+  std::vector<PprofLocation> locations;
+  std::vector<uint64_t> line_functions;
+  std::vector<PprofFunction> functions;
+  std::vector<std::string_view> strings;
+  int64_t time_nanos = 0;
+  int64_t duration_nanos = 0;
+  PprofValueType period_type;
+  int64_t period = 0;
+};
+
+inline std::string field_error(const ProtoField& f, const char* message_name) {
+  return "offset " + std::to_string(f.offset) + ": " + message_name + " field " + std::to_string(f.number) +
+         " has wire type " + std::to_string(f.wire);
+}
+
+// Reads the message of f into a sub-reader; nested errors name their own offsets.
+inline bool parse_value_type(const ProtoField& outer, PprofValueType* out, std::string* why) {
+  ProtoReader r(outer.bytes, outer.offset);
+  ProtoField f;
+  while (r.next(&f)) {
+    if (f.wire != 0) continue;  // unknown or misplaced fields of a nested message are skipped
+    if (f.number == 1) out->type = f.value;
+    if (f.number == 2) out->unit = f.value;
+  }
+  *why = r.error();
+  return why->empty();
+}
+
+inline Status parse_pprof(ByteSpan bytes, PprofProfile* p) {
+  ProtoReader reader(bytes, 0);
+  ProtoField f;
+  std::string why;
+  auto corrupt = [](const std::string& what) { return error(StatusCode::parse_error, "pprof: " + what); };
+  while (reader.next(&f)) {
+    switch (f.number) {
+      case 1:
+      case 11: {
+        if (f.wire != 2) return corrupt(field_error(f, "Profile"));
+        PprofValueType vt;
+        if (!parse_value_type(f, &vt, &why)) return corrupt(why);
+        if (f.number == 1) p->sample_types.push_back(vt);
+        else p->period_type = vt;
+        break;
+      }
+      case 2:
+        if (f.wire != 2) return corrupt(field_error(f, "Profile"));
+        p->samples.push_back(f.bytes);
+        p->sample_offsets.push_back(f.offset);
+        break;
+      case 3: {
+        if (f.wire != 2) return corrupt(field_error(f, "Profile"));
+        PprofMapping m;
+        m.offset = f.offset;
+        ProtoReader r(f.bytes, f.offset);
+        ProtoField g;
+        while (r.next(&g)) {
+          if (g.wire != 0) continue;
+          if (g.number == 1) m.id = g.value;
+          else if (g.number == 2) m.memory_start = g.value;
+          else if (g.number == 4) m.file_offset = g.value;
+          else if (g.number == 5) m.filename = g.value;
+        }
+        if (!r.error().empty()) return corrupt(r.error());
+        p->mappings.push_back(m);
+        break;
+      }
+      case 4: {
+        if (f.wire != 2) return corrupt(field_error(f, "Profile"));
+        PprofLocation loc;
+        loc.offset = f.offset;
+        loc.first_line = uint32_t(p->line_functions.size());
+        ProtoReader r(f.bytes, f.offset);
+        ProtoField g;
+        while (r.next(&g)) {
+          if (g.number == 1 && g.wire == 0) loc.id = g.value;
+          else if (g.number == 2 && g.wire == 0) loc.mapping_id = g.value;
+          else if (g.number == 3 && g.wire == 0) loc.address = g.value;
+          else if (g.number == 4 && g.wire == 2) {
+            uint64_t function_id = 0;
+            ProtoReader lr(g.bytes, g.offset);
+            ProtoField h;
+            while (lr.next(&h))
+              if (h.number == 1 && h.wire == 0) function_id = h.value;
+            if (!lr.error().empty()) return corrupt(lr.error());
+            if (p->line_functions.size() >= 0xffffffffu) return corrupt("too many lines");
+            p->line_functions.push_back(function_id);
+          }
+        }
+        if (!r.error().empty()) return corrupt(r.error());
+        loc.line_count = uint32_t(p->line_functions.size() - loc.first_line);
+        p->locations.push_back(loc);
+        break;
+      }
+      case 5: {
+        if (f.wire != 2) return corrupt(field_error(f, "Profile"));
+        PprofFunction fn;
+        fn.offset = f.offset;
+        ProtoReader r(f.bytes, f.offset);
+        ProtoField g;
+        while (r.next(&g)) {
+          if (g.wire != 0) continue;
+          if (g.number == 1) fn.id = g.value;
+          else if (g.number == 2) fn.name = g.value;
+          else if (g.number == 3) fn.system_name = g.value;
+        }
+        if (!r.error().empty()) return corrupt(r.error());
+        p->functions.push_back(fn);
+        break;
+      }
+      case 6:
+        if (f.wire != 2) return corrupt(field_error(f, "Profile"));
+        p->strings.emplace_back(reinterpret_cast<const char*>(f.bytes.data), f.bytes.size);
+        break;
+      case 9:
+      case 10:
+      case 12:
+        if (f.wire != 0) return corrupt(field_error(f, "Profile"));
+        if (f.number == 9) p->time_nanos = int64_t(f.value);
+        else if (f.number == 10) p->duration_nanos = int64_t(f.value);
+        else p->period = int64_t(f.value);
+        break;
+      default:
+        break;  // drop_frames, keep_frames, comment, default_sample_type, and fields added later
+    }
+  }
+  if (!reader.error().empty()) return corrupt(reader.error());
+  if (p->sample_types.empty()) return corrupt("no sample types (not a profile.proto?)");
+  if (p->strings.empty() || !p->strings[0].empty()) return corrupt("string table must start with \"\"");
+  return {};
+}
+
+inline bool string_index_ok(const PprofProfile& p, uint64_t index) { return index < p.strings.size(); }
+
+inline Status import_pprof(ByteSpan bytes, const ImportOptions& options, std::vector<ProfileBlock>* out,
+                           ImportReport* report) {
+  auto fail = [&](const std::string& what) { return import_error(options, StatusCode::parse_error, what); };
+  PprofProfile p;
+  Status st = parse_pprof(bytes, &p);
+  if (!st.ok()) return import_error(options, st.code(), st.message());
+
+  // Types and what their values mean.
+  struct TypeInfo {
+    std::string name;
+    SeriesInfo info;
+  };
+  std::vector<TypeInfo> types;
+  std::set<std::string> type_names;
+  for (size_t i = 0; i < p.sample_types.size(); i++) {
+    const PprofValueType& vt = p.sample_types[i];
+    if (!string_index_ok(p, vt.type) || !string_index_ok(p, vt.unit))
+      return fail("pprof: sample type " + std::to_string(i) + ": string index out of range");
+    // Two sample types that read the same after sanitizing stay two series: name_2, name_3, ... (the
+    // suffix replaces the end of a name already at the 64-byte limit, so it always makes a new name).
+    const std::string base = sanitized_type(p.strings[vt.type]);
+    std::string name = base;
+    for (uint64_t k = 2; !type_names.insert(name).second; k++) {
+      const std::string suffix = "_" + std::to_string(k);
+      name = base.substr(0, 64 - suffix.size()) + suffix;
+    }
+    TypeInfo t;
+    t.name = name;
+    t.info = default_series_info(name);
+    if (!p.strings[vt.unit].empty()) t.info.unit = std::string(p.strings[vt.unit]);
+    if (p.period > 0) {
+      if (!string_index_ok(p, p.period_type.type) || !string_index_ok(p, p.period_type.unit))
+        return fail("pprof: period type: string index out of range");
+      t.info.period = p.period;
+      t.info.period_type = std::string(p.strings[p.period_type.type]);
+      t.info.period_unit = std::string(p.strings[p.period_type.unit]);
+    }
+    types.push_back(std::move(t));
+  }
+
+  // Functions -> symbols of the shared table.
+  auto symbols = std::make_shared<SymbolTable>();
+  IdIndex function_index;
+  std::vector<uint32_t> function_symbol(p.functions.size());
+  for (size_t i = 0; i < p.functions.size(); i++) {
+    const PprofFunction& fn = p.functions[i];
+    if (!function_index.add(fn.id, uint32_t(i)))
+      return fail("pprof: offset " + std::to_string(fn.offset) + ": function id " + std::to_string(fn.id) +
+                  (fn.id == 0 ? " is 0" : " defined twice"));
+    if (!string_index_ok(p, fn.name) || !string_index_ok(p, fn.system_name))
+      return fail("pprof: offset " + std::to_string(fn.offset) + ": function " + std::to_string(fn.id) +
+                  ": string index out of range");
+    std::string_view name = p.strings[fn.name];
+    if (name.empty()) name = p.strings[fn.system_name];
+    // A function without a name is named by its location's address instead (below).
+    function_symbol[i] = name.empty() ? SymbolTable::kNone : symbols->intern(name);
+  }
+  function_index.seal();
+
+  IdIndex mapping_index;
+  for (size_t i = 0; i < p.mappings.size(); i++) {
+    const PprofMapping& m = p.mappings[i];
+    if (!mapping_index.add(m.id, uint32_t(i)))
+      return fail("pprof: offset " + std::to_string(m.offset) + ": mapping id " + std::to_string(m.id) +
+                  (m.id == 0 ? " is 0" : " defined twice"));
+    if (!string_index_ok(p, m.filename))
+      return fail("pprof: offset " + std::to_string(m.offset) + ": mapping filename index out of range");
+  }
+  mapping_index.seal();
+
+  // Locations -> their frames, root first. A location's lines are innermost first (an inlined
+  // function, then the function it was inlined into): each becomes a frame of its own.
+  IdIndex location_index;
+  std::vector<uint32_t> location_first(p.locations.size() + 1, 0);
+  std::vector<uint32_t> location_frames;
+  for (size_t i = 0; i < p.locations.size(); i++) {
+    const PprofLocation& loc = p.locations[i];
+    auto where = [&]() { return "pprof: offset " + std::to_string(loc.offset) + ": location " + std::to_string(loc.id); };
+    if (!location_index.add(loc.id, uint32_t(i))) return fail(where() + (loc.id == 0 ? ": id 0" : ": defined twice"));
+    location_first[i] = uint32_t(location_frames.size());
+    // Not symbolized: named by where it is, as `module+0xoffset` (pprof's own fallback).
+    uint32_t address_symbol = SymbolTable::kNone;
+    auto address_name = [&]() -> Status {
+      if (address_symbol != SymbolTable::kNone) return {};
+      std::string name = hex(loc.address);
+      if (loc.mapping_id != 0) {
+        const uint32_t m = mapping_index.find(loc.mapping_id);
+        if (m == IdIndex::kMissing) return fail(where() + ": mapping " + std::to_string(loc.mapping_id) + " not defined");
+        const PprofMapping& mapping = p.mappings[m];
+        std::string_view file = base_name_of(p.strings[mapping.filename]);
+        if (!file.empty() && loc.address >= mapping.memory_start)
+          name = std::string(file) + "+" + hex(loc.address - mapping.memory_start + mapping.file_offset);
+      }
+      address_symbol = symbols->intern(name);
+      return {};
+    };
+    if (loc.line_count == 0) {
+      Status named = address_name();
+      if (!named.ok()) return named;
+      location_frames.push_back(address_symbol);
+    }
+    for (uint32_t k = loc.line_count; k-- > 0;) {
+      const uint64_t function_id = p.line_functions[loc.first_line + k];
+      const uint32_t fn = function_index.find(function_id);
+      if (fn == IdIndex::kMissing)
+        return fail(where() + ": line " + std::to_string(k) + ": function " + std::to_string(function_id) + " not defined");
+      if (function_symbol[fn] == SymbolTable::kNone) {
+        Status named = address_name();
+        if (!named.ok()) return named;
+        location_frames.push_back(address_symbol);
+      } else {
+        location_frames.push_back(function_symbol[fn]);
+      }
+    }
+  }
+  location_first[p.locations.size()] = uint32_t(location_frames.size());
+  location_index.seal();
+
+  // Samples -> one tree per (label set, type).
+  struct Series {
+    Tags tags;
+    std::vector<std::unique_ptr<Tree>> trees;  // per type, made on first use
+  };
+  // Each node of a tree comes from a frame of some sample, so the frames of all samples bound the node
+  // count: reserving it spares the copies of a growing node array (the peak memory of a big import:
+  // 180 -> 148 MB on bench_formats), and the part never used is address space only. One count over the
+  // packed location ids is cheap. Not under Emscripten, where reserved memory is real memory; and never
+  // more nodes than the profile has bytes, whatever its inlined locations expand to.
+  uint64_t frame_bound = 1;
+#if !defined(PYROSCOPE_PLATFORM_EMSCRIPTEN)
+  if (types.size() == 1 && !location_frames.empty()) {
+    const uint64_t frames_per_location = (location_frames.size() + p.locations.size() - 1) / std::max<size_t>(p.locations.size(), 1);
+    for (const ByteSpan& sample : p.samples) {
+      ProtoReader r(sample, 0);
+      ProtoField g;
+      while (r.next(&g)) {
+        if (g.number != 1) continue;
+        if (g.wire == 0) frame_bound += frames_per_location;
+        else if (g.wire == 2)
+          for (size_t b = 0; b < g.bytes.size; b++) frame_bound += (g.bytes.data[b] < 0x80) ? frames_per_location : 0;
+      }
+    }
+    frame_bound = std::min<uint64_t>(frame_bound, bytes.size);
+  }
+#endif
+  std::vector<Series> series(1);  // series[0]: samples without string labels
+  series[0].trees.resize(types.size());
+  std::map<std::vector<std::pair<uint64_t, uint64_t>>, size_t> series_of_labels;
+  std::vector<uint64_t> location_ids, values;
+  std::vector<std::pair<uint64_t, uint64_t>> labels;
+  std::vector<uint32_t> frames;
+  uint64_t numeric_labels = 0;
+  ImportReport local;
+  // Work stays linear in the input: a location with many inlined lines, repeated many times in every
+  // sample, could make a small file expand into billions of frames. Real profiles stay far below 64
+  // frames per byte (each location id is at least a byte, and few locations have more than a few lines).
+  const uint64_t frame_budget = 64 * uint64_t(bytes.size) + (uint64_t(1) << 20);
+  uint64_t frames_so_far = 0;
+  for (size_t s = 0; s < p.samples.size(); s++) {
+    auto where = [&]() { return "pprof: offset " + std::to_string(p.sample_offsets[s]) + ": sample " + std::to_string(s); };
+    location_ids.clear();
+    values.clear();
+    labels.clear();
+    ProtoReader r(p.samples[s], p.sample_offsets[s]);
+    ProtoField g;
+    while (r.next(&g)) {
+      if (g.number == 1 || g.number == 2) {
+        if (!read_repeated_varints(g, g.number == 1 ? &location_ids : &values)) return fail(where() + ": bad packed field");
+      } else if (g.number == 3 && g.wire == 2) {
+        uint64_t key = 0, str = 0, num = 0;
+        ProtoReader lr(g.bytes, g.offset);
+        ProtoField h;
+        while (lr.next(&h)) {
+          if (h.wire != 0) continue;
+          if (h.number == 1) key = h.value;
+          else if (h.number == 2) str = h.value;
+          else if (h.number == 3) num = h.value;
+        }
+        if (!lr.error().empty()) return fail("pprof: " + lr.error());
+        if (!string_index_ok(p, key) || !string_index_ok(p, str)) return fail(where() + ": label string index out of range");
+        if (str != 0) labels.emplace_back(key, str);
+        else if (num != 0 || key != 0) numeric_labels++;
+      }
+    }
+    if (!r.error().empty()) return fail("pprof: " + r.error());
+    if (values.size() != types.size())
+      return fail(where() + ": " + std::to_string(values.size()) + " values for " + std::to_string(types.size()) + " sample types");
+    frames.clear();
+    for (size_t k = location_ids.size(); k-- > 0;) {
+      const uint32_t loc = location_index.find(location_ids[k]);
+      if (loc == IdIndex::kMissing) return fail(where() + ": location " + std::to_string(location_ids[k]) + " not defined");
+      frames_so_far += location_first[loc + 1] - location_first[loc];
+      if (frames_so_far > frame_budget)
+        return fail(where() + ": the samples expand to more than " + std::to_string(frame_budget) +
+                    " frames (64 per byte of profile): refused as hostile");
+      frames.insert(frames.end(), location_frames.begin() + location_first[loc], location_frames.begin() + location_first[loc + 1]);
+    }
+    size_t series_index = 0;
+    if (!labels.empty()) {
+      std::sort(labels.begin(), labels.end());
+      auto it = series_of_labels.find(labels);
+      if (it == series_of_labels.end()) {
+        Series fresh;
+        for (const auto& label : labels) {
+          const std::string key = sanitized_tag_key(p.strings[label.first]);
+          const std::string value = sanitized_tag_value(p.strings[label.second]);
+          if (!key.empty() && !value.empty()) fresh.tags.push_back({key, value});
+        }
+        fresh.trees.resize(types.size());
+        series.push_back(std::move(fresh));
+        it = series_of_labels.emplace(labels, series.size() - 1).first;
+      }
+      series_index = it->second;
+    }
+    bool skipped = false;
+    for (size_t t = 0; t < types.size(); t++) {
+      const int64_t value = int64_t(values[t]);
+      if (value < 0) {
+        if (options.strict) return fail(where() + ": negative value " + std::to_string(value) + " of " + types[t].name);
+        skipped = true;
+        continue;
+      }
+      if (value == 0) continue;
+      std::unique_ptr<Tree>& tree = series[series_index].trees[t];
+      if (!tree) {
+        tree = std::make_unique<Tree>(symbols);
+        if (series_index == 0 && frame_bound > 1) tree->reserve(size_t(frame_bound));
+      }
+      uint64_t sum;
+      if (add_overflows(tree->total(), uint64_t(value), &sum)) {
+        if (options.strict) return fail(where() + ": total of " + types[t].name + " overflows 64 bits");
+        skipped = true;
+        continue;
+      }
+      tree->insert_ids(frames.data(), frames.size(), uint64_t(value));
+    }
+    if (skipped) note_skipped(&local, "sample " + std::to_string(s) + " negative or overflowing value");
+    else local.imported++;
+  }
+
+  const int64_t block_start = p.time_nanos > 0 ? floor_div(p.time_nanos, 1000000000) : import_base_time(options);
+  std::vector<ProfileBlock> blocks;
+  for (Series& s : series) {
+    for (size_t t = 0; t < types.size(); t++) {
+      if (!s.trees[t] || s.trees[t]->total() == 0) continue;
+      ProfileBlock block;
+      block.series = import_series_key(options, types[t].name, s.tags);
+      block.info = types[t].info;
+      block.block_start = block_start;
+      block.tree = std::move(*s.trees[t]);
+      blocks.push_back(std::move(block));
+      local.series++;
+    }
+  }
+  local.numeric_labels_ignored = numeric_labels;
+  for (ProfileBlock& b : blocks) out->push_back(std::move(b));
+  if (report) {
+    local.format = Format::pprof;
+    local.items = "samples";
+    *report = std::move(local);
+  }
+  return {};
+}
+
+}  // namespace detail
+
+// --- folded text ------------------------------------------------------------------------------------
+
+namespace detail {
+
+// One line of folded text, read exactly: the count is the digits at the end (after CR and trailing
+// blanks), separated by one space or tab; every byte before that separator is the stack's (flamegraph.pl
+// reads lines the same way), so a frame that ends in a space keeps it. A UTF-8 byte-order mark at the
+// start of a line is dropped: editors write one at the start of a file, and concatenated files carry it
+// into later lines.
+struct FoldedLine {
+  std::string_view stack;
+  uint64_t count = 0;
+  std::string problem;  // empty when the line was read; "no count", "count overflows", ...
+  bool blank = false;
+};
+
+inline FoldedLine read_folded_line(std::string_view line) {
+  FoldedLine out;
+  while (!line.empty() && is_space(line.back())) line.remove_suffix(1);
+  while (line.size() >= 3 && std::memcmp(line.data(), "\xEF\xBB\xBF", 3) == 0) line.remove_prefix(3);
+  if (line.empty()) {
+    out.blank = true;
+    return out;
+  }
+  const size_t separator = line.find_last_of(" \t");
+  if (separator == std::string_view::npos) {
+    out.problem = "no count";
+    return out;
+  }
+  const std::string_view count_text = line.substr(separator + 1);
+  if (count_text.find_first_of("0123456789") == std::string_view::npos) {
+    out.problem = "no count";
+    return out;
+  }
+  for (char c : count_text) {
+    if (c < '0' || c > '9') {
+      out.problem = "count '" + std::string(count_text.substr(0, 40)) + "' is not a non-negative integer";
+      return out;
+    }
+    if (out.count > (UINT64_MAX - uint64_t(c - '0')) / 10) {
+      out.problem = "count overflows";
+      return out;
+    }
+    out.count = out.count * 10 + uint64_t(c - '0');
+  }
+  out.stack = line.substr(0, separator);
+  if (out.stack.empty()) out.problem = "no stack before the count";
+  return out;
+}
+
+// Splits a stack at ';' into symbol ids. An empty frame is an error when strict (returns false), else
+// it is named kEmptyFrameName.
+inline bool folded_frames(std::string_view stack, SymbolTable* symbols, bool strict, std::vector<uint32_t>* ids,
+                          std::string* problem) {
+  ids->clear();
+  size_t start = 0;
+  while (true) {
+    const size_t semi = stack.find(';', start);
+    std::string_view frame = stack.substr(start, semi == std::string_view::npos ? std::string_view::npos : semi - start);
+    if (frame.empty()) {
+      if (strict) {
+        *problem = "empty frame name (frame " + std::to_string(ids->size() + 1) + ")";
+        return false;
+      }
+      frame = kEmptyFrameName;
+    }
+    ids->push_back(symbols->intern(frame));
+    if (semi == std::string_view::npos) return true;
+    start = semi + 1;
+  }
+}
+
+}  // namespace detail
+
+Status Tree::add_folded(std::string_view text) {
+  Tree staged(symbols_);
+  std::vector<uint32_t> ids;
+  size_t line_number = 0;
+  size_t pos = 0;
+  auto fail = [&](const std::string& what) {
+    return detail::error(StatusCode::parse_error, "line " + std::to_string(line_number) + ": " + what);
+  };
+  std::string problem;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    const detail::FoldedLine line = detail::read_folded_line(text.substr(pos, eol - pos));
+    pos = eol + 1;
+    line_number++;
+    if (line.blank) continue;
+    if (!line.problem.empty()) return fail(line.problem);
+    if (!detail::folded_frames(line.stack, symbols_.get(), true, &ids, &problem)) return fail(problem);
+    uint64_t sum;
+    if (detail::add_overflows(staged.total(), line.count, &sum)) return fail("total sample count overflows 64 bits");
+    staged.insert_ids(ids.data(), ids.size(), line.count);
+  }
+  uint64_t sum;
+  if (detail::add_overflows(total(), staged.total(), &sum))
+    return detail::error(StatusCode::parse_error, "total sample count overflows 64 bits");
+  merge(staged);
+  return {};
+}
+
+Status Tree::from_folded(std::string_view text, Tree* out) {
+  out->clear();
+  return out->add_folded(text);
+}
+
+FoldedImporter::FoldedImporter(bool strict, std::shared_ptr<SymbolTable> symbols)
+    : tree_(std::move(symbols)), strict_(strict) {
+  report_.format = Format::folded;
+  report_.items = "lines";
+}
+
+void FoldedImporter::line(std::string_view text) {
+  line_number_++;
+  if (!status_.ok()) return;
+  const detail::FoldedLine line = detail::read_folded_line(text);
+  if (line.blank) return;
+  std::string problem = line.problem;
+  if (problem.empty()) detail::folded_frames(line.stack, &tree_.symbols(), strict_, &ids_, &problem);
+  uint64_t sum;
+  if (problem.empty() && detail::add_overflows(tree_.total(), line.count, &sum)) problem = "total overflows 64 bits";
+  if (!problem.empty()) {
+    if (strict_) status_ = detail::error(StatusCode::parse_error, "line " + std::to_string(line_number_) + ": " + problem);
+    else detail::note_skipped(&report_, "line " + std::to_string(line_number_) + " " + problem);
+    return;
+  }
+  tree_.insert_ids(ids_.data(), ids_.size(), line.count);
+  report_.imported++;
+}
+
+void FoldedImporter::add(const char* data, size_t size) {
+  std::string_view rest(data, size);
+  if (!carry_.empty()) {
+    const size_t newline = rest.find('\n');
+    if (newline == std::string_view::npos) {
+      carry_.append(rest.data(), rest.size());
+      return;
+    }
+    carry_.append(rest.data(), newline);
+    line(carry_);
+    carry_.clear();
+    rest.remove_prefix(newline + 1);
+  }
+  while (true) {
+    const size_t newline = rest.find('\n');
+    if (newline == std::string_view::npos) break;
+    line(rest.substr(0, newline));
+    rest.remove_prefix(newline + 1);
+  }
+  carry_.assign(rest.data(), rest.size());
+}
+
+Status FoldedImporter::finish() {
+  if (!carry_.empty()) line(carry_);
+  carry_.clear();
+  carry_.shrink_to_fit();
+  if (!status_.ok()) {
+    tree_.clear();
+    report_.imported = 0;
+    return status_;
+  }
+  if (report_.imported == 0 && report_.skipped > 0)
+    return detail::error(StatusCode::parse_error, "not folded text: no line could be read (" + report_.skipped_examples[0] + ")");
+  return {};
+}
+
+// --- perf script ------------------------------------------------------------------------------------
+
+namespace detail {
+
+inline bool all_digits(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+inline bool all_hex(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return false;
+  return true;
+}
+
+// "12345.678901:" -> seconds.
+inline bool perf_timestamp(std::string_view token, double* seconds) {
+  if (token.size() < 4 || token.back() != ':') return false;
+  token.remove_suffix(1);
+  const size_t dot = token.find('.');
+  if (dot == std::string_view::npos || !all_digits(token.substr(0, dot)) || !all_digits(token.substr(dot + 1)))
+    return false;
+  *seconds = std::strtod(std::string(token).c_str(), nullptr);
+  return true;
+}
+
+struct PerfHeader {
+  std::string comm;
+  std::string event;
+  bool has_time = false;
+  double time = 0;
+  std::string_view inline_frame;  // the sample's only frame, when perf script printed no callchain
+};
+
+inline void split_tokens(std::string_view line, std::vector<std::pair<size_t, std::string_view>>* tokens) {
+  tokens->clear();
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) i++;
+    const size_t start = i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') i++;
+    if (i > start) tokens->push_back({start, line.substr(start, i - start)});
+  }
+}
+
+// `comm pid[/tid] [cpu] time: [period] event: [ip sym (dso)]`. The command may hold spaces, so the
+// line is read around its timestamp; without one (perf script -F without time), the command ends at the
+// first token that is a pid, as FlameGraph's stackcollapse-perf.pl reads it.
+inline bool read_perf_header(std::string_view line, PerfHeader* out, std::string* problem) {
+  std::vector<std::pair<size_t, std::string_view>> tokens;
+  split_tokens(line, &tokens);
+  size_t time_token = tokens.size();
+  for (size_t i = 1; i < tokens.size(); i++) {
+    if (perf_timestamp(tokens[i].second, &out->time)) {
+      time_token = i;
+      out->has_time = true;
+      break;
+    }
+  }
+  auto is_pid = [](std::string_view t) {
+    const size_t slash = t.find('/');
+    return slash == std::string_view::npos ? all_digits(t) : all_digits(t.substr(0, slash)) && all_digits(t.substr(slash + 1));
+  };
+  auto is_cpu = [](std::string_view t) { return t.size() >= 3 && t.front() == '[' && t.back() == ']' && all_digits(t.substr(1, t.size() - 2)); };
+  size_t pid_token = tokens.size();
+  if (out->has_time) {
+    size_t k = time_token;
+    if (k >= 2 && is_cpu(tokens[k - 1].second)) k--;
+    if (k >= 2 && is_pid(tokens[k - 1].second)) pid_token = k - 1;
+  } else {
+    for (size_t i = 1; i < tokens.size(); i++) {
+      if (is_pid(tokens[i].second)) {
+        pid_token = i;
+        break;
+      }
+    }
+  }
+  if (pid_token >= tokens.size()) {
+    *problem = "sample header without a pid";
+    return false;
+  }
+  std::string_view comm = line.substr(0, tokens[pid_token].first);
+  while (!comm.empty() && (comm.back() == ' ' || comm.back() == '\t')) comm.remove_suffix(1);
+  out->comm.assign(comm.data(), comm.size());
+  for (char& c : out->comm)
+    if (c == ' ') c = '_';  // as perf's stackcollapse writes the command
+  size_t next = out->has_time ? time_token + 1 : pid_token + 1;
+  if (!out->has_time && next < tokens.size() && is_cpu(tokens[next].second)) next++;
+  if (next < tokens.size() && all_digits(tokens[next].second)) next++;  // the period
+  if (next >= tokens.size() || tokens[next].second.back() != ':' || tokens[next].second.size() < 2) {
+    *problem = "sample header without an event name";
+    return false;
+  }
+  out->event.assign(tokens[next].second.data(), tokens[next].second.size() - 1);
+  const size_t after = tokens[next].first + tokens[next].second.size();
+  out->inline_frame = line.substr(after);
+  while (!out->inline_frame.empty() && (out->inline_frame.front() == ' ' || out->inline_frame.front() == '\t'))
+    out->inline_frame.remove_prefix(1);
+  return true;
+}
+
+// `ffffffff810a9c85 native_write_msr+0x5 ([kernel.kallsyms])` -> the symbol, named as perf's own
+// stackcollapse names it: the symbol without its offset, [unknown] when perf had none, ';' as ':'.
+inline bool read_perf_frame(std::string_view line, std::string* name) {
+  while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+  while (!line.empty() && is_space(line.back())) line.remove_suffix(1);
+  size_t space = line.find_first_of(" \t");
+  if (!all_hex(line.substr(0, space))) return false;
+  std::string_view rest = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+  while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
+  if (!rest.empty() && rest.back() == ')') {
+    const size_t open = rest.rfind(" (");
+    if (open != std::string_view::npos) rest = rest.substr(0, open);
+    else if (rest.front() == '(') rest = {};  // only a dso
+  }
+  const size_t plus = rest.rfind("+0x");
+  if (plus != std::string_view::npos && plus > 0 && all_hex(rest.substr(plus + 3))) rest = rest.substr(0, plus);
+  if (rest.empty()) rest = "[unknown]";
+  name->assign(rest.data(), rest.size());
+  for (char& c : *name)
+    if (c == ';') c = ':';
+  return true;
+}
+
+// perf's event names carry modifiers after a colon (cycles:u, cpu-clock:ppp); tracepoints have a
+// colon of their own (sched:sched_switch), kept.
+inline std::string perf_event_type(std::string_view event) {
+  const size_t colon = event.rfind(':');
+  if (colon != std::string_view::npos) {
+    const std::string_view modifiers = event.substr(colon + 1);
+    if (!modifiers.empty() && modifiers.find_first_not_of("ukhGHpPSDIWe") == std::string_view::npos)
+      event = event.substr(0, colon);
+  }
+  if (event == "cycles" || event == "cpu-clock" || event == "task-clock" || event == "cpu-cycles" ||
+      event == "ref-cycles" || event == "cpu_clock" || event.empty())
+    return "cpu";
+  return sanitized_type(event);
+}
+
+inline Status import_perf_script(ByteSpan bytes, const ImportOptions& options, std::vector<ProfileBlock>* out,
+                                 ImportReport* report) {
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data), bytes.size);
+  auto symbols = std::make_shared<SymbolTable>();
+  // (type, block index) -> tree; blocks are 10 s of the samples' own time, from the first sample.
+  std::map<std::pair<std::string, int64_t>, Tree> trees;
+  ImportReport local;
+  local.format = Format::perf_script;
+  local.items = "samples";
+  PerfHeader header;
+  bool in_sample = false, sample_bad = false;
+  uint64_t sample_line = 0;
+  std::string sample_problem, name;
+  std::vector<std::string> frames;  // leaf first, as perf prints them
+  std::vector<uint32_t> ids;
+  bool have_first_time = false;
+  double first_time = 0;
+  const int64_t base = import_base_time(options);
+  auto problem_at = [&](uint64_t line, const std::string& what) { return "line " + std::to_string(line) + " " + what; };
+  auto end_sample = [&]() -> Status {
+    if (!in_sample) return {};
+    in_sample = false;
+    if (!sample_bad && frames.empty() && !header.inline_frame.empty()) {
+      if (read_perf_frame(header.inline_frame, &name)) frames.push_back(name);
+    }
+    if (sample_bad) {
+      if (options.strict) return import_error(options, StatusCode::parse_error, "perf script: " + problem_at(sample_line, sample_problem));
+      note_skipped(&local, problem_at(sample_line, sample_problem));
+      return {};
+    }
+    if (header.has_time && !have_first_time) {
+      have_first_time = true;
+      first_time = header.time;
+    }
+    int64_t block = 0;
+    if (header.has_time && header.time >= first_time) {
+      const double since = header.time - first_time;
+      block = since < 1e12 ? int64_t(since / double(kDefaultResolutionSeconds)) : 0;
+    }
+    ids.clear();
+    ids.push_back(symbols->intern(header.comm));
+    for (size_t k = frames.size(); k-- > 0;) ids.push_back(symbols->intern(frames[k]));
+    auto it = trees.find({perf_event_type(header.event), block});
+    if (it == trees.end()) it = trees.emplace(std::make_pair(perf_event_type(header.event), block), Tree(symbols)).first;
+    it->second.insert_ids(ids.data(), ids.size(), 1);
+    local.imported++;
+    return {};
+  };
+  size_t pos = 0;
+  uint64_t line_number = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    std::string_view line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    line_number++;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") == std::string_view::npos) {
+      Status st = end_sample();
+      if (!st.ok()) return st;
+      continue;
+    }
+    if (line[0] == ' ' || line[0] == '\t') {
+      if (!in_sample) {
+        if (options.strict) return import_error(options, StatusCode::parse_error, "perf script: " + problem_at(line_number, "stack line outside a sample"));
+        note_skipped(&local, problem_at(line_number, "stack line outside a sample"));
+        continue;
+      }
+      if (sample_bad) continue;
+      if (!read_perf_frame(line, &name)) {
+        sample_bad = true;
+        sample_problem = "stack line is not 'address symbol (module)'";
+        sample_line = line_number;
+        continue;
+      }
+      frames.push_back(name);
+      continue;
+    }
+    if (line[0] == '#' && !in_sample) continue;  // perf script --header
+    Status st = end_sample();  // a sample without a callchain ends at the next header
+    if (!st.ok()) return st;
+    in_sample = true;
+    sample_bad = false;
+    sample_line = line_number;
+    frames.clear();
+    header = PerfHeader();
+    if (!read_perf_header(line, &header, &sample_problem)) sample_bad = true;
+  }
+  Status st = end_sample();
+  if (!st.ok()) return st;
+  if (local.imported == 0 && local.skipped > 0)
+    return import_error(options, StatusCode::parse_error, "perf script: no sample could be read (" + local.skipped_examples[0] + ")");
+  std::set<std::string> types;
+  for (auto& entry : trees) {
+    ProfileBlock block;
+    block.series = import_series_key(options, entry.first.first, {});
+    block.info = default_series_info(entry.first.first);
+    block.info.unit = "samples";
+    block.block_start = base + entry.first.second * kDefaultResolutionSeconds;
+    block.tree = std::move(entry.second);
+    out->push_back(std::move(block));
+    types.insert(entry.first.first);
+  }
+  local.series = types.size();
+  if (report) *report = std::move(local);
+  return {};
+}
+
+}  // namespace detail
+
+// --- JSON formats: speedscope and Chrome/Node .cpuprofile (nlohmann/json's SAX parser) ---------------
+
+#if defined(PYROSCOPE_WITH_JSON)
+namespace detail {
+
+struct JsonValue {
+  enum class Kind { null, boolean, number, string } kind = Kind::null;
+  double number = 0;
+  bool integral = false;  // an integer in the text (exact as double up to 2^53)
+  const std::string* text = nullptr;
+};
+
+// A SAX handler that knows where it is: each step of the path is an object (with its current key) or
+// an array (with the index of its current element). Handlers match paths such as
+// "profiles/#/samples/#/#" ('#' = any array index). SAX keeps memory to what the importer stores: a
+// document tree of a 100 MB profile would take several times that. No exception is thrown on bad
+// input (parse_error is a callback), so this works under -fno-exceptions too.
+class JsonPathSax : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  struct Step {
+    bool array = false;
+    size_t index = 0;
+    std::string key;
+  };
+  using Pattern = std::vector<std::string>;
+  static Pattern pattern(std::string_view text) {
+    Pattern out;
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t slash = text.find('/', start);
+      if (slash == std::string_view::npos) slash = text.size();
+      out.emplace_back(text.substr(start, slash - start));
+      start = slash + 1;
+    }
+    return out;
+  }
+  bool at(const Pattern& p) const {
+    if (p.size() != path_.size()) return false;
+    for (size_t i = 0; i < p.size(); i++) {
+      if (p[i] == "#" ? !path_[i].array : (path_[i].array || path_[i].key != p[i])) return false;
+    }
+    return true;
+  }
+  size_t index(size_t depth) const { return path_[depth].index; }
+  std::string where() const {
+    std::string out;
+    for (size_t i = 0; i < path_.size(); i++) {
+      if (path_[i].array) out += "[" + std::to_string(path_[i].index) + "]";
+      else out += (i ? "." : "") + path_[i].key;
+    }
+    return out.empty() ? "the document" : out;
+  }
+  bool fail(const std::string& what) {
+    if (error_.empty()) error_ = what;
+    return false;
+  }
+  const std::string& error() const { return error_; }
+  size_t depth() const { return path_.size(); }
+
+  bool null() override { return scalar(JsonValue()); }
+  bool boolean(bool) override {
+    JsonValue v;
+    v.kind = JsonValue::Kind::boolean;
+    return scalar(v);
+  }
+  bool number_integer(number_integer_t n) override { return number(double(n), true); }
+  bool number_unsigned(number_unsigned_t n) override { return number(double(n), true); }
+  bool number_float(number_float_t n, const string_t&) override { return number(double(n), false); }
+  bool string(string_t& s) override {
+    JsonValue v;
+    v.kind = JsonValue::Kind::string;
+    v.text = &s;
+    return scalar(v);
+  }
+  bool binary(binary_t&) override { return fail("binary value"); }
+  bool start_object(std::size_t) override { return open(false); }
+  bool key(string_t& k) override {
+    path_.back().key = k;
+    return true;
+  }
+  bool end_object() override { return close(false); }
+  bool start_array(std::size_t) override { return open(true); }
+  bool end_array() override { return close(true); }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& ex) override {
+    std::string what = ex.what();
+    // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." -> after the id
+    const size_t bracket = what.find("] ");
+    if (bracket != std::string::npos) what = what.substr(bracket + 2);
+    return fail("not valid JSON (byte " + std::to_string(position) + "): " + what);
+  }
+
+ protected:
+  virtual bool on_value(const JsonValue& value) = 0;
+  virtual bool on_begin(bool /*array*/) { return true; }
+  virtual bool on_end(bool /*array*/) { return true; }
+
+ private:
+  bool number(double n, bool integral) {
+    JsonValue v;
+    v.kind = JsonValue::Kind::number;
+    v.number = n;
+    v.integral = integral;
+    return scalar(v);
+  }
+  bool scalar(const JsonValue& v) {
+    if (!on_value(v)) return false;
+    advance();
+    return true;
+  }
+  // on_begin and on_end see the path to the container (its key or index in its parent), not inside it.
+  bool open(bool array) {
+    if (path_.size() >= 64) return fail("JSON nested more than 64 levels deep");
+    if (path_.empty() && array) return fail("the document is an array, not an object");
+    if (!on_begin(array)) return false;
+    path_.push_back(Step{array, 0, std::string()});
+    return true;
+  }
+  bool close(bool array) {
+    path_.pop_back();
+    if (!on_end(array)) return false;
+    advance();
+    return true;
+  }
+  void advance() {
+    if (!path_.empty() && path_.back().array) path_.back().index++;
+  }
+  std::vector<Step> path_;
+  std::string error_;
+};
+
+inline Status run_json_sax(ByteSpan bytes, JsonPathSax* sax, const char* format) {
+  const char* begin = reinterpret_cast<const char*>(bytes.data);
+  const bool parsed = nlohmann::json::sax_parse(begin, begin + bytes.size, sax);
+  if (!parsed || !sax->error().empty())
+    return error(StatusCode::parse_error, std::string(format) + ": " + (sax->error().empty() ? "not valid JSON" : sax->error()));
+  return {};
+}
+
+inline bool as_index(const JsonValue& v, uint64_t limit, uint64_t* out) {
+  if (v.kind != JsonValue::Kind::number || !v.integral || v.number < 0 || v.number >= double(limit)) return false;
+  *out = uint64_t(v.number);
+  return true;
+}
+
+// Rounds a weight already in the series' unit; false for NaN, infinities and values past 2^63.
+inline bool to_weight(double value, int64_t* out) {
+  if (!std::isfinite(value) || std::fabs(value) >= 9.2e18) return false;
+  *out = int64_t(std::llround(value));
+  return true;
+}
+
+// --- speedscope -----------------------------------------------------------------------------------------
+
+struct SpeedscopeProfile {
+  std::string type, name, unit;
+  std::vector<uint32_t> stack_frames;  // sampled: every stack's frame indexes, root first, one after another
+  std::vector<size_t> stack_end;       // end of each stack in stack_frames
+  std::vector<double> weights;
+  struct Event {
+    bool open;
+    uint32_t frame;
+    double at;
+  };
+  std::vector<Event> events;
+  Event event{true, 0, 0};
+  bool event_has_type = false, event_has_frame = false, event_has_at = false;
+};
+
+class SpeedscopeSax : public JsonPathSax {
+ public:
+  std::vector<std::string> frame_names;
+  std::vector<SpeedscopeProfile> profiles;
+  bool saw_shared_frames = false;
+
+ protected:
+  bool on_begin(bool array) override {
+    if (array && at(frames_)) saw_shared_frames = true;
+    if (!array && at(profile_)) {
+      if (index(1) != profiles.size()) return fail("profiles out of order");
+      profiles.emplace_back();
+    }
+    if (!array && at(event_)) {
+      SpeedscopeProfile& p = profiles.back();
+      p.event_has_type = p.event_has_frame = p.event_has_at = false;
+    }
+    // A frame without a name is "[unknown]"; the index is that of an element the document has.
+    if (!array && at(frame_) && index(2) >= frame_names.size()) frame_names.resize(index(2) + 1, "[unknown]");
+    if (array && (at(frame_) || at(profile_))) return fail(where() + " is not an object");
+    return true;
+  }
+  bool on_end(bool array) override {
+    if (array && at(sample_)) profiles.back().stack_end.push_back(profiles.back().stack_frames.size());
+    if (!array && at(event_)) {
+      SpeedscopeProfile& p = profiles.back();
+      if (!p.event_has_type || !p.event_has_frame || !p.event_has_at)
+        return fail(where() + ": an event needs type, frame and at");
+      p.events.push_back(p.event);
+    }
+    return true;
+  }
+  bool on_value(const JsonValue& v) override {
+    using Kind = JsonValue::Kind;
+    if (at(frame_name_)) {
+      if (v.kind != Kind::string) return fail(where() + " is not a string");
+      frame_names[index(2)] = *v.text;
+    } else if (at(sample_frame_)) {
+      uint64_t frame;
+      if (!as_index(v, 0xffffffffu, &frame)) return fail(where() + " is not a frame index");
+      profiles.back().stack_frames.push_back(uint32_t(frame));
+    } else if (at(weight_)) {
+      if (v.kind != Kind::number) return fail(where() + " is not a number");
+      profiles.back().weights.push_back(v.number);
+    } else if (at(profile_type_) || at(profile_name_) || at(profile_unit_)) {
+      if (v.kind != Kind::string) return fail(where() + " is not a string");
+      SpeedscopeProfile& p = profiles.back();
+      (at(profile_type_) ? p.type : at(profile_name_) ? p.name : p.unit) = *v.text;
+    } else if (at(event_type_)) {
+      SpeedscopeProfile& p = profiles.back();
+      if (v.kind != Kind::string || (*v.text != "O" && *v.text != "C")) return fail(where() + " is not \"O\" or \"C\"");
+      p.event.open = *v.text == "O";
+      p.event_has_type = true;
+    } else if (at(event_frame_)) {
+      uint64_t frame;
+      if (!as_index(v, 0xffffffffu, &frame)) return fail(where() + " is not a frame index");
+      profiles.back().event.frame = uint32_t(frame);
+      profiles.back().event_has_frame = true;
+    } else if (at(event_at_)) {
+      if (v.kind != Kind::number) return fail(where() + " is not a number");
+      profiles.back().event.at = v.number;
+      profiles.back().event_has_at = true;
+    } else if (at(frame_) || at(profile_)) {
+      return fail(where() + " is not an object");
+    } else if (depth() == 0) {
+      return fail("the document is not an object");
+    }
+    return true;
+  }
+
+ private:
+  const Pattern frames_ = pattern("shared/frames");
+  const Pattern frame_ = pattern("shared/frames/#");
+  const Pattern frame_name_ = pattern("shared/frames/#/name");
+  const Pattern profile_ = pattern("profiles/#");
+  const Pattern profile_type_ = pattern("profiles/#/type");
+  const Pattern profile_name_ = pattern("profiles/#/name");
+  const Pattern profile_unit_ = pattern("profiles/#/unit");
+  const Pattern sample_ = pattern("profiles/#/samples/#");
+  const Pattern sample_frame_ = pattern("profiles/#/samples/#/#");
+  const Pattern weight_ = pattern("profiles/#/weights/#");
+  const Pattern event_ = pattern("profiles/#/events/#");
+  const Pattern event_type_ = pattern("profiles/#/events/#/type");
+  const Pattern event_frame_ = pattern("profiles/#/events/#/frame");
+  const Pattern event_at_ = pattern("profiles/#/events/#/at");
+};
+
+// Units: time in nanoseconds, "none" as samples, bytes as bytes.
+inline bool speedscope_unit(const std::string& unit, std::string* type, std::string* our_unit, double* scale) {
+  static const std::pair<const char*, double> kTime[] = {
+      {"nanoseconds", 1}, {"microseconds", 1e3}, {"milliseconds", 1e6}, {"seconds", 1e9}};
+  for (const auto& t : kTime) {
+    if (unit == t.first) {
+      *type = "cpu";
+      *our_unit = "nanoseconds";
+      *scale = t.second;
+      return true;
+    }
+  }
+  *scale = 1;
+  if (unit == "none" || unit.empty()) {
+    *type = "cpu";
+    *our_unit = "samples";
+    return true;
+  }
+  if (unit == "bytes") {
+    *type = "alloc_space";
+    *our_unit = "bytes";
+    return true;
+  }
+  return false;
+}
+
+inline Status import_speedscope(ByteSpan bytes, const ImportOptions& options, std::vector<ProfileBlock>* out,
+                                ImportReport* report) {
+  auto fail = [&](const std::string& what) { return import_error(options, StatusCode::parse_error, "speedscope: " + what); };
+  SpeedscopeSax sax;
+  Status st = run_json_sax(bytes, &sax, "speedscope");
+  if (!st.ok()) return import_error(options, st.code(), st.message());
+  if (!sax.saw_shared_frames) return fail("no shared.frames (not a speedscope file?)");
+  if (sax.profiles.empty()) return fail("no profiles");
+  auto symbols = std::make_shared<SymbolTable>();
+  std::vector<uint32_t> frame_symbol(sax.frame_names.size());
+  for (size_t i = 0; i < sax.frame_names.size(); i++) frame_symbol[i] = symbols->intern(sax.frame_names[i]);
+  ImportReport local;
+  local.format = Format::speedscope;
+  local.items = "samples";
+  std::vector<ProfileBlock> blocks;
+  std::set<std::string> profile_tags;
+  std::vector<uint32_t> ids;
+  const int64_t base = import_base_time(options);
+  // Evented profiles insert the whole open stack at every event: 100 000 nested opens would cost the
+  // square of that. Work is bounded by the input's size (real profiles: far below).
+  const uint64_t frame_budget = 64 * uint64_t(bytes.size) + (uint64_t(1) << 20);
+  uint64_t frames_so_far = 0;
+  for (size_t pi = 0; pi < sax.profiles.size(); pi++) {
+    SpeedscopeProfile& p = sax.profiles[pi];
+    const std::string where = "profiles[" + std::to_string(pi) + "]";
+    std::string type, unit;
+    double scale;
+    if (!speedscope_unit(p.unit, &type, &unit, &scale)) return fail(where + ": unknown unit '" + p.unit + "'");
+    Tree tree(symbols);
+    auto add = [&](const uint32_t* frames, size_t n, double weight, const std::string& what) -> Status {
+      int64_t w;
+      if (!to_weight(weight * scale, &w)) return fail(where + ": " + what + ": weight out of range");
+      if (w < 0) {
+        if (options.strict) return fail(where + ": " + what + ": negative weight");
+        note_skipped(&local, where + " " + what + " negative weight");
+        return {};
+      }
+      uint64_t sum;
+      if (add_overflows(tree.total(), uint64_t(w), &sum)) return fail(where + ": total weight overflows 64 bits");
+      frames_so_far += n;
+      if (frames_so_far > frame_budget)
+        return fail(where + ": " + what + ": stacks deeper in all than 64 frames per byte of the file: refused as hostile");
+      ids.clear();
+      for (size_t k = 0; k < n; k++) {
+        if (frames[k] >= frame_symbol.size())
+          return fail(where + ": " + what + ": frame " + std::to_string(frames[k]) + " of " +
+                      std::to_string(frame_symbol.size()) + " shared frames");
+        ids.push_back(frame_symbol[frames[k]]);
+      }
+      tree.insert_ids(ids.data(), ids.size(), uint64_t(w));
+      local.imported++;
+      return {};
+    };
+    if (p.type == "sampled") {
+      if (p.weights.size() != p.stack_end.size())
+        return fail(where + ": " + std::to_string(p.weights.size()) + " weights for " + std::to_string(p.stack_end.size()) + " samples");
+      size_t begin = 0;
+      for (size_t s = 0; s < p.stack_end.size(); s++) {
+        st = add(p.stack_frames.data() + begin, p.stack_end[s] - begin, p.weights[s], "sample " + std::to_string(s));
+        if (!st.ok()) return st;
+        begin = p.stack_end[s];
+      }
+    } else if (p.type == "evented") {
+      std::vector<uint32_t> open;
+      double last = 0;
+      for (size_t e = 0; e < p.events.size(); e++) {
+        const SpeedscopeProfile::Event& ev = p.events[e];
+        if (e > 0 && ev.at < last) return fail(where + ": events[" + std::to_string(e) + "] is earlier than the one before");
+        if (!open.empty() && ev.at > last) {
+          st = add(open.data(), open.size(), ev.at - last, "events[" + std::to_string(e) + "]");
+          if (!st.ok()) return st;
+        }
+        last = ev.at;
+        if (ev.open) {
+          open.push_back(ev.frame);
+        } else {
+          if (open.empty() || open.back() != ev.frame)
+            return fail(where + ": events[" + std::to_string(e) + "] closes frame " + std::to_string(ev.frame) +
+                        (open.empty() ? " but none is open" : " but frame " + std::to_string(open.back()) + " is open"));
+          open.pop_back();
+        }
+      }
+    } else {
+      return fail(where + ": type '" + p.type + "' is neither sampled nor evented");
+    }
+    if (tree.total() == 0) continue;
+    Tags tags;
+    if (sax.profiles.size() > 1) {  // one series per profile, told apart by a tag naming it
+      std::string name = sanitized_tag_value(p.name.empty() ? std::to_string(pi) : p.name);
+      if (!profile_tags.insert(name).second) name += "_" + std::to_string(pi);
+      profile_tags.insert(name);
+      tags.push_back({"profile", name});
+    }
+    ProfileBlock block;
+    block.series = import_series_key(options, type, tags);
+    block.info = default_series_info(type);
+    block.info.unit = unit;
+    block.block_start = base;
+    block.tree = std::move(tree);
+    blocks.push_back(std::move(block));
+    local.series++;
+  }
+  for (ProfileBlock& b : blocks) out->push_back(std::move(b));
+  if (report) *report = std::move(local);
+  return {};
+}
+
+// --- Chrome / Node .cpuprofile ----------------------------------------------------------------------------
+
+class CpuprofileSax : public JsonPathSax {
+ public:
+  struct Node {
+    int64_t id = 0;
+    int64_t parent = INT64_MIN;  // from a "parent" field (newer files) or the children lists
+    std::string function_name, url;
+    int64_t line = -1;
+    size_t first_child = 0, child_count = 0;  // into children
+  };
+  std::vector<Node> nodes;
+  std::vector<int64_t> children;
+  std::vector<int64_t> samples;
+  std::vector<double> time_deltas;
+  double start_time = 0, end_time = 0;
+  bool has_start = false, has_end = false, saw_nodes = false;
+
+ protected:
+  bool on_begin(bool array) override {
+    if (array && at(nodes_)) saw_nodes = true;
+    if (!array && at(node_)) {
+      nodes.emplace_back();
+      nodes.back().first_child = children.size();
+    }
+    if (array && at(node_)) return fail(where() + " is not an object");
+    return true;
+  }
+  bool on_value(const JsonValue& v) override {
+    using Kind = JsonValue::Kind;
+    auto integer = [&](int64_t* out) {
+      if (v.kind != Kind::number || !v.integral || std::fabs(v.number) > 9.0e15) return fail(where() + " is not an integer");
+      *out = int64_t(v.number);
+      return true;
+    };
+    auto text = [&](std::string* out) {
+      if (v.kind != Kind::string) return fail(where() + " is not a string");
+      *out = *v.text;
+      return true;
+    };
+    if (at(node_id_)) return integer(&nodes.back().id);
+    if (at(node_parent_)) return integer(&nodes.back().parent);
+    if (at(node_child_)) {
+      int64_t child;
+      if (!integer(&child)) return false;
+      children.push_back(child);
+      nodes.back().child_count++;
+      return true;
+    }
+    if (at(function_name_)) return text(&nodes.back().function_name);
+    if (at(url_)) return text(&nodes.back().url);
+    if (at(line_)) return integer(&nodes.back().line);
+    if (at(sample_)) {
+      int64_t id;
+      if (!integer(&id)) return false;
+      samples.push_back(id);
+      return true;
+    }
+    if (at(delta_)) {
+      if (v.kind != Kind::number) return fail(where() + " is not a number");
+      time_deltas.push_back(v.number);
+      return true;
+    }
+    if (at(start_) || at(end_)) {
+      if (v.kind != Kind::number) return fail(where() + " is not a number");
+      (at(start_) ? start_time : end_time) = v.number;
+      (at(start_) ? has_start : has_end) = true;
+      return true;
+    }
+    if (at(node_)) return fail(where() + " is not an object");
+    if (depth() == 0) return fail("the document is not an object");
+    return true;
+  }
+
+ private:
+  const Pattern nodes_ = pattern("nodes");
+  const Pattern node_ = pattern("nodes/#");
+  const Pattern node_id_ = pattern("nodes/#/id");
+  const Pattern node_parent_ = pattern("nodes/#/parent");
+  const Pattern node_child_ = pattern("nodes/#/children/#");
+  const Pattern function_name_ = pattern("nodes/#/callFrame/functionName");
+  const Pattern url_ = pattern("nodes/#/callFrame/url");
+  const Pattern line_ = pattern("nodes/#/callFrame/lineNumber");
+  const Pattern sample_ = pattern("samples/#");
+  const Pattern delta_ = pattern("timeDeltas/#");
+  const Pattern start_ = pattern("startTime");
+  const Pattern end_ = pattern("endTime");
+};
+
+inline Status import_cpuprofile(ByteSpan bytes, const ImportOptions& options, std::vector<ProfileBlock>* out,
+                                ImportReport* report) {
+  auto fail = [&](const std::string& what) { return import_error(options, StatusCode::parse_error, "cpuprofile: " + what); };
+  CpuprofileSax sax;
+  Status st = run_json_sax(bytes, &sax, "cpuprofile");
+  if (!st.ok()) return import_error(options, st.code(), st.message());
+  if (!sax.saw_nodes) return fail("no nodes (not a .cpuprofile?)");
+  if (sax.samples.size() != sax.time_deltas.size())
+    return fail(std::to_string(sax.samples.size()) + " samples but " + std::to_string(sax.time_deltas.size()) + " timeDeltas");
+  const size_t n = sax.nodes.size();
+  std::unordered_map<int64_t, uint32_t> index_of;
+  for (size_t i = 0; i < n; i++)
+    if (!index_of.emplace(sax.nodes[i].id, uint32_t(i)).second) return fail("node id " + std::to_string(sax.nodes[i].id) + " defined twice");
+  std::vector<uint32_t> parent(n, IdIndex::kMissing);
+  for (size_t i = 0; i < n; i++) {
+    const CpuprofileSax::Node& node = sax.nodes[i];
+    if (node.parent != INT64_MIN) {
+      auto it = index_of.find(node.parent);
+      if (it == index_of.end()) return fail("node " + std::to_string(node.id) + ": parent " + std::to_string(node.parent) + " not defined");
+      parent[i] = it->second;
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    const CpuprofileSax::Node& node = sax.nodes[i];
+    for (size_t c = 0; c < node.child_count; c++) {
+      const int64_t child_id = sax.children[node.first_child + c];
+      auto it = index_of.find(child_id);
+      if (it == index_of.end()) return fail("node " + std::to_string(node.id) + ": child " + std::to_string(child_id) + " not defined");
+      if (parent[it->second] != IdIndex::kMissing && parent[it->second] != i)
+        return fail("node " + std::to_string(child_id) + " has two parents");
+      parent[it->second] = uint32_t(i);
+    }
+  }
+  // Frame names as speedscope and DevTools show them; the "(root)" node above everything is no frame.
+  auto symbols = std::make_shared<SymbolTable>();
+  std::vector<uint32_t> symbol(n);
+  std::vector<uint8_t> is_root_marker(n, 0);
+  for (size_t i = 0; i < n; i++) {
+    const CpuprofileSax::Node& node = sax.nodes[i];
+    std::string name = node.function_name;
+    if (name.empty()) {
+      name = node.url.empty() ? "(anonymous)"
+                              : "(anonymous " + std::string(base_name_of(node.url)) + ":" + std::to_string(node.line + 1) + ")";
+    }
+    is_root_marker[i] = parent[i] == IdIndex::kMissing && name == "(root)";
+    symbol[i] = symbols->intern(name);
+  }
+  // A sample lasts until the next one (DevTools' reading); the last one until endTime. Time deltas can
+  // be negative in Chrome's files: time is held to never run backwards, as speedscope does.
+  std::unordered_map<uint64_t, uint64_t> weight_of;  // (block << 32 | node) -> nanoseconds
+  ImportReport local;
+  local.format = Format::chrome_cpuprofile;
+  local.items = "samples";
+  std::vector<double> times(sax.samples.size());
+  double t = sax.start_time;
+  for (size_t s = 0; s < sax.samples.size(); s++) {
+    t += sax.time_deltas[s];
+    times[s] = s == 0 ? t : std::max(times[s - 1], t);
+  }
+  for (size_t s = 0; s < sax.samples.size(); s++) {
+    auto it = index_of.find(sax.samples[s]);
+    if (it == index_of.end()) {
+      if (options.strict) return fail("sample " + std::to_string(s) + ": node " + std::to_string(sax.samples[s]) + " not defined");
+      note_skipped(&local, "sample " + std::to_string(s) + " unknown node");
+      continue;
+    }
+    const double end = s + 1 < times.size() ? times[s + 1] : std::max(times[s], sax.has_end ? sax.end_time : times[s]);
+    int64_t ns;
+    if (!to_weight((end - times[s]) * 1000.0, &ns) || ns < 0) return fail("sample " + std::to_string(s) + ": time out of range");
+    const double since = (times[s] - times[0]) / 1e6;
+    if (!(since >= 0 && since < 1e12)) return fail("sample " + std::to_string(s) + ": time out of range");
+    const uint64_t block = uint64_t(since / double(kDefaultResolutionSeconds));
+    if (block > 0xffffffffu) return fail("sample " + std::to_string(s) + ": time out of range");
+    uint64_t& w = weight_of[block << 32 | it->second];
+    if (add_overflows(w, uint64_t(ns), &w)) return fail("total time overflows 64 bits");
+    local.imported++;
+  }
+  std::map<uint64_t, Tree> trees;
+  std::vector<uint32_t> path;
+  // Each sampled node's stack is walked from the node up: a chain of nodes all sampled would cost the
+  // square of its length, so the walking is bounded by the input's size (real profiles: far below).
+  const uint64_t step_budget = 64 * uint64_t(bytes.size) + (uint64_t(1) << 20);
+  uint64_t steps = 0;
+  for (const auto& entry : weight_of) {
+    if (entry.second == 0) continue;
+    path.clear();
+    for (uint32_t node = uint32_t(entry.first); node != IdIndex::kMissing; node = parent[node]) {
+      if (path.size() > n) return fail("the nodes' parent links form a cycle");
+      if (++steps > step_budget) return fail("stacks deeper in all than 64 frames per byte of the file: refused as hostile");
+      if (!is_root_marker[node]) path.push_back(symbol[node]);
+    }
+    std::reverse(path.begin(), path.end());
+    auto tree = trees.find(entry.first >> 32);
+    if (tree == trees.end()) tree = trees.emplace(entry.first >> 32, Tree(symbols)).first;
+    uint64_t sum;
+    if (add_overflows(tree->second.total(), entry.second, &sum)) return fail("total time overflows 64 bits");
+    tree->second.insert_ids(path.data(), path.size(), entry.second);
+  }
+  const int64_t base = import_base_time(options);
+  for (auto& entry : trees) {
+    ProfileBlock block;
+    block.series = import_series_key(options, "cpu", {});
+    block.info = default_series_info("cpu");
+    block.info.unit = "nanoseconds";
+    block.block_start = base + int64_t(entry.first) * kDefaultResolutionSeconds;
+    block.tree = std::move(entry.second);
+    out->push_back(std::move(block));
+  }
+  local.series = trees.empty() ? 0 : 1;
+  if (report) *report = std::move(local);
+  return {};
+}
+
+}  // namespace detail
+#endif  // PYROSCOPE_WITH_JSON
+
+// --- format detection and the import entry point -------------------------------------------------------
+
+namespace detail {
+
+// Every top-level field is one of profile.proto's with its wire type, and a sample type is there.
+// truncated_ok: the bytes are the start of a longer profile (a peek into gzip), so running out is fine.
+inline bool looks_like_pprof(ByteSpan bytes, bool truncated_ok) {
+  static const int8_t kWire[15] = {-1, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 2, 0, 0, 0};
+  ProtoReader reader(bytes, 0);
+  ProtoField f;
+  bool has_sample_type = false;
+  size_t fields = 0;
+  while (reader.next(&f)) {
+    if (f.number > 14) return false;
+    const bool packed_comment = f.number == 13 && f.wire == 2;
+    if (f.wire != kWire[f.number] && !packed_comment) return false;
+    has_sample_type = has_sample_type || f.number == 1;
+    fields++;
+  }
+  if (!reader.error().empty() && !(truncated_ok && fields > 0)) return false;
+  return has_sample_type;
+}
+
+inline std::string printable_start(ByteSpan bytes) {
+  std::string out;
+  for (size_t i = 0; i < bytes.size && i < 24; i++) {
+    const uint8_t c = bytes.data[i];
+    if (c >= 0x20 && c < 0x7f && c != '\\') out += char(c);
+    else out += "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
+  }
+  return out;
+}
+
+inline Status detect_plain_format(ByteSpan bytes, bool truncated, Format* out) {
+  static const uint8_t kPyroMagic[8] = {0x89, 'P', 'Y', 'R', 'O', '\r', '\n', 0x1a};
+  if (bytes.size >= 8 && std::memcmp(bytes.data, kPyroMagic, 8) == 0) {
+    *out = Format::pyro;
+    return {};
+  }
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data), bytes.size);
+  size_t first = 0;
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") first = 3;
+  while (first < text.size() && (is_space(text[first]) || text[first] == '\n')) first++;
+  if (first < text.size() && (text[first] == '{' || text[first] == '[')) {
+    if (text[first] == '[')
+      return error(StatusCode::parse_error, "a JSON array (Chrome trace events?): not a format read here; "
+                                            "a .cpuprofile or speedscope file is a JSON object");
+    const std::string_view head = text.substr(first, 1 << 16);
+    if (head.find("speedscope.app/file-format-schema") != std::string_view::npos) *out = Format::speedscope;
+    else if (head.find("\"nodes\"") != std::string_view::npos) *out = Format::chrome_cpuprofile;
+    else if (head.find("\"shared\"") != std::string_view::npos || head.find("\"profiles\"") != std::string_view::npos)
+      *out = Format::speedscope;
+    else
+      return error(StatusCode::parse_error, "JSON, but neither a speedscope file nor a .cpuprofile (no \"nodes\", "
+                                            "\"shared\" or \"profiles\" near the start)");
+    return {};
+  }
+  if (looks_like_pprof(bytes, truncated)) {
+    *out = Format::pprof;
+    return {};
+  }
+  // Text: the first line that is neither blank nor a comment decides.
+  size_t pos = first;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    std::string_view line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.find_first_not_of(" \t") == std::string_view::npos || line[0] == '#') continue;
+    PerfHeader header;
+    std::string problem;
+    if (line[0] != ' ' && line[0] != '\t' && read_perf_header(line, &header, &problem) && header.has_time) {
+      *out = Format::perf_script;
+      return {};
+    }
+    if (read_folded_line(line).problem.empty()) {
+      *out = Format::folded;
+      return {};
+    }
+    break;
+  }
+  return error(StatusCode::parse_error, "not a profile format read here (pprof, folded, perf script, speedscope, "
+                                        ".cpuprofile); it starts with \"" + printable_start(bytes) + "\"");
+}
+
+}  // namespace detail
+
+Status detect_format(ByteSpan bytes, Format* out, const InflateFunction& inflate) {
+  if (!detail::is_gzip(bytes)) return detail::detect_plain_format(bytes, false, out);
+  // A peek: the first 64 KiB of the inflated bytes tell the format. An inflater that gives no prefix
+  // when stopped early is asked for the whole (up to the default cap) instead.
+  std::string head;
+  Status st = detail::gunzip(bytes, inflate, 1 << 16, &head, true);
+  if (st.ok() && head.empty() && bytes.size > 18) st = detail::gunzip(bytes, inflate, ImportOptions().max_inflated_bytes, &head, true);
+  if (!st.ok()) return st;
+  if (detail::is_gzip({reinterpret_cast<const uint8_t*>(head.data()), head.size()}))
+    return detail::error(StatusCode::parse_error, "gzip inside gzip");
+  return detail::detect_plain_format({reinterpret_cast<const uint8_t*>(head.data()), head.size()}, true, out);
+}
+
+Status import_profile(ByteSpan bytes, const ImportOptions& options, std::vector<ProfileBlock>* out, ImportReport* report) {
+  Status st = detail::check_import_options(options);
+  if (!st.ok()) return st;
+  std::string inflated;
+  ByteSpan data = bytes;
+  if (detail::is_gzip(bytes)) {
+    st = detail::gunzip(bytes, options.inflate, options.max_inflated_bytes, &inflated, false);
+    if (!st.ok()) return detail::import_error(options, st.code(), st.message());
+    data = ByteSpan{reinterpret_cast<const uint8_t*>(inflated.data()), inflated.size()};
+    if (detail::is_gzip(data)) return detail::import_error(options, StatusCode::parse_error, "gzip inside gzip");
+  }
+  Format format = options.format;
+  if (!options.has_format) {
+    st = detail::detect_plain_format(data, false, &format);
+    if (!st.ok()) return detail::import_error(options, st.code(), st.message());
+  }
+  ImportReport local;
+  switch (format) {
+    case Format::pyro:
+      return detail::import_error(options, StatusCode::invalid_argument,
+                                  "a .pyro file is opened (Dataset::add_file, add_bytes), not imported");
+    case Format::pprof:
+      st = detail::import_pprof(data, options, out, &local);
+      break;
+    case Format::perf_script:
+      st = detail::import_perf_script(data, options, out, &local);
+      break;
+    case Format::folded: {
+      FoldedImporter folded(options.strict);
+      folded.add(reinterpret_cast<const char*>(data.data), data.size);
+      st = folded.finish();
+      if (!st.ok()) return detail::import_error(options, st.code(), st.message());
+      local = folded.report();
+      if (folded.tree().total() > 0) {
+        ProfileBlock block;
+        block.series = detail::import_series_key(options, kDefaultProfileType, {});
+        block.info = default_series_info(kDefaultProfileType);
+        block.block_start = detail::import_base_time(options);
+        block.tree = std::move(folded.tree());
+        out->push_back(std::move(block));
+        local.series = 1;
+      }
+      break;
+    }
+    case Format::speedscope:
+    case Format::chrome_cpuprofile:
+#if defined(PYROSCOPE_WITH_JSON)
+      st = format == Format::speedscope ? detail::import_speedscope(data, options, out, &local)
+                                        : detail::import_cpuprofile(data, options, out, &local);
+      break;
+#else
+      return detail::import_error(options, StatusCode::feature_disabled,
+                                  std::string(format_name(format)) + " import needs the JSON parser: compile the "
+                                  "implementation with PYROSCOPE_WITH_JSON (nlohmann/json; Debian's nlohmann-json3-dev)");
+#endif
+  }
+  if (!st.ok()) return st;
+  local.format = format;
+  if (report) *report = std::move(local);
+  return {};
+}
+
+// --- export -----------------------------------------------------------------------------------------------
+
+namespace detail {
+
+// The union of several trees' stacks, with one value per tree on every node: what a pprof of several
+// sample types holds (one sample per stack, one value per type). One tree is its own union; several
+// are merged into a tree of their shape (Tree's open-addressing index makes that fast), and each
+// tree's nodes are found in it to place their values.
+struct StackUnion {
+  const Tree* shape = nullptr;
+  Tree merged;
+  std::vector<uint64_t> values;  // node * count + k
+  size_t count = 0;
+
+  explicit StackUnion(const std::vector<ExportProfile>& profiles) : count(profiles.size()) {
+    if (count == 1) {
+      shape = profiles[0].tree;
+      values.resize(shape->node_count());
+      for (uint32_t node = 0; node < shape->node_count(); node++) values[node] = shape->self(node);
+      return;
+    }
+    for (const ExportProfile& p : profiles) merged.merge(*p.tree);
+    shape = &merged;
+    values.assign(size_t(merged.node_count()) * count, 0);
+    for (size_t k = 0; k < count; k++) {
+      const Tree& tree = *profiles[k].tree;
+      std::vector<uint32_t> remap(tree.symbols().size(), SymbolTable::kNone);
+      std::vector<uint32_t> mapped(tree.node_count(), Tree::kRoot);
+      values[k] += tree.self(Tree::kRoot);
+      for (uint32_t node = 1; node < tree.node_count(); node++) {
+        // Every Tree makes a node after its parent, so the parent is mapped already.
+        PYROSCOPE_ASSERT(tree.parent(node) < node);
+        uint32_t& symbol = remap[tree.symbol(node)];
+        if (symbol == SymbolTable::kNone) symbol = merged.symbols().find(tree.name(node));
+        mapped[node] = merged.child(mapped[tree.parent(node)], symbol);
+        PYROSCOPE_ASSERT(mapped[node] != Tree::kNoNode);  // the merge made every stack of every tree
+        values[size_t(mapped[node]) * count + k] += tree.self(node);
+      }
+    }
+  }
+  uint32_t node_count() const { return shape->node_count(); }
+  uint32_t symbol_count() const { return shape->symbols().size(); }
+  std::string_view name(uint32_t symbol) const { return shape->symbols().name(symbol); }
+  // Symbols from the node up to the root: leaf first.
+  void leaf_first(uint32_t node, std::vector<uint64_t>* out) const {
+    out->clear();
+    for (; node != Tree::kRoot; node = shape->parent(node)) out->push_back(shape->symbol(node));
+  }
+};
+
+inline Status check_export(const std::vector<ExportProfile>& profiles) {
+  if (profiles.empty()) return error(StatusCode::invalid_argument, "nothing to export");
+  for (const ExportProfile& p : profiles) {
+    if (!p.tree) return error(StatusCode::invalid_argument, "export of " + p.type + ": no tree");
+  }
+  return {};
+}
+
+// JSON string with the characters JSON needs escaped, and bytes that are not UTF-8 replaced by U+FFFD
+// (a JSON document must be UTF-8; perf and old compilers can leave other bytes in names).
+inline void put_json_string(std::string* out, std::string_view s) {
+  out->push_back('"');
+  for (size_t i = 0; i < s.size();) {
+    const uint8_t c = uint8_t(s[i]);
+    if (c == '"' || c == '\\') {
+      out->push_back('\\');
+      out->push_back(char(c));
+      i++;
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out->append(buf);
+      i++;
+    } else if (c < 0x80) {
+      out->push_back(char(c));
+      i++;
+    } else {
+      const size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+      bool valid = n > 0 && i + n <= s.size();
+      for (size_t k = 1; valid && k < n; k++) valid = (uint8_t(s[i + k]) & 0xc0) == 0x80;
+      if (valid && n == 3) {
+        const uint8_t c1 = uint8_t(s[i + 1]);
+        valid = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);  // overlong, surrogates
+      }
+      if (valid && n == 4) {
+        const uint8_t c1 = uint8_t(s[i + 1]);
+        valid = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
+      }
+      if (valid) {
+        out->append(s.data() + i, n);
+        i += n;
+      } else {
+        out->append("\xEF\xBF\xBD");
+        i++;
+      }
+    }
+  }
+  out->push_back('"');
+}
+
+}  // namespace detail
+
+Status export_pprof(const std::vector<ExportProfile>& profiles, const ExportOptions& options, std::string* out) {
+  Status st = detail::check_export(profiles);
+  if (!st.ok()) return st;
+  const detail::StackUnion stacks(profiles);
+  // The string table: index 0 is "" as profile.proto requires.
+  std::vector<std::string_view> strings{std::string_view()};
+  std::unordered_map<std::string_view, uint64_t> string_index{{std::string_view(), 0}};
+  auto intern = [&](std::string_view s) {
+    auto it = string_index.emplace(s, strings.size());
+    if (it.second) strings.push_back(s);
+    return it.first->second;
+  };
+  std::string proto, message, scratch;
+  detail::ProtoWriter profile(&proto);
+  for (const ExportProfile& p : profiles) {
+    message.clear();
+    detail::ProtoWriter vt(&message);
+    vt.varint_field(1, intern(p.type));
+    vt.varint_field(2, intern(p.info.unit));
+    profile.bytes_field(1, message);
+  }
+  std::vector<uint64_t> location_ids, values(stacks.count);
+  std::vector<uint8_t> used(stacks.symbol_count(), 0);
+  for (uint32_t node = 0; node < stacks.node_count(); node++) {
+    bool any = false;
+    for (size_t k = 0; k < stacks.count; k++) {
+      values[k] = stacks.values[size_t(node) * stacks.count + k];
+      if (values[k] > uint64_t(INT64_MAX))
+        return detail::error(StatusCode::invalid_argument, "a value of " + profiles[k].type + " exceeds pprof's int64");
+      any = any || values[k] != 0;
+    }
+    if (!any) continue;
+    stacks.leaf_first(node, &location_ids);
+    for (uint64_t& id : location_ids) {
+      used[id] = 1;
+      id += 1;  // location and function ids are symbol + 1: pprof ids are never 0
+    }
+    message.clear();
+    detail::ProtoWriter sample(&message);
+    if (!location_ids.empty()) sample.packed_field(1, location_ids.data(), location_ids.size(), &scratch);
+    sample.packed_field(2, values.data(), values.size(), &scratch);
+    profile.bytes_field(2, message);
+  }
+  std::string line;
+  for (uint32_t symbol = 0; symbol < stacks.symbol_count(); symbol++) {
+    if (!used[symbol]) continue;
+    line.clear();
+    detail::ProtoWriter(&line).varint_field(1, symbol + 1);
+    message.clear();
+    detail::ProtoWriter location(&message);
+    location.varint_field(1, symbol + 1);
+    location.bytes_field(4, line);
+    profile.bytes_field(4, message);
+  }
+  for (uint32_t symbol = 0; symbol < stacks.symbol_count(); symbol++) {
+    if (!used[symbol]) continue;
+    message.clear();
+    detail::ProtoWriter function(&message);
+    function.varint_field(1, symbol + 1);
+    const uint64_t name = intern(stacks.name(symbol));
+    function.varint_field(2, name);
+    function.varint_field(3, name);
+    profile.bytes_field(5, message);
+  }
+  const ExportProfile* with_period = nullptr;
+  for (const ExportProfile& p : profiles)
+    if (!with_period && p.info.period > 0) with_period = &p;
+  uint64_t period_type = 0, period_unit = 0;
+  if (with_period) {
+    period_type = intern(with_period->info.period_type);
+    period_unit = intern(with_period->info.period_unit);
+  }
+  for (std::string_view s : strings) profile.bytes_field(6, s);
+  if (options.from != 0) {
+    profile.varint_field(9, uint64_t(options.from) * 1000000000u);
+    if (options.until > options.from) profile.varint_field(10, uint64_t(options.until - options.from) * 1000000000u);
+  }
+  if (with_period) {
+    message.clear();
+    detail::ProtoWriter vt(&message);
+    vt.varint_field(1, period_type);
+    vt.varint_field(2, period_unit);
+    profile.bytes_field(11, message);
+    profile.varint_field(12, uint64_t(with_period->info.period));
+  }
+  bool can_gzip = bool(options.deflate);
+#if defined(PYROSCOPE_WITH_ZLIB)
+  can_gzip = true;
+#endif
+  if (options.gzip && can_gzip) return detail::gzip({reinterpret_cast<const uint8_t*>(proto.data()), proto.size()}, options.deflate, out);
+  *out = std::move(proto);
+  return {};
+}
+
+Status export_speedscope(const std::vector<ExportProfile>& profiles, const ExportOptions& options, std::string* out) {
+  Status st = detail::check_export(profiles);
+  if (!st.ok()) return st;
+  SymbolTable frames;  // shared by the profiles, by name
+  std::vector<std::vector<uint32_t>> frame_of(profiles.size());
+  for (size_t k = 0; k < profiles.size(); k++) {
+    const Tree& tree = *profiles[k].tree;
+    frame_of[k].assign(tree.symbols().size(), SymbolTable::kNone);
+    for (uint32_t node = 1; node < tree.node_count(); node++) {
+      uint32_t& frame = frame_of[k][tree.symbol(node)];
+      if (frame == SymbolTable::kNone) frame = frames.intern(tree.name(node));
+    }
+  }
+  std::string& json = *out;
+  json.clear();
+  json += "{\"$schema\":\"https://www.speedscope.app/file-format-schema.json\",\"shared\":{\"frames\":[";
+  for (uint32_t f = 0; f < frames.size(); f++) {
+    json += f ? ",{\"name\":" : "{\"name\":";
+    detail::put_json_string(&json, frames.name(f));
+    json += '}';
+  }
+  json += "]},\"profiles\":[";
+  std::vector<uint32_t> stack;
+  char number[24];
+  for (size_t k = 0; k < profiles.size(); k++) {
+    const ExportProfile& p = profiles[k];
+    const Tree& tree = *p.tree;
+    const std::string& unit = p.info.unit;
+    const bool known_unit = unit == "nanoseconds" || unit == "microseconds" || unit == "milliseconds" ||
+                            unit == "seconds" || unit == "bytes";
+    json += k ? ",{\"type\":\"sampled\",\"name\":" : "{\"type\":\"sampled\",\"name\":";
+    detail::put_json_string(&json, options.name.empty() ? p.type : options.name + " " + p.type);
+    json += ",\"unit\":";
+    detail::put_json_string(&json, known_unit ? unit : std::string("none"));
+    std::snprintf(number, sizeof number, "%" PRIu64, tree.total());
+    json += ",\"startValue\":0,\"endValue\":";
+    json += number;
+    json += ",\"samples\":[";
+    std::string weights;
+    bool first = true;
+    for (uint32_t node = 0; node < tree.node_count(); node++) {
+      if (tree.self(node) == 0) continue;
+      stack.clear();
+      for (uint32_t n = node; n != Tree::kRoot; n = tree.parent(n)) stack.push_back(frame_of[k][tree.symbol(n)]);
+      json += first ? "[" : ",[";
+      for (size_t i = stack.size(); i-- > 0;) {
+        std::snprintf(number, sizeof number, i + 1 == stack.size() ? "%u" : ",%u", stack[i]);
+        json += number;
+      }
+      json += ']';
+      std::snprintf(number, sizeof number, first ? "%" PRIu64 : ",%" PRIu64, tree.self(node));
+      weights += number;
+      first = false;
+    }
+    json += "],\"weights\":[";
+    json += weights;
+    json += "]}";
+  }
+  json += "],\"name\":";
+  detail::put_json_string(&json, options.name.empty() ? std::string("profile") : options.name);
+  json += ",\"activeProfileIndex\":0,\"exporter\":\"pyroscope.hpp " PYROSCOPE_VERSION_STRING "\"}";
+  return {};
+}
+
 }  // namespace pyroscope
 
 #if defined(PYROSCOPE_PLATFORM_LINUX) && !defined(PYROSCOPE_NO_SAMPLER)
@@ -5630,9 +9020,9 @@ inline std::string url_encode(std::string_view text) {
   return out;
 }
 
-// Pyroscope's series name: app.cpu{k=v,...} with the tags sorted (SeriesKey keeps them sorted).
+// Pyroscope's series name: app.type{k=v,...} with the tags sorted (SeriesKey keeps them sorted).
 inline std::string ingest_series_name(const SeriesKey& series) {
-  std::string name = series.app + ".cpu{";
+  std::string name = series.app + "." + series.type + "{";
   for (size_t i = 0; i < series.tags.size(); i++) {
     if (i > 0) name += ',';
     name += series.tags[i].key + "=" + series.tags[i].value;

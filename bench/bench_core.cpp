@@ -448,8 +448,8 @@ StorageFigures run_storage(const Options& o, const std::string& name, uint64_t i
     pyroscope::Dataset data;
     data.add(std::move(file));
     pyroscope::QueryResult r;
-    int64_t first, end;
-    data.time_span(&first, &end);
+    const pyroscope::TimeRange span = data.time_span();
+    int64_t first = span.from, end = span.until;
     must(data.query("{}", first, end, &r), "query whole file");
     check(r.tree.total() == f.samples, "whole-file query total equals samples written",
           std::to_string(r.tree.total()) + " vs " + std::to_string(f.samples));

@@ -19,8 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     data_set.add(std::move(file));
     for (const std::string& app : data_set.apps())
       for (const std::string& key : data_set.tag_keys(app)) (void)data_set.tag_values(app, key);
-    int64_t first = 0, end = 0;
-    data_set.time_span(&first, &end);
+    const pyroscope::TimeRange span = data_set.time_span();
+    int64_t first = span.from, end = span.until;
 
     // Bounded timelines: a corrupt span must not turn into a huge allocation here.
     pyroscope::QueryOptions query_options;

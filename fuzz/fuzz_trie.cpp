@@ -9,6 +9,21 @@ namespace {
 void prefill(pyroscope::SymbolTable* table, uint32_t k) {
   for (uint32_t i = 0; i < k; ++i) table->intern("pre::name" + std::to_string(i));
 }
+
+// The second varint of the trie: the number of names it claims to add (0 if unreadable).
+uint64_t claimed_count(const uint8_t* p, size_t n) {
+  uint64_t values[2] = {0, 0};
+  size_t pos = 0;
+  for (uint64_t& v : values) {
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos >= n) return 0;
+      const uint8_t b = p[pos++];
+      v |= uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) break;
+    }
+  }
+  return values[1];
+}
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -16,8 +31,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint32_t k = data[0] % 8;
   pyroscope::SymbolTable table;
   prefill(&table, k);
-  if (!table.decode_trie({data + 1, size - 1}).ok()) return 0;
-  // Every id names a distinct name that finds its id again.
+  // The contract: an error leaves the table unchanged; success adds exactly the claimed count of
+  // names, every one distinct (found again under its own id).
+  if (!table.decode_trie({data + 1, size - 1}).ok()) {
+    if (table.size() != k) std::abort();
+    return 0;
+  }
+  if (table.size() != k + claimed_count(data + 1, size - 1)) std::abort();
   for (uint32_t id = 0; id < table.size(); ++id)
     if (table.find(table.name(id)) != id) std::abort();
 

@@ -169,6 +169,71 @@ void selector_seeds() {
   for (const char* s : selectors) write_seed("fuzz_selector", "selector" + std::to_string(i++) + ".txt", s);
 }
 
+// The importers' targets: pprof and speedscope files written by the exporters (several types, labels
+// are not written by them, so one more hand-made pprof has a label and an inlined frame), perf script
+// and .cpuprofile text as the tools print them.
+void format_seeds() {
+  const pyroscope::Tree cpu = tree_of(kFolded[0]), alloc = tree_of(kFolded[2]);
+  pyroscope::SeriesInfo ns = pyroscope::default_series_info("cpu");
+  ns.unit = "nanoseconds";
+  ns.period = 10000000;
+  ns.period_type = "cpu";
+  ns.period_unit = "nanoseconds";
+  const std::vector<pyroscope::ExportProfile> profiles = {{"cpu", ns, &cpu},
+                                                          {"alloc_space", pyroscope::default_series_info("alloc_space"), &alloc}};
+  pyroscope::ExportOptions options;
+  options.from = 1800000000;
+  options.until = 1800000010;
+  options.gzip = false;  // this program has no zlib; the target's own build inflates what the fuzzer makes
+  std::string bytes;
+  must(pyroscope::export_pprof(profiles, options, &bytes), "export pprof");
+  write_seed("fuzz_pprof", "two_types.pb", bytes);
+  must(pyroscope::export_pprof({profiles[0]}, options, &bytes), "export pprof");
+  write_seed("fuzz_pprof", "cpu.pb", bytes);
+  // sample_type {samples, count}; a sample with a string label at location 1, whose two lines are an
+  // inlined function (function 2) inside function 1; string table "", samples, count, main, inl, k, v.
+  const unsigned char labelled[] = {0x0a, 0x04, 0x08, 0x01, 0x10, 0x02, 0x12, 0x0c, 0x0a, 0x01, 0x01, 0x12, 0x01,
+                                    0x03, 0x1a, 0x04, 0x08, 0x05, 0x10, 0x06, 0x22, 0x0a, 0x08, 0x01, 0x22, 0x02,
+                                    0x08, 0x02, 0x22, 0x02, 0x08, 0x01, 0x2a, 0x04, 0x08, 0x01, 0x10, 0x03, 0x2a,
+                                    0x04, 0x08, 0x02, 0x10, 0x04, 0x32, 0x00, 0x32, 0x07, 's',  'a',  'm',  'p',
+                                    'l',  'e',  's',  0x32, 0x05, 'c',  'o',  'u',  'n',  't',  0x32, 0x04, 'm',
+                                    'a',  'i',  'n',  0x32, 0x03, 'i',  'n',  'l',  0x32, 0x01, 'k',  0x32, 0x01,
+                                    'v'};
+  write_seed("fuzz_pprof", "labelled_inlined.pb", std::string(reinterpret_cast<const char*>(labelled), sizeof labelled));
+
+  must(pyroscope::export_speedscope(profiles, options, &bytes), "export speedscope");
+  write_seed("fuzz_speedscope", "sampled.json", bytes);
+  write_seed("fuzz_speedscope", "evented.json",
+             "{\"shared\":{\"frames\":[{\"name\":\"main\"},{\"name\":\"work\"}]},\"profiles\":[{\"type\":\"evented\","
+             "\"name\":\"t\",\"unit\":\"milliseconds\",\"startValue\":0,\"endValue\":9,\"events\":["
+             "{\"type\":\"O\",\"frame\":0,\"at\":0},{\"type\":\"O\",\"frame\":1,\"at\":2},"
+             "{\"type\":\"C\",\"frame\":1,\"at\":5},{\"type\":\"C\",\"frame\":0,\"at\":9}]}]}");
+
+  write_seed("fuzz_cpuprofile", "node.cpuprofile",
+             "{\"nodes\":[{\"id\":1,\"callFrame\":{\"functionName\":\"(root)\",\"url\":\"\",\"lineNumber\":-1},"
+             "\"children\":[2,3]},{\"id\":2,\"callFrame\":{\"functionName\":\"main\",\"url\":\"file:///a.js\","
+             "\"lineNumber\":3},\"children\":[4]},{\"id\":3,\"callFrame\":{\"functionName\":\"(idle)\"}},"
+             "{\"id\":4,\"callFrame\":{\"functionName\":\"\",\"url\":\"file:///lib/u.js\",\"lineNumber\":9}}],"
+             "\"startTime\":100,\"endTime\":20000000,\"samples\":[4,4,2,3],\"timeDeltas\":[10,1000,-5,12000000]}");
+  write_seed("fuzz_cpuprofile", "parents.cpuprofile",
+             "{\"nodes\":[{\"id\":5,\"callFrame\":{\"functionName\":\"a\"}},{\"id\":6,\"parent\":5,"
+             "\"callFrame\":{\"functionName\":\"b\"}}],\"samples\":[6,5],\"timeDeltas\":[1,2],\"endTime\":9}");
+
+  write_seed("fuzz_perf_script", "callchains.txt",
+             "# header\n"
+             "my prog  7073 [001]  1827.480182:     250000 cpu-clock:ppp: \n"
+             "\t           1462a handle_amd+0xa (/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2)\n"
+             "\t               0 [unknown] ([unknown])\n"
+             "\n"
+             "sleep  7073  1852.480660:     250000 cpu-clock:ppp: \n"
+             "\tffffffff82203249 _raw_spin_unlock_irqrestore+0x19 ([kernel.kallsyms])\n"
+             "\t            ddcc std::vector<int>::push_back(int const&)+0x1ac (/usr/bin/prog)\n"
+             "\n");
+  write_seed("fuzz_perf_script", "no_callchain.txt",
+             "sleep 7073/7074 1853.5: 1 page-faults:u:  55d5c0a0 leaf_only+0x10 (/usr/bin/prog)\n"
+             "sleep 7073 1854.0: sched:sched_switch: \n\tffff x (y)\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -182,5 +247,6 @@ int main(int argc, char** argv) {
   tree_seeds();
   trie_seeds();
   selector_seeds();
+  format_seeds();
   return 0;
 }

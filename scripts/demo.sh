@@ -179,8 +179,9 @@ record_profiles() {
   for i in "${!regions[@]}"; do
     region=${regions[$i]}
     port=$((base_port + i))
+    # Loopback, given explicitly: the demo's servers are for this machine only.
     REGION=$region PORT=$port PYROSCOPE_OUTPUT="$out/rideshare-$region.pyro" MUTEX_PERIOD_SECONDS=$period \
-      "$bin_dir/rideshare" >"$out/logs/$region.log" 2>&1 &
+      "$bin_dir/rideshare" --host 127.0.0.1 >"$out/logs/$region.log" 2>&1 &
     server_pids+=($!)
     addresses+=("127.0.0.1:$port")
   done

@@ -17,6 +17,9 @@ packages=(
   libclang-rt-14-dev
   # tests
   doctest-dev
+  # formats: JSON import (speedscope, .cpuprofile) through nlohmann/json; perf for the perf script
+  # checks (zlib1g-dev and google-perftools below serve gzip and the gperftools checks too)
+  nlohmann-json3-dev linux-perf:perf
   # the sampler and benchmarks: unwinding, symbols, gzip baseline, the gperftools baseline
   zlib1g-dev libunwind-dev libdw-dev libgoogle-perftools-dev google-perftools
   # the rideshare example's HTTP server (found through pkg-config) and the demo's static file server
@@ -60,7 +63,8 @@ else
   echo "install-deps: all Debian packages present"
 fi
 
-# npm packages of the viewer's browser tests (playwright-core drives the system chromium): only when
+# npm packages of the viewer's browser tests (playwright-core drives the system chromium) and of the
+# format checks (pprof-format, @datadog/pprof, speedscope, ajv): only when
 # the repository pins them in package-lock.json, and only when node_modules was not installed from this
 # very lock file already (npm ci deletes node_modules first, so the stamp goes with it).
 if [[ -f package-lock.json ]]; then

@@ -90,8 +90,8 @@ inline pyroscope::QueryResult query_file(const std::string& path, const std::str
   pyroscope::Dataset data;
   pyroscope::Status status = data.add_file(path);
   REQUIRE_MESSAGE(status.ok(), status.to_string());
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   pyroscope::QueryResult result;
   status = data.query(selector, first, end, &result);
   REQUIRE_MESSAGE(status.ok(), status.to_string());

@@ -3,14 +3,11 @@
 // opened must work. Runs under ASan+UBSan in CI, which turns any out-of-bounds read into a failure.
 #include "test_core_support.hpp"
 
-using core_test::StackCounts;
-using pyroscope::SeriesKey;
-using pyroscope::Status;
+#include <cstring>
+
 
 namespace {
 
-constexpr int64_t kStart = 1700000000;
-constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
 
 // Small on purpose: every offset of it is tried.
 std::string small_valid_file(const core_test::TempDir& dir) {
@@ -58,8 +55,8 @@ Outcome exercise(const std::string& bytes, const pyroscope::OpenOptions& options
 
   pyroscope::Dataset data;
   data.add(std::move(file));
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   for (const std::string& app : data.apps()) {
     pyroscope::QueryResult result;
     pyroscope::QueryOptions query_options;
@@ -176,4 +173,135 @@ TEST_CASE("corrupt input: the writer refuses a file damaged before its tail") {
   pyroscope::Writer writer;
   CHECK_FALSE(writer.open(path).ok());
   CHECK(core_test::read_file(path) == damaged);  // stored data is never overwritten
+}
+
+namespace {
+// CRC-32 (IEEE), bit by bit: written here rather than taken from the code under test.
+uint32_t reference_crc32(const char* data, size_t size) {
+  uint32_t crc = 0xffffffffu;
+  for (size_t i = 0; i < size; ++i) {
+    crc ^= static_cast<uint8_t>(data[i]);
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+// A valid header with one field changed and the header checksum made right again, so only the
+// field's own check can refuse it.
+std::string with_header_bytes(std::string file, size_t offset, const std::string& bytes) {
+  file.replace(offset, bytes.size(), bytes);
+  const uint32_t crc = reference_crc32(file.data(), 60);
+  for (int b = 0; b < 4; ++b) file[60 + static_cast<size_t>(b)] = static_cast<char>(crc >> (8 * b));
+  return file;
+}
+}  // namespace
+
+TEST_CASE("corrupt input: unknown header flags and non-zero reserved bytes are refused") {
+  core_test::TempDir dir;
+  const std::string valid = small_valid_file(dir);
+  pyroscope::File file;
+  REQUIRE(file.open_bytes(valid).ok());
+
+  for (int bit = 0; bit < 32; ++bit) {
+    const uint32_t flags = uint32_t(1) << bit;
+    std::string field(4, '\0');
+    for (int b = 0; b < 4; ++b) field[static_cast<size_t>(b)] = static_cast<char>(flags >> (8 * b));
+    const pyroscope::Status status = file.open_bytes(with_header_bytes(valid, 28, field));
+    CAPTURE(bit);
+    CHECK(status.code() == pyroscope::StatusCode::unsupported_version);
+    CHECK(status.message().find("flags") != std::string::npos);
+  }
+  // Version 3 keeps the seal delay in bytes 40..43 (at most 1,000,000); 44..59 are reserved.
+  CHECK(file.open_bytes(with_header_bytes(valid, 40, std::string("\x40\x42\x0f\x00", 4))).ok());  // 1,000,000
+  const Status delay = file.open_bytes(with_header_bytes(valid, 40, std::string("\x41\x42\x0f\x00", 4)));
+  CHECK(delay.code() == pyroscope::StatusCode::corrupt_file);
+  CHECK(delay.message().find("seal delay") != std::string::npos);
+  for (size_t offset = 44; offset < 60; ++offset) {
+    const pyroscope::Status status = file.open_bytes(with_header_bytes(valid, offset, "\x01"));
+    CAPTURE(offset);
+    CHECK(status.code() == pyroscope::StatusCode::corrupt_file);
+    CHECK(status.message().find("reserved byte " + std::to_string(offset)) != std::string::npos);
+  }
+  // Salvage does not get around either: they are not damage to skip.
+  CHECK_FALSE(file.open_bytes(with_header_bytes(valid, 56, "\x02"), pyroscope::OpenOptions{true}).ok());
+}
+
+// A TREE record whose block lies beyond the times a file holds (+-2^61 s) is corrupt: the reader
+// derives each block's start and end from its index, which must not overflow 64 bits (UBSan in CI).
+TEST_CASE("corrupt input: a block time beyond +-2^61 s is an error, not an overflow") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("one.pyro");
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path).ok());
+    pyroscope::Tree tree;
+    core_test::insert_stack(&tree, "main;work", 3);
+    REQUIRE(writer.append(SeriesKey("app", {}), kStart, tree).ok());
+    REQUIRE(writer.close().ok());
+  }
+  const std::string valid = core_test::read_file(path);
+  auto varint = [](uint64_t v) {
+    std::string out;
+    for (; v >= 0x80; v >>= 7) out += static_cast<char>(0x80 | (v & 0x7f));
+    return out + static_cast<char>(v);
+  };
+  auto read_varint = [](const std::string& bytes, size_t* at) {
+    uint64_t v = 0;
+    for (int shift = 0; *at < bytes.size(); shift += 7) {
+      const uint8_t b = static_cast<uint8_t>(bytes[(*at)++]);
+      v |= uint64_t(b & 0x7f) << shift;
+      if (b < 0x80) break;
+    }
+    return v;
+  };
+  auto crc32 = [](const std::string& bytes) {  // CRC-32 (IEEE), as the format's records use
+    uint32_t c = ~0u;
+    for (char ch : bytes) {
+      c ^= static_cast<uint8_t>(ch);
+      for (int k = 0; k < 8; k++) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    }
+    return ~c;
+  };
+  // The one TREE record (type 3) with its block index replaced, its size and checksum made right.
+  auto with_block = [&](int64_t index) {
+    size_t at = 64;
+    while (at + 12 <= valid.size()) {
+      uint32_t size = 0, type = 0;
+      std::memcpy(&size, valid.data() + at, 4);
+      std::memcpy(&type, valid.data() + at + 4, 4);
+      if (type == 3) break;
+      at += 12 + size;
+    }
+    REQUIRE(at + 12 <= valid.size());
+    uint32_t size = 0;
+    std::memcpy(&size, valid.data() + at, 4);
+    const std::string payload = valid.substr(at + 12, size);
+    size_t p = 0;
+    const uint64_t id = read_varint(payload, &p), level = read_varint(payload, &p);
+    (void)read_varint(payload, &p);
+    REQUIRE(p < payload.size());
+    const std::string rest = payload.substr(p);
+    const std::string new_payload = varint(id) + varint(level) +
+                                    varint((static_cast<uint64_t>(index) << 1) ^ static_cast<uint64_t>(index >> 63)) + rest;
+    const uint32_t new_size = static_cast<uint32_t>(new_payload.size()), type = 3;
+    std::string checked(reinterpret_cast<const char*>(&type), 4);
+    checked += new_payload;
+    const uint32_t crc = crc32(checked);
+    std::string record(reinterpret_cast<const char*>(&new_size), 4);
+    record += checked.substr(0, 4);
+    record.append(reinterpret_cast<const char*>(&crc), 4);
+    record += new_payload;
+    return valid.substr(0, at) + record + valid.substr(at + 12 + size);
+  };
+  const int64_t last = (int64_t(1) << 61) / kStep - 1;  // the last block a file holds
+  CHECK(exercise(with_block(kStart / kStep), {}).opened);  // the rewrite itself keeps a valid file
+  const Outcome edge = exercise(with_block(last), {});
+  CHECK(edge.opened);
+  for (int64_t index : {last + 1, -last - 2, INT64_MAX, INT64_MIN, INT64_MAX / kStep + 1}) {
+    CAPTURE(index);
+    pyroscope::File file;
+    const Status status = file.open_span(core_test::span_of(with_block(index)));
+    CHECK(status.code() == pyroscope::StatusCode::corrupt_file);
+    CHECK(status.message().find("outside the times a file holds") != std::string::npos);
+  }
 }

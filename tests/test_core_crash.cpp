@@ -10,14 +10,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-using core_test::StackCounts;
-using pyroscope::SeriesKey;
-using pyroscope::Status;
 
 namespace {
 
-constexpr int64_t kStart = 1700000000;
-constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
 constexpr uint32_t kOpened = 0xffffffffu;
 constexpr uint32_t kFailed = 0xfffffffeu;
 

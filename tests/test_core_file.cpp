@@ -6,18 +6,13 @@
 #include <functional>
 #include <set>
 
-using core_test::StackCounts;
 using core_test::stacks_of;
 using pyroscope::Dataset;
 using pyroscope::QueryResult;
-using pyroscope::SeriesKey;
-using pyroscope::Status;
 using pyroscope::Tree;
 
 namespace {
 
-constexpr int64_t kStart = 1700000000;  // a multiple of the 10 s resolution
-constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
 
 int64_t floor_block(int64_t t) { return t - (((t % kStep) + kStep) % kStep); }
 int64_t ceil_block(int64_t t) { return floor_block(t + kStep - 1); }
@@ -158,8 +153,8 @@ TEST_CASE("file: written blocks read back, with the index of apps, tag keys and 
   CHECK(data.tag_values("ride", "vehicle") == std::vector<std::string>{"bike", "car", "scooter"});
   CHECK(data.tag_values("ride", "host").empty());
   CHECK(data.tag_values("other", "host") == std::vector<std::string>{"x"});
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   CHECK(first == kStart);
   CHECK(end == kStart + 100 * kStep);
 
@@ -258,8 +253,8 @@ TEST_CASE("file: add_bytes reads the same as add_file, and several files form on
   REQUIRE(data.add_file(dir.file("b.pyro")).ok());
   CHECK(data.file_count() == 2);
   CHECK(data.apps() == std::vector<std::string>{"other", "ride", "third"});
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   CHECK(first == kStart);
   CHECK(end == kStart + 130 * kStep);
   const TagPredicate eu_cars = [](const SeriesKey& k) {
@@ -334,7 +329,7 @@ TEST_CASE("file: a long range merges far fewer trees than it has blocks") {
   }
 }
 
-TEST_CASE("file: blocks out of order are refused; an empty tree is skipped") {
+TEST_CASE("file: a block may come again or late while its span is open; a sealed span refuses it") {
   core_test::TempDir dir;
   const std::string path = dir.file("order.pyro");
   const SeriesKey a("app", {{"s", "a"}}), b("app", {{"s", "b"}});
@@ -345,27 +340,70 @@ TEST_CASE("file: blocks out of order are refused; an empty tree is skipped") {
   CHECK(writer.is_open());
   CHECK(writer.resolution_seconds() == kStep);
   REQUIRE(writer.append(a, kStart + 20, tree).ok());
-  CHECK(writer.append(a, kStart + 10, tree).code() == pyroscope::StatusCode::out_of_order);
-  CHECK(writer.append(a, kStart + 20, tree).code() == pyroscope::StatusCode::out_of_order);
-  CHECK(writer.append(b, kStart, tree).ok());  // order is per series
+  CHECK(writer.append(a, kStart + 10, tree).ok());  // late, in the open span: stored
+  CHECK(writer.append(a, kStart + 20, tree).ok());  // again: the parts add up
+  CHECK(writer.append(b, kStart, tree).ok());
   CHECK_FALSE(writer.append(a, kStart + 35, tree).ok());  // not a block start
   CHECK(writer.append(a, kStart + 30, Tree()).ok());      // empty: skipped
   CHECK(writer.append(a, kStart + 40, tree).ok());
+  // kStart is a multiple of 100 s: blocks 0..9 form a level-1 span, sealed once block 10 arrives.
+  CHECK(writer.append(a, kStart + 100, tree).ok());
+  const Status sealed = writer.append(a, kStart + 90, tree);
+  CHECK(sealed.code() == pyroscope::StatusCode::out_of_order);
+  CHECK(sealed.message().find("sealed") != std::string::npos);
+  CHECK(writer.append(b, kStart + 90, tree).ok());  // the rule is per series
   REQUIRE(writer.close().ok());
   CHECK_FALSE(writer.is_open());
 
   pyroscope::File file;
   REQUIRE(file.open_path(path).ok());
-  CHECK(file.info().block_count == 3);
+  CHECK(file.info().block_count == 4 + 2);  // distinct blocks: a at 10, 20, 40, 100; b at 0, 90
   Dataset data;
   REQUIRE(data.add_file(path).ok());
   QueryResult result;
   REQUIRE(data.query("app{s=\"a\"}", kStart, kStart + 60, &result).ok());
-  CHECK(result.tree.total() == 6);
-  CHECK(result.timeline.samples == std::vector<uint64_t>{0, 0, 3, 0, 3, 0});
+  CHECK(result.tree.total() == 12);
+  CHECK(result.timeline.samples == std::vector<uint64_t>{0, 3, 6, 0, 3, 0});
+  // The sealed span's upper tree holds the late and repeated parts: one stored tree answers it.
+  REQUIRE(data.query("app{s=\"a\"}", kStart, kStart + 100, &result).ok());
+  CHECK(result.tree.total() == 12);
+  CHECK(result.merges == 1);
 }
 
-TEST_CASE("file: a reopened file takes more blocks and keeps the order rule") {
+TEST_CASE("file: with a seal delay, late pushes land in spans that would otherwise be sealed") {
+  const SeriesKey key("svc", {});
+  Tree tree;
+  core_test::insert_stack(&tree, "main;handle", 5);
+  pyroscope::WriterOptions options;
+  options.seal_delay_blocks = 6;  // a minute of stragglers
+  pyroscope::Writer writer;
+  REQUIRE(writer.open_memory(options).ok());
+  StackCounts expected;
+  uint64_t total = 0;
+  // Blocks arrive up to 5 blocks late, out of order, some in several parts.
+  const int order[] = {0, 2, 1, 3, 9, 10, 5, 12, 11, 8, 14, 15, 13, 10, 16, 20, 21, 17, 25, 30, 26};
+  for (int block : order) {
+    REQUIRE_MESSAGE(writer.append(key, kStart + block * kStep, tree).ok(), block);
+    total += 5;
+  }
+  // Block 9's level-1 span [0, 10) is sealed once block 16 (= 10 + 6) has arrived.
+  CHECK(writer.append(key, kStart + 9 * kStep, tree).code() == pyroscope::StatusCode::out_of_order);
+  CHECK(writer.append(key, kStart + 24 * kStep, tree).ok());  // [20, 30) stays open until block 36
+  total += 5;
+  pyroscope::File file;
+  REQUIRE(file.open_bytes(writer.take_bytes()).ok());
+  CHECK(file.info().block_count == 21);  // distinct blocks (block 10 came in two parts)
+  Dataset data;
+  data.add(std::move(file));
+  QueryResult result;
+  REQUIRE(data.query("svc{}", kStart, kStart + 400, &result).ok());
+  CHECK(result.tree.total() == total);
+  REQUIRE(data.query("svc{}", kStart, kStart + 100, &result).ok());
+  CHECK(result.tree.total() == 7 * 5);  // blocks 0, 1, 2, 3, 5, 8 and 9
+  CHECK(result.merges == 1);            // the sealed span's stored tree
+}
+
+TEST_CASE("file: a reopened file takes more blocks and keeps its open spans") {
   core_test::TempDir dir;
   const std::string path = dir.file("reopen.pyro");
   Written written;
@@ -374,7 +412,7 @@ TEST_CASE("file: a reopened file takes more blocks and keeps the order rule") {
   auto append = [&](pyroscope::Writer& writer, size_t s, int block) {
     const StackCounts stacks{{"main;s" + std::to_string(s) + ";b" + std::to_string(block % 4), 1 + static_cast<uint64_t>(block)}};
     const Status status = writer.append(written.series[s], kStart + block * kStep, core_test::tree_of(stacks));
-    if (status.ok()) written.blocks[s][kStart + block * kStep] = stacks;
+    if (status.ok()) core_test::add_counts(&written.blocks[s][kStart + block * kStep], stacks);  // parts add up
     return status;
   };
   {
@@ -387,7 +425,10 @@ TEST_CASE("file: a reopened file takes more blocks and keeps the order rule") {
     pyroscope::Writer writer;
     REQUIRE(writer.open(path).ok());
     const int next = 10 + round * 10;
-    CHECK(append(writer, 0, next - 5).code() == pyroscope::StatusCode::out_of_order);  // remembered across opens
+    // The open span comes back with the file: a late block in it is taken (and adds to the span's
+    // upper tree when it is sealed), one in a sealed span is refused.
+    CHECK(append(writer, 0, next - 15).code() == pyroscope::StatusCode::out_of_order);
+    REQUIRE(append(writer, 0, next - 5).ok());
     for (int block = next; block < next + 10; ++block) REQUIRE(append(writer, 0, block).ok());
     for (int block = round * 5; block < round * 5 + 5; ++block) REQUIRE(append(writer, 1, block).ok());
     REQUIRE(writer.close().ok());
@@ -504,11 +545,13 @@ TEST_CASE("series key: tags sorted, last value wins, text form round trips") {
   REQUIRE(key.tags.size() == 2);
   CHECK(key.tags[0] == pyroscope::Tag{"b", "x"});
   CHECK(key.tags[1] == pyroscope::Tag{"zone", "2"});
-  CHECK(key.to_string() == "app{b=\"x\",zone=\"2\"}");
+  CHECK(key.to_string() == "app.cpu{b=\"x\",zone=\"2\"}");
+  CHECK(SeriesKey("my.app", "inuse_space", {}).to_string() == "my.app.inuse_space{}");
 
   for (const SeriesKey& original :
        {key, SeriesKey("ride-sharing-app", {}), SeriesKey("a.cpu", {{"k", "with \"quotes\", commas and \\ slashes"}}),
-        SeriesKey("app", {{"region", "eu-north"}, {"vehicle", "car"}})}) {
+        SeriesKey("app", {{"region", "eu-north"}, {"vehicle", "car"}}), SeriesKey("my.app", "alloc_objects", {}),
+        SeriesKey("app", "custom_Type_2", {{"k", "v"}})}) {
     SeriesKey parsed;
     const Status status = SeriesKey::parse(original.to_string(), &parsed);
     CHECK_MESSAGE(status.ok(), original.to_string() << ": " << status.to_string());
@@ -593,4 +636,397 @@ TEST_CASE("file: slice copies the selected series and blocks, one block per seri
   const Status mismatch = data.slice(selector, from, until, &coarse);
   CHECK(mismatch.code() == pyroscope::StatusCode::invalid_argument);
   CHECK(mismatch.message().find("resolution") != std::string::npos);
+}
+
+TEST_CASE("selector: a regex stays with its matcher when matchers are inserted or reordered") {
+  // The compiled regexes used to sit in a list beside the matchers, by position: a matcher inserted
+  // in front made x's regex "foo" run against y's value.
+  pyroscope::Selector selector;
+  REQUIRE(pyroscope::Selector::parse("app{x=~\"fo+\"}", &selector).ok());
+  pyroscope::Matcher y;
+  y.key = "y";
+  y.op = pyroscope::Matcher::Op::regex;
+  y.value = "ba.";
+  selector.matchers.insert(selector.matchers.begin(), y);  // built by hand: no compiled regex
+  CHECK(selector.matches(SeriesKey("app", {{"x", "foo"}, {"y", "bar"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("app", {{"x", "bar"}, {"y", "bar"}})));
+  std::reverse(selector.matchers.begin(), selector.matchers.end());
+  CHECK(selector.matches(SeriesKey("app", {{"x", "foo"}, {"y", "bar"}})));
+  // A value changed after parsing is matched as it is now, not as it was compiled.
+  pyroscope::Selector changed;
+  REQUIRE(pyroscope::Selector::parse("app{x=~\"a+\"}", &changed).ok());
+  changed.matchers[0].value = "b+";
+  CHECK(changed.matches(SeriesKey("app", {{"x", "bbb"}})));
+  CHECK_FALSE(changed.matches(SeriesKey("app", {{"x", "aaa"}})));
+  // A copy of a selector outlives the original and the text it was parsed from.
+  pyroscope::Selector copy;
+  {
+    std::string text = "app{x!~\"(ab)*\"}";
+    pyroscope::Selector original;
+    REQUIRE(pyroscope::Selector::parse(text, &original).ok());
+    copy = original;
+    text.assign(text.size(), '#');
+  }
+  CHECK(copy.matches(SeriesKey("app", {{"x", "aba"}})));
+  CHECK_FALSE(copy.matches(SeriesKey("app", {{"x", "abab"}})));
+}
+
+TEST_CASE("writer: to memory and through a function, the same bytes as a file") {
+  core_test::TempDir dir;
+  const SeriesKey key("ride", {{"region", "eu-north"}});
+  std::mt19937 rng(5);
+  std::vector<StackCounts> blocks;
+  for (int i = 0; i < 25; ++i) blocks.push_back(core_test::random_stacks(rng, 8, 5));
+  pyroscope::WriterOptions options;
+  options.multiplier = 4;  // upper levels within 25 blocks
+
+  pyroscope::Writer to_file, to_memory, to_function;
+  std::string through_function;
+  int calls = 0;
+  REQUIRE(to_file.open(dir.file("a.pyro"), options).ok());
+  REQUIRE(to_memory.open_memory(options).ok());
+  REQUIRE(to_function.open_function(
+      [&](const char* data, size_t size) {
+        ++calls;
+        through_function.append(data, size);
+        return Status();
+      },
+      options).ok());
+  CHECK(to_memory.is_open());
+  CHECK(to_memory.bytes().size() == 64);  // a complete (empty) file from the start
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const pyroscope::Tree tree = core_test::tree_of(blocks[i]);
+    const int64_t start = kStart + static_cast<int64_t>(i) * kStep;
+    REQUIRE(to_file.append(key, start, tree).ok());
+    REQUIRE(to_memory.append(key, start, tree).ok());
+    REQUIRE(to_function.append(key, start, tree).ok());
+    pyroscope::File partial;  // every prefix the writer leaves is a valid file
+    REQUIRE(partial.open_span({reinterpret_cast<const uint8_t*>(to_memory.bytes().data()), to_memory.bytes().size()}).ok());
+    CHECK(partial.info().block_count == i + 1);
+  }
+  REQUIRE(to_file.close().ok());
+  REQUIRE(to_function.close().ok());
+  const std::string in_memory = to_memory.take_bytes();
+  CHECK_FALSE(to_memory.is_open());
+  CHECK(calls == 1 + static_cast<int>(blocks.size()));  // the header, then one call per append
+  std::ifstream in(dir.file("a.pyro"), std::ios::binary);
+  const std::string on_disk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Equal but for the creation time in the header (bytes 32..39) and the header's checksum.
+  REQUIRE(in_memory.size() == on_disk.size());
+  CHECK(in_memory.substr(64) == on_disk.substr(64));
+  CHECK(through_function == in_memory);
+
+  Dataset data;
+  REQUIRE(data.add_bytes(in_memory).ok());
+  QueryResult all;
+  REQUIRE(data.query("ride", kStart, kStart + 25 * kStep, &all).ok());
+  StackCounts expected;
+  for (const StackCounts& b : blocks) core_test::add_counts(&expected, b);
+  CHECK(stacks_of(all.tree) == expected);
+  CHECK(all.merges < 25);  // the upper levels are there
+
+  // A function that fails closes the writer and says where.
+  pyroscope::Writer failing;
+  int accepted = 1;
+  REQUIRE(failing.open_function([&](const char*, size_t) {
+                   return accepted-- > 0 ? Status() : Status(pyroscope::StatusCode::io_error, "disk full");
+                 }).ok());
+  const Status failed = failing.append(key, kStart, core_test::tree_of(blocks[0]));
+  CHECK(failed.code() == pyroscope::StatusCode::io_error);
+  CHECK(failed.message().find("disk full") != std::string::npos);
+  CHECK_FALSE(failing.is_open());
+  // Options are checked as for a file.
+  pyroscope::WriterOptions bad;
+  bad.multiplier = 1;
+  CHECK(pyroscope::Writer().open_memory(bad).code() == pyroscope::StatusCode::invalid_argument);
+}
+
+TEST_CASE("dataset: in-memory blocks are a source like a file") {
+  core_test::TempDir dir;
+  const Written written = write_sample_file(dir.file("a.pyro"));
+  std::vector<pyroscope::ProfileBlock> blocks;
+  for (size_t s = 0; s < written.series.size(); ++s)
+    for (const auto& [start, stacks] : written.blocks[s]) {
+      // Two halves per block at times inside it: they merge into the one block.
+      pyroscope::ProfileBlock first{written.series[s], {}, start + 3, core_test::tree_of(stacks)};
+      pyroscope::ProfileBlock second{written.series[s], {}, start + 7, core_test::tree_of(stacks)};
+      blocks.push_back(std::move(first));
+      blocks.push_back(std::move(second));
+    }
+  Dataset from_memory, from_file;
+  REQUIRE(from_memory.add_blocks(blocks).ok());
+  REQUIRE(from_file.add_file(dir.file("a.pyro")).ok());
+  CHECK(from_memory.apps() == from_file.apps());
+  CHECK(from_memory.series(pyroscope::Selector()) == from_file.series(pyroscope::Selector()));
+  for (const char* selector : {"ride", "ride{region=\"eu-north\"}", "other"}) {
+    QueryResult memory, file;
+    REQUIRE(from_memory.query(selector, kStart + 100, kStart + 900, &memory).ok());
+    REQUIRE(from_file.query(selector, kStart + 100, kStart + 900, &file).ok());
+    CHECK(memory.tree.total() == 2 * file.tree.total());
+    std::vector<uint64_t> doubled = file.timeline.samples;
+    for (uint64_t& v : doubled) v *= 2;
+    CHECK(memory.timeline.samples == doubled);
+  }
+  pyroscope::ProfileBlock far{SeriesKey("x", {}), {}, int64_t(1) << 62, pyroscope::Tree()};
+  std::vector<pyroscope::ProfileBlock> bad;
+  bad.push_back(std::move(far));
+  CHECK(from_memory.add_blocks(bad).code() == pyroscope::StatusCode::invalid_argument);
+}
+
+TEST_CASE("selector: the profile type after the application's last dot; app{} means app.cpu{}") {
+  pyroscope::Selector selector;
+  REQUIRE(pyroscope::Selector::parse("ride{region=\"eu\"}", &selector).ok());
+  CHECK(selector.app == "ride");
+  CHECK(selector.type == "cpu");
+  CHECK(selector.matches(SeriesKey("ride", {{"region", "eu"}})));
+  CHECK_FALSE(selector.matches(SeriesKey("ride", "alloc_space", {{"region", "eu"}})));
+  REQUIRE(pyroscope::Selector::parse("my.ride.alloc_space{}", &selector).ok());
+  CHECK(selector.app == "my.ride");
+  CHECK(selector.type == "alloc_space");
+  CHECK(selector.matches(SeriesKey("my.ride", "alloc_space", {})));
+  CHECK(selector.to_string() == "my.ride.alloc_space{}");
+  REQUIRE(pyroscope::Selector::parse("{region=\"eu\"}", &selector).ok());  // no application: any type
+  CHECK(selector.type.empty());
+  CHECK(selector.matches(SeriesKey("x", "wall", {{"region", "eu"}})));
+  for (const char* bad : {".cpu{}", "app.{}", "app.9lives{}", "app.a-b{}"}) {
+    CAPTURE(bad);
+    CHECK(pyroscope::Selector::parse(bad, &selector).code() == pyroscope::StatusCode::invalid_argument);
+  }
+  CHECK(pyroscope::is_valid_profile_type("inuse_objects"));
+  CHECK_FALSE(pyroscope::is_valid_profile_type(std::string(65, 'a')));
+  CHECK(pyroscope::default_series_info("alloc_space").unit == "bytes");
+  CHECK(pyroscope::default_series_info("inuse_objects").aggregation == pyroscope::Aggregation::average);
+  CHECK(pyroscope::default_series_info("mutex_duration").unit == "nanoseconds");
+  CHECK(pyroscope::default_series_info("cpu") == pyroscope::SeriesInfo());
+}
+
+TEST_CASE("dataset: series of one type keep their units; averages divide by the blocks with data") {
+  pyroscope::SeriesInfo bytes_average;
+  bytes_average.unit = "bytes";
+  bytes_average.aggregation = pyroscope::Aggregation::average;
+  const SeriesKey heap_a("svc", "inuse_space", {{"host", "a"}}), heap_b("svc", "inuse_space", {{"host", "b"}});
+  pyroscope::Writer writer;
+  REQUIRE(writer.open_memory().ok());
+  // host a holds 100 bytes in leak() in blocks 0..3, host b 40 in blocks 2..3: averaged over the 4
+  // blocks with data, 100 and 20; the timeline per block is a's plus b's.
+  for (int block = 0; block < 4; ++block) {
+    pyroscope::Tree a;
+    core_test::insert_stack(&a, "main;leak", 100);
+    REQUIRE(writer.append(heap_a, kStart + block * kStep, a, &bytes_average).ok());
+    if (block >= 2) {
+      pyroscope::Tree b;
+      core_test::insert_stack(&b, "main;cache", 40);
+      REQUIRE(writer.append(heap_b, kStart + block * kStep, b, &bytes_average).ok());
+    }
+  }
+  // The same key with other units is refused.
+  pyroscope::SeriesInfo objects = bytes_average;
+  objects.unit = "objects";
+  pyroscope::Tree one;
+  core_test::insert_stack(&one, "x", 1);
+  CHECK(writer.append(heap_a, kStart + 9 * kStep, one, &objects).code() == pyroscope::StatusCode::invalid_argument);
+  REQUIRE(writer.append(SeriesKey("svc", {{"host", "a"}}), kStart, one).ok());  // cpu beside it
+  Dataset data;
+  REQUIRE(data.add_bytes(writer.take_bytes()).ok());
+  CHECK(data.types("svc") == std::vector<std::string>{"cpu", "inuse_space"});
+
+  QueryResult result;
+  REQUIRE(data.query("svc.inuse_space{}", kStart, kStart + 4 * kStep, &result).ok());
+  CHECK(result.type == "inuse_space");
+  CHECK(result.info == bytes_average);
+  CHECK(stacks_of(result.tree) == StackCounts{{"main;cache", 20}, {"main;leak", 100}});
+  CHECK(result.tree.total() == 120);
+  CHECK(core_test::totals_consistent(result.tree));
+  CHECK(result.timeline.samples == std::vector<uint64_t>{100, 100, 140, 140});
+  pyroscope::QueryOptions two_points;
+  two_points.timeline_points = 2;
+  REQUIRE(data.query("svc.inuse_space{}", kStart, kStart + 4 * kStep, &result, two_points).ok());
+  CHECK(result.timeline.samples == std::vector<uint64_t>{100, 140});  // average of each point's blocks
+  REQUIRE(data.query("svc{}", kStart, kStart + 4 * kStep, &result).ok());
+  CHECK(result.type == "cpu");
+  CHECK(result.tree.total() == 1);
+
+  // Series that cannot be added up: a selector over every type of the app.
+  pyroscope::Selector all;
+  all.app = "svc";
+  const Status mixed = data.query(all, kStart, kStart + 4 * kStep, &result);
+  CHECK(mixed.code() == pyroscope::StatusCode::invalid_argument);
+  CHECK(mixed.message().find("cannot be added up") != std::string::npos);
+  pyroscope::SeriesInfo info;
+  CHECK(data.series_info(all, &info).code() == pyroscope::StatusCode::invalid_argument);
+  pyroscope::Selector heap_only;
+  REQUIRE(pyroscope::Selector::parse("svc.inuse_space{}", &heap_only).ok());
+  REQUIRE(data.series_info(heap_only, &info).ok());
+  CHECK(info == bytes_average);
+  REQUIRE(pyroscope::Selector::parse("nothing{}", &heap_only).ok());
+  CHECK(data.series_info(heap_only, &info).code() == pyroscope::StatusCode::not_found);
+
+  // A slice keeps each series' info.
+  pyroscope::Writer slice;
+  REQUIRE(slice.open_memory().ok());
+  REQUIRE(pyroscope::Selector::parse("svc.inuse_space{}", &heap_only).ok());
+  REQUIRE(data.slice(heap_only, kStart, kStart + 4 * kStep, &slice).ok());
+  pyroscope::File sliced;
+  REQUIRE(sliced.open_bytes(slice.take_bytes()).ok());
+  REQUIRE(sliced.series().size() == 2);
+  CHECK(sliced.series_info(0) == bytes_average);
+  CHECK(sliced.series()[0].type == "inuse_space");
+}
+
+TEST_CASE("tree: divide rounds each self to the nearest integer and keeps totals consistent") {
+  pyroscope::Tree tree;
+  core_test::insert_stack(&tree, "a;b", 7);
+  core_test::insert_stack(&tree, "a;c", 5);
+  core_test::insert_stack(&tree, "a", 1);
+  core_test::insert_stack(&tree, "d", UINT64_MAX / 2);
+  tree.divide(2);
+  CHECK(stacks_of(tree) == StackCounts{{"a", 1}, {"a;b", 4}, {"a;c", 3}, {"d", UINT64_MAX / 4 + 1}});
+  CHECK(core_test::totals_consistent(tree));
+}
+
+TEST_CASE("query: an extreme range walks only the span that holds data") {
+  core_test::TempDir dir;
+  const Written written = write_sample_file(dir.file("a.pyro"));
+  Dataset data;
+  REQUIRE(data.add_file(dir.file("a.pyro")).ok());
+  // Before the clamp, the whole int64 range made the query walk 2^57 empty segment-tree nodes (and
+  // run out of memory), and its block arithmetic overflowed.
+  for (const auto& [from, until] : {std::pair<int64_t, int64_t>{INT64_MIN, INT64_MAX},
+                                    {INT64_MIN, kStart + 500}, {kStart + 500, INT64_MAX}}) {
+    QueryResult result;
+    pyroscope::QueryOptions options;
+    options.timeline_points = 4;
+    REQUIRE(data.query("ride", from, until, &result, options).ok());
+    const Expected expected = expected_query(written, [](const SeriesKey& k) { return k.app == "ride"; },
+                                             std::max<int64_t>(from, kStart - 1000000), std::min<int64_t>(until, kStart + 1000000));
+    CHECK(stacks_of(result.tree) == expected.stacks);
+    CHECK(result.merges <= 200);
+  }
+}
+
+// Times at the ends of 64 bits: the writer refuses blocks beyond +-2^61 s, and queries and slices of
+// any range (INT64_MIN to INT64_MAX included) clamp it, so their block arithmetic cannot overflow (UBSan
+// in CI turns an overflow into a failure).
+TEST_CASE("file: blocks beyond +-2^61 s are refused; queries and slices of any int64 range work") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("times.pyro");
+  Tree tree;
+  core_test::insert_stack(&tree, "main;work", 3);
+  const SeriesKey key("app", {});
+  constexpr int64_t kLimit = int64_t(1) << 61;
+  const int64_t last_block = (kLimit / kStep - 1) * kStep;  // the last block start a file holds
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path).ok());
+    for (int64_t bad : {INT64_MIN, -(kLimit / kStep + 1) * kStep, INT64_MAX / kStep * kStep, last_block + kStep}) {
+      CAPTURE(bad);
+      const Status status = writer.append(key, bad, tree);
+      CHECK(status.code() == pyroscope::StatusCode::invalid_argument);
+      CHECK(status.message().find("outside the times a file holds") != std::string::npos);
+    }
+    REQUIRE(writer.append(key, -(kLimit / kStep) * kStep, tree).ok());
+    REQUIRE(writer.append(key, kStart, tree).ok());
+    REQUIRE(writer.append(key, last_block, tree).ok());
+    REQUIRE(writer.close().ok());
+  }
+  Dataset data;
+  REQUIRE(data.add_file(path).ok());
+  const pyroscope::TimeRange span = data.time_span();
+  const int64_t first = span.from, end = span.until;
+  CHECK(first == -(kLimit / kStep) * kStep);
+  CHECK(end == last_block + kStep);
+
+  struct Range {
+    int64_t from, until;
+    uint64_t total;
+  };
+  for (const Range& r : {Range{INT64_MIN, INT64_MAX, 9}, Range{INT64_MIN, kStart + 1, 6}, Range{kStart, INT64_MAX, 6},
+                         Range{INT64_MAX - 1, INT64_MAX, 0}, Range{INT64_MIN, INT64_MIN + 1, 0}}) {
+    CAPTURE(r.from);
+    CAPTURE(r.until);
+    for (size_t points : {size_t(0), size_t(1), size_t(100)}) {
+      pyroscope::QueryOptions options;
+      options.timeline_points = points;
+      QueryResult result;
+      const Status status = data.query("app{}", r.from, r.until, &result, options);
+      if (points == 0 && r.total > 0) {  // one point per block over 2^62 s: refused, with a reason
+        CHECK(status.code() == pyroscope::StatusCode::invalid_argument);
+        continue;
+      }
+      REQUIRE_MESSAGE(status.ok(), status.to_string());
+      CHECK(result.tree.total() == r.total);
+      uint64_t timeline = 0;
+      for (uint64_t v : result.timeline.samples) timeline += v;
+      CHECK(timeline == r.total);
+    }
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(dir.file("slice.pyro"), {}).ok());
+    pyroscope::Selector selector;
+    REQUIRE(pyroscope::Selector::parse("app{}", &selector).ok());
+    pyroscope::SliceStats stats;
+    REQUIRE(data.slice(selector, r.from, r.until, &writer, &stats).ok());
+    CHECK(stats.samples == r.total);
+    REQUIRE(writer.close().ok());
+    std::remove(dir.file("slice.pyro").c_str());
+  }
+}
+
+TEST_CASE("file: random late and repeated pushes, with reopens, read back exactly") {
+  // What a receiver of many clients does: blocks of several series in parts, up to a few blocks
+  // late, the writer reopened now and then. Every refusal must be one the seal rule predicts, and
+  // the file must answer every range with exactly the accepted samples (its upper trees are checked
+  // against their blocks when it opens).
+  core_test::TempDir dir;
+  const std::string path = dir.file("pushes.pyro");
+  std::mt19937 rng(99);
+  for (uint32_t delay : {0u, 3u, 12u}) {
+    CAPTURE(delay);
+    std::remove(path.c_str());
+    Written written;
+    written.series = {SeriesKey("svc", {{"host", "a"}}), SeriesKey("svc", {{"host", "b"}})};
+    written.blocks.resize(2);
+    std::vector<int64_t> last(2, -1);
+    pyroscope::WriterOptions options;
+    options.multiplier = 4;
+    options.seal_delay_blocks = delay;
+    auto writer = std::make_unique<pyroscope::Writer>();
+    REQUIRE(writer->open(path, options).ok());
+    int refused = 0;
+    for (int step = 0; step < 400; ++step) {
+      if (rng() % 60 == 0) {  // reopen: the open spans must come back as they were
+        REQUIRE(writer->close().ok());
+        writer = std::make_unique<pyroscope::Writer>();
+        REQUIRE(writer->open(path, options).ok());
+      }
+      const size_t s = rng() % 2;
+      const int64_t newest = last[s] < 0 ? 0 : last[s];
+      // Half the pushes are the next block; the rest come up to delay + 5 blocks late.
+      const int64_t block = rng() % 2 ? newest + 1 : std::max<int64_t>(0, newest - static_cast<int64_t>(rng() % (delay + 6)));
+      std::mt19937 content(static_cast<uint32_t>(step));
+      const StackCounts stacks = core_test::random_stacks(content, 3, 4);
+      const Status status = writer->append(written.series[s], kStart + block * kStep, core_test::tree_of(stacks));
+      // The rule: a block whose level-1 span ended at least `delay` blocks before the newest is refused.
+      const bool sealed = last[s] >= 0 && (block / 4 + 1) * 4 + static_cast<int64_t>(delay) <= last[s];
+      CHECK(status.ok() == !sealed);
+      if (!status.ok()) {
+        CHECK(status.code() == pyroscope::StatusCode::out_of_order);
+        ++refused;
+        continue;
+      }
+      core_test::add_counts(&written.blocks[s][kStart + block * kStep], stacks);
+      last[s] = std::max(last[s], block);
+    }
+    REQUIRE(writer->close().ok());
+    CHECK(refused > 0);
+    Dataset data;
+    const Status opened = data.add_file(path);
+    REQUIRE_MESSAGE(opened.ok(), opened.to_string());
+    const auto only = [](const char* h) { return [h](const SeriesKey& k) { return tag(k, "host") == h; }; };
+    for (int64_t from : {int64_t(0), int64_t(37), int64_t(80)})
+      for (int64_t until : {int64_t(90), int64_t(310), int64_t(5000)}) {
+        check_query(data, written, "svc{host=\"a\"}", only("a"), kStart + from * kStep, kStart + until * kStep);
+        check_query(data, written, "svc", [](const SeriesKey&) { return true; }, kStart + from * kStep,
+                    kStart + until * kStep);
+      }
+  }
 }

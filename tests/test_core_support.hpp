@@ -22,6 +22,10 @@
 
 namespace core_test {
 
+// The block times the core tests write at: a multiple of the 10 s resolution, in 2023.
+constexpr int64_t kStart = 1700000000;
+constexpr int64_t kStep = pyroscope::kDefaultResolutionSeconds;
+
 // stack "a;b;c" -> self samples, for every node with self samples.
 using StackCounts = std::map<std::string, uint64_t>;
 
@@ -160,3 +164,10 @@ inline pyroscope::ByteSpan span_of(const std::string& bytes) {
 }
 
 }  // namespace core_test
+
+// The names every core test uses.
+using core_test::kStart;
+using core_test::kStep;
+using core_test::StackCounts;
+using pyroscope::SeriesKey;
+using pyroscope::Status;

@@ -142,14 +142,19 @@ TEST_CASE("symbols: the trie of names sharing prefixes is smaller than the names
   CHECK(trie.size() * 2 < name_bytes);
 }
 
-TEST_CASE("symbols: damaged tries give an error, never a crash") {
+TEST_CASE("symbols: damaged tries give an error and leave the table unchanged, or add every name once") {
+  // Encoded for ids from 1 on, after one name that is already in the decoding table.
   SymbolTable table;
+  table.intern("already here");
   for (const std::string& name : cpp_like_names(200)) table.intern(name);
+  const uint32_t encoded = table.size() - 1;
   std::string trie;
-  table.encode_trie(0, &trie);
+  table.encode_trie(1, &trie);
   for (size_t length = 0; length < trie.size(); ++length) {
     SymbolTable decoded;
-    (void)decoded.decode_trie(core_test::span_of(trie.substr(0, length)));
+    decoded.intern("already here");
+    CHECK_FALSE(decoded.decode_trie(core_test::span_of(trie.substr(0, length))).ok());  // every cut is short
+    CHECK(decoded.size() == 1);
   }
   std::mt19937 rng(23);
   for (int variant = 0; variant < 3000; ++variant) {
@@ -157,8 +162,74 @@ TEST_CASE("symbols: damaged tries give an error, never a crash") {
     const int flips = 1 + static_cast<int>(rng() % 3);
     for (int f = 0; f < flips; ++f) damaged[rng() % damaged.size()] ^= static_cast<char>(1 + rng() % 255);
     SymbolTable decoded;
+    decoded.intern("already here");  // a trie for ids from 1 on
+    // The contract: an error leaves the table as it was; success adds exactly the encoded count
+    // of names, all distinct (each found again under its own id).
     if (decoded.decode_trie(core_test::span_of(damaged)).ok()) {
-      for (uint32_t id = 0; id < decoded.size(); ++id) (void)decoded.name(id).size();
+      CHECK(decoded.size() == 1 + encoded);
+    } else {
+      CHECK(decoded.size() == 1);
     }
+    for (uint32_t id = 0; id < decoded.size(); ++id) CHECK(decoded.find(decoded.name(id)) == id);
   }
+}
+
+namespace {
+void put_varint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+// A trie as docs/format.md writes it: varint first id, varint count, then the nodes in preorder, each
+// string label, varint terminal, varint child count.
+struct TrieNode {
+  std::string label;
+  uint64_t terminal;
+  uint64_t children;
+};
+std::string trie_of(uint64_t first_id, uint64_t count, const std::vector<TrieNode>& nodes) {
+  std::string out;
+  put_varint(&out, first_id);
+  put_varint(&out, count);
+  for (const TrieNode& n : nodes) {
+    put_varint(&out, n.label.size());
+    out.append(n.label);
+    put_varint(&out, n.terminal);
+    put_varint(&out, n.children);
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("symbols: a trie that spells one name twice is refused, and the table is unchanged") {
+  // "ab" spelled directly and as "a" then "b": before the canonical-form check this decoded, the
+  // table grew by one instead of two, and every later id pointed at the wrong name.
+  const std::string trie = trie_of(0, 2, {{"", 0, 2}, {"a", 0, 1}, {"b", 1, 0}, {"ab", 2, 0}});
+  SymbolTable table;
+  const pyroscope::Status status = table.decode_trie(core_test::span_of(trie));
+  CHECK(status.code() == pyroscope::StatusCode::corrupt_file);
+  CHECK(table.size() == 0);
+
+  // The same names in canonical form decode.
+  const std::string canonical = trie_of(0, 2, {{"", 0, 1}, {"a", 0, 2}, {"b", 1, 0}, {"c", 2, 0}});
+  REQUIRE(table.decode_trie(core_test::span_of(canonical)).ok());
+  CHECK(table.size() == 2);
+  CHECK(table.name(0) == "ab");
+  CHECK(table.name(1) == "ac");
+
+  // Other non-canonical forms: an empty label below the root, siblings out of byte order.
+  const std::string empty_label = trie_of(0, 1, {{"", 0, 1}, {"", 1, 0}});
+  SymbolTable other;
+  CHECK(other.decode_trie(core_test::span_of(empty_label)).code() == pyroscope::StatusCode::corrupt_file);
+  const std::string misordered = trie_of(0, 2, {{"", 0, 2}, {"b", 1, 0}, {"a", 2, 0}});
+  CHECK(other.decode_trie(core_test::span_of(misordered)).code() == pyroscope::StatusCode::corrupt_file);
+  CHECK(other.size() == 0);
+  // A name already in the table is refused too.
+  SymbolTable has_ab;
+  has_ab.intern("ab");
+  const std::string again = trie_of(1, 1, {{"", 0, 1}, {"ab", 1, 0}});
+  CHECK(has_ab.decode_trie(core_test::span_of(again)).code() == pyroscope::StatusCode::corrupt_file);
+  CHECK(has_ab.size() == 1);
 }

@@ -5,12 +5,12 @@
 #include "test_core_support.hpp"
 
 #include <pthread.h>
+#include <set>
 
 #include <atomic>
 #include <cctype>
 #include <thread>
 
-using core_test::StackCounts;
 using core_test::stacks_of;
 using pyroscope::Tree;
 
@@ -707,4 +707,52 @@ TEST_CASE("encode: bad bytes give an error, never a crash") {
   std::vector<uint32_t> short_remap(1, 0);
   Tree target;
   CHECK_FALSE(target.merge_encoded(core_test::span_of(encoded), &short_remap).ok());
+}
+
+TEST_CASE("tree: function totals count a recursive function once, in any node order") {
+  Tree tree;
+  core_test::insert_stack(&tree, "main;parse;parse;parse;lex", 5);
+  core_test::insert_stack(&tree, "main;parse;eval;parse", 3);
+  core_test::insert_stack(&tree, "main;eval", 2);
+  core_test::insert_stack(&tree, "main", 1);
+  std::vector<Tree::FunctionTotal> rows;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> by_name;
+  auto collect = [&](const Tree& t) {
+    by_name.clear();
+    t.function_totals(&rows);
+    for (const Tree::FunctionTotal& r : rows) by_name[std::string(t.symbols().name(r.symbol))] = {r.self, r.total};
+  };
+  const std::map<std::string, std::pair<uint64_t, uint64_t>> expected = {
+      {"main", {1, 11}}, {"parse", {3, 8}}, {"lex", {5, 5}}, {"eval", {2, 5}}};
+  collect(tree);  // built by insert: not in preorder
+  CHECK(by_name == expected);
+  Tree renumbered = tree;
+  renumbered.renumber_in_name_preorder();
+  collect(renumbered);
+  CHECK(by_name == expected);
+  std::vector<uint8_t> outermost;
+  renumbered.mark_outermost(&outermost);
+  REQUIRE(outermost.size() == renumbered.node_count());
+  CHECK(outermost[Tree::kRoot] == 0);
+  const uint32_t inner = renumbered.find_path({"main", "parse", "parse"});
+  REQUIRE(inner != Tree::kNoNode);
+  CHECK(outermost[inner] == 0);
+  CHECK(outermost[renumbered.find_path({"main", "parse", "eval"})] == 1);
+
+  // Random trees: totals from the rule, checked against the folded stacks directly.
+  std::mt19937 rng(31);
+  for (int round = 0; round < 20; ++round) {
+    const core_test::StackCounts stacks = core_test::random_stacks(rng, 60, 8);
+    std::map<std::string, std::pair<uint64_t, uint64_t>> want;
+    for (const auto& [stack, count] : stacks) {
+      std::vector<std::string_view> frames = core_test::split_frames(stack);
+      std::set<std::string_view> seen;
+      for (std::string_view f : frames)
+        if (seen.insert(f).second) want[std::string(f)].second += count;
+      want[std::string(frames.back())].first += count;
+    }
+    Tree random = core_test::tree_of(stacks);
+    collect(random);
+    CHECK(by_name == want);
+  }
 }

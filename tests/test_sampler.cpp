@@ -412,13 +412,13 @@ TEST_CASE("sampler: static tags, tag_scope and tag_wrapper put samples in the ri
   std::vector<std::string> names;
   for (const pyroscope::SeriesKey& key : data.series(pyroscope::Selector{})) names.push_back(key.to_string());
   for (const std::string& name : names) MESSAGE("series " << name);
-  CHECK(std::find(names.begin(), names.end(), "tagged{region=\"eu-north\",vehicle=\"car\"}") != names.end());
-  CHECK(std::find(names.begin(), names.end(), "tagged{driver=\"ann\",region=\"eu-north\",vehicle=\"car\"}") != names.end());
-  CHECK(std::find(names.begin(), names.end(), "tagged{region=\"eu-north\",vehicle=\"bike\"}") != names.end());
-  CHECK(std::find(names.begin(), names.end(), "tagged{region=\"eu-north\",vehicle=\"none\"}") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "tagged.cpu{region=\"eu-north\",vehicle=\"car\"}") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "tagged.cpu{driver=\"ann\",region=\"eu-north\",vehicle=\"car\"}") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "tagged.cpu{region=\"eu-north\",vehicle=\"bike\"}") != names.end());
+  CHECK(std::find(names.begin(), names.end(), "tagged.cpu{region=\"eu-north\",vehicle=\"none\"}") != names.end());
 
   const pyroscope::Tree car = query_file(path, "tagged{vehicle=\"car\",driver=\"\"}").tree;
-  const pyroscope::Tree ann = query_file(path, "tagged{driver=\"ann\"}").tree;
+  const pyroscope::Tree ann = query_file(path, "tagged.cpu{driver=\"ann\"}").tree;
   const pyroscope::Tree bike = query_file(path, "tagged{vehicle=\"bike\"}").tree;
   const pyroscope::Tree none = query_file(path, "tagged{vehicle=\"none\"}").tree;
   MESSAGE("car " << car.total() << " ann " << ann.total() << " bike " << bike.total() << " none " << none.total());

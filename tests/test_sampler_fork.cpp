@@ -26,8 +26,8 @@ using namespace sampler_test;
 long long file_total(const std::string& path, const std::string& selector) {
   pyroscope::Dataset data;
   if (!data.add_file(path).ok()) return -1;
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   pyroscope::QueryResult result;
   if (!data.query(selector, first, end, &result).ok()) return -1;
   return static_cast<long long>(result.tree.total());

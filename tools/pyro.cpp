@@ -1,19 +1,27 @@
-// pyro — command-line tool for .pyro profile files, built on pyroscope.hpp alone.
+// pyro — command-line tool for .pyro profile files, built on pyroscope.hpp and the session layer
+// (session/session.hpp) that the viewer uses too: times, selections, per-function totals, slices and
+// share files are the viewer's own.
 //
-//   pyro info FILE...                      what a file holds
-//   pyro query FILE... SELECTOR [...]      merged profile of a selection (folded, table, json, timeline)
-//   pyro import-folded IN -o OUT --app A   append a folded profile as one block
-//   pyro slice FILE... SELECTOR -o OUT     selected series and range as a new small file
-//   pyro merge IN... -o OUT                all series of several files in one file
+//   pyro info FILE...                        what a file holds
+//   pyro query FILE... SELECTOR [...]        merged profile of a selection (folded, table, json, timeline)
+//   pyro import FILE... -o OUT.pyro          append profiles of any format (import-folded: the same)
+//   pyro slice FILE... SELECTOR -o OUT       selected series and range as a new small file
+//   pyro merge IN... -o OUT                  all series of several files in one file
+//   pyro export FILE... SELECTOR -o OUT       pprof, speedscope or folded for other tools
 //   pyro export-folded FILE... SELECTOR -o OUT.folded
+//   pyro export-html FILE... SELECTOR --viewer DIR -o OUT.html
 //
 // Exit codes: 0 success, 1 runtime or data error (unreadable or corrupt file, ...), 2 usage error.
-// Each command is one entry of kCommands: adding one (export-html) is a function plus a table row.
+// Each command is one entry of commands(): adding one is a function plus a table row.
 
 #define PYROSCOPE_NO_SAMPLER 1
+#define PYROSCOPE_WITH_ZLIB 1  // gzipped pprof in and out (docs/formats.md)
+#define PYROSCOPE_WITH_JSON 1  // speedscope and .cpuprofile in
 #define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
-#include "../viewer/share_page.hpp"  // share files, JSON strings: shared with the viewer
+#include "json.hpp"
+#include "session.hpp"
+#include "share_page.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -161,158 +169,26 @@ int parse_args(const Command& c, int argc, char** argv, Args* out) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Time: unix seconds, ISO 8601 UTC, now[+-]N[smhdw]
+// Times and numbers (the session's rules)
 
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+using pyroscope::session::format_duration;
+using pyroscope::session::format_utc;
+using pyroscope::session::floor_to;
+
+bool parse_time(const std::string& text, int64_t now, int64_t* out, std::string* error) {
+  const pyroscope::Status st = pyroscope::session::parse_time(text, now, out);
+  if (!st.ok()) *error = st.message();
+  return st.ok();
 }
 
-void civil_from_days(int64_t z, int64_t* y, unsigned* m, unsigned* d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const unsigned doe = static_cast<unsigned>(z - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  *d = doy - (153 * mp + 2) / 5 + 1;
-  *m = mp < 10 ? mp + 3 : mp - 9;
-  *y = static_cast<int64_t>(yoe) + era * 400 + (*m <= 2);
-}
-
-std::string format_utc(int64_t t) {
-  int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
-  int64_t secs = t - days * 86400;
-  int64_t y;
-  unsigned m, d;
-  civil_from_days(days, &y, &m, &d);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02dZ", y, m, d,
-                static_cast<int>(secs / 3600), static_cast<int>(secs / 60 % 60), static_cast<int>(secs % 60));
-  return buf;
-}
-
-std::string format_duration(int64_t seconds) {
-  if (seconds < 0) return "-" + format_duration(-seconds);
-  char buf[64];
-  int64_t d = seconds / 86400, h = seconds / 3600 % 24, m = seconds / 60 % 60, s = seconds % 60;
-  if (d) std::snprintf(buf, sizeof buf, "%" PRId64 "d %" PRId64 "h %" PRId64 "m", d, h, m);
-  else if (h) std::snprintf(buf, sizeof buf, "%" PRId64 "h %" PRId64 "m %" PRId64 "s", h, m, s);
-  else if (m) std::snprintf(buf, sizeof buf, "%" PRId64 "m %" PRId64 "s", m, s);
-  else std::snprintf(buf, sizeof buf, "%" PRId64 "s", s);
-  return buf;
-}
-
-// Reads exactly `digits` decimal digits at *pos.
-bool read_digits(const std::string& s, size_t* pos, int digits, int64_t* out) {
-  int64_t v = 0;
-  for (int i = 0; i < digits; ++i) {
-    if (*pos >= s.size() || s[*pos] < '0' || s[*pos] > '9') return false;
-    v = v * 10 + (s[(*pos)++] - '0');
-  }
-  *out = v;
-  return true;
-}
-
-bool parse_iso8601(const std::string& s, int64_t* out) {
-  size_t p = 0;
-  int64_t year, month, day, hour = 0, minute = 0, second = 0;
-  if (!read_digits(s, &p, 4, &year) || p >= s.size() || s[p++] != '-' || !read_digits(s, &p, 2, &month) ||
-      p >= s.size() || s[p++] != '-' || !read_digits(s, &p, 2, &day))
-    return false;
-  if (month < 1 || month > 12 || day < 1 || day > 31) return false;
-  int64_t offset = 0;
-  if (p < s.size()) {
-    if (s[p] != 'T' && s[p] != 't' && s[p] != ' ') return false;
-    ++p;
-    if (!read_digits(s, &p, 2, &hour) || p >= s.size() || s[p++] != ':' || !read_digits(s, &p, 2, &minute))
-      return false;
-    if (p < s.size() && s[p] == ':') {
-      ++p;
-      if (!read_digits(s, &p, 2, &second)) return false;
-    }
-    if (hour > 23 || minute > 59 || second > 60) return false;
-    if (p < s.size() && s[p] == '.') {  // fractions of a second are dropped
-      ++p;
-      while (p < s.size() && s[p] >= '0' && s[p] <= '9') ++p;
-    }
-    if (p < s.size() && (s[p] == 'Z' || s[p] == 'z')) {
-      ++p;
-    } else if (p < s.size() && (s[p] == '+' || s[p] == '-')) {
-      int sign = s[p++] == '-' ? -1 : 1;
-      int64_t oh, om = 0;
-      if (!read_digits(s, &p, 2, &oh)) return false;
-      if (p < s.size() && s[p] == ':') ++p;
-      if (p < s.size() && !read_digits(s, &p, 2, &om)) return false;
-      offset = sign * (oh * 3600 + om * 60);
-    } else if (p < s.size()) {
-      return false;
-    }
-  }
-  if (p != s.size()) return false;
-  // Check the day exists in that month (2026-02-30 is an error, not March 2nd).
-  int64_t y2;
-  unsigned m2, d2;
-  int64_t days = days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
-  civil_from_days(days, &y2, &m2, &d2);
-  if (y2 != year || m2 != month || d2 != day) return false;
-  *out = days * 86400 + hour * 3600 + minute * 60 + second - offset;
-  return true;
-}
-
+// A whole decimal number (for --top and --multiplier; times go through parse_time).
 bool parse_int64(const std::string& s, int64_t* out) {
-  if (s.empty()) return false;
-  size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
-  if (i == s.size()) return false;
-  for (size_t k = i; k < s.size(); ++k)
+  if (s.empty() || s.size() > 18) return false;
+  for (size_t k = (s[0] == '-' ? 1 : 0); k < s.size(); ++k)
     if (s[k] < '0' || s[k] > '9') return false;
-  if (s.size() - i > 18) return false;  // keeps the arithmetic below far from overflow
+  if (s == "-") return false;
   *out = std::strtoll(s.c_str(), nullptr, 10);
   return true;
-}
-
-// Accepts unix seconds, ISO 8601 (UTC unless an offset is given) and now, now-1h, now+30m.
-bool parse_time(const std::string& text, int64_t now, int64_t* out, std::string* error) {
-  if (text.compare(0, 3, "now") == 0) {
-    if (text.size() == 3) {
-      *out = now;
-      return true;
-    }
-    char sign = text[3];
-    std::string rest = text.substr(4);
-    if ((sign != '-' && sign != '+') || rest.size() < 2) {
-      *error = "time '" + text + "': expected now, now-<N><unit> or now+<N><unit> (units s m h d w)";
-      return false;
-    }
-    char unit = rest.back();
-    int64_t multiplier = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : unit == 'd' ? 86400
-                       : unit == 'w' ? 7 * 86400 : 0;
-    int64_t n;
-    if (!multiplier || !parse_int64(rest.substr(0, rest.size() - 1), &n) || n < 0 || n > 1000000000) {
-      *error = "time '" + text + "': expected now-<N><unit> with a unit among s m h d w (e.g. now-1h)";
-      return false;
-    }
-    *out = sign == '-' ? now - n * multiplier : now + n * multiplier;
-    return true;
-  }
-  int64_t v;
-  if (parse_int64(text, &v)) {
-    *out = v;
-    return true;
-  }
-  if (parse_iso8601(text, out)) return true;
-  *error = "time '" + text + "' is neither unix seconds, ISO 8601 (2026-11-22T10:00:00Z) nor now-<N><unit>";
-  return false;
-}
-
-int64_t floor_to(int64_t t, int64_t step) {
-  int64_t r = t % step;
-  return r < 0 ? t - r - step : t - r;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -395,9 +271,9 @@ struct Selection {
   int64_t from = 0, until = 0;
 };
 
-// Splits "FILE... SELECTOR", parses the selector and the range (default: all the data).
-// Returns kExitOk, or the exit code after printing the problem.
-int parse_selection(const Args& a, pyroscope::Dataset* data, Selection* s, bool range_required) {
+// Splits "FILE... SELECTOR", opens the files in the session, parses the selector and the range
+// (default: all the data) and selects them. Returns kExitOk, or the exit code after printing the problem.
+int parse_selection(const Args& a, pyroscope::session::Session* session, Selection* s, bool range_required) {
   s->files.assign(a.positional.begin(), a.positional.end() - 1);
   s->selector_text = a.positional.back();
   if (s->selector_text.find('{') == std::string::npos && s->selector_text.size() > 5 &&
@@ -409,27 +285,38 @@ int parse_selection(const Args& a, pyroscope::Dataset* data, Selection* s, bool 
   if (range_required && (!a.has("--from") || !a.has("--until")))
     return usage_error(a.command, "--from and --until are required");
 
-  int64_t now = static_cast<int64_t>(std::time(nullptr));
+  const int64_t now = pyroscope::session::now_unix();
   std::string error;
   if (const std::string* v = a.value("--from"))
     if (!parse_time(*v, now, &s->from, &error)) return usage_error(a.command, "--from: " + error);
   if (const std::string* v = a.value("--until"))
     if (!parse_time(*v, now, &s->until, &error)) return usage_error(a.command, "--until: " + error);
 
-  if (!open_dataset(a, s->files, data)) return kExitError;
-  int64_t first = 0, end = 0;
-  data->time_span(&first, &end);
+  std::vector<pyroscope::session::LoadInput> inputs;
+  for (const std::string& path : s->files) {
+    pyroscope::session::LoadInput in;
+    in.name = in.path = path;
+    in.salvage = a.has("--salvage");
+    inputs.push_back(std::move(in));
+  }
+  const std::string problems = session->open(std::move(inputs));
+  if (!problems.empty()) return runtime_error(a, problems);
+  const pyroscope::Dataset& data = session->dataset();
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   if (end <= first && !a.has("--from") && !a.has("--until")) {
     // No blocks at all: an empty result over one block rather than an error about the range.
     std::fprintf(stderr, "pyro %s: warning: the input files hold no blocks\n", a.command->name);
-    first = floor_to(static_cast<int64_t>(std::time(nullptr)), data->resolution_seconds());
-    end = first + data->resolution_seconds();
+    first = floor_to(now, data.resolution_seconds());
+    end = first + data.resolution_seconds();
   }
   if (!a.has("--from")) s->from = first;
   if (!a.has("--until")) s->until = end;
   if (s->until <= s->from)
     return usage_error(a.command, "empty time range: --until (" + format_utc(s->until) +
                                       ") is not after --from (" + format_utc(s->from) + ")");
+  st = session->select(s->selector, pyroscope::TimeRange{s->from, s->until});
+  if (!st.ok()) return usage_error(a.command, st.message());
   return kExitOk;
 }
 
@@ -479,136 +366,43 @@ std::string top_folded(const std::string& folded, size_t top) {
   return out;
 }
 
-struct FunctionRow {
-  std::string_view name;
-  uint64_t self = 0;
-  uint64_t total = 0;  // samples with the function anywhere on the stack (recursion counted once)
-};
-
-std::vector<FunctionRow> function_table(const pyroscope::Tree& tree) {
-  std::vector<uint32_t> offsets, children;
-  tree.sorted_children(&offsets, &children);
-  std::map<uint32_t, size_t> row_of_symbol;
-  std::vector<FunctionRow> rows;
-  std::vector<uint32_t> active;  // per row: ancestors on the current path with this function
-  // Iterative depth-first walk: (node, entering?) so a function's total is counted at its outermost
-  // occurrence on each path only.
-  std::vector<std::pair<uint32_t, bool>> stack{{pyroscope::Tree::kRoot, true}};
-  while (!stack.empty()) {
-    auto [node, entering] = stack.back();
-    stack.pop_back();
-    size_t row = SIZE_MAX;
-    if (node != pyroscope::Tree::kRoot) {
-      auto it = row_of_symbol.find(tree.symbol(node));
-      if (it == row_of_symbol.end()) {
-        it = row_of_symbol.emplace(tree.symbol(node), rows.size()).first;
-        rows.push_back({tree.name(node), 0, 0});
-        active.push_back(0);
-      }
-      row = it->second;
-    }
-    if (!entering) {
-      if (row != SIZE_MAX) --active[row];
-      continue;
-    }
-    if (row != SIZE_MAX) {
-      rows[row].self += tree.self(node);
-      if (active[row]++ == 0) rows[row].total += tree.node_total(node);
-    }
-    stack.emplace_back(node, false);
-    for (uint32_t i = offsets[node + 1]; i > offsets[node]; --i) stack.emplace_back(children[i - 1], true);
-  }
-  std::sort(rows.begin(), rows.end(), [](const FunctionRow& x, const FunctionRow& y) {
-    if (x.self != y.self) return x.self > y.self;
-    if (x.total != y.total) return x.total > y.total;
-    return x.name < y.name;
-  });
-  return rows;
-}
-
+// Functions by self, then total, then name: the session's per-function rows (recursion counted once).
 std::string format_table(const pyroscope::Tree& tree, size_t top) {
-  std::vector<FunctionRow> rows = function_table(tree);
-  if (top && rows.size() > top) rows.resize(top);
+  namespace session = pyroscope::session;
+  std::vector<session::FunctionRow> rows;
+  session::function_rows(tree, nullptr, &rows);
+  std::vector<uint32_t> order(rows.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  // Stable sorts from the last key to the first.
+  session::sort_rows(tree, nullptr, rows, session::TableSort::name, true, &order);
+  session::sort_rows(tree, nullptr, rows, session::TableSort::total, false, &order);
+  session::sort_rows(tree, nullptr, rows, session::TableSort::self, false, &order);
+  if (top && order.size() > top) order.resize(top);
   double all = tree.total() ? static_cast<double>(tree.total()) : 1.0;
   std::string out;
   char buf[128];
   std::snprintf(buf, sizeof buf, "%12s %7s %12s %7s  %s\n", "self", "self%", "total", "total%", "function");
   out += buf;
-  for (const FunctionRow& r : rows) {
+  for (uint32_t i : order) {
+    const session::FunctionRow& r = rows[i];
     std::snprintf(buf, sizeof buf, "%12" PRIu64 " %6.2f%% %12" PRIu64 " %6.2f%%  ", r.self, 100.0 * r.self / all,
                   r.total, 100.0 * r.total / all);
     out += buf;
-    out.append(r.name).push_back('\n');
+    out.append(tree.symbols().name(r.symbol)).push_back('\n');
   }
   return out;
 }
 
-// Pyroscope's flamebearer: names[], levels[depth] = 4 ints per node [x delta from the previous node's
-// end on that level, total, self, name index], numTicks, maxSelf. Node 0 is "total".
-std::string flamebearer_json(const pyroscope::Tree& tree) {
-  std::vector<uint32_t> offsets, children;
-  tree.sorted_children(&offsets, &children);
-  std::vector<std::string_view> names{"total"};
-  std::map<uint32_t, uint32_t> name_index;
-  std::vector<std::vector<uint64_t>> levels;
-  std::vector<uint64_t> level_end;
-  uint64_t max_self = 0;
-  struct Item {
-    uint32_t node;
-    uint32_t depth;
-    uint64_t x;
-  };
-  std::vector<Item> stack{{pyroscope::Tree::kRoot, 0, 0}};
-  while (!stack.empty()) {
-    Item it = stack.back();
-    stack.pop_back();
-    if (levels.size() <= it.depth) {
-      levels.emplace_back();
-      level_end.push_back(0);
-    }
-    uint32_t name = 0;
-    if (it.node != pyroscope::Tree::kRoot) {
-      auto found = name_index.find(tree.symbol(it.node));
-      if (found == name_index.end()) {
-        found = name_index.emplace(tree.symbol(it.node), static_cast<uint32_t>(names.size())).first;
-        names.push_back(tree.name(it.node));
-      }
-      name = found->second;
-    }
-    uint64_t total = tree.node_total(it.node), self = tree.self(it.node);
-    std::vector<uint64_t>& level = levels[it.depth];
-    level.insert(level.end(), {it.x - level_end[it.depth], total, self, name});
-    level_end[it.depth] = it.x + total;
-    if (it.node != pyroscope::Tree::kRoot) max_self = std::max(max_self, self);
-    // Depth-first with children pushed in reverse, so each level is filled left to right.
-    uint64_t child_x = it.x;
-    std::vector<Item> kids;
-    for (uint32_t i = offsets[it.node]; i < offsets[it.node + 1]; ++i) {
-      kids.push_back({children[i], it.depth + 1, child_x});
-      child_x += tree.node_total(children[i]);
-    }
-    stack.insert(stack.end(), kids.rbegin(), kids.rend());
-  }
-  std::string out = "{\"names\":[";
-  for (size_t i = 0; i < names.size(); ++i) out += (i ? "," : "") + pyroscope::json::string(names[i]);
-  out += "],\"levels\":[";
-  for (size_t d = 0; d < levels.size(); ++d) {
-    out += d ? ",[" : "[";
-    for (size_t i = 0; i < levels[d].size(); ++i) out += (i ? "," : "") + std::to_string(levels[d][i]);
-    out += "]";
-  }
-  out += "],\"numTicks\":" + std::to_string(tree.total()) + ",\"maxSelf\":" + std::to_string(max_self) + "}";
-  return out;
-}
-
-std::string format_json(const Selection& s, const pyroscope::QueryResult& r, int64_t resolution) {
-  std::string out = "{\"version\":1,\"flamebearer\":" + flamebearer_json(r.tree);
-  out += ",\"metadata\":{\"format\":\"single\",\"spyName\":\"pyroscope.hpp\",\"sampleRate\":100,"
-         "\"units\":\"samples\",\"name\":" + pyroscope::json::string(s.selector_text) + "}";
-  out += ",\"timeline\":{\"startTime\":" + std::to_string(r.timeline.start) + ",\"durationDelta\":" +
-         std::to_string(r.timeline.step ? r.timeline.step : resolution) + ",\"samples\":[";
-  for (size_t i = 0; i < r.timeline.samples.size(); ++i)
-    out += (i ? "," : "") + std::to_string(r.timeline.samples[i]);
+std::string format_json(const Selection& s, const pyroscope::QueryResult& r, const pyroscope::Timeline& timeline,
+                        int64_t resolution) {
+  std::string out = "{\"version\":1,\"flamebearer\":" + pyroscope::session::flamebearer_json(r.tree);
+  out += ",\"metadata\":{\"format\":\"single\",\"spyName\":\"pyroscope.hpp\",\"sampleRate\":100,\"units\":" +
+         pyroscope::json::string(r.info.unit) + ",\"aggregationType\":" +
+         pyroscope::json::string(pyroscope::aggregation_name(r.info.aggregation)) + ",\"name\":" +
+         pyroscope::json::string(s.selector_text) + "}";
+  out += ",\"timeline\":{\"startTime\":" + std::to_string(timeline.start) + ",\"durationDelta\":" +
+         std::to_string(timeline.step ? timeline.step : resolution) + ",\"samples\":[";
+  for (size_t i = 0; i < timeline.samples.size(); ++i) out += (i ? "," : "") + std::to_string(timeline.samples[i]);
   out += "]},\"query\":{\"selector\":" + pyroscope::json::string(s.selector_text) + ",\"from\":" + std::to_string(s.from) +
          ",\"until\":" + std::to_string(s.until) + ",\"merges\":" + std::to_string(r.merges) +
          ",\"mergeBound\":" + std::to_string(r.merge_bound) + ",\"seriesMatched\":" +
@@ -684,7 +478,9 @@ int cmd_info(const Args& a) {
     std::vector<std::string> apps = data.apps();
     std::printf("apps          %zu\n", apps.size());
     for (const std::string& app : apps) {
-      std::printf("  %s\n", app.c_str());
+      std::string types;
+      for (const std::string& t : data.types(app)) types += (types.empty() ? "" : ", ") + t;
+      std::printf("  %s  (%s)\n", app.c_str(), types.c_str());
       for (const std::string& key : data.tag_keys(app)) {
         std::string values;
         for (const std::string& v : data.tag_values(app, key)) values += (values.empty() ? "" : ", ") + v;
@@ -693,7 +489,9 @@ int cmd_info(const Args& a) {
     }
     const std::vector<pyroscope::SeriesKey>& series = data.file(0).series();
     std::printf("series        %zu\n", series.size());
-    for (const pyroscope::SeriesKey& key : series) {
+    for (size_t si = 0; si < series.size(); ++si) {
+      const pyroscope::SeriesKey& key = series[si];
+      const pyroscope::SeriesInfo& values = data.file(0).series_info(si);
       pyroscope::Selector exact;
       std::string error;
       pyroscope::QueryResult r;
@@ -706,14 +504,30 @@ int cmd_info(const Args& a) {
           samples += v;
           blocks += v != 0;
         }
-        std::printf("  %s  (%" PRIu64 " block%s, %" PRIu64 " samples)\n", key.to_string().c_str(), blocks,
-                    blocks == 1 ? "" : "s", samples);
+        // An average series' timeline points are its blocks' values: their sum is no total, so it
+        // is shown as the mean per block.
+        const bool average = values.aggregation == pyroscope::Aggregation::average;
+        std::printf("  %s  (%" PRIu64 " block%s, %" PRIu64 " %s%s)\n", key.to_string().c_str(), blocks,
+                    blocks == 1 ? "" : "s", average && blocks ? samples / blocks : samples, values.unit.c_str(),
+                    average ? " on average per block" : "");
       } else {
         std::printf("  %s\n", key.to_string().c_str());
       }
     }
   }
   return rc;
+}
+
+// The merged tree of the selection, and with `timeline` its samples per block: the session's queries.
+int query_selection(const Args& a, pyroscope::session::Session* session, const Selection& s, bool want_tree,
+                    bool want_timeline, const pyroscope::QueryResult** timeline) {
+  if (want_timeline) *timeline = &session->timeline(pyroscope::TimeRange{s.from, s.until}, 0);
+  if (want_tree) session->update_trees();
+  if (!session->error().empty()) return runtime_error(a, session->error());
+  const uint32_t matched = want_tree ? session->left().series_matched : (*timeline)->series_matched;
+  if (matched == 0)
+    std::fprintf(stderr, "pyro %s: warning: no series matches %s\n", a.command->name, s.selector_text.c_str());
+  return kExitOk;
 }
 
 int cmd_query(const Args& a) {
@@ -725,17 +539,13 @@ int cmd_query(const Args& a) {
   if (top && format != "folded" && format != "table")
     return usage_error(a.command, "--top applies to --format folded and table only");
 
-  pyroscope::Dataset data;
+  pyroscope::session::Session session;
   Selection s;
-  if (int rc = parse_selection(a, &data, &s, false)) return rc;
-  pyroscope::QueryOptions options;
-  options.want_tree = format != "timeline";
-  pyroscope::QueryResult r;
-  pyroscope::Status st = data.query(s.selector, s.from, s.until, &r, options);
-  if (!st.ok()) return runtime_error(a, "query " + s.selector_text + ": " + st.to_string());
-  if (r.series_matched == 0)
-    std::fprintf(stderr, "pyro query: warning: no series matches %s\n", s.selector_text.c_str());
-
+  if (int rc = parse_selection(a, &session, &s, false)) return rc;
+  const pyroscope::QueryResult* timeline = nullptr;
+  if (int rc = query_selection(a, &session, s, format != "timeline", format == "timeline" || format == "json", &timeline))
+    return rc;
+  const pyroscope::QueryResult& r = session.left();
   std::string out;
   if (format == "folded") {
     out = top_folded(r.tree.to_folded(), top);
@@ -744,9 +554,9 @@ int cmd_query(const Args& a) {
     out = format_table(r.tree, top);
   } else if (format == "json") {
     report_merges(s, r);
-    out = format_json(s, r, data.resolution_seconds());
+    out = format_json(s, r, timeline->timeline, session.resolution());
   } else {
-    out = format_timeline(r.timeline);
+    out = format_timeline(timeline->timeline);
   }
   std::string error;
   const std::string* output = a.value("--output");
@@ -757,17 +567,13 @@ int cmd_query(const Args& a) {
 int cmd_export_folded(const Args& a) {
   const std::string* output = a.value("--output");
   if (!output) return usage_error(a.command, "-o OUT.folded is required");
-  pyroscope::Dataset data;
+  pyroscope::session::Session session;
   Selection s;
-  if (int rc = parse_selection(a, &data, &s, false)) return rc;
-  pyroscope::QueryResult r;
-  pyroscope::Status st = data.query(s.selector, s.from, s.until, &r);
-  if (!st.ok()) return runtime_error(a, "query " + s.selector_text + ": " + st.to_string());
-  if (r.series_matched == 0)
-    std::fprintf(stderr, "pyro export-folded: warning: no series matches %s\n", s.selector_text.c_str());
+  if (int rc = parse_selection(a, &session, &s, false)) return rc;
+  if (int rc = query_selection(a, &session, s, true, false, nullptr)) return rc;
   std::string error;
-  if (!write_output(*output, r.tree.to_folded(), &error)) return runtime_error(a, error);
-  report_merges(s, r);
+  if (!write_output(*output, session.left_tree().to_folded(), &error)) return runtime_error(a, error);
+  report_merges(s, session.left());
   return kExitOk;
 }
 
@@ -788,43 +594,150 @@ bool parse_tags(const std::string& text, pyroscope::Tags* tags, std::string* err
   return true;
 }
 
-int cmd_import_folded(const Args& a) {
-  if (a.positional.size() != 1) return usage_error(a.command, "expected exactly one input (a folded file or -)");
+// Any format the header reads (told by its content, never by its name) appended to OUT.pyro: pprof,
+// folded, perf script, speedscope, .cpuprofile. Lenient by default (lines or samples that cannot be
+// read are skipped and counted); --strict refuses a whole input at its first problem.
+int cmd_import(const Args& a) {
   const std::string* output = a.value("--output");
-  const std::string* app = a.value("--app");
   if (!output) return usage_error(a.command, "-o OUT.pyro is required");
-  if (!app || app->empty()) return usage_error(a.command, "--app NAME is required");
+  if (std::count(a.positional.begin(), a.positional.end(), std::string("-")) > 1)
+    return usage_error(a.command, "standard input (-) can be read once");
   pyroscope::Tags tags;
   std::string error;
   if (const std::string* t = a.value("--tags"))
     if (!parse_tags(*t, &tags, &error)) return usage_error(a.command, "--tags: " + error);
-  pyroscope::SeriesKey series(*app, tags);
-  pyroscope::SeriesKey round_trip;
-  if (!pyroscope::SeriesKey::parse(series.to_string(), &round_trip).ok() || !(round_trip == series))
-    return usage_error(a.command, "app '" + *app + "' with these tags cannot be stored as a series name (" +
-                                      series.to_string() + ")");
-  int64_t now = static_cast<int64_t>(std::time(nullptr));
+  const std::string* app = a.value("--app");
+  if (app) {
+    pyroscope::SeriesKey series(*app, tags), round_trip;
+    if (app->empty() || !pyroscope::SeriesKey::parse(series.to_string(), &round_trip).ok() || !(round_trip == series))
+      return usage_error(a.command, "app '" + *app + "' with these tags cannot be stored as a series name (" +
+                                        series.to_string() + ")");
+  }
+  const int64_t now = pyroscope::session::now_unix();
   int64_t at = now;
   if (const std::string* v = a.value("--at"))
     if (!parse_time(*v, now, &at, &error)) return usage_error(a.command, "--at: " + error);
+  pyroscope::Format forced = pyroscope::Format::pprof;
+  const std::string* format_option = a.value("--format");
+  if (format_option) {
+    const pyroscope::Status st = pyroscope::parse_format_name(*format_option, &forced);
+    if (!st.ok() || forced == pyroscope::Format::pyro) return usage_error(a.command, "--format: " + st.message());
+  }
 
-  std::string text;
-  if (!read_input(a.positional[0], &text, &error)) return runtime_error(a, error);
-  pyroscope::Tree tree;
-  pyroscope::Status st = tree.add_folded(text);
-  if (!st.ok()) return runtime_error(a, a.positional[0] + ": " + st.to_string());
-  if (tree.total() == 0) return runtime_error(a, a.positional[0] + ": no samples in the input");
-
+  // Every input is read and imported before the output is touched: a bad input leaves no trace.
+  std::vector<pyroscope::ProfileBlock> blocks;
+  std::vector<std::string> summaries;
+  for (const std::string& path : a.positional) {
+    std::string bytes;
+    if (!read_input(path, &bytes, &error)) return runtime_error(a, error);
+    const std::string name = path == "-" ? std::string("stdin") : path;
+    pyroscope::ImportOptions options;
+    options.source_name = name;
+    options.app = app ? *app : pyroscope::session::app_name_for(name);
+    options.tags = tags;
+    options.time = at;
+    options.strict = a.has("--strict");
+    options.has_format = format_option != nullptr;
+    options.format = forced;
+    pyroscope::Format detected;
+    if (!options.has_format &&
+        pyroscope::detect_format({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, &detected).ok() &&
+        detected == pyroscope::Format::pyro)
+      return runtime_error(a, name + " is a .pyro file already (pyro merge IN.pyro... -o OUT.pyro copies its blocks)");
+    pyroscope::ImportReport report;
+    const size_t before = blocks.size();
+    const pyroscope::Status st =
+        pyroscope::import_profile({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, options, &blocks, &report);
+    if (!st.ok()) return runtime_error(a, st.to_string());
+    if (blocks.size() == before) return runtime_error(a, name + ": no samples in the input");
+    summaries.push_back(name + " (" + pyroscope::format_name(report.format) + "): " + report.summary() + ", " +
+                        std::to_string(report.series) + " series");
+  }
+  // The writer takes each series' blocks in time order.
+  std::stable_sort(blocks.begin(), blocks.end(), [](const pyroscope::ProfileBlock& x, const pyroscope::ProfileBlock& y) {
+    return x.block_start < y.block_start;
+  });
   pyroscope::Writer writer;
-  st = writer.open(*output);
+  pyroscope::Status st = writer.open(*output);
   if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
-  int64_t block = floor_to(at, writer.resolution_seconds());
-  st = writer.append(series, block, tree);
-  if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
+  const int64_t resolution = writer.resolution_seconds();
+  uint64_t samples = 0;
+  std::set<std::string> series;
+  for (const pyroscope::ProfileBlock& b : blocks) {
+    const int64_t block = floor_to(b.block_start, resolution);
+    st = writer.append(b.series, block, b.tree, &b.info);
+    if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
+    samples += b.tree.total();
+    series.insert(b.series.to_string());
+  }
   st = writer.close();
   if (!st.ok()) return runtime_error(a, *output + ": " + st.to_string());
-  std::fprintf(stderr, "appended %" PRIu64 " samples as %s, block %s (%" PRId64 "), to %s\n", tree.total(),
-               series.to_string().c_str(), format_utc(block).c_str(), block, output->c_str());
+  for (const std::string& line : summaries) std::fprintf(stderr, "%s\n", line.c_str());
+  const int64_t first = floor_to(blocks.front().block_start, resolution);
+  std::fprintf(stderr, "appended %zu block(s) of %zu series (%s), %" PRIu64 " in all, from %s (%" PRId64 "), to %s\n",
+               blocks.size(), series.size(), series.size() == 1 ? series.begin()->c_str() : "...", samples,
+               format_utc(first).c_str(), first, output->c_str());
+  return kExitOk;
+}
+
+// The selection's profile in a format other tools read: pprof (gzipped; every type of the selection
+// when its selector names no type: '{}' or --all-types), speedscope JSON, or folded text.
+int cmd_export(const Args& a) {
+  const std::string* output = a.value("--output");
+  if (!output) return usage_error(a.command, "-o OUT is required");
+  const std::string format_text = a.value("--format") ? *a.value("--format") : "pprof";
+  pyroscope::Format format;
+  if (!pyroscope::parse_format_name(format_text, &format).ok() ||
+      (format != pyroscope::Format::pprof && format != pyroscope::Format::speedscope && format != pyroscope::Format::folded))
+    return usage_error(a.command, "--format '" + format_text + "': expected pprof, speedscope or folded");
+  pyroscope::session::Session session;
+  Selection s;
+  if (int rc = parse_selection(a, &session, &s, false)) return rc;
+  // The types to export: the selector's, or every type of what it matches.
+  std::vector<std::string> types;
+  if (s.selector.type.empty() || a.has("--all-types")) {
+    pyroscope::Selector any = s.selector;
+    any.type.clear();
+    std::set<std::string> found;
+    for (const pyroscope::SeriesKey& k : session.dataset().series(any)) found.insert(k.type);
+    types.assign(found.begin(), found.end());
+  } else {
+    types.push_back(s.selector.type);
+  }
+  if (types.empty()) return runtime_error(a, "no series matches " + s.selector_text);
+  if (format == pyroscope::Format::folded && types.size() > 1)
+    return usage_error(a.command, "folded text holds one type; the selection has " + std::to_string(types.size()) +
+                                      " (choose one: app.type{...})");
+  std::vector<pyroscope::QueryResult> results(types.size());
+  for (size_t i = 0; i < types.size(); ++i) {
+    pyroscope::Selector one = s.selector;
+    one.type = types[i];
+    const pyroscope::Status st = session.dataset().query(one, s.from, s.until, &results[i]);
+    if (!st.ok()) return runtime_error(a, "query " + one.to_string() + ": " + st.to_string());
+  }
+  std::string out;
+  if (format == pyroscope::Format::folded) {
+    out = results[0].tree.to_folded();
+  } else {
+    std::vector<pyroscope::ExportProfile> profiles;
+    for (size_t i = 0; i < types.size(); ++i) profiles.push_back({types[i], results[i].info, &results[i].tree});
+    pyroscope::ExportOptions options;
+    options.from = s.from;
+    options.until = s.until;
+    options.gzip = !a.has("--plain");
+    options.name = s.selector.app.empty() ? std::string("profile") : s.selector.app;
+    const pyroscope::Status st = format == pyroscope::Format::pprof ? pyroscope::export_pprof(profiles, options, &out)
+                                                                    : pyroscope::export_speedscope(profiles, options, &out);
+    if (!st.ok()) return runtime_error(a, st.to_string());
+  }
+  std::string error;
+  if (!write_output(*output, out, &error)) return runtime_error(a, error);
+  std::string summary;
+  for (size_t i = 0; i < types.size(); ++i)
+    summary += (i ? ", " : "") + types[i] + " " + pyroscope::session::format_count(results[i].tree.total()) + " " +
+               results[i].info.unit;
+  std::fprintf(stderr, "wrote %s (%s, %zu bytes): %s\n", output->c_str(), pyroscope::format_name(format), out.size(),
+               summary.c_str());
   return kExitOk;
 }
 
@@ -876,20 +789,38 @@ int finish_copy(const Args& a, pyroscope::Writer* writer, const std::string& pat
 }
 
 int cmd_slice(const Args& a) {
-  pyroscope::Dataset data;
+  pyroscope::session::Session session;
   Selection s;
-  if (int rc = parse_selection(a, &data, &s, true)) return rc;
+  if (int rc = parse_selection(a, &session, &s, true)) return rc;
   pyroscope::Writer writer;
   std::string path;
-  if (int rc = open_new_output(a, s.files, data, &writer, &path)) return rc;
+  if (int rc = open_new_output(a, s.files, session.dataset(), &writer, &path)) return rc;
   CopyStats stats;
-  if (int rc = copy_blocks(a, data, s.selector, s.from, s.until, &writer, &stats)) return rc;
+  if (int rc = copy_blocks(a, session.dataset(), s.selector, s.from, s.until, &writer, &stats)) return rc;
   if (stats.blocks == 0) std::fprintf(stderr, "pyro slice: warning: nothing selected, %s is empty\n", path.c_str());
   return finish_copy(a, &writer, path, stats);
 }
 
+// Writes bytes to path through path.tmp and a rename, so a reader never sees half a file.
+int write_atomically(const Args& a, const std::string& path, const std::string& bytes) {
+  const std::string temporary = path + ".tmp";
+  FILE* out = std::fopen(temporary.c_str(), "wb");
+  if (!out) return runtime_error(a, "cannot create '" + temporary + "': " + std::strerror(errno));
+  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
+  if (std::fclose(out) != 0 || !written) {
+    ::unlink(temporary.c_str());
+    return runtime_error(a, "cannot write '" + temporary + "'");
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    ::unlink(temporary.c_str());
+    return runtime_error(a, "cannot rename '" + temporary + "' to '" + path + "': " + std::strerror(errno));
+  }
+  return kExitOk;
+}
+
 // One .html file: the browser viewer built as a single script (wasm and font inside), the page around
-// it, and the selected series and range as a .pyro slice, which opens with the view it was saved with.
+// it, and the selected series and range as a .pyro slice, which opens with the view it was saved with:
+// the viewer's Export > Share file, made by the same session code.
 int cmd_export_html(const Args& a) {
   const std::string* output = a.value("--output");
   if (!output) return usage_error(a.command, "-o OUT.html is required");
@@ -900,87 +831,51 @@ int cmd_export_html(const Args& a) {
     return usage_error(a.command, "--viewer DIR is required: the browser viewer's folder, as viewer/build-wasm.sh "
                                   "DIR writes it (or set PYROSCOPE_VIEWER_DIR)");
   const std::string* view = a.value("--view");
-  static const char* const kViews[] = {"flamegraph", "table", "both", "comparison", "diff"};
-  if (view && std::find_if(std::begin(kViews), std::end(kViews), [&](const char* v) { return *view == v; }) ==
-                  std::end(kViews))
+  pyroscope::session::Panels panels;
+  pyroscope::session::ViewMode pair_view;
+  if (view && !pyroscope::session::parse_name(*view, &panels) &&
+      !(pyroscope::session::parse_name(*view, &pair_view) && pair_view != pyroscope::session::ViewMode::single))
     return usage_error(a.command, "--view '" + *view + "': expected flamegraph, table, both, comparison or diff");
+  pyroscope::session::Session session;
 
-  pyroscope::Dataset data;
   Selection s;
-  if (int rc = parse_selection(a, &data, &s, false)) return rc;
+  if (int rc = parse_selection(a, &session, &s, false)) return rc;
   for (const std::string& in : s.files)
     if (same_file(in, *output)) return usage_error(a.command, "output '" + *output + "' is also an input");
   if (file_exists(*output) && !a.has("--force"))
     return runtime_error(a, "'" + *output + "' already exists (pass --force to replace it)");
+  if (view) session.apply_setting("view", *view);  // after the selection, which starts in the single view
+  // A comparison or diff saves its second range; without one, the range is cut in halves as in the viewer.
+  std::string error;
+  if (session.selection().pair() && (a.has("--right-from") || a.has("--right-until"))) {
+    pyroscope::TimeRange right{s.from, s.until};
+    const int64_t now = pyroscope::session::now_unix();
+    if (const std::string* v = a.value("--right-from"))
+      if (!parse_time(*v, now, &right.from, &error)) return usage_error(a.command, "--right-from: " + error);
+    if (const std::string* v = a.value("--right-until"))
+      if (!parse_time(*v, now, &right.until, &error)) return usage_error(a.command, "--right-until: " + error);
+    if (!right.valid()) return usage_error(a.command, "--right-until is not after --right-from");
+    session.set_range(0, pyroscope::TimeRange{s.from, s.until});
+    session.set_range(1, right);
+  }
 
   pyroscope::share::PageParts parts;
-  std::string error;
   if (!read_input(viewer_dir + "/index.html", &parts.page, &error) ||
       !read_input(viewer_dir + "/viewer-page.js", &parts.page_script, &error) ||
       !read_input(viewer_dir + "/viewer-single.js", &parts.viewer_script, &error))
     return runtime_error(a, error + " (build the viewer with viewer/build-wasm.sh " + viewer_dir + ")");
-
-  // The slice goes through a private temporary folder: the writer creates files atomically by name.
-  char folder[] = "/tmp/pyro-export-XXXXXX";
-  if (!::mkdtemp(folder)) return runtime_error(a, std::string("cannot create a temporary folder: ") + std::strerror(errno));
-  const std::string slice_path = std::string(folder) + "/slice.pyro";
-  std::string slice;
+  std::string html;
   CopyStats stats;
-  int rc = kExitOk;
-  {
-    pyroscope::Writer writer;
-    pyroscope::WriterOptions options;
-    options.resolution_seconds = data.resolution_seconds();
-    if (data.file_count()) options.multiplier = data.file(0).info().multiplier;
-    pyroscope::Status st = writer.open(slice_path, options);
-    if (!st.ok()) rc = runtime_error(a, slice_path + ": " + st.to_string());
-    if (rc == kExitOk) rc = copy_blocks(a, data, s.selector, s.from, s.until, &writer, &stats);
-    if (rc == kExitOk && !(st = writer.close()).ok()) rc = runtime_error(a, slice_path + ": " + st.to_string());
-  }
-  if (rc == kExitOk && !read_input(slice_path, &slice, &error)) rc = runtime_error(a, error);
-  ::unlink(slice_path.c_str());
-  ::rmdir(folder);
-  if (rc != kExitOk) return rc;
-  if (stats.blocks == 0)
+  const pyroscope::Status st = session.share_page(parts, &html, &stats);
+  if (st.code() == pyroscope::StatusCode::not_found)
     return runtime_error(a, "nothing to share: no samples of " + s.selector_text + " between " + format_utc(s.from) +
                                 " and " + format_utc(s.until));
-
-  std::string settings = "{\"from\":" + pyroscope::json::string(std::to_string(s.from)) +
-                         ",\"until\":" + pyroscope::json::string(std::to_string(s.until));
-  if (!s.selector.app.empty()) settings += ",\"app\":" + pyroscope::json::string(s.selector.app);
-  if (view) settings += ",\"view\":" + pyroscope::json::string(*view);
-  // A comparison or diff also saves its second range.
-  for (const char* side : {"--right-from", "--right-until"}) {
-    const std::string* v = a.value(side);
-    if (!v) continue;
-    int64_t t = 0;
-    if (!parse_time(*v, static_cast<int64_t>(std::time(nullptr)), &t, &error))
-      return usage_error(a.command, std::string(side) + ": " + error);
-    settings += std::string(",\"") + (side[8] == 'f' ? "right_from" : "right_until") + "\":" + pyroscope::json::string(std::to_string(t));
-  }
-  settings += "}";
-  std::string html;
-  if (!pyroscope::share::make_page(parts, s.selector.app.empty() ? "profile.pyro" : s.selector.app + ".pyro", settings,
-                                   slice, &html, &error))
-    return runtime_error(a, viewer_dir + "/" + error);
-
-  const std::string temporary = *output + ".tmp";
-  FILE* out = std::fopen(temporary.c_str(), "wb");
-  if (!out) return runtime_error(a, "cannot create '" + temporary + "': " + std::strerror(errno));
-  const bool written = std::fwrite(html.data(), 1, html.size(), out) == html.size();
-  if (std::fclose(out) != 0 || !written) {
-    ::unlink(temporary.c_str());
-    return runtime_error(a, "cannot write '" + temporary + "'");
-  }
-  if (std::rename(temporary.c_str(), output->c_str()) != 0) {
-    ::unlink(temporary.c_str());
-    return runtime_error(a, "cannot rename '" + temporary + "' to '" + *output + "': " + std::strerror(errno));
-  }
+  if (!st.ok()) return runtime_error(a, viewer_dir + "/" + st.message());
+  if (int rc = write_atomically(a, *output, html)) return rc;
   std::fprintf(stderr,
-               "wrote %s: %zu bytes (viewer %zu, data %zu as .pyro); %" PRIu64 " series, %" PRIu64
-               " blocks, %" PRIu64 " samples of %s\n",
-               output->c_str(), html.size(), parts.viewer_script.size() + parts.page_script.size(), slice.size(),
-               stats.series, stats.blocks, stats.samples, s.selector_text.c_str());
+               "wrote %s: %zu bytes (viewer %zu); %" PRIu64 " series, %" PRIu64 " blocks, %" PRIu64 " samples of %s\n",
+               output->c_str(), html.size(), parts.viewer_script.size() + parts.page_script.size(), stats.series,
+               stats.blocks, stats.samples, s.selector_text.c_str());
   return kExitOk;
 }
 
@@ -993,8 +888,8 @@ int cmd_merge(const Args& a) {
   pyroscope::Writer writer;
   std::string path;
   if (int rc = open_new_output(a, a.positional, data, &writer, &path)) return rc;
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
+  int64_t first = span.from, end = span.until;
   CopyStats stats;
   if (end > first)
     if (int rc = copy_blocks(a, data, everything, first, end, &writer, &stats)) return rc;
@@ -1018,6 +913,13 @@ const OptionSpec kSalvage{"--salvage", nullptr, nullptr, "open damaged files: re
 const OptionSpec kFrom{"--from", nullptr, "T", "start of the range (default: start of the data)"};
 const OptionSpec kUntil{"--until", nullptr, "T", "end of the range, exclusive (default: end of the data)"};
 const OptionSpec kForce{"--force", nullptr, nullptr, "replace OUT if it exists"};
+const std::vector<OptionSpec> kImportOptions = {
+    {"--output", "-o", "OUT", "the .pyro file to append to"},
+    {"--app", nullptr, "NAME", "application of the series (default: the input's file name)"},
+    {"--tags", nullptr, "K=V,...", "tags of the series, k=v pairs separated by commas"},
+    {"--at", nullptr, "T", "where a profile without its own time goes (default: now)"},
+    {"--strict", nullptr, nullptr, "refuse an input at its first unreadable line or sample"},
+    {"--format", nullptr, "F", "pprof, folded, perf-script, speedscope or cpuprofile (default: from the content)"}};
 const OptionSpec kMultiplier{"--multiplier", nullptr, "M", "segment-tree multiplier m of OUT (default: input's)"};
 
 const std::vector<Command>& commands() {
@@ -1032,13 +934,20 @@ const std::vector<Command>& commands() {
         {"--output", "-o", "OUT", "write to this file instead of standard output"},
         kSalvage},
        2, cmd_query},
-      {"import-folded", "IN.folded -o OUT.pyro --app NAME [--tags k=v,k2=v2] [--at T]",
-       "append a folded profile (- reads standard input) as one block of OUT.pyro (created if missing)",
-       {{"--output", "-o", "OUT", "the .pyro file to append to"},
-        {"--app", nullptr, "NAME", "application name of the series"},
-        {"--tags", nullptr, "K=V,...", "tags of the series, k=v pairs separated by commas"},
-        {"--at", nullptr, "T", "time of the block, rounded down to the resolution (default: now)"}},
-       1, cmd_import_folded},
+      {"import", "FILE... -o OUT.pyro [--app NAME] [--tags k=v,k2=v2] [--at T] [--strict] [--format F]",
+       "append profiles (pprof, folded, perf script, speedscope, .cpuprofile; - reads standard input) to "
+       "OUT.pyro (created if missing); the format is told by the content",
+       kImportOptions, 1, cmd_import},
+      {"import-folded", "IN -o OUT.pyro [--app NAME] [--tags k=v,k2=v2] [--at T] [--strict]",
+       "the same as import (kept for scripts written before it)", kImportOptions, 1, cmd_import},
+      {"export", "FILE... SELECTOR [--from T] [--until T] [--format pprof|speedscope|folded] [--all-types] -o OUT",
+       "the selection's profile for other tools: gzipped pprof (go tool pprof, Grafana), speedscope JSON "
+       "or folded text, with its types, units and period",
+       {kFrom, kUntil, {"--format", nullptr, "F", "pprof (default), speedscope or folded"},
+        {"--all-types", nullptr, nullptr, "every profile type the selector's series have (a '{}' selector: always)"},
+        {"--plain", nullptr, nullptr, "pprof: the protobuf without gzip"},
+        {"--output", "-o", "OUT", "the file to write (- for standard output)"}, kSalvage},
+       2, cmd_export},
       {"slice", "FILE... SELECTOR --from T --until T -o OUT.pyro",
        "copy the matching series over a time range, block by block, into a new file",
        {kFrom, kUntil, {"--output", "-o", "OUT", "the new .pyro file"}, kForce, kMultiplier, kSalvage}, 2,

@@ -21,7 +21,13 @@ link_extra=""
 [ "${PROFILING:-0}" = 1 ] && link_extra="--profiling-funcs"
 jobs=${JOBS:-2}
 
-common="-O2 -std=c++17 -fno-exceptions -fno-rtti -DIMGUI_IMPL_OPENGL_ES3 -I$imgui -I$repo -I$repo/viewer"
+# Debian's header-only libraries (stb for gzip, nlohmann/json for speedscope and .cpuprofile) through a
+# folder that holds only them: /usr/include itself would put the system's C headers before Emscripten's.
+third="$obj/include"
+mkdir -p "$third"
+ln -sfn /usr/include/stb "$third/stb"
+ln -sfn /usr/include/nlohmann "$third/nlohmann"
+common="-O2 -std=c++17 -fno-exceptions -fno-rtti -DIMGUI_IMPL_OPENGL_ES3 -I$imgui -I$repo -I$repo/session -I$repo/viewer -I$third"
 
 # ImGui itself changes only with the source package: compile it once and keep the objects.
 compile() {  # source object [extra flags]
@@ -46,7 +52,8 @@ wait
 
 # The viewer (and the header's implementation) every time: they are what changes.
 EXTRA_FLAGS="-Wall -Wextra"
-for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp wasm_gl_cache.cpp; do
+for src in ../session/session.cpp viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp wasm_gl_cache.cpp \
+           stb_codecs.cpp; do
   o="$obj/viewer-$(basename "$src" .cpp).o"
   rm -f "$o"
   flags=""
@@ -56,7 +63,8 @@ for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp wasm_gl_c
   if [ "$running" -ge "$jobs" ]; then wait; running=0; fi
 done
 wait
-for src in viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp wasm_gl_cache.cpp; do
+for src in ../session/session.cpp viewer.cpp flame_graph.cpp pyroscope_impl.cpp main_wasm.cpp wasm_gl_cache.cpp \
+           stb_codecs.cpp; do
   [ -f "$obj/viewer-$(basename "$src" .cpp).o" ] || { echo "build-wasm: compiling $src failed" >&2; exit 1; }
 done
 

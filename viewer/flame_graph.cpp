@@ -52,29 +52,6 @@ char lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c -
 
 // ---------------------------------------------------------------------------------------------------
 
-std::string format_count(uint64_t n) {
-  char digits[32];
-  int len = std::snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(n));
-  std::string out;
-  out.reserve(static_cast<size_t>(len) + static_cast<size_t>(len) / 3);
-  for (int i = 0; i < len; ++i) {
-    if (i > 0 && (len - i) % 3 == 0) out.push_back(',');
-    out.push_back(digits[i]);
-  }
-  return out;
-}
-
-std::string format_share(double share) {
-  char buf[32];
-  double percent = share * 100.0;
-  if (percent != 0 && std::fabs(percent) < 0.01) {
-    std::snprintf(buf, sizeof buf, "%.4f%%", percent);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.2f%%", percent);
-  }
-  return buf;
-}
-
 bool contains_ignore_case(std::string_view haystack, std::string_view needle) {
   if (needle.empty()) return true;
   if (needle.size() > haystack.size()) return false;
@@ -263,80 +240,6 @@ void FlameLayout::build_from_name_preorder(const Tree& tree) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-
-void aggregate_functions(const Tree& tree, const DiffTree* diff, std::vector<FunctionRow>* rows) {
-  rows->clear();
-  const uint32_t symbol_count = tree.symbols().size();
-  std::vector<FunctionRow> by_symbol(symbol_count);
-  std::vector<uint32_t> on_path(symbol_count, 0);
-  auto enter = [&](uint32_t node) {
-    const uint32_t symbol = tree.symbol(node);
-    FunctionRow& row = by_symbol[symbol];
-    const bool outermost = on_path[symbol] == 0;  // recursion: count the outermost call only
-    if (diff) {
-      row.self += diff->left_self(node);
-      row.right_self += diff->right_self(node);
-      if (outermost) {
-        row.total += diff->left_total(node);
-        row.right_total += diff->right_total(node);
-      }
-    } else {
-      row.self += tree.self(node);
-      if (outermost) row.total += tree.node_total(node);
-    }
-    ++on_path[symbol];
-  };
-  auto leave = [&](uint32_t node) { --on_path[tree.symbol(node)]; };
-
-  // A tree numbered in preorder (a decoded one is) is walked in id order with its ancestors on a
-  // stack, reading memory in order; the first node whose parent is not an ancestor shows another
-  // numbering, and the walk starts over depth-first along the layout's children.
-  bool preorder = true;
-  std::vector<uint32_t> stack{Tree::kRoot};
-  for (uint32_t node = 1; node < tree.node_count() && preorder; ++node) {
-    const uint32_t parent = tree.parent(node);
-    while (stack.back() != parent && stack.size() > 1) {
-      leave(stack.back());
-      stack.pop_back();
-    }
-    preorder = stack.back() == parent;
-    if (!preorder) break;
-    enter(node);
-    stack.push_back(node);
-  }
-  if (!preorder) {
-    std::fill(by_symbol.begin(), by_symbol.end(), FunctionRow());
-    std::fill(on_path.begin(), on_path.end(), 0u);
-    stack.clear();
-    // Children grouped by parent, in any order: the totals do not depend on it.
-    const uint32_t n = tree.node_count();
-    std::vector<uint32_t> offsets(static_cast<size_t>(n) + 1, 0), children(n > 0 ? n - 1 : 0);
-    for (uint32_t i = 1; i < n; ++i) ++offsets[tree.parent(i) + 1];
-    for (uint32_t i = 0; i < n; ++i) offsets[i + 1] += offsets[i];
-    {
-      std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
-      for (uint32_t i = 1; i < n; ++i) children[fill[tree.parent(i)]++] = i;
-    }
-    for (uint32_t c = offsets[Tree::kRoot]; c < offsets[Tree::kRoot + 1]; ++c) stack.push_back(children[c]);
-    while (!stack.empty()) {
-      const uint32_t entry = stack.back();
-      stack.pop_back();
-      if (entry & kExitMark) {
-        leave(entry & ~kExitMark);
-        continue;
-      }
-      enter(entry);
-      stack.push_back(entry | kExitMark);
-      for (uint32_t c = offsets[entry]; c < offsets[entry + 1]; ++c) stack.push_back(children[c]);
-    }
-  }
-  for (uint32_t s = 0; s < symbol_count; ++s) {
-    FunctionRow& row = by_symbol[s];
-    if (row.total == 0 && row.right_total == 0) continue;
-    row.symbol = s;
-    rows->push_back(row);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------
 
@@ -774,21 +677,21 @@ void FlameGraph::draw(ImVec2 size, const FlameDrawOptions& o) {
         const uint64_t left_all = diff_->left_total(Tree::kRoot), right_all = diff_->right_total(Tree::kRoot);
         const double left_share = left_all ? double(diff_->left_total(hovered_)) / double(left_all) : 0.0;
         const double right_share = right_all ? double(diff_->right_total(hovered_)) / double(right_all) : 0.0;
-        ImGui::Text("Left:   total %s (%s), self %s", format_count(diff_->left_total(hovered_)).c_str(),
-                    format_share(left_share).c_str(), format_count(diff_->left_self(hovered_)).c_str());
-        ImGui::Text("Right:  total %s (%s), self %s", format_count(diff_->right_total(hovered_)).c_str(),
-                    format_share(right_share).c_str(), format_count(diff_->right_self(hovered_)).c_str());
+        ImGui::Text("Left:   total %s (%s), self %s", session::format_value(diff_->left_total(hovered_), units_).c_str(),
+                    format_share(left_share).c_str(), session::format_value(diff_->left_self(hovered_), units_).c_str());
+        ImGui::Text("Right:  total %s (%s), self %s", session::format_value(diff_->right_total(hovered_), units_).c_str(),
+                    format_share(right_share).c_str(), session::format_value(diff_->right_self(hovered_), units_).c_str());
         ImGui::Text("Change: %+.2f points of share (%+.1f%%)", (right_share - left_share) * 100.0,
                     diff_->change_percent(hovered_));
       } else {
         const uint64_t total = node_width(hovered_);
-        ImGui::Text("Total: %s samples, %s of all", format_count(total).c_str(),
+        ImGui::Text("Total: %s, %s of all", session::format_value(total, units_).c_str(),
                     format_share(all ? double(total) / double(all) : 0.0).c_str());
         if (focus_ != Tree::kRoot) {
           ImGui::Text("       %s of the focused %s", format_share(focus_total ? double(total) / double(focus_total) : 0.0).c_str(),
-                      format_count(focus_total).c_str());
+                      session::format_value(focus_total, units_).c_str());
         }
-        ImGui::Text("Self:  %s samples, %s of all", format_count(tree_->self(hovered_)).c_str(),
+        ImGui::Text("Self:  %s, %s of all", session::format_value(tree_->self(hovered_), units_).c_str(),
                     format_share(all ? double(tree_->self(hovered_)) / double(all) : 0.0).c_str());
       }
       ImGui::TextDisabled("click: focus   ctrl+wheel: zoom   drag: pan");

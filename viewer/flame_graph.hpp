@@ -18,11 +18,14 @@
 
 #include "imgui.h"
 #include "pyroscope.hpp"
+#include "session.hpp"
 
 namespace pyroscope::viewer {
 
-enum class Orientation { icicle, flame };       // root at the top / root at the bottom
-enum class ColourMode { function, package };    // stable colour per function name / per package
+using session::ColourMode;   // stable colour per function name / per package
+using session::Orientation;  // root at the top (icicle) / at the bottom (flame)
+using session::format_count;
+using session::format_share;
 
 // Colours that depend on the theme; filled by the viewer from the active ImGui style.
 struct FlamePalette {
@@ -77,18 +80,6 @@ struct FlameLayout {
   uint32_t depth(uint32_t node) const;
 };
 
-// Per-function totals for the table. `total` counts a function once per stack even when it recurses.
-struct FunctionRow {
-  uint32_t symbol = 0;
-  uint64_t self = 0;
-  uint64_t total = 0;
-  uint64_t right_self = 0;   // diff table only: the right side; self/total are then the left side
-  uint64_t right_total = 0;
-};
-
-// Aggregates per function. For a diff, `values` gives left (self,total) and right (self,total).
-void aggregate_functions(const Tree& tree, const DiffTree* diff, std::vector<FunctionRow>* rows);
-
 // Case-insensitive substring match, the search box's rule.
 bool contains_ignore_case(std::string_view haystack, std::string_view needle);
 
@@ -112,6 +103,8 @@ class FlameGraph {
   // Points at a tree owned elsewhere (the viewer's query result); diff, when given, must be the
   // DiffTree whose shape() is tree. Rebuilds the layout; resets focus and zoom.
   void set_tree(const Tree* tree, const DiffTree* diff);
+  // What the values mean, for the tooltip (1.25 s, 3.2 MiB, 1,234 samples).
+  void set_units(const SeriesInfo& info) { units_ = info; }
   void clear();
   bool empty() const { return tree_ == nullptr || tree_->total() == 0; }
   const Tree* tree() const { return tree_; }
@@ -165,6 +158,7 @@ class FlameGraph {
 
   const Tree* tree_ = nullptr;
   const DiffTree* diff_ = nullptr;
+  SeriesInfo units_;
   FlameLayout layout_;
 
   // Colours: per symbol (function/package mode) or per node (diff), rebuilt when mode/theme change.
@@ -200,10 +194,5 @@ class FlameGraph {
   bool flame_orientation_ = false;
   float scroll_y_ = 0;
 };
-
-// Formats a sample count with thousands separators ("1,234,567").
-std::string format_count(uint64_t n);
-// "12.34%" for share in [0,1].
-std::string format_share(double share);
 
 }  // namespace pyroscope::viewer

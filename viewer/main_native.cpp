@@ -32,9 +32,10 @@ const char* kUsage =
     "usage: pyroscope-viewer [options] FILE...\n"
     "  Opens .pyro files (and folded stacks: .folded, .txt) as one data set.\n"
     "options:\n"
-    "  --view single|comparison|diff   --search TERM   --theme dark|light\n"
+    "  --view flamegraph|table|both|comparison|diff   --search TERM   --theme dark|light\n"
     "  --orientation icicle|flame      --colour function|package\n"
-    "  --app NAME   --tags k=v,k2=v2   --from UNIX --until UNIX --right-from UNIX --right-until UNIX\n"
+    "  --query 'app.type{k=\"v\"}'  --app NAME  --type TYPE  --tags k=v,k2=v2\n"
+    "  --from T --until T --right-from T --right-until T   (unix seconds, ISO 8601, now-1h, now+5m)\n"
     "  --size WxH          window size (default 1400x900)\n"
     "  --scale S           UI scale (default: the monitor's content scale)\n"
     "  --font PATH         TTF font (default DejaVu Sans if installed)\n"
@@ -98,7 +99,8 @@ void export_image(viewer::ViewerState& state, const viewer::ImageRequest& image,
     state.error = "cannot encode " + image.name;
     return;
   }
-  state.save_file(image.name, png);
+  std::string error;
+  if (state.host->save_file(image.name, png, &error).empty()) state.error = error;
 }
 
 bool read_whole_file(const std::string& path, std::string* out) {
@@ -139,6 +141,57 @@ void write_status(const viewer::ViewerState& state, const std::string& path) {
   const bool ok = std::fwrite(json.data(), 1, json.size(), f) == json.size();
   if (std::fclose(f) == 0 && ok) std::rename(temporary.c_str(), path.c_str());
 }
+
+// The native host: no file picker (files come from the command line and drag-and-drop), exports go
+// to the working directory next to what was opened, share files are made from the browser viewer's
+// files in a folder.
+class NativeHost : public viewer::Host {
+ public:
+  NativeHost(viewer::ViewerState* state, std::string viewer_dir) : state_(state), viewer_dir_(std::move(viewer_dir)) {}
+
+  // An existing file is never replaced: name-2.folded, name-3.folded, ...
+  std::string save_file(const std::string& name, const std::string& bytes, std::string* error) override {
+    std::string path = name;
+    const size_t dot = name.rfind('.');
+    for (int n = 2; access(path.c_str(), F_OK) == 0 && n < 1000; ++n)
+      path = name.substr(0, dot) + "-" + std::to_string(n) + name.substr(dot);
+    FILE* out = std::fopen(path.c_str(), "wbx");
+    bool ok = out != nullptr && std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
+    if (out != nullptr && std::fclose(out) != 0) ok = false;
+    if (!ok) {
+      *error = "cannot write '" + path + "': " + std::strerror(errno);
+      return std::string();
+    }
+    return path;
+  }
+
+  std::string share_unavailable() const override {
+    return viewer_dir_.empty() ? "Share files need the browser viewer: build it with viewer/build-wasm.sh DIR, then "
+                                 "pass --viewer-dir DIR or set PYROSCOPE_VIEWER_DIR"
+                               : std::string();
+  }
+
+  void request_share_parts() override {
+    pyroscope::share::PageParts parts;
+    const char* names[3] = {"index.html", "viewer-page.js", "viewer-single.js"};
+    std::string* targets[3] = {&parts.page, &parts.page_script, &parts.viewer_script};
+    for (int i = 0; i < 3; ++i) {
+      const std::string path = viewer_dir_ + "/" + names[i];
+      if (!read_whole_file(path, targets[i])) {
+        viewer::set_share_parts(*state_, pyroscope::Status(pyroscope::StatusCode::io_error,
+                                                           "cannot read " + path + ": " + std::strerror(errno) +
+                                                               " (build it with viewer/build-wasm.sh " + viewer_dir_ + ")"),
+                                {});
+        return;
+      }
+    }
+    viewer::set_share_parts(*state_, pyroscope::Status(), std::move(parts));
+  }
+
+ private:
+  viewer::ViewerState* state_;
+  std::string viewer_dir_;
+};
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -224,46 +277,8 @@ int main(int argc, char** argv) {
   g_state = &state;
   viewer::glfw_input::install(window, &state, /*browser_wheel=*/false);
   glfwSetDropCallback(window, on_drop);
-  // Exports go to the working directory, next to what was opened from the command line; an existing
-  // file is never replaced (name-2.folded, name-3.folded, ...).
-  state.save_file = [&state](const std::string& name, const std::string& bytes) -> std::string {
-    std::string path = name;
-    const size_t dot = name.rfind('.');
-    for (int n = 2; access(path.c_str(), F_OK) == 0 && n < 1000; ++n)
-      path = name.substr(0, dot) + "-" + std::to_string(n) + name.substr(dot);
-    FILE* out = std::fopen(path.c_str(), "wbx");
-    bool ok = out != nullptr && std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
-    if (out != nullptr && std::fclose(out) != 0) ok = false;
-    if (!ok) {
-      state.error = "cannot write '" + path + "': " + std::strerror(errno);
-      return std::string();
-    }
-    return path;
-  };
-
-  // Share files are made from the browser viewer's files, read when first needed.
-  viewer_dir = find_viewer_dir(viewer_dir, argv[0]);
-  if (viewer_dir.empty()) {
-    state.share_unavailable = "Share files need the browser viewer: build it with viewer/build-wasm.sh DIR, then pass "
-                              "--viewer-dir DIR or set PYROSCOPE_VIEWER_DIR";
-  } else {
-    state.load_share_parts = [&state, viewer_dir] {
-      pyroscope::share::PageParts parts;
-      const char* names[3] = {"index.html", "viewer-page.js", "viewer-single.js"};
-      std::string* targets[3] = {&parts.page, &parts.page_script, &parts.viewer_script};
-      for (int i = 0; i < 3; ++i) {
-        const std::string path = viewer_dir + "/" + names[i];
-        if (!read_whole_file(path, targets[i])) {
-          viewer::set_share_parts(state, pyroscope::Status(pyroscope::StatusCode::io_error,
-                                                           "cannot read " + path + ": " + std::strerror(errno) +
-                                                               " (build it with viewer/build-wasm.sh " + viewer_dir + ")"),
-                                  {});
-          return;
-        }
-      }
-      viewer::set_share_parts(state, pyroscope::Status(), std::move(parts));
-    };
-  }
+  NativeHost host(&state, find_viewer_dir(viewer_dir, argv[0]));
+  state.host = &host;
 
   IMGUI_CHECKVERSION();
   ImGui::CreateContext();
@@ -335,7 +350,7 @@ int main(int argc, char** argv) {
                     percentile(t, 0.95), worst);
       };
       std::printf("zoom benchmark: %u nodes, %u rows deep, %dx%d pixels (60 fps budget: 16.7 ms)\n",
-                  state.left_tree ? state.left_tree->node_count() : 0, state.flame_left.layout().depth_count, fb_w, fb_h);
+                  state.session.left_tree().node_count(), state.flame_left.layout().depth_count, fb_w, fb_h);
       report("whole frame incl. GL (glFinish)", state.bench_frame_ms);
       report("UI only (layout visit + ImGui)", state.bench_ui_ms);
       break;

@@ -3,6 +3,7 @@
 // (picker, drag-and-drop, ?file=<url> with progress) into malloc'd memory and hands them over through
 // the pv_* functions below; several files handed over together open as one data set.
 #include <emscripten.h>
+#include <emscripten/heap.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include "backends/imgui_impl_opengl3.h"
 #include "imgui.h"
 #include "glfw_input.hpp"
+#include "stb_codecs.hpp"
 #include "viewer.hpp"
 
 namespace viewer = pyroscope::viewer;
@@ -24,8 +26,29 @@ namespace {
 
 const char* kFontPath = "/fonts/DejaVuSans.ttf";  // preloaded by build-wasm.sh (absent: built-in font)
 
+// The browser host: the page's file picker, downloads, and the page's own files for share files.
+class PageHost : public viewer::Host {
+ public:
+  bool can_open_files() const override { return true; }
+  void open_files_dialog() override { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); }
+  std::string save_file(const std::string& name, const std::string& bytes, std::string*) override {
+    EM_ASM({ Module.saveFile(UTF8ToString($0), HEAPU8.slice($1, $1 + $2)); }, name.c_str(), bytes.data(), bytes.size());
+    return name + " (downloaded)";
+  }
+  // Share files are made from this very page's files, fetched when first needed. A share file opened
+  // from disk has them only inlined in itself.
+  std::string share_unavailable() const override {
+    return EM_ASM_INT({ return window.pyroscopeEmbedded ? 1 : 0; })
+               ? "This page is a share file itself: Slice (.pyro) passes the selection on, or open the data in the "
+                 "served viewer to share it"
+               : "";
+  }
+  void request_share_parts() override { EM_ASM({ Module.loadShareParts(); }); }
+};
+
 struct App {
   GLFWwindow* window = nullptr;
+  PageHost host;
   viewer::ViewerState state;
   std::vector<viewer::LoadInput> batch;
   float pixel_ratio = 1.0f;
@@ -144,18 +167,18 @@ EMSCRIPTEN_KEEPALIVE int pv_stream_begin(const char* name, double modified_unix)
   viewer::LoadInput in;
   in.name = name;
   in.modified_unix = static_cast<int64_t>(modified_unix);
-  in.folded = std::make_unique<viewer::FoldedParser>();
+  in.folded = std::make_unique<pyroscope::FoldedImporter>();
   g_app->batch.push_back(std::move(in));
   return static_cast<int>(g_app->batch.size() - 1);
 }
 
-// Parses the whole lines of a chunk (the page keeps ownership of the bytes). Returns 0 once the text
-// has an error (the rest of the download can be skipped), 1 otherwise.
+// Parses the whole lines of a chunk (the page keeps ownership of the bytes). Always 1: the import is
+// lenient, a line it cannot read is skipped and reported once the text ends (0 would stop the download).
 EMSCRIPTEN_KEEPALIVE int pv_stream_chunk(int id, const char* bytes, uint32_t size) {
   viewer::LoadInput& in = g_app->batch[static_cast<size_t>(id)];
   in.folded->add(bytes, size);
   in.size += size;
-  return in.folded->status().ok() ? 1 : 0;
+  return 1;
 }
 
 // Opens the batch now. Returns 1 when everything opened, 0 when an error is shown (pv_status().error).
@@ -190,17 +213,25 @@ EMSCRIPTEN_KEEPALIVE void pv_set_size(int css_width, int css_height, double pixe
   viewer::request_redraw(g_app->state);
 }
 
+// A bad URL parameter: shown in the banner, and again after each load.
+EMSCRIPTEN_KEEPALIVE void pv_setting_error(const char* message) {
+  std::string& errors = g_app->state.settings_error;
+  errors += (errors.empty() ? "" : "\n") + std::string(message);
+  g_app->state.error = errors;
+  viewer::request_redraw(g_app->state);
+}
+
 // A setting from the URL (view, search, theme, app, tags, from, until, ...). Returns 1 if accepted.
 EMSCRIPTEN_KEEPALIVE int pv_setting(const char* key, const char* value) {
   const pyroscope::Status status = viewer::apply_setting(g_app->state, key, value);
-  if (!status.ok()) {
-    std::string& errors = g_app->state.settings_error;
-    errors += (errors.empty() ? "" : "\n") + status.message();
-    g_app->state.error = errors;
-  }
+  if (!status.ok()) pv_setting_error(status.message().c_str());
   viewer::request_redraw(g_app->state);
   return status.ok() ? 1 : 0;
 }
+
+// The most bytes the WebAssembly memory can grow to (the build's MAXIMUM_MEMORY): the page refuses
+// any size above it before it reaches malloc.
+EMSCRIPTEN_KEEPALIVE double pv_heap_max() { return static_cast<double>(emscripten_get_heap_max()); }
 
 // An error the page ran into (download failed, file unreadable): shown like the viewer's own.
 EMSCRIPTEN_KEEPALIVE void pv_set_error(const char* message) {
@@ -251,19 +282,8 @@ int main() {
   ImGui::CreateContext();
   ImGui::GetIO().IniFilename = nullptr;
   viewer::setup_style(app.state, app.pixel_ratio, kFontPath);
-  app.state.open_dialog = [] { EM_ASM({ if (Module.openFilePicker) Module.openFilePicker(); }); };
-  app.state.save_file = [](const std::string& name, const std::string& bytes) {
-    EM_ASM({ Module.saveFile(UTF8ToString($0), HEAPU8.slice($1, $1 + $2)); }, name.c_str(), bytes.data(), bytes.size());
-    return name + " (downloaded)";
-  };
-  // Share files are made from this very page's files, fetched when first needed. A share file opened
-  // from disk has them only inlined in itself.
-  if (EM_ASM_INT({ return window.pyroscopeEmbedded ? 1 : 0; })) {
-    app.state.share_unavailable = "This page is a share file itself: Slice (.pyro) passes the selection on, "
-                                  "or open the data in the served viewer to share it";
-  } else {
-    app.state.load_share_parts = [] { EM_ASM({ Module.loadShareParts(); }); };
-  }
+  app.state.host = &app.host;
+  app.state.session.set_codecs(viewer::stb_inflate(), viewer::stb_deflate());
 
   EM_ASM({ if (Module.onViewerReady) Module.onViewerReady(); });
   emscripten_set_main_loop_arg(main_loop, &app, 0, false);

@@ -4,9 +4,12 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <ctime>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "flame_graph.hpp"
 #include "imgui.h"
@@ -109,8 +112,8 @@ TEST_CASE("layout and aggregation of a 10,000-frame stack need no recursion") {
   FlameLayout layout;
   layout.build(tree);
   CHECK(layout.depth_count == 10001);
-  std::vector<FunctionRow> rows;
-  aggregate_functions(tree, nullptr, &rows);
+  std::vector<pyroscope::session::FunctionRow> rows;
+  pyroscope::session::function_rows(tree, nullptr, &rows);
   CHECK(rows.size() == 10000);
   HeadlessImGui imgui;
   FlameGraph graph;
@@ -177,14 +180,14 @@ TEST_CASE("table: a recursive function's total counts each stack once") {
   const Tree tree = tree_from("main;a;b;a 5\nmain;a 2\nmain;c 3\n");
   FlameLayout layout;
   layout.build(tree);
-  std::vector<FunctionRow> rows;
-  aggregate_functions(tree, nullptr, &rows);
+  std::vector<pyroscope::session::FunctionRow> rows;
+  pyroscope::session::function_rows(tree, nullptr, &rows);
   auto row = [&](const char* name) {
-    for (const FunctionRow& r : rows) {
+    for (const pyroscope::session::FunctionRow& r : rows) {
       if (tree.symbols().name(r.symbol) == name) return r;
     }
     FAIL("no row for " << name);
-    return FunctionRow{};
+    return pyroscope::session::FunctionRow{};
   };
   CHECK(row("a").total == 7);
   CHECK(row("a").self == 7);
@@ -199,10 +202,10 @@ TEST_CASE("diff: the table and the flame graph show both sides") {
   const DiffTree diff = DiffTree::compute(left, right);
   FlameGraph graph;
   graph.set_tree(&diff.shape(), &diff);
-  std::vector<FunctionRow> rows;
-  aggregate_functions(diff.shape(), &diff, &rows);
+  std::vector<pyroscope::session::FunctionRow> rows;
+  pyroscope::session::function_rows(diff.shape(), &diff, &rows);
   bool saw_new = false;
-  for (const FunctionRow& r : rows) {
+  for (const pyroscope::session::FunctionRow& r : rows) {
     const std::string_view name = diff.shape().symbols().name(r.symbol);
     if (name == "grow") {
       CHECK(r.total == 10);
@@ -226,26 +229,6 @@ TEST_CASE("package of a function name") {
   CHECK(package_of("github.com/x/y.(*T).F") == "github.com/x/y");
   CHECK(package_of("main") == "main");
   CHECK(package_of("net/http.(*conn).serve") == "net/http");
-}
-
-TEST_CASE("folded text streamed in pieces parses like the whole, errors name the file's line") {
-  const std::string text = "a;b 1\na;c 2\r\nd;e;f 3\n\na;b 4";
-  Tree whole;
-  REQUIRE(Tree::from_folded(text, &whole).ok());
-  for (size_t piece : {1, 2, 3, 5, 7, 64}) {
-    FoldedParser parser;
-    for (size_t i = 0; i < text.size(); i += piece) parser.add(text.data() + i, std::min(piece, text.size() - i));
-    REQUIRE_MESSAGE(parser.finish().ok(), parser.status().to_string());
-    const auto tree = parser.take_tree();
-    CHECK(tree->to_folded() == whole.to_folded());
-  }
-  const std::string bad = "a;b 1\na;c 2\na;d x3\n";
-  FoldedParser parser;
-  parser.add(bad.data(), 12);  // two whole lines, then the bad one in a second piece
-  parser.add(bad.data() + 12, bad.size() - 12);
-  const pyroscope::Status status = parser.finish();
-  CHECK_FALSE(status.ok());
-  CHECK(status.message().rfind("line 3:", 0) == 0);
 }
 
 TEST_CASE("decoded trees (numbered in preorder) lay out and aggregate like the tree they were encoded from") {
@@ -285,9 +268,9 @@ TEST_CASE("decoded trees (numbered in preorder) lay out and aggregate like the t
         CHECK(b.depth(b.row_nodes[k]) == d);
       }
     }
-    std::vector<FunctionRow> rows_built, rows_decoded;
-    aggregate_functions(built, nullptr, &rows_built);
-    aggregate_functions(decoded, nullptr, &rows_decoded);
+    std::vector<pyroscope::session::FunctionRow> rows_built, rows_decoded;
+    pyroscope::session::function_rows(built, nullptr, &rows_built);
+    pyroscope::session::function_rows(decoded, nullptr, &rows_decoded);
     REQUIRE(rows_built.size() == rows_decoded.size());
     for (size_t i = 0; i < rows_built.size(); ++i) {
       CHECK(rows_built[i].symbol == rows_decoded[i].symbol);
@@ -297,44 +280,83 @@ TEST_CASE("decoded trees (numbered in preorder) lay out and aggregate like the t
   }
 }
 
-TEST_CASE("settings: query selectors, relative times and view names, with errors that say what is wrong") {
+TEST_CASE("settings: the viewer applies the session's settings and what it shows of them") {
+  // The settings themselves (time syntax, selectors, names) are the session's: tests/test_session.cpp.
   ViewerState state;
   CHECK(apply_setting(state, "query", "ride-sharing-app{region=\"eu-north\",vehicle=\"car\"}").ok());
-  CHECK(state.requested["app"] == "ride-sharing-app");
-  CHECK(state.requested["tags"] == "region=eu-north,vehicle=car");
-  pyroscope::Status bad = apply_setting(state, "query", "ride-sharing-app{region!=\"eu-north\"}");
-  CHECK_FALSE(bad.ok());
-  CHECK(bad.message().find("region") != std::string::npos);
-  CHECK_FALSE(apply_setting(state, "query", "{region=\"eu-north\"}").ok());  // no application
-  CHECK_FALSE(apply_setting(state, "query", "app{region=").ok());
-
-  const int64_t now = static_cast<int64_t>(std::time(nullptr));
-  REQUIRE(apply_setting(state, "from", "now-1h").ok());
-  const int64_t from = std::stoll(state.requested["from"]);
-  CHECK(from >= now - 3600);
-  CHECK(from <= now - 3600 + 5);
-  REQUIRE(apply_setting(state, "until", "now").ok());
-  CHECK(std::stoll(state.requested["until"]) - from >= 3600);
-  REQUIRE(apply_setting(state, "from", "now-2w").ok());
-  CHECK(std::stoll(state.requested["from"]) <= now - 14 * 86400 + 5);
-  REQUIRE(apply_setting(state, "from", "1700000000").ok());
-  CHECK(state.requested["from"] == "1700000000");
-  for (const char* wrong : {"now-1y", "now+1h", "now-h", "yesterday", "now-99999999w"}) {
-    bad = apply_setting(state, "from", wrong);
-    CHECK_MESSAGE(!bad.ok(), wrong);
-    CHECK(bad.message().find(wrong) != std::string::npos);
-  }
-
+  CHECK_FALSE(apply_setting(state, "query", "ride-sharing-app{region!=\"eu-north\"}").ok());
+  REQUIRE(apply_setting(state, "search", "Mutex").ok());
+  CHECK(state.session.view_settings().search == "Mutex");
+  CHECK(std::string(state.search_buffer) == "Mutex");
   REQUIRE(apply_setting(state, "view", "flamegraph").ok());
-  CHECK(state.panels == Panels::flame);
-  REQUIRE(apply_setting(state, "view", "table").ok());
-  CHECK(state.panels == Panels::table);
-  REQUIRE(apply_setting(state, "view", "both").ok());
-  CHECK(state.panels == Panels::both);
+  CHECK(state.session.view_settings().panels == Panels::flame);
   REQUIRE(apply_setting(state, "view", "diff").ok());
-  CHECK(state.view == ViewMode::diff);
-  bad = apply_setting(state, "view", "sideways");
-  CHECK(bad.message().find("sideways") != std::string::npos);
-  bad = apply_setting(state, "veiw", "diff");
+  CHECK(state.session.selection().view == ViewMode::diff);
+  state.theme_applied = true;
+  REQUIRE(apply_setting(state, "theme", "light").ok());
+  CHECK_FALSE(state.theme_applied);  // restyled on the next frame
+  const pyroscope::Status bad = apply_setting(state, "veiw", "diff");
   CHECK(bad.message().find("unknown setting 'veiw'") != std::string::npos);
+  CHECK(apply_setting(state, "from", "now+1h").ok());  // pyro's time rules, everywhere
+}
+
+// from/until of any int64 (a URL can say anything) and a data set whose blocks lie at the ends of the
+// times a file holds are clamped to the years 0000..9999: the ranges, the timeline, the range text,
+// the comparison's split and the slice then work without overflowing (built with
+// -DPYROSCOPE_SANITIZE=address,undefined, UBSan reports any overflow).
+TEST_CASE("settings: extreme from/until and data at the ends of a file's times are clamped to years 0..9999") {
+  constexpr int64_t kYear0 = -62167219200, kYear10000 = 253402300800;
+  char folder[] = "/tmp/pyroscope-viewer-test-XXXXXX";
+  REQUIRE(::mkdtemp(folder) != nullptr);
+  const std::string path = std::string(folder) + "/far.pyro";
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path).ok());
+    const Tree tree = tree_from("main;work 3\n");
+    const int64_t limit = (int64_t(1) << 61) / 10 * 10;
+    REQUIRE(writer.append(pyroscope::SeriesKey("far", {}), -limit, tree).ok());
+    REQUIRE(writer.append(pyroscope::SeriesKey("far", {}), 1700000000, tree).ok());
+    REQUIRE(writer.append(pyroscope::SeriesKey("far", {}), limit - 10, tree).ok());
+    REQUIRE(writer.close().ok());
+  }
+  ViewerState state;
+  REQUIRE(apply_setting(state, "from", "-9223372036854775808").ok());
+  REQUIRE(apply_setting(state, "until", "9223372036854775807").ok());
+  REQUIRE(apply_setting(state, "right_from", "-9223372036854775807").ok());
+  // Digits beyond int64 itself are not a time (the session's time rules, shared with pyro).
+  CHECK(apply_setting(state, "right_until", "99999999999999999999").message().find("beyond 64 bits") != std::string::npos);
+  REQUIRE(apply_setting(state, "right_until", "9223372036854775807").ok());
+
+  std::vector<LoadInput> inputs(1);
+  inputs[0].path = path;
+  open_files(state, std::move(inputs));
+  load_pending(state);
+  REQUIRE_MESSAGE(state.error.empty(), state.error);
+  const pyroscope::session::Session& session = state.session;
+  CHECK(session.span() == pyroscope::TimeRange{kYear0, kYear10000});
+  CHECK(session.selection().ranges[0] == pyroscope::TimeRange{kYear0, kYear10000});
+  prepare_views(state);
+  CHECK(session.left_tree().total() == 3);  // the block in 2023; the others lie beyond year 9999
+
+  HeadlessImGui imgui;
+  auto draw = [&] {
+    ImGui::GetIO().DeltaTime = 1.0f / 60.0f;
+    ImGui::NewFrame();
+    frame(state);
+    ImGui::Render();
+  };
+  draw();
+  draw();
+  REQUIRE(apply_setting(state, "view", "comparison").ok());
+  prepare_views(state);
+  draw();
+  CHECK(session.selection().ranges[0].from == kYear0);
+  CHECK(session.selection().ranges[1].until == kYear10000);
+  std::string pyro;
+  pyroscope::SliceStats stats;
+  REQUIRE(session.slice(&pyro, &stats).ok());
+  CHECK(stats.samples == 3);
+  CHECK(status_json(state).find(std::to_string(kYear10000)) != std::string::npos);
+  std::remove(path.c_str());
+  ::rmdir(folder);
 }

@@ -1,27 +1,25 @@
 #include "viewer.hpp"
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
-
-#include <sys/stat.h>
-#include <unistd.h>
+#include <tuple>
 
 #include "imgui.h"
 #include "imgui_internal.h"  // ImGuiWindow::Hidden: widgets of windows not shown yet are not reported
 #include "json.hpp"
-#include "share_page.hpp"
 
 namespace pyroscope::viewer {
 
-// [SECTION] Small helpers ===========================================================================
+using session::format_clock;
+using session::format_range;
+using session::floor_to;
+using session::ceil_to;
 
-void FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+// [SECTION] Small helpers ===========================================================================
 
 namespace {
 
@@ -32,63 +30,7 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(clock::now().time_since_epoch()).count();
 }
 
-bool ends_with(const std::string& s, const char* suffix) {
-  const size_t n = std::strlen(suffix);
-  if (s.size() < n) return false;
-  for (size_t i = 0; i < n; ++i) {
-    char a = s[s.size() - n + i];
-    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
-    if (a != suffix[i]) return false;
-  }
-  return true;
-}
-
-std::string base_name(const std::string& path) {
-  const size_t slash = path.find_last_of("/\\");
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-// Folded text has no application name: use the file name without extension, reduced to the
-// characters a selector accepts unquoted.
-std::string app_name_for(const std::string& file_name) {
-  std::string stem = base_name(file_name);
-  const size_t dot = stem.find('.');
-  if (dot != std::string::npos && dot > 0) stem = stem.substr(0, dot);
-  std::string out;
-  for (char c : stem) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                    c == '-' || c == '.';
-    out.push_back(ok ? c : '_');
-  }
-  return out.empty() ? std::string("folded") : out;
-}
-
-// Folded text by extension; otherwise by content: printable text whose first line ends in a count.
-bool looks_folded(const std::string& name, const uint8_t* bytes, size_t size) {
-  if (ends_with(name, ".folded") || ends_with(name, ".txt") || ends_with(name, ".collapsed") ||
-      ends_with(name, ".stacks")) {
-    return true;
-  }
-  if (ends_with(name, ".pyro")) return false;
-  if (!bytes || size == 0) return false;
-  const size_t n = std::min<size_t>(size, 4096);
-  size_t line_end = n;
-  for (size_t i = 0; i < n; ++i) {
-    const uint8_t c = bytes[i];
-    if (c == '\n') {
-      line_end = i;
-      break;
-    }
-    if (c < 0x09 || (c > 0x0d && c < 0x20)) return false;  // binary
-  }
-  size_t i = line_end;
-  while (i > 0 && (bytes[i - 1] == '\r' || bytes[i - 1] == ' ')) --i;
-  const size_t digits_end = i;
-  while (i > 0 && bytes[i - 1] >= '0' && bytes[i - 1] <= '9') --i;
-  return digits_end > i && i > 0 && bytes[i - 1] == ' ';
-}
-
-// Minimal JSON writer: enough for the status object.
+// Writer of the status object: nested objects and arrays of any value.
 class Json {
  public:
   Json& begin_object() { comma(); out_ += '{'; first_ = true; return *this; }
@@ -97,13 +39,12 @@ class Json {
   Json& end_array() { out_ += ']'; first_ = false; return *this; }
   Json& key(std::string_view k) {
     comma();
-    out_ += '"';
-    out_ += json::escape(k);
-    out_ += "\":";
+    out_ += json::string(k);
+    out_ += ':';
     first_ = true;
     return *this;
   }
-  Json& str(std::string_view v) { comma(); out_ += '"'; out_ += json::escape(v); out_ += '"'; return *this; }
+  Json& str(std::string_view v) { comma(); out_ += json::string(v); return *this; }
   Json& num(double v) {
     comma();
     char buf[40];
@@ -114,7 +55,6 @@ class Json {
   }
   Json& integer(int64_t v) { comma(); out_ += std::to_string(v); return *this; }
   Json& boolean(bool v) { comma(); out_ += v ? "true" : "false"; return *this; }
-  Json& null() { comma(); out_ += "null"; return *this; }
   const std::string& text() const { return out_; }
 
  private:
@@ -125,65 +65,6 @@ class Json {
   std::string out_;
   bool first_ = true;
 };
-
-std::string quote_value(const std::string& v) {
-  std::string out = "\"";
-  for (char c : v) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('"');
-  return out;
-}
-
-std::string regex_escape(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (std::strchr(".[]{}()*+?|^$\\", c)) out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
-std::string format_time(int64_t t, bool with_date) {
-  const time_t tt = static_cast<time_t>(t);
-  struct tm tm_utc;
-  gmtime_r(&tt, &tm_utc);
-  char buf[40];
-  if (with_date) {
-    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm_utc);
-  } else {
-    std::strftime(buf, sizeof buf, "%H:%M:%S", &tm_utc);
-  }
-  return buf;
-}
-
-std::string format_duration(int64_t seconds) {
-  char buf[40];
-  if (seconds < 120) {
-    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(seconds));
-  } else if (seconds < 7200) {
-    std::snprintf(buf, sizeof buf, "%.1f min", seconds / 60.0);
-  } else if (seconds < 172800) {
-    std::snprintf(buf, sizeof buf, "%.1f h", seconds / 3600.0);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.1f days", seconds / 86400.0);
-  }
-  return buf;
-}
-
-std::string format_range(const TimeRange& r) {
-  const bool same_day = r.from / 86400 == (r.until - 1) / 86400;
-  return format_time(r.from, true) + " - " + format_time(r.until, !same_day) + " (" +
-         format_duration(r.until - r.from) + ")";
-}
-
-int64_t floor_to(int64_t t, int64_t step) {
-  int64_t q = t / step;
-  if (t % step != 0 && t < 0) --q;
-  return q * step;
-}
-int64_t ceil_to(int64_t t, int64_t step) { return -floor_to(-t, step); }
 
 const ImU32 kLeftColour = IM_COL32(232, 110, 160, 255);   // pink
 const ImU32 kRightColour = IM_COL32(84, 150, 240, 255);   // blue
@@ -210,18 +91,22 @@ FlamePalette palette_for(Theme theme) {
   return p;
 }
 
-const char* view_name(ViewMode v) {
-  switch (v) {
-    case ViewMode::single: return "single";
-    case ViewMode::comparison: return "comparison";
-    case ViewMode::diff: return "diff";
-  }
-  return "single";
-}
-
 void add_log(ViewerState& state, std::string line) {
   state.log.push_back(std::move(line));
   if (state.log.size() > 20) state.log.erase(state.log.begin());
+}
+
+// Hands bytes to the host; logs where they went, or shows why not.
+void save(ViewerState& state, const std::string& name, const std::string& bytes, const std::string& what) {
+  if (!state.host) return;
+  std::string error;
+  const std::string where = state.host->save_file(name, bytes, &error);
+  if (where.empty()) {
+    state.error = error.empty() ? "cannot save " + name : error;
+  } else {
+    add_log(state, "exported " + where + (what.empty() ? "" : " (" + what + ")"));
+  }
+  request_redraw(state);
 }
 
 }  // namespace
@@ -237,75 +122,17 @@ void record_item(std::string_view name) {
 
 namespace {
 
-// Reads a folded file in pieces into the parser.
-Status parse_folded_file(const std::string& path, FoldedParser* parser) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return Status(StatusCode::io_error, "cannot open " + path + ": " + std::strerror(errno));
-  std::vector<char> buffer(8u << 20);
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0 && parser->status().ok()) {
-    parser->add(buffer.data(), n);
-  }
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) return Status(StatusCode::io_error, "cannot read " + path);
-  return parser->finish();
+// The views show trees of the session's results: they let go of them before the results change.
+void clear_views(ViewerState& state) {
+  state.flame_left.clear();
+  state.flame_right.clear();
+  state.flame_diff.clear();
+  state.table_rows.clear();
+  state.table_order.clear();
+  state.table_dirty = true;
 }
-
-void reset_selection(ViewerState& state);
 
 }  // namespace
-
-FoldedParser::FoldedParser() : tree_(std::make_unique<Tree>()) {}
-
-void FoldedParser::feed(std::string_view text) {
-  Status status = tree_->add_folded(text);
-  if (!status.ok()) {
-    // add_folded counts lines from the start of this piece: make it the line of the whole file.
-    std::string message = status.message();
-    size_t number_end = 0;
-    if (message.rfind("line ", 0) == 0 && (number_end = message.find(':')) != std::string::npos) {
-      const unsigned long long line = std::strtoull(message.c_str() + 5, nullptr, 10);
-      message = "line " + std::to_string(line + lines_done_) + message.substr(number_end);
-    }
-    status_ = Status(status.code(), message);
-    return;
-  }
-  lines_done_ += static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
-}
-
-void FoldedParser::add(const char* data, size_t size) {
-  if (!status_.ok() || size == 0) return;
-  const char* last_newline = nullptr;
-  for (const char* p = data + size; p > data;) {
-    if (*--p == '\n') {
-      last_newline = p;
-      break;
-    }
-  }
-  if (!last_newline) {
-    carry_.append(data, size);
-    return;
-  }
-  const char* rest = data;
-  if (!carry_.empty()) {
-    // Finish the line the previous piece cut.
-    const char* first_newline = static_cast<const char*>(std::memchr(data, '\n', size));
-    carry_.append(data, static_cast<size_t>(first_newline + 1 - data));
-    feed(carry_);
-    carry_.clear();
-    rest = first_newline + 1;
-  }
-  if (status_.ok() && rest <= last_newline) feed(std::string_view(rest, static_cast<size_t>(last_newline + 1 - rest)));
-  carry_.assign(last_newline + 1, static_cast<size_t>(data + size - (last_newline + 1)));
-}
-
-Status FoldedParser::finish() {
-  if (status_.ok() && !carry_.empty()) feed(carry_);
-  carry_.clear();
-  carry_.shrink_to_fit();
-  return status_;
-}
 
 void open_files(ViewerState& state, std::vector<LoadInput> inputs) {
   for (LoadInput& in : state.pending) std::free(in.bytes);
@@ -319,333 +146,28 @@ void load_pending(ViewerState& state) {
   state.pending.clear();
   state.pending_announced = false;
   if (inputs.empty()) return;
-  const double start = now_ms();
-  Dataset dataset;
-  std::vector<FoldedSource> folded;
-  std::vector<LoadedFile> files;
-  std::vector<std::unique_ptr<uint8_t, FreeDeleter>> buffers;
-  std::vector<std::string> errors;
-  const int64_t now = static_cast<int64_t>(std::time(nullptr));
-  for (LoadInput& in : inputs) {
-    std::unique_ptr<uint8_t, FreeDeleter> owned(in.bytes);
-    LoadedFile loaded;
-    loaded.name = in.name.empty() ? base_name(in.path) : in.name;
-    File file;
-    Status status;
-    const bool is_folded = in.folded != nullptr || looks_folded(loaded.name, in.bytes, in.size);
-    int64_t at = in.modified_unix > 0 ? in.modified_unix : now;
-    std::unique_ptr<Tree> tree;
-    if (in.folded) {
-      loaded.bytes = in.size;
-      status = in.folded->finish();
-      tree = in.folded->take_tree();
-    } else if (!in.path.empty()) {
-      struct stat st;
-      if (::stat(in.path.c_str(), &st) == 0) {
-        loaded.bytes = static_cast<uint64_t>(st.st_size);
-        if (in.modified_unix <= 0) at = static_cast<int64_t>(st.st_mtime);
-      }
-      if (is_folded) {
-        FoldedParser parser;
-        status = parse_folded_file(in.path, &parser);
-        tree = parser.take_tree();
-      } else {
-        status = file.open_path(in.path);
-      }
-    } else {
-      loaded.bytes = in.size;
-      if (is_folded) {
-        FoldedParser parser;
-        parser.add(reinterpret_cast<const char*>(in.bytes), in.size);
-        status = parser.finish();
-        tree = parser.take_tree();
-        owned.reset();  // the text is not needed any more
-      } else {
-        status = file.open_span(ByteSpan{in.bytes, in.size});
-        if (status.ok()) buffers.push_back(std::move(owned));
-      }
-    }
-    if (status.ok() && is_folded && tree->total() == 0) {
-      status = Status(StatusCode::parse_error, "no samples in the folded text");
-    }
-    if (!status.ok()) {
-      errors.push_back(loaded.name + ": " + status.to_string());
-      continue;
-    }
-    loaded.folded = is_folded;
-    if (is_folded) {
-      loaded.samples = tree->total();
-      FoldedSource source;
-      source.app = app_name_for(loaded.name);
-      // Two folded files with the same name stay apart.
-      for (int n = 2; std::any_of(folded.begin(), folded.end(), [&](const FoldedSource& f) { return f.app == source.app; }); ++n) {
-        source.app = app_name_for(loaded.name) + "-" + std::to_string(n);
-      }
-      source.time = floor_to(at, kDefaultResolutionSeconds);
-      // Numbered in drawing order once: the flame layout then takes two sequential passes, and the
-      // parse's lookup index (as big as the nodes) is freed.
-      tree->renumber_in_name_preorder();
-      source.tree = std::move(tree);
-      folded.push_back(std::move(source));
-    } else {
-      dataset.add(std::move(file));
-    }
-    files.push_back(std::move(loaded));
-  }
-  if (!folded.empty() && dataset.file_count() > 0) {
-    const std::vector<std::string> pyro_apps = dataset.apps();
-    for (FoldedSource& f : folded) {
-      if (std::binary_search(pyro_apps.begin(), pyro_apps.end(), f.app)) f.app += "-folded";
-    }
-  }
-  std::string error;
-  for (const std::string& e : errors) error += (error.empty() ? "" : "\n") + e;
-  state.last_load_ms = now_ms() - start;
-  if (files.empty()) {
-    state.error = error.empty() ? std::string("nothing to open") : error;
+  clear_views(state);  // the session replaces the trees they point into
+  const std::string problems = state.session.open(std::move(inputs));
+  if (state.session.empty()) {
+    state.error = problems;
     request_redraw(state);
-    return;  // keep what was shown before
+    return;
   }
-  state.flame_left.clear();  // the views point into the old trees
-  state.flame_right.clear();
-  state.flame_diff.clear();
-  state.left_tree = state.right_tree = nullptr;
-  state.diff.reset();
-  state.dataset = std::move(dataset);  // the old data set lets go of its spans first...
-  state.buffers = std::move(buffers);  // ...then the old buffers are freed
-  state.folded = std::move(folded);
-  state.files = std::move(files);
-  state.error = state.settings_error + (state.settings_error.empty() || error.empty() ? "" : "\n") + error;
+  state.error = state.settings_error;
+  for (const std::string& more : {state.session.error(), problems})
+    if (!more.empty()) state.error += (state.error.empty() ? "" : "\n") + more;
   char line[160];
-  std::snprintf(line, sizeof line, "opened %zu file(s) in %.0f ms", state.files.size(), state.last_load_ms);
+  std::snprintf(line, sizeof line, "opened %zu file(s) in %.0f ms", state.session.sources().size(),
+                state.session.last_open_ms());
   add_log(state, line);
-  reset_selection(state);
+  state.timeline_view = state.session.extent();
+  state.flame_painted = false;
   request_redraw(state);
 }
 
-// [SECTION] Selection, queries and derived data =====================================================
+// [SECTION] Selection and derived data ==============================================================
 
 namespace {
-
-const FoldedSource* find_folded(const ViewerState& state, const std::string& app) {
-  for (const FoldedSource& f : state.folded) {
-    if (f.app == app) return &f;
-  }
-  return nullptr;
-}
-
-void rebuild_selector(ViewerState& state) {
-  std::string s = state.app + "{";
-  bool first = true;
-  for (const auto& [key, values] : state.selected_tags) {
-    if (values.empty()) continue;
-    if (!first) s += ",";
-    first = false;
-    if (values.size() == 1) {
-      s += key + "=" + quote_value(values[0]);
-    } else {
-      std::string alternatives;
-      for (const std::string& v : values) alternatives += (alternatives.empty() ? "" : "|") + regex_escape(v);
-      s += key + "=~" + quote_value(alternatives);
-    }
-  }
-  s += "}";
-  state.selector = s;
-}
-
-void load_tags(ViewerState& state) {
-  state.tag_keys.clear();
-  if (!find_folded(state, state.app)) state.tag_keys = state.dataset.tag_keys(state.app);  // folded: no tags
-  state.tag_values.clear();
-  for (const std::string& key : state.tag_keys) state.tag_values.push_back(state.dataset.tag_values(state.app, key));
-  state.tag_value_samples.clear();
-  state.tag_samples_key.clear();
-}
-
-void split_range_for_pair(ViewerState& state);
-
-// The time the application has samples in, so a data set that spans months still opens on the data.
-TimeRange data_extent(const ViewerState& state, const std::string& app) {
-  if (const FoldedSource* f = find_folded(state, app)) return TimeRange{f->time, f->time + state.resolution};
-  QueryOptions options;
-  options.want_tree = false;
-  options.timeline_points = 4096;
-  TimeRange extent{state.span_from, state.span_until};
-  // Coarse to fine: a data set spanning years gives steps of hours at first; each pass narrows the range
-  // to the steps that hold samples, until a step is one block.
-  for (int pass = 0; pass < 6; ++pass) {
-    QueryResult result;
-    if (!state.dataset.query(app + "{}", extent.from, extent.until, &result, options).ok()) break;
-    const Timeline& tl = result.timeline;
-    size_t first = tl.samples.size(), last = 0;
-    for (size_t i = 0; i < tl.samples.size(); ++i) {
-      if (tl.samples[i] == 0) continue;
-      first = std::min(first, i);
-      last = i;
-    }
-    if (first > last || tl.step <= 0) break;
-    const TimeRange narrowed{std::max(extent.from, tl.start + static_cast<int64_t>(first) * tl.step),
-                             std::min(extent.until, tl.start + static_cast<int64_t>(last + 1) * tl.step)};
-    if (!narrowed.valid()) break;
-    extent = narrowed;
-    if (tl.step <= state.resolution) break;
-  }
-  return extent;
-}
-
-void select_app(ViewerState& state, const std::string& app) {
-  state.app = app;
-  state.selected_tags.clear();
-  load_tags(state);
-  rebuild_selector(state);
-  if (app.empty()) return;
-  // Open on the application's own data: view and ranges fit it (a comparison then splits it again).
-  const TimeRange extent = data_extent(state, app);
-  state.timeline_view = extent;
-  state.ranges[0] = extent;
-  state.ranges[1] = extent;
-  state.pair_ranges_chosen = false;
-  if (state.view != ViewMode::single) split_range_for_pair(state);
-}
-
-bool parse_int64(const std::string& s, int64_t* out) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (!end || *end != '\0') return false;
-  *out = v;
-  return true;
-}
-
-// Unix seconds, or a time relative to now as Grafana and Pyroscope write it: now, now-90s, now-30m,
-// now-1h, now-7d, now-2w.
-bool parse_time_setting(const std::string& text, int64_t now, int64_t* out) {
-  if (parse_int64(text, out)) return true;
-  if (text.compare(0, 3, "now") != 0) return false;
-  if (text.size() == 3) {
-    *out = now;
-    return true;
-  }
-  if (text[3] != '-' || text.size() < 6) return false;
-  int64_t amount = 0;
-  if (!parse_int64(text.substr(4, text.size() - 5), &amount) || amount < 0) return false;
-  int64_t unit = 0;
-  switch (text.back()) {
-    case 's': unit = 1; break;
-    case 'm': unit = 60; break;
-    case 'h': unit = 3600; break;
-    case 'd': unit = 86400; break;
-    case 'w': unit = 7 * 86400; break;
-    default: return false;
-  }
-  if (amount > now / unit) return false;
-  *out = now - amount * unit;
-  return true;
-}
-
-// Applies the settings that need a loaded data set (app, tags, from/until of both ranges).
-void apply_requested(ViewerState& state) {
-  auto it = state.requested.find("app");
-  if (it != state.requested.end()) {
-    if (std::find(state.apps.begin(), state.apps.end(), it->second) != state.apps.end()) {
-      select_app(state, it->second);
-    } else {
-      std::string known;
-      for (const std::string& app : state.apps) known += (known.empty() ? "" : ", ") + app;
-      state.error = "no application '" + it->second + "' in the data (it has: " + known + ")";
-    }
-  }
-  it = state.requested.find("tags");
-  if (it != state.requested.end()) {
-    state.selected_tags.clear();
-    size_t pos = 0;
-    const std::string& text = it->second;
-    while (pos < text.size()) {
-      size_t comma = text.find(',', pos);
-      if (comma == std::string::npos) comma = text.size();
-      const std::string pair = text.substr(pos, comma - pos);
-      const size_t eq = pair.find('=');
-      if (eq != std::string::npos) state.selected_tags[pair.substr(0, eq)].push_back(pair.substr(eq + 1));
-      pos = comma + 1;
-    }
-    rebuild_selector(state);
-  }
-  int64_t v;
-  const char* names[4] = {"from", "until", "right_from", "right_until"};
-  int64_t* targets[4] = {&state.ranges[0].from, &state.ranges[0].until, &state.ranges[1].from, &state.ranges[1].until};
-  for (int i = 0; i < 4; ++i) {
-    it = state.requested.find(names[i]);
-    if (it != state.requested.end() && parse_int64(it->second, &v)) *targets[i] = v;
-  }
-  for (TimeRange& r : state.ranges) {
-    if (!r.valid()) r = TimeRange{state.span_from, state.span_until};
-  }
-}
-
-// Until the user picks left and right, a comparison starts from the single view's range cut in two
-// halves (whole blocks), as Pyroscope's comparison view does.
-void split_range_for_pair(ViewerState& state) {
-  if (state.pair_ranges_chosen) return;
-  const TimeRange r = state.ranges[0];
-  const int64_t blocks = (r.until - r.from) / state.resolution;
-  if (blocks >= 2) {
-    const int64_t middle = r.from + blocks / 2 * state.resolution;
-    state.ranges[0] = TimeRange{r.from, middle};
-    state.ranges[1] = TimeRange{middle, r.until};
-  } else {
-    state.ranges[1] = r;
-  }
-}
-
-void reset_selection(ViewerState& state) {
-  state.apps = state.dataset.apps();
-  for (const FoldedSource& f : state.folded) state.apps.push_back(f.app);
-  std::sort(state.apps.begin(), state.apps.end());
-  const bool have_pyro = state.dataset.file_count() > 0;
-  state.resolution = have_pyro ? std::max<int64_t>(1, state.dataset.resolution_seconds()) : kDefaultResolutionSeconds;
-  if (have_pyro) {
-    state.dataset.time_span(&state.span_from, &state.span_until);
-  } else if (!state.folded.empty()) {
-    state.span_from = state.folded.front().time;
-    state.span_until = state.span_from;
-  }
-  for (const FoldedSource& f : state.folded) {
-    state.span_from = std::min(state.span_from, f.time);
-    state.span_until = std::max(state.span_until, f.time + state.resolution);
-  }
-  if (state.span_until <= state.span_from) state.span_until = state.span_from + state.resolution;
-  const TimeRange full{state.span_from, state.span_until};
-  state.timeline_view = full;
-  state.ranges[0] = full;
-  state.ranges[1] = full;
-  state.pair_ranges_chosen = false;
-  // Start with the application that has the most series: usually the one the files are about.
-  std::string first_app;
-  size_t most_series = 0;
-  for (const std::string& app : state.apps) {
-    size_t n = 1;  // a folded file is one series
-    if (!find_folded(state, app)) {
-      Selector selector;
-      if (!Selector::parse(app + "{}", &selector).ok()) continue;
-      n = state.dataset.series(selector).size();
-    }
-    if (first_app.empty() || n > most_series) {
-      first_app = app;
-      most_series = n;
-    }
-  }
-  select_app(state, first_app);
-  apply_requested(state);
-  state.timeline_key.clear();
-  state.trees_key.clear();
-  state.table_rows.clear();
-  state.table_order.clear();
-  state.table_dirty = true;
-  state.flame_left.clear();
-  state.flame_right.clear();
-  state.flame_diff.clear();
-  state.flame_painted = false;
-}
 
 // The focused node as names (root first), to find it again in the tree of the next query.
 void names_of_path(const FlameGraph& graph, std::vector<std::string>* names) {
@@ -663,203 +185,74 @@ void refocus(FlameGraph& graph, const std::vector<std::string>& names) {
   if (node != Tree::kNoNode) graph.focus(node);
 }
 
-void update_timeline(ViewerState& state, float plot_width) {
-  if (state.files.empty() || state.app.empty()) return;
-  const size_t points = static_cast<size_t>(std::max(16.0f, plot_width / 3.0f));
-  const std::string key = state.selector + "|" + std::to_string(state.timeline_view.from) + "|" +
-                          std::to_string(state.timeline_view.until) + "|" + std::to_string(points);
-  if (key == state.timeline_key) return;
-  state.timeline_key = key;
-  if (const FoldedSource* f = find_folded(state, state.app)) {
-    // One block of samples: the same shape of timeline the query would give.
-    const TimeRange v = state.timeline_view;
-    const int64_t blocks = std::max<int64_t>(1, (v.until - v.from + state.resolution - 1) / state.resolution);
-    const int64_t per_point = std::max<int64_t>(1, (blocks + static_cast<int64_t>(points) - 1) / static_cast<int64_t>(points));
-    Timeline& tl = state.timeline.timeline;
-    tl.step = per_point * state.resolution;
-    tl.start = floor_to(v.from, tl.step);
-    tl.samples.assign(static_cast<size_t>((v.until - tl.start + tl.step - 1) / tl.step), 0);
-    if (f->time >= tl.start && f->time < v.until) tl.samples[static_cast<size_t>((f->time - tl.start) / tl.step)] = f->tree->total();
-    return;
-  }
-  QueryOptions options;
-  options.timeline_points = points;
-  options.want_tree = false;
-  QueryResult result;
-  const Status status =
-      state.dataset.query(state.selector, state.timeline_view.from, state.timeline_view.until, &result, options);
-  if (!status.ok()) {
-    state.error = "timeline query " + state.selector + ": " + status.to_string();
-    state.timeline = QueryResult();
-    return;
-  }
-  state.timeline = std::move(result);
-}
-
+// Lays the session's trees out again when its query results changed, keeping each graph's focus.
 void update_trees(ViewerState& state) {
-  if (state.files.empty() || state.app.empty()) return;
-  const bool pair = state.view != ViewMode::single;
-  std::string key = state.selector + "|" + std::to_string(state.ranges[0].from) + "|" +
-                    std::to_string(state.ranges[0].until);
-  if (pair) key += "|" + std::to_string(state.ranges[1].from) + "|" + std::to_string(state.ranges[1].until);
-  if (key == state.trees_key) return;
-  state.trees_key = key;
-  const double start = now_ms();
-
+  if (state.session.empty()) return;
+  // The focus paths are read before the session replaces the trees the graphs point into.
   std::vector<std::string> left_focus, right_focus, diff_focus;
   names_of_path(state.flame_left, &left_focus);
   names_of_path(state.flame_right, &right_focus);
   names_of_path(state.flame_diff, &diff_focus);
-  state.flame_left.clear();
-  state.flame_right.clear();
-  state.flame_diff.clear();
-  state.diff.reset();
-
-  state.left = QueryResult();
-  state.right = QueryResult();
-  state.left_tree = &state.left.tree;
-  state.right_tree = &state.right.tree;
-  if (const FoldedSource* f = find_folded(state, state.app)) {
-    // Its one block is in a range or not; no query needed.
-    auto in_range = [&](const TimeRange& r) { return f->time < r.until && f->time + state.resolution > r.from; };
-    state.left_tree = in_range(state.ranges[0]) ? f->tree.get() : &state.empty_tree;
-    state.right_tree = pair && in_range(state.ranges[1]) ? f->tree.get() : &state.empty_tree;
-  } else {
-    QueryOptions options;
-    options.timeline_points = 1;  // the timeline comes from its own query
-    Status status = state.dataset.query(state.selector, state.ranges[0].from, state.ranges[0].until, &state.left, options);
-    if (status.ok() && pair) {
-      status = state.dataset.query(state.selector, state.ranges[1].from, state.ranges[1].until, &state.right, options);
-    }
-    if (!status.ok()) {
-      state.error = "query " + state.selector + ": " + status.to_string();
-      state.left = QueryResult();
-      state.right = QueryResult();
-    }
-  }
+  const double start = now_ms();
+  if (!state.session.update_trees()) return;
   const double queried = now_ms();
-  state.flame_left.set_tree(state.left_tree, nullptr);
-  state.flame_left.set_search(state.search);
+  clear_views(state);
+  const session::Session& s = state.session;
+  if (!s.error().empty()) state.error = s.error();
+  const std::string& search = s.view_settings().search;
+  state.flame_left.set_tree(&s.left_tree(), nullptr);
+  state.flame_left.set_units(s.info());
+  state.flame_left.set_search(search);
   refocus(state.flame_left, left_focus);
-  if (pair) {
-    state.diff = std::make_unique<DiffTree>(DiffTree::compute(*state.left_tree, *state.right_tree));
-    state.flame_right.set_tree(state.right_tree, nullptr);
-    state.flame_right.set_search(state.search);
+  if (s.selection().pair() && s.diff()) {
+    state.flame_right.set_tree(&s.right_tree(), nullptr);
+    state.flame_right.set_units(s.info());
+    state.flame_right.set_search(search);
     refocus(state.flame_right, right_focus);
-    state.flame_diff.set_tree(&state.diff->shape(), state.diff.get());
-    state.flame_diff.set_search(state.search);
+    state.flame_diff.set_tree(&s.diff()->shape(), s.diff());
+    state.flame_diff.set_units(s.info());
+    state.flame_diff.set_search(search);
     refocus(state.flame_diff, diff_focus);
   }
-  state.table_dirty = true;
-  state.table_rows.clear();
-  state.table_order.clear();
   char line[200];
   std::snprintf(line, sizeof line, "query %.0f ms (%llu merges), layout %.0f ms, %u nodes", queried - start,
-                static_cast<unsigned long long>(state.left.merges + state.right.merges), now_ms() - queried,
-                state.left_tree->node_count());
+                static_cast<unsigned long long>(s.left().merges + s.right().merges), now_ms() - queried,
+                s.left_tree().node_count());
   add_log(state, line);
 }
 
-// Samples per tag value for the tag explorer: the current filters of the other keys, this key = value.
-void update_tag_samples(ViewerState& state) {
-  if (state.app.empty() || find_folded(state, state.app)) return;
-  const std::string key = state.selector + "|" + std::to_string(state.ranges[0].from) + "|" +
-                          std::to_string(state.ranges[0].until);
-  if (key == state.tag_samples_key) return;
-  state.tag_samples_key = key;
-  state.tag_value_samples.clear();
-  constexpr size_t kMaxValues = 64;  // beyond that the explorer lists values without counts
-  QueryOptions options;
-  options.want_tree = false;
-  options.timeline_points = 1;
-  for (size_t k = 0; k < state.tag_keys.size(); ++k) {
-    const std::string& tag = state.tag_keys[k];
-    const auto& values = state.tag_values[k];
-    if (values.size() > kMaxValues) continue;
-    std::string others;
-    for (const auto& [other, chosen] : state.selected_tags) {
-      if (other == tag || chosen.empty()) continue;
-      std::string alternatives;
-      for (const std::string& v : chosen) alternatives += (alternatives.empty() ? "" : "|") + regex_escape(v);
-      others += "," + other + "=~" + quote_value(alternatives);
-    }
-    std::vector<uint64_t>& counts = state.tag_value_samples[tag];
-    for (const std::string& value : values) {
-      const std::string selector = state.app + "{" + tag + "=" + quote_value(value) + others + "}";
-      QueryResult result;
-      uint64_t sum = 0;
-      if (state.dataset.query(selector, state.ranges[0].from, state.ranges[0].until, &result, options).ok()) {
-        for (uint64_t s : result.timeline.samples) sum += s;
-      }
-      counts.push_back(sum);
-    }
-  }
-}
-
 const Tree* table_tree(const ViewerState& state) {
-  if (state.view == ViewMode::single) return state.flame_left.tree();
-  return state.diff ? &state.diff->shape() : nullptr;
+  if (!state.session.selection().pair()) return state.flame_left.tree();
+  return state.session.diff() ? &state.session.diff()->shape() : nullptr;
 }
 
 void update_table(ViewerState& state) {
+  const session::Session& s = state.session;
+  const Tree* tree = table_tree(state);
   if (state.table_dirty) {
     state.table_dirty = false;
     state.table_order_dirty = true;
     state.table_rows.clear();
-    if (state.view == ViewMode::single) {
-      if (state.flame_left.tree()) {
-        aggregate_functions(*state.flame_left.tree(), nullptr, &state.table_rows);
-      }
-    } else if (state.diff && state.flame_diff.tree()) {
-      aggregate_functions(state.diff->shape(), state.diff.get(), &state.table_rows);
-    }
+    if (tree) session::function_rows(*tree, s.selection().pair() ? s.diff() : nullptr, &state.table_rows);
   }
   if (!state.table_order_dirty) return;
   state.table_order_dirty = false;
-  const Tree* tree = table_tree(state);
   state.table_order.clear();
   if (!tree) return;
   const SymbolTable& symbols = tree->symbols();
+  const std::string& search = s.view_settings().search;
   for (uint32_t i = 0; i < state.table_rows.size(); ++i) {
-    if (state.search.empty() || contains_ignore_case(symbols.name(state.table_rows[i].symbol), state.search)) {
+    if (search.empty() || contains_ignore_case(symbols.name(state.table_rows[i].symbol), search)) {
       state.table_order.push_back(i);
     }
   }
-  const auto& rows = state.table_rows;
-  const double left_all = state.diff ? double(std::max<uint64_t>(1, state.diff->left_total(Tree::kRoot))) : 1.0;
-  const double right_all = state.diff ? double(std::max<uint64_t>(1, state.diff->right_total(Tree::kRoot))) : 1.0;
-  auto change = [&](const FunctionRow& r) { return double(r.right_total) / right_all - double(r.total) / left_all; };
-  const TableSort sort = state.table_sort;
-  const bool ascending = state.table_ascending;
-  std::stable_sort(state.table_order.begin(), state.table_order.end(), [&](uint32_t a, uint32_t b) {
-    const FunctionRow& x = rows[a];
-    const FunctionRow& y = rows[b];
-    bool less;
-    switch (sort) {
-      case TableSort::name: less = symbols.name(x.symbol) < symbols.name(y.symbol); break;
-      case TableSort::self: less = x.self < y.self; break;
-      case TableSort::total: less = x.total < y.total; break;
-      case TableSort::left_total: less = x.total < y.total; break;
-      case TableSort::right_total: less = x.right_total < y.right_total; break;
-      case TableSort::change: less = change(x) < change(y); break;
-      default: less = false;
-    }
-    if (ascending) return less;
-    // Descending: b < a, computed the same way.
-    switch (sort) {
-      case TableSort::name: return symbols.name(y.symbol) < symbols.name(x.symbol);
-      case TableSort::self: return y.self < x.self;
-      case TableSort::total: case TableSort::left_total: return y.total < x.total;
-      case TableSort::right_total: return y.right_total < x.right_total;
-      case TableSort::change: return change(y) < change(x);
-    }
-    return false;
-  });
+  session::sort_rows(*tree, s.selection().pair() ? s.diff() : nullptr, state.table_rows, state.table_sort,
+                     state.table_ascending, &state.table_order);
 }
 
 void apply_search(ViewerState& state, const std::string& term) {
-  if (term == state.search) return;
-  state.search = term;
+  if (term == state.session.view_settings().search) return;
+  state.session.view_settings().search = term;
   std::snprintf(state.search_buffer, sizeof state.search_buffer, "%s", term.c_str());
   state.flame_left.set_search(term);
   state.flame_right.set_search(term);
@@ -868,16 +261,19 @@ void apply_search(ViewerState& state, const std::string& term) {
 }
 
 void set_view(ViewerState& state, ViewMode view) {
-  if (state.view == view) return;
-  const bool was_pair = state.view != ViewMode::single;
-  state.view = view;
-  if (!was_pair && view != ViewMode::single) split_range_for_pair(state);
+  if (state.session.selection().view == view) return;
+  state.session.set_view(view);
   state.table_dirty = true;
   if (view == ViewMode::single) state.drag_target = 0;
 }
 
+void select_app(ViewerState& state, const std::string& app) {
+  state.session.select_app(app);
+  state.timeline_view = state.session.extent();
+}
+
 FlameGraph& primary_flame(ViewerState& state) {
-  if (state.view == ViewMode::diff) return state.flame_diff;
+  if (state.session.selection().view == ViewMode::diff) return state.flame_diff;
   return state.flame_left;
 }
 
@@ -886,81 +282,20 @@ FlameGraph& primary_flame(ViewerState& state) {
 // [SECTION] Settings =================================================================================
 
 Status apply_setting(ViewerState& state, const std::string& key, const std::string& value) {
-  if (key == "view") {
-    // single = both; flamegraph, table and both are the single view's panels (Pyroscope's names).
-    if (value == "single" || value == "both" || value == "flamegraph" || value == "table") {
-      set_view(state, ViewMode::single);
-      state.panels = value == "flamegraph" ? Panels::flame : value == "table" ? Panels::table : Panels::both;
-    } else if (value == "comparison") {
-      set_view(state, ViewMode::comparison);
-    } else if (value == "diff") {
-      set_view(state, ViewMode::diff);
-    } else {
-      return Status(StatusCode::invalid_argument,
-                    "view must be flamegraph, table, both, comparison or diff, not '" + value + "'");
-    }
-  } else if (key == "query") {
-    // app{key="value",...}: the application and the tag values to select, as Pyroscope writes them.
-    Selector selector;
-    Status parsed = Selector::parse(value, &selector);
-    if (!parsed.ok()) return Status(StatusCode::invalid_argument, "query '" + value + "': " + parsed.message());
-    if (selector.app.empty())
-      return Status(StatusCode::invalid_argument, "query '" + value + "' names no application (app{...})");
-    std::string tags;
-    for (const Matcher& m : selector.matchers) {
-      if (m.op != Matcher::Op::equal)
-        return Status(StatusCode::invalid_argument, "query '" + value + "': the viewer selects tag values with " +
-                                                        m.key + "=\"value\"; other matchers are not supported");
-      if (m.value.find(',') != std::string::npos)
-        return Status(StatusCode::invalid_argument, "query '" + value + "': tag value '" + m.value + "' has a comma");
-      tags += (tags.empty() ? "" : ",") + m.key + "=" + m.value;
-    }
-    state.requested["app"] = selector.app;
-    state.requested["tags"] = tags;
-    if (!state.files.empty()) {
-      apply_requested(state);
-      state.trees_key.clear();
-      state.timeline_key.clear();
-    }
-  } else if (key == "search") {
-    apply_search(state, value);
+  const std::string app_before = state.session.selection().app;
+  const Status status = state.session.apply_setting(key, value);
+  if (!status.ok()) return status;
+  if (key == "search") {
+    const std::string term = value;
+    state.session.view_settings().search.clear();  // apply_search tells the graphs
+    apply_search(state, term);
   } else if (key == "theme") {
-    if (value == "dark") state.theme = Theme::dark;
-    else if (value == "light") state.theme = Theme::light;
-    else return Status(StatusCode::invalid_argument, "theme must be dark or light, not '" + value + "'");
     state.theme_applied = false;
-  } else if (key == "orientation") {
-    if (value == "icicle") state.orientation = Orientation::icicle;
-    else if (value == "flame") state.orientation = Orientation::flame;
-    else return Status(StatusCode::invalid_argument, "orientation must be icicle or flame, not '" + value + "'");
-  } else if (key == "colour" || key == "color") {
-    if (value == "function") state.colour_mode = ColourMode::function;
-    else if (value == "package") state.colour_mode = ColourMode::package;
-    else return Status(StatusCode::invalid_argument, "colour must be function or package, not '" + value + "'");
-  } else if (key == "embed") {
-    state.embed = value == "1" || value == "true";
-  } else if (key == "app" || key == "tags" || key == "from" || key == "until" || key == "right_from" ||
-             key == "right_until") {
-    std::string stored = value;
-    if (key != "app" && key != "tags") {
-      int64_t v;
-      if (!parse_time_setting(value, static_cast<int64_t>(std::time(nullptr)), &v)) {
-        return Status(StatusCode::invalid_argument,
-                      key + " must be unix seconds or now, now-30m, now-1h, now-7d (s, m, h, d, w), not '" + value + "'");
-      }
-      stored = std::to_string(v);
-    }
-    state.requested[key] = stored;
-    if (!state.files.empty()) {
-      apply_requested(state);
-      state.trees_key.clear();
-      state.timeline_key.clear();
-    }
-  } else {
-    return Status(StatusCode::invalid_argument,
-                  "unknown setting '" + key + "' (known: file, view, query, app, tags, from, until, right_from, "
-                  "right_until, search, theme, orientation, colour, embed)");
+  } else if (key == "view") {
+    state.table_dirty = true;
+    if (!state.session.selection().pair()) state.drag_target = 0;
   }
+  if (state.session.selection().app != app_before) state.timeline_view = state.session.extent();
   request_redraw(state);
   return Status();
 }
@@ -995,7 +330,7 @@ namespace {
 void apply_theme(ViewerState& state) {
   ImGuiStyle& style = ImGui::GetStyle();
   style = ImGuiStyle();
-  if (state.theme == Theme::dark) {
+  if (state.session.view_settings().theme == Theme::dark) {
     ImGui::StyleColorsDark(&style);
     style.Colors[ImGuiCol_WindowBg] = ImVec4(0.09f, 0.09f, 0.11f, 1.0f);
     style.Colors[ImGuiCol_ChildBg] = ImVec4(0.11f, 0.11f, 0.13f, 1.0f);
@@ -1051,185 +386,50 @@ void start_zoom_benchmark(ViewerState& state, int frames) {
 
 namespace {
 
-// The selection's time ranges in time order, overlapping or touching ones joined: the single view's
-// range, or both ranges in comparison and diff.
-std::vector<TimeRange> selected_ranges(const ViewerState& state) {
-  std::vector<TimeRange> ranges;
-  for (int i = 0; i < (state.view == ViewMode::single ? 1 : 2); ++i)
-    if (state.ranges[i].valid()) ranges.push_back(state.ranges[i]);
-  std::sort(ranges.begin(), ranges.end(), [](const TimeRange& a, const TimeRange& b) { return a.from < b.from; });
-  std::vector<TimeRange> joined;
-  for (const TimeRange& r : ranges) {
-    if (!joined.empty() && r.from <= joined.back().until) joined.back().until = std::max(joined.back().until, r.until);
-    else joined.push_back(r);
-  }
-  return joined;
-}
-
-// "app-FROM-UNTIL.ext" over the whole selection.
-std::string selection_file_name(const ViewerState& state, const char* extension) {
-  const std::vector<TimeRange> ranges = selected_ranges(state);
-  const int64_t from = ranges.empty() ? state.ranges[0].from : ranges.front().from;
-  const int64_t until = ranges.empty() ? state.ranges[0].until : ranges.back().until;
-  return state.app + "-" + std::to_string(from) + "-" + std::to_string(until) + extension;
-}
-
-// Runs fill on a Writer of a new file in a private temporary folder and returns the file's bytes: the
-// writer creates files atomically by name, natively in /tmp and in the browser in Emscripten's
-// in-memory file system.
-Status write_temporary_pyro(const WriterOptions& options, const std::function<Status(Writer*)>& fill,
-                            std::string* bytes) {
-  char folder[] = "/tmp/pyroscope-viewer-XXXXXX";
-  if (!::mkdtemp(folder)) return Status(StatusCode::io_error, std::string("cannot make a temporary folder: ") + std::strerror(errno));
-  const std::string path = std::string(folder) + "/slice.pyro";
-  Status status;
-  {
-    Writer writer;
-    status = writer.open(path, options);
-    if (status.ok()) status = fill(&writer);
-    const Status closed = writer.close();
-    if (status.ok()) status = closed;
-  }
-  if (status.ok()) {
-    FILE* in = std::fopen(path.c_str(), "rb");
-    if (!in) {
-      status = Status(StatusCode::io_error, path + ": " + std::strerror(errno));
-    } else {
-      bytes->clear();
-      char buffer[1 << 16];
-      size_t n;
-      while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) bytes->append(buffer, n);
-      if (std::ferror(in)) status = Status(StatusCode::io_error, path + ": read failed");
-      std::fclose(in);
-    }
-  }
-  ::unlink(path.c_str());
-  ::rmdir(folder);
-  return status;
-}
-
-// What Export > Share opens with: the settings a URL would carry (docs/viewer.md), as strings.
-std::string share_settings(const ViewerState& state) {
-  Json j;
-  j.begin_object();
-  j.key("app").str(state.app);
-  std::string tags;
-  bool representable = true;  // the tags setting separates values by commas
-  for (const auto& [key, values] : state.selected_tags)
-    for (const std::string& v : values) {
-      representable = representable && v.find(',') == std::string::npos && key.find_first_of(",=") == std::string::npos;
-      tags += (tags.empty() ? "" : ",") + key + "=" + v;
-    }
-  if (representable && !tags.empty()) j.key("tags").str(tags);
-  j.key("from").str(std::to_string(state.ranges[0].from));
-  j.key("until").str(std::to_string(state.ranges[0].until));
-  if (state.view == ViewMode::single) {
-    j.key("view").str(state.panels == Panels::flame ? "flamegraph" : state.panels == Panels::table ? "table" : "both");
-  } else {
-    j.key("view").str(state.view == ViewMode::diff ? "diff" : "comparison");
-    j.key("right_from").str(std::to_string(state.ranges[1].from));
-    j.key("right_until").str(std::to_string(state.ranges[1].until));
-  }
-  if (!state.search.empty()) j.key("search").str(state.search);
-  j.key("theme").str(state.theme == Theme::dark ? "dark" : "light");
-  j.key("orientation").str(state.orientation == Orientation::icicle ? "icicle" : "flame");
-  j.key("colour").str(state.colour_mode == ColourMode::function ? "function" : "package");
-  j.end_object();
-  return j.text();
-}
-
 void finish_share(ViewerState& state) {
-  if (!state.pending_share || !state.share_parts) return;
-  const std::unique_ptr<ViewerState::PendingShare> share = std::move(state.pending_share);
-  std::string html, error;
-  if (!share::make_page(*state.share_parts, state.app + ".pyro", share->settings, share->pyro, &html, &error)) {
-    state.error = "share: " + error;
+  if (!state.share_waiting || !state.share_parts) return;
+  state.share_waiting = false;
+  std::string html;
+  pyroscope::SliceStats stats;
+  const Status status = state.session.share_page(*state.share_parts, &html, &stats);
+  if (!status.ok()) {
+    state.error = "share: " + status.message();
+    request_redraw(state);
     return;
   }
-  const std::string where = state.save_file(share->name, html);
-  if (!where.empty()) add_log(state, "exported " + where + " (" + std::to_string(html.size()) + " bytes)");
-  request_redraw(state);
+  save(state, state.session.file_name(".html"), html, std::to_string(html.size()) + " bytes");
 }
 
 }  // namespace
 
-Status slice_selection(const ViewerState& state, std::string* pyro, SliceStats* stats) {
-  SliceStats counted;
-  if (stats) *stats = counted;
-  if (state.files.empty() || state.app.empty()) return Status(StatusCode::invalid_argument, "nothing is open");
-  const std::vector<TimeRange> ranges = selected_ranges(state);
-  WriterOptions options;
-  options.resolution_seconds = state.resolution;
-  if (state.dataset.file_count() > 0) options.multiplier = state.dataset.file(0).info().multiplier;
-  const FoldedSource* folded = find_folded(state, state.app);
-  Selector selector;
-  if (!folded) {
-    const Status parsed = Selector::parse(state.selector, &selector);
-    if (!parsed.ok()) return Status(parsed.code(), "selector " + state.selector + ": " + parsed.message());
-  }
-  Status status = write_temporary_pyro(options, [&](Writer* writer) -> Status {
-    if (folded) {
-      // Folded text is one block of one series without tags.
-      const bool in_range = std::any_of(ranges.begin(), ranges.end(), [&](const TimeRange& r) {
-        return folded->time < r.until && folded->time + state.resolution > r.from;
-      });
-      if (!in_range || folded->tree->total() == 0) return Status();
-      counted = SliceStats{1, 1, folded->tree->total()};
-      return writer->append(SeriesKey(state.app, {}), folded->time, *folded->tree);
-    }
-    for (const TimeRange& r : ranges) {
-      SliceStats part;
-      const Status sliced = state.dataset.slice(selector, r.from, r.until, writer, &part);
-      counted.series = std::max(counted.series, part.series);  // a series in both ranges counts once
-      counted.blocks += part.blocks;
-      counted.samples += part.samples;
-      if (!sliced.ok()) return sliced;
-    }
-    return Status();
-  }, pyro);
-  if (stats) *stats = counted;
-  if (status.ok() && counted.blocks == 0)
-    status = Status(StatusCode::not_found, "no samples of " + state.selector + " in the selected range");
-  return status;
-}
-
 void export_slice(ViewerState& state) {
   std::string pyro;
   SliceStats stats;
-  const Status status = slice_selection(state, &pyro, &stats);
+  const Status status = state.session.slice(&pyro, &stats);
   if (!status.ok()) {
     state.error = "slice: " + status.message();
     return;
   }
-  const std::string where = state.save_file(selection_file_name(state, ".pyro"), pyro);
-  if (!where.empty()) {
-    add_log(state, "exported " + where + " (" + std::to_string(stats.blocks) + " blocks, " +
-                       std::to_string(stats.samples) + " samples, " + std::to_string(pyro.size()) + " bytes)");
-  }
+  save(state, state.session.file_name(".pyro"), pyro,
+       std::to_string(stats.blocks) + " blocks, " + std::to_string(stats.samples) + " samples, " +
+           std::to_string(pyro.size()) + " bytes");
 }
 
 void export_share(ViewerState& state) {
-  if (!state.share_unavailable.empty() || (!state.share_parts && !state.load_share_parts)) {
-    state.error = "share: " + (state.share_unavailable.empty() ? std::string("not available here") : state.share_unavailable);
+  const std::string unavailable = state.host ? state.host->share_unavailable() : std::string("not available here");
+  if (!state.share_parts && !unavailable.empty()) {
+    state.error = "share: " + unavailable;
     return;
   }
-  auto share = std::make_unique<ViewerState::PendingShare>();
-  const Status status = slice_selection(state, &share->pyro, nullptr);
-  if (!status.ok()) {
-    state.error = "share: " + status.message();
-    return;
-  }
-  share->name = selection_file_name(state, ".html");
-  share->settings = share_settings(state);
-  state.pending_share = std::move(share);
+  state.share_waiting = true;
   if (state.share_parts) finish_share(state);
-  else state.load_share_parts();  // answers through set_share_parts, now or later
+  else state.host->request_share_parts();  // answers through set_share_parts, now or later
 }
 
 void set_share_parts(ViewerState& state, Status status, share::PageParts parts) {
   if (!status.ok()) {
     state.error = "share: " + status.message();
-    state.pending_share.reset();
+    state.share_waiting = false;
     request_redraw(state);
     return;
   }
@@ -1265,29 +465,28 @@ bool toggle_button(const char* label, bool active, const char* widget) {
   return clicked;
 }
 
+// The selection's tree (the left one in pair views) for other tools: pprof or speedscope.
+void export_profile(ViewerState& state, Format format) {
+  session::Session::NamedText file;
+  const Status status = state.session.export_profile(format, &file);
+  if (!status.ok()) {
+    state.error = std::string(format_name(format)) + ": " + status.message();
+    return;
+  }
+  save(state, file.name, file.text, std::to_string(file.text.size()) + " bytes");
+}
+
 // The selection as folded text: the single view's tree, or both ranges' trees in the pair views.
 void export_folded(ViewerState& state) {
-  auto save = [&](const Tree* tree, const TimeRange& range, const char* side) {
-    if (!tree || tree->total() == 0) return;
-    const std::string name = state.app + "-" + std::to_string(range.from) + "-" + std::to_string(range.until) +
-                             side + ".folded";
-    const std::string where = state.save_file(name, tree->to_folded());
-    if (!where.empty()) add_log(state, "exported " + where);
-  };
-  if (state.view == ViewMode::single) {
-    save(state.left_tree, state.ranges[0], "");
-  } else {
-    save(state.left_tree, state.ranges[0], "-left");
-    save(state.right_tree, state.ranges[1], "-right");
-  }
+  for (const session::Session::NamedText& file : state.session.folded()) save(state, file.name, file.text, "");
 }
 
 void draw_toolbar(ViewerState& state) {
   const float s = state.ui_scale;
-  if (state.open_dialog) {
-    if (ImGui::Button("Open...")) state.open_dialog();
+  if (state.host && state.host->can_open_files()) {
+    if (ImGui::Button("Open...")) state.host->open_files_dialog();
     record_item("open");
-    if (ImGui::IsItemHovered()) ImGui::SetTooltip("Open .pyro files or folded stacks (O)\nor drop them on the window");
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("Open .pyro files or other profiles: pprof, folded, perf script,\nspeedscope, .cpuprofile (O) - or drop them on the window");
     ImGui::SameLine();
   }
   // Application.
@@ -1295,9 +494,9 @@ void draw_toolbar(ViewerState& state) {
   ImGui::TextUnformatted("App");
   ImGui::SameLine();
   ImGui::SetNextItemWidth(200 * s);
-  if (ImGui::BeginCombo("##app", state.app.empty() ? "(none)" : state.app.c_str())) {
-    for (const std::string& app : state.apps) {
-      const bool selected = app == state.app;
+  if (ImGui::BeginCombo("##app", state.session.selection().app.empty() ? "(none)" : state.session.selection().app.c_str())) {
+    for (const std::string& app : state.session.apps()) {
+      const bool selected = app == state.session.selection().app;
       if (ImGui::Selectable(app.c_str(), selected) && !selected) {
         select_app(state, app);
       }
@@ -1306,41 +505,65 @@ void draw_toolbar(ViewerState& state) {
     ImGui::EndCombo();
   }
   record_item("app");
+  // Profile type: cpu, alloc_space, inuse_space, ... with the unit its values are in.
+  const std::vector<std::string>& types = state.session.types();
+  if (types.size() > 1 || (types.size() == 1 && types[0] != kDefaultProfileType)) {
+    ImGui::SameLine(0, 8 * s);
+    ImGui::SetNextItemWidth(150 * s);
+    const std::string& type = state.session.selection().type;
+    if (ImGui::BeginCombo("##type", type.c_str())) {
+      for (const std::string& t : types) {
+        const bool selected = t == type;
+        if (ImGui::Selectable(t.c_str(), selected) && !selected) state.session.select_type(t);
+        record_item("type:" + t);
+      }
+      ImGui::EndCombo();
+    }
+    record_item("type");
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("Profile type (values in %s)", state.session.info().unit.c_str());
+  }
   ImGui::SameLine(0, 16 * s);
   // View.
-  if (toggle_button("Single", state.view == ViewMode::single, "view.single")) set_view(state, ViewMode::single);
+  if (toggle_button("Single", state.session.selection().view == ViewMode::single, "view.single")) set_view(state, ViewMode::single);
   ImGui::SameLine(0, 2 * s);
-  if (toggle_button("Comparison", state.view == ViewMode::comparison, "view.comparison")) {
+  if (toggle_button("Comparison", state.session.selection().view == ViewMode::comparison, "view.comparison")) {
     set_view(state, ViewMode::comparison);
   }
   ImGui::SameLine(0, 2 * s);
-  if (toggle_button("Diff", state.view == ViewMode::diff, "view.diff")) set_view(state, ViewMode::diff);
+  if (toggle_button("Diff", state.session.selection().view == ViewMode::diff, "view.diff")) set_view(state, ViewMode::diff);
   ImGui::SameLine(0, 16 * s);
-  if (state.save_file && !state.files.empty()) {
+  if (state.host && !state.session.empty()) {
     if (ImGui::Button("Export")) ImGui::OpenPopup("export-menu");
     record_item("export");
     if (ImGui::BeginPopup("export-menu")) {
-      if (ImGui::Selectable(state.view == ViewMode::single ? "Folded text (.folded)"
+      if (ImGui::Selectable(state.session.selection().view == ViewMode::single ? "Folded text (.folded)"
                                                            : "Folded text, left and right (.folded)")) {
         export_folded(state);
       }
       record_item("export:folded");
       if (ImGui::Selectable("Flame graph image (.png)")) {
         state.image_request_frames = 2;
-        state.image_request_name = state.app + "-" + std::to_string(state.ranges[0].from) + "-" +
-                                   std::to_string(state.ranges[0].until) + ".png";
+        state.image_request_name = state.session.selection().app + "-" + std::to_string(state.session.selection().ranges[0].from) + "-" +
+                                   std::to_string(state.session.selection().ranges[0].until) + ".png";
         request_redraw(state);
       }
       record_item("export:png");
       if (ImGui::Selectable("Slice of the selection (.pyro)")) export_slice(state);
       record_item("export:slice");
+      for (const auto& [format, label, widget] :
+           {std::make_tuple(Format::pprof, "pprof, for go tool pprof and Grafana (.pb.gz)", "export:pprof"),
+            std::make_tuple(Format::speedscope, "speedscope (.json)", "export:speedscope")}) {
+        if (ImGui::Selectable(label)) export_profile(state, format);
+        record_item(widget);
+      }
       if (ImGui::IsItemHovered()) ImGui::SetTooltip("The selected series and range as a small .pyro file");
-      const bool can_share = state.share_unavailable.empty() && (state.share_parts || state.load_share_parts);
+      const std::string unavailable = state.share_parts ? std::string() : state.host->share_unavailable();
+      const bool can_share = unavailable.empty();
       if (ImGui::Selectable("Share file (.html)", false, can_share ? 0 : ImGuiSelectableFlags_Disabled)) export_share(state);
       record_item("export:share");
       if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled)) {
         ImGui::SetTooltip("%s", can_share ? "One .html with the viewer and this selection: opens with no server"
-                                          : state.share_unavailable.c_str());
+                                          : unavailable.c_str());
       }
       ImGui::EndPopup();
     }
@@ -1359,19 +582,19 @@ void draw_toolbar(ViewerState& state) {
   if (ImGui::IsItemActive() && ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape))) {
     apply_search(state, "");
   }
-  if (!state.search.empty()) {
+  if (!state.session.view_settings().search.empty()) {
     ImGui::SameLine();
     const FlameGraph& graph = primary_flame(state);
     ImGui::TextColored(ImVec4(0.35f, 0.65f, 1.0f, 1.0f), "%s matched", format_share(graph.matched_share()).c_str());
     record_item("search.share");
   }
   // Right side: display toggles.
-  const char* orientation = state.orientation == Orientation::icicle ? "Icicle" : "Flame";
-  const char* colour = state.colour_mode == ColourMode::function ? "By function" : "By package";
-  const char* theme = state.theme == Theme::dark ? "Dark" : "Light";
+  const char* orientation = state.session.view_settings().orientation == Orientation::icicle ? "Icicle" : "Flame";
+  const char* colour = state.session.view_settings().colour == ColourMode::function ? "By function" : "By package";
+  const char* theme = state.session.view_settings().theme == Theme::dark ? "Dark" : "Light";
   place_right(button_width(orientation) + button_width(colour) + button_width(theme) + button_width("?") + 12 * s, s);
   if (ImGui::Button(orientation)) {
-    state.orientation = state.orientation == Orientation::icicle ? Orientation::flame : Orientation::icicle;
+    state.session.view_settings().orientation = state.session.view_settings().orientation == Orientation::icicle ? Orientation::flame : Orientation::icicle;
     state.flame_left.scroll_to_focus();
     state.flame_right.scroll_to_focus();
     state.flame_diff.scroll_to_focus();
@@ -1380,13 +603,13 @@ void draw_toolbar(ViewerState& state) {
   if (ImGui::IsItemHovered()) ImGui::SetTooltip("Root at the top (icicle) or bottom (flame)  [F]");
   ImGui::SameLine(0, 4 * s);
   if (ImGui::Button(colour)) {
-    state.colour_mode = state.colour_mode == ColourMode::function ? ColourMode::package : ColourMode::function;
+    state.session.view_settings().colour = state.session.view_settings().colour == ColourMode::function ? ColourMode::package : ColourMode::function;
   }
   record_item("colour");
   if (ImGui::IsItemHovered()) ImGui::SetTooltip("Colour per function or per package  [C]");
   ImGui::SameLine(0, 4 * s);
   if (ImGui::Button(theme)) {
-    state.theme = state.theme == Theme::dark ? Theme::light : Theme::dark;
+    state.session.view_settings().theme = state.session.view_settings().theme == Theme::dark ? Theme::light : Theme::dark;
     state.theme_applied = false;
   }
   record_item("theme");
@@ -1418,11 +641,12 @@ void draw_welcome(ViewerState& state) {
   ImGui::Indent(40 * s);
   ImGui::TextUnformatted("pyroscope.hpp viewer");
   ImGui::Spacing();
-  ImGui::TextWrapped("Open a .pyro file written by pyroscope.hpp, or folded stacks (.folded / .txt as perf and "
-                     "FlameGraph's stackcollapse write them). Several files open together as one data set.");
+  ImGui::TextWrapped("Open a .pyro file written by pyroscope.hpp, or a profile other tools write: pprof (Go, "
+                     "gperftools, Pyroscope agents), folded stacks (perf + stackcollapse, FlameGraph), perf script "
+                     "output, speedscope JSON or a Chrome/Node .cpuprofile. Several files open together as one data set.");
   ImGui::Spacing();
-  if (state.open_dialog) {
-    if (ImGui::Button("Open files...")) state.open_dialog();
+  if (state.host && state.host->can_open_files()) {
+    if (ImGui::Button("Open files...")) state.host->open_files_dialog();
     record_item("welcome.open");
     ImGui::SameLine();
     ImGui::TextDisabled("or drop files on this window, or load ?file=<url>");
@@ -1446,36 +670,37 @@ void draw_loading(ViewerState& state) {
 
 void draw_tag_explorer(ViewerState& state) {
   const float s = state.ui_scale;
-  update_tag_samples(state);
+  const std::map<std::string, std::vector<uint64_t>>& tag_samples = state.session.tag_value_samples();
   ImGui::TextUnformatted("Tags");
   ImGui::SameLine();
   bool any = false;
-  for (const auto& [k, v] : state.selected_tags) any |= !v.empty();
+  const session::Selection& selection = state.session.selection();
+  for (const auto& [k, v] : selection.tags) any |= !v.empty();
   if (!any) ImGui::BeginDisabled();
   if (ImGui::SmallButton("Clear all")) {
-    state.selected_tags.clear();
-    rebuild_selector(state);
+    state.session.clear_tags();
   }
   record_item("tags.clear");
   if (!any) ImGui::EndDisabled();
   ImGui::Separator();
-  if (state.tag_keys.empty()) {
+  if (state.session.tag_keys().empty()) {
     ImGui::TextDisabled("This application has no tags.");
     return;
   }
-  for (size_t k = 0; k < state.tag_keys.size(); ++k) {
-    const std::string& key = state.tag_keys[k];
+  for (size_t k = 0; k < state.session.tag_keys().size(); ++k) {
+    const std::string& key = state.session.tag_keys()[k];
     ImGui::PushID(key.c_str());
     if (ImGui::TreeNodeEx(key.c_str(), ImGuiTreeNodeFlags_DefaultOpen | ImGuiTreeNodeFlags_SpanAvailWidth)) {
       record_item("tagkey:" + key);
-      std::vector<std::string>& chosen = state.selected_tags[key];
-      const auto counts_it = state.tag_value_samples.find(key);
-      const std::vector<uint64_t>* counts = counts_it == state.tag_value_samples.end() ? nullptr : &counts_it->second;
+      const auto chosen_it = selection.tags.find(key);
+      std::vector<std::string> chosen = chosen_it == selection.tags.end() ? std::vector<std::string>() : chosen_it->second;
+      const auto counts_it = tag_samples.find(key);
+      const std::vector<uint64_t>* counts = counts_it == tag_samples.end() ? nullptr : &counts_it->second;
       uint64_t key_total = 0;
       if (counts) {
         for (uint64_t c : *counts) key_total += c;
       }
-      const auto& values = state.tag_values[k];
+      const auto& values = state.session.tag_values()[k];
       for (size_t v = 0; v < values.size(); ++v) {
         const std::string& value = values[v];
         bool on = std::find(chosen.begin(), chosen.end(), value) != chosen.end();
@@ -1487,7 +712,7 @@ void draw_tag_explorer(ViewerState& state) {
           } else {
             chosen.erase(std::remove(chosen.begin(), chosen.end(), value), chosen.end());
           }
-          rebuild_selector(state);
+          state.session.set_tag_values(key, chosen);
         }
         record_item("tag:" + key + "=" + value);
         if (counts && v < counts->size()) {
@@ -1495,7 +720,7 @@ void draw_tag_explorer(ViewerState& state) {
           ImGui::SameLine(ImGui::GetWindowContentRegionMax().x - 64 * s);
           ImGui::TextDisabled("%6.1f%%", share * 100.0);
           if (ImGui::IsItemHovered()) {
-            ImGui::SetTooltip("%s samples in the selected range", format_count((*counts)[v]).c_str());
+            ImGui::SetTooltip("%s in the selected range", session::format_value((*counts)[v], state.session.info()).c_str());
           }
         }
         ImGui::PopID();
@@ -1505,10 +730,6 @@ void draw_tag_explorer(ViewerState& state) {
       record_item("tagkey:" + key);
     }
     ImGui::PopID();
-  }
-  // Keys whose values were all unchecked leave an empty entry behind; drop it.
-  for (auto it = state.selected_tags.begin(); it != state.selected_tags.end();) {
-    it = it->second.empty() ? state.selected_tags.erase(it) : std::next(it);
   }
 }
 
@@ -1523,10 +744,10 @@ int64_t choose_tick_step(double seconds_per_px, float min_px) {
 
 void clamp_timeline_view(ViewerState& state) {
   TimeRange& v = state.timeline_view;
-  const int64_t full = state.span_until - state.span_from;
+  const int64_t full = state.session.span().until - state.session.span().from;
   int64_t width = v.until - v.from;
-  width = std::clamp<int64_t>(width, std::min<int64_t>(full, 6 * state.resolution), full);
-  int64_t from = std::clamp<int64_t>(v.from, state.span_from, state.span_until - width);
+  width = std::clamp<int64_t>(width, std::min<int64_t>(full, 6 * state.session.resolution()), full);
+  int64_t from = std::clamp<int64_t>(v.from, state.session.span().from, state.session.span().until - width);
   v = TimeRange{from, from + width};
 }
 
@@ -1542,15 +763,15 @@ void zoom_timeline(ViewerState& state, double factor, double anchor_fraction) {
 
 void draw_timeline(ViewerState& state) {
   const float s = state.ui_scale;
-  const bool pair = state.view != ViewMode::single;
+  const bool pair = state.session.selection().view != ViewMode::single;
   // Header: ranges and controls.
   ImGui::AlignTextToFramePadding();
   if (pair) {
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "Left: %s", format_range(state.ranges[0]).c_str());
+    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "Left: %s", format_range(state.session.selection().ranges[0]).c_str());
     ImGui::SameLine(0, 14 * s);
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "Right: %s", format_range(state.ranges[1]).c_str());
+    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "Right: %s", format_range(state.session.selection().ranges[1]).c_str());
   } else {
-    ImGui::Text("Range: %s UTC", format_range(state.ranges[0]).c_str());
+    ImGui::Text("Range: %s UTC", format_range(state.session.selection().ranges[0]).c_str());
   }
   const float spacing = ImGui::GetStyle().ItemSpacing.x;
   float controls = button_width("-") + button_width("+") + button_width("Fit") + button_width("Select all") + 3 * spacing;
@@ -1575,11 +796,11 @@ void draw_timeline(ViewerState& state) {
   if (ImGui::SmallButton("+")) zoom_timeline(state, 2.0, 0.5);
   record_item("timeline.zoom_in");
   ImGui::SameLine();
-  if (ImGui::SmallButton("Fit")) state.timeline_view = TimeRange{state.span_from, state.span_until};
+  if (ImGui::SmallButton("Fit")) state.timeline_view = TimeRange{state.session.span().from, state.session.span().until};
   record_item("timeline.fit");
   ImGui::SameLine();
   if (ImGui::SmallButton("Select all")) {
-    state.ranges[pair ? state.drag_target : 0] = state.timeline_view;
+    state.session.set_range(pair ? state.drag_target : 0, state.timeline_view);
   }
   record_item("timeline.select_all");
 
@@ -1587,7 +808,8 @@ void draw_timeline(ViewerState& state) {
   const float width = std::max(50.0f, ImGui::GetContentRegionAvail().x);
   const float axis_h = ImGui::GetTextLineHeight() + 4 * s;
   const float plot_h = 70 * s;
-  update_timeline(state, width);
+  const size_t points = static_cast<size_t>(std::max(16.0f, width / 3.0f));
+  const Timeline& tl = state.session.timeline(state.timeline_view, points).timeline;
 
   ImGui::InvisibleButton("timeline", ImVec2(width, plot_h + axis_h),
                          ImGuiButtonFlags_MouseButtonLeft | ImGuiButtonFlags_MouseButtonRight |
@@ -1638,17 +860,15 @@ void draw_timeline(ViewerState& state) {
     const int target = state.timeline_drag_button == 1 ? 1 : (pair ? state.drag_target : 0);
     const int64_t t = static_cast<int64_t>(std::floor(x2t(std::clamp(io.MousePos.x, p0.x, p0.x + width))));
     const int64_t a = std::min(t, state.timeline_drag_anchor), b = std::max(t, state.timeline_drag_anchor);
-    preview = TimeRange{floor_to(a, state.resolution), ceil_to(b + 1, state.resolution)};
-    preview.from = std::max(preview.from, state.span_from);
-    preview.until = std::min(preview.until, state.span_until);
+    preview = TimeRange{floor_to(a, state.session.resolution()), ceil_to(b + 1, state.session.resolution())};
+    preview.from = std::max(preview.from, state.session.span().from);
+    preview.until = std::min(preview.until, state.session.span().until);
     preview_target = target;
     const bool moved = std::fabs(io.MousePos.x - io.MouseClickedPos[state.timeline_drag_button == 1 ? 1 : 0].x) > 3;
     if (!active) {
       state.timeline_dragging = false;
       if (moved && preview.valid() && (target == 0 || pair)) {
-        if (target == 1 && state.view == ViewMode::single) set_view(state, ViewMode::comparison);
-        state.ranges[target] = preview;
-        if (state.view != ViewMode::single) state.pair_ranges_chosen = true;
+        state.session.set_range(target, preview);  // in a pair view, the ranges now count as chosen
       }
       preview_target = -1;
     } else if (!moved) {
@@ -1658,10 +878,9 @@ void draw_timeline(ViewerState& state) {
   if (!active) state.timeline_panning = false;
 
   // Bars.
-  const Timeline& tl = state.timeline.timeline;
   uint64_t max_value = 1;
   for (uint64_t v : tl.samples) max_value = std::max(max_value, v);
-  const ImU32 bar = state.theme == Theme::dark ? IM_COL32(120, 170, 120, 255) : IM_COL32(90, 150, 90, 255);
+  const ImU32 bar = state.session.view_settings().theme == Theme::dark ? IM_COL32(120, 170, 120, 255) : IM_COL32(90, 150, 90, 255);
   dl->PushClipRect(p0, ImVec2(p0.x + width, p0.y + plot_h), true);
   for (size_t i = 0; i < tl.samples.size(); ++i) {
     if (tl.samples[i] == 0) continue;
@@ -1677,12 +896,12 @@ void draw_timeline(ViewerState& state) {
     dl->AddLine(ImVec2(x0, p0.y), ImVec2(x0, p0.y + plot_h), colour, 2 * s);
     dl->AddLine(ImVec2(x1, p0.y), ImVec2(x1, p0.y + plot_h), colour, 2 * s);
   };
-  const ImU32 single_colour = state.theme == Theme::dark ? IM_COL32(240, 190, 80, 255) : IM_COL32(210, 140, 20, 255);
+  const ImU32 single_colour = state.session.view_settings().theme == Theme::dark ? IM_COL32(240, 190, 80, 255) : IM_COL32(210, 140, 20, 255);
   if (pair) {
-    draw_range(preview_target == 0 ? preview : state.ranges[0], kLeftColour);
-    draw_range(preview_target == 1 ? preview : state.ranges[1], kRightColour);
+    draw_range(preview_target == 0 ? preview : state.session.selection().ranges[0], kLeftColour);
+    draw_range(preview_target == 1 ? preview : state.session.selection().ranges[1], kRightColour);
   } else {
-    draw_range(preview_target == 0 ? preview : state.ranges[0], single_colour);
+    draw_range(preview_target == 0 ? preview : state.session.selection().ranges[0], single_colour);
   }
   dl->PopClipRect();
 
@@ -1693,7 +912,7 @@ void draw_timeline(ViewerState& state) {
   for (int64_t t = ceil_to(view.from, step); t <= view.until; t += step) {
     const float x = t2x(static_cast<double>(t));
     dl->AddLine(ImVec2(x, p0.y + plot_h), ImVec2(x, p0.y + plot_h + 4 * s), text);
-    const std::string label = format_time(t, step >= 86400);
+    const std::string label = format_clock(t, step >= 86400);
     const float label_w = ImGui::CalcTextSize(label.c_str()).x;
     if (x + 2 + label_w > p0.x + width) continue;
     dl->AddText(ImVec2(x + 2, p0.y + plot_h + 2 * s), text, label.c_str());
@@ -1705,15 +924,16 @@ void draw_timeline(ViewerState& state) {
       const size_t i = static_cast<size_t>((t - static_cast<double>(tl.start)) / static_cast<double>(tl.step));
       if (i < tl.samples.size()) value = tl.samples[i];
     }
-    ImGui::SetTooltip("%s UTC\n%s samples\ndrag: select a range   wheel: zoom   shift+wheel / middle drag: pan%s",
-                      format_time(static_cast<int64_t>(t), true).c_str(), format_count(value).c_str(),
+    ImGui::SetTooltip("%s UTC\n%s\ndrag: select a range   wheel: zoom   shift+wheel / middle drag: pan%s",
+                      format_clock(static_cast<int64_t>(t), true).c_str(),
+                      session::format_value(value, state.session.info()).c_str(),
                       pair ? "\nright-drag: select the right range" : "");
   }
 }
 
 void draw_table(ViewerState& state, float height) {
   update_table(state);
-  const bool pair = state.view != ViewMode::single;
+  const bool pair = state.session.selection().view != ViewMode::single;
   const Tree* tree = table_tree(state);
   ImGuiTableFlags flags = ImGuiTableFlags_Sortable | ImGuiTableFlags_Resizable | ImGuiTableFlags_RowBg |
                           ImGuiTableFlags_BordersInnerV | ImGuiTableFlags_BordersOuter | ImGuiTableFlags_ScrollY |
@@ -1766,20 +986,22 @@ void draw_table(ViewerState& state, float height) {
   }
   const SymbolTable& symbols = tree->symbols();
   const double all = double(std::max<uint64_t>(1, tree->total()));
-  const double left_all = state.diff ? double(std::max<uint64_t>(1, state.diff->left_total(Tree::kRoot))) : 1.0;
-  const double right_all = state.diff ? double(std::max<uint64_t>(1, state.diff->right_total(Tree::kRoot))) : 1.0;
+  const SeriesInfo& info = state.session.info();
+  const DiffTree* diff = state.session.diff();
+  const double left_all = diff ? double(std::max<uint64_t>(1, diff->left_total(Tree::kRoot))) : 1.0;
+  const double right_all = diff ? double(std::max<uint64_t>(1, diff->right_total(Tree::kRoot))) : 1.0;
   ImGuiListClipper clipper;
   clipper.Begin(static_cast<int>(state.table_order.size()));
   while (clipper.Step()) {
     for (int i = clipper.DisplayStart; i < clipper.DisplayEnd; ++i) {
-      const FunctionRow& row = state.table_rows[state.table_order[static_cast<size_t>(i)]];
+      const session::FunctionRow& row = state.table_rows[state.table_order[static_cast<size_t>(i)]];
       const std::string_view name = symbols.name(row.symbol);
       ImGui::TableNextRow();
       ImGui::TableSetColumnIndex(0);
       ImGui::PushID(i);
       const std::string label(name);
-      if (ImGui::Selectable(label.c_str(), state.search == label, ImGuiSelectableFlags_SpanAllColumns)) {
-        apply_search(state, state.search == label ? std::string() : label);
+      if (ImGui::Selectable(label.c_str(), state.session.view_settings().search == label, ImGuiSelectableFlags_SpanAllColumns)) {
+        apply_search(state, state.session.view_settings().search == label ? std::string() : label);
       }
       if (i < 50) record_item("table.row." + std::to_string(i));
       if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s\nclick: highlight in the flame graph", label.c_str());
@@ -1787,11 +1009,11 @@ void draw_table(ViewerState& state, float height) {
       if (pair) {
         const double ls = double(row.total) / left_all, rs = double(row.right_total) / right_all;
         ImGui::TableSetColumnIndex(1);
-        ImGui::TextUnformatted(format_count(row.total).c_str());
+        ImGui::TextUnformatted(session::format_value(row.total, info).c_str());
         ImGui::TableSetColumnIndex(2);
         ImGui::TextUnformatted(format_share(ls).c_str());
         ImGui::TableSetColumnIndex(3);
-        ImGui::TextUnformatted(format_count(row.right_total).c_str());
+        ImGui::TextUnformatted(session::format_value(row.right_total, info).c_str());
         ImGui::TableSetColumnIndex(4);
         ImGui::TextUnformatted(format_share(rs).c_str());
         ImGui::TableSetColumnIndex(5);
@@ -1801,11 +1023,11 @@ void draw_table(ViewerState& state, float height) {
         ImGui::TextColored(colour, "%+.2f pp", change);
       } else {
         ImGui::TableSetColumnIndex(1);
-        ImGui::TextUnformatted(format_count(row.self).c_str());
+        ImGui::TextUnformatted(session::format_value(row.self, info).c_str());
         ImGui::TableSetColumnIndex(2);
         ImGui::TextUnformatted(format_share(double(row.self) / all).c_str());
         ImGui::TableSetColumnIndex(3);
-        ImGui::TextUnformatted(format_count(row.total).c_str());
+        ImGui::TextUnformatted(session::format_value(row.total, info).c_str());
         ImGui::TableSetColumnIndex(4);
         ImGui::TextUnformatted(format_share(double(row.total) / all).c_str());
       }
@@ -1816,9 +1038,9 @@ void draw_table(ViewerState& state, float height) {
 
 FlameDrawOptions flame_options(const ViewerState& state, const char* id) {
   FlameDrawOptions o;
-  o.orientation = state.orientation;
-  o.colour_mode = state.colour_mode;
-  o.palette = palette_for(state.theme);
+  o.orientation = state.session.view_settings().orientation;
+  o.colour_mode = state.session.view_settings().colour;
+  o.palette = palette_for(state.session.view_settings().theme);
   o.row_height = std::round(ImGui::GetFontSize() + 6 * state.ui_scale);
   o.min_block_px = 3.0f * state.ui_scale;
   o.id = id;
@@ -1830,7 +1052,7 @@ void draw_flame_header(ViewerState& state, FlameGraph& graph, const char* title,
     ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(title_colour), "%s", title);
     ImGui::SameLine();
     const uint64_t total = graph.tree() ? graph.tree()->total() : 0;
-    ImGui::TextDisabled("%s samples", format_count(total).c_str());
+    ImGui::TextDisabled("%s", session::format_value(total, state.session.info()).c_str());
   }
   graph.draw_breadcrumb(title ? title : "crumbs");
   (void)state;
@@ -1852,22 +1074,22 @@ void draw_splitter(ViewerState& state, float total_height) {
 void draw_views(ViewerState& state) {
   const float s = state.ui_scale;
   const ImVec2 avail = ImGui::GetContentRegionAvail();
-  const float header_h = ImGui::GetFrameHeightWithSpacing() * (state.view == ViewMode::single ? 1.0f : 2.0f);
+  const float header_h = ImGui::GetFrameHeightWithSpacing() * (state.session.selection().view == ViewMode::single ? 1.0f : 2.0f);
   const float splitter_h = 6 * s + ImGui::GetStyle().ItemSpacing.y * 2;
   const float body = std::max(100.0f, avail.y - header_h - splitter_h);
   float flame_h = std::floor(body * state.flame_fraction);
   float table_h = std::max(60.0f, body - flame_h);
-  const bool single = state.view == ViewMode::single;
-  if (single && state.panels == Panels::flame) flame_h = body + splitter_h;
+  const bool single = state.session.selection().view == ViewMode::single;
+  if (single && state.session.view_settings().panels == Panels::flame) flame_h = body + splitter_h;
 
-  if (single && state.panels == Panels::table) {
+  if (single && state.session.view_settings().panels == Panels::table) {
     draw_table(state, body + header_h + splitter_h);
     return;
   }
-  if (state.view == ViewMode::single) {
+  if (state.session.selection().view == ViewMode::single) {
     draw_flame_header(state, state.flame_left, nullptr, 0);
     state.flame_left.draw(ImVec2(0, flame_h), flame_options(state, "flame.main"));
-  } else if (state.view == ViewMode::comparison) {
+  } else if (state.session.selection().view == ViewMode::comparison) {
     const float half = std::floor((avail.x - ImGui::GetStyle().ItemSpacing.x) * 0.5f);
     ImGui::BeginGroup();
     ImGui::PushID("L");
@@ -1891,19 +1113,19 @@ void draw_views(ViewerState& state) {
   } else {
     ImGui::TextUnformatted("Diff: left");
     ImGui::SameLine(0, 4 * s);
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "%s", format_count(state.left_tree ? state.left_tree->total() : 0).c_str());
+    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kLeftColour), "%s", session::format_value(state.session.left_tree().total(), state.session.info()).c_str());
     ImGui::SameLine(0, 4 * s);
     ImGui::TextUnformatted("-> right");
     ImGui::SameLine(0, 4 * s);
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "%s", format_count(state.right_tree ? state.right_tree->total() : 0).c_str());
+    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(kRightColour), "%s", session::format_value(state.session.right_tree().total(), state.session.info()).c_str());
     ImGui::SameLine(0, 4 * s);
-    ImGui::TextDisabled("samples.  Colour: change in share of the whole");
+    ImGui::TextDisabled("Colour: change in share of the whole");
     ImGui::SameLine(0, 12 * s);
     // Legend: shrank (green) .. neutral .. grew (red).
     const ImVec2 p = ImGui::GetCursorScreenPos();
     const float lw = 160 * s, lh = ImGui::GetTextLineHeight();
     ImDrawList* dl = ImGui::GetWindowDrawList();
-    const FlamePalette pal = palette_for(state.theme);
+    const FlamePalette pal = palette_for(state.session.view_settings().theme);
     dl->AddRectFilledMultiColor(p, ImVec2(p.x + lw * 0.5f, p.y + lh), IM_COL32(46, 180, 80, 255), pal.diff_neutral,
                                 pal.diff_neutral, IM_COL32(46, 180, 80, 255));
     dl->AddRectFilledMultiColor(ImVec2(p.x + lw * 0.5f, p.y), ImVec2(p.x + lw, p.y + lh), pal.diff_neutral,
@@ -1914,7 +1136,7 @@ void draw_views(ViewerState& state) {
     draw_flame_header(state, state.flame_diff, nullptr, 0);
     state.flame_diff.draw(ImVec2(0, flame_h), flame_options(state, "flame.diff"));
   }
-  if (single && state.panels == Panels::flame) return;
+  if (single && state.session.view_settings().panels == Panels::flame) return;
   draw_splitter(state, body);
   // The flame graph paints first; the table waits one frame so the first paint is not delayed by it.
   if (state.flame_painted) {
@@ -1929,13 +1151,13 @@ void draw_status_bar(ViewerState& state) {
   const FlameGraph& graph = primary_flame(state);
   std::string files;
   uint64_t bytes = 0;
-  for (const LoadedFile& f : state.files) {
+  for (const session::LoadedSource& f : state.session.sources()) {
     files += (files.empty() ? "" : ", ") + f.name;
     bytes += f.bytes;
   }
   ImGui::Separator();
   ImGui::TextDisabled("%s (%s bytes)  |  %s  |  %u nodes, %u blocks drawn (%u merged)  |  frame %.2f ms (UI %.2f ms)", files.c_str(),
-                      format_count(bytes).c_str(), state.selector.c_str(), graph.tree() ? graph.tree()->node_count() : 0,
+                      format_count(bytes).c_str(), state.session.selector_text().c_str(), graph.tree() ? graph.tree()->node_count() : 0,
                       graph.drawn_blocks(), graph.merged_blocks(), state.last_frame_ms, state.last_ui_ms);
   record_item("statusbar");
 }
@@ -1984,13 +1206,14 @@ void handle_shortcuts(ViewerState& state) {
   if (io.WantTextInput || ImGui::IsPopupOpen(nullptr, ImGuiPopupFlags_AnyPopupId)) return;
   // Flame graph under the mouse first, else the view's main one.
   FlameGraph* graph = &primary_flame(state);
-  if (state.view == ViewMode::comparison && state.flame_right.hovered() != Tree::kNoNode) graph = &state.flame_right;
-  if (io.KeyCtrl && ImGui::IsKeyPressed('O') && state.open_dialog) state.open_dialog();
+  if (state.session.selection().view == ViewMode::comparison && state.flame_right.hovered() != Tree::kNoNode) graph = &state.flame_right;
+  const bool can_open = state.host && state.host->can_open_files();
+  if (io.KeyCtrl && ImGui::IsKeyPressed('O') && can_open) state.host->open_files_dialog();
   if (io.KeyCtrl && ImGui::IsKeyPressed('F')) state.focus_search = true;
   if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape))) {
     if (graph->focused() != Tree::kRoot) {
       graph->focus(Tree::kRoot);
-    } else if (!state.search.empty()) {
+    } else if (!state.session.view_settings().search.empty()) {
       apply_search(state, "");
     } else {
       state.error.clear();
@@ -2010,24 +1233,23 @@ void handle_shortcuts(ViewerState& state) {
       case '-': graph->zoom(1.0 / 1.5, 0.5); break;
       case '0': graph->reset_zoom(); break;
       case 'f': case 'F':
-        state.orientation = state.orientation == Orientation::icicle ? Orientation::flame : Orientation::icicle;
+        state.session.view_settings().orientation = state.session.view_settings().orientation == Orientation::icicle ? Orientation::flame : Orientation::icicle;
         state.flame_left.scroll_to_focus();
         state.flame_right.scroll_to_focus();
         state.flame_diff.scroll_to_focus();
         break;
       case 'c': case 'C':
-        state.colour_mode = state.colour_mode == ColourMode::function ? ColourMode::package : ColourMode::function;
+        state.session.view_settings().colour = state.session.view_settings().colour == ColourMode::function ? ColourMode::package : ColourMode::function;
         break;
       case 't': case 'T':
-        state.theme = state.theme == Theme::dark ? Theme::light : Theme::dark;
+        state.session.view_settings().theme = state.session.view_settings().theme == Theme::dark ? Theme::light : Theme::dark;
         state.theme_applied = false;
         break;
       case 'r': case 'R':
-        state.ranges[state.view == ViewMode::single ? 0 : state.drag_target] =
-            TimeRange{state.span_from, state.span_until};
+        state.session.select_all_time(state.session.selection().view == ViewMode::single ? 0 : state.drag_target);
         break;
       case 'o': case 'O':
-        if (state.open_dialog) state.open_dialog();
+        if (can_open) state.host->open_files_dialog();
         break;
       case '?': state.show_help = true; break;
       default: break;
@@ -2082,11 +1304,11 @@ void frame(ViewerState& state) {
   }
   const float s = state.ui_scale;
 
-  if (state.embed && (!state.files.empty() || !state.error.empty())) {
+  if (state.session.view_settings().embed && (!state.session.empty() || !state.error.empty())) {
     // Embedded: the flame graph, its breadcrumb and a search box; a bad parameter or file shows its
     // message here, inside the frame.
     draw_error_banner(state);
-    if (!state.files.empty()) {
+    if (!state.session.empty()) {
       update_trees(state);
       FlameGraph& graph = primary_flame(state);
       ImGui::SetNextItemWidth(std::min(260 * s, ImGui::GetContentRegionAvail().x * 0.4f));
@@ -2101,7 +1323,7 @@ void frame(ViewerState& state) {
   } else {
     draw_toolbar(state);
     draw_error_banner(state);
-    if (state.files.empty()) {
+    if (state.session.empty()) {
       draw_welcome(state);
     } else {
       update_trees(state);
@@ -2129,7 +1351,7 @@ void frame(ViewerState& state) {
 }
 
 void prepare_views(ViewerState& state) {
-  if (state.files.empty() || !state.pending.empty()) return;
+  if (state.session.empty() || !state.pending.empty()) return;
   update_trees(state);  // the table waits for the frame after the first paint anyway
 }
 
@@ -2137,7 +1359,7 @@ bool take_image_request(ViewerState& state, ImageRequest* out) {
   if (state.image_request_frames != 1) return false;
   state.image_request_frames = 0;
   const FlameGraph& graph = primary_flame(state);
-  if (!state.save_file || graph.canvas_max().x <= graph.canvas_min().x || graph.canvas_max().y <= graph.canvas_min().y)
+  if (!state.host || graph.canvas_max().x <= graph.canvas_min().x || graph.canvas_max().y <= graph.canvas_min().y)
     return false;
   out->name = state.image_request_name;
   out->x0 = graph.canvas_min().x;
@@ -2151,62 +1373,71 @@ bool take_image_request(ViewerState& state, ImageRequest* out) {
 // [SECTION] Status ===================================================================================
 
 std::string status_json(const ViewerState& state) {
+  const session::Session& session = state.session;
+  const session::Selection& selection = session.selection();
+  const session::ViewSettings& settings = session.view_settings();
   Json j;
   j.begin_object();
   j.key("ready").boolean(state.pending.empty());
   j.key("loading").boolean(!state.pending.empty());
   j.key("files").begin_array();
-  for (const LoadedFile& f : state.files) {
+  for (const session::LoadedSource& f : session.sources()) {
     j.begin_object();
     j.key("name").str(f.name);
     j.key("bytes").integer(static_cast<int64_t>(f.bytes));
-    j.key("kind").str(f.folded ? "folded" : "pyro");
+    j.key("kind").str(f.kind);
     j.end_object();
   }
   j.end_array();
   j.key("error").str(state.error);
-  j.key("load_ms").num(state.last_load_ms);
+  j.key("load_ms").num(session.last_open_ms());
   j.key("apps").begin_array();
-  for (const std::string& a : state.apps) j.str(a);
+  for (const std::string& a : session.apps()) j.str(a);
   j.end_array();
-  j.key("app").str(state.app);
+  j.key("app").str(selection.app);
+  j.key("types").begin_array();
+  for (const std::string& t : session.types()) j.str(t);
+  j.end_array();
+  j.key("type").str(selection.type);
+  j.key("unit").str(session.info().unit);
+  j.key("aggregation").str(aggregation_name(session.info().aggregation));
   j.key("tags").begin_object();
-  for (size_t k = 0; k < state.tag_keys.size(); ++k) {
-    j.key(state.tag_keys[k]).begin_array();
-    for (const std::string& v : state.tag_values[k]) j.str(v);
+  for (size_t k = 0; k < session.tag_keys().size(); ++k) {
+    j.key(session.tag_keys()[k]).begin_array();
+    for (const std::string& v : session.tag_values()[k]) j.str(v);
     j.end_array();
   }
   j.end_object();
   j.key("selected_tags").begin_object();
-  for (const auto& [key, values] : state.selected_tags) {
-    if (values.empty()) continue;
+  for (const auto& [key, values] : selection.tags) {
     j.key(key).begin_array();
     for (const std::string& v : values) j.str(v);
     j.end_array();
   }
   j.end_object();
-  j.key("selector").str(state.selector);
-  j.key("view").str(view_name(state.view));
-  j.key("panels").str(state.panels == Panels::flame ? "flamegraph" : state.panels == Panels::table ? "table" : "both");
-  j.key("theme").str(state.theme == Theme::dark ? "dark" : "light");
-  j.key("orientation").str(state.orientation == Orientation::icicle ? "icicle" : "flame");
-  j.key("colour").str(state.colour_mode == ColourMode::function ? "function" : "package");
-  j.key("span").begin_object().key("from").integer(state.span_from).key("until").integer(state.span_until).end_object();
+  j.key("selector").str(session.selector_text());
+  j.key("view").str(name_of(selection.view));
+  j.key("panels").str(name_of(settings.panels));
+  j.key("theme").str(name_of(settings.theme));
+  j.key("orientation").str(name_of(settings.orientation));
+  j.key("colour").str(name_of(settings.colour));
+  j.key("span").begin_object().key("from").integer(session.span().from).key("until").integer(session.span().until).end_object();
   j.key("timeline").begin_object();
   j.key("from").integer(state.timeline_view.from).key("until").integer(state.timeline_view.until);
+  const Timeline& timeline = session.last_timeline().timeline;
   uint64_t timeline_sum = 0;
-  for (uint64_t v : state.timeline.timeline.samples) timeline_sum += v;
-  j.key("points").integer(static_cast<int64_t>(state.timeline.timeline.samples.size()));
-  j.key("step").integer(state.timeline.timeline.step);
+  for (uint64_t v : timeline.samples) timeline_sum += v;
+  j.key("points").integer(static_cast<int64_t>(timeline.samples.size()));
+  j.key("step").integer(timeline.step);
   j.key("samples").integer(static_cast<int64_t>(timeline_sum));
   j.end_object();
   j.key("ranges").begin_object();
-  j.key("left").begin_object().key("from").integer(state.ranges[0].from).key("until").integer(state.ranges[0].until).end_object();
-  j.key("right").begin_object().key("from").integer(state.ranges[1].from).key("until").integer(state.ranges[1].until).end_object();
+  j.key("left").begin_object().key("from").integer(selection.ranges[0].from).key("until").integer(selection.ranges[0].until).end_object();
+  j.key("right").begin_object().key("from").integer(selection.ranges[1].from).key("until").integer(selection.ranges[1].until).end_object();
   j.end_object();
   j.key("drag_target").str(state.drag_target == 0 ? "left" : "right");
-  j.key("search").str(state.search);
-  const FlameGraph& primary = state.view == ViewMode::diff ? state.flame_diff : state.flame_left;
+  j.key("search").str(settings.search);
+  const FlameGraph& primary = selection.view == ViewMode::diff ? state.flame_diff : state.flame_left;
   j.key("matched_share").num(primary.matched_share());
   j.key("matched_samples").integer(static_cast<int64_t>(primary.matched_total()));
   auto graph_json = [&](const char* name, const FlameGraph& g) {
@@ -2244,12 +1475,12 @@ std::string status_json(const ViewerState& state) {
     j.end_object();
   };
   j.key("flame").begin_object();
-  if (state.view == ViewMode::single) graph_json("main", state.flame_left);
-  if (state.view == ViewMode::comparison) {
+  if (state.session.selection().view == ViewMode::single) graph_json("main", state.flame_left);
+  if (state.session.selection().view == ViewMode::comparison) {
     graph_json("left", state.flame_left);
     graph_json("right", state.flame_right);
   }
-  if (state.view == ViewMode::diff) graph_json("diff", state.flame_diff);
+  if (state.session.selection().view == ViewMode::diff) graph_json("diff", state.flame_diff);
   j.end_object();
   j.key("table").begin_object();
   j.key("rows").integer(static_cast<int64_t>(state.table_dirty ? 0 : state.table_order.size()));
@@ -2291,9 +1522,8 @@ std::string status_json(const ViewerState& state) {
   for (const std::string& line : state.log) j.str(line);
   j.end_array();
   // Export > Share: "" when it can be used, else why not.
-  j.key("share_unavailable").str(!state.share_unavailable.empty() || state.share_parts || state.load_share_parts
-                                      ? state.share_unavailable
-                                      : std::string("no way to load the viewer's files"));
+  j.key("share_unavailable").str(state.share_parts ? std::string()
+                                  : state.host ? state.host->share_unavailable() : std::string("no host"));
   j.key("widgets").begin_object();
   for (const WidgetRect& w : state.widgets) {
     j.key(w.name).begin_array().num(w.x0).num(w.y0).num(w.x1 - w.x0).num(w.y1 - w.y0).end_array();

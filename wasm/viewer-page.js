@@ -45,18 +45,46 @@
   overlayClose.addEventListener('click', hideOverlay);
   function reportError(message) {
     pageErrors.push(String(message));
-    if (ready) {
-      withCString(String(message), (ptr) => Module._pv_set_error(ptr));
-    } else {
-      fatal(message);
+    try {
+      if (ready) {
+        withCString(String(message), (ptr) => Module._pv_set_error(ptr));
+        return;
+      }
+    } catch (e) {
+      message += ' (' + (e && e.message ? e.message : e) + ')';
     }
+    fatal(message);
   }
 
   function withCString(text, fn) {
     const length = Module.lengthBytesUTF8(text) + 1;
     const ptr = Module._malloc(length);
+    if (!ptr) throw new Error('out of memory for a string of ' + formatBytes(length));
     Module.stringToUTF8(text, ptr, length);
     try { return fn(ptr); } finally { Module._free(ptr); }
+  }
+
+  // Sizes from outside (Content-Length, a file's size, a download's length) are hostile until checked:
+  // each one handed to _malloc / _realloc is a safe integer no larger than the most the WebAssembly
+  // memory can grow to (the build's MAXIMUM_MEMORY). A larger number would not fit: wasm32 cuts it to
+  // 32 bits (4 GB + 64 KB becomes 64 KB), and the block would be smaller than the bytes written to it.
+  let heapMax = 0;
+  function heapLimit() { return heapMax || (heapMax = Module._pv_heap_max()); }
+  function checkedSize(n, what) {
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${what}: ${n} is not a byte count`);
+    if (n > heapLimit()) throw new Error(`${what}: ${n} bytes is more than the viewer can hold (${formatBytes(heapLimit())})`);
+    return n;
+  }
+  function heapAlloc(n, what) {
+    checkedSize(n, what);
+    const ptr = Module._malloc(Math.max(1, n));
+    if (!ptr) throw new Error(`${what}: out of memory allocating ${formatBytes(n)}`);
+    return ptr;
+  }
+  // Content-Length as a number, or 0 when absent or not a plain decimal number.
+  function contentLength(headers) {
+    const text = (headers.get('Content-Length') || '').trim();
+    return /^[0-9]+$/.test(text) ? Number(text) : 0;
   }
 
   function formatBytes(n) {
@@ -67,41 +95,19 @@
 
   const nextPaint = () => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
 
-  // Streams a body into malloc'd WebAssembly memory; returns {ptr, size}. `expected` may be 0 (unknown).
-  async function readIntoHeap(stream, expected, onProgress) {
-    let capacity = Math.max(expected, 1 << 16);
-    let ptr = Module._malloc(capacity);
-    if (!ptr) throw new Error('out of memory allocating ' + formatBytes(capacity));
-    let size = 0;
-    const reader = stream.getReader();
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (size + value.length > capacity) {
-          capacity = Math.max(size + value.length, capacity * 2);
-          const grown = Module._realloc(ptr, capacity);
-          if (!grown) throw new Error('out of memory growing to ' + formatBytes(capacity));
-          ptr = grown;
-        }
-        Module.HEAPU8.set(value, ptr + size);  // HEAPU8 is re-read: memory growth replaces it
-        size += value.length;
-        onProgress(size);
-      }
-    } catch (e) {
-      Module._free(ptr);
-      throw e;
-    }
-    return { ptr, size };
+  // The next piece of a download; a connection that breaks (or delivers less than its Content-Length)
+  // is an error naming the file.
+  function readChunk(reader, name) {
+    return reader.read().catch((e) => { throw new Error(`${name}: download failed (${e && e.message ? e.message : e})`); });
   }
 
-  const FOLDED_NAME = /\.(folded|txt|collapsed|stacks)$/i;
   const STREAM_CHUNK = 2 << 20;  // folded text reaches the parser in pieces of this size
 
-  // Folded text by name, else by content: printable text whose first line ends in " <count>".
+  // Folded text, told by its content as the viewer tells every format (a perf script is often
+  // called .txt too): printable text whose first line ends in " <count>". Everything else goes to the
+  // viewer whole, which reads .pyro, pprof, perf script, speedscope and .cpuprofile.
   function looksFolded(name, firstChunk) {
-    if (FOLDED_NAME.test(name)) return true;
-    if (/\.pyro$/i.test(name) || !firstChunk) return false;
+    if (!firstChunk) return false;
     const head = firstChunk.subarray(0, 4096);
     if (head.includes(0)) return false;
     const text = new TextDecoder().decode(head);
@@ -113,8 +119,7 @@
   // memory, and parsing overlaps the download.
   async function streamFolded(reader, first, name, modified, onProgress, timing) {
     const id = withCString(name, (ptr) => Module._pv_stream_begin(ptr, modified));
-    const staging = Module._malloc(STREAM_CHUNK);
-    if (!staging) throw new Error('out of memory allocating a ' + formatBytes(STREAM_CHUNK) + ' buffer');
+    const staging = heapAlloc(STREAM_CHUNK, name);
     let filled = 0, total = 0, ok = true;
     timing.parseMs = timing.parseMs || 0;
     const flush = () => {
@@ -136,7 +141,7 @@
         }
         total += chunk.length;
         onProgress(total);
-        const { done, value } = await reader.read();
+        const { done, value } = await readChunk(reader, name);
         chunk = done ? null : value;
       }
       flush();
@@ -147,29 +152,33 @@
     return total;
   }
 
-  // Reads a body into malloc'd WebAssembly memory; returns {ptr, size}. `expected` may be 0 (unknown).
-  async function readIntoHeap(reader, first, expected, onProgress) {
-    let capacity = Math.max(expected, first ? first.length : 0, 1 << 16);
-    let ptr = Module._malloc(capacity);
-    if (!ptr) throw new Error('out of memory allocating ' + formatBytes(capacity));
-    let size = 0;
+  // Reads a body into malloc'd WebAssembly memory; returns {ptr, size}. `expected` may be 0 (unknown);
+  // it is a hint (a server's Content-Length can lie), so every chunk is checked against the block.
+  async function readIntoHeap(reader, first, expected, name, onProgress) {
+    let capacity = 0, ptr = 0, size = 0;
     try {
+      capacity = checkedSize(Math.max(expected, first ? first.length : 0, 1 << 16), name);
+      ptr = heapAlloc(capacity, name);
       let chunk = first;
       while (chunk) {
         if (size + chunk.length > capacity) {
-          capacity = Math.max(size + chunk.length, capacity * 2);
-          const grown = Module._realloc(ptr, capacity);
-          if (!grown) throw new Error('out of memory growing to ' + formatBytes(capacity));
+          const needed = checkedSize(size + chunk.length, name);
+          const grownCapacity = Math.min(Math.max(needed, capacity * 2), heapLimit());
+          const grown = Module._realloc(ptr, grownCapacity);
+          if (!grown) throw new Error(`${name}: out of memory growing to ${formatBytes(grownCapacity)}`);
           ptr = grown;
+          capacity = grownCapacity;
         }
+        if (size + chunk.length > capacity) throw new Error(`${name}: ${size + chunk.length} bytes do not fit a block of ${capacity}`);
         Module.HEAPU8.set(chunk, ptr + size);  // HEAPU8 is re-read: memory growth replaces it
         size += chunk.length;
         onProgress(size);
-        const { done, value } = await reader.read();
+        const { done, value } = await readChunk(reader, name);
         chunk = done ? null : value;
       }
     } catch (e) {
-      Module._free(ptr);
+      if (ptr) Module._free(ptr);
+      reader.cancel().catch(() => {});
       throw e;
     }
     return { ptr, size };
@@ -207,20 +216,20 @@
         if (source.whole) {
           // A small .pyro in one piece: one copy into the heap, no per-chunk round trips.
           const bytes = new Uint8Array(await source.whole());
-          const ptr = Module._malloc(Math.max(1, bytes.length));
-          if (!ptr) throw new Error('out of memory allocating ' + formatBytes(bytes.length));
+          const ptr = heapAlloc(bytes.length, source.name);
           Module.HEAPU8.set(bytes, ptr);
           withCString(source.name, (namePtr) => Module._pv_open_add(namePtr, ptr, bytes.length, source.modified || 0));
           before += bytes.length;
           continue;
         }
         const reader = stream.getReader();
-        const firstRead = await reader.read();
+        const firstRead = await readChunk(reader, source.name);
         const first = firstRead.done ? new Uint8Array(0) : firstRead.value;
         if (looksFolded(source.name, first)) {
           before += await streamFolded(reader, first, source.name, source.modified || 0, progress, timing);
         } else {
-          const { ptr, size } = await readIntoHeap(reader, firstRead.done ? null : first, source.size || 0, progress);
+          const { ptr, size } = await readIntoHeap(reader, firstRead.done ? null : first, source.size || 0, source.name,
+                                                   progress);
           withCString(source.name, (namePtr) => Module._pv_open_add(namePtr, ptr, size, source.modified || 0));
           before += size;
         }
@@ -250,13 +259,34 @@
     }));
   }
 
-  function nameOfUrl(url) {
-    return decodeURIComponent(new URL(url, location.href).pathname.split('/').pop() || url);
+  // A file= value: {name} (the last part of its path, %-escapes decoded), or {error} saying what is
+  // wrong with it (no URL, a malformed %-escape). Never throws: a bad value is named in the banner.
+  function parseFileParam(value) {
+    let path;
+    try {
+      path = new URL(value, location.href).pathname;
+    } catch (e) {
+      return { error: `file '${value}' is not a URL` };
+    }
+    const last = path.split('/').pop();
+    try {
+      return { name: decodeURIComponent(last) || value };
+    } catch (e) {
+      return { error: `file '${value}' has a malformed %-escape` };
+    }
   }
+  function nameOfUrl(url) { return parseFileParam(url).name || url; }
+  function fileParams() {
+    return new URLSearchParams(location.search).getAll('file').flatMap((f) => f.split(',')).filter((f) => f.length);
+  }
+  // file= downloads send no cookies or HTTP authentication (docs/security.md): an address someone sends
+  // you must not make the viewer read a page with your login, whatever the origin.
+  const FETCH_OPTIONS = { credentials: 'omit' };
+
   // .pyro files are compact: below 64 MB they are read in one piece (much faster than chunk by chunk
   // when the page is busy); folded text and big files stream, with progress.
   function readsWhole(name, response) {
-    const length = Number(response.headers.get('Content-Length') || 0);
+    const length = contentLength(response.headers);
     return /\.pyro$/i.test(name) && response.ok && !response.headers.get('Content-Encoding') &&
            length > 0 && length < (64 << 20);
   }
@@ -270,10 +300,11 @@
     const url = event.data;
     postMessage({ url, started: true });
     try {
-      const response = await fetch(url);
+      const response = await fetch(url, ${JSON.stringify(FETCH_OPTIONS)});
       const headers = {};
       for (const key of ['Content-Length', 'Content-Encoding', 'Last-Modified']) headers[key] = response.headers.get(key);
-      const length = Number(headers['Content-Length'] || 0);
+      const text = (headers['Content-Length'] || '').trim();
+      const length = /^[0-9]+$/.test(text) ? Number(text) : 0;
       if (!response.ok || headers['Content-Encoding'] || !(length > 0 && length < (64 << 20))) {
         postMessage({ url, refetch: true });
         return;
@@ -316,14 +347,14 @@
     });
   }
   function fetchOnPage(url) {
-    return fetch(url).then((response) => {
+    return fetch(url, FETCH_OPTIONS).then((response) => {
       api.marks.fileHeaders = performance.now();
       return { response, whole: readsWhole(nameOfUrl(url), response) ? response.arrayBuffer() : null };
     }, (error) => ({ error }));
   }
   const earlyFetches = new Map();
-  for (const url of new URLSearchParams(location.search).getAll('file').flatMap((f) => f.split(','))) {
-    if (!url) continue;
+  for (const url of fileParams()) {
+    if (parseFileParam(url).error) continue;  // reported once the viewer runs
     const viaWorker = /\.pyro$/i.test(nameOfUrl(url)) && typeof Worker === 'function';
     earlyFetches.set(url, viaWorker ? fetchInWorker(url).then((got) => got || fetchOnPage(url)) : fetchOnPage(url));
   }
@@ -339,8 +370,13 @@
         if (result.error) throw new Error(`${url}: download failed (${result.error.message})`);
         const response = result.response;
         if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
-        const length = Number(response.headers.get('Content-Length') || 0);
+        const length = contentLength(response.headers);
         const encoded = response.headers.get('Content-Encoding');
+        if (!encoded && length > heapLimit()) {
+          if (response.body) response.body.cancel().catch(() => {});
+          throw new Error(`${url}: the server announces ${length} bytes (Content-Length), more than the viewer can ` +
+                          `hold (${formatBytes(heapLimit())})`);
+        }
         source.size = encoded ? 0 : length;  // a compressed body's length is not the bytes we get
         const modified = Date.parse(response.headers.get('Last-Modified') || '');
         if (modified) source.modified = Math.floor(modified / 1000);
@@ -392,8 +428,14 @@
       if (key === 'file') continue;
       withCString(key, (k) => withCString(value, (v) => Module._pv_setting(k, v)));
     }
-    // ?file=a.pyro&file=b.pyro (or one comma-separated list) open together as one data set.
-    const files = params.getAll('file').flatMap((f) => f.split(',')).filter((f) => f.length);
+    // ?file=a.pyro&file=b.pyro (or one comma-separated list) open together as one data set; a value
+    // that is no usable URL is named in the banner, as a bad setting is.
+    const files = [];
+    for (const value of fileParams()) {
+      const parsed = parseFileParam(value);
+      if (parsed.error) withCString(parsed.error, (message) => Module._pv_setting_error(message));
+      else files.push(value);
+    }
     if (files.length) openSources(urlSources(files));
   }
 
@@ -457,25 +499,31 @@
     async loadShareParts() {
       try {
         const names = ['index.html', 'viewer-page.js', 'viewer-single.js'];
+        // The page's own files, next to it: fetched as its scripts were (same origin, the browser's
+        // default credentials), so a viewer served behind a login can still make share files.
         const parts = await Promise.all(names.map(async (name) => {
           const response = await fetch(name);
           if (!response.ok) throw new Error(`${name}: HTTP ${response.status} ${response.statusText}`);
           return new Uint8Array(await response.arrayBuffer());
         }));
-        const pointers = parts.map((bytes) => {
-          const ptr = Module._malloc(Math.max(1, bytes.length));
-          if (!ptr) throw new Error('out of memory for the share file');
-          Module.HEAPU8.set(bytes, ptr);
-          return ptr;
-        });
+        const pointers = [];
         try {
+          parts.forEach((bytes, i) => {
+            const ptr = heapAlloc(bytes.length, names[i]);
+            Module.HEAPU8.set(bytes, ptr);
+            pointers.push(ptr);
+          });
           Module._pv_share_parts(pointers[0], parts[0].length, pointers[1], parts[1].length, pointers[2], parts[2].length);
         } finally {
           pointers.forEach((ptr) => Module._free(ptr));
         }
       } catch (e) {
-        withCString('the viewer\'s files for a share file could not be loaded: ' + (e && e.message ? e.message : e),
-                    (ptr) => Module._pv_share_parts_failed(ptr));
+        const message = 'the viewer\'s files for a share file could not be loaded: ' + (e && e.message ? e.message : e);
+        try {
+          withCString(message, (ptr) => Module._pv_share_parts_failed(ptr));
+        } catch (e2) {
+          reportError(message);
+        }
       }
       Module._pv_redraw();
     },

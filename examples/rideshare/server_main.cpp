@@ -3,7 +3,8 @@
 //   REGION=eu-north PORT=5002 ./rideshare            # writes rideshare-eu-north.pyro
 //   ./rideshare --region us-east --port 5001 --output out/us-east.pyro
 //
-// Every setting is a flag or an environment variable (the flag wins); --help lists them. SIGINT or
+// Every setting is a flag or an environment variable (the flag wins), except the address to listen on,
+// which is only a flag (default 127.0.0.1); --help lists them. SIGINT or
 // SIGTERM stops the server, then the profiler writes the partial block and closes the file.
 #include <httplib.h>
 #include <pthread.h>
@@ -37,7 +38,8 @@ const char kUsage[] =
     "  --region NAME        static tag region (env REGION; default us-east). eu-north has the\n"
     "                       check_driver_availability -> mutex_lock hot spot\n"
     "  --port N             port to listen on (env PORT; default 5000)\n"
-    "  --host ADDR          address to bind (env HOST; default 127.0.0.1)\n"
+    "  --host ADDR          address to bind (default 127.0.0.1; a flag only: shells and containers\n"
+    "                       export HOST for other purposes, and it must not open the service)\n"
     "  --output PATH        profile file (env PYROSCOPE_OUTPUT; default rideshare-<region>.pyro)\n"
     "  --server-address URL also push every block to a Pyroscope server's /ingest\n"
     "                       (env PYROSCOPE_SERVER_ADDRESS; default none)\n"
@@ -61,7 +63,7 @@ bool parse_options(int argc, char** argv, Options* options) {
     const char* v = std::getenv(name);
     return v ? v : "";
   };
-  std::string region = env("REGION"), port = env("PORT"), host = env("HOST");
+  std::string region = env("REGION"), port = env("PORT"), host;
   std::string output = env("PYROSCOPE_OUTPUT"), server = env("PYROSCOPE_SERVER_ADDRESS");
   std::string period = env("MUTEX_PERIOD_SECONDS"), unit = env("WORK_UNIT_US");
   std::string port_source = "PORT", period_source = "MUTEX_PERIOD_SECONDS", unit_source = "WORK_UNIT_US";

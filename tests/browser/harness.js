@@ -26,10 +26,12 @@ const TYPES = {
   '.woff2': 'font/woff2', '.ttf': 'font/ttf', '.ico': 'image/x-icon', '.svg': 'image/svg+xml',
 };
 
-// mounts: {'/': dir, '/data/': dir, ...}; longest prefix wins. Resolves to {server, url}.
-function serveStatic(mounts) {
+// mounts: {'/': dir, '/data/': dir, ...}; longest prefix wins. Resolves to {server, url}. onRequest(req),
+// if given, sees every request first (tests check the headers a page sends).
+function serveStatic(mounts, onRequest = null) {
   const prefixes = Object.keys(mounts).sort((a, b) => b.length - a.length);
   const server = http.createServer((req, res) => {
+    if (onRequest) onRequest(req);
     const url = new URL(req.url, 'http://127.0.0.1');
     const pathname = decodeURIComponent(url.pathname);
     const prefix = prefixes.find((p) => pathname.startsWith(p));

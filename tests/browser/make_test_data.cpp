@@ -6,7 +6,13 @@
 //   deep.pyro       deep-app: stacks 10,000 frames deep.
 //   sample.folded   folded text (perf / FlameGraph style).
 //   corrupt.pyro    rideshare.pyro with its header overwritten: must give a readable error.
+//   hostile.pyro    names that try to end or derail a share file's <script> (security.test.js):
+//                   hostile-app{env=...} with such tag values, a tag key and frame names, and an app
+//                   whose name is one (the name rules forbid it, a file can still hold it).
+//   heap.pb.gz      a gzipped pprof heap profile, as Go writes them: alloc_space / inuse_space in bytes
+//                   (cache::fill holds 75 % of the bytes in use), for the formats and units.
 // usage: make_test_data OUTDIR
+#define PYROSCOPE_WITH_ZLIB 1
 #define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
 
@@ -98,6 +104,60 @@ bool write_deep(const std::string& path) {
   return check(writer.close(), "close deep");
 }
 
+// The strings of docs/security.md's share file tests. Each would run a script, or stop the page, if a
+// share file embedded it as it is.
+const char* const kHostileValue = "</SCRIPT><SCRIPT>alert(location.href)</SCRIPT>";
+const char* const kHostileComment = "<!--<script>";
+const char* const kHostileKey = "k</ScRiPt><script>alert(4)</script>";
+const char* const kHostileFrame = "</ScRiPt><!--<script>alert(2)//";
+const char* const kHostileApp = "</SCRIPT><SCRIPT>alert(3)</SCRIPT>";
+
+bool write_hostile(const std::string& path) {
+  pyroscope::Writer writer;
+  if (!check(writer.open(path), "open hostile")) return false;
+  for (int b = 0; b < 6; ++b) {
+    const int64_t t = kStart + b * 10;
+    pyroscope::Tree tree;
+    add(&tree, std::string("main;handle;") + kHostileFrame + ";work", 40);
+    add(&tree, std::string("main;") + kHostileComment + ";" + kHostileValue, 25);
+    add(&tree, "main;idle", 10);
+    if (!check(writer.append(pyroscope::SeriesKey("hostile-app", {{"env", kHostileValue}, {kHostileKey, "v"}}), t, tree),
+               "append hostile") ||
+        !check(writer.append(pyroscope::SeriesKey("hostile-app", {{"env", kHostileComment}, {kHostileKey, "v"}}), t, tree),
+               "append hostile") ||
+        !check(writer.append(pyroscope::SeriesKey("hostile-app", {{"env", "plain"}}), t, tree), "append hostile") ||
+        !check(writer.append(pyroscope::SeriesKey(kHostileApp, {}), t, tree), "append hostile"))
+      return false;
+  }
+  return check(writer.close(), "close hostile");
+}
+
+bool write_text(const std::string& path, const std::string& text);
+
+bool write_heap_pprof(const std::string& path) {
+  pyroscope::Tree allocated, in_use;
+  add(&allocated, "main;cache::fill(unsigned long);operator new(unsigned long)", 48ull << 20);
+  add(&allocated, "main;request::parse(std::string_view);std::string::_M_create(unsigned long&, unsigned long)", 32ull << 20);
+  add(&in_use, "main;cache::fill(unsigned long);operator new(unsigned long)", 3ull << 20);
+  add(&in_use, "main;request::parse(std::string_view);std::string::_M_create(unsigned long&, unsigned long)", 1ull << 20);
+  pyroscope::SeriesInfo bytes = pyroscope::default_series_info("alloc_space");
+  bytes.period = 524288;
+  bytes.period_type = "space";
+  bytes.period_unit = "bytes";
+  pyroscope::SeriesInfo gauge = pyroscope::default_series_info("inuse_space");
+  gauge.period = bytes.period;
+  gauge.period_type = bytes.period_type;
+  gauge.period_unit = bytes.period_unit;
+  pyroscope::ExportOptions options;
+  options.from = kStart;
+  options.until = kStart + 10;
+  std::string out;
+  if (!check(pyroscope::export_pprof({{"alloc_space", bytes, &allocated}, {"inuse_space", gauge, &in_use}}, options, &out),
+             "heap pprof"))
+    return false;
+  return write_text(path, out);
+}
+
 bool write_text(const std::string& path, const std::string& text) {
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return false;
@@ -125,9 +185,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string dir = argv[1];
-  for (const char* name : {"/rideshare.pyro", "/deep.pyro"}) std::remove((dir + name).c_str());
+  for (const char* name : {"/rideshare.pyro", "/deep.pyro", "/hostile.pyro"}) std::remove((dir + name).c_str());
   if (!write_rideshare(dir + "/rideshare.pyro")) return 1;
   if (!write_deep(dir + "/deep.pyro")) return 1;
+  if (!write_hostile(dir + "/hostile.pyro")) return 1;
   const std::string folded =
       "main;server::accept();server::handle();db::query(std::string const&) 120\n"
       "main;server::accept();server::handle();json::encode(Value const&) 45\n"
@@ -135,6 +196,8 @@ int main(int argc, char** argv) {
       "main;scheduler::tick();timer::fire() 30\n";
   if (!write_text(dir + "/sample.folded", folded)) return 1;
   if (!write_corrupt(dir + "/rideshare.pyro", dir + "/corrupt.pyro")) return 1;
-  std::printf("make_test_data: wrote rideshare.pyro deep.pyro sample.folded corrupt.pyro to %s\n", dir.c_str());
+  if (!write_heap_pprof(dir + "/heap.pb.gz")) return 1;
+  std::printf("make_test_data: wrote rideshare.pyro deep.pyro hostile.pyro sample.folded corrupt.pyro heap.pb.gz to %s\n",
+              dir.c_str());
   return 0;
 }

@@ -17,128 +17,8 @@ const REQUIRED = [];
 const USAGE = 'viewer.test.js --site DIR --data DIR --out DIR [--pyro PYRO]';
 
 const { expect, exception, finish } = h.checker();
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function status(page) { return page.evaluate(() => window.pyroscopeViewer.status()); }
-
-// Waits until the viewer has drawn `count` more frames (input makes it draw a few), so what the last
-// event did is in status(). Software WebGL can take a few hundred ms per frame on a busy machine.
-async function settle(page, count = 2, timeout = 10000) {
-  const start = (await status(page)).frames;
-  const deadline = Date.now() + timeout;
-  while (Date.now() < deadline) {
-    if ((await status(page)).frames >= start + count) return;
-    await sleep(20);
-  }
-}
-
-// Polls status() until predicate(status) holds; returns the last status either way.
-async function waitFor(page, predicate, what, timeout = 30000) {
-  const start = Date.now();
-  let s = null;
-  while (Date.now() - start < timeout) {
-    s = await page.evaluate(() => (window.pyroscopeViewer ? window.pyroscopeViewer.status() : null));
-    if (s && s.ready !== false && predicate(s)) {
-      // One more frame, so the widgets on screen (status().widgets) show the new state too.
-      await settle(page, 1, 3000);
-      return status(page);
-    }
-    await sleep(50);
-  }
-  expect(false, 'timed out waiting for ' + what, s && { error: s.error, view: s.view, table: s.table, pageErrors: s.pageErrors });
-  return s;
-}
-
-function widget(s, name) {
-  const rect = s.widgets[name];
-  if (!rect) throw new Error(`widget '${name}' is not on screen; have: ${Object.keys(s.widgets).join(', ')}`);
-  return rect;
-}
-
-// Waits until a widget is on screen and has not moved for a frame (popups and new panels settle).
-async function stableWidget(page, name, timeout = 10000) {
-  const deadline = Date.now() + timeout;
-  let previous = null;
-  while (Date.now() < deadline) {
-    const s = await status(page);
-    const rect = s.widgets[name];
-    if (rect && previous && rect.join() === previous.join()) return rect;
-    previous = rect || null;
-    await settle(page, 1, 500);
-  }
-  throw new Error(`widget '${name}' did not settle on screen; have: ${Object.keys((await status(page)).widgets).join(', ')}`);
-}
-
-async function click(page, name, options = {}) {
-  const [x, y, w, hgt] = await stableWidget(page, name);
-  // Move first and let a frame pass, as a hand would: ImGui items that allow overlap (table headers)
-  // only take a click once the previous frame saw no other item hovered.
-  await page.mouse.move(x + (options.fx ?? 0.5) * w, y + (options.fy ?? 0.5) * hgt);
-  await settle(page, 2);  // two: the first may have started before the move arrived
-  await page.mouse.down();
-  await page.mouse.up();
-  await settle(page);
-}
-
-// A drag in small steps with pauses, so the viewer draws frames in between like under a real hand.
-async function drag(page, from, to, button = 'left') {
-  await page.mouse.move(from[0], from[1]);
-  await settle(page, 1);
-  await page.mouse.down({ button });
-  await settle(page, 1);
-  const steps = 6;
-  for (let i = 1; i <= steps; i++) {
-    await page.mouse.move(from[0] + ((to[0] - from[0]) * i) / steps, from[1] + ((to[1] - from[1]) * i) / steps);
-    await settle(page, 1);
-  }
-  await page.mouse.up({ button });
-  await settle(page);
-}
-
-async function screenshot(page, out, name) {
-  const file = path.join(out, name);
-  const buffer = await page.screenshot({ path: file });
-  console.log('  screenshot ' + file);
-  return h.decodePng(buffer);
-}
-
-// Image pixels = CSS pixels at deviceScaleFactor 1.
-function painted(image, rect, background) {
-  const distinct = h.distinctColours(image, rect);
-  const notBackground = h.countPixels(image, rect, (r, g, b) =>
-    Math.abs(r - background[0]) + Math.abs(g - background[1]) + Math.abs(b - background[2]) > 40);
-  return { distinct, share: notBackground.share };
-}
-
-// Hovers along a flame graph row and returns the first block whose name passes accept, with its
-// position: {name, x, y}. Each probe waits for a frame so status().hovered reflects it.
-async function findBlock(page, graphKey, widgetName, depth, accept) {
-  const s = await status(page);
-  const [x, y, w] = widget(s, widgetName);
-  const g = s.flame[graphKey];
-  if (s.orientation !== 'icicle') throw new Error('findBlock works in the icicle orientation');
-  const rowH = g.row_height / s.pixelRatio;
-  const rowY = y + (depth + 0.5) * rowH - g.scroll_y / s.pixelRatio;
-  for (let i = 0; i < 40; i++) {
-    const px = x + 4 + ((w - 8) * (i + 0.5)) / 40;
-    await page.mouse.move(px, rowY);
-    await settle(page, 1);
-    const hovered = (await status(page)).flame[graphKey].hovered;
-    if (hovered && accept(hovered)) return { name: hovered, x: px, y: rowY };
-  }
-  return null;
-}
-
-async function openViewer(browser, base, query, deviceScaleFactor = 1) {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, deviceScaleFactor });
-  page.pageErrors = [];
-  page.on('pageerror', (e) => page.pageErrors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') page.pageErrors.push(m.text()); });
-  await page.goto(base + '/' + query);
-  await page.waitForFunction(() => window.pyroscopeViewer && window.pyroscopeViewer.ready, null, { timeout: 60000 });
-  return page;
-}
+const { sleep, status, settle, waitFor, widget, stableWidget, click, drag, screenshot, painted, findBlock, openViewer } =
+  require('./viewer_page').viewerPage(expect);
 
 async function testMainFlow(browser, base, out) {
   console.log('main flow: rideshare.pyro');
@@ -301,6 +181,29 @@ async function testErrorsAndFormats(browser, base, out, dataDir) {
   s = await waitFor(page, (st) => st.app === 'sample' && st.flame.main.total > 0, 'folded app selected');
   expect(s.flame.main.total === 205, 'folded text imported with all its samples', s.flame.main.total);
 
+  console.log('a gzipped pprof heap profile: its types and units (stb inflates it in the browser)');
+  await page.close();
+  page = await openViewer(browser, base, '?file=data/heap.pb.gz');
+  s = await waitFor(page, (st) => st.app === 'heap' && st.flame_painted, 'the pprof opened');
+  expect(s.files[0].kind === 'pprof' && s.error === '', 'told by its content, no error', [s.files, s.error]);
+  expect(JSON.stringify(s.types) === JSON.stringify(['alloc_space', 'inuse_space']) && s.type === 'alloc_space' &&
+         s.unit === 'bytes', 'both profile types, the first selected, in bytes', [s.types, s.type, s.unit]);
+  expect(s.flame.main.total === 80 * 1024 * 1024, 'alloc_space holds every byte of the profile', s.flame.main.total);
+  await click(page, 'type');
+  await click(page, 'type:inuse_space');
+  s = await waitFor(page, (st) => st.type === 'inuse_space' && st.flame.main.total > 0, 'inuse_space selected');
+  expect(s.aggregation === 'average' && s.flame.main.total === 4 * 1024 * 1024, 'inuse_space: 4 MiB, an average',
+         [s.aggregation, s.flame.main.total]);
+  const cacheFill = await findBlock(page, 'main', 'flame.main', 2, (n) => /cache::fill/.test(n));
+  if (expect(cacheFill !== null, 'found cache::fill by hovering', cacheFill)) {
+    await page.mouse.move(cacheFill.x, cacheFill.y);
+    await settle(page, 3);
+    await screenshot(page, out, '08a-heap-pprof.png');
+  }
+  await page.close();
+  page = await openViewer(browser, base, '?file=data/sample.folded&file=data/deep.pyro');
+  await waitFor(page, (st) => st.files.length === 2 && st.flame_painted, 'two files again');
+
   console.log('10,000-frame stacks');
   await click(page, 'app');
   await click(page, 'app:deep-app');
@@ -393,8 +296,8 @@ async function testEmbedding(browser, base, out) {
   const eu = await frameStatus('eu', (st) => st.flame_painted, 'the eu-north frame');
   const car = await frameStatus('car', (st) => st.flame_painted, 'the car frame');
   const bad = await frameStatus('bad', (st) => st.error !== '' && st.flame_painted, 'the bad frame\'s message');
-  expect(eu.selector === 'ride-sharing-app{region="eu-north"}', 'first frame queries eu-north', eu.selector);
-  expect(car.selector === 'ride-sharing-app{vehicle="car"}', 'second frame queries car', car.selector);
+  expect(eu.selector === 'ride-sharing-app.cpu{region="eu-north"}', 'first frame queries eu-north', eu.selector);
+  expect(car.selector === 'ride-sharing-app.cpu{vehicle="car"}', 'second frame queries car', car.selector);
   expect(car.panels === 'flamegraph' && car.view === 'single', 'view=flamegraph', [car.view, car.panels]);
   expect(eu.flame.main.total > 0 && car.flame.main.total > 0 && eu.flame.main.total !== car.flame.main.total,
          'each frame shows its own totals', [eu.flame.main.total, car.flame.main.total]);

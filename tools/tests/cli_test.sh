@@ -67,8 +67,8 @@ check "stdin import round trip" same in.canon bike.canon
 "$pyro" query a.pyro 'ride-sharing-app{region="eu-north"}' --format folded | canon >both.canon
 canon in.folded in.folded >double.canon
 check "selector over both series sums them" same double.canon both.canon
-expect_exit "appending before the series' last block is refused" 1 "a.pyro" \
-  "$pyro" import-folded in.folded -o a.pyro --app ride-sharing-app --tags region=eu-north,vehicle=car --at $T0
+expect_exit "appending into a sealed span is refused" 1 "sealed" \
+  "$pyro" import-folded in.folded -o a.pyro --app ride-sharing-app --tags region=eu-north,vehicle=car --at $((T0 - 1000))
 
 # --- time syntax: unix, ISO and relative give the same range -------------------------------------
 "$pyro" query a.pyro '{}' --from $T0 --until $((T0 + 20)) --format folded | canon >unix.canon
@@ -147,6 +147,28 @@ expect_exit "export-folded -> import-folded -> same tree" 0 "appended" \
 "$pyro" query re.pyro 'again' | canon >re.canon
 check "re-imported export is the same multiset" same in.canon re.canon
 
+# --- export to other tools' formats, and import of them ---------------------------------------------
+expect_exit "export pprof" 0 "wrote car.pb.gz \\(pprof" \
+  "$pyro" export a.pyro 'ride-sharing-app{vehicle="car"}' --format pprof -o car.pb.gz
+check "the pprof is gzipped" bash -c "[[ \$(head -c 2 car.pb.gz | od -An -tx1 | tr -d ' ') == 1f8b ]]"
+expect_exit "import the pprof back (told by its content)" 0 "car.pb.gz \\(pprof\\)" \
+  "$pyro" import car.pb.gz -o frompprof.pyro --app back
+"$pyro" query frompprof.pyro 'back{}' | canon >pprof.canon
+check "pprof round trip keeps every stack and count" same in.canon pprof.canon
+expect_exit "export speedscope" 0 "speedscope" \
+  "$pyro" export a.pyro 'ride-sharing-app{vehicle="car"}' --format speedscope -o car.speedscope.json
+check "the speedscope file names speedscope's schema" grep -qF 'speedscope.app/file-format-schema.json' car.speedscope.json
+expect_exit "import the speedscope file back" 0 "speedscope" \
+  "$pyro" import car.speedscope.json -o fromspeedscope.pyro --app back --at $T0
+"$pyro" query fromspeedscope.pyro 'back{}' | canon >speedscope.canon
+check "speedscope round trip keeps every stack and count" same in.canon speedscope.canon
+expect_exit "export folded through export" 0 "folded" \
+  "$pyro" export a.pyro 'ride-sharing-app{vehicle="car"}' --format folded -o car.folded
+canon car.folded >car.canon
+check "export --format folded equals the input" same in.canon car.canon
+expect_exit "export to a format pyro does not write" 2 "expected pprof, speedscope or folded" \
+  "$pyro" export a.pyro '{}' --format cpuprofile -o x.out
+
 # --- slice: same totals over the sliced range ------------------------------------------------------
 for i in $(seq 0 19); do
   t=$((T0 + 10 * i))
@@ -197,13 +219,13 @@ check "merged timeline has 7 blocks in time order" \
   bash -c "[[ \$(awk '\$2 > 0' merged.tl | wc -l) -eq 7 ]] && sort -n -c merged.tl"
 "$pyro" info merged.pyro >merged.info
 check "merged info lists both apps and the tag values" \
-  bash -c "grep -qE '^  app$' merged.info && grep -qE '^  other$' merged.info && grep -qE 'host: b' merged.info"
+  bash -c "grep -qE '^  app  \(cpu\)$' merged.info && grep -qE '^  other  \(cpu\)$' merged.info && grep -qE 'host: b' merged.info"
 
 # --- info -----------------------------------------------------------------------------------------
 "$pyro" info a.pyro >info.txt
 check "info shows the span in ISO and unix" grep -qF "2027-01-15T08:00:00Z .. 2027-01-15T08:00:20Z ($T0 .. $((T0 + 20))" info.txt
 check "info lists tag keys and values" grep -qE "vehicle: bike, car" info.txt
-check "info lists blocks and samples per series" grep -qF "ride-sharing-app{region=\"eu-north\",vehicle=\"car\"}  (1 block, $total samples)" info.txt
+check "info lists blocks and samples per series" grep -qF "ride-sharing-app.cpu{region=\"eu-north\",vehicle=\"car\"}  (1 block, $total samples)" info.txt
 
 # --- usage errors: exit 2 with a message -----------------------------------------------------------
 expect_exit "no command" 2 "usage" "$pyro"
@@ -217,7 +239,8 @@ expect_exit "bad relative time" 2 "now-1y" "$pyro" query a.pyro '{}' --from now-
 expect_exit "empty range" 2 "empty time range" "$pyro" query a.pyro '{}' --from $T0 --until $T0
 expect_exit "bad selector" 2 "selector 'app\{vehicle=' " "$pyro" query a.pyro 'app{vehicle='
 expect_exit "missing selector" 2 "missing selector" "$pyro" query a.pyro slice.pyro
-expect_exit "import without --app" 2 "--app NAME is required" "$pyro" import-folded in.folded -o x.pyro
+expect_exit "import without --app names the application after the file" 0 "series .in.cpu" \
+  "$pyro" import in.folded -o named.pyro --at $T0
 expect_exit "import with a bad tag" 2 "tag 'novalue'" "$pyro" import-folded in.folded -o x.pyro --app a --tags novalue
 expect_exit "--top on json" 2 "--top applies" "$pyro" query a.pyro '{}' --format json --top 3
 expect_exit "merge into an input" 2 "is also an input" "$pyro" merge m1.pyro m2.pyro -o m1.pyro --force
@@ -232,10 +255,13 @@ printf 'XXXX' | dd of=flipped.pyro bs=1 seek=0 conv=notrunc 2>/dev/null
 expect_exit "file with a damaged header" 1 "flipped.pyro: " "$pyro" query flipped.pyro '{}'
 expect_exit "missing file" 1 "nothere.pyro" "$pyro" info nothere.pyro
 printf 'a;b;c 3\na;b notanumber\n' >badline.folded
-expect_exit "malformed folded line" 1 "line 2" "$pyro" import-folded badline.folded -o x.pyro --app a
+expect_exit "malformed folded line, --strict" 1 "line 2" "$pyro" import-folded badline.folded -o x.pyro --app a --strict
 check "a failed import does not create the output" bash -c "[[ ! -e x.pyro ]]"
+expect_exit "malformed folded line, lenient by default: skipped and counted" 0 "skipped 1: line 2 no count" \
+  "$pyro" import badline.folded -o lenient.pyro --app a
 printf '\n\n' >empty.folded
-expect_exit "empty folded input" 1 "no samples" "$pyro" import-folded empty.folded -o x.pyro --app a
+expect_exit "empty input" 1 "not a profile format" "$pyro" import-folded empty.folded -o x.pyro --app a
+expect_exit "a .pyro is not imported" 1 "pyro merge" "$pyro" import a.pyro -o x.pyro
 # A torn tail (an interrupted write) is not an error: the complete records are read.
 cp a.pyro torn.pyro
 printf 'torn tail bytes' >>torn.pyro

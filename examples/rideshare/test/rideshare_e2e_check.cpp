@@ -93,7 +93,9 @@ const Demo& demo() {
       pyroscope::Status st = d->data.add_file(path);
       if (!st.ok()) d->error += path + ": " + st.to_string() + "\n";
     }
-    d->data.time_span(&d->first, &d->end);
+    const pyroscope::TimeRange span = d->data.time_span();
+    d->first = span.from;
+    d->end = span.until;
     d->resolution = d->data.resolution_seconds();
     return d;
   }();

@@ -32,11 +32,12 @@ expect_exit 2 "$server_bin" --port 99999
 expect_exit 2 env MUTEX_PERIOD_SECONDS=soon "$server_bin"
 grep -q "MUTEX_PERIOD_SECONDS 'soon'" "$work/out" || fail "the bad MUTEX_PERIOD_SECONDS is not named: $(cat "$work/out")"
 
-# A server on a free port (ports taken by someone else: try another).
+# A server on a free port (ports taken by someone else: try another). HOST is set as some shells and
+# containers export it: the server must ignore it and listen on loopback.
 port=""
 for attempt in 1 2 3 4 5; do
   candidate=$((20000 + RANDOM % 30000))
-  REGION=eu-north PORT=$candidate PYROSCOPE_OUTPUT="$work/eu-north.pyro" MUTEX_PERIOD_SECONDS=20 WORK_UNIT_US=200 \
+  HOST=0.0.0.0 REGION=eu-north PORT=$candidate PYROSCOPE_OUTPUT="$work/eu-north.pyro" MUTEX_PERIOD_SECONDS=20 WORK_UNIT_US=200 \
     "$server_bin" >"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 50); do
@@ -52,6 +53,12 @@ for attempt in 1 2 3 4 5; do
   server_pid=""
 done
 [[ -n $port ]] || { fail "the server did not start: $(cat "$work/server.log")"; exit 1; }
+grep -q "listening on http://127.0.0.1:$port," "$work/server.log" ||
+  fail "the server does not listen on loopback with HOST=0.0.0.0 in its environment: $(cat "$work/server.log")"
+if command -v ss >/dev/null; then
+  listeners=$(ss -Hltn "sport = :$port" | awk '{print $4}')
+  [[ $listeners == "127.0.0.1:$port" ]] || fail "sockets listening on port $port: '$listeners', expected 127.0.0.1:$port only"
+fi
 
 "$load_bin" --duration 3 --rate 30 "127.0.0.1:$port" >"$work/load.log" 2>&1
 code=$?

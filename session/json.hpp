@@ -36,3 +36,20 @@ inline std::string escape(std::string_view text) {
 inline std::string string(std::string_view text) { return "\"" + escape(text) + "\""; }
 
 }  // namespace pyroscope::json
+
+namespace pyroscope::json {
+
+// A JSON object of string values, written in the order added: {"app":"ride","from":"1700000000"}.
+class ObjectWriter {
+ public:
+  void add(std::string_view key, std::string_view value) {
+    text_ += text_.empty() ? "{" : ",";
+    text_ += string(key) + ":" + string(value);
+  }
+  std::string finish() const { return text_.empty() ? "{}" : text_ + "}"; }
+
+ private:
+  std::string text_;
+};
+
+}  // namespace pyroscope::json
