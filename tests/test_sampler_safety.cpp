@@ -511,10 +511,9 @@ int scenario_unpublished_slot() {
   {
     pyroscope::Dataset data;
     if (!data.add_file(path).ok()) return 5;
-    int64_t first = 0, end = 0;
-    data.time_span(&first, &end);
+    const pyroscope::TimeRange span = data.time_span();
     pyroscope::QueryResult result;
-    if (!data.query("unpublished{}", first, end, &result).ok()) return 6;
+    if (!data.query("unpublished{}", span.from, span.until, &result).ok()) return 6;
     in_file = static_cast<long long>(result.tree.total());
   }
   std::fprintf(stderr, "scenario: weight drained after the stuck slot %llu, samples in the file %lld\n",
@@ -790,10 +789,9 @@ int scenario_names_after_reload() {
   dlclose(bravo);
   pyroscope::Dataset data;
   if (!data.add_file(path).ok()) return 6;
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
   pyroscope::QueryResult b;
-  if (!data.query("reload{phase=\"b\"}", first, end, &b).ok()) return 7;
+  if (!data.query("reload{phase=\"b\"}", span.from, span.until, &b).ok()) return 7;
   const std::string folded = b.tree.to_folded();
   std::fprintf(stderr, "scenario: phase b:\n%s\n", folded.c_str());
   SCENARIO_EXPECT(folded.find("bravo_burn") != std::string::npos, 8);

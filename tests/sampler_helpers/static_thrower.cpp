@@ -81,10 +81,9 @@ int main(int argc, char** argv) {
   }
   pyroscope::Dataset data;
   if (!data.add_file(argv[1]).ok()) return 5;
-  int64_t first = 0, end = 0;
-  data.time_span(&first, &end);
+  const pyroscope::TimeRange span = data.time_span();
   pyroscope::QueryResult result;
-  if (!data.query("static{}", first, end, &result).ok()) return 6;
+  if (!data.query("static{}", span.from, span.until, &result).ok()) return 6;
   const std::string folded = result.tree.to_folded();
   const pyroscope::detail::SamplerStats stats = pyroscope::detail::sampler_stats();
   std::fprintf(stderr, "%ld exceptions caught; samples %llu, %llu in the file\n", caught.load(),
