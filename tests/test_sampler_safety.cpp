@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -460,6 +461,61 @@ TEST_CASE("handler rule 5 (signal state): a SIGPROF handler installed after star
   CHECK_MESSAGE(run.ok(), run.describe());
 }
 
+namespace {
+// No POSIX timer can be created under RLIMIT_SIGPENDING 0 (the kernel reserves each timer's signal
+// against that limit, root or not), so start() fails in its agent, after it installed its handler.
+int scenario_failed_start() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_SIGPENDING, &limit) != 0) return 2;
+  limit.rlim_cur = 0;
+  if (setrlimit(RLIMIT_SIGPENDING, &limit) != 0) return 3;
+  pyroscope::Config config = scenario_config("failedstart", 250);
+  // Alone, a failed start() gives SIGPROF back as it found it.
+  pyroscope::Status status = pyroscope::start(config);
+  std::fprintf(stderr, "scenario: start() with no timers: %s\n", status.to_string().c_str());
+  SCENARIO_EXPECT(!status.ok(), 4);
+  struct sigaction now;
+  sigaction(SIGPROF, nullptr, &now);
+  SCENARIO_EXPECT((now.sa_flags & SA_SIGINFO) == 0 && now.sa_handler == SIG_DFL, 5);
+  // An application thread that installs its own handler while start() runs keeps it.
+  struct sigaction foreign;
+  std::memset(&foreign, 0, sizeof foreign);
+  foreign.sa_sigaction = foreign_profiler;
+  foreign.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&foreign.sa_mask);
+  bool replaced = false;
+  for (int attempt = 0; attempt < 50 && !replaced; attempt++) {
+    std::atomic<bool> installed{false}, quit{false};
+    std::thread application([&] {
+      while (!quit.load()) {
+        struct sigaction current;
+        sigaction(SIGPROF, nullptr, &current);
+        if (pyroscope::detail::sampler_handler_is_ours(current)) {
+          sigaction(SIGPROF, &foreign, nullptr);
+          installed = true;
+          return;
+        }
+      }
+    });
+    status = pyroscope::start(config);
+    quit = true;
+    application.join();
+    SCENARIO_EXPECT(!status.ok(), 6);
+    if (!installed.load()) continue;  // start() failed before the thread saw its handler: again
+    replaced = true;
+    std::fprintf(stderr, "scenario: the application installed its handler during start() (attempt %d)\n", attempt + 1);
+    SCENARIO_EXPECT(sigprof_handler_is(foreign_profiler), 7);
+  }
+  SCENARIO_EXPECT(replaced, 8);
+  return 0;
+}
+}  // namespace
+
+TEST_CASE("handler rule 5 (signal state): a failed start() gives SIGPROF back only while the handler is ours") {
+  const Run run = run_scenario("failed-start", 120);
+  CHECK_MESSAGE(run.ok(), run.describe());
+}
+
 // =====================================================================================================
 // stop() and a handler that never returned (issue 19.3): the in-flight wait has a deadline, the drain
 // skips a ring slot that is never published.
@@ -862,6 +918,7 @@ const Scenario kScenarios[] = {
 #endif
     {"siglongjmp", scenario_siglongjmp},
     {"replaced-handler", scenario_replaced_handler},
+    {"failed-start", scenario_failed_start},
     {"lost-handler", scenario_lost_handler},
     {"unpublished-slot", scenario_unpublished_slot},
     {"callback-reentry", scenario_callback_reentry},
