@@ -9475,6 +9475,18 @@ class SampleAggregator {
   }
 };
 
+// The info of the sampler's cpu series: values are samples (weights), summed over time, and one sample
+// stands for period_ns nanoseconds of a thread's CPU time (pprof's period and period type cpu).
+inline SeriesInfo sampler_series_info(int64_t period_ns) {
+  SeriesInfo info = default_series_info(kDefaultProfileType);
+  info.unit = "samples";
+  info.aggregation = Aggregation::sum;
+  info.period = period_ns;
+  info.period_type = "cpu";
+  info.period_unit = "nanoseconds";
+  return info;
+}
+
 inline bool sampler_handler_is_ours(const struct sigaction& action) {
   return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
 }
@@ -9486,6 +9498,10 @@ struct ProfilerSession {
   int64_t period_ns = 10000000;
   std::shared_ptr<SessionLog> log = std::make_shared<SessionLog>();
   Writer writer;
+  // What the cpu series' values mean (format v3): samples, summed, each standing for period_ns of
+  // CPU time. Null when appending to a version 1 or 2 file, which holds samples without a period.
+  SeriesInfo series_info;
+  const SeriesInfo* append_info = &series_info;
   std::unique_ptr<SampleAggregator> aggregator;
   ThreadTimers timers;
   bool push_enabled = false;
@@ -9599,7 +9615,7 @@ struct ProfilerSession {
     std::vector<std::pair<SeriesKey, Tree>> trees;
     aggregator->take(&trees);
     for (auto& entry : trees) {
-      const Status status = writer.append(entry.first, block, entry.second);
+      const Status status = writer.append(entry.first, block, entry.second, append_info);
       if (status.ok()) {
         g_sampler_counters.blocks_written.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -9952,6 +9968,26 @@ Status start(const Config& config) {
     return Status(StatusCode::invalid_argument,
                   "'" + session->output_path + "' has a resolution of " + std::to_string(file_resolution) +
                       " s but Config.flush_interval_seconds is " + std::to_string(config.flush_interval_seconds));
+  }
+  session->series_info = sampler_series_info(session->period_ns);
+  if (file_existed) {
+    // A series keeps the info it was created with: a file whose series of this application were
+    // sampled at another rate would refuse every block, so start() refuses it now.
+    File stored;
+    if (stored.open_path(session->output_path).ok()) {
+      if (stored.info().format_version < 3) session->append_info = nullptr;
+      for (size_t i = 0; session->append_info != nullptr && i < stored.series().size(); i++) {
+        const SeriesKey& key = stored.series()[i];
+        if (key.app != config.application_name || key.type != kDefaultProfileType) continue;
+        if (stored.series_info(i) == session->series_info) continue;
+        session->writer.close();
+        return Status(StatusCode::invalid_argument,
+                      "'" + session->output_path + "' holds " + key.to_string() + " as " +
+                          stored.series_info(i).to_string() + ", but Config.sample_rate_hz " +
+                          std::to_string(config.sample_rate_hz) + " writes " + session->series_info.to_string() +
+                          ": write another file or sample at the same rate");
+      }
+    }
   }
 
   SamplerRing* ring = sampler_ring_instance();

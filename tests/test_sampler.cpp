@@ -463,6 +463,55 @@ TEST_CASE("sampler: start/stop/start appends to one file, also within one block"
   }
 }
 
+TEST_CASE("sampler: the file says what a sample is: cpu samples, summed, period 1e9/rate ns of cpu") {
+  const std::string path = fresh_path("series-info");
+  pyroscope::Config config = test_config("series-info", path);
+  config.tags = {{"region", "eu"}};
+  pyroscope::Status status = pyroscope::start(config);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  std::thread worker([] {
+    run_until_sampled([] { sampler_test_static_worker(0.02); }, 10, 3.0);
+    pyroscope::tag_scope scope("vehicle", "car");
+    run_until_sampled([] { sampler_test_static_worker(0.02); }, 10, 3.0);
+  });
+  worker.join();
+  status = pyroscope::stop();
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+
+  pyroscope::File file;
+  status = file.open_path(path);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  CHECK(file.info().format_version >= 3);
+  REQUIRE(file.series().size() == 2);
+  for (size_t i = 0; i < file.series().size(); i++) {
+    const pyroscope::SeriesInfo& info = file.series_info(i);
+    MESSAGE(file.series()[i].to_string() << ": " << info.to_string());
+    CHECK(file.series()[i].type == "cpu");
+    CHECK(info.unit == "samples");
+    CHECK(info.aggregation == pyroscope::Aggregation::sum);
+    CHECK(info.period == 1000000000 / config.sample_rate_hz);
+    CHECK(info.period_type == "cpu");
+    CHECK(info.period_unit == "nanoseconds");
+  }
+  // A query says the same.
+  const pyroscope::QueryResult result = query_file(path, "series-info{}");
+  CHECK(result.tree.total() > 0);
+  CHECK(result.info.period == 1000000000 / config.sample_rate_hz);
+  CHECK(result.info.period_type == "cpu");
+
+  // One series, one period: another rate on the same file is refused up front, the same rate appends.
+  pyroscope::Config faster = config;
+  faster.sample_rate_hz = 2 * config.sample_rate_hz;
+  status = pyroscope::start(faster);
+  CHECK(status.code() == pyroscope::StatusCode::invalid_argument);
+  CHECK_MESSAGE(status.message().find("sample_rate_hz") != std::string::npos, status.to_string());
+  CHECK(!pyroscope::is_running());
+  status = pyroscope::start(config);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  status = pyroscope::stop();
+  CHECK_MESSAGE(status.ok(), status.to_string());
+}
+
 namespace {
 std::atomic<int> g_foreign_handler_calls{0};
 void foreign_handler(int) { g_foreign_handler_calls++; }
