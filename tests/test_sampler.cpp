@@ -512,6 +512,38 @@ TEST_CASE("sampler: the file says what a sample is: cpu samples, summed, period 
   CHECK_MESSAGE(status.ok(), status.to_string());
 }
 
+TEST_CASE("sampler: a version 2 file is appended to in its own version, without a period") {
+  const std::string path = fresh_path("series-info-v2");
+  {
+    std::ifstream in(std::string(PYROSCOPE_TEST_DATA_DIR) + "/golden-v2.pyro", std::ios::binary);
+    REQUIRE(in.good());
+    std::ofstream out(path, std::ios::binary);
+    out << in.rdbuf();
+  }
+  pyroscope::File before;
+  REQUIRE(before.open_path(path).ok());
+  REQUIRE(before.info().format_version == 2);
+  pyroscope::Config config = test_config("series-info-v2", path);
+  config.flush_interval_seconds = int(before.info().resolution_seconds);
+  pyroscope::Status status = pyroscope::start(config);
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  std::thread worker([] { run_until_sampled([] { sampler_test_static_worker(0.02); }, 10, 3.0); });
+  worker.join();
+  status = pyroscope::stop();
+  REQUIRE_MESSAGE(status.ok(), status.to_string());
+  pyroscope::File after;
+  REQUIRE(after.open_path(path).ok());
+  CHECK(after.info().format_version == 2);
+  bool found = false;
+  for (size_t i = 0; i < after.series().size(); i++) {
+    if (after.series()[i].app != "series-info-v2") continue;
+    found = true;
+    CHECK(after.series_info(i) == pyroscope::SeriesInfo());  // samples, summed, period unknown
+  }
+  CHECK(found);
+  CHECK(query_file(path, "series-info-v2{}").tree.total() > 0);
+}
+
 namespace {
 std::atomic<int> g_foreign_handler_calls{0};
 void foreign_handler(int) { g_foreign_handler_calls++; }
