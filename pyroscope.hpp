@@ -76,7 +76,7 @@
      Tree, SymbolTable, Writer, File, Dataset: one thread at a time per object; distinct objects are
      independent. const member functions of File and Dataset may run concurrently.
      tag_scope / tag_wrapper: any thread, lock-free after a tag set's first use.
-     start / stop: any thread, serialized internally.
+     start / stop / is_running: any thread (the log callback too, except stop); see each declaration.
 */
 #ifndef PYROSCOPE_HPP_INCLUDED
 #define PYROSCOPE_HPP_INCLUDED
@@ -931,15 +931,20 @@ struct Config {
   std::string output_path;            // default "<application_name>.pyro" in the working directory
   int flush_interval_seconds = 10;    // one block per interval; must equal the file's resolution
   std::string server_address;         // e.g. "http://localhost:4040": also POST each block to /ingest
-  // Called on the profiler's background thread (never inside the signal handler).
+  // Called on the profiler's background threads (never inside the signal handler). It may call
+  // is_running(), start() (refused while a session runs or stops) and fork(); stop() from it returns
+  // invalid_argument.
   std::function<void(LogLevel, const std::string&)> log;
 };
 
 // Starts sampling every thread of the process (those that exist and those created later).
-// Thread safety: any thread; start/stop are serialized. Returns already_running if started.
+// Thread safety: any thread. Returns already_running if started, or while stop() is still finishing.
 Status start(const Config& config);
-// Stops sampling, writes the partial block and closes the file.
+// Stops sampling, writes the partial block and closes the file (and gives the push queue up to 3 s).
+// Thread safety: any thread but the profiler's own; is_running(), start() and fork() on other threads
+// do not wait for it to finish (is_running() is false from its start).
 Status stop();
+// Thread safety: any thread, including the log callback.
 bool is_running();
 
 // RAII form: starts in the constructor, stops in the destructor.
@@ -7470,6 +7475,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <pthread.h>
 #include <signal.h>
 #include <sys/auxv.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -7497,15 +7503,40 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 // rescans every kThreadScanMs for new ones and deletes the timers of threads that are gone.
 //
 // The SIGPROF handler unwinds into a slot of a bounded lock-free ring (Vyukov's MPMC sequence scheme,
-// one consumer) and records the thread's tag-set id and the sample's weight, 1 + si_overrun. No
-// malloc, no locks, no stdio. Two unwinders, both correct on -O2 code without frame pointers:
+// one consumer) and records the thread's tag-set id and the sample's weight, 1 + si_overrun.
+//
+// What the handler may and may not do (docs/sampler.md names the test that holds each rule):
+//   1. No lock anywhere it calls: atomics, clock_gettime, _dl_find_object, reads of its own tables, and
+//      write(2) to the agent's eventfd.
+//      On x86-64 it never calls libgcc's _Unwind_Backtrace: libgcc 12 takes object_mutex on every FDE
+//      lookup once any frames were registered with __register_frame_info (a -static program registers
+//      its own at startup, a JIT at run time), and the interrupted thread may be holding it.
+//   2. No allocation: the ring, the unwind tables and the list of stack mappings are made by the agent.
+//   3. No lazy loader work: start() calls every function the handler calls before installing it (with
+//      lazy binding a first call through the PLT runs the dynamic linker), its TLS is initial-exec, it
+//      has no function-local static.
+//   4. Bounded memory reads: the walk reads only inside the mapping that holds the interrupted stack
+//      pointer (from the agent's list of mappings), and only the tables of objects that
+//      _dl_find_object says are loaded now.
+//   5. It leaves the process's signal state as it found it: errno is saved and restored; every
+//      asynchronous signal is blocked while it runs (an application handler that siglongjmp's away from
+//      a nested signal would otherwise abandon ours half-way); SA_RESTART; and stop(), the fork child
+//      and a failed start() give SIGPROF back only while the handler is still ours.
+// Where the tables cannot go on (a module whose table the agent has not built yet, a rule they do not
+// express, a frame outside the thread's stack) the sample keeps the frames walked so far under a
+// synthetic [incomplete] root, and SamplerStats counts why.
+//
+// Unwinders, both correct on -O2 code without frame pointers:
 //   - tables (x86-64, glibc >= 2.35): the agent turns each module's .eh_frame into sorted rows "from this
-//     pc on, CFA = rsp|rbp + k, rbp saved at CFA + j"; the handler finds the module with
-//     _dl_find_object (async-signal-safe, always current), binary-searches the row and reads two words
-//     per frame: 4-6x cheaper per sample than libgcc, which interprets the DWARF program of every frame.
-//   - _Unwind_Backtrace (libgcc; async-signal-safe with glibc >= 2.35, whose _dl_find_object it uses):
-//     for a module without a table yet, rules the tables do not express (PLT stubs, signal
-//     trampolines, DWARF expressions) and other architectures.
+//     pc on, CFA = rsp|rbp + k, rbp saved at CFA + j" (plus the PLT's and the signal trampoline's
+//     rules); the handler finds the module with _dl_find_object (lock-free, always current),
+//     binary-searches the row and reads two words per frame: 4-6x cheaper per sample than libgcc, which
+//     interprets the DWARF program of every frame.
+//   - _Unwind_Backtrace (libgcc) is the only unwinder on other architectures and under ThreadSanitizer.
+//     It is safe in the handler only where glibc >= 2.35 (libgcc then finds FDEs with _dl_find_object,
+//     older glibc makes it call dl_iterate_phdr, which takes the loader's lock) and no frames are
+//     registered at run time. start() refuses a statically linked program there; a JIT that registers
+//     frames is a documented limitation of those builds.
 
 namespace pyroscope {
 namespace detail {
@@ -7516,23 +7547,45 @@ constexpr size_t kSamplerRingSlots = 1024;   // ~10 s of 10 busy threads at 100 
 constexpr int kAgentWakeMs = 100;            // drain the ring and rescan threads this often
 constexpr int kPushStopBudgetMs = 3000;      // stop() waits at most this long for the push queue
 constexpr uint64_t kHandlerPreemptedNs = 200000;  // a handler timed longer was descheduled meanwhile
+// A handler still running this long after sampling was switched off is given up on (it can only have
+// been left with siglongjmp by a signal the mask let through, or be stopped in a debugger): stop()
+// logs it and goes on. Memory such a handler could still read (tables, mapping lists) is never freed.
+constexpr int64_t kInFlightWaitNs = 2000000000;
+// A ring slot claimed by a handler and not published for this long is skipped by the drain; if that
+// handler publishes after all, its sample is dropped (counted) and the ring stays consistent.
+constexpr int64_t kUnpublishedSlotNs = 1000000000;
+
+// Everything the handler shares with other threads is a std::atomic; one that falls back to a lock
+// (64-bit atomics on some 32-bit targets) would be rule 1 broken.
+static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free &&
+                  std::atomic<uint32_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free &&
+                  std::atomic<bool>::is_always_lock_free && std::atomic<const void*>::is_always_lock_free,
+              "pyroscope.hpp: the sampler's signal handler needs lock-free 32- and 64-bit atomics on this "
+              "target; define PYROSCOPE_NO_SAMPLER to build without the sampler");
+
+constexpr uint16_t kSlotTruncated = 1;   // deeper than kSamplerMaxFrames: the leaf side was kept
+constexpr uint16_t kSlotIncomplete = 2;  // the unwinder stopped before the stack's end
 
 struct SamplerSlot {
   std::atomic<uint64_t> sequence;
   uint32_t tag_set;
   uint32_t weight;
   uint16_t depth;
-  uint16_t truncated;
+  uint16_t flags;  // kSlotTruncated, kSlotIncomplete
   uint32_t reserved;
   uintptr_t pcs[kSamplerMaxFrames];  // leaf first; callers' return addresses already minus one
 };
 static_assert(sizeof(void*) != 8 || sizeof(SamplerSlot) == 1024, "a ring slot is one KiB on 64-bit");
 
+// Never freed, and reset only in a fork child: a handler given up on by stop() (kInFlightWaitNs) may
+// still own a claimed slot, and positions only ever grow, so such a slot cannot be confused with a
+// later one.
 struct SamplerRing {
   SamplerSlot* slots = nullptr;
   uint64_t mask = 0;
   alignas(64) std::atomic<uint64_t> head{0};  // next position a producer claims
   alignas(64) uint64_t tail = 0;              // next position the consumer reads
+  int64_t waiting_since_ns = 0;               // consumer: when the slot at tail was first seen claimed, unpublished
 
   // Handler side. Returns nullptr when the ring is full (the sample is dropped and counted).
   SamplerSlot* claim(uint64_t* position) {
@@ -7553,30 +7606,51 @@ struct SamplerRing {
       }
     }
   }
-  void publish(SamplerSlot* slot, uint64_t position) {
-    slot->sequence.store(position + 1, std::memory_order_release);
+  // Handler side. False if the drain gave up on the slot meanwhile: the sample is lost, the ring intact.
+  bool publish(SamplerSlot* slot, uint64_t position) {
+    uint64_t expected = position;
+    return slot->sequence.compare_exchange_strong(expected, position + 1, std::memory_order_release,
+                                                  std::memory_order_relaxed);
   }
 
-  // Consumer side (the agent thread only). Calls fn(const SamplerSlot&) for each published sample in
-  // order and stops at the first slot a handler is still writing.
+  // In a fork child, where no other thread (and so no handler that claimed a slot) exists: every slot
+  // free again, from the current tail on. Atomics only.
+  void reset_after_fork() {
+    for (uint64_t i = 0; i <= mask; i++) slots[(tail + i) & mask].sequence.store(tail + i, std::memory_order_relaxed);
+    head.store(tail, std::memory_order_release);
+    waiting_since_ns = 0;
+  }
+
+  // Consumer side (one thread at a time). Calls fn(const SamplerSlot&) for each published sample in
+  // order and stops at the first slot a handler is still writing, unless that slot has been claimed
+  // and unpublished for kUnpublishedSlotNs: then it is skipped (and counted in *skipped).
   template <class Fn>
-  size_t drain(Fn&& fn) {
+  size_t drain(int64_t now_ns, uint64_t* skipped, Fn&& fn) {
     size_t n = 0;
     for (;;) {
       SamplerSlot* slot = &slots[tail & mask];
-      if (slot->sequence.load(std::memory_order_acquire) != tail + 1) break;
+      uint64_t seq = slot->sequence.load(std::memory_order_acquire);
+      if (seq != tail + 1) {
+        // seq == tail: free, or claimed and not yet published.
+        if (head.load(std::memory_order_acquire) == tail) {
+          waiting_since_ns = 0;
+          break;  // free: the ring is empty
+        }
+        if (waiting_since_ns == 0) waiting_since_ns = now_ns;
+        if (now_ns - waiting_since_ns < kUnpublishedSlotNs) break;
+        if (!slot->sequence.compare_exchange_strong(seq, tail + mask + 1, std::memory_order_acq_rel)) continue;
+        ++*skipped;
+        tail++;
+        waiting_since_ns = 0;
+        continue;
+      }
+      waiting_since_ns = 0;
       fn(static_cast<const SamplerSlot&>(*slot));
       slot->sequence.store(tail + mask + 1, std::memory_order_release);
       tail++;
       n++;
     }
     return n;
-  }
-  // Only while no handler can run.
-  void reset() {
-    for (uint64_t i = 0; i <= mask; i++) slots[i].sequence.store(i, std::memory_order_relaxed);
-    head.store(0, std::memory_order_relaxed);
-    tail = 0;
   }
 };
 
@@ -7591,6 +7665,10 @@ struct SamplerCounters {
   std::atomic<uint64_t> dropped_full{0};     // ring full
   std::atomic<uint64_t> drained{0};
   std::atomic<uint64_t> weight{0};           // sum of 1 + si_overrun over drained samples
+  // Sum of the squared weights: weight^2 / weight_squared is the effective number of independent
+  // samples. Under CPU contention a thread's timer is checked only at ticks that find it running, so
+  // fewer signals carry larger weights (and the same totals).
+  std::atomic<uint64_t> weight_squared{0};
   std::atomic<uint64_t> timers_armed{0};     // currently
   std::atomic<uint64_t> timers_created{0};
   std::atomic<uint64_t> timers_deleted{0};
@@ -7600,26 +7678,45 @@ struct SamplerCounters {
   std::atomic<uint64_t> push_failed{0};      // attempts that failed (retried or dropped)
   std::atomic<uint64_t> push_dropped{0};     // batches given up
   std::atomic<uint64_t> agent_cpu_ns{0};     // CPU time of finished agent threads (drain, symbolize, write)
-  std::atomic<uint64_t> table_unwinds{0};    // samples unwound with the tables (the rest: libgcc)
+  std::atomic<uint64_t> table_unwinds{0};    // samples unwound to the stack's end with the tables
   std::atomic<uint64_t> table_handler_ns{0};  // handler time of those samples (below the cap)
   std::atomic<uint64_t> table_timed{0};
+  // Samples whose walk stopped before the stack's end (x86-64), by reason:
+  std::atomic<uint64_t> incomplete_no_table{0};  // a module the agent has not built a table for yet
+  std::atomic<uint64_t> incomplete_no_rule{0};   // code without unwind data, or a rule the tables lack
+  std::atomic<uint64_t> incomplete_stack{0};     // the next frame would be outside the stack's mapping
   std::atomic<uint64_t> handler_ns_log2[32] = {};  // samples by handler time: [2^i, 2^(i+1)) ns
   std::atomic<uint64_t> verify_same{0};      // test hook g_sampler_verify_unwind: both unwinders agreed
   std::atomic<uint64_t> verify_different{0};
+  std::atomic<uint64_t> skipped_slots{0};    // ring slots the drain gave up waiting for
+  std::atomic<uint64_t> lost_publishes{0};   // handlers that found their slot given up on
+  std::atomic<uint64_t> lost_handlers{0};    // handlers stop() stopped waiting for
+  std::atomic<uint64_t> tables_built{0};     // unwind tables built (each module once per load)
+  std::atomic<uint64_t> tables_freed{0};     // tables of unloaded modules freed
+  std::atomic<uint64_t> stack_maps_read{0};  // times the agent listed the stack mappings
 };
 
 inline SamplerCounters g_sampler_counters;
 inline std::atomic<SamplerRing*> g_sampler_ring{nullptr};
 inline std::atomic<bool> g_sampler_enabled{false};
 inline std::atomic<int> g_sampler_in_flight{0};
+// Handlers stop() gave up waiting for (kInFlightWaitNs). They stay counted in g_sampler_in_flight:
+// later waits wait for it to come down to this, and nothing a handler reads is freed any more.
+inline std::atomic<int> g_sampler_lost_in_flight{0};
 
 // A snapshot of the counters, for tests, benchmarks and the log.
 struct SamplerStats {
   uint64_t samples = 0, handler_ns = 0, handler_timed = 0, dropped_full = 0, drained = 0, weight = 0;
+  uint64_t weight_squared = 0;
   uint64_t timers_armed = 0, timers_created = 0, timers_deleted = 0, thread_scans = 0;
   uint64_t blocks_written = 0, push_sent = 0, push_failed = 0, push_dropped = 0, agent_cpu_ns = 0;
   uint64_t table_unwinds = 0, table_handler_ns = 0, table_timed = 0, verify_same = 0, verify_different = 0;
+  uint64_t incomplete_no_table = 0, incomplete_no_rule = 0, incomplete_stack = 0;
+  uint64_t skipped_slots = 0, lost_publishes = 0, lost_handlers = 0;
+  uint64_t tables_built = 0, tables_freed = 0, stack_maps_read = 0;
   uint64_t handler_ns_log2[32] = {};
+
+  uint64_t incomplete() const { return incomplete_no_table + incomplete_no_rule + incomplete_stack; }
 
   // Handler time below which `fraction` of the samples fall (from the log2 histogram: the upper edge of
   // the bucket that crosses it, so an estimate within a factor of two).
@@ -7643,6 +7740,7 @@ inline SamplerStats sampler_stats() {
   s.dropped_full = c.dropped_full.load(std::memory_order_relaxed);
   s.drained = c.drained.load(std::memory_order_relaxed);
   s.weight = c.weight.load(std::memory_order_relaxed);
+  s.weight_squared = c.weight_squared.load(std::memory_order_relaxed);
   s.timers_armed = c.timers_armed.load(std::memory_order_relaxed);
   s.timers_created = c.timers_created.load(std::memory_order_relaxed);
   s.timers_deleted = c.timers_deleted.load(std::memory_order_relaxed);
@@ -7655,9 +7753,18 @@ inline SamplerStats sampler_stats() {
   s.table_unwinds = c.table_unwinds.load(std::memory_order_relaxed);
   s.table_handler_ns = c.table_handler_ns.load(std::memory_order_relaxed);
   s.table_timed = c.table_timed.load(std::memory_order_relaxed);
+  s.incomplete_no_table = c.incomplete_no_table.load(std::memory_order_relaxed);
+  s.incomplete_no_rule = c.incomplete_no_rule.load(std::memory_order_relaxed);
+  s.incomplete_stack = c.incomplete_stack.load(std::memory_order_relaxed);
   for (int i = 0; i < 32; i++) s.handler_ns_log2[i] = c.handler_ns_log2[i].load(std::memory_order_relaxed);
   s.verify_same = c.verify_same.load(std::memory_order_relaxed);
   s.verify_different = c.verify_different.load(std::memory_order_relaxed);
+  s.skipped_slots = c.skipped_slots.load(std::memory_order_relaxed);
+  s.lost_publishes = c.lost_publishes.load(std::memory_order_relaxed);
+  s.lost_handlers = c.lost_handlers.load(std::memory_order_relaxed);
+  s.tables_built = c.tables_built.load(std::memory_order_relaxed);
+  s.tables_freed = c.tables_freed.load(std::memory_order_relaxed);
+  s.stack_maps_read = c.stack_maps_read.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -7673,6 +7780,146 @@ inline int64_t sampler_realtime_s() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return int64_t(ts.tv_sec);
+}
+
+// Memory a handler may be reading (a replaced list of mappings, an unloaded module's table) is freed
+// only after a moment at which no handler runs: any handler that could have seen it has returned by
+// then. The handler raises g_sampler_in_flight and then issues a seq_cst fence before it loads such a
+// pointer; the agent unpublishes, issues the same fence, and then reads the counter (the two fences
+// order the two sides as in Dekker's algorithm).
+inline bool sampler_no_handler_running() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return g_sampler_in_flight.load(std::memory_order_seq_cst) == 0;
+}
+
+// Held by the agent around every dl_iterate_phdr, and by the fork handlers. dl_iterate_phdr holds the
+// loader's lock, which fork() does not reset: a fork while the agent is inside it would leave the
+// child with that lock taken forever, and the child's first exception, dlopen or profiler start would
+// hang (seen under ASan). The prepare handler waits for the agent to leave instead.
+inline std::mutex& sampler_loader_guard() {
+  static std::mutex* guard = new std::mutex;  // never destroyed: atexit and fork handlers may run late
+  return *guard;
+}
+
+// The agent's wake-up: an eventfd that a handler writes to when it asks for something the agent makes
+// (a module's unwind table, a new list of mappings), so that it comes within a millisecond instead of
+// at the next 100 ms wake; stop() writes to it too. Made once and never closed: a handler that writes
+// late must never reach another file that got the same number. A fork child gets its own (the kernel
+// object would otherwise be shared with the parent).
+inline std::atomic<int> g_agent_wakeup_fd{-1};
+
+// Handler side (write(2) is async-signal-safe; errno is restored by the handler).
+inline void sampler_wake_agent() {
+  const int fd = g_agent_wakeup_fd.load(std::memory_order_relaxed);
+  if (fd < 0) return;
+  const uint64_t one = 1;
+  ssize_t written = write(fd, &one, sizeof one);
+  (void)written;  // a full counter (2^64 - 2 wake-ups pending) needs no more
+}
+
+// --- the threads' stacks: bounds for the walk (rule 4) ---------------------------------------------
+
+// The mappings a thread's stack can be in (readable, writable, private, not backed by a file), sorted,
+// as /proc/self/maps listed them when the agent last armed new threads (the new threads' stacks were
+// mapped before they were listed). Immutable once published.
+struct StackMappings {
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;  // [start, end)
+  uint64_t generation = 0;
+
+  const std::pair<uintptr_t, uintptr_t>* find(uintptr_t address) const {
+    size_t lo = 0, hi = ranges.size();
+    while (lo < hi) {  // first range with start > address
+      const size_t mid = (lo + hi) / 2;
+      if (ranges[mid].first <= address) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == 0 || address >= ranges[lo - 1].second) return nullptr;
+    return &ranges[lo - 1];
+  }
+};
+
+inline std::atomic<const StackMappings*> g_stack_mappings{nullptr};
+// Set by a handler that met a stack pointer in no listed mapping (a new coroutine stack, say): the agent
+// lists the mappings again on its next wake.
+inline std::atomic<bool> g_stack_mappings_wanted{false};
+
+// The mapping the calling thread's stack pointer was last found in (initial-exec TLS: plain %fs loads
+// in the handler, no lookup for a thread that stays on its stack).
+struct ThreadStackBounds {
+  uintptr_t low, high;
+  uint64_t generation;
+};
+thread_local ThreadStackBounds g_thread_stack_bounds PYROSCOPE_TLS_INITIAL_EXEC = {0, 0, 0};
+
+// Handler side: the mapping that holds sp, or false (the walk then records the interrupted frame only).
+inline bool sampler_stack_bounds(uintptr_t sp, uintptr_t* low, uintptr_t* high) {
+  const StackMappings* mappings = g_stack_mappings.load(std::memory_order_seq_cst);
+  if (mappings == nullptr) return false;
+  ThreadStackBounds& cached = g_thread_stack_bounds;
+  if (cached.generation != mappings->generation || sp < cached.low || sp >= cached.high) {
+    const std::pair<uintptr_t, uintptr_t>* range = mappings->find(sp);
+    if (range == nullptr) {
+      if (!g_stack_mappings_wanted.exchange(true, std::memory_order_relaxed)) sampler_wake_agent();
+      return false;
+    }
+    cached = ThreadStackBounds{range->first, range->second, mappings->generation};
+  }
+  *low = cached.low;
+  *high = cached.high;
+  return true;
+}
+
+// Agent side: lists the mappings a stack can be in. The main thread's "[stack]" grows down on demand:
+// its range starts where the mapping below it ends (the stack may have grown since the listing; the
+// kernel keeps it one contiguous mapping).
+inline bool sampler_read_stack_mappings(StackMappings* out) {
+  const int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  std::string text;
+  char buffer[16384];
+  for (;;) {
+    const ssize_t n = read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buffer, size_t(n));
+  }
+  close(fd);
+  out->ranges.clear();
+  uintptr_t previous_end = 0;
+  size_t line_start = 0;
+  while (line_start < text.size()) {
+    size_t line_end = text.find('\n', line_start);
+    if (line_end == std::string::npos) line_end = text.size();
+    text[line_end] = '\0';  // (the string's own terminator when it is the last line)
+    // "start-end perms offset dev inode   path"
+    const char* line = text.c_str() + line_start;
+    char* cursor = nullptr;
+    const uintptr_t start = std::strtoull(line, &cursor, 16);
+    const uintptr_t end = *cursor == '-' ? std::strtoull(cursor + 1, &cursor, 16) : 0;
+    char perms[5] = {0, 0, 0, 0, 0};
+    char device[32] = {0};
+    unsigned long long offset = 0, inode = 0;
+    int consumed = 0;
+    if (end > start && std::sscanf(cursor, " %4s %llx %31s %llu %n", perms, &offset, device, &inode, &consumed) >= 4) {
+      const std::string_view path(consumed > 0 ? cursor + consumed : "");
+      if (perms[0] == 'r' && perms[1] == 'w' && perms[3] == 'p' && inode == 0)
+        out->ranges.emplace_back(path == "[stack]" ? previous_end : start, end);
+      previous_end = end;
+    }
+    line_start = line_end + 1;
+  }
+  g_sampler_counters.stack_maps_read.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Agent side: publishes a new list; the lists a handler may still be reading wait in *retired until
+// no handler runs. Only while no handler can run: clear_stack_mappings().
+inline void sampler_publish_stack_mappings(std::unique_ptr<StackMappings> next,
+                                           std::vector<std::unique_ptr<StackMappings>>* retired) {
+  static std::atomic<uint64_t> generation{0};
+  next->generation = generation.fetch_add(1, std::memory_order_relaxed) + 1;
+  const StackMappings* previous = g_stack_mappings.exchange(next.release(), std::memory_order_seq_cst);
+  if (previous != nullptr) retired->emplace_back(const_cast<StackMappings*>(previous));
 }
 
 // --- unwinding in the handler ------------------------------------------------------------------------
@@ -7739,20 +7986,29 @@ inline uintptr_t sampler_context_pc(void* ucontext) {
 struct UnwindRow {
   uint32_t pc;
   int32_t cfa_offset;
-  int16_t rbp_offset;    // rbp saved at CFA + rbp_offset, or kRbpKept
-  uint8_t cfa_register;  // kCfaRsp, kCfaRbp, kRuleUnsupported, kNoRule
+  int16_t rbp_offset;    // rbp saved at CFA + rbp_offset, or kRbpKept; kCfaPlt: the entry's threshold
+  uint8_t cfa_register;  // kCfaRsp, kCfaRbp, kCfaPlt, kCfaSignalFrame, kRuleUnsupported, kNoRule
   uint8_t outermost;     // return address undefined: the thread's first frame
 };
 static_assert(sizeof(UnwindRow) == 12, "unwind rows are 12 bytes");
 constexpr int16_t kRbpKept = INT16_MIN;
 constexpr uint8_t kCfaRsp = 0, kCfaRbp = 1, kRuleUnsupported = 2, kNoRule = 3;
+// A PLT entry (binutils' CFI for .plt): CFA = rsp + cfa_offset + ((rip & 15) >= threshold ? 8 : 0).
+constexpr uint8_t kCfaPlt = 4;
+// The signal trampoline (__restore_rt): the interrupted registers are in the kernel's ucontext at rsp.
+constexpr uint8_t kCfaSignalFrame = 5;
+constexpr uintptr_t kUcontextRsp = offsetof(ucontext_t, uc_mcontext) + REG_RSP * sizeof(greg_t);
+constexpr uintptr_t kUcontextRbp = offsetof(ucontext_t, uc_mcontext) + REG_RBP * sizeof(greg_t);
+constexpr uintptr_t kUcontextRip = offsetof(ucontext_t, uc_mcontext) + REG_RIP * sizeof(greg_t);
 
-// The rows of one loaded object. Immutable once published; freed only when no handler can run.
+// The rows of one loaded object. Immutable once published; freed only when no handler runs.
 struct UnwindTable {
   const void* eh_frame_hdr = nullptr;  // identity, with the three fields below (_dl_find_object's)
   uintptr_t map_start = 0, map_end = 0;
   const void* link_map = nullptr;
-  bool usable = false;  // false: the object's .eh_frame_hdr has no search table; always use libgcc
+  uint64_t fingerprint = 0;  // of the object's .eh_frame_hdr search table: another library loaded at the
+                             // same place differs here
+  bool usable = false;  // false: the object's .eh_frame_hdr has no search table; its stacks end there
   std::vector<UnwindRow> rows;
   // pages[k] = number of rows with pc < k * 4096. The handler runs with cold caches: a search confined
   // to one page's rows touches two or three cache lines instead of log2(rows).
@@ -7782,119 +8038,6 @@ struct UnwindTable {
     return lo == 0 ? nullptr : &rows[lo - 1];
   }
 };
-
-// Tables by .eh_frame_hdr address (open addressing). The agent is the only writer; handlers read with
-// acquire loads. Handlers that find no table leave a request the agent serves on its next wake.
-class UnwindTables {
- public:
-  const UnwindTable* find(const dl_find_object& object) const {
-    const uintptr_t key = reinterpret_cast<uintptr_t>(object.dlfo_eh_frame);
-    for (size_t i = 0; i < kSlots; i++) {
-      const UnwindTable* table = slots_[(hash(key) + i) & (kSlots - 1)].load(std::memory_order_acquire);
-      if (table == nullptr) return nullptr;
-      if (table == tombstone()) continue;
-      if (table->eh_frame_hdr == object.dlfo_eh_frame &&
-          table->map_start == reinterpret_cast<uintptr_t>(object.dlfo_map_start) &&
-          table->map_end == reinterpret_cast<uintptr_t>(object.dlfo_map_end) &&
-          table->link_map == object.dlfo_link_map)
-        return table;
-    }
-    return nullptr;
-  }
-  // Handler side: ask for a table (dropped if the request slots are busy; asked again next sample).
-  void request(const void* eh_frame_hdr) {
-    const void* expected = nullptr;
-    requests_[hash(reinterpret_cast<uintptr_t>(eh_frame_hdr)) & (kRequests - 1)].compare_exchange_strong(
-        expected, eh_frame_hdr, std::memory_order_acq_rel);
-  }
-
-  // Agent side: builds the requested tables. Returns how many were added.
-  size_t serve_requests() {
-    size_t added = 0;
-    for (auto& slot : requests_) {
-      const void* wanted = slot.exchange(nullptr, std::memory_order_acq_rel);
-      if (wanted == nullptr) continue;
-      dl_find_object object;
-      // The object's own header is inside its mapping: look the object up by that address.
-      if (_dl_find_object(const_cast<void*>(wanted), &object) != 0 || object.dlfo_eh_frame != wanted) continue;
-      if (find(object) != nullptr) continue;
-      std::unique_ptr<UnwindTable> table(new UnwindTable);
-      table->eh_frame_hdr = object.dlfo_eh_frame;
-      table->map_start = reinterpret_cast<uintptr_t>(object.dlfo_map_start);
-      table->map_end = reinterpret_cast<uintptr_t>(object.dlfo_map_end);
-      table->link_map = object.dlfo_link_map;
-      table->usable = build_unwind_rows(static_cast<const uint8_t*>(object.dlfo_eh_frame), table->map_start,
-                                        table->map_end, &table->rows);
-      if (!table->usable) table->rows.clear();
-      table->rows.shrink_to_fit();
-      if (table->usable) table->index_pages();
-      if (publish(table.get())) {
-        row_bytes_ += table->rows.size() * sizeof(UnwindRow) + table->pages.size() * sizeof(uint32_t);
-        owned_.push_back(std::move(table));
-        added++;
-      }
-    }
-    return added;
-  }
-  // Agent side, after a dlclose: unpublishes tables whose object is gone.
-  void forget_unloaded() {
-    for (auto& slot : slots_) {
-      const UnwindTable* table = slot.load(std::memory_order_relaxed);
-      if (table == nullptr || table == tombstone()) continue;
-      dl_find_object object;
-      if (_dl_find_object(reinterpret_cast<void*>(table->map_start), &object) != 0 || find_matches(*table, object))
-        continue;
-      slot.store(tombstone(), std::memory_order_release);
-    }
-  }
-  // Only while no handler can run (between sessions).
-  void clear() {
-    for (auto& slot : slots_) slot.store(nullptr, std::memory_order_relaxed);
-    for (auto& request : requests_) request.store(nullptr, std::memory_order_relaxed);
-    owned_.clear();
-    row_bytes_ = 0;
-  }
-  size_t table_count() const { return owned_.size(); }
-  size_t row_bytes() const { return row_bytes_; }
-
-  static bool build_unwind_rows(const uint8_t* eh_frame_hdr, uintptr_t map_start, uintptr_t map_end,
-                                std::vector<UnwindRow>* rows);
-
- private:
-  static constexpr size_t kSlots = 512;
-  static constexpr size_t kRequests = 64;
-  std::atomic<const UnwindTable*> slots_[kSlots] = {};
-  std::atomic<const void*> requests_[kRequests] = {};
-  std::vector<std::unique_ptr<UnwindTable>> owned_;  // agent only
-  size_t row_bytes_ = 0;
-
-  static size_t hash(uintptr_t key) { return size_t((key >> 4) * 0x9e3779b97f4a7c15ull >> 40); }
-  // A removed table's slot (never dereferenced).
-  static const UnwindTable* tombstone() { return reinterpret_cast<const UnwindTable*>(uintptr_t(1)); }
-  static bool find_matches(const UnwindTable& table, const dl_find_object& object) {
-    return table.eh_frame_hdr == object.dlfo_eh_frame &&
-           table.map_start == reinterpret_cast<uintptr_t>(object.dlfo_map_start) &&
-           table.link_map == object.dlfo_link_map;
-  }
-  bool publish(const UnwindTable* table) {
-    const uintptr_t key = reinterpret_cast<uintptr_t>(table->eh_frame_hdr);
-    for (size_t i = 0; i < kSlots; i++) {
-      std::atomic<const UnwindTable*>& slot = slots_[(hash(key) + i) & (kSlots - 1)];
-      if (slot.load(std::memory_order_relaxed) == nullptr) {  // tombstones are not reused: readers may be past them
-        slot.store(table, std::memory_order_release);
-        return true;
-      }
-    }
-    return false;  // full (thousands of dlopen/dlclose cycles): those objects use libgcc
-  }
-};
-
-// Created by start() before the handler is installed (so the handler never runs a static's first-use
-// initialization) and never destroyed: handlers may still read it during exit.
-inline UnwindTables& unwind_tables() {
-  static UnwindTables* tables = new UnwindTables;
-  return *tables;
-}
 
 // --- .eh_frame parsing (agent thread only) ---
 
@@ -7974,15 +8117,18 @@ struct CieInfo {
   int64_t data_align = -8;
   uint64_t return_register = 16;
   uint8_t fde_encoding = 0;
-  bool augmented = false;  // 'z': FDEs carry an augmentation length
+  bool augmented = false;     // 'z': FDEs carry an augmentation length
+  bool signal_frame = false;  // 'S': the kernel's signal trampoline
   const uint8_t* instructions = nullptr;
   const uint8_t* end = nullptr;
 };
 
-inline bool parse_cie(const uint8_t* cie, CieInfo* out) {
+// limit: the end of the section the CIE must lie in (nullptr: trust its length, as libgcc does).
+inline bool parse_cie(const uint8_t* cie, const uint8_t* limit, CieInfo* out) {
   uint32_t length32;
   std::memcpy(&length32, cie, 4);
   if (length32 == 0 || length32 == 0xffffffffu) return false;  // 64-bit DWARF: not produced for x86-64 code
+  if (limit != nullptr && (limit - cie < 4 || uint64_t(limit - cie - 4) < length32)) return false;
   DwarfCursor c{cie + 4, cie + 4 + length32};
   if (c.fixed<uint32_t>() != 0) return false;  // a CIE has id 0 in .eh_frame
   const uint8_t version = c.u8();
@@ -8007,7 +8153,9 @@ inline bool parse_cie(const uint8_t* cie, CieInfo* out) {
       } else if (*a == 'P') {
         const uint8_t encoding = c.u8();
         c.encoded(encoding & 0x7f, 0);  // the personality routine: read past it
-      } else if (*a != 'S' && *a != 'B') {
+      } else if (*a == 'S') {
+        out->signal_frame = true;
+      } else if (*a != 'B') {
         break;  // unknown letter: the length field lets us skip the rest
       }
     }
@@ -8024,11 +8172,14 @@ struct CfaRules {
   uint8_t cfa_register = kRuleUnsupported;
   int64_t cfa_offset = 0;
   int64_t rbp_offset = 0;
+  int plt_threshold = 0;
   bool rbp_saved = false;
   bool rbp_unsupported = false;
   bool ra_undefined = false;
   bool ra_unsupported = false;
   bool cfa_expression = false;
+  bool rbp_in_context = false;  // signal frame: rbp and the return address are the ucontext's
+  bool ra_in_context = false;
 
   UnwindRow row(uint32_t pc) const {
     UnwindRow r{pc, 0, kRbpKept, kRuleUnsupported, 0};
@@ -8037,8 +8188,19 @@ struct CfaRules {
       r.outermost = 1;
       return r;
     }
+    if (cfa_register == kCfaSignalFrame) {
+      if (rbp_in_context && ra_in_context) r.cfa_register = kCfaSignalFrame;
+      return r;
+    }
     if (cfa_expression || ra_unsupported || rbp_unsupported || cfa_register == kRuleUnsupported) return r;
     if (cfa_offset < INT32_MIN || cfa_offset > INT32_MAX) return r;
+    if (cfa_register == kCfaPlt) {
+      if (rbp_saved) return r;  // a PLT entry never saves rbp; anything else is not the pattern we know
+      r.cfa_register = kCfaPlt;
+      r.cfa_offset = int32_t(cfa_offset);
+      r.rbp_offset = int16_t(plt_threshold);
+      return r;
+    }
     if (rbp_saved && (rbp_offset <= INT16_MIN || rbp_offset > INT16_MAX)) return r;
     r.cfa_register = cfa_register;
     r.cfa_offset = int32_t(cfa_offset);
@@ -8046,6 +8208,29 @@ struct CfaRules {
     return r;
   }
 };
+
+// "DW_OP_breg7 k; DW_OP_breg16 0; DW_OP_lit15; DW_OP_and; DW_OP_litN; DW_OP_ge; DW_OP_lit3; DW_OP_shl;
+// DW_OP_plus": binutils' CFA expression for PLT entries, CFA = rsp + k + ((rip & 15) >= N ? 8 : 0).
+inline bool match_plt_expression(const uint8_t* p, size_t n, int64_t* offset, int* threshold) {
+  DwarfCursor c{p, p + n};
+  if (c.u8() != 0x77) return false;  // DW_OP_breg7
+  *offset = c.sleb();
+  if (c.u8() != 0x80 || c.sleb() != 0) return false;  // DW_OP_breg16 0
+  if (c.u8() != 0x3f || c.u8() != 0x1a) return false;  // DW_OP_lit15 DW_OP_and
+  const uint8_t lit = c.u8();
+  if (lit < 0x30 || lit > 0x4f) return false;  // DW_OP_lit0..31
+  *threshold = lit - 0x30;
+  if (c.u8() != 0x2a || c.u8() != 0x33 || c.u8() != 0x24 || c.u8() != 0x22) return false;  // ge lit3 shl plus
+  return c.ok && c.p == c.end;
+}
+
+// "DW_OP_breg7 k" (with "; DW_OP_deref" when deref): an address k bytes above rsp, or the word there.
+inline bool match_rsp_expression(const uint8_t* p, size_t n, bool deref, uintptr_t k) {
+  DwarfCursor c{p, p + n};
+  if (c.u8() != 0x77 || c.sleb() != int64_t(k)) return false;
+  if (deref && c.u8() != 0x06) return false;
+  return c.ok && c.p == c.end;
+}
 
 // Runs a CFA program from loc; appends a row whenever the rules change at a new address.
 // Returns false on an instruction it does not know (the FDE's remaining range then falls back).
@@ -8143,12 +8328,40 @@ inline bool run_cfa_program(DwarfCursor c, const CieInfo& cie, const CfaRules& i
       case 0x0c: { const uint64_t reg = c.uleb(); define_cfa_register(reg); rules->cfa_offset = int64_t(c.uleb()); break; }
       case 0x0d: define_cfa_register(c.uleb()); break;
       case 0x0e: rules->cfa_offset = int64_t(c.uleb()); break;
-      case 0x0f: { const uint64_t n = c.uleb(); c.p += std::min<uint64_t>(n, uint64_t(c.end - c.p)); rules->cfa_expression = true; break; }
+      case 0x0f: {  // def_cfa_expression: the PLT's and the signal trampoline's are understood
+        const uint64_t n = c.uleb();
+        const uint8_t* expression = c.p;
+        const size_t length = size_t(std::min<uint64_t>(n, uint64_t(c.end - c.p)));
+        c.p += length;
+        int64_t offset = 0;
+        int threshold = 0;
+        if (match_plt_expression(expression, length, &offset, &threshold)) {
+          rules->cfa_register = kCfaPlt;
+          rules->cfa_offset = offset;
+          rules->plt_threshold = threshold;
+          rules->cfa_expression = false;
+        } else if (cie.signal_frame && match_rsp_expression(expression, length, true, kUcontextRsp)) {
+          rules->cfa_register = kCfaSignalFrame;
+          rules->cfa_expression = false;
+        } else {
+          rules->cfa_expression = true;
+        }
+        break;
+      }
       case 0x10: case 0x16: {  // expression, val_expression
         const uint64_t reg = c.uleb();
         const uint64_t n = c.uleb();
-        c.p += std::min<uint64_t>(n, uint64_t(c.end - c.p));
-        unsupported_register(reg);
+        const uint8_t* expression = c.p;
+        const size_t length = size_t(std::min<uint64_t>(n, uint64_t(c.end - c.p)));
+        c.p += length;
+        if (op == 0x10 && cie.signal_frame && reg == 6 && match_rsp_expression(expression, length, false, kUcontextRbp)) {
+          rules->rbp_in_context = true;
+        } else if (op == 0x10 && cie.signal_frame && reg == cie.return_register &&
+                   match_rsp_expression(expression, length, false, kUcontextRip)) {
+          rules->ra_in_context = true;
+        } else {
+          unsupported_register(reg);
+        }
         break;
       }
       case 0x11: { const uint64_t reg = c.uleb(); set_offset(reg, c.sleb() * cie.data_align); break; }
@@ -8164,8 +8377,14 @@ inline bool run_cfa_program(DwarfCursor c, const CieInfo& cie, const CfaRules& i
   return c.ok;
 }
 
-inline bool UnwindTables::build_unwind_rows(const uint8_t* hdr, uintptr_t map_start, uintptr_t map_end,
-                                            std::vector<UnwindRow>* rows) {
+// One FDE of an object, by the first pc it covers.
+struct FdeRef {
+  uintptr_t begin;
+  const uint8_t* fde;
+};
+
+// The FDEs listed in an .eh_frame_hdr's search table, already sorted. False without a usable table.
+inline bool collect_fdes_from_hdr(const uint8_t* hdr, std::vector<FdeRef>* fdes) {
   // .eh_frame_hdr: version 1, encodings, .eh_frame pointer, then a sorted (pc, FDE) search table.
   if (hdr[0] != 1) return false;
   const uint8_t frame_encoding = hdr[1], count_encoding = hdr[2], table_encoding = hdr[3];
@@ -8174,12 +8393,55 @@ inline bool UnwindTables::build_unwind_rows(const uint8_t* hdr, uintptr_t map_st
   c.encoded(frame_encoding, data_base);
   const uint64_t count = c.encoded(count_encoding, data_base);
   if (!c.ok || count_encoding == 0xff || table_encoding != 0x3b) return false;  // datarel|sdata4 table
-  if (map_end - map_start > UINT32_MAX) return false;  // row pcs are 32-bit offsets
   const int32_t* table = reinterpret_cast<const int32_t*>(c.p);
+  fdes->reserve(size_t(count));
+  for (uint64_t i = 0; i < count; i++)
+    fdes->push_back(FdeRef{uintptr_t(hdr + table[2 * i]), hdr + table[2 * i + 1]});
+  return true;
+}
+
+// The FDEs of an .eh_frame section, read from its start to its zero terminator (or its end), sorted.
+// For an executable linked without --eh-frame-hdr: gcc passes it to dynamic links only, so a -static
+// executable has no search table.
+inline bool collect_fdes_from_eh_frame(const uint8_t* section, size_t size, std::vector<FdeRef>* fdes) {
+  const uint8_t* const end = section + size;
   std::unordered_map<const uint8_t*, CieInfo> cies;
-  rows->reserve(size_t(count) * 4);
-  for (uint64_t i = 0; i < count; i++) {
-    const uint8_t* fde = hdr + table[2 * i + 1];
+  for (const uint8_t* entry = section; end - entry >= 8;) {
+    uint32_t length;
+    std::memcpy(&length, entry, 4);
+    if (length == 0) break;                                  // the terminator crtend.o adds
+    if (length == 0xffffffffu || uint64_t(end - entry - 4) < length) return false;
+    const uint8_t* next = entry + 4 + length;
+    uint32_t id;
+    std::memcpy(&id, entry + 4, 4);
+    if (id != 0) {  // an FDE: id is the distance back to its CIE
+      const uint8_t* cie_address = entry + 4 - id;
+      auto found = cies.find(cie_address);
+      if (found == cies.end()) {
+        CieInfo info;
+        if (cie_address < section || !parse_cie(cie_address, end, &info)) info.instructions = nullptr;
+        found = cies.emplace(cie_address, info).first;
+      }
+      if (found->second.instructions != nullptr) {
+        DwarfCursor f{entry + 8, next};
+        const uintptr_t begin = f.encoded(found->second.fde_encoding, 0);
+        if (f.ok) fdes->push_back(FdeRef{begin, entry});
+      }
+    }
+    entry = next;
+  }
+  std::sort(fdes->begin(), fdes->end(), [](const FdeRef& a, const FdeRef& b) { return a.begin < b.begin; });
+  return true;
+}
+
+// The rows of the FDEs (sorted by begin) that lie inside [map_start, map_end).
+inline bool build_unwind_rows(const std::vector<FdeRef>& fdes, uintptr_t map_start, uintptr_t map_end,
+                              std::vector<UnwindRow>* rows) {
+  if (map_end - map_start > UINT32_MAX) return false;  // row pcs are 32-bit offsets
+  std::unordered_map<const uint8_t*, CieInfo> cies;
+  rows->reserve(fdes.size() * 4);
+  for (size_t i = 0; i < fdes.size(); i++) {
+    const uint8_t* fde = fdes[i].fde;
     uint32_t length;
     std::memcpy(&length, fde, 4);
     if (length == 0 || length == 0xffffffffu) continue;
@@ -8190,11 +8452,11 @@ inline bool UnwindTables::build_unwind_rows(const uint8_t* hdr, uintptr_t map_st
     auto found = cies.find(cie_address);
     if (found == cies.end()) {
       CieInfo info;
-      if (!parse_cie(cie_address, &info)) info.instructions = nullptr;
+      if (!parse_cie(cie_address, nullptr, &info)) info.instructions = nullptr;
       found = cies.emplace(cie_address, info).first;
     }
     const CieInfo& cie = found->second;
-    if (cie.instructions == nullptr) continue;  // its range stays uncovered: the handler falls back
+    if (cie.instructions == nullptr) continue;  // its range stays uncovered: stacks end there
     const uintptr_t begin = f.encoded(cie.fde_encoding, 0);
     const uintptr_t range = f.encoded(cie.fde_encoding & 0x0f, 0);
     if (cie.augmented) {
@@ -8212,7 +8474,7 @@ inline bool UnwindTables::build_unwind_rows(const uint8_t* hdr, uintptr_t map_st
     const size_t first_row = rows->size();
     if (!rows->empty() && rows->back().pc > uint32_t(begin - map_start)) continue;  // overlapping FDE
     if (!run_cfa_program(f, cie, initial, &rules, &loc, map_start, rows)) {
-      // Unknown instruction: what was decoded holds; the rest of the function falls back.
+      // Unknown instruction: what was decoded holds; the rest of the function has no rule.
       rules.cfa_expression = true;
     }
     if (loc < begin + range) {
@@ -8222,7 +8484,8 @@ inline bool UnwindTables::build_unwind_rows(const uint8_t* hdr, uintptr_t map_st
     }
     // The end of the function: no rule until the next FDE begins.
     const uint32_t end_pc = uint32_t(begin + range - map_start);
-    const uint32_t next_begin = i + 1 < count ? uint32_t(uintptr_t(hdr + table[2 * i + 2]) - map_start) : UINT32_MAX;
+    const uintptr_t next = i + 1 < fdes.size() ? fdes[i + 1].begin : UINTPTR_MAX;
+    const uint32_t next_begin = next >= map_start && next - map_start < UINT32_MAX ? uint32_t(next - map_start) : UINT32_MAX;
     if (next_begin > end_pc) rows->push_back(UnwindRow{end_pc, 0, kRbpKept, kNoRule, 0});
   }
   // Drop rows that repeat their predecessor's rule.
@@ -8241,24 +8504,364 @@ inline bool UnwindTables::build_unwind_rows(const uint8_t* hdr, uintptr_t map_st
   return true;
 }
 
-constexpr uintptr_t kMaxFrameBytes = uintptr_t(64) << 20;
+// FNV-1a over an object's FDE list (every function start and FDE address): tells a library loaded
+// anew at the same address from the one that was there, unless their unwind data is the same (and then
+// so are the rows).
+inline uint64_t fde_list_fingerprint(const std::vector<FdeRef>& fdes) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const FdeRef& f : fdes) {
+    const uint64_t words[2] = {uint64_t(f.begin), uint64_t(reinterpret_cast<uintptr_t>(f.fde))};
+    for (uint64_t w : words) {
+      for (int i = 0; i < 8; i++) h = (h ^ ((w >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+    }
+  }
+  return h;
+}
 
-// Walks the interrupted thread's stack with the tables. False when a frame needs libgcc (no table yet,
-// an unsupported rule, a pc in no known object at the leaf): the caller then uses _Unwind_Backtrace.
-// Reads other functions' frames on purpose (return addresses, saved rbp): not instrumented by ASan.
+// The PT_GNU_EH_FRAME of an object as dl_iterate_phdr describes it, or nullptr.
+inline const void* eh_frame_hdr_of(const dl_phdr_info* info) {
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    if (info->dlpi_phdr[i].p_type == PT_GNU_EH_FRAME)
+      return reinterpret_cast<const void*>(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+  }
+  return nullptr;
+}
+
+// Tables by .eh_frame_hdr address (open addressing). The agent is the only writer; handlers read. A
+// handler that finds no table leaves a request the agent serves on its next wake.
+class UnwindTables {
+ public:
+  const UnwindTable* find(const dl_find_object& object) const {
+    const uintptr_t key = reinterpret_cast<uintptr_t>(object.dlfo_eh_frame);
+    for (size_t i = 0; i < kSlots; i++) {
+      const UnwindTable* table = slots_[(hash(key) + i) & (kSlots - 1)].load(std::memory_order_seq_cst);
+      if (table == nullptr) return nullptr;
+      if (table == tombstone()) continue;
+      if (same_object(*table, object)) return table;
+    }
+    return nullptr;
+  }
+  // The executable's table when _dl_find_object has no .eh_frame_hdr for it (prepare_executable).
+  const UnwindTable* executable() const { return executable_.load(std::memory_order_seq_cst); }
+  // Handler side: ask for a table (dropped if the request slot is busy; asked again next sample).
+  // True if this call placed the request.
+  bool request(const void* eh_frame_hdr) {
+    const void* expected = nullptr;
+    return requests_[hash(reinterpret_cast<uintptr_t>(eh_frame_hdr)) & (kRequests - 1)].compare_exchange_strong(
+        expected, eh_frame_hdr, std::memory_order_acq_rel);
+  }
+
+  // Agent side: builds the requested tables. Each is built inside a dl_iterate_phdr callback: the
+  // loader holds its lock there, and glibc's dlclose unmaps under the same lock, so no object can go
+  // away while its .eh_frame is read. Returns how many were added.
+  size_t serve_requests() {
+    std::vector<const void*> wanted;
+    for (auto& slot : requests_) {
+      if (const void* hdr = slot.exchange(nullptr, std::memory_order_acq_rel)) wanted.push_back(hdr);
+    }
+    if (wanted.empty()) return 0;
+    struct Pass {
+      UnwindTables* self;
+      const std::vector<const void*>* wanted;
+      size_t added;
+    } pass{this, &wanted, 0};
+    std::lock_guard<std::mutex> guard(sampler_loader_guard());
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* arg) {
+          Pass* p = static_cast<Pass*>(arg);
+          const void* hdr = eh_frame_hdr_of(info);
+          if (hdr != nullptr && std::find(p->wanted->begin(), p->wanted->end(), hdr) != p->wanted->end() &&
+              p->self->build_locked(hdr))
+            p->added++;
+          return 0;
+        },
+        &pass);
+    return pass.added;
+  }
+
+  // Agent side, when the loader's counters changed: unpublishes the tables of objects that are gone,
+  // or were replaced by another object at the same place (checked under the loader's lock). Their
+  // memory waits in the retired list until no handler can be reading it (free_retired).
+  void forget_unloaded() {
+    std::vector<bool> alive(kSlots, false);
+    struct Pass {
+      UnwindTables* self;
+      std::vector<bool>* alive;
+    } pass{this, &alive};
+    {
+      std::lock_guard<std::mutex> guard(sampler_loader_guard());
+      dl_iterate_phdr(
+          [](dl_phdr_info* info, size_t, void* arg) {
+            Pass* p = static_cast<Pass*>(arg);
+            const void* hdr = eh_frame_hdr_of(info);
+            if (hdr == nullptr) return 0;
+            dl_find_object object;
+            if (_dl_find_object(const_cast<void*>(hdr), &object) != 0 || object.dlfo_eh_frame != hdr) return 0;
+            bool have_fingerprint = false;
+            uint64_t fingerprint = 0;
+            for (size_t i = 0; i < kSlots; i++) {
+              const UnwindTable* table = p->self->slots_[i].load(std::memory_order_relaxed);
+              if (table == nullptr || table == tombstone() || !same_object(*table, object)) continue;
+              if (!have_fingerprint) {
+                std::vector<FdeRef> fdes;
+                collect_fdes_from_hdr(static_cast<const uint8_t*>(hdr), &fdes);
+                fingerprint = fde_list_fingerprint(fdes);
+                have_fingerprint = true;
+              }
+              if (table->fingerprint == fingerprint) (*p->alive)[i] = true;
+            }
+            return 0;
+          },
+          &pass);
+    }
+    for (size_t i = 0; i < kSlots; i++) {
+      const UnwindTable* table = slots_[i].load(std::memory_order_relaxed);
+      if (table == nullptr || table == tombstone() || alive[i]) continue;
+      slots_[i].store(tombstone(), std::memory_order_seq_cst);
+      auto owned = owned_.find(table);
+      row_bytes_ -= bytes_of(*table);
+      retired_.push_back(std::move(owned->second));
+      owned_.erase(owned);
+    }
+  }
+
+  // Agent side: frees the unpublished tables once no handler runs.
+  void free_retired() {
+    if (retired_.empty() || !sampler_no_handler_running()) return;
+    g_sampler_counters.tables_freed.fetch_add(retired_.size(), std::memory_order_relaxed);
+    retired_.clear();
+  }
+
+  // Agent side, before the first timer is armed: when _dl_find_object has no .eh_frame_hdr for the
+  // executable (a -static one: gcc passes --eh-frame-hdr to dynamic links only), builds its table from
+  // its PT_GNU_EH_FRAME or, without one, from the .eh_frame section that /proc/self/exe's section
+  // headers name. False, with the reason, when its frames will have no table.
+  bool prepare_executable(std::string* problem) {
+    if (executable_.load(std::memory_order_relaxed) != nullptr) return true;
+    const uintptr_t entry = static_cast<uintptr_t>(getauxval(AT_ENTRY));
+    dl_find_object object;
+    if (entry != 0 && _dl_find_object(reinterpret_cast<void*>(entry), &object) == 0 && object.dlfo_eh_frame != nullptr)
+      return true;  // the usual case: looked up per sample like any library
+    struct Program {
+      uintptr_t bias = 0;
+      const ElfW(Phdr)* phdr = nullptr;
+      int phnum = 0;
+    } program;
+    {
+      std::lock_guard<std::mutex> guard(sampler_loader_guard());
+      dl_iterate_phdr(
+          [](dl_phdr_info* info, size_t, void* arg) {
+            Program* p = static_cast<Program*>(arg);
+            p->bias = info->dlpi_addr;
+            p->phdr = info->dlpi_phdr;
+            p->phnum = info->dlpi_phnum;
+            return 1;  // the program is listed first
+          },
+          &program);
+    }
+    if (program.phdr == nullptr) {
+      *problem = "the executable is not listed by dl_iterate_phdr";
+      return false;
+    }
+    std::unique_ptr<UnwindTable> table(new UnwindTable);
+    table->map_start = UINTPTR_MAX;
+    const uint8_t* hdr = nullptr;
+    for (int i = 0; i < program.phnum; i++) {
+      const ElfW(Phdr)& ph = program.phdr[i];
+      if (ph.p_type == PT_GNU_EH_FRAME) hdr = reinterpret_cast<const uint8_t*>(program.bias + ph.p_vaddr);
+      if (ph.p_type != PT_LOAD || (ph.p_flags & PF_X) == 0) continue;
+      table->map_start = std::min<uintptr_t>(table->map_start, program.bias + ph.p_vaddr);
+      table->map_end = std::max<uintptr_t>(table->map_end, program.bias + ph.p_vaddr + ph.p_memsz);
+    }
+    if (table->map_start >= table->map_end) {
+      *problem = "the executable has no code segment";
+      return false;
+    }
+    std::vector<FdeRef> fdes;
+    if (hdr != nullptr) {
+      table->usable = collect_fdes_from_hdr(hdr, &fdes);
+      table->eh_frame_hdr = hdr;
+    } else {
+      uintptr_t section = 0;
+      size_t size = 0;
+      if (!find_executable_eh_frame(program.bias, &section, &size, problem)) return false;
+      bool loaded = false;  // the section must be inside a loaded segment
+      for (int i = 0; i < program.phnum; i++) {
+        const ElfW(Phdr)& ph = program.phdr[i];
+        const uintptr_t start = program.bias + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD && section >= start && size <= ph.p_filesz && section - start <= ph.p_filesz - size)
+          loaded = true;
+      }
+      if (!loaded) {
+        *problem = "the executable's .eh_frame is not in a loaded segment";
+        return false;
+      }
+      table->usable = collect_fdes_from_eh_frame(reinterpret_cast<const uint8_t*>(section), size, &fdes);
+      table->eh_frame_hdr = reinterpret_cast<const void*>(section);
+    }
+    table->usable = table->usable && build_unwind_rows(fdes, table->map_start, table->map_end, &table->rows);
+    if (!table->usable || table->rows.empty()) {
+      *problem = "the executable's unwind data could not be read";
+      return false;
+    }
+    table->rows.shrink_to_fit();
+    table->index_pages();
+    row_bytes_ += bytes_of(*table);
+    g_sampler_counters.tables_built.fetch_add(1, std::memory_order_relaxed);
+    executable_.store(table.get(), std::memory_order_seq_cst);
+    executable_owned_ = std::move(table);
+    return true;
+  }
+
+  // Only while no handler can run (between sessions).
+  void clear() {
+    for (auto& slot : slots_) slot.store(nullptr, std::memory_order_relaxed);
+    for (auto& request : requests_) request.store(nullptr, std::memory_order_relaxed);
+    executable_.store(nullptr, std::memory_order_relaxed);
+    g_sampler_counters.tables_freed.fetch_add(owned_.size() + retired_.size() + (executable_owned_ ? 1 : 0),
+                                              std::memory_order_relaxed);
+    owned_.clear();
+    retired_.clear();
+    executable_owned_.reset();
+    row_bytes_ = 0;
+  }
+  size_t table_count() const { return owned_.size() + (executable_owned_ ? 1 : 0); }
+  size_t row_bytes() const { return row_bytes_; }
+
+ private:
+  static constexpr size_t kSlots = 512;
+  static constexpr size_t kRequests = 64;
+  std::atomic<const UnwindTable*> slots_[kSlots] = {};
+  std::atomic<const void*> requests_[kRequests] = {};
+  std::atomic<const UnwindTable*> executable_{nullptr};
+  // Agent only: the published tables, those unpublished but perhaps still read, the executable's.
+  std::unordered_map<const UnwindTable*, std::unique_ptr<UnwindTable>> owned_;
+  std::vector<std::unique_ptr<UnwindTable>> retired_;
+  std::unique_ptr<UnwindTable> executable_owned_;
+  size_t row_bytes_ = 0;
+
+  static size_t hash(uintptr_t key) { return size_t((key >> 4) * 0x9e3779b97f4a7c15ull >> 40); }
+  // A removed table's slot (never dereferenced).
+  static const UnwindTable* tombstone() { return reinterpret_cast<const UnwindTable*>(uintptr_t(1)); }
+  static bool same_object(const UnwindTable& table, const dl_find_object& object) {
+    return table.eh_frame_hdr == object.dlfo_eh_frame &&
+           table.map_start == reinterpret_cast<uintptr_t>(object.dlfo_map_start) &&
+           table.map_end == reinterpret_cast<uintptr_t>(object.dlfo_map_end) && table.link_map == object.dlfo_link_map;
+  }
+  static size_t bytes_of(const UnwindTable& table) {
+    return table.rows.size() * sizeof(UnwindRow) + table.pages.size() * sizeof(uint32_t);
+  }
+
+  // Builds and publishes the table of the loaded object whose .eh_frame_hdr is hdr. Inside a
+  // dl_iterate_phdr callback only (the object cannot be unloaded meanwhile).
+  bool build_locked(const void* hdr) {
+    dl_find_object object;
+    if (_dl_find_object(const_cast<void*>(hdr), &object) != 0 || object.dlfo_eh_frame != hdr) return false;
+    if (find(object) != nullptr) return false;
+    std::unique_ptr<UnwindTable> table(new UnwindTable);
+    table->eh_frame_hdr = hdr;
+    table->map_start = reinterpret_cast<uintptr_t>(object.dlfo_map_start);
+    table->map_end = reinterpret_cast<uintptr_t>(object.dlfo_map_end);
+    table->link_map = object.dlfo_link_map;
+    std::vector<FdeRef> fdes;
+    table->usable = collect_fdes_from_hdr(static_cast<const uint8_t*>(hdr), &fdes) &&
+                    build_unwind_rows(fdes, table->map_start, table->map_end, &table->rows);
+    table->fingerprint = fde_list_fingerprint(fdes);
+    if (!table->usable) table->rows.clear();
+    table->rows.shrink_to_fit();
+    if (table->usable) table->index_pages();
+    if (!publish(table.get())) return false;  // 512 objects with samples at once: the rest end stacks
+    row_bytes_ += bytes_of(*table);
+    g_sampler_counters.tables_built.fetch_add(1, std::memory_order_relaxed);
+    const UnwindTable* key = table.get();
+    owned_.emplace(key, std::move(table));
+    return true;
+  }
+
+  bool publish(const UnwindTable* table) {
+    const uintptr_t key = reinterpret_cast<uintptr_t>(table->eh_frame_hdr);
+    for (size_t i = 0; i < kSlots; i++) {
+      std::atomic<const UnwindTable*>& slot = slots_[(hash(key) + i) & (kSlots - 1)];
+      const UnwindTable* current = slot.load(std::memory_order_relaxed);
+      // A tombstone is reused: a handler that passed it looking for another object still probes on
+      // to the first empty slot, and one looking for this object finds it now or asks again.
+      if (current == nullptr || current == tombstone()) {
+        slot.store(table, std::memory_order_seq_cst);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The address and size of the running executable's .eh_frame, from /proc/self/exe's section headers.
+  static bool find_executable_eh_frame(uintptr_t bias, uintptr_t* address, size_t* size, std::string* problem) {
+    const int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      *problem = std::string("cannot open /proc/self/exe: ") + std::strerror(errno);
+      return false;
+    }
+    bool found = false;
+    Elf64_Ehdr eh;
+    std::vector<Elf64_Shdr> sections;
+    if (pread(fd, &eh, sizeof eh, 0) == ssize_t(sizeof eh) && std::memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 &&
+        eh.e_ident[EI_CLASS] == ELFCLASS64 && eh.e_shentsize == sizeof(Elf64_Shdr) && eh.e_shnum > 0 &&
+        eh.e_shstrndx < eh.e_shnum) {
+      sections.resize(eh.e_shnum);
+      const size_t bytes = sections.size() * sizeof(Elf64_Shdr);
+      if (pread(fd, sections.data(), bytes, off_t(eh.e_shoff)) == ssize_t(bytes)) {
+        const Elf64_Shdr& names = sections[eh.e_shstrndx];
+        std::vector<char> text(size_t(std::min<uint64_t>(names.sh_size, 1u << 20)) + 1, '\0');
+        if (pread(fd, text.data(), text.size() - 1, off_t(names.sh_offset)) == ssize_t(text.size() - 1)) {
+          for (const Elf64_Shdr& section : sections) {
+            if (section.sh_name < text.size() - 1 && std::strcmp(text.data() + section.sh_name, ".eh_frame") == 0 &&
+                section.sh_addr != 0 && section.sh_size != 0) {
+              *address = bias + section.sh_addr;
+              *size = size_t(section.sh_size);
+              found = true;
+            }
+          }
+        }
+      }
+    }
+    close(fd);
+    if (!found) *problem = "the executable has neither an .eh_frame_hdr nor a readable .eh_frame section";
+    return found;
+  }
+};
+
+// Created by start() before the handler is installed (so the handler never runs a static's first-use
+// initialization) and never destroyed: handlers may still read it during exit.
+inline UnwindTables& unwind_tables() {
+  static UnwindTables* tables = new UnwindTables;
+  return *tables;
+}
+
+// How a walk ended. Anything but complete leaves the sample marked kSlotIncomplete.
+enum class UnwindEnd { complete, no_table, no_rule, outside_stack };
+
+// Walks the interrupted thread's stack with the tables, reading memory only inside the mapping that
+// holds its stack pointer (rule 4). Reads other functions' frames on purpose (return addresses, saved
+// rbp): not instrumented by ASan.
 #if defined(__clang__) || defined(__GNUC__)
 __attribute__((no_sanitize("address")))
 #endif
-inline bool sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs, int capacity, int* depth,
-                                       bool* truncated) {
+inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs, int capacity, int* depth,
+                                            bool* truncated) {
   const UnwindTables& tables = unwind_tables();
   uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
   uintptr_t sp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]);
   uintptr_t bp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RBP]);
+  uintptr_t stack_low = 0, stack_high = 0;
+  bool stack_known = sampler_stack_bounds(sp, &stack_low, &stack_high);
+  // An 8-byte read at address a stays inside the stack's mapping.
+  auto readable = [&](uintptr_t a) { return stack_known && a >= stack_low && a < stack_high && stack_high - a >= 8; };
+  auto load = [](uintptr_t a) { return *reinterpret_cast<const uintptr_t*>(a); };
   int n = 0;
+  bool interrupted = true;  // pc is the interrupted instruction itself (the leaf, or above a signal frame)
   const UnwindTable* table = nullptr;
+  UnwindEnd end = UnwindEnd::complete;
   for (;;) {
-    const uintptr_t lookup = n == 0 ? pc : pc - 1;  // a return address belongs to its call instruction
+    const uintptr_t lookup = interrupted ? pc : pc - 1;  // a return address belongs to its call instruction
     if (n == capacity) {
       *truncated = true;
       break;
@@ -8266,36 +8869,80 @@ inline bool sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs, int
     pcs[n++] = lookup;
     // Objects' mappings do not overlap: while the pc stays inside the current object, so does its table.
     if (table == nullptr || lookup < table->map_start || lookup >= table->map_end) {
+      const UnwindTable* program = tables.executable();
       dl_find_object object;
-      if (_dl_find_object(reinterpret_cast<void*>(lookup), &object) != 0 || object.dlfo_eh_frame == nullptr) {
-        if (n == 1) return false;
-        break;  // left the known objects (the stack's end, or code without unwind data)
+      if (program != nullptr && lookup >= program->map_start && lookup < program->map_end) {
+        table = program;
+      } else if (_dl_find_object(reinterpret_cast<void*>(lookup), &object) != 0) {
+        if (n == 1) end = UnwindEnd::no_rule;  // the leaf is in no object: JIT code, say
+        break;  // a return address into no object: the stack's end
+      } else if (object.dlfo_eh_frame == nullptr) {
+        end = UnwindEnd::no_rule;  // an object without unwind data
+        break;
+      } else {
+        table = tables.find(object);
+        if (table == nullptr) {
+          if (unwind_tables().request(object.dlfo_eh_frame)) sampler_wake_agent();
+          end = UnwindEnd::no_table;
+          break;
+        }
       }
-      table = tables.find(object);
-      if (table == nullptr) {
-        unwind_tables().request(object.dlfo_eh_frame);
-        return false;
+      if (!table->usable) {
+        end = UnwindEnd::no_rule;
+        break;
       }
-      if (!table->usable) return false;
     }
     const UnwindRow* row = table->find(lookup - table->map_start);
-    if (row == nullptr || row->cfa_register == kNoRule || row->cfa_register == kRuleUnsupported) return false;
+    if (row == nullptr || row->cfa_register == kNoRule || row->cfa_register == kRuleUnsupported) {
+      end = UnwindEnd::no_rule;
+      break;
+    }
     if (row->outermost) break;
-    const uintptr_t cfa = (row->cfa_register == kCfaRsp ? sp : bp) + uintptr_t(intptr_t(row->cfa_offset));
-    // The caller's frame is above this one on the stack, by a sane amount.
-    if (cfa <= sp || cfa - sp > kMaxFrameBytes || (cfa & 7) != 0) return false;
-    const uintptr_t return_address = *reinterpret_cast<const uintptr_t*>(cfa - 8);
-    if (row->rbp_offset != kRbpKept) bp = *reinterpret_cast<const uintptr_t*>(cfa + intptr_t(row->rbp_offset));
+    if (row->cfa_register == kCfaSignalFrame) {
+      // __restore_rt: the frame below was interrupted by a signal; its registers are in the ucontext
+      // at sp. It may have run on another stack (an application handler on sigaltstack).
+      if (!readable(sp + kUcontextRbp) || !readable(sp + kUcontextRsp) || !readable(sp + kUcontextRip)) {
+        end = UnwindEnd::outside_stack;
+        break;
+      }
+      bp = load(sp + kUcontextRbp);
+      pc = load(sp + kUcontextRip);
+      sp = load(sp + kUcontextRsp);
+      interrupted = true;
+      if (sp < stack_low || sp >= stack_high) stack_known = sampler_stack_bounds(sp, &stack_low, &stack_high);
+      if (pc == 0) break;
+      continue;
+    }
+    uintptr_t cfa;
+    if (row->cfa_register == kCfaRsp) cfa = sp + uintptr_t(intptr_t(row->cfa_offset));
+    else if (row->cfa_register == kCfaRbp) cfa = bp + uintptr_t(intptr_t(row->cfa_offset));
+    else cfa = sp + uintptr_t(intptr_t(row->cfa_offset)) + ((pc & 15) >= uintptr_t(row->rbp_offset) ? 8 : 0);  // PLT
+    // The caller's frame is above this one, on the same stack.
+    if (cfa <= sp || (cfa & 7) != 0 || !readable(cfa - 8)) {
+      end = UnwindEnd::outside_stack;
+      break;
+    }
+    const uintptr_t return_address = load(cfa - 8);
+    if (row->cfa_register != kCfaPlt && row->rbp_offset != kRbpKept) {
+      const uintptr_t slot = cfa + uintptr_t(intptr_t(row->rbp_offset));
+      if (!readable(slot)) {
+        end = UnwindEnd::outside_stack;
+        break;
+      }
+      bp = load(slot);
+    }
     sp = cfa;
     pc = return_address;
+    interrupted = false;
     if (pc == 0) break;
   }
   *depth = n;
-  return true;
+  return end;
 }
 #endif  // table unwinder
 
-// Test hook: when set, each sample is unwound both ways and differences are counted.
+// Test hook: when set, each sample the tables unwound to its end is unwound with libgcc as well and
+// differences are counted. Tests only: libgcc may take a lock (rule 1), which a test can rule out.
 inline std::atomic<bool> g_sampler_verify_unwind{false};
 
 inline int sampler_unwind_with_libgcc(void* ucontext, uintptr_t* pcs, int capacity, bool* truncated) {
@@ -8327,37 +8974,48 @@ inline void sampler_take_sample(const siginfo_t* info, void* ucontext) {
   }
   int depth = 0;
   bool truncated = false;
-  bool unwound = false;
+  bool complete = true;
 #if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+  UnwindEnd end = UnwindEnd::no_rule;
   if (ucontext != nullptr) {
-    unwound = sampler_unwind_with_tables(static_cast<const ucontext_t*>(ucontext), slot->pcs, kSamplerMaxFrames,
-                                         &depth, &truncated);
-    if (unwound && g_sampler_verify_unwind.load(std::memory_order_relaxed)) {
-      uintptr_t check[kSamplerMaxFrames];
-      bool check_truncated = false;
-      const int check_depth = sampler_unwind_with_libgcc(ucontext, check, kSamplerMaxFrames, &check_truncated);
-      bool same = check_depth == depth;
-      for (int i = 0; same && i < depth; i++) same = check[i] == slot->pcs[i];
-      (same ? g_sampler_counters.verify_same : g_sampler_counters.verify_different)
-          .fetch_add(1, std::memory_order_relaxed);
-    }
+    end = sampler_unwind_with_tables(static_cast<const ucontext_t*>(ucontext), slot->pcs, kSamplerMaxFrames, &depth,
+                                     &truncated);
   }
+  complete = end == UnwindEnd::complete;
+  if (!complete) {
+    (end == UnwindEnd::no_table      ? g_sampler_counters.incomplete_no_table
+     : end == UnwindEnd::outside_stack ? g_sampler_counters.incomplete_stack
+                                       : g_sampler_counters.incomplete_no_rule)
+        .fetch_add(1, std::memory_order_relaxed);
+  } else if (g_sampler_verify_unwind.load(std::memory_order_relaxed)) {
+    uintptr_t check[kSamplerMaxFrames];
+    bool check_truncated = false;
+    const int check_depth = sampler_unwind_with_libgcc(ucontext, check, kSamplerMaxFrames, &check_truncated);
+    bool same = check_depth == depth;
+    for (int i = 0; same && i < depth; i++) same = check[i] == slot->pcs[i];
+    (same ? g_sampler_counters.verify_same : g_sampler_counters.verify_different)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
+#else
+  depth = sampler_unwind_with_libgcc(ucontext, slot->pcs, kSamplerMaxFrames, &truncated);
 #endif
-  if (!unwound) {
-    depth = sampler_unwind_with_libgcc(ucontext, slot->pcs, kSamplerMaxFrames, &truncated);
-  }
   slot->depth = static_cast<uint16_t>(depth);
-  slot->truncated = truncated ? 1 : 0;
+  slot->flags = static_cast<uint16_t>((truncated ? kSlotTruncated : 0) | (complete ? 0 : kSlotIncomplete));
   slot->tag_set = g_thread_tag_set.load(std::memory_order_relaxed);
   slot->weight = 1u + static_cast<uint32_t>(info->si_overrun > 0 ? info->si_overrun : 0);
-  ring->publish(slot, position);
+  if (!ring->publish(slot, position)) g_sampler_counters.lost_publishes.fetch_add(1, std::memory_order_relaxed);
   const uint64_t elapsed = static_cast<uint64_t>(sampler_monotonic_ns() - started);
   g_sampler_counters.samples.fetch_add(1, std::memory_order_relaxed);
-  if (unwound) g_sampler_counters.table_unwinds.fetch_add(1, std::memory_order_relaxed);
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+  const bool tables = complete;
+#else
+  const bool tables = false;
+#endif
+  if (tables) g_sampler_counters.table_unwinds.fetch_add(1, std::memory_order_relaxed);
   if (elapsed < kHandlerPreemptedNs) {
     g_sampler_counters.handler_ns.fetch_add(elapsed, std::memory_order_relaxed);
     g_sampler_counters.handler_timed.fetch_add(1, std::memory_order_relaxed);
-    if (unwound) {
+    if (tables) {
       g_sampler_counters.table_handler_ns.fetch_add(elapsed, std::memory_order_relaxed);
       g_sampler_counters.table_timed.fetch_add(1, std::memory_order_relaxed);
     }
@@ -8366,10 +9024,11 @@ inline void sampler_take_sample(const siginfo_t* info, void* ucontext) {
   g_sampler_counters.handler_ns_log2[bucket].fetch_add(1, std::memory_order_relaxed);
 }
 
-// The SIGPROF handler. Async-signal-safe: atomics, clock_gettime, _Unwind_Backtrace, no allocation.
+// The SIGPROF handler (its rules are at the top of this section).
 inline void sampler_on_signal(int, siginfo_t* info, void* ucontext) {
   const int saved_errno = errno;
   g_sampler_in_flight.fetch_add(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // see sampler_no_handler_running()
   // SI_TIMER: only our timers' signals are samples (a kill(SIGPROF) or tgkill is ignored).
   if (g_sampler_enabled.load(std::memory_order_seq_cst) && info != nullptr && info->si_code == SI_TIMER)
     sampler_take_sample(info, ucontext);
@@ -8377,15 +9036,48 @@ inline void sampler_on_signal(int, siginfo_t* info, void* ucontext) {
   errno = saved_errno;
 }
 
-// The first _Unwind_Backtrace of a process binds the symbol lazily and initializes libgcc's state; do
-// it outside any handler.
-inline _Unwind_Reason_Code sampler_count_frame(_Unwind_Context*, void* arg) {
-  ++*static_cast<int*>(arg);
+// The signals the handler runs with blocked: every one but those the kernel raises for a fault in the
+// handler itself (blocking those would turn a fault into a silent kill). glibc's sigfillset leaves out
+// the signals it uses internally.
+inline void sampler_handler_mask(sigset_t* mask) {
+  sigfillset(mask);
+  for (int synchronous : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT}) sigdelset(mask, synchronous);
+}
+
+// Calls, outside any handler, every function the handler calls (rule 3): with lazy binding a first
+// call through the PLT runs the dynamic linker. The first _Unwind_Backtrace also initializes libgcc.
+inline _Unwind_Reason_Code sampler_count_frame(_Unwind_Context* context, void* arg) {
+  int ip_before_instruction = 0;
+  if (_Unwind_GetIPInfo(context, &ip_before_instruction) != 0) ++*static_cast<int*>(arg);
   return _URC_NO_REASON;
 }
-inline void sampler_warm_up_unwinder() {
+inline void sampler_bind_handler_calls() {
   int frames = 0;
   _Unwind_Backtrace(sampler_count_frame, &frames);
+  (void)sampler_monotonic_ns();
+#if defined(DLFO_EH_SEGMENT_TYPE)
+  dl_find_object object;
+  (void)_dl_find_object(reinterpret_cast<void*>(&sampler_bind_handler_calls), &object);
+#endif
+  const int wakeup = g_agent_wakeup_fd.load(std::memory_order_relaxed);
+  if (wakeup >= 0) {
+    const uint64_t zero = 0;  // adds nothing: binds write() without waking anyone
+    ssize_t written = write(wakeup, &zero, sizeof zero);
+    (void)written;
+  }
+  errno = errno;
+}
+
+// True if the executable has no PT_DYNAMIC: it is linked statically, so crtbeginT.o registered its
+// frames with __register_frame_info and libgcc's FDE lookups take object_mutex.
+inline bool sampler_executable_is_static() {
+  const ElfW(Phdr)* phdr = reinterpret_cast<const ElfW(Phdr)*>(getauxval(AT_PHDR));
+  const unsigned long count = getauxval(AT_PHNUM);
+  if (phdr == nullptr) return false;
+  for (unsigned long i = 0; i < count; i++) {
+    if (phdr[i].p_type == PT_DYNAMIC) return false;
+  }
+  return true;
 }
 
 inline SamplerRing* sampler_ring_instance() {
@@ -8424,8 +9116,12 @@ class ThreadTimers {
   }
 
   // Arms a timer for every thread of the process not yet armed (except skip_tids), deletes the timers
-  // of threads that have exited. Returns the number of threads newly armed.
-  size_t rescan(const std::vector<pid_t>& skip_tids, std::string* error) {
+  // of threads that have exited. before_arming() runs once, after the listing and before the first new
+  // timer, when there is any to arm (the agent lists the stack mappings there: a thread's stack is
+  // mapped before the thread is listed, and its handler may run as soon as its timer is armed).
+  // Returns the number of threads newly armed.
+  template <class BeforeArming>
+  size_t rescan(const std::vector<pid_t>& skip_tids, std::string* error, BeforeArming&& before_arming) {
     g_sampler_counters.thread_scans.fetch_add(1, std::memory_order_relaxed);
     // The directory stays open between scans and is reread from its start: opening it each time (path
     // walk, fstat, close) cost most of the agent's steady CPU.
@@ -8452,7 +9148,7 @@ class ThreadTimers {
     // Every tenth scan (about once a second) also checks the timers of listed threads: a tid that is
     // listed but whose timer reads as disarmed belongs to a new thread that reused the number.
     const bool check_reuse = scan_generation_ % 10 == 0;
-    size_t armed_now = 0;
+    to_arm_.clear();
     for (const pid_t tid : tids_) {
       if (std::find(skip_tids.begin(), skip_tids.end(), tid) != skip_tids.end()) continue;
       auto it = timers_.find(tid);
@@ -8468,6 +9164,11 @@ class ThreadTimers {
         delete_timer(it->second.timer);
         timers_.erase(it);
       }
+      to_arm_.push_back(tid);
+    }
+    if (!to_arm_.empty()) before_arming();
+    size_t armed_now = 0;
+    for (const pid_t tid : to_arm_) {
       timer_t timer;
       if (arm(tid, &timer)) {
         timers_[tid] = Entry{timer, scan_generation_};
@@ -8507,6 +9208,7 @@ class ThreadTimers {
   int task_dir_ = -1;
   std::vector<char> listing_;
   std::vector<pid_t> tids_;
+  std::vector<pid_t> to_arm_;
 
   bool arm(pid_t tid, timer_t* out) {
     sigevent event;
@@ -8788,15 +9490,6 @@ inline std::string sampler_demangle(const char* symbol) {
   return name;
 }
 
-// Held by the agent around every dl_iterate_phdr, and by the fork handlers. dl_iterate_phdr holds the
-// loader's lock, which fork() does not reset: a fork while the agent is inside it would leave the
-// child with that lock taken forever, and the child's first exception, dlopen or profiler start would
-// hang (seen under ASan). The prepare handler waits for the agent to leave instead.
-inline std::mutex& sampler_loader_guard() {
-  static std::mutex* guard = new std::mutex;  // never destroyed: atexit and fork handlers may run late
-  return *guard;
-}
-
 // dl_iterate_phdr's counters of objects loaded and unloaded so far (they change on dlopen/dlclose).
 inline std::pair<unsigned long long, unsigned long long> sampler_loader_counters() {
   std::pair<unsigned long long, unsigned long long> counters{0, 0};
@@ -8834,11 +9527,63 @@ class Symbolizer {
     return module_state_[module->index]->short_name + buffer;
   }
 
+  // Rereads the loaded objects if the loader's counters changed (a dlopen or dlclose since the last
+  // look). A module still loaded at the same place from the same file keeps its symbol index; the
+  // address ranges of the others (unloaded, or replaced by another file at the same place) are added
+  // to the list take_stale_ranges() hands out, so names cached for them can be dropped.
+  void refresh_if_changed() {
+    const auto counters = sampler_loader_counters();
+    if (counters.first == adds_ && counters.second == subs_) return;
+    adds_ = counters.first;
+    subs_ = counters.second;
+    std::vector<Found> found;
+    {
+      std::lock_guard<std::mutex> guard(sampler_loader_guard());
+      dl_iterate_phdr(add_module, &found);
+    }
+    std::vector<std::unique_ptr<ModuleState>> previous = std::move(module_state_);
+    std::vector<Module> previous_ranges = std::move(ranges_);
+    std::vector<bool> kept(previous.size(), false);
+    module_state_.clear();
+    ranges_.clear();
+    for (Found& f : found) {
+      if (f.state->memory_image == nullptr) stat_identity(f.state.get());
+      // The same module as before: same file (and the same file contents on disk), same place.
+      for (size_t i = 0; i < previous.size(); i++) {
+        if (!kept[i] && previous[i] && same_module(*previous[i], *f.state)) {
+          f.state = std::move(previous[i]);
+          kept[i] = true;
+          break;
+        }
+      }
+      const size_t index = module_state_.size();
+      for (Module& m : f.ranges) {
+        m.index = index;
+        ranges_.push_back(m);
+      }
+      module_state_.push_back(std::move(f.state));
+    }
+    for (const Module& m : previous_ranges) {
+      if (!kept[m.index]) stale_ranges_.emplace_back(m.start, m.end);
+    }
+    std::sort(ranges_.begin(), ranges_.end(), [](const Module& a, const Module& b) { return a.start < b.start; });
+  }
+
+  // The address ranges whose module went away or was replaced since the last call.
+  std::vector<std::pair<uintptr_t, uintptr_t>> take_stale_ranges() { return std::move(stale_ranges_); }
+
  private:
   struct ModuleState {
     std::string path;        // file to read ("" for the vDSO, read from memory)
     std::string short_name;  // basename, for unresolved frames
     const uint8_t* memory_image = nullptr;
+    uintptr_t bias = 0;
+    // The file as it was when the module was listed: a file replaced on disk and loaded again at the
+    // same place is another module.
+    dev_t device = 0;
+    ino_t inode = 0;
+    off_t size = 0;
+    int64_t modified_ns = 0;
     std::unique_ptr<ElfFunctions> functions;  // loaded on first lookup
   };
   struct Module {
@@ -8846,8 +9591,13 @@ class Symbolizer {
     uintptr_t bias;
     size_t index;  // into module_state_
   };
+  struct Found {
+    std::unique_ptr<ModuleState> state;
+    std::vector<Module> ranges;
+  };
   std::vector<Module> ranges_;  // sorted by start
   std::vector<std::unique_ptr<ModuleState>> module_state_;
+  std::vector<std::pair<uintptr_t, uintptr_t>> stale_ranges_;
   unsigned long long adds_ = ~0ull, subs_ = ~0ull;
 
   const Module* find_module(uintptr_t pc) const {
@@ -8861,6 +9611,19 @@ class Symbolizer {
   static std::string basename_of(const std::string& path) {
     const size_t slash = path.rfind('/');
     return slash == std::string::npos ? path : path.substr(slash + 1);
+  }
+
+  static void stat_identity(ModuleState* state) {
+    struct stat st;
+    if (::stat(state->path.c_str(), &st) != 0) return;
+    state->device = st.st_dev;
+    state->inode = st.st_ino;
+    state->size = st.st_size;
+    state->modified_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  }
+  static bool same_module(const ModuleState& a, const ModuleState& b) {
+    return a.path == b.path && a.memory_image == b.memory_image && a.bias == b.bias && a.device == b.device &&
+           a.inode == b.inode && a.size == b.size && a.modified_ns == b.modified_ns;
   }
 
   ElfFunctions& load(ModuleState& state) {
@@ -8922,23 +9685,12 @@ class Symbolizer {
     return same;
   }
 
-  void refresh_if_changed() {
-    const auto counters = sampler_loader_counters();
-    if (counters.first == adds_ && counters.second == subs_) return;
-    adds_ = counters.first;
-    subs_ = counters.second;
-    ranges_.clear();
-    module_state_.clear();  // an unloaded library's address range may now belong to another one
-    {
-      std::lock_guard<std::mutex> guard(sampler_loader_guard());
-      dl_iterate_phdr(add_module, this);
-    }
-    std::sort(ranges_.begin(), ranges_.end(), [](const Module& a, const Module& b) { return a.start < b.start; });
-  }
-
+  // dl_iterate_phdr callback (under the loader's lock): records the object; no file I/O here.
   static int add_module(dl_phdr_info* info, size_t, void* arg) {
-    Symbolizer* self = static_cast<Symbolizer*>(arg);
-    std::unique_ptr<ModuleState> state(new ModuleState);
+    std::vector<Found>* found = static_cast<std::vector<Found>*>(arg);
+    Found f;
+    f.state.reset(new ModuleState);
+    ModuleState* state = f.state.get();
     const char* name = info->dlpi_name != nullptr ? info->dlpi_name : "";
     const uintptr_t vdso = static_cast<uintptr_t>(getauxval(AT_SYSINFO_EHDR));
     bool is_vdso = false;
@@ -8960,14 +9712,14 @@ class Symbolizer {
       state->path = name;
       state->short_name = basename_of(name);
     }
-    const size_t index = self->module_state_.size();
+    state->bias = info->dlpi_addr;
     for (int i = 0; i < info->dlpi_phnum; i++) {
       const ElfW(Phdr)& ph = info->dlpi_phdr[i];
       if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
       const uintptr_t start = info->dlpi_addr + ph.p_vaddr;
-      self->ranges_.push_back(Module{start, start + ph.p_memsz, info->dlpi_addr, index});
+      f.ranges.push_back(Module{start, start + ph.p_memsz, info->dlpi_addr, 0});
     }
-    self->module_state_.push_back(std::move(state));
+    found->push_back(std::move(f));
     return 0;
   }
 };
@@ -9385,43 +10137,36 @@ class SampleAggregator {
         symbols_(std::make_shared<SymbolTable>()) {}
 
   void add(const SamplerSlot& slot) {
-    // Key: tag set, truncation flag and pcs, as raw bytes (the buffer keeps its capacity: no allocation
-    // for a stack seen before).
+    // Key: tag set, flags and pcs, as raw bytes (the buffer keeps its capacity: no allocation for a
+    // stack seen before).
+    const size_t depth = std::min<size_t>(slot.depth, kSamplerMaxFrames);
     key_.clear();
-    const uint32_t header[2] = {slot.tag_set, slot.truncated};
+    const uint32_t header[2] = {slot.tag_set, uint32_t(slot.flags & (kSlotTruncated | kSlotIncomplete))};
     key_.append(reinterpret_cast<const char*>(header), sizeof header);
-    key_.append(reinterpret_cast<const char*>(slot.pcs), size_t(slot.depth) * sizeof(uintptr_t));
+    key_.append(reinterpret_cast<const char*>(slot.pcs), depth * sizeof(uintptr_t));
     auto it = stacks_.find(key_);
     if (it == stacks_.end()) {
       it = stacks_.emplace(key_, 0).first;
       // Resolve a new stack's frames now: reading a module's symbols is a one-time cost best paid when
       // the module first shows up, not in the middle of a flush.
-      for (int i = 0; i < slot.depth; i++) symbol_for(slot.pcs[i]);
+      for (size_t i = 0; i < depth; i++) symbol_for(slot.pcs[i]);
     }
     it->second += slot.weight;
   }
 
+  // The loader's counters changed (a dlopen or dlclose). The block's stacks so far are folded now,
+  // under the names they got when first seen; then names cached for addresses whose module went away
+  // or was replaced are dropped, so that a library loaded where another was gets its own names.
+  // Samples taken in the agent's last interval before the change may be named after the new library.
+  void loader_changed() {
+    fold_stacks();
+    symbolizer_.refresh_if_changed();
+    forget_stale_names();
+  }
+
   // Folds the block's stacks into one tree per series and moves those trees out.
   void take(std::vector<std::pair<SeriesKey, Tree>>* out) {
-    for (const auto& entry : stacks_) {
-      const std::string& key = entry.first;
-      uint32_t header[2];
-      std::memcpy(header, key.data(), sizeof header);
-      const size_t depth = (key.size() - sizeof header) / sizeof(uintptr_t);
-      const uint32_t series = series_for(header[0]);
-      std::unique_ptr<Tree>& tree = trees_[series];
-      if (!tree) tree.reset(new Tree(symbols_));
-      frames_.clear();
-      if (header[1] != 0) frames_.push_back(symbols_->intern("[truncated]"));
-      for (size_t i = depth; i-- > 0;) {  // stored leaf first; trees want the root first
-        uintptr_t pc;
-        std::memcpy(&pc, key.data() + sizeof header + i * sizeof(uintptr_t), sizeof pc);
-        frames_.push_back(symbol_for(pc));
-      }
-      if (frames_.empty()) frames_.push_back(symbols_->intern("[no stack]"));
-      tree->insert_ids(frames_.data(), frames_.size(), entry.second);
-    }
-    stacks_.clear();
+    fold_stacks();
     out->clear();
     for (size_t i = 0; i < trees_.size(); i++) {
       if (!trees_[i] || trees_[i]->total() == 0) continue;
@@ -9446,10 +10191,45 @@ class SampleAggregator {
   std::vector<uint32_t> frames_;
   std::vector<std::string> rejected_tags_;  // logged once each
 
+  // The stacks counted so far, into their series' trees.
+  void fold_stacks() {
+    for (const auto& entry : stacks_) {
+      const std::string& key = entry.first;
+      uint32_t header[2];
+      std::memcpy(header, key.data(), sizeof header);
+      const size_t depth = (key.size() - sizeof header) / sizeof(uintptr_t);
+      const uint32_t series = series_for(header[0]);
+      std::unique_ptr<Tree>& tree = trees_[series];
+      if (!tree) tree.reset(new Tree(symbols_));
+      frames_.clear();
+      if (header[1] & kSlotTruncated) frames_.push_back(symbols_->intern("[truncated]"));
+      else if (header[1] & kSlotIncomplete) frames_.push_back(symbols_->intern("[incomplete]"));
+      for (size_t i = depth; i-- > 0;) {  // stored leaf first; trees want the root first
+        uintptr_t pc;
+        std::memcpy(&pc, key.data() + sizeof header + i * sizeof(uintptr_t), sizeof pc);
+        frames_.push_back(symbol_for(pc));
+      }
+      if (frames_.empty()) frames_.push_back(symbols_->intern("[no stack]"));
+      tree->insert_ids(frames_.data(), frames_.size(), entry.second);
+    }
+    stacks_.clear();
+  }
+
+  void forget_stale_names() {
+    const std::vector<std::pair<uintptr_t, uintptr_t>> stale = symbolizer_.take_stale_ranges();
+    if (stale.empty()) return;
+    for (auto it = pc_symbols_.begin(); it != pc_symbols_.end();) {
+      bool gone = false;
+      for (const auto& range : stale) gone = gone || (it->first >= range.first && it->first < range.second);
+      it = gone ? pc_symbols_.erase(it) : std::next(it);
+    }
+  }
+
   uint32_t symbol_for(uintptr_t pc) {
     auto it = pc_symbols_.find(pc);
     if (it != pc_symbols_.end()) return it->second;
     const uint32_t id = symbols_->intern(symbolizer_.name_of(pc));
+    forget_stale_names();  // name_of may have reread the loaded objects
     pc_symbols_.emplace(pc, id);
     return id;
   }
@@ -9485,6 +10265,22 @@ class SampleAggregator {
   }
 };
 
+// The info of the sampler's cpu series: values are samples (weights), summed over time, and one sample
+// stands for period_ns nanoseconds of a thread's CPU time (pprof's period and period type cpu).
+inline SeriesInfo sampler_series_info(int64_t period_ns) {
+  SeriesInfo info = default_series_info(kDefaultProfileType);
+  info.unit = "samples";
+  info.aggregation = Aggregation::sum;
+  info.period = period_ns;
+  info.period_type = "cpu";
+  info.period_unit = "nanoseconds";
+  return info;
+}
+
+inline bool sampler_handler_is_ours(const struct sigaction& action) {
+  return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
+}
+
 struct ProfilerSession {
   Config config;
   std::string output_path;
@@ -9492,6 +10288,10 @@ struct ProfilerSession {
   int64_t period_ns = 10000000;
   std::shared_ptr<SessionLog> log = std::make_shared<SessionLog>();
   Writer writer;
+  // What the cpu series' values mean (format v3): samples, summed, each standing for period_ns of
+  // CPU time. Null when appending to a version 1 or 2 file, which holds samples without a period.
+  SeriesInfo series_info;
+  const SeriesInfo* append_info = &series_info;
   std::unique_ptr<SampleAggregator> aggregator;
   ThreadTimers timers;
   bool push_enabled = false;
@@ -9509,25 +10309,103 @@ struct ProfilerSession {
   Status agent_status;  // the first error the agent could not recover from, for stop()
 
   int64_t block_start = 0;
-  unsigned long long loader_unloads = 0;
+  std::pair<unsigned long long, unsigned long long> loader_counters{0, 0};
   uint64_t reported_drops = 0;
   uint64_t reported_tag_overflow = 0;
+  uint64_t reported_skipped_slots = 0;
   std::string reported_timer_error;
+  bool handler_replaced = false;  // SIGPROF got another handler while running: sampling stopped
+  int64_t stack_mappings_read_ns = 0;
+  std::vector<std::unique_ptr<StackMappings>> retired_mappings;  // freed once no handler runs
 
   void drain() {
     SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
-    ring->drain([this](const SamplerSlot& slot) {
+    uint64_t skipped = 0;
+    ring->drain(sampler_monotonic_ns(), &skipped, [this](const SamplerSlot& slot) {
       aggregator->add(slot);
       g_sampler_counters.drained.fetch_add(1, std::memory_order_relaxed);
       g_sampler_counters.weight.fetch_add(slot.weight, std::memory_order_relaxed);
+      g_sampler_counters.weight_squared.fetch_add(uint64_t(slot.weight) * slot.weight, std::memory_order_relaxed);
     });
+    if (skipped != 0) g_sampler_counters.skipped_slots.fetch_add(skipped, std::memory_order_relaxed);
+  }
+
+  // Lists the mappings stacks can be in and publishes them for the handler (rule 4).
+  void refresh_stack_mappings() {
+    std::unique_ptr<StackMappings> mappings(new StackMappings);
+    if (!sampler_read_stack_mappings(mappings.get())) return;  // the previous list stays
+    sampler_publish_stack_mappings(std::move(mappings), &retired_mappings);
+    stack_mappings_read_ns = sampler_monotonic_ns();
+  }
+
+  // After sampling was switched off: waits until no handler runs, at most kInFlightWaitNs. A handler
+  // that does not return by then is given up on (logged; what it may read is never freed). False then.
+  bool wait_for_handlers() {
+    const int64_t deadline = sampler_monotonic_ns() + kInFlightWaitNs;
+    for (int round = 0;; round++) {
+      const int lost = g_sampler_lost_in_flight.load(std::memory_order_seq_cst);
+      const int running = g_sampler_in_flight.load(std::memory_order_seq_cst);
+      if (running <= lost) return lost == 0;
+      if (sampler_monotonic_ns() >= deadline) {
+        g_sampler_lost_in_flight.store(running, std::memory_order_seq_cst);
+        g_sampler_counters.lost_handlers.fetch_add(uint64_t(running - lost), std::memory_order_relaxed);
+        (*log)(LogLevel::warning, std::to_string(running - lost) +
+                                      " signal handler(s) of the profiler still running 2 s after sampling "
+                                      "stopped (an application signal handler may have left one with "
+                                      "siglongjmp); not waiting for them: the memory they may read is kept");
+        return false;
+      }
+      if (round < 1000) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  // Sleeps until `until`, serving on the way what handlers ask for (unwind tables, a new list of
+  // mappings) as soon as they wake the agent. False when stop() asked.
+  bool sleep_until(std::chrono::steady_clock::time_point until) {
+    const int fd = g_agent_wakeup_fd.load(std::memory_order_relaxed);
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (stop_requested) return false;
+      }
+      const auto left = until - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) return true;
+      pollfd wakeup{fd, POLLIN, 0};
+      const int ms = int(std::chrono::duration_cast<std::chrono::milliseconds>(left).count()) + 1;
+      if (poll(&wakeup, 1, ms) <= 0 || (wakeup.revents & POLLIN) == 0) continue;
+      uint64_t count = 0;
+      if (read(fd, &count, sizeof count) < 0) continue;
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+      unwind_tables().serve_requests();
+#endif
+      if (g_stack_mappings_wanted.load(std::memory_order_relaxed) &&
+          sampler_monotonic_ns() - stack_mappings_read_ns > 1000000000) {
+        g_stack_mappings_wanted.store(false, std::memory_order_relaxed);
+        refresh_stack_mappings();
+      }
+    }
+  }
+
+  // Another handler took SIGPROF while we run (the application's, or a profiler loaded later): our
+  // timers would feed it signals it does not expect, so they go; the session only drains and writes
+  // from then on, and stop() leaves that handler in place.
+  void check_disposition() {
+    struct sigaction current;
+    if (handler_replaced || sigaction(kSamplerSignal, nullptr, &current) != 0 || sampler_handler_is_ours(current))
+      return;
+    handler_replaced = true;
+    timers.disarm_all();
+    (*log)(LogLevel::warning,
+           "SIGPROF's handler was replaced while profiling (by the application or another profiler): sampling "
+           "stopped; stop() will leave that handler in place");
   }
 
   void flush(int64_t block, int64_t until) {
     std::vector<std::pair<SeriesKey, Tree>> trees;
     aggregator->take(&trees);
     for (auto& entry : trees) {
-      const Status status = writer.append(entry.first, block, entry.second);
+      const Status status = writer.append(entry.first, block, entry.second, append_info);
       if (status.ok()) {
         g_sampler_counters.blocks_written.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -9558,6 +10436,13 @@ struct ProfilerSession {
                                     "like request ids?)");
       reported_tag_overflow = overflow;
     }
+    const uint64_t skipped = g_sampler_counters.skipped_slots.load(std::memory_order_relaxed);
+    if (skipped != reported_skipped_slots) {
+      (*log)(LogLevel::warning, std::to_string(skipped - reported_skipped_slots) +
+                                    " sample(s) lost: a signal handler claimed a slot of the sample ring and did "
+                                    "not fill it within 1 s");
+      reported_skipped_slots = skipped;
+    }
     if (timers.last_error() != reported_timer_error) {
       reported_timer_error = timers.last_error();
       (*log)(LogLevel::warning, reported_timer_error);
@@ -9576,8 +10461,16 @@ struct ProfilerSession {
       std::lock_guard<std::mutex> lock(mutex);
       agent_tid = sampler_gettid();
     }
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+    // Before any timer is armed: the table of an executable _dl_find_object has no .eh_frame_hdr for.
+    std::string problem;
+    if (!unwind_tables().prepare_executable(&problem))
+      (*log)(LogLevel::warning, "no unwind table for the executable (" + problem +
+                                    "): stacks end at its frames, marked [incomplete]");
+#endif
+    loader_counters = sampler_loader_counters();
     std::string error;
-    timers.rescan(agent_tids(), &error);
+    timers.rescan(agent_tids(), &error, [this] { refresh_stack_mappings(); });
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (timers.size() == 0) {
@@ -9595,27 +10488,43 @@ struct ProfilerSession {
     auto next_wake = std::chrono::steady_clock::now();
     for (;;) {
       next_wake += std::chrono::milliseconds(kAgentWakeMs);
-      {
-        std::unique_lock<std::mutex> lock(mutex);
-        wake.wait_until(lock, next_wake, [this] { return stop_requested; });
-        if (stop_requested) break;
-      }
+      if (!sleep_until(next_wake)) break;  // stop() asked
       const auto now_steady = std::chrono::steady_clock::now();
       if (now_steady > next_wake + std::chrono::seconds(1)) next_wake = now_steady;  // suspended: no catch-up
+      // A dlopen or dlclose since the last wake: names and tables of modules that went away must not
+      // serve the samples drained from now on.
+      const auto counters = sampler_loader_counters();
+      if (counters != loader_counters) {
+        loader_counters = counters;
+        aggregator->loader_changed();
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+        unwind_tables().forget_unloaded();
+#endif
+      }
       drain();
 #if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
       unwind_tables().serve_requests();
-      const unsigned long long unloaded = sampler_loader_counters().second;
-      if (unloaded != loader_unloads) {
-        loader_unloads = unloaded;
-        unwind_tables().forget_unloaded();
-      }
+      unwind_tables().free_retired();
 #endif
-      error.clear();
-      timers.rescan(agent_tids(), &error);
-      if (!error.empty() && error != reported_timer_error) {
-        reported_timer_error = error;
-        (*log)(LogLevel::warning, error);
+      if (!retired_mappings.empty() && sampler_no_handler_running()) retired_mappings.clear();
+      check_disposition();
+      if (!handler_replaced) {
+        error.clear();
+        bool listed = false;
+        timers.rescan(agent_tids(), &error, [&] {
+          refresh_stack_mappings();
+          listed = true;
+        });
+        // A handler met a stack in no listed mapping (a coroutine's, say): list again, once a second at most.
+        if (!listed && g_stack_mappings_wanted.load(std::memory_order_relaxed) &&
+            sampler_monotonic_ns() - stack_mappings_read_ns > 1000000000) {
+          g_stack_mappings_wanted.store(false, std::memory_order_relaxed);
+          refresh_stack_mappings();
+        }
+        if (!error.empty() && error != reported_timer_error) {
+          reported_timer_error = error;
+          (*log)(LogLevel::warning, error);
+        }
       }
       const int64_t now = sampler_realtime_s();
       if (now >= block_start + resolution) {
@@ -9629,8 +10538,20 @@ struct ProfilerSession {
     // Stopping: no new samples, wait for handlers still running, then fold and write the rest.
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
     timers.disarm_all();
-    while (g_sampler_in_flight.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    const bool all_returned = wait_for_handlers();
     drain();
+    if (all_returned) {
+      // No handler can read the tables or the mapping lists any more (a late one sees sampling off
+      // before it looks at them).
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+      unwind_tables().clear();
+#endif
+      delete g_stack_mappings.exchange(nullptr, std::memory_order_seq_cst);
+      retired_mappings.clear();
+    } else {
+      for (auto& retired : retired_mappings) retired.release();  // kept for a handler that never returned
+      retired_mappings.clear();
+    }
     const int64_t now = sampler_realtime_s();
     flush(block_start, std::min(block_start + resolution, std::max(block_start + 1, now + 1)));
     report_problems();
@@ -9648,8 +10569,12 @@ struct ProfilerSession {
 };
 
 struct ProfilerGlobal {
-  std::mutex control;  // serializes start/stop (and fork)
-  ProfilerSession* session = nullptr;
+  std::mutex control;  // guards the fields below; held briefly by start, stop, is_running and fork
+  ProfilerSession* session = nullptr;   // the running session
+  // The session stop() is finishing. stop() does not hold the control lock meanwhile (the agent it
+  // joins calls the log callback, which may call is_running() or start(), and fork() must not wait for
+  // a whole stop); start() refuses while it is set.
+  ProfilerSession* stopping = nullptr;
   bool hooks_installed = false;
 };
 
@@ -9658,20 +10583,21 @@ inline ProfilerGlobal& profiler_global() {
   return *global;
 }
 
-inline bool sampler_handler_is_ours(const struct sigaction& action) {
-  return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
-}
-
-// Puts the disposition back. Passing through SIG_IGN discards SIGPROFs still pending on any thread
-// (the kernel flushes them when a signal becomes ignored); our timers are deleted by then, so no new
-// one is generated and restoring SIG_DFL cannot kill the process with a late signal.
-inline void sampler_restore_disposition(const struct sigaction& previous) {
+// Puts the disposition back if SIGPROF's handler is still ours, and returns false if it is not (then
+// someone installed theirs meanwhile, and it stays). Passing through SIG_IGN discards SIGPROFs still
+// pending on any thread (the kernel flushes them when a signal becomes ignored); our timers are
+// deleted by then, so no new one is generated and restoring SIG_DFL cannot kill the process with a late
+// signal. Async-signal-safe and allocation-free (the fork child calls it).
+inline bool sampler_restore_disposition(const struct sigaction& previous) {
+  struct sigaction current;
+  if (sigaction(kSamplerSignal, nullptr, &current) != 0 || !sampler_handler_is_ours(current)) return false;
   struct sigaction ignore;
   std::memset(&ignore, 0, sizeof ignore);
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
   sigaction(kSamplerSignal, &ignore, nullptr);
   if (!sampler_handler_is_ours(previous)) sigaction(kSamplerSignal, &previous, nullptr);
+  return true;
 }
 
 inline void sampler_at_exit() {
@@ -9696,16 +10622,32 @@ inline void sampler_after_fork_in_parent() {
 // The child has one thread, no timers (POSIX timers are not inherited) and none of the agent's
 // threads. Its copy of the session is abandoned (leaked: destroying it would join threads that do not
 // exist and close the parent's file); the child is not profiled unless it calls start() again.
+// Allocates nothing (a child that only execs must not meet an allocator lock another thread of the
+// parent held at the fork): unlocks, atomics, sigaction.
 inline void sampler_after_fork_in_child() {
   sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   ProfilerGlobal& global = profiler_global();
-  if (global.session != nullptr) {
+  ProfilerSession* abandoned = global.session != nullptr ? global.session : global.stopping;
+  if (abandoned != nullptr) {
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
-    sampler_restore_disposition(global.session->previous_action);
+    sampler_restore_disposition(abandoned->previous_action);
     global.session = nullptr;
+    global.stopping = nullptr;
   }
+  // The parent's other threads, and any handler they were in, do not exist here.
   g_sampler_in_flight.store(0, std::memory_order_seq_cst);
+  g_sampler_lost_in_flight.store(0, std::memory_order_seq_cst);
+  if (SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire)) ring->reset_after_fork();
+  // A wake-up file of its own, under the same number (the kernel object is shared with the parent).
+  const int wakeup = g_agent_wakeup_fd.load(std::memory_order_relaxed);
+  if (wakeup >= 0) {
+    const int fresh = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fresh >= 0) {
+      dup3(fresh, wakeup, O_CLOEXEC);
+      close(fresh);
+    }
+  }
   global.control.unlock();
 }
 
@@ -9768,8 +10710,19 @@ Status start(const Config& config) {
   if (global.session != nullptr)
     return Status(StatusCode::already_running,
                   "start() while the profiler is running (writing '" + global.session->output_path + "')");
+  if (global.stopping != nullptr)
+    return Status(StatusCode::already_running, "start() while stop() is still finishing the previous session");
   Status status = validate_config(config);
   if (!status.ok()) return status;
+#if !defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+  // Here libgcc is the only unwinder, and in a statically linked program its FDE lookups take
+  // object_mutex (the program registered its frames at startup): a handler interrupting a thread that
+  // throws would wait for that thread forever (rule 1).
+  if (sampler_executable_is_static())
+    return Status(StatusCode::unsupported,
+                  "statically linked program: this build unwinds with libgcc, which takes a lock there, and a "
+                  "signal handler must not; link dynamically (or use the x86-64 build without ThreadSanitizer)");
+#endif
 
   std::unique_ptr<ProfilerSession> session(new ProfilerSession);
   session->config = config;
@@ -9812,17 +10765,44 @@ Status start(const Config& config) {
                   "'" + session->output_path + "' has a resolution of " + std::to_string(file_resolution) +
                       " s but Config.flush_interval_seconds is " + std::to_string(config.flush_interval_seconds));
   }
+  session->series_info = sampler_series_info(session->period_ns);
+  if (file_existed) {
+    // A series keeps the info it was created with: a file whose series of this application were
+    // sampled at another rate would refuse every block, so start() refuses it now.
+    File stored;
+    if (stored.open_path(session->output_path).ok()) {
+      if (stored.info().format_version < 3) session->append_info = nullptr;
+      for (size_t i = 0; session->append_info != nullptr && i < stored.series().size(); i++) {
+        const SeriesKey& key = stored.series()[i];
+        if (key.app != config.application_name || key.type != kDefaultProfileType) continue;
+        if (stored.series_info(i) == session->series_info) continue;
+        session->writer.close();
+        return Status(StatusCode::invalid_argument,
+                      "'" + session->output_path + "' holds " + key.to_string() + " as " +
+                          stored.series_info(i).to_string() + ", but Config.sample_rate_hz " +
+                          std::to_string(config.sample_rate_hz) + " writes " + session->series_info.to_string() +
+                          ": write another file or sample at the same rate");
+      }
+    }
+  }
 
   SamplerRing* ring = sampler_ring_instance();
   if (ring == nullptr) {
     session->writer.close();
     return Status(StatusCode::io_error, std::string("cannot allocate the sample ring: ") + std::strerror(errno));
   }
-  ring->reset();  // no handler of ours can run now: the disposition is not ours yet
-  sampler_warm_up_unwinder();
+  if (g_agent_wakeup_fd.load(std::memory_order_relaxed) < 0) {
+    const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) {
+      session->writer.close();
+      return Status(StatusCode::io_error, std::string("eventfd: ") + std::strerror(errno));
+    }
+    g_agent_wakeup_fd.store(fd, std::memory_order_relaxed);
+  }
+  sampler_bind_handler_calls();
 #if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
-  unwind_tables().clear();
-  session->loader_unloads = sampler_loader_counters().second;
+  // A handler given up on by an earlier stop() may still read the old tables: then they stay.
+  if (g_sampler_lost_in_flight.load(std::memory_order_seq_cst) == 0) unwind_tables().clear();
 #endif
   session->aggregator.reset(new SampleAggregator(config.application_name, config.tags, session->log));
   const int64_t now = sampler_realtime_s();
@@ -9839,13 +10819,13 @@ Status start(const Config& config) {
                             static_cast<uint64_t>(sampler_monotonic_ns()) ^ (uint64_t(getpid()) << 32));
   session->reported_drops = g_sampler_counters.dropped_full.load(std::memory_order_relaxed);
   session->reported_tag_overflow = tag_registry().overflowed();
+  session->reported_skipped_slots = g_sampler_counters.skipped_slots.load(std::memory_order_relaxed);
 
   struct sigaction action;
   std::memset(&action, 0, sizeof action);
   action.sa_sigaction = sampler_on_signal;
   action.sa_flags = SA_SIGINFO | SA_RESTART;
-  sigemptyset(&action.sa_mask);
-  sigaddset(&action.sa_mask, kSamplerSignal);
+  sampler_handler_mask(&action.sa_mask);
   g_sampler_enabled.store(true, std::memory_order_seq_cst);
   if (sigaction(kSamplerSignal, &action, nullptr) != 0) {
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
@@ -9875,7 +10855,7 @@ Status start(const Config& config) {
   if (!agent_status.ok()) {
     s->agent_thread.join();
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
-    sampler_restore_disposition(s->previous_action);
+    sampler_restore_disposition(s->previous_action);  // only if it is still ours
     if (s->push) {
       if (s->push->finish(sampler_monotonic_ns())) s->push_thread.join();
       else s->push_thread.detach();
@@ -9896,19 +10876,32 @@ Status start(const Config& config) {
 Status stop() {
   using namespace detail;
   ProfilerGlobal& global = profiler_global();
-  std::lock_guard<std::mutex> control(global.control);
-  ProfilerSession* s = global.session;
-  if (s == nullptr) return Status(StatusCode::not_running, "stop() without a running profiler");
+  ProfilerSession* s;
+  {
+    std::lock_guard<std::mutex> control(global.control);
+    s = global.session;
+    if (s == nullptr) {
+      return Status(StatusCode::not_running, global.stopping != nullptr ? "stop() while another stop() is finishing"
+                                                                         : "stop() without a running profiler");
+    }
+    // The agent (or the push thread) cannot join itself: a log callback that calls stop() gets a status.
+    const std::thread::id self = std::this_thread::get_id();
+    if (self == s->agent_thread.get_id() || (s->push && self == s->push_thread.get_id()))
+      return Status(StatusCode::invalid_argument, "stop() from the profiler's own thread (a log callback): "
+                                                  "call it from another thread");
+    global.session = nullptr;
+    global.stopping = s;
+  }
+  // From here on without the control lock: the agent calls the log callback while it finishes.
   {
     std::lock_guard<std::mutex> lock(s->mutex);
     s->stop_requested = true;
   }
-  s->wake.notify_all();
+  sampler_wake_agent();
   s->agent_thread.join();  // it disarms the timers, drains, writes the partial block, closes the file
-  sampler_restore_disposition(s->previous_action);
-#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
-  unwind_tables().clear();  // no handler runs any more (the agent waited for the last one)
-#endif
+  if (!sampler_restore_disposition(s->previous_action) && !s->handler_replaced)
+    (*s->log)(LogLevel::warning, "SIGPROF's handler was replaced while profiling (by the application or another "
+                                 "profiler): left in place");
   if (s->push) {
     // Bounded: a slow or unreachable server delays stop() by at most kPushStopBudgetMs (+0.5 s).
     if (s->push->finish(sampler_monotonic_ns() + int64_t(kPushStopBudgetMs) * 1000000)) {
@@ -9924,8 +10917,11 @@ Status stop() {
     std::lock_guard<std::mutex> lock(s->mutex);
     result = s->agent_status;
   }
+  {
+    std::lock_guard<std::mutex> control(global.control);
+    global.stopping = nullptr;
+  }
   delete s;
-  global.session = nullptr;
   return result;
 }
 

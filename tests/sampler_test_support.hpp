@@ -22,6 +22,13 @@
 #define SAMPLER_TEST_TSAN 1
 #endif
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#define SAMPLER_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SAMPLER_TEST_ASAN 1
+#endif
+#endif
 
 namespace sampler_test {
 
@@ -41,6 +48,24 @@ __attribute__((noinline)) inline void burn_cpu(double seconds) {
     for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
   }
   g_sink.store(x, std::memory_order_relaxed);
+}
+
+// Runs slice() (a short piece of work on this thread) until the sampler has taken at least `signals`
+// samples in the process since the call began, or this thread has used max_cpu_seconds of CPU.
+// Returns the samples taken. Under CPU contention a thread's timer is checked only at the kernel ticks
+// that find it running: a fixed amount of work can then get few samples, each carrying the weight of
+// the periods it missed (and the periods after a thread's last sample are lost when it exits). A phase
+// that must show up in a profile runs until it has been sampled, not for a fixed time.
+template <class Slice>
+uint64_t run_until_sampled(Slice&& slice, uint64_t signals, double max_cpu_seconds) {
+  const uint64_t before = pyroscope::detail::sampler_stats().samples;
+  const double end = thread_cpu_seconds() + max_cpu_seconds;
+  uint64_t taken = 0;
+  do {
+    slice();
+    taken = pyroscope::detail::sampler_stats().samples - before;
+  } while (taken < signals && thread_cpu_seconds() < end);
+  return taken;
 }
 
 inline std::string fresh_path(const char* name) {

@@ -33,6 +33,20 @@ void burn_wall(double seconds) {
   while (std::chrono::steady_clock::now() < end) burn_cpu(0.01);
 }
 
+// Burns CPU until `seconds` of wall time have passed and the sampler has taken `signals` samples since
+// the call (at most 30 s): under CPU contention a fixed time can pass with few samples (see
+// run_until_sampled).
+void burn_wall_sampled(double seconds, uint64_t signals) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double>(seconds));
+  const auto cap = start + std::chrono::seconds(30);
+  const uint64_t before = pyroscope::detail::sampler_stats().samples;
+  while (std::chrono::steady_clock::now() < cap &&
+         (std::chrono::steady_clock::now() < end || pyroscope::detail::sampler_stats().samples - before < signals))
+    burn_cpu(0.01);
+}
+
 pyroscope::Config push_config(const char* app, const std::string& path, const std::string& server) {
   pyroscope::Config config = test_config(app, path);
   config.flush_interval_seconds = 1;
@@ -184,9 +198,9 @@ TEST_CASE("push: every block is POSTed to /ingest with the exact query, the same
   config.tags = {{"region", "eu"}};
   REQUIRE(pyroscope::start(config).ok());
   std::thread worker([] {
-    burn_wall(1.2);
+    burn_wall_sampled(1.2, 5);
     pyroscope::tag_scope vehicle("vehicle", "car");
-    burn_wall(1.2);
+    burn_wall_sampled(1.2, 5);
   });
   worker.join();
   REQUIRE(pyroscope::stop().ok());
@@ -237,7 +251,10 @@ TEST_CASE("push: a rejected batch is dropped, a failed one is retried with backo
   const std::string path = fresh_path("push-retry");
   const pyroscope::detail::SamplerStats before = pyroscope::detail::sampler_stats();
   REQUIRE(pyroscope::start(push_config("push-retry", path, receiver.address())).ok());
-  burn_wall(4.0);  // the retry comes 0.75-1.25 s after the failure
+  // The retry comes 0.75-1.25 s after the failure. Work goes on until three requests came (at most
+  // 30 s): under CPU contention a 1 s block can pass without a sample, and then without a request.
+  const auto cap = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (receiver.requests().size() < 3 && std::chrono::steady_clock::now() < cap) burn_cpu(0.01);
   REQUIRE(pyroscope::stop().ok());
   const pyroscope::detail::SamplerStats after = pyroscope::detail::sampler_stats();
   const std::vector<Received> requests = receiver.requests();

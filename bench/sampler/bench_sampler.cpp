@@ -440,8 +440,8 @@ int main(int argc, char** argv) {
     const double ours_rss_mb = (med_long("ours", &Run::rss_kib) - none_rss) / 1024.0;
     std::printf("  noise: the unprofiled runs' CPU time varies by %.2f %%; measured CPU overhead of ours %+.2f %%\n",
                 spread * 100, ours_measured * 100);
-    std::printf("  ours: %.1f %% of the samples unwound with the tables (the rest with libgcc, mostly each module's "
-                "first samples); agent %.2f ms of CPU per second after warm-up, %.1f ms in the whole run\n",
+    std::printf("  ours: %.1f %% of the samples unwound to the stack's end (the rest [incomplete], mostly each module's "
+                "first sample, before its table); agent %.2f ms of CPU per second after warm-up, %.1f ms in the whole run\n",
                 med("ours", &Run::table_share) * 100, med("ours", &Run::steady_agent) / 1e6,
                 med("ours", &Run::agent_ns) / 1e6);
     const bool overhead_met = ours_steady <= 0.003;
