@@ -1,4 +1,5 @@
 /* pyroscope.hpp — continuous CPU profiling for C++ programs, in one header.
+   (Generated from the parts in src/ by scripts/assemble.py: edit those, then run the script.)
 
    Samples every thread of the process ~100 times per second of CPU time, folds the stacks into trees
    per 10 s block and per tag set, and appends them to a crash-safe, memory-mappable segment-tree file

@@ -1,0 +1,46 @@
+// [SECTION] Profiler API ==========================================================================
+
+enum class LogLevel { debug, info, warning, error };
+
+struct Config {
+  std::string application_name;       // required; the series' app name
+  Tags tags;                          // static tags, e.g. {{"region", "eu-north"}}
+  int sample_rate_hz = 100;           // samples per second of CPU time, per thread
+  std::string output_path;            // default "<application_name>.pyro" in the working directory
+  int flush_interval_seconds = 10;    // one block per interval; must equal the file's resolution
+  std::string server_address;         // e.g. "http://localhost:4040": also POST each block to /ingest
+  // Called on the profiler's background threads (never inside the signal handler). It may call
+  // is_running(), start() (refused while a session runs or stops) and fork(); stop() from it returns
+  // invalid_argument.
+  std::function<void(LogLevel, const std::string&)> log;
+};
+
+// Starts sampling every thread of the process (those that exist and those created later).
+// Thread safety: any thread. Returns already_running if started, or while stop() is still finishing.
+Status start(const Config& config);
+// Stops sampling, writes the partial block and closes the file (and gives the push queue up to 3 s).
+// Thread safety: any thread but the profiler's own; is_running(), start() and fork() on other threads
+// do not wait for it to finish (is_running() is false from its start).
+Status stop();
+// Thread safety: any thread, including the log callback.
+bool is_running();
+
+// RAII form: starts in the constructor, stops in the destructor.
+class Profiler {
+ public:
+  explicit Profiler(const Config& config) : status_(start(config)) {}
+  ~Profiler() {
+    if (status_.ok()) stop();
+  }
+  Profiler(const Profiler&) = delete;
+  Profiler& operator=(const Profiler&) = delete;
+  const Status& status() const { return status_; }
+
+ private:
+  Status status_;
+};
+
+}  // namespace pyroscope
+
+#endif  // PYROSCOPE_HPP_INCLUDED
+

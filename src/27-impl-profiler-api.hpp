@@ -1,0 +1,828 @@
+// [SECTION] Implementation: profiler API (Linux) ==================================================
+
+namespace pyroscope {
+namespace detail {
+
+// The log callback and its lock, shared by the agent and the push thread (which may outlive the
+// session by a few seconds if it is stuck in a DNS lookup).
+struct SessionLog {
+  std::function<void(LogLevel, const std::string&)> callback;
+  std::mutex mutex;
+  void operator()(LogLevel level, const std::string& message) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (callback) {
+      callback(level, message);
+    } else if (level == LogLevel::warning || level == LogLevel::error) {
+      std::fprintf(stderr, "pyroscope: %s: %s\n", level == LogLevel::error ? "error" : "warning", message.c_str());
+    }
+  }
+};
+
+// Counts drained samples by raw stack (tag set + pcs) during a block, then folds each distinct stack into
+// its series' tree once, at flush time. A busy thread repeats a few stacks: per sample this is one hash
+// of the slot's words; symbolization and tree insertion happen once per distinct stack and block.
+class SampleAggregator {
+ public:
+  SampleAggregator(std::string app, Tags static_tags, std::shared_ptr<SessionLog> log)
+      : app_(std::move(app)), static_tags_(std::move(static_tags)), log_(std::move(log)),
+        symbols_(std::make_shared<SymbolTable>()) {}
+
+  void add(const SamplerSlot& slot) {
+    // Key: tag set, flags and pcs, as raw bytes (the buffer keeps its capacity: no allocation for a
+    // stack seen before).
+    const size_t depth = std::min<size_t>(slot.depth, kSamplerMaxFrames);
+    key_.clear();
+    const uint32_t header[2] = {slot.tag_set, uint32_t(slot.flags & (kSlotTruncated | kSlotIncomplete))};
+    key_.append(reinterpret_cast<const char*>(header), sizeof header);
+    key_.append(reinterpret_cast<const char*>(slot.pcs), depth * sizeof(uintptr_t));
+    auto it = stacks_.find(key_);
+    if (it == stacks_.end()) {
+      it = stacks_.emplace(key_, 0).first;
+      // Resolve a new stack's frames now: reading a module's symbols is a one-time cost best paid when
+      // the module first shows up, not in the middle of a flush.
+      for (size_t i = 0; i < depth; i++) symbol_for(slot.pcs[i]);
+    }
+    it->second += slot.weight;
+  }
+
+  // The loader's counters changed (a dlopen or dlclose). The block's stacks so far are folded now,
+  // under the names they got when first seen; then names cached for addresses whose module went away
+  // or was replaced are dropped, so that a library loaded where another was gets its own names.
+  // Samples taken in the agent's last interval before the change may be named after the new library.
+  void loader_changed() {
+    fold_stacks();
+    symbolizer_.refresh_if_changed();
+    forget_stale_names();
+  }
+
+  // Folds the block's stacks into one tree per series and moves those trees out.
+  void take(std::vector<std::pair<SeriesKey, Tree>>* out) {
+    fold_stacks();
+    out->clear();
+    for (size_t i = 0; i < trees_.size(); i++) {
+      if (!trees_[i] || trees_[i]->total() == 0) continue;
+      out->emplace_back(series_[i], std::move(*trees_[i]));
+      trees_[i].reset();
+    }
+  }
+
+ private:
+  std::string app_;
+  Tags static_tags_;
+  std::shared_ptr<SessionLog> log_;
+  std::shared_ptr<SymbolTable> symbols_;
+  Symbolizer symbolizer_;
+  std::unordered_map<std::string, uint64_t> stacks_;  // this block's samples by raw stack
+  std::string key_;
+  std::unordered_map<uintptr_t, uint32_t> pc_symbols_;
+  std::unordered_map<uint32_t, uint32_t> tag_set_series_;
+  std::vector<SeriesKey> series_;
+  std::map<SeriesKey, uint32_t> series_index_;
+  std::vector<std::unique_ptr<Tree>> trees_;  // per series, filled at flush
+  std::vector<uint32_t> frames_;
+  std::vector<std::string> rejected_tags_;  // logged once each
+
+  // The stacks counted so far, into their series' trees.
+  void fold_stacks() {
+    for (const auto& entry : stacks_) {
+      const std::string& key = entry.first;
+      uint32_t header[2];
+      std::memcpy(header, key.data(), sizeof header);
+      const size_t depth = (key.size() - sizeof header) / sizeof(uintptr_t);
+      const uint32_t series = series_for(header[0]);
+      std::unique_ptr<Tree>& tree = trees_[series];
+      if (!tree) tree.reset(new Tree(symbols_));
+      frames_.clear();
+      if (header[1] & kSlotTruncated) frames_.push_back(symbols_->intern("[truncated]"));
+      else if (header[1] & kSlotIncomplete) frames_.push_back(symbols_->intern("[incomplete]"));
+      for (size_t i = depth; i-- > 0;) {  // stored leaf first; trees want the root first
+        uintptr_t pc;
+        std::memcpy(&pc, key.data() + sizeof header + i * sizeof(uintptr_t), sizeof pc);
+        frames_.push_back(symbol_for(pc));
+      }
+      if (frames_.empty()) frames_.push_back(symbols_->intern("[no stack]"));
+      tree->insert_ids(frames_.data(), frames_.size(), entry.second);
+    }
+    stacks_.clear();
+  }
+
+  void forget_stale_names() {
+    const std::vector<std::pair<uintptr_t, uintptr_t>> stale = symbolizer_.take_stale_ranges();
+    if (stale.empty()) return;
+    for (auto it = pc_symbols_.begin(); it != pc_symbols_.end();) {
+      bool gone = false;
+      for (const auto& range : stale) gone = gone || (it->first >= range.first && it->first < range.second);
+      it = gone ? pc_symbols_.erase(it) : std::next(it);
+    }
+  }
+
+  uint32_t symbol_for(uintptr_t pc) {
+    auto it = pc_symbols_.find(pc);
+    if (it != pc_symbols_.end()) return it->second;
+    const uint32_t id = symbols_->intern(symbolizer_.name_of(pc));
+    forget_stale_names();  // name_of may have reread the loaded objects
+    pc_symbols_.emplace(pc, id);
+    return id;
+  }
+
+  uint32_t series_for(uint32_t tag_set) {
+    auto it = tag_set_series_.find(tag_set);
+    if (it != tag_set_series_.end()) return it->second;
+    // Static tags first, then the dynamic ones: SeriesKey keeps the last value of a key, so a scope's
+    // tag overrides a static tag of the same key (as in the Pyroscope clients).
+    Tags tags = static_tags_;
+    for (const Tag& tag : tag_registry().tags_of(tag_set)) {
+      std::string why;
+      if (is_valid_tag(tag.key, tag.value, &why)) {
+        tags.push_back(tag);
+      } else if (std::find(rejected_tags_.begin(), rejected_tags_.end(), why) == rejected_tags_.end()) {
+        rejected_tags_.push_back(why);
+        (*log_)(LogLevel::warning, "dynamic tag left out: " + why);
+      }
+    }
+    SeriesKey key(app_, std::move(tags));
+    auto found = series_index_.find(key);
+    uint32_t index;
+    if (found != series_index_.end()) {
+      index = found->second;
+    } else {
+      index = static_cast<uint32_t>(series_.size());
+      series_index_.emplace(key, index);
+      series_.push_back(std::move(key));
+      trees_.emplace_back();
+    }
+    tag_set_series_.emplace(tag_set, index);
+    return index;
+  }
+};
+
+// The info of the sampler's cpu series: values are samples (weights), summed over time, and one sample
+// stands for period_ns nanoseconds of a thread's CPU time (pprof's period and period type cpu).
+inline SeriesInfo sampler_series_info(int64_t period_ns) {
+  SeriesInfo info = default_series_info(kDefaultProfileType);
+  info.unit = "samples";
+  info.aggregation = Aggregation::sum;
+  info.period = period_ns;
+  info.period_type = "cpu";
+  info.period_unit = "nanoseconds";
+  return info;
+}
+
+inline bool sampler_handler_is_ours(const struct sigaction& action) {
+  return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
+}
+
+struct ProfilerSession {
+  Config config;
+  std::string output_path;
+  int64_t resolution = kDefaultResolutionSeconds;
+  int64_t period_ns = 10000000;
+  std::shared_ptr<SessionLog> log = std::make_shared<SessionLog>();
+  Writer writer;
+  // What the cpu series' values mean (format v3): samples, summed, each standing for period_ns of
+  // CPU time. Null when appending to a version 1 or 2 file, which holds samples without a period.
+  SeriesInfo series_info;
+  const SeriesInfo* append_info = &series_info;
+  std::unique_ptr<SampleAggregator> aggregator;
+  ThreadTimers timers;
+  bool push_enabled = false;
+  HttpEndpoint endpoint;
+  std::shared_ptr<PushClient> push;
+  std::thread push_thread;
+  std::thread agent_thread;
+  struct sigaction previous_action;
+
+  std::mutex mutex;  // guards the fields below
+  std::condition_variable wake;
+  bool stop_requested = false;
+  bool agent_ready = false;
+  pid_t agent_tid = 0;
+  Status agent_status;  // the first error the agent could not recover from, for stop()
+
+  int64_t block_start = 0;
+  std::pair<unsigned long long, unsigned long long> loader_counters{0, 0};
+  uint64_t reported_drops = 0;
+  uint64_t reported_tag_overflow = 0;
+  uint64_t reported_skipped_slots = 0;
+  std::string reported_timer_error;
+  bool handler_replaced = false;  // SIGPROF got another handler while running: sampling stopped
+  int64_t stack_mappings_read_ns = 0;
+  std::vector<std::unique_ptr<StackMappings>> retired_mappings;  // freed once no handler runs
+
+  void drain() {
+    SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
+    uint64_t skipped = 0;
+    ring->drain(sampler_monotonic_ns(), &skipped, [this](const SamplerSlot& slot) {
+      aggregator->add(slot);
+      g_sampler_counters.drained.fetch_add(1, std::memory_order_relaxed);
+      g_sampler_counters.weight.fetch_add(slot.weight, std::memory_order_relaxed);
+      g_sampler_counters.weight_squared.fetch_add(uint64_t(slot.weight) * slot.weight, std::memory_order_relaxed);
+    });
+    if (skipped != 0) g_sampler_counters.skipped_slots.fetch_add(skipped, std::memory_order_relaxed);
+  }
+
+  // Lists the mappings stacks can be in and publishes them for the handler (rule 4).
+  void refresh_stack_mappings() {
+    std::unique_ptr<StackMappings> mappings(new StackMappings);
+    if (!sampler_read_stack_mappings(mappings.get())) return;  // the previous list stays
+    sampler_publish_stack_mappings(std::move(mappings), &retired_mappings);
+    stack_mappings_read_ns = sampler_monotonic_ns();
+  }
+
+  // After sampling was switched off: waits until no handler runs, at most kInFlightWaitNs. A handler
+  // that does not return by then is given up on (logged; what it may read is never freed). False then.
+  bool wait_for_handlers() {
+    const int64_t deadline = sampler_monotonic_ns() + kInFlightWaitNs;
+    for (int round = 0;; round++) {
+      const int lost = g_sampler_lost_in_flight.load(std::memory_order_seq_cst);
+      const int running = g_sampler_in_flight.load(std::memory_order_seq_cst);
+      if (running <= lost) return lost == 0;
+      if (sampler_monotonic_ns() >= deadline) {
+        g_sampler_lost_in_flight.store(running, std::memory_order_seq_cst);
+        g_sampler_counters.lost_handlers.fetch_add(uint64_t(running - lost), std::memory_order_relaxed);
+        (*log)(LogLevel::warning, std::to_string(running - lost) +
+                                      " signal handler(s) of the profiler still running 2 s after sampling "
+                                      "stopped (an application signal handler may have left one with "
+                                      "siglongjmp); not waiting for them: the memory they may read is kept");
+        return false;
+      }
+      if (round < 1000) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  // Sleeps until `until`, serving on the way what handlers ask for (unwind tables, a new list of
+  // mappings) as soon as they wake the agent. False when stop() asked.
+  bool sleep_until(std::chrono::steady_clock::time_point until) {
+    const int fd = g_agent_wakeup_fd.load(std::memory_order_relaxed);
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (stop_requested) return false;
+      }
+      const auto left = until - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) return true;
+      pollfd wakeup{fd, POLLIN, 0};
+      const int ms = int(std::chrono::duration_cast<std::chrono::milliseconds>(left).count()) + 1;
+      if (poll(&wakeup, 1, ms) <= 0 || (wakeup.revents & POLLIN) == 0) continue;
+      uint64_t count = 0;
+      if (read(fd, &count, sizeof count) < 0) continue;
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+      unwind_tables().serve_requests();
+#endif
+      if (g_stack_mappings_wanted.load(std::memory_order_relaxed) &&
+          sampler_monotonic_ns() - stack_mappings_read_ns > 1000000000) {
+        g_stack_mappings_wanted.store(false, std::memory_order_relaxed);
+        refresh_stack_mappings();
+      }
+    }
+  }
+
+  // Another handler took SIGPROF while we run (the application's, or a profiler loaded later): our
+  // timers would feed it signals it does not expect, so they go; the session only drains and writes
+  // from then on, and stop() leaves that handler in place.
+  void check_disposition() {
+    struct sigaction current;
+    if (handler_replaced || sigaction(kSamplerSignal, nullptr, &current) != 0 || sampler_handler_is_ours(current))
+      return;
+    handler_replaced = true;
+    timers.disarm_all();
+    (*log)(LogLevel::warning,
+           "SIGPROF's handler was replaced while profiling (by the application or another profiler): sampling "
+           "stopped; stop() will leave that handler in place");
+  }
+
+  void flush(int64_t block, int64_t until) {
+    std::vector<std::pair<SeriesKey, Tree>> trees;
+    aggregator->take(&trees);
+    for (auto& entry : trees) {
+      const Status status = writer.append(entry.first, block, entry.second, append_info);
+      if (status.ok()) {
+        g_sampler_counters.blocks_written.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        (*log)(LogLevel::error, "writing block " + std::to_string(block) + " of " + entry.first.to_string() +
+                                    " to '" + output_path + "': " + status.to_string());
+        std::lock_guard<std::mutex> lock(mutex);
+        if (agent_status.ok()) agent_status = status;
+      }
+      if (push) {
+        push->enqueue(ingest_target(endpoint, entry.first, block, until, config.sample_rate_hz),
+                      entry.second.to_folded());
+      }
+    }
+  }
+
+  void report_problems() {
+    const uint64_t drops = g_sampler_counters.dropped_full.load(std::memory_order_relaxed);
+    if (drops != reported_drops) {
+      (*log)(LogLevel::warning, std::to_string(drops - reported_drops) +
+                                    " sample(s) dropped: the sample ring was full (too many busy threads for " +
+                                    std::to_string(config.sample_rate_hz) + " Hz)");
+      reported_drops = drops;
+    }
+    const uint64_t overflow = tag_registry().overflowed();
+    if (overflow != reported_tag_overflow) {
+      (*log)(LogLevel::warning, "more than " + std::to_string(TagSetRegistry::kMaxTagSets) +
+                                    " distinct tag sets: new tag values are ignored (are tag values unbounded, "
+                                    "like request ids?)");
+      reported_tag_overflow = overflow;
+    }
+    const uint64_t skipped = g_sampler_counters.skipped_slots.load(std::memory_order_relaxed);
+    if (skipped != reported_skipped_slots) {
+      (*log)(LogLevel::warning, std::to_string(skipped - reported_skipped_slots) +
+                                    " sample(s) lost: a signal handler claimed a slot of the sample ring and did "
+                                    "not fill it within 1 s");
+      reported_skipped_slots = skipped;
+    }
+    if (timers.last_error() != reported_timer_error) {
+      reported_timer_error = timers.last_error();
+      (*log)(LogLevel::warning, reported_timer_error);
+    }
+  }
+
+  std::vector<pid_t> agent_tids() const {
+    std::vector<pid_t> tids{agent_tid};
+    if (push) tids.push_back(push->tid());
+    return tids;
+  }
+
+  void run_agent() {
+    pthread_setname_np(pthread_self(), "pyroscope-agent");
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      agent_tid = sampler_gettid();
+    }
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+    // Before any timer is armed: the table of an executable _dl_find_object has no .eh_frame_hdr for.
+    std::string problem;
+    if (!unwind_tables().prepare_executable(&problem))
+      (*log)(LogLevel::warning, "no unwind table for the executable (" + problem +
+                                    "): stacks end at its frames, marked [incomplete]");
+#endif
+    loader_counters = sampler_loader_counters();
+    std::string error;
+    timers.rescan(agent_tids(), &error, [this] { refresh_stack_mappings(); });
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (timers.size() == 0) {
+        agent_status = Status(StatusCode::unsupported,
+                              "could not arm a CPU-time timer for any thread: " +
+                                  (error.empty() ? timers.last_error() : error));
+      }
+      agent_ready = true;
+    }
+    wake.notify_all();
+    if (timers.size() == 0) return;
+    (*log)(LogLevel::info, "sampling " + std::to_string(timers.size()) + " thread(s) at " +
+                               std::to_string(config.sample_rate_hz) + " Hz of CPU time, writing '" + output_path + "'");
+
+    auto next_wake = std::chrono::steady_clock::now();
+    for (;;) {
+      next_wake += std::chrono::milliseconds(kAgentWakeMs);
+      if (!sleep_until(next_wake)) break;  // stop() asked
+      const auto now_steady = std::chrono::steady_clock::now();
+      if (now_steady > next_wake + std::chrono::seconds(1)) next_wake = now_steady;  // suspended: no catch-up
+      // A dlopen or dlclose since the last wake: names and tables of modules that went away must not
+      // serve the samples drained from now on.
+      const auto counters = sampler_loader_counters();
+      if (counters != loader_counters) {
+        loader_counters = counters;
+        aggregator->loader_changed();
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+        unwind_tables().forget_unloaded();
+#endif
+      }
+      drain();
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+      unwind_tables().serve_requests();
+      unwind_tables().free_retired();
+#endif
+      if (!retired_mappings.empty() && sampler_no_handler_running()) retired_mappings.clear();
+      check_disposition();
+      if (!handler_replaced) {
+        error.clear();
+        bool listed = false;
+        timers.rescan(agent_tids(), &error, [&] {
+          refresh_stack_mappings();
+          listed = true;
+        });
+        // A handler met a stack in no listed mapping (a coroutine's, say): list again, once a second at most.
+        if (!listed && g_stack_mappings_wanted.load(std::memory_order_relaxed) &&
+            sampler_monotonic_ns() - stack_mappings_read_ns > 1000000000) {
+          g_stack_mappings_wanted.store(false, std::memory_order_relaxed);
+          refresh_stack_mappings();
+        }
+        if (!error.empty() && error != reported_timer_error) {
+          reported_timer_error = error;
+          (*log)(LogLevel::warning, error);
+        }
+      }
+      const int64_t now = sampler_realtime_s();
+      if (now >= block_start + resolution) {
+        flush(block_start, block_start + resolution);
+        // Block starts only move forward, even if the wall clock is set back.
+        block_start = std::max(now - now % resolution, block_start + resolution);
+      }
+      report_problems();
+    }
+
+    // Stopping: no new samples, wait for handlers still running, then fold and write the rest.
+    g_sampler_enabled.store(false, std::memory_order_seq_cst);
+    timers.disarm_all();
+    const bool all_returned = wait_for_handlers();
+    drain();
+    if (all_returned) {
+      // No handler can read the tables or the mapping lists any more (a late one sees sampling off
+      // before it looks at them).
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+      unwind_tables().clear();
+#endif
+      delete g_stack_mappings.exchange(nullptr, std::memory_order_seq_cst);
+      retired_mappings.clear();
+    } else {
+      for (auto& retired : retired_mappings) retired.release();  // kept for a handler that never returned
+      retired_mappings.clear();
+    }
+    const int64_t now = sampler_realtime_s();
+    flush(block_start, std::min(block_start + resolution, std::max(block_start + 1, now + 1)));
+    report_problems();
+    const Status closed = writer.close();
+    if (!closed.ok()) {
+      (*log)(LogLevel::error, "closing '" + output_path + "': " + closed.to_string());
+      std::lock_guard<std::mutex> lock(mutex);
+      if (agent_status.ok()) agent_status = closed;
+    }
+    timespec cpu;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    g_sampler_counters.agent_cpu_ns.fetch_add(uint64_t(cpu.tv_sec) * 1000000000u + uint64_t(cpu.tv_nsec),
+                                              std::memory_order_relaxed);
+  }
+};
+
+struct ProfilerGlobal {
+  std::mutex control;  // guards the fields below; held briefly by start, stop, is_running and fork
+  ProfilerSession* session = nullptr;   // the running session
+  // The session stop() is finishing. stop() does not hold the control lock meanwhile (the agent it
+  // joins calls the log callback, which may call is_running() or start(), and fork() must not wait for
+  // a whole stop); start() refuses while it is set.
+  ProfilerSession* stopping = nullptr;
+  bool hooks_installed = false;
+};
+
+inline ProfilerGlobal& profiler_global() {
+  static ProfilerGlobal* global = new ProfilerGlobal;  // never destroyed: used by the atexit hook
+  return *global;
+}
+
+// Puts the disposition back if SIGPROF's handler is still ours, and returns false if it is not (then
+// someone installed theirs meanwhile, and it stays). Passing through SIG_IGN discards SIGPROFs still
+// pending on any thread (the kernel flushes them when a signal becomes ignored); our timers are
+// deleted by then, so no new one is generated and restoring SIG_DFL cannot kill the process with a late
+// signal. Async-signal-safe and allocation-free (the fork child calls it).
+inline bool sampler_restore_disposition(const struct sigaction& previous) {
+  struct sigaction current;
+  if (sigaction(kSamplerSignal, nullptr, &current) != 0 || !sampler_handler_is_ours(current)) return false;
+  struct sigaction ignore;
+  std::memset(&ignore, 0, sizeof ignore);
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  sigaction(kSamplerSignal, &ignore, nullptr);
+  if (!sampler_handler_is_ours(previous)) sigaction(kSamplerSignal, &previous, nullptr);
+  return true;
+}
+
+inline void sampler_at_exit() {
+  bool running;
+  {
+    std::lock_guard<std::mutex> lock(profiler_global().control);
+    running = profiler_global().session != nullptr;
+  }
+  if (running) stop();  // writes the partial block, so a program that never calls stop() loses nothing
+}
+
+inline void sampler_before_fork() {
+  profiler_global().control.lock();
+  tag_registry().mutex().lock();
+  sampler_loader_guard().lock();
+}
+inline void sampler_after_fork_in_parent() {
+  sampler_loader_guard().unlock();
+  tag_registry().mutex().unlock();
+  profiler_global().control.unlock();
+}
+// The child has one thread, no timers (POSIX timers are not inherited) and none of the agent's
+// threads. Its copy of the session is abandoned (leaked: destroying it would join threads that do not
+// exist and close the parent's file); the child is not profiled unless it calls start() again.
+// Allocates nothing (a child that only execs must not meet an allocator lock another thread of the
+// parent held at the fork): unlocks, atomics, sigaction.
+inline void sampler_after_fork_in_child() {
+  sampler_loader_guard().unlock();
+  tag_registry().mutex().unlock();
+  ProfilerGlobal& global = profiler_global();
+  ProfilerSession* abandoned = global.session != nullptr ? global.session : global.stopping;
+  if (abandoned != nullptr) {
+    g_sampler_enabled.store(false, std::memory_order_seq_cst);
+    sampler_restore_disposition(abandoned->previous_action);
+    global.session = nullptr;
+    global.stopping = nullptr;
+  }
+  // The parent's other threads, and any handler they were in, do not exist here.
+  g_sampler_in_flight.store(0, std::memory_order_seq_cst);
+  g_sampler_lost_in_flight.store(0, std::memory_order_seq_cst);
+  if (SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire)) ring->reset_after_fork();
+  // A wake-up file of its own, under the same number (the kernel object is shared with the parent).
+  const int wakeup = g_agent_wakeup_fd.load(std::memory_order_relaxed);
+  if (wakeup >= 0) {
+    const int fresh = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fresh >= 0) {
+      dup3(fresh, wakeup, O_CLOEXEC);
+      close(fresh);
+    }
+  }
+  global.control.unlock();
+}
+
+inline Status validate_config(const Config& config) {
+  std::string why;
+  if (!is_valid_app_name(config.application_name, &why))
+    return Status(StatusCode::invalid_argument, "Config.application_name '" + config.application_name + "' " + why);
+  for (const Tag& tag : config.tags) {
+    if (!is_valid_tag(tag.key, tag.value, &why))
+      return Status(StatusCode::invalid_argument, "Config.tags: " + why);
+  }
+  if (config.sample_rate_hz < 1 || config.sample_rate_hz > 1000)
+    return Status(StatusCode::invalid_argument,
+                  "Config.sample_rate_hz " + std::to_string(config.sample_rate_hz) + " is outside 1..1000");
+  if (config.flush_interval_seconds < 1 || config.flush_interval_seconds > 3600)
+    return Status(StatusCode::invalid_argument, "Config.flush_interval_seconds " +
+                                                    std::to_string(config.flush_interval_seconds) +
+                                                    " is outside 1..3600");
+  return Status();
+}
+
+// Starts a thread with SIGPROF blocked (it inherits the mask), so no sample ever lands on our threads.
+template <class Fn>
+std::thread sampler_spawn(Fn&& fn) {
+  sigset_t block, previous;
+  sigemptyset(&block);
+  sigaddset(&block, kSamplerSignal);
+  pthread_sigmask(SIG_BLOCK, &block, &previous);
+  std::thread thread(std::forward<Fn>(fn));
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  return thread;
+}
+
+// CPU time the running session's agent thread has used so far (0 when not running): lets a benchmark
+// tell the one-time start cost (symbol indexes, unwind tables) from the steady rate.
+inline uint64_t sampler_agent_cpu_ns() {
+  ProfilerGlobal& global = profiler_global();
+  std::lock_guard<std::mutex> control(global.control);
+  if (global.session == nullptr) return 0;
+  clockid_t clock;
+  timespec ts;
+  if (pthread_getcpuclockid(global.session->agent_thread.native_handle(), &clock) != 0 ||
+      clock_gettime(clock, &ts) != 0)
+    return 0;
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+}  // namespace detail
+
+Status start(const Config& config) {
+  using namespace detail;
+#if !defined(PYROSCOPE_PRELOAD_LIBRARY)
+  // Under libpyroscope-preload.so (pyro record) a program's own start() takes over: the preloaded
+  // copy of the profiler stops first, so the process is never sampled twice (docs/record.md).
+  using PreloadYield = int (*)();
+  if (auto yield = reinterpret_cast<PreloadYield>(dlsym(RTLD_DEFAULT, "pyroscope_preload_yield"))) yield();
+#endif
+  ProfilerGlobal& global = profiler_global();
+  std::lock_guard<std::mutex> control(global.control);
+  if (global.session != nullptr)
+    return Status(StatusCode::already_running,
+                  "start() while the profiler is running (writing '" + global.session->output_path + "')");
+  if (global.stopping != nullptr)
+    return Status(StatusCode::already_running, "start() while stop() is still finishing the previous session");
+  Status status = validate_config(config);
+  if (!status.ok()) return status;
+#if !defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+  // Here libgcc is the only unwinder, and in a statically linked program its FDE lookups take
+  // object_mutex (the program registered its frames at startup): a handler interrupting a thread that
+  // throws would wait for that thread forever (rule 1).
+  if (sampler_executable_is_static())
+    return Status(StatusCode::unsupported,
+                  "statically linked program: this build unwinds with libgcc, which takes a lock there, and a "
+                  "signal handler must not; link dynamically (or use the x86-64 build without ThreadSanitizer)");
+#endif
+
+  std::unique_ptr<ProfilerSession> session(new ProfilerSession);
+  session->config = config;
+  session->log->callback = config.log;
+  session->output_path = config.output_path.empty() ? config.application_name + ".pyro" : config.output_path;
+  session->resolution = config.flush_interval_seconds;
+  session->period_ns = 1000000000 / config.sample_rate_hz;
+  if (!config.server_address.empty()) {
+    status = parse_http_endpoint(config.server_address, &session->endpoint);
+    if (!status.ok()) return status;
+    session->push_enabled = true;
+  }
+
+  // Back off if someone else owns SIGPROF (gperftools, another profiler, the application itself), as
+  // gperftools does: two samplers on one signal would steal each other's samples.
+  struct sigaction current;
+  sigaction(kSamplerSignal, nullptr, &current);
+  const bool is_free = (current.sa_flags & SA_SIGINFO) == 0 &&
+                       (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN);
+  if (!is_free && !sampler_handler_is_ours(current))
+    return Status(StatusCode::already_running,
+                  "SIGPROF already has a handler (another profiler such as gperftools, or the application's own); "
+                  "not sampling");
+  if (sampler_handler_is_ours(current)) {
+    std::memset(&current, 0, sizeof current);
+    current.sa_handler = SIG_DFL;
+  }
+  session->previous_action = current;
+
+  struct stat existing;
+  const bool file_existed = ::stat(session->output_path.c_str(), &existing) == 0;
+  WriterOptions options;
+  options.resolution_seconds = config.flush_interval_seconds;
+  status = session->writer.open(session->output_path, options);
+  if (!status.ok()) return status;
+  if (session->writer.resolution_seconds() != config.flush_interval_seconds) {
+    const int64_t file_resolution = session->writer.resolution_seconds();
+    session->writer.close();
+    return Status(StatusCode::invalid_argument,
+                  "'" + session->output_path + "' has a resolution of " + std::to_string(file_resolution) +
+                      " s but Config.flush_interval_seconds is " + std::to_string(config.flush_interval_seconds));
+  }
+  session->series_info = sampler_series_info(session->period_ns);
+  if (file_existed) {
+    // A series keeps the info it was created with: a file whose series of this application were
+    // sampled at another rate would refuse every block, so start() refuses it now.
+    File stored;
+    if (stored.open_path(session->output_path).ok()) {
+      if (stored.info().format_version < 3) session->append_info = nullptr;
+      for (size_t i = 0; session->append_info != nullptr && i < stored.series().size(); i++) {
+        const SeriesKey& key = stored.series()[i];
+        if (key.app != config.application_name || key.type != kDefaultProfileType) continue;
+        if (stored.series_info(i) == session->series_info) continue;
+        session->writer.close();
+        return Status(StatusCode::invalid_argument,
+                      "'" + session->output_path + "' holds " + key.to_string() + " as " +
+                          stored.series_info(i).to_string() + ", but Config.sample_rate_hz " +
+                          std::to_string(config.sample_rate_hz) + " writes " + session->series_info.to_string() +
+                          ": write another file or sample at the same rate");
+      }
+    }
+  }
+
+  SamplerRing* ring = sampler_ring_instance();
+  if (ring == nullptr) {
+    session->writer.close();
+    return Status(StatusCode::io_error, std::string("cannot allocate the sample ring: ") + std::strerror(errno));
+  }
+  if (g_agent_wakeup_fd.load(std::memory_order_relaxed) < 0) {
+    const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) {
+      session->writer.close();
+      return Status(StatusCode::io_error, std::string("eventfd: ") + std::strerror(errno));
+    }
+    g_agent_wakeup_fd.store(fd, std::memory_order_relaxed);
+  }
+  sampler_bind_handler_calls();
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+  // A handler given up on by an earlier stop() may still read the old tables: then they stay.
+  if (g_sampler_lost_in_flight.load(std::memory_order_seq_cst) == 0) unwind_tables().clear();
+#endif
+  session->aggregator.reset(new SampleAggregator(config.application_name, config.tags, session->log));
+  const int64_t now = sampler_realtime_s();
+  session->block_start = now - now % session->resolution;
+  if (file_existed) {
+    // A series accepts only blocks after its last one. When this process (or an earlier run) already
+    // wrote the current block, this session's first block is the next one: its samples move later by
+    // less than one resolution instead of being refused.
+    File previous;
+    if (previous.open_path(session->output_path).ok())
+      session->block_start = std::max(session->block_start, previous.info().end_time);
+  }
+  session->timers.configure(session->period_ns,
+                            static_cast<uint64_t>(sampler_monotonic_ns()) ^ (uint64_t(getpid()) << 32));
+  session->reported_drops = g_sampler_counters.dropped_full.load(std::memory_order_relaxed);
+  session->reported_tag_overflow = tag_registry().overflowed();
+  session->reported_skipped_slots = g_sampler_counters.skipped_slots.load(std::memory_order_relaxed);
+
+  struct sigaction action;
+  std::memset(&action, 0, sizeof action);
+  action.sa_sigaction = sampler_on_signal;
+  action.sa_flags = SA_SIGINFO | SA_RESTART;
+  sampler_handler_mask(&action.sa_mask);
+  g_sampler_enabled.store(true, std::memory_order_seq_cst);
+  if (sigaction(kSamplerSignal, &action, nullptr) != 0) {
+    g_sampler_enabled.store(false, std::memory_order_seq_cst);
+    session->writer.close();
+    return Status(StatusCode::unsupported, std::string("sigaction(SIGPROF): ") + std::strerror(errno));
+  }
+
+  ProfilerSession* s = session.get();
+  if (s->push_enabled) {
+    s->push = std::make_shared<PushClient>(s->endpoint, [log = s->log](LogLevel level, const std::string& message) {
+      (*log)(level, message);
+    });
+    std::shared_ptr<PushClient> push = s->push;
+    s->push_thread = sampler_spawn([push] {
+      pthread_setname_np(pthread_self(), "pyroscope-push");
+      push->run();
+    });
+    while (s->push->tid() == 0) std::this_thread::yield();  // the agent must know it, to skip it
+  }
+  s->agent_thread = sampler_spawn([s] { s->run_agent(); });
+  Status agent_status;
+  {
+    std::unique_lock<std::mutex> lock(s->mutex);
+    s->wake.wait(lock, [s] { return s->agent_ready; });
+    agent_status = s->agent_status;
+  }
+  if (!agent_status.ok()) {
+    s->agent_thread.join();
+    g_sampler_enabled.store(false, std::memory_order_seq_cst);
+    sampler_restore_disposition(s->previous_action);  // only if it is still ours
+    if (s->push) {
+      if (s->push->finish(sampler_monotonic_ns())) s->push_thread.join();
+      else s->push_thread.detach();
+    }
+    s->writer.close();
+    return agent_status;
+  }
+
+  if (!global.hooks_installed) {
+    global.hooks_installed = true;
+    pthread_atfork(sampler_before_fork, sampler_after_fork_in_parent, sampler_after_fork_in_child);
+    std::atexit(sampler_at_exit);
+  }
+  global.session = session.release();
+  return Status();
+}
+
+Status stop() {
+  using namespace detail;
+  ProfilerGlobal& global = profiler_global();
+  ProfilerSession* s;
+  {
+    std::lock_guard<std::mutex> control(global.control);
+    s = global.session;
+    if (s == nullptr) {
+      return Status(StatusCode::not_running, global.stopping != nullptr ? "stop() while another stop() is finishing"
+                                                                         : "stop() without a running profiler");
+    }
+    // The agent (or the push thread) cannot join itself: a log callback that calls stop() gets a status.
+    const std::thread::id self = std::this_thread::get_id();
+    if (self == s->agent_thread.get_id() || (s->push && self == s->push_thread.get_id()))
+      return Status(StatusCode::invalid_argument, "stop() from the profiler's own thread (a log callback): "
+                                                  "call it from another thread");
+    global.session = nullptr;
+    global.stopping = s;
+  }
+  // From here on without the control lock: the agent calls the log callback while it finishes.
+  {
+    std::lock_guard<std::mutex> lock(s->mutex);
+    s->stop_requested = true;
+  }
+  sampler_wake_agent();
+  s->agent_thread.join();  // it disarms the timers, drains, writes the partial block, closes the file
+  if (!sampler_restore_disposition(s->previous_action) && !s->handler_replaced)
+    (*s->log)(LogLevel::warning, "SIGPROF's handler was replaced while profiling (by the application or another "
+                                 "profiler): left in place");
+  if (s->push) {
+    // Bounded: a slow or unreachable server delays stop() by at most kPushStopBudgetMs (+0.5 s).
+    if (s->push->finish(sampler_monotonic_ns() + int64_t(kPushStopBudgetMs) * 1000000)) {
+      s->push_thread.join();
+    } else {
+      // Only a name lookup without a timeout can keep it busy this long; it exits when that returns.
+      (*s->log)(LogLevel::warning, "push thread still busy at stop; left to finish on its own");
+      s->push_thread.detach();
+    }
+  }
+  Status result;
+  {
+    std::lock_guard<std::mutex> lock(s->mutex);
+    result = s->agent_status;
+  }
+  {
+    std::lock_guard<std::mutex> control(global.control);
+    global.stopping = nullptr;
+  }
+  delete s;
+  return result;
+}
+
+bool is_running() {
+  detail::ProfilerGlobal& global = detail::profiler_global();
+  std::lock_guard<std::mutex> control(global.control);
+  return global.session != nullptr;
+}
+
+}  // namespace pyroscope
+
+#else  // PYROSCOPE_NO_SAMPLER or not Linux
+
