@@ -3,33 +3,12 @@
 # Each check prints "ok - ..." or "FAIL - ..."; the script ends with "N passed, N failed" and exits
 # non-zero if any check failed.
 set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pyro=$1
 work=$2
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $1"; }
-check() {  # check NAME COMMAND...: passes when the command succeeds
-  local name=$1
-  shift
-  if "$@"; then ok "$name"; else fail "$name"; fi
-}
-# expect_exit NAME CODE STDERR_PATTERN COMMAND...: the exit code and a message on stderr
-expect_exit() {
-  local name=$1 code=$2 pattern=$3
-  shift 3
-  "$@" >"$work/last.out" 2>"$work/last.err"
-  local rc=$?
-  if [[ $rc -ne $code ]]; then
-    fail "$name: exit $rc, expected $code (stderr: $(head -c 300 "$work/last.err"))"
-  elif [[ -n $pattern ]] && ! grep -qE -- "$pattern" "$work/last.err"; then
-    fail "$name: stderr does not match /$pattern/: $(head -c 300 "$work/last.err")"
-  else
-    ok "$name"
-  fi
-}
+source "$here/check_lib.sh"
 # Canonical multiset of folded stacks: identical stacks summed, zero counts dropped, sorted.
 canon() { awk '{ n = $NF; sub(/ [^ ]*$/, ""); sum[$0] += n } END { for (s in sum) if (sum[s] > 0) print s " " sum[s] }' "$@" | LC_ALL=C sort; }
 same() { cmp -s "$1" "$2"; }
@@ -276,5 +255,4 @@ expect_exit "export-html with a bad view" 2 "--view 'sideways'" \
   "$pyro" export-html a.pyro '{}' --view sideways --viewer . -o share.html
 check "a failed export leaves no file" bash -c "[[ ! -e share.html && ! -e share.html.tmp ]]"
 
-echo "$passed passed, $failed failed"
-((failed == 0))
+finish

@@ -5,35 +5,14 @@
 #
 #   record_test.sh PATH/TO/pyro PATH/TO/libpyroscope-preload.so PATH/TO/record_own WORK_DIR
 set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pyro=$(realpath "$1")
 preload=$(realpath "$2")
 own=$(realpath "$3")
-work=$4
+work=$(realpath -m "$4")
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $1"; }
-check() {
-  local name=$1
-  shift
-  if "$@"; then ok "$name"; else fail "$name"; fi
-}
-# expect_exit NAME CODE STDERR_PATTERN COMMAND...
-expect_exit() {
-  local name=$1 code=$2 pattern=$3
-  shift 3
-  "$@" >last.out 2>last.err
-  local rc=$?
-  if [[ $rc -ne $code ]]; then
-    fail "$name: exit $rc, expected $code (stderr: $(head -c 400 last.err))"
-  elif [[ -n $pattern ]] && ! grep -qE -- "$pattern" last.err; then
-    fail "$name: stderr does not match /$pattern/: $(head -c 400 last.err)"
-  else
-    ok "$name"
-  fi
-}
+source "$here/check_lib.sh"
 # The self share (percent, integer) of FUNCTION in APP's profile in FILE; empty if absent.
 self_share() {
   "$pyro" query "$1" "$2{}" --format table 2>/dev/null |
@@ -164,5 +143,4 @@ check "its own file holds its samples (${n:-0})" test "${n:-0}" -ge 30
 m=$("$pyro" query own-recorded.pyro '{}' --format table 2>/dev/null | awk '$5 == "own_hot" { print $3 }')
 check "the preloaded profiler stopped when it started (own_hot in the record: ${m:-0} samples)" test "${m:-0}" -le 3
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish
