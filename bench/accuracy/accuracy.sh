@@ -112,7 +112,7 @@ while IFS=$'\t' read -r name share; do
   ours_share=$(awk -F'\t' -v n="$name" '$1 == n { print $2; exit }' ours.self)
   [[ -n $ours_share ]] || ours_share=0
   diff=$(awk -v a="$share" -v b="$ours_share" 'BEGIN { d = b - a; printf "%+.1f", d }')
-  max_diff=$(awk -v m="$max_diff" -v d="$diff" 'BEGIN { d = d < 0 ? -d : d; print (d > m ? d : m) }')
+  max_diff=$(awk -v m="$max_diff" -v d="$diff" 'BEGIN { d += 0; d = d < 0 ? -d : d; print (d > m ? d : m) }')
   printf '| `%s` | %.1f %% | %.1f %% | %s |\n' "$name" "$share" "$ours_share" "$diff"
 done < <(head -n 10 perf.self)
 echo
