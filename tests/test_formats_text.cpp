@@ -1,9 +1,6 @@
 // Text formats: folded (lenient by default, exact, streaming) and `perf script`, and format detection.
-// pyroscope-test: link=z
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_WITH_ZLIB 1
-#define PYROSCOPE_WITH_JSON 1
-#define PYROSCOPE_IMPLEMENTATION
+// Links the build's implementation (pyroscope_impl), which has PYROSCOPE_WITH_ZLIB and
+// PYROSCOPE_WITH_JSON wherever zlib and nlohmann-json are installed (scripts/install-deps.sh).
 #include "pyroscope.hpp"
 
 #include <doctest/doctest.h>
