@@ -51,6 +51,9 @@ struct Store::OpenWriter {
   Writer writer;
   std::string path;
   int64_t last_used = 0;  // unix seconds
+  // Pushes between writer_for() and the end of their append (changed under the store's writers_mutex_
+  // to go up, so maintain(), which looks under that lock, never closes a writer a push is about to use).
+  std::atomic<int> users{0};
   // Group commit: blocks waiting for the writer. Whoever gets the writer next appends every block
   // queued by then, those of one series and block merged into one part, and records each block's
   // result; a thread whose block was appended by another finds it done once it has the writer.
@@ -99,6 +102,19 @@ Status Store::append_grouped(OpenWriter& w, ProfileBlock* block) {
   std::lock_guard<std::mutex> q(w.queue_mutex);
   for (OpenWriter::Pending* p : batch) p->done = true;
   return me.status;
+}
+
+Status Store::append_to_hour(int64_t hour, bool late, int64_t now, ProfileBlock* block, std::string* path) {
+  Status st;
+  std::shared_ptr<OpenWriter> w = writer_for(hour, late, now, &st);  // counted as a user
+  if (!w) {
+    path->clear();
+    return st;
+  }
+  *path = w->path;
+  st = append_grouped(*w, block);
+  w->users--;
+  return st;
 }
 
 struct Store::CachedFile {
@@ -175,6 +191,7 @@ std::shared_ptr<Store::OpenWriter> Store::writer_for(int64_t hour, bool late, in
   auto& slot = writers_[{hour, late}];
   if (slot) {
     slot->last_used = now;
+    slot->users++;
     return slot;
   }
   auto w = std::make_shared<OpenWriter>();
@@ -199,6 +216,7 @@ std::shared_ptr<Store::OpenWriter> Store::writer_for(int64_t hour, bool late, in
     return nullptr;
   }
   w->last_used = now;
+  w->users++;
   slot = w;
   return w;
 }
@@ -238,28 +256,20 @@ Status Store::write(std::vector<ProfileBlock>* blocks, int64_t now) {
     Status st;
     bool stored = false;
     if (live_window_open(hour, now)) {
-      std::shared_ptr<OpenWriter> w = writer_for(hour, false, now, &st);
-      if (!w) {
-        counters_.refused++;
-        return st;
-      }
-      st = append_grouped(*w, &b);
+      std::string path;
+      st = append_to_hour(hour, false, now, &b, &path);
       if (st.ok()) stored = true;
       else if (st.code() != StatusCode::out_of_order) {
         counters_.refused++;
-        return Status(st.code(), w->path + ": " + st.message());
+        return path.empty() ? st : Status(st.code(), path + ": " + st.message());
       }
     }
     if (!stored) {
-      std::shared_ptr<OpenWriter> w = writer_for(hour, true, now, &st);
-      if (!w) {
-        counters_.refused++;
-        return st;
-      }
-      st = append_grouped(*w, &b);
+      std::string path;
+      st = append_to_hour(hour, true, now, &b, &path);
       if (!st.ok()) {
         counters_.refused++;
-        return Status(st.code(), w->path + ": " + st.message());
+        return path.empty() ? st : Status(st.code(), path + ": " + st.message());
       }
       counters_.late_blocks++;
     }
@@ -272,23 +282,25 @@ Status Store::write(std::vector<ProfileBlock>* blocks, int64_t now) {
 }
 
 void Store::maintain(int64_t now) {
-  // Writers of hours whose live window closed (and late writers idle for two minutes).
-  std::vector<std::shared_ptr<OpenWriter>> closing;
+  // Writers of hours whose live window closed (and late writers idle for two minutes), unless a push is
+  // using one. They are closed under the writers' lock: a push that wants the same hour meanwhile waits,
+  // then opens a fresh writer on a file the old one has let go of.
   {
     std::lock_guard<std::mutex> lock(writers_mutex_);
     for (auto it = writers_.begin(); it != writers_.end();) {
       const bool idle = it->first.second ? now - it->second->last_used > 120 : !live_window_open(it->first.first, now);
-      if (idle) {
-        closing.push_back(it->second);
-        it = writers_.erase(it);
-      } else {
+      if (!idle || it->second->users.load() != 0) {
         ++it;
+        continue;
       }
+      OpenWriter& w = *it->second;
+      {
+        std::lock_guard<std::mutex> append(w.mutex);
+        w.writer.close();
+      }
+      counters_.writers_closed++;
+      it = writers_.erase(it);
     }
-  }
-  for (auto& w : closing) {
-    std::lock_guard<std::mutex> lock(w->mutex);  // a write under way finishes first
-    w->writer.close();
   }
   if (options_.retention_seconds <= 0) return;
   for (const std::string& name : list_pyro_files(options_.dir)) {

@@ -34,6 +34,7 @@ struct StoreCounters {
   std::atomic<uint64_t> late_blocks{0};   // of which to a late file
   std::atomic<uint64_t> refused{0};       // writes refused (units that disagree, I/O errors)
   std::atomic<uint64_t> files_deleted{0}; // by retention
+  std::atomic<uint64_t> writers_closed{0}; // by maintain(): hours whose window closed, idle late files
 };
 
 class Store {
@@ -75,6 +76,10 @@ class Store {
   // Appends one block through the writer's group commit: concurrent pushes into one block become
   // one part (one record) instead of one each, so a block gets a part per commit, not per push.
   static Status append_grouped(OpenWriter& w, ProfileBlock* block);
+  // writer_for() + append_grouped(), the writer marked in use all along (maintain() leaves it open).
+  // *path: the file written (empty when no writer could be opened).
+  Status append_to_hour(int64_t hour, bool late, int64_t now, ProfileBlock* block, std::string* path);
+  // The hour's writer, opened if needed, with its user count raised (the caller lowers it when done).
   std::shared_ptr<OpenWriter> writer_for(int64_t hour, bool late, int64_t now, Status* error);
   bool live_window_open(int64_t hour, int64_t now) const;
 
