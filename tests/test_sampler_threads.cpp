@@ -136,8 +136,15 @@ TEST_CASE("sampler threads: blocking syscalls survive signals (read, accept, con
   const std::string path = fresh_path("syscalls");
   REQUIRE(pyroscope::start(test_config("syscalls", path)).ok());
   std::atomic<bool> stop_burning{false};
+  // Real timer samples meanwhile. The burner runs until it is told to stop AND the sampler has taken a
+  // sample: on a loaded machine the agent may give a new thread its timer only after the blocking part
+  // is over (the check below needs samples, not a fixed amount of work).
+  const uint64_t samples_before = pyroscope::detail::sampler_stats().samples;
   std::thread burner([&] {
-    while (!stop_burning.load()) burn_cpu(0.01);  // real timer samples meanwhile
+    const double cpu_limit = thread_cpu_seconds() + 30;
+    while ((!stop_burning.load() || pyroscope::detail::sampler_stats().samples == samples_before) &&
+           thread_cpu_seconds() < cpu_limit)
+      burn_cpu(0.01);
   });
 
   int pipe_fds[2];
