@@ -9750,6 +9750,10 @@ bool allocation_profiling_compiled(std::string* why) {
 #if defined(PYROSCOPE_ALLOCATION_INTERPOSED)
 
 #define PYROSCOPE_ALLOC_CALLER reinterpret_cast<uintptr_t>(__builtin_return_address(0))
+// Default visibility: in a shared library built with -fvisibility=hidden (libpyroscope-preload-heap.so)
+// the definitions must still be exported to interpose. Never inlined: the caller's return address is
+// where a sampled stack starts.
+#define PYROSCOPE_ALLOC_EXPORT __attribute__((noinline, used, visibility("default")))
 
 namespace pyroscope {
 namespace detail {
@@ -9803,18 +9807,18 @@ __attribute__((always_inline)) inline void alloc_delete(void* p, AllocEntry entr
 
 extern "C" {
 
-__attribute__((noinline, used)) void* malloc(size_t size) noexcept {
+PYROSCOPE_ALLOC_EXPORT void* malloc(size_t size) noexcept {
   void* p = __libc_malloc(size);
   pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocMalloc, PYROSCOPE_ALLOC_CALLER);
   return p;
 }
 
-__attribute__((noinline, used)) void free(void* pointer) noexcept {
+PYROSCOPE_ALLOC_EXPORT void free(void* pointer) noexcept {
   pyroscope::detail::alloc_note_free(pointer, pyroscope::detail::kAllocFree);
   __libc_free(pointer);
 }
 
-__attribute__((noinline, used)) void* calloc(size_t count, size_t size) noexcept {
+PYROSCOPE_ALLOC_EXPORT void* calloc(size_t count, size_t size) noexcept {
   void* p = __libc_calloc(count, size);
   size_t total = 0;
   if (!__builtin_mul_overflow(count, size, &total))
@@ -9824,7 +9828,7 @@ __attribute__((noinline, used)) void* calloc(size_t count, size_t size) noexcept
 
 // A realloc is a free of the old block and an allocation of the new (as tcmalloc and jemalloc count
 // it): the old block's record leaves the table before glibc may move or free it.
-__attribute__((noinline, used)) void* realloc(void* pointer, size_t size) noexcept {
+PYROSCOPE_ALLOC_EXPORT void* realloc(void* pointer, size_t size) noexcept {
   using namespace pyroscope::detail;
   AllocLive record;
   const bool sampled = alloc_note_free(pointer, kAllocRealloc, &record);
@@ -9837,7 +9841,7 @@ __attribute__((noinline, used)) void* realloc(void* pointer, size_t size) noexce
   return p;
 }
 
-__attribute__((noinline, used)) int posix_memalign(void** out, size_t alignment, size_t size) noexcept {
+PYROSCOPE_ALLOC_EXPORT int posix_memalign(void** out, size_t alignment, size_t size) noexcept {
   if (alignment < sizeof(void*) || (alignment & (alignment - 1)) != 0) return EINVAL;
   void* p = __libc_memalign(alignment, size);
   if (p == nullptr) return ENOMEM;
@@ -9846,25 +9850,25 @@ __attribute__((noinline, used)) int posix_memalign(void** out, size_t alignment,
   return 0;
 }
 
-__attribute__((noinline, used)) void* aligned_alloc(size_t alignment, size_t size) noexcept {
+PYROSCOPE_ALLOC_EXPORT void* aligned_alloc(size_t alignment, size_t size) noexcept {
   void* p = __libc_memalign(alignment, size);
   pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocAlignedAlloc, PYROSCOPE_ALLOC_CALLER);
   return p;
 }
 
-__attribute__((noinline, used)) void* memalign(size_t alignment, size_t size) noexcept {
+PYROSCOPE_ALLOC_EXPORT void* memalign(size_t alignment, size_t size) noexcept {
   void* p = __libc_memalign(alignment, size);
   pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocMemalign, PYROSCOPE_ALLOC_CALLER);
   return p;
 }
 
-__attribute__((noinline, used)) void* valloc(size_t size) noexcept {
+PYROSCOPE_ALLOC_EXPORT void* valloc(size_t size) noexcept {
   void* p = __libc_valloc(size);
   pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocValloc, PYROSCOPE_ALLOC_CALLER);
   return p;
 }
 
-__attribute__((noinline, used)) void* pvalloc(size_t size) noexcept {
+PYROSCOPE_ALLOC_EXPORT void* pvalloc(size_t size) noexcept {
   void* p = __libc_pvalloc(size);
   pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocPvalloc, PYROSCOPE_ALLOC_CALLER);
   return p;
@@ -9873,7 +9877,7 @@ __attribute__((noinline, used)) void* pvalloc(size_t size) noexcept {
 }  // extern "C"
 
 #define PYROSCOPE_NEW(signature, alignment, nothrow, entry)                                                \
-  __attribute__((noinline, used)) void* signature {                                                       \
+  PYROSCOPE_ALLOC_EXPORT void* signature {                                                       \
     return pyroscope::detail::alloc_new(size, alignment, nothrow, pyroscope::detail::entry, PYROSCOPE_ALLOC_CALLER); \
   }
 PYROSCOPE_NEW(operator new(size_t size), 0, false, kAllocNew)
@@ -9889,7 +9893,7 @@ PYROSCOPE_NEW(operator new[](size_t size, std::align_val_t a, const std::nothrow
 #undef PYROSCOPE_NEW
 
 #define PYROSCOPE_DELETE(signature, entry) \
-  __attribute__((noinline, used)) void signature noexcept { pyroscope::detail::alloc_delete(p, pyroscope::detail::entry); }
+  PYROSCOPE_ALLOC_EXPORT void signature noexcept { pyroscope::detail::alloc_delete(p, pyroscope::detail::entry); }
 PYROSCOPE_DELETE(operator delete(void* p), kAllocDelete)
 PYROSCOPE_DELETE(operator delete[](void* p), kAllocDeleteArray)
 PYROSCOPE_DELETE(operator delete(void* p, const std::nothrow_t&), kAllocDeleteNothrow)
@@ -9905,6 +9909,7 @@ PYROSCOPE_DELETE(operator delete[](void* p, std::align_val_t, const std::nothrow
 #undef PYROSCOPE_DELETE
 
 #undef PYROSCOPE_ALLOC_CALLER
+#undef PYROSCOPE_ALLOC_EXPORT
 
 #endif  // PYROSCOPE_ALLOCATION_INTERPOSED
 // [SECTION] Implementation: symbolizer (Linux) ====================================================
