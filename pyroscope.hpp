@@ -9733,7 +9733,7 @@ bool allocation_profiling_compiled(std::string* why) {
 #if !defined(PYROSCOPE_ALLOCATION_PROFILING)
     *why = "the implementation file does not define PYROSCOPE_ALLOCATION_PROFILING";
 #elif defined(PYROSCOPE_ALLOCATION_SANITIZER)
-    *why = "a " PYROSCOPE_ALLOCATION_SANITIZER " build: its runtime owns malloc, so the allocation functions "
+    *why = "built with " PYROSCOPE_ALLOCATION_SANITIZER ", whose runtime owns malloc: the allocation functions "
            "are not interposed";
 #else
     *why = "not a glibc system: the allocation functions forward to glibc's __libc_* entry points";

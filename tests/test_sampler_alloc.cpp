@@ -172,12 +172,34 @@ TEST_CASE("alloc: each allocation is sampled with probability 1 - exp(-size/mean
   CHECK(std::fabs(sampled - expected) <= 5 * sd);
 }
 
+TEST_CASE("alloc: static and dynamic tags apply as for cpu") {
+  if (!interposed()) return;
+  const std::string path = fresh_path("alloc-tags");
+  pyroscope::Config config = alloc_config("alloctags", path, kSampleBytes);
+  config.tags = {{"region", "eu-north"}};
+  REQUIRE(pyroscope::start(config).ok());
+  {
+    pyroscope::tag_scope scope{"vehicle", "car"};
+    bar_allocates(size_t(4) << 20, nullptr);
+  }
+  foo_allocates(size_t(4) << 20, nullptr);
+  REQUIRE(pyroscope::stop().ok());
+  const pyroscope::QueryResult car = query_file(path, "alloctags.alloc_space{vehicle=\"car\"}");
+  CHECK(std::fabs(double(function_total(car.tree, "bar_allocates")) - double(4 << 20)) <= 2);  // p = 1 - e^-16
+  CHECK(function_total(car.tree, "foo_allocates") == 0);
+  const pyroscope::QueryResult region = query_file(path, "alloctags.alloc_space{region=\"eu-north\"}");
+  CHECK(std::fabs(double(function_total(region.tree, "bar_allocates")) - double(4 << 20)) <= 2);  // p = 1 - e^-16
+  CHECK(function_total(region.tree, "foo_allocates") > 0);
+}
+
 TEST_CASE("alloc: inuse_space follows frees (bar >= 95 % once foo's blocks are freed)") {
   if (!interposed()) return;
   const std::string path = fresh_path("alloc-inuse");
   REQUIRE(pyroscope::start(alloc_config("allocinuse", path, kSampleBytes)).ok());
   std::vector<void*> foo_blocks, bar_blocks;
+  // Reserved: a vector growing inside foo_allocates or bar_allocates would be their allocation too.
   foo_blocks.reserve((size_t(16) << 20) / kFooBlock);
+  bar_blocks.reserve((size_t(8) << 20) / kBarBlock);
   foo_allocates(size_t(16) << 20, &foo_blocks);
   bar_allocates(size_t(8) << 20, &bar_blocks);
   const int64_t both_live = now_s() + 1;  // a whole block with both sets live
