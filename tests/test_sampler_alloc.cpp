@@ -260,17 +260,22 @@ TEST_CASE("alloc: a leak is a rising inuse_space line, a steady function a flat 
   g_leaked.reserve(8 * 256);
   g_steady.assign(256, nullptr);
   REQUIRE(pyroscope::start(alloc_config("allocleak", path, kSampleBytes)).ok());
-  sleep_into_next_second(0.5);
-  const int64_t first = now_s();
+  // One step per block, the next one only after the agent wrote the block (on a loaded machine it can
+  // be late by more than the rest of a second): block k's snapshot holds exactly k + 1 steps.
   const int steps = 5;
+  std::vector<int64_t> blocks;
   for (int step = 0; step < steps; step++) {
     leaky_step();
     steady_step();
-    sleep_into_next_second(0.5);  // each block ends with one more step done
+    blocks.push_back(now_s());  // read after the step: the block it is in, or a later one
+    while (now_s() == blocks.back()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const uint64_t written = pyroscope::detail::sampler_stats().blocks_written;
+    while (pyroscope::detail::sampler_stats().blocks_written == written)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   REQUIRE(pyroscope::stop().ok());
   std::vector<double> leaky, steady;
-  for (int64_t block = first; block < first + steps; block++) {
+  for (int64_t block : blocks) {
     const pyroscope::QueryResult r = query_range(path, "allocleak.inuse_space{}", block, block + 1);
     leaky.push_back(double(function_total(r.tree, "leaky_step")) / double(1 << 20));
     steady.push_back(double(function_total(r.tree, "steady_step")) / double(1 << 20));
