@@ -15,6 +15,12 @@
 //                               programs it executes (default "1": they are profiled too)
 //   PYROSCOPE_LOG_LEVEL         debug, info, warning (default), error or silent; messages go to stderr
 //   PYROSCOPE_PRELOAD_DISABLE   "1": load, do nothing
+//   PYROSCOPE_ALLOCATION_SAMPLE_BYTES  libpyroscope-preload-heap.so only (pyro record --heap): the mean
+//                               bytes between sampled allocations (default 524288; 0: no allocations)
+//
+// libpyroscope-preload-heap.so is this file built with PYROSCOPE_ALLOCATION_PROFILING: it interposes
+// malloc, free, operator new, ... as well (docs/memory.md). A separate library, so that plain
+// `pyro record` never replaces a program's allocator functions.
 //
 // The library never changes what the program does: a bad setting is one line on stderr and no
 // profiling; it does not exit, abort or throw. A program that links pyroscope.hpp itself and calls
@@ -22,6 +28,9 @@
 // stops this library's sampler first, so the process is never profiled twice.
 #define PYROSCOPE_IMPLEMENTATION
 #define PYROSCOPE_PRELOAD_LIBRARY 1
+#if defined(PYROSCOPE_PRELOAD_HEAP)
+#define PYROSCOPE_ALLOCATION_PROFILING 1
+#endif
 #include "pyroscope.hpp"
 
 #include <errno.h>
@@ -125,6 +134,19 @@ bool parse_rate(const char* text, int* rate, std::string* error) {
   return true;
 }
 
+bool parse_sample_bytes(const char* text, size_t* bytes, std::string* error) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v > (1ull << 40)) {
+    *error = std::string("PYROSCOPE_ALLOCATION_SAMPLE_BYTES '") + text +
+             "': expected the mean bytes between sampled allocations, 0 to 2^40";
+    return false;
+  }
+  *bytes = size_t(v);
+  return true;
+}
+
 // Whether this process is one the user asked to profile. With PYROSCOPE_CHILDREN=0 the first process
 // records its pid in PYROSCOPE_RECORD_PID (pyro record sets it before exec), and its descendants,
 // which inherit the variable and the preload, stay quiet.
@@ -179,6 +201,23 @@ __attribute__((constructor)) void preload_start() {
       say(Verbosity::error, error + "; not profiling");
       return;
     }
+  }
+#if defined(PYROSCOPE_PRELOAD_HEAP)
+  config.allocation_sample_bytes = 512 * 1024;
+#else
+  config.allocation_sample_bytes = 0;  // this library does not interpose the allocation functions
+#endif
+  if (const char* bytes = env("PYROSCOPE_ALLOCATION_SAMPLE_BYTES")) {
+    if (!parse_sample_bytes(bytes, &config.allocation_sample_bytes, &error)) {
+      say(Verbosity::error, error + "; not profiling");
+      return;
+    }
+#if !defined(PYROSCOPE_PRELOAD_HEAP)
+    if (config.allocation_sample_bytes != 0)
+      say(Verbosity::warning, "PYROSCOPE_ALLOCATION_SAMPLE_BYTES is for libpyroscope-preload-heap.so (pyro record "
+                              "--heap); this library samples CPU time only");
+    config.allocation_sample_bytes = 0;
+#endif
   }
   config.log = [](pyroscope::LogLevel level, const std::string& message) {
     const Verbosity v = level == pyroscope::LogLevel::debug  ? Verbosity::debug

@@ -908,20 +908,24 @@ int cmd_merge(const Args& a) {
 
 // The preload library: $PYROSCOPE_PRELOAD_LIBRARY, else beside pyro (the build tree), else where
 // CMake installs it relative to pyro's bin directory.
-bool find_preload_library(std::string* path, std::string* tried) {
-  if (const char* given = std::getenv("PYROSCOPE_PRELOAD_LIBRARY"); given && *given) {
+// heap: libpyroscope-preload-heap.so (pyro record --heap), found the same way; its variable is
+// PYROSCOPE_PRELOAD_HEAP_LIBRARY.
+bool find_preload_library(std::string* path, std::string* tried, bool heap = false) {
+  if (const char* given = std::getenv(heap ? "PYROSCOPE_PRELOAD_HEAP_LIBRARY" : "PYROSCOPE_PRELOAD_LIBRARY");
+      given && *given) {
     *path = given;
     *tried = given;
     return file_exists(*path);
   }
-#if defined(PYRO_PRELOAD_NAME)
+#if defined(PYRO_PRELOAD_NAME) && defined(PYRO_PRELOAD_HEAP_NAME)
+  const std::string name = heap ? PYRO_PRELOAD_HEAP_NAME : PYRO_PRELOAD_NAME;
   char exe[4096];
   const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n <= 0) return false;
   exe[n] = '\0';
   std::string dir(exe);
   dir.resize(dir.rfind('/'));
-  for (const std::string& candidate : {dir + "/" + PYRO_PRELOAD_NAME, dir + "/" + PYRO_PRELOAD_FROM_BINDIR + "/" + PYRO_PRELOAD_NAME}) {
+  for (const std::string& candidate : {dir + "/" + name, dir + "/" + PYRO_PRELOAD_FROM_BINDIR + "/" + name}) {
     *tried += (tried->empty() ? "" : ", ") + candidate;
     if (file_exists(candidate)) {
       *path = candidate;
@@ -1011,10 +1015,20 @@ int cmd_record(const Args& a) {
     if (rate->empty() || *end != '\0' || v < 1 || v > 1000)
       return usage_error(a.command, "--rate '" + *rate + "': expected samples per second, 1 to 1000");
   }
+  const std::string* heap_bytes = a.value("--heap-bytes");
+  const bool heap = a.has("--heap") || heap_bytes != nullptr;
+  if (heap_bytes) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(heap_bytes->c_str(), &end, 10);
+    if (heap_bytes->empty() || *end != '\0' || (*heap_bytes)[0] == '-' || v < 1 || v > (1ull << 40))
+      return usage_error(a.command, "--heap-bytes '" + *heap_bytes + "': expected the mean bytes between sampled "
+                                    "allocations, 1 to 2^40");
+  }
   std::string library, tried;
-  if (!find_preload_library(&library, &tried))
-    return runtime_error(a, "libpyroscope-preload.so not found (looked at: " + (tried.empty() ? "nothing" : tried) +
-                                "); set PYROSCOPE_PRELOAD_LIBRARY to its path");
+  if (!find_preload_library(&library, &tried, heap))
+    return runtime_error(a, std::string(heap ? "libpyroscope-preload-heap.so" : "libpyroscope-preload.so") +
+                                " not found (looked at: " + (tried.empty() ? "nothing" : tried) + "); set " +
+                                (heap ? "PYROSCOPE_PRELOAD_HEAP_LIBRARY" : "PYROSCOPE_PRELOAD_LIBRARY") + " to its path");
   const std::string out = a.value("--output") ? *a.value("--output") : (app ? *app : base_name(command[0])) + ".pyro";
   if (file_exists(out)) {
     if (!a.has("--force")) return runtime_error(a, "'" + out + "' already exists (pass --force to replace it)");
@@ -1040,6 +1054,8 @@ int cmd_record(const Args& a) {
     if (const std::string* server = a.value("--server")) ::setenv("PYROSCOPE_SERVER_ADDRESS", server->c_str(), 1);
     if (const std::string* rate = a.value("--rate")) ::setenv("PYROSCOPE_SAMPLE_RATE", rate->c_str(), 1);
     ::setenv("PYROSCOPE_CHILDREN", a.has("--no-children") ? "0" : "1", 1);
+    if (heap) ::setenv("PYROSCOPE_ALLOCATION_SAMPLE_BYTES", heap_bytes ? heap_bytes->c_str() : "524288", 1);
+    else ::unsetenv("PYROSCOPE_ALLOCATION_SAMPLE_BYTES");
     ::setenv("PYROSCOPE_RECORD_PID", std::to_string(::getpid()).c_str(), 1);
     std::vector<char*> argv;
     for (const std::string& word : command) argv.push_back(const_cast<char*>(word.c_str()));
@@ -1151,7 +1167,7 @@ const std::vector<Command>& commands() {
          return options;
        }(),
        0, [](const Args& a) { return pyroscope::serve::serve_command(a.values, a.flags); }},
-      {"record", "[-o OUT.pyro] [--app NAME] [--tags k=v,...] [--server URL] [--rate HZ] [--no-children] -- CMD ARGS...",
+      {"record", "[-o OUT.pyro] [--app NAME] [--tags k=v,...] [--server URL] [--rate HZ] [--no-children] [--heap] -- CMD ARGS...",
        "run a program built without pyroscope.hpp under the sampler (libpyroscope-preload.so) and write its "
        "profile, and those of the programs it runs, to OUT.pyro",
        {{"--output", "-o", "OUT", "the .pyro file (default: <app or command name>.pyro)"},
@@ -1160,6 +1176,9 @@ const std::vector<Command>& commands() {
         {"--server", nullptr, "URL", "also push each 10 s block to a Pyroscope server"},
         {"--rate", nullptr, "HZ", "samples per second of CPU time per thread (default 100)"},
         {"--no-children", nullptr, nullptr, "profile only CMD, not the programs it executes"},
+        {"--heap", nullptr, nullptr, "sample allocations too: alloc_space, alloc_objects, inuse_space, inuse_objects "
+                                     "(libpyroscope-preload-heap.so; docs/memory.md)"},
+        {"--heap-bytes", nullptr, "BYTES", "with --heap: mean bytes between sampled allocations (default 524288)"},
         kForce},
        0, cmd_record},
       {"help", "[COMMAND]", "this overview, or the options of one command", {}, 0, cmd_help},

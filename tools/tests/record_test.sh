@@ -87,6 +87,35 @@ if [[ -x /usr/bin/python3 ]]; then
   check "python3: the interpreter loop is in the stacks" bash -c "'$pyro' query py.pyro 'python3{}' | grep -q '_PyEval_EvalFrameDefault'"
 fi
 
+# --- --heap: the allocations of an unmodified program (libpyroscope-preload-heap.so) ---------------
+cat >heapc.c <<'EOF'
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((noinline)) char* keep_big(void) { char* p = malloc(1 << 20); p[0] = 1; return p; }
+__attribute__((noinline)) void churn_small(void) {
+  for (int i = 0; i < 50000; i++) { char* volatile p = malloc(200); p[0] = 2; free(p); }
+}
+int main(void) {
+  char* held[64];
+  for (int i = 0; i < 64; i++) { held[i] = keep_big(); churn_small(); }
+  printf("%d\n", held[63][0]);
+  return 0;
+}
+EOF
+check "heap test program built" cc -O1 -g heapc.c -o heapc
+expect_exit "record --heap: the program runs as without it" 0 "1 process\(es\) profiled \(heapc\)" \
+  "$pyro" record --heap -o heap.pyro -- ./heapc
+check "the program's output is untouched" grep -qx 1 last.out
+# 640 MB churned in 200-byte blocks, 64 MiB kept in 1 MiB ones: ~1400 samples at 512 KiB.
+share=$(self_share heap.pyro heapc.alloc_space churn_small)
+check "alloc_space: churn_small allocates ~91 % of the bytes (${share:-absent} %)" \
+  bash -c "[ ${share:-0} -ge 85 ] && [ ${share:-0} -le 96 ]"
+share=$(self_share heap.pyro heapc.inuse_space keep_big)
+check "inuse_space: keep_big holds the memory (${share:-absent} %)" test "${share:-0}" -ge 95
+expect_exit "record --heap-bytes: a nonsense mean is refused" 2 "heap-bytes" "$pyro" record --heap-bytes 0 -- ./heapc
+expect_exit "record without --heap: CPU only" 0 "profiled" "$pyro" record -o plain.pyro -- ./heapc
+check "no allocation series without --heap" bash -c "! '$pyro' info plain.pyro | grep -q alloc_space"
+
 # --- children ------------------------------------------------------------------------------------
 cp hot hot2
 expect_exit "record: a shell and the programs it runs" 0 "" "$pyro" record -o kids.pyro -- bash -c './hot 0.3; ./hot2 0.3'
