@@ -23,8 +23,8 @@ struct SessionLog {
 // of the slot's words; symbolization and tree insertion happen once per distinct stack and block.
 class SampleAggregator {
  public:
-  SampleAggregator(std::string app, Tags static_tags, std::shared_ptr<SessionLog> log)
-      : app_(std::move(app)), static_tags_(std::move(static_tags)), log_(std::move(log)),
+  SampleAggregator(std::string app, std::string type, Tags static_tags, std::shared_ptr<SessionLog> log)
+      : app_(std::move(app)), type_(std::move(type)), static_tags_(std::move(static_tags)), log_(std::move(log)),
         symbols_(std::make_shared<SymbolTable>()) {}
 
   void add(const SamplerSlot& slot) {
@@ -68,6 +68,7 @@ class SampleAggregator {
 
  private:
   std::string app_;
+  std::string type_;  // the profile type of every series this aggregator makes
   Tags static_tags_;
   std::shared_ptr<SessionLog> log_;
   std::shared_ptr<SymbolTable> symbols_;
@@ -140,7 +141,7 @@ class SampleAggregator {
         (*log_)(LogLevel::warning, "dynamic tag left out: " + why);
       }
     }
-    SeriesKey key(app_, std::move(tags));
+    SeriesKey key(app_, type_, std::move(tags));
     auto found = series_index_.find(key);
     uint32_t index;
     if (found != series_index_.end()) {
@@ -695,7 +696,8 @@ Status start(const Config& config) {
   // A handler given up on by an earlier stop() may still read the old tables: then they stay.
   if (g_sampler_lost_in_flight.load(std::memory_order_seq_cst) == 0) unwind_tables().clear();
 #endif
-  session->aggregator.reset(new SampleAggregator(config.application_name, config.tags, session->log));
+  session->aggregator.reset(
+      new SampleAggregator(config.application_name, kDefaultProfileType, config.tags, session->log));
   const int64_t now = sampler_realtime_s();
   session->block_start = now - now % session->resolution;
   if (file_existed) {
