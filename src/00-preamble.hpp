@@ -60,6 +60,7 @@
      [SECTION] Implementation: tag scopes
      [SECTION] Implementation: formats (pprof, folded, perf script, speedscope, .cpuprofile)
      [SECTION] Implementation: sampler backend (Linux)
+     [SECTION] Implementation: wall-clock sampler (Linux)
      [SECTION] Implementation: symbolizer (Linux)
      [SECTION] Implementation: push to a Pyroscope server (Linux)
      [SECTION] Implementation: profiler API (Linux)

@@ -9,6 +9,10 @@ struct Config {
   std::string output_path;            // default "<application_name>.pyro" in the working directory
   int flush_interval_seconds = 10;    // one block per interval; must equal the file's resolution
   std::string server_address;         // e.g. "http://localhost:4040": also POST each block to /ingest
+  // Opt-in: also sample every thread, running or blocked, 100 times a second of real time, into the
+  // series "<application_name>.wall" (where threads wait, not only where they burn CPU). Blocked threads
+  // are never signalled (docs/sampler.md, "Wall-clock time": how, what can still surface, the cost).
+  bool wall_clock = false;
   // Called on the profiler's background threads (never inside the signal handler). It may call
   // is_running(), start() (refused while a session runs or stops) and fork(); stop() from it returns
   // invalid_argument.

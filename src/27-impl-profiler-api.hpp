@@ -169,6 +169,18 @@ inline SeriesInfo sampler_series_info(int64_t period_ns) {
   return info;
 }
 
+// The info of the wall series (Config::wall_clock): samples, summed, each standing for one wall
+// interval of real time of one thread, running or not.
+inline SeriesInfo wall_series_info() {
+  SeriesInfo info = default_series_info("wall");
+  info.unit = "samples";
+  info.aggregation = Aggregation::sum;
+  info.period = kWallIntervalNs;
+  info.period_type = "wall";
+  info.period_unit = "nanoseconds";
+  return info;
+}
+
 inline bool sampler_handler_is_ours(const struct sigaction& action) {
   return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
 }
@@ -185,6 +197,12 @@ struct ProfilerSession {
   SeriesInfo series_info;
   const SeriesInfo* append_info = &series_info;
   std::unique_ptr<SampleAggregator> aggregator;
+  // Config::wall_clock: the wall series, its info (null when appending to a version 1 or 2 file) and the
+  // sampler that ticks on the agent thread.
+  SeriesInfo wall_info;
+  const SeriesInfo* wall_append_info = &wall_info;
+  std::unique_ptr<SampleAggregator> wall_aggregator;
+  std::unique_ptr<WallSampler> wall;
   ThreadTimers timers;
   bool push_enabled = false;
   HttpEndpoint endpoint;
@@ -214,7 +232,12 @@ struct ProfilerSession {
     SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
     uint64_t skipped = 0;
     ring->drain(sampler_monotonic_ns(), &skipped, [this](const SamplerSlot& slot) {
-      aggregator->add(slot);
+      if ((slot.flags & kSlotWall) == 0) {
+        aggregator->add(slot);
+        if (wall) wall->note_cpu_sample(slot);
+      } else if (wall_aggregator) {
+        wall_aggregator->add(slot);
+      }
       g_sampler_counters.drained.fetch_add(1, std::memory_order_relaxed);
       g_sampler_counters.weight.fetch_add(slot.weight, std::memory_order_relaxed);
       g_sampler_counters.weight_squared.fetch_add(uint64_t(slot.weight) * slot.weight, std::memory_order_relaxed);
@@ -294,10 +317,18 @@ struct ProfilerSession {
   }
 
   void flush(int64_t block, int64_t until) {
+    flush_series(*aggregator, append_info, config.sample_rate_hz, block, until);
+    if (wall_aggregator) {
+      wall->flush([this](const SamplerSlot& slot) { wall_aggregator->add(slot); });
+      flush_series(*wall_aggregator, wall_append_info, kWallSampleRateHz, block, until);
+    }
+  }
+
+  void flush_series(SampleAggregator& source, const SeriesInfo* info, int rate_hz, int64_t block, int64_t until) {
     std::vector<std::pair<SeriesKey, Tree>> trees;
-    aggregator->take(&trees);
+    source.take(&trees);
     for (auto& entry : trees) {
-      const Status status = writer.append(entry.first, block, entry.second, append_info);
+      const Status status = writer.append(entry.first, block, entry.second, info);
       if (status.ok()) {
         g_sampler_counters.blocks_written.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -307,8 +338,7 @@ struct ProfilerSession {
         if (agent_status.ok()) agent_status = status;
       }
       if (push) {
-        push->enqueue(ingest_target(endpoint, entry.first, block, until, config.sample_rate_hz),
-                      entry.second.to_folded());
+        push->enqueue(ingest_target(endpoint, entry.first, block, until, rate_hz), entry.second.to_folded());
       }
     }
   }
@@ -377,18 +407,41 @@ struct ProfilerSession {
     (*log)(LogLevel::info, "sampling " + std::to_string(timers.size()) + " thread(s) at " +
                                std::to_string(config.sample_rate_hz) + " Hz of CPU time, writing '" + output_path + "'");
 
+    if (wall) (*log)(LogLevel::info, "sampling every thread at " + std::to_string(kWallSampleRateHz) +
+                                         " Hz of wall-clock time too (series " + config.application_name + ".wall)");
+
+    // The agent wakes every kAgentWakeMs, or every wall interval when wall-clock sampling is on: then
+    // each wake is a wall tick and every kAgentWakeMs also the rest (drain, rescan, flush).
+    const auto step = std::chrono::nanoseconds(wall ? kWallIntervalNs : int64_t(kAgentWakeMs) * 1000000);
     auto next_wake = std::chrono::steady_clock::now();
+    auto next_chores = next_wake + std::chrono::milliseconds(kAgentWakeMs);
+    bool wall_failed = false;
     for (;;) {
-      next_wake += std::chrono::milliseconds(kAgentWakeMs);
+      next_wake += step;
       if (!sleep_until(next_wake)) break;  // stop() asked
       const auto now_steady = std::chrono::steady_clock::now();
       if (now_steady > next_wake + std::chrono::seconds(1)) next_wake = now_steady;  // suspended: no catch-up
+      if (wall && !wall_failed) {
+        std::string wall_error;
+        wall_failed = !wall->tick(
+            sampler_monotonic_ns(), agent_tids(), &wall_error,
+            [this](const SamplerSlot& slot) { wall_aggregator->add(slot); },
+            [this] {
+              check_disposition();
+              return !handler_replaced;
+            });
+        if (wall_failed) (*log)(LogLevel::warning, wall_error + ": wall-clock sampling stopped");
+      }
+      if (now_steady < next_chores) continue;
+      next_chores += std::chrono::milliseconds(kAgentWakeMs);
+      if (now_steady > next_chores + std::chrono::seconds(1)) next_chores = now_steady;
       // A dlopen or dlclose since the last wake: names and tables of modules that went away must not
       // serve the samples drained from now on.
       const auto counters = sampler_loader_counters();
       if (counters != loader_counters) {
         loader_counters = counters;
         aggregator->loader_changed();
+        if (wall_aggregator) wall_aggregator->loader_changed();
 #if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
         unwind_tables().forget_unloaded();
 #endif
@@ -429,6 +482,7 @@ struct ProfilerSession {
 
     // Stopping: no new samples, wait for handlers still running, then fold and write the rest.
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
+    g_wall_token.store(0, std::memory_order_relaxed);
     timers.disarm_all();
     const bool all_returned = wait_for_handlers();
     drain();
@@ -517,6 +571,7 @@ inline void sampler_after_fork_in_parent() {
 // Allocates nothing (a child that only execs must not meet an allocator lock another thread of the
 // parent held at the fork): unlocks, atomics, sigaction.
 inline void sampler_after_fork_in_child() {
+  g_sampler_thread_tid = 0;  // this thread has another tid in the child
   sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   ProfilerGlobal& global = profiler_global();
@@ -658,14 +713,24 @@ Status start(const Config& config) {
                       " s but Config.flush_interval_seconds is " + std::to_string(config.flush_interval_seconds));
   }
   session->series_info = sampler_series_info(session->period_ns);
+  session->wall_info = wall_series_info();
   if (file_existed) {
     // A series keeps the info it was created with: a file whose series of this application were
     // sampled at another rate would refuse every block, so start() refuses it now.
     File stored;
     if (stored.open_path(session->output_path).ok()) {
       if (stored.info().format_version < 3) session->append_info = nullptr;
+      if (stored.info().format_version < 3) session->wall_append_info = nullptr;
       for (size_t i = 0; session->append_info != nullptr && i < stored.series().size(); i++) {
         const SeriesKey& key = stored.series()[i];
+        if (config.wall_clock && key.app == config.application_name && key.type == "wall" &&
+            !(stored.series_info(i) == session->wall_info)) {
+          session->writer.close();
+          return Status(StatusCode::invalid_argument,
+                        "'" + session->output_path + "' holds " + key.to_string() + " as " +
+                            stored.series_info(i).to_string() + ", but Config.wall_clock writes " +
+                            session->wall_info.to_string() + ": write another file");
+        }
         if (key.app != config.application_name || key.type != kDefaultProfileType) continue;
         if (stored.series_info(i) == session->series_info) continue;
         session->writer.close();
@@ -698,6 +763,22 @@ Status start(const Config& config) {
 #endif
   session->aggregator.reset(
       new SampleAggregator(config.application_name, kDefaultProfileType, config.tags, session->log));
+  if (config.wall_clock) {
+    // The token that tells the agent's wall signals from any other SIGPROF: nonzero, low 8 bits free for
+    // the weight.
+    uint64_t mix = uint64_t(sampler_monotonic_ns()) ^ (uint64_t(getpid()) << 29) ^ 0x9e3779b97f4a7c15ull;
+    mix ^= mix >> 31;
+    mix *= 0xbf58476d1ce4e5b9ull;
+    mix ^= mix >> 29;
+    uint32_t token = uint32_t(mix) & ~kWallWeightMask;
+    if (token == 0) token = kWallWeightMask + 1;
+    session->wall_aggregator.reset(new SampleAggregator(config.application_name, "wall", config.tags, session->log));
+    session->wall.reset(new WallSampler(token));
+    g_wall_pid.store(getpid(), std::memory_order_relaxed);
+    g_wall_token.store(token, std::memory_order_relaxed);
+  } else {
+    g_wall_token.store(0, std::memory_order_relaxed);
+  }
   const int64_t now = sampler_realtime_s();
   session->block_start = now - now % session->resolution;
   if (file_existed) {
