@@ -201,10 +201,10 @@ struct SamplerCounters {
   std::atomic<uint64_t> stack_maps_read{0};  // times the agent listed the stack mappings
   // Wall-clock sampling (Config::wall_clock), per thread and tick:
   std::atomic<uint64_t> wall_ticks{0};
-  std::atomic<uint64_t> wall_signals{0};   // running threads signalled (their handler takes the sample)
+  std::atomic<uint64_t> wall_signals{0};   // threads signalled: the test hook g_wall_signal_every_thread only
   std::atomic<uint64_t> wall_unwinds{0};   // blocked threads unwound from outside, without a signal
   std::atomic<uint64_t> wall_cached{0};    // blocked threads that had not run since: counted, not read
-  std::atomic<uint64_t> wall_deferred{0};  // runnable threads not on a CPU: not signalled, tick carried over
+  std::atomic<uint64_t> wall_running{0};   // running threads: the tick goes to their next CPU sample
   std::atomic<uint64_t> wall_tick_ns{0};   // agent CPU time spent in wall ticks
 };
 
@@ -231,7 +231,7 @@ struct SamplerStats {
   uint64_t incomplete_no_table = 0, incomplete_no_rule = 0, incomplete_stack = 0;
   uint64_t skipped_slots = 0, lost_publishes = 0, lost_handlers = 0;
   uint64_t tables_built = 0, tables_freed = 0, stack_maps_read = 0;
-  uint64_t wall_ticks = 0, wall_signals = 0, wall_unwinds = 0, wall_cached = 0, wall_deferred = 0, wall_tick_ns = 0;
+  uint64_t wall_ticks = 0, wall_signals = 0, wall_unwinds = 0, wall_cached = 0, wall_running = 0, wall_tick_ns = 0;
   uint64_t handler_ns_log2[32] = {};
 
   uint64_t incomplete() const { return incomplete_no_table + incomplete_no_rule + incomplete_stack; }
@@ -287,7 +287,7 @@ inline SamplerStats sampler_stats() {
   s.wall_signals = c.wall_signals.load(std::memory_order_relaxed);
   s.wall_unwinds = c.wall_unwinds.load(std::memory_order_relaxed);
   s.wall_cached = c.wall_cached.load(std::memory_order_relaxed);
-  s.wall_deferred = c.wall_deferred.load(std::memory_order_relaxed);
+  s.wall_running = c.wall_running.load(std::memory_order_relaxed);
   s.wall_tick_ns = c.wall_tick_ns.load(std::memory_order_relaxed);
   return s;
 }

@@ -12,18 +12,18 @@
 //   2. otherwise reads /proc/self/task/<tid>/syscall (proc(5)): "running" for a thread that is running
 //      or runnable, "nr args... sp pc" for one blocked in a system call, "-1 sp pc" for one blocked
 //      outside one (a page fault, a stop).
-//   3. a running thread is in user mode or on its way there, not sleeping in a system call: the agent
-//      queues it a SIGPROF (SI_QUEUE with the session's token) and the cpu sampler's handler unwinds it
-//      and marks the slot kSlotWall. Between the read and the signal (microseconds of the agent's time)
-//      the thread may enter a blocking call: that race is the one way a signal can still reach a
-//      sleeping call (measured in tests/test_sampler_wall_eintr.cpp; docs/sampler.md).
+//   3. a running (runnable) thread is not signalled either: "running" includes a thread woken inside
+//      poll() or epoll_wait() that has not returned yet, which a signal makes fail with EINTR (measured:
+//      see the running branch of tick()). The tick is owed to the thread's next CPU sample: the cpu
+//      sampler's SIGPROF fires only while the thread runs, and the program gets those with or without
+//      wall-clock sampling. The agent drains the ring after every tick; slots carry the thread's tid.
 //   4. a blocked thread is never signalled: the agent walks its stack from the sp and pc the file gives,
 //      with the unwind tables, reading a copy of the stack made with process_vm_readv on our own pid (the
 //      thread may wake and its frames change or its stack go away; the copy can be stale, never a
 //      fault). The file gives no rbp: a frame whose CFA is rbp-based before any frame restored rbp ends
 //      the walk, [incomplete]. The tags come from the thread's published tag-set word, read the same way.
-// Samples of blocked threads are counted per thread and folded into the wall aggregator when the stack
-// changes, the thread exits or the block is written; signalled samples come through the ring.
+// So the wall-clock sampler sends no signal at all. Samples of blocked threads are counted per thread and
+// folded into the wall aggregator when the stack changes, the thread exits or the block is written.
 // Without the table unwinder (other architectures, ThreadSanitizer) a blocked thread's sample is its pc
 // alone, under [incomplete].
 
@@ -144,17 +144,22 @@ class WallSampler {
 
   // One tick at monotonic time now_ns: every thread but skip_tids gets a sample, weighted with the
   // intervals since the previous tick (a late agent does not lose time; at most one second is counted).
-  // emit(const SamplerSlot&) receives the samples of blocked threads (possibly later: see flush);
-  // signal_ok() says whether SIGPROF's handler is still ours (checked once, before the first signal).
+  // emit(const SamplerSlot&) receives the samples of blocked threads (possibly later: see flush); those of
+  // running threads wait for note_cpu_sample().
+  // signal_ok() says whether SIGPROF's handler is still ours (the test hook's signals only).
   // False when the threads cannot be observed (then the log says why once, via *error).
   template <class Emit, class SignalOk>
   bool tick(int64_t now_ns, const std::vector<pid_t>& skip_tids, std::string* error, Emit&& emit,
             SignalOk&& signal_ok) {
     timespec cpu_start;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu_start);
+    // The intervals of real time since the previous tick: a wake early or late by a little moves a tick
+    // into a neighbouring interval, and the next weight makes up for it (a tick in the same interval as
+    // the previous one counts nothing).
     const int64_t index = now_ns / kWallIntervalNs;
+    if (last_index_ != 0 && index <= last_index_) return true;
     const uint32_t weight =
-        last_index_ == 0 ? 1u : uint32_t(std::max<int64_t>(1, std::min<int64_t>(index - last_index_, kWallSampleRateHz)));
+        last_index_ == 0 ? 1u : uint32_t(std::min<int64_t>(index - last_index_, kWallSampleRateHz));
     last_index_ = index;
     if (ticks_++ % kWallListEveryTicks == 0 && !list_threads(skip_tids, error, emit)) return false;
     int signal_state = -1;  // -1: not checked yet this tick
@@ -186,25 +191,17 @@ class WallSampler {
       if (state.kind == WallThreadState::running) {
         flush_thread(t, emit);
         t.blocked = false;
-        // "running" is any runnable thread, and one woken in a system call that has not returned yet
-        // waits on a run queue as "running" too: a signal then makes poll() or epoll_wait() fail with
-        // EINTR on its way out (measured: 18 % of a busy thread's polls on a loaded machine). Its CPU
-        // time moving between two reads microseconds apart says it is on a CPU now: only then is it
-        // signalled (the signal interrupts it at once, in user mode or on its way there). Otherwise the
-        // tick is owed and carried by the thread's next sample.
-        timespec again;
-        const bool on_cpu = clock_gettime(sampler_thread_cpu_clock(it->first), &again) == 0 &&
-                            uint64_t(again.tv_sec) * 1000000000u + uint64_t(again.tv_nsec) > cpu_ns;
-        const uint64_t owed = t.owed + weight;
-        if (on_cpu) {
-          if (signal_state < 0) signal_state = signal_ok() ? 1 : 0;
-          if (signal_state == 1 && send_signal(it->first, uint32_t(std::min<uint64_t>(owed, kWallWeightMask))))
-            g_sampler_counters.wall_signals.fetch_add(1, std::memory_order_relaxed);
-          t.owed = 0;
-        } else {
-          t.owed = std::min<uint64_t>(owed, kWallWeightMask);
-          g_sampler_counters.wall_deferred.fetch_add(1, std::memory_order_relaxed);
-        }
+        // Never signalled. "running" is any runnable thread, and one woken in a system call that has not
+        // returned yet reads as "running" too, on a run queue or on a CPU in the kernel: a signal then
+        // makes poll() or epoll_wait() fail with EINTR on its way out. Measured: signalling every
+        // "running" thread gave 108 EINTR in 603 polls of a thread alternating 2 ms of CPU with a 3 ms
+        // poll (5 s); signalling only threads whose CPU time moved between two reads microseconds apart
+        // (on a CPU now) still gave 5 EINTR in 30 s (poll, epoll_wait: the thread was on a CPU in the
+        // kernel, between its wakeup and its return). So the tick is owed, and given to the thread's
+        // next CPU sample (the cpu sampler's own signal, which fires only while the thread runs and which
+        // the program sees with or without wall-clock sampling): where it runs next.
+        t.owed += weight;
+        g_sampler_counters.wall_running.fetch_add(1, std::memory_order_relaxed);
       } else if (state.kind != WallThreadState::unknown) {
         // Ticks owed from while it was runnable go to where it last ran (its latest CPU sample); a
         // thread without one gets them on the stack it blocked at.
@@ -213,7 +210,7 @@ class WallSampler {
           emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
           t.owed = 0;
         }
-        sample_blocked(it->first, t, state, uint32_t(t.owed + weight), emit);
+        sample_blocked(it->first, t, state, t.owed + weight, emit);
         t.owed = 0;
       }
       // unknown (the file could not be read: the thread is exiting): no sample, no signal.
@@ -228,20 +225,35 @@ class WallSampler {
     return true;
   }
 
-  // A CPU sample drained from the ring: remembered as where its thread last ran.
-  void note_cpu_sample(const SamplerSlot& slot) {
+  // A CPU sample drained from the ring (the agent drains after every tick): the ticks its thread was
+  // found running since its previous one are given to this stack, and it is remembered as where the
+  // thread last ran.
+  template <class Emit>
+  void note_cpu_sample(const SamplerSlot& slot, Emit&& emit) {
     auto it = threads_.find(static_cast<pid_t>(slot.tid));
     if (it == threads_.end()) return;
     Thread& t = it->second;
     t.cpu_pcs.assign(slot.pcs, slot.pcs + std::min<size_t>(slot.depth, kSamplerMaxFrames));
     t.cpu_tag_set = slot.tag_set;
     t.cpu_flags = static_cast<uint16_t>(slot.flags & (kSlotTruncated | kSlotIncomplete));
+    if (t.owed != 0) {
+      emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+      t.owed = 0;
+    }
   }
 
-  // Hands every blocked thread's counted samples to emit (before a block is written).
+  // Hands every thread's counted samples to emit (before a block is written). Ticks owed by a running
+  // thread go to its latest CPU sample if it has one, else they wait for its next sample.
   template <class Emit>
   void flush(Emit&& emit) {
-    for (auto& entry : threads_) flush_thread(entry.second, emit);
+    for (auto& entry : threads_) {
+      Thread& t = entry.second;
+      flush_thread(t, emit);
+      if (t.owed != 0 && !t.cpu_pcs.empty()) {
+        emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+        t.owed = 0;
+      }
+    }
   }
 
  private:
@@ -250,7 +262,7 @@ class WallSampler {
     uint64_t cpu_ns = 0;
     bool blocked = false;  // the last read found it blocked: stack below is where
     uint64_t pending = 0;  // samples counted on that stack, not yet emitted
-    uint64_t owed = 0;     // ticks it was runnable but not on a CPU: carried by its next sample
+    uint64_t owed = 0;     // ticks that found it running: given to its next CPU sample
     // Its latest CPU sample (drained from the ring): where it last ran.
     std::vector<uintptr_t> cpu_pcs;
     uint32_t cpu_tag_set = 0;
@@ -375,7 +387,7 @@ class WallSampler {
   }
 
   template <class Emit>
-  void sample_blocked(pid_t tid, Thread& t, const WallThreadState& state, uint32_t weight, Emit& emit) {
+  void sample_blocked(pid_t tid, Thread& t, const WallThreadState& state, uint64_t weight, Emit& emit) {
     uintptr_t pcs[kSamplerMaxFrames];
     int depth = 0;
     bool truncated = false;

@@ -234,7 +234,7 @@ struct ProfilerSession {
     ring->drain(sampler_monotonic_ns(), &skipped, [this](const SamplerSlot& slot) {
       if ((slot.flags & kSlotWall) == 0) {
         aggregator->add(slot);
-        if (wall) wall->note_cpu_sample(slot);
+        if (wall) wall->note_cpu_sample(slot, [this](const SamplerSlot& sample) { wall_aggregator->add(sample); });
       } else if (wall_aggregator) {
         wall_aggregator->add(slot);
       }
@@ -411,9 +411,15 @@ struct ProfilerSession {
                                          " Hz of wall-clock time too (series " + config.application_name + ".wall)");
 
     // The agent wakes every kAgentWakeMs, or every wall interval when wall-clock sampling is on: then
-    // each wake is a wall tick and every kAgentWakeMs also the rest (drain, rescan, flush).
+    // each wake is a wall tick and a drain, and every kAgentWakeMs also the rest (rescan, flush).
     const auto step = std::chrono::nanoseconds(wall ? kWallIntervalNs : int64_t(kAgentWakeMs) * 1000000);
     auto next_wake = std::chrono::steady_clock::now();
+    if (wall) {
+      // Wall ticks in the middle of their intervals (steady_clock is CLOCK_MONOTONIC, as the sampler's
+      // clock): a little jitter then never moves a tick into the neighbouring interval.
+      const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next_wake.time_since_epoch()).count();
+      next_wake += std::chrono::nanoseconds(kWallIntervalNs - now_ns % kWallIntervalNs + kWallIntervalNs / 2 - kWallIntervalNs);
+    }
     auto next_chores = next_wake + std::chrono::milliseconds(kAgentWakeMs);
     bool wall_failed = false;
     for (;;) {
@@ -431,6 +437,7 @@ struct ProfilerSession {
               return !handler_replaced;
             });
         if (wall_failed) (*log)(LogLevel::warning, wall_error + ": wall-clock sampling stopped");
+        drain();  // running threads' ticks go to their next CPU sample: keep that close to the tick
       }
       if (now_steady < next_chores) continue;
       next_chores += std::chrono::milliseconds(kAgentWakeMs);
