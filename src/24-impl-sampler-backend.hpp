@@ -7,7 +7,8 @@
 // rescans every kThreadScanMs for new ones and deletes the timers of threads that are gone.
 //
 // The SIGPROF handler unwinds into a slot of a bounded lock-free ring (Vyukov's MPMC sequence scheme,
-// one consumer) and records the thread's tag-set id and the sample's weight, 1 + si_overrun.
+// one consumer) and records the thread's tag-set id, its tid (for wall-clock sampling) and the sample's
+// weight, 1 + si_overrun.
 //
 // What the handler may and may not do (docs/sampler.md names the test that holds each rule):
 //   1. No lock anywhere it calls: atomics, clock_gettime, _dl_find_object, reads of its own tables, and
