@@ -61,6 +61,7 @@
      [SECTION] Implementation: formats (pprof, folded, perf script, speedscope, .cpuprofile)
      [SECTION] Implementation: sampler backend (Linux)
      [SECTION] Implementation: allocation sampler (Linux)
+     [SECTION] Implementation: wall-clock sampler (Linux)
      [SECTION] Implementation: symbolizer (Linux)
      [SECTION] Implementation: push to a Pyroscope server (Linux)
      [SECTION] Implementation: profiler API (Linux)
@@ -942,6 +943,10 @@ struct Config {
   // (see allocation_profiling_compiled()); the series are app.alloc_space, app.alloc_objects,
   // app.inuse_space and app.inuse_objects.
   size_t allocation_sample_bytes = 512 * 1024;
+  // Opt-in: also sample every thread, running or blocked, 100 times a second of real time, into the
+  // series "<application_name>.wall" (where threads wait, not only where they burn CPU). Blocked threads
+  // are never signalled (docs/sampler.md, "Wall-clock time": how, what can still surface, the cost).
+  bool wall_clock = false;
   // Called on the profiler's background threads (never inside the signal handler). It may call
   // is_running(), start() (refused while a session runs or stops) and fork(); stop() from it returns
   // invalid_argument.
@@ -4989,6 +4994,10 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
 #define PYROSCOPE_TLS_INITIAL_EXEC
 #endif
 
+#if defined(PYROSCOPE_PLATFORM_LINUX) && !defined(PYROSCOPE_NO_SAMPLER)
+#include <sys/syscall.h>  // SYS_gettid: a thread's tag-set word is registered by tid
+#endif
+
 namespace pyroscope {
 namespace detail {
 
@@ -5088,13 +5097,48 @@ inline TagSetRegistry& tag_registry() {
   return *registry;
 }
 
+#if defined(PYROSCOPE_PLATFORM_LINUX) && !defined(PYROSCOPE_NO_SAMPLER)
+// Where each thread that entered a tag scope keeps its tag-set word, by tid: the wall-clock sampler reads
+// the tags of a thread blocked in a system call from outside (process_vm_readv, so a thread that exits
+// meanwhile cannot fault the reader). Guarded by the tag registry's mutex (held across fork()).
+inline std::unordered_map<pid_t, const std::atomic<uint32_t>*>& thread_tag_words() {
+  static auto* words = new std::unordered_map<pid_t, const std::atomic<uint32_t>*>;  // never destroyed
+  return *words;
+}
+// Registers the calling thread's word on its first scope and removes it when the thread exits, so a tid
+// the kernel reuses never points at another thread's word.
+struct ThreadTagWordRegistration {
+  pid_t tid = 0;
+  void ensure() {
+    if (tid != 0) return;
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    std::lock_guard<std::mutex> lock(tag_registry().mutex());
+    thread_tag_words()[tid] = &g_thread_tag_set;
+  }
+  ~ThreadTagWordRegistration() {
+    if (tid == 0) return;
+    std::lock_guard<std::mutex> lock(tag_registry().mutex());
+    auto it = thread_tag_words().find(tid);
+    if (it != thread_tag_words().end() && it->second == &g_thread_tag_set) thread_tag_words().erase(it);
+  }
+};
+inline void publish_thread_tag_word() {
+  static thread_local ThreadTagWordRegistration registration;
+  registration.ensure();
+}
+#else
+inline void publish_thread_tag_word() {}
+#endif
+
 uint32_t tag_push(std::string_view key, std::string_view value) {
+  publish_thread_tag_word();
   const uint32_t previous = g_thread_tag_set.load(std::memory_order_relaxed);
   g_thread_tag_set.store(tag_registry().child(previous, key, value), std::memory_order_relaxed);
   return previous;
 }
 
 uint32_t tag_push_all(const Tags& tags) {
+  publish_thread_tag_word();
   const uint32_t previous = g_thread_tag_set.load(std::memory_order_relaxed);
   uint32_t id = previous;
   for (const Tag& tag : tags) id = tag_registry().child(id, tag.key, tag.value);
@@ -7497,6 +7541,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <unwind.h>
@@ -7520,7 +7565,8 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 // rescans every kThreadScanMs for new ones and deletes the timers of threads that are gone.
 //
 // The SIGPROF handler unwinds into a slot of a bounded lock-free ring (Vyukov's MPMC sequence scheme,
-// one consumer) and records the thread's tag-set id and the sample's weight, 1 + si_overrun.
+// one consumer) and records the thread's tag-set id, its tid (for wall-clock sampling) and the sample's
+// weight, 1 + si_overrun.
 //
 // What the handler may and may not do (docs/sampler.md names the test that holds each rule):
 //   1. No lock anywhere it calls: atomics, clock_gettime, _dl_find_object, reads of its own tables, and
@@ -7582,14 +7628,15 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<int64_t>
 
 constexpr uint16_t kSlotTruncated = 1;   // deeper than kSamplerMaxFrames: the leaf side was kept
 constexpr uint16_t kSlotIncomplete = 2;  // the unwinder stopped before the stack's end
+constexpr uint16_t kSlotWall = 4;        // a wall-clock sample (the agent's signal), not a CPU-time one
 
 struct SamplerSlot {
   std::atomic<uint64_t> sequence;
   uint32_t tag_set;
   uint32_t weight;
   uint16_t depth;
-  uint16_t flags;  // kSlotTruncated, kSlotIncomplete
-  uint32_t reserved;
+  uint16_t flags;  // kSlotTruncated, kSlotIncomplete, kSlotWall
+  uint32_t tid;  // the sampled thread (the wall-clock sampler gives its deferred ticks the latest stack)
   uintptr_t pcs[kSamplerMaxFrames];  // leaf first; callers' return addresses already minus one
 };
 static_assert(sizeof(void*) != 8 || sizeof(SamplerSlot) == 1024, "a ring slot is one KiB on 64-bit");
@@ -7711,9 +7758,21 @@ struct SamplerCounters {
   std::atomic<uint64_t> tables_built{0};     // unwind tables built (each module once per load)
   std::atomic<uint64_t> tables_freed{0};     // tables of unloaded modules freed
   std::atomic<uint64_t> stack_maps_read{0};  // times the agent listed the stack mappings
+  // Wall-clock sampling (Config::wall_clock), per thread and tick:
+  std::atomic<uint64_t> wall_ticks{0};
+  std::atomic<uint64_t> wall_signals{0};   // threads signalled: the test hook g_wall_signal_every_thread only
+  std::atomic<uint64_t> wall_unwinds{0};   // blocked threads unwound from outside, without a signal
+  std::atomic<uint64_t> wall_cached{0};    // blocked threads that had not run since: counted, not read
+  std::atomic<uint64_t> wall_running{0};   // running threads: the tick goes to their next CPU sample
+  std::atomic<uint64_t> wall_tick_ns{0};   // agent CPU time spent in wall ticks
 };
 
 inline SamplerCounters g_sampler_counters;
+// Wall-clock sampling (Config::wall_clock): the agent's SIGPROFs carry this session token (0: off) in the
+// upper 24 bits of their value and the sample's weight in the low 8; g_wall_pid is the sender's pid.
+constexpr uint32_t kWallWeightMask = 0xffu;
+inline std::atomic<uint32_t> g_wall_token{0};
+inline std::atomic<pid_t> g_wall_pid{0};
 inline std::atomic<SamplerRing*> g_sampler_ring{nullptr};
 inline std::atomic<bool> g_sampler_enabled{false};
 inline std::atomic<int> g_sampler_in_flight{0};
@@ -7731,6 +7790,7 @@ struct SamplerStats {
   uint64_t incomplete_no_table = 0, incomplete_no_rule = 0, incomplete_stack = 0;
   uint64_t skipped_slots = 0, lost_publishes = 0, lost_handlers = 0;
   uint64_t tables_built = 0, tables_freed = 0, stack_maps_read = 0;
+  uint64_t wall_ticks = 0, wall_signals = 0, wall_unwinds = 0, wall_cached = 0, wall_running = 0, wall_tick_ns = 0;
   uint64_t handler_ns_log2[32] = {};
 
   uint64_t incomplete() const { return incomplete_no_table + incomplete_no_rule + incomplete_stack; }
@@ -7782,6 +7842,12 @@ inline SamplerStats sampler_stats() {
   s.tables_built = c.tables_built.load(std::memory_order_relaxed);
   s.tables_freed = c.tables_freed.load(std::memory_order_relaxed);
   s.stack_maps_read = c.stack_maps_read.load(std::memory_order_relaxed);
+  s.wall_ticks = c.wall_ticks.load(std::memory_order_relaxed);
+  s.wall_signals = c.wall_signals.load(std::memory_order_relaxed);
+  s.wall_unwinds = c.wall_unwinds.load(std::memory_order_relaxed);
+  s.wall_cached = c.wall_cached.load(std::memory_order_relaxed);
+  s.wall_running = c.wall_running.load(std::memory_order_relaxed);
+  s.wall_tick_ns = c.wall_tick_ns.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -8856,23 +8922,39 @@ inline UnwindTables& unwind_tables() {
 // How a walk ended. Anything but complete leaves the sample marked kSlotIncomplete.
 enum class UnwindEnd { complete, no_table, no_rule, outside_stack };
 
-// Walks the interrupted thread's stack with the tables, reading memory only inside the mapping that
-// holds its stack pointer (rule 4). Reads other functions' frames on purpose (return addresses, saved
-// rbp): not instrumented by ASan.
+// How a walk reads the stack. The handler reads its own thread's stack directly, inside the mapping that
+// holds the interrupted stack pointer (rule 4); the wall-clock sampler reads a blocked thread's stack
+// from outside, through a copy (HandlerStack here, RemoteStack in the wall-clock section).
+struct HandlerStack {
+  uintptr_t low = 0, high = 0;
+  bool known = false;
+  explicit HandlerStack(uintptr_t sp) { known = sampler_stack_bounds(sp, &low, &high); }
+  // A signal frame moved the walk to sp (possibly another stack: a handler on sigaltstack).
+  void moved_to(uintptr_t sp) {
+    if (sp < low || sp >= high) known = sampler_stack_bounds(sp, &low, &high);
+  }
+  // Reads other functions' frames on purpose (return addresses, saved rbp): not instrumented by ASan.
+#if defined(__clang__) || defined(__GNUC__)
+  __attribute__((no_sanitize("address")))
+#endif
+  bool read(uintptr_t a, uintptr_t* out) const {
+    // An 8-byte read at address a stays inside the stack's mapping.
+    if (!known || a < low || a >= high || high - a < 8) return false;
+    *out = *reinterpret_cast<const uintptr_t*>(a);
+    return true;
+  }
+};
+
+// Walks a stack with the tables from pc, sp and (if bp_known) rbp, reading it through `stack`. pc is the
+// instruction to resume at (the interrupted one, or the one after a system call). Without rbp the walk
+// stops, [incomplete], at the first frame whose CFA is rbp-based before any frame restored rbp.
+template <class Stack>
 #if defined(__clang__) || defined(__GNUC__)
 __attribute__((no_sanitize("address")))
 #endif
-inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs, int capacity, int* depth,
-                                            bool* truncated) {
+inline UnwindEnd sampler_unwind_walk(Stack& stack, uintptr_t pc, uintptr_t sp, uintptr_t bp, bool bp_known,
+                                     uintptr_t* pcs, int capacity, int* depth, bool* truncated) {
   const UnwindTables& tables = unwind_tables();
-  uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
-  uintptr_t sp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]);
-  uintptr_t bp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RBP]);
-  uintptr_t stack_low = 0, stack_high = 0;
-  bool stack_known = sampler_stack_bounds(sp, &stack_low, &stack_high);
-  // An 8-byte read at address a stays inside the stack's mapping.
-  auto readable = [&](uintptr_t a) { return stack_known && a >= stack_low && a < stack_high && stack_high - a >= 8; };
-  auto load = [](uintptr_t a) { return *reinterpret_cast<const uintptr_t*>(a); };
   int n = 0;
   bool interrupted = true;  // pc is the interrupted instruction itself (the leaf, or above a signal frame)
   const UnwindTable* table = nullptr;
@@ -8910,7 +8992,8 @@ inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs
       }
     }
     const UnwindRow* row = table->find(lookup - table->map_start);
-    if (row == nullptr || row->cfa_register == kNoRule || row->cfa_register == kRuleUnsupported) {
+    if (row == nullptr || row->cfa_register == kNoRule || row->cfa_register == kRuleUnsupported ||
+        (row->cfa_register == kCfaRbp && !bp_known)) {
       end = UnwindEnd::no_rule;
       break;
     }
@@ -8918,15 +9001,18 @@ inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs
     if (row->cfa_register == kCfaSignalFrame) {
       // __restore_rt: the frame below was interrupted by a signal; its registers are in the ucontext
       // at sp. It may have run on another stack (an application handler on sigaltstack).
-      if (!readable(sp + kUcontextRbp) || !readable(sp + kUcontextRsp) || !readable(sp + kUcontextRip)) {
+      uintptr_t next_bp, next_pc, next_sp;
+      if (!stack.read(sp + kUcontextRbp, &next_bp) || !stack.read(sp + kUcontextRsp, &next_sp) ||
+          !stack.read(sp + kUcontextRip, &next_pc)) {
         end = UnwindEnd::outside_stack;
         break;
       }
-      bp = load(sp + kUcontextRbp);
-      pc = load(sp + kUcontextRip);
-      sp = load(sp + kUcontextRsp);
+      bp = next_bp;
+      bp_known = true;
+      pc = next_pc;
+      sp = next_sp;
       interrupted = true;
-      if (sp < stack_low || sp >= stack_high) stack_known = sampler_stack_bounds(sp, &stack_low, &stack_high);
+      stack.moved_to(sp);
       if (pc == 0) break;
       continue;
     }
@@ -8935,18 +9021,17 @@ inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs
     else if (row->cfa_register == kCfaRbp) cfa = bp + uintptr_t(intptr_t(row->cfa_offset));
     else cfa = sp + uintptr_t(intptr_t(row->cfa_offset)) + ((pc & 15) >= uintptr_t(row->rbp_offset) ? 8 : 0);  // PLT
     // The caller's frame is above this one, on the same stack.
-    if (cfa <= sp || (cfa & 7) != 0 || !readable(cfa - 8)) {
+    uintptr_t return_address;
+    if (cfa <= sp || (cfa & 7) != 0 || !stack.read(cfa - 8, &return_address)) {
       end = UnwindEnd::outside_stack;
       break;
     }
-    const uintptr_t return_address = load(cfa - 8);
     if (row->cfa_register != kCfaPlt && row->rbp_offset != kRbpKept) {
-      const uintptr_t slot = cfa + uintptr_t(intptr_t(row->rbp_offset));
-      if (!readable(slot)) {
+      if (!stack.read(cfa + uintptr_t(intptr_t(row->rbp_offset)), &bp)) {
         end = UnwindEnd::outside_stack;
         break;
       }
-      bp = load(slot);
+      bp_known = true;
     }
     sp = cfa;
     pc = return_address;
@@ -8955,6 +9040,16 @@ inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs
   }
   *depth = n;
   return end;
+}
+
+// The handler's walk: the interrupted thread's own stack, from the registers in its ucontext.
+inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs, int capacity, int* depth,
+                                            bool* truncated) {
+  const uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+  const uintptr_t sp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]);
+  const uintptr_t bp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RBP]);
+  HandlerStack stack(sp);
+  return sampler_unwind_walk(stack, pc, sp, bp, true, pcs, capacity, depth, truncated);
 }
 #endif  // table unwinder
 
@@ -8980,7 +9075,10 @@ inline int sampler_unwind_with_libgcc(void* ucontext, uintptr_t* pcs, int capaci
   return depth;
 }
 
-inline void sampler_take_sample(const siginfo_t* info, void* ucontext) {
+// The calling thread's tid, cached by the handler (initial-exec TLS; reset in a fork child's thread).
+thread_local pid_t g_sampler_thread_tid PYROSCOPE_TLS_INITIAL_EXEC = 0;
+
+inline void sampler_take_sample(void* ucontext, uint32_t weight, uint16_t kind) {
   const int64_t started = sampler_monotonic_ns();
   SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
   uint64_t position = 0;
@@ -9017,9 +9115,11 @@ inline void sampler_take_sample(const siginfo_t* info, void* ucontext) {
   depth = sampler_unwind_with_libgcc(ucontext, slot->pcs, kSamplerMaxFrames, &truncated);
 #endif
   slot->depth = static_cast<uint16_t>(depth);
-  slot->flags = static_cast<uint16_t>((truncated ? kSlotTruncated : 0) | (complete ? 0 : kSlotIncomplete));
+  slot->flags = static_cast<uint16_t>((truncated ? kSlotTruncated : 0) | (complete ? 0 : kSlotIncomplete) | kind);
   slot->tag_set = g_thread_tag_set.load(std::memory_order_relaxed);
-  slot->weight = 1u + static_cast<uint32_t>(info->si_overrun > 0 ? info->si_overrun : 0);
+  slot->weight = weight;
+  if (g_sampler_thread_tid == 0) g_sampler_thread_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  slot->tid = static_cast<uint32_t>(g_sampler_thread_tid);
   if (!ring->publish(slot, position)) g_sampler_counters.lost_publishes.fetch_add(1, std::memory_order_relaxed);
   const uint64_t elapsed = static_cast<uint64_t>(sampler_monotonic_ns() - started);
   g_sampler_counters.samples.fetch_add(1, std::memory_order_relaxed);
@@ -9046,9 +9146,20 @@ inline void sampler_on_signal(int, siginfo_t* info, void* ucontext) {
   const int saved_errno = errno;
   g_sampler_in_flight.fetch_add(1, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see sampler_no_handler_running()
-  // SI_TIMER: only our timers' signals are samples (a kill(SIGPROF) or tgkill is ignored).
-  if (g_sampler_enabled.load(std::memory_order_seq_cst) && info != nullptr && info->si_code == SI_TIMER)
-    sampler_take_sample(info, ucontext);
+  // SI_TIMER: only our timers' signals are CPU samples (a kill(SIGPROF) or tgkill is ignored); a wall
+  // sample is a SIGPROF the agent queued (SI_QUEUE from this process) whose value carries the session's
+  // token in its upper 24 bits and the sample's weight in its low 8.
+  if (g_sampler_enabled.load(std::memory_order_seq_cst) && info != nullptr) {
+    if (info->si_code == SI_TIMER) {
+      sampler_take_sample(ucontext, 1u + static_cast<uint32_t>(info->si_overrun > 0 ? info->si_overrun : 0), 0);
+    } else if (info->si_code == SI_QUEUE) {
+      const uint32_t value = static_cast<uint32_t>(info->si_value.sival_int);
+      const uint32_t token = g_wall_token.load(std::memory_order_relaxed);
+      if (token != 0 && (value & ~kWallWeightMask) == token &&
+          info->si_pid == g_wall_pid.load(std::memory_order_relaxed))
+        sampler_take_sample(ucontext, value & kWallWeightMask, kSlotWall);
+    }
+  }
   g_sampler_in_flight.fetch_sub(1, std::memory_order_release);
   errno = saved_errno;
 }
@@ -9072,6 +9183,7 @@ inline void sampler_bind_handler_calls() {
   int frames = 0;
   _Unwind_Backtrace(sampler_count_frame, &frames);
   (void)sampler_monotonic_ns();
+  (void)syscall(SYS_gettid);
 #if defined(DLFO_EH_SEGMENT_TYPE)
   dl_find_object object;
   (void)_dl_find_object(reinterpret_cast<void*>(&sampler_bind_handler_calls), &object);
@@ -9912,6 +10024,434 @@ PYROSCOPE_DELETE(operator delete[](void* p, std::align_val_t, const std::nothrow
 #undef PYROSCOPE_ALLOC_EXPORT
 
 #endif  // PYROSCOPE_ALLOCATION_INTERPOSED
+// [SECTION] Implementation: wall-clock sampler (Linux) =============================================
+//
+// Config::wall_clock adds the series app.wall: every thread, running or blocked, sampled
+// kWallSampleRateHz times per second of real time. A timer on the wall clock per thread would signal
+// blocked threads, and a signal makes some blocking calls fail with EINTR even under SA_RESTART
+// (signal(7): epoll_wait, poll, select, nanosleep, sem_timedwait, futex waits with a timeout, sockets
+// with SO_RCVTIMEO, ...): the profiler would change the program's behaviour. So the agent ticks instead,
+// and for each thread of the process (docs/sampler.md, "Wall-clock time"):
+//   1. reads the thread's CPU time (its CPU-time clock). Unchanged since the last tick and the thread
+//      was blocked then: it has not run since, so it is still blocked at the same place with the same
+//      tags; the tick counts one more sample of the stack already known (no read, no unwind).
+//   2. otherwise reads /proc/self/task/<tid>/syscall (proc(5)): "running" for a thread that is running
+//      or runnable, "nr args... sp pc" for one blocked in a system call, "-1 sp pc" for one blocked
+//      outside one (a page fault, a stop).
+//   3. a running (runnable) thread is not signalled either: "running" includes a thread woken inside
+//      poll() or epoll_wait() that has not returned yet, which a signal makes fail with EINTR (measured:
+//      see the running branch of tick()). The tick is owed to the thread's next CPU sample: the cpu
+//      sampler's SIGPROF fires only while the thread runs, and the program gets those with or without
+//      wall-clock sampling. The agent drains the ring after every tick; slots carry the thread's tid.
+//   4. a blocked thread is never signalled: the agent walks its stack from the sp and pc the file gives,
+//      with the unwind tables, reading a copy of the stack made with process_vm_readv on our own pid (the
+//      thread may wake and its frames change or its stack go away; the copy can be stale, never a
+//      fault). The file gives no rbp: a frame whose CFA is rbp-based before any frame restored rbp ends
+//      the walk, [incomplete]. The tags come from the thread's published tag-set word, read the same way.
+// So the wall-clock sampler sends no signal at all. Samples of blocked threads are counted per thread and
+// folded into the wall aggregator when the stack changes, the thread exits or the block is written.
+// Without the table unwinder (other architectures, ThreadSanitizer) a blocked thread's sample is its pc
+// alone, under [incomplete].
+
+namespace pyroscope {
+namespace detail {
+
+constexpr int kWallSampleRateHz = 100;
+constexpr int64_t kWallIntervalNs = 1000000000 / kWallSampleRateHz;
+constexpr int kWallListEveryTicks = 10;        // /proc/self/task is listed every 10th tick (100 ms)
+constexpr size_t kWallStackChunk = 16384;      // bytes of a blocked thread's stack copied at a time
+constexpr size_t kWallStackLimit = 1u << 20;   // and at most this far above its sp
+
+// Test hook: when set, every thread is signalled at every tick, blocked or not: the naive design this
+// section exists to avoid, so that a test can show its no-EINTR check fails on it. Tests only.
+inline std::atomic<bool> g_wall_signal_every_thread{false};
+
+// What /proc/self/task/<tid>/syscall says about a thread.
+struct WallThreadState {
+  enum Kind { running, in_syscall, blocked_outside_syscall, unknown } kind = unknown;
+  long nr = -1;
+  uint64_t args[6] = {};
+  uintptr_t sp = 0, pc = 0;
+};
+
+// Parses the file's one line (proc(5)); unknown for anything else.
+inline WallThreadState wall_parse_syscall_file(const char* text, size_t size) {
+  WallThreadState state;
+  std::string line(text, size);
+  if (line.compare(0, 7, "running") == 0) {
+    state.kind = WallThreadState::running;
+    return state;
+  }
+  const char* p = line.c_str();
+  char* end = nullptr;
+  errno = 0;
+  const long nr = std::strtol(p, &end, 10);
+  if (end == p || errno != 0) return state;
+  uint64_t fields[8];
+  int count = 0;
+  for (p = end; count < 8;) {
+    while (*p == ' ') p++;
+    if (*p == '\n' || *p == '\0') break;
+    const uint64_t value = std::strtoull(p, &end, 16);  // "0x..." (strtoull takes the prefix in base 16)
+    if (end == p) return state;
+    fields[count++] = value;
+    p = end;
+  }
+  if (nr < 0 && count == 2) {
+    state.kind = WallThreadState::blocked_outside_syscall;
+  } else if (nr >= 0 && count == 8) {
+    state.kind = WallThreadState::in_syscall;
+    for (int i = 0; i < 6; i++) state.args[i] = fields[i];
+  } else {
+    return state;
+  }
+  state.nr = nr;
+  state.sp = uintptr_t(fields[count - 2]);
+  state.pc = uintptr_t(fields[count - 1]);
+  return state;
+}
+
+// Reads `size` bytes at `address` of this process through the kernel: a page that is not mapped (a
+// thread's stack freed meanwhile) gives a short count, never a fault. Returns the bytes read.
+inline size_t wall_read_own_memory(uintptr_t address, void* out, size_t size) {
+  iovec local{out, size};
+  iovec remote{reinterpret_cast<void*>(address), size};
+  const ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+  return n > 0 ? size_t(n) : 0;
+}
+
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+// A blocked thread's stack as the walk reads it: a copy made from sp upwards, chunk by chunk as the walk
+// climbs, up to the end of the mapping that holds sp (or kWallStackLimit).
+class RemoteStack {
+ public:
+  RemoteStack(std::vector<uint8_t>* buffer, uintptr_t sp) : buffer_(buffer) { moved_to(sp); }
+  void moved_to(uintptr_t sp) {
+    base_ = sp & ~uintptr_t(7);
+    length_ = 0;
+    limit_ = base_ + kWallStackLimit;
+    if (const StackMappings* mappings = g_stack_mappings.load(std::memory_order_acquire)) {
+      if (const std::pair<uintptr_t, uintptr_t>* range = mappings->find(sp)) limit_ = std::min(limit_, range->second);
+    }
+    failed_ = false;
+  }
+  bool read(uintptr_t a, uintptr_t* out) {
+    if (a < base_ || a > limit_ - 8 || limit_ < 8) return false;
+    while (a + 8 > base_ + length_) {
+      if (failed_) return false;
+      const size_t want = std::min<size_t>(kWallStackChunk, limit_ - (base_ + length_));
+      if (want == 0) return false;
+      if (buffer_->size() < length_ + want) buffer_->resize(length_ + want);
+      const size_t got = wall_read_own_memory(base_ + length_, buffer_->data() + length_, want);
+      length_ += got;
+      if (got < want) failed_ = true;  // the rest is not mapped (or no longer)
+    }
+    std::memcpy(out, buffer_->data() + (a - base_), sizeof *out);
+    return true;
+  }
+
+ private:
+  std::vector<uint8_t>* buffer_;
+  uintptr_t base_ = 0, limit_ = 0;
+  size_t length_ = 0;
+  bool failed_ = false;
+};
+#endif
+
+class WallSampler {
+ public:
+  explicit WallSampler(uint32_t token) : token_(token), pid_(getpid()) {}
+  ~WallSampler() {
+    for (auto& entry : threads_) close_thread(entry.second);
+    if (task_dir_ >= 0) close(task_dir_);
+  }
+  WallSampler(const WallSampler&) = delete;
+  WallSampler& operator=(const WallSampler&) = delete;
+
+  // One tick at monotonic time now_ns: every thread but skip_tids gets a sample, weighted with the
+  // intervals since the previous tick (a late agent does not lose time; at most one second is counted).
+  // emit(const SamplerSlot&) receives the samples of blocked threads (possibly later: see flush); those of
+  // running threads wait for note_cpu_sample().
+  // signal_ok() says whether SIGPROF's handler is still ours (the test hook's signals only).
+  // False when the threads cannot be observed (then the log says why once, via *error).
+  template <class Emit, class SignalOk>
+  bool tick(int64_t now_ns, const std::vector<pid_t>& skip_tids, std::string* error, Emit&& emit,
+            SignalOk&& signal_ok) {
+    timespec cpu_start;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu_start);
+    // The intervals of real time since the previous tick: a wake early or late by a little moves a tick
+    // into a neighbouring interval, and the next weight makes up for it (a tick in the same interval as
+    // the previous one counts nothing).
+    const int64_t index = now_ns / kWallIntervalNs;
+    if (last_index_ != 0 && index <= last_index_) return true;
+    const uint32_t weight =
+        last_index_ == 0 ? 1u : uint32_t(std::min<int64_t>(index - last_index_, kWallSampleRateHz));
+    last_index_ = index;
+    if (ticks_++ % kWallListEveryTicks == 0 && !list_threads(skip_tids, error, emit)) return false;
+    int signal_state = -1;  // -1: not checked yet this tick
+    for (auto it = threads_.begin(); it != threads_.end();) {
+      Thread& t = it->second;
+      timespec cpu;
+      if (clock_gettime(sampler_thread_cpu_clock(it->first), &cpu) != 0) {
+        flush_thread(t, emit);  // exited since the listing
+        close_thread(t);
+        it = threads_.erase(it);
+        continue;
+      }
+      const uint64_t cpu_ns = uint64_t(cpu.tv_sec) * 1000000000u + uint64_t(cpu.tv_nsec);
+      if (g_wall_signal_every_thread.load(std::memory_order_relaxed)) {
+        if (signal_state < 0) signal_state = signal_ok() ? 1 : 0;
+        if (signal_state == 1 && send_signal(it->first, weight))
+          g_sampler_counters.wall_signals.fetch_add(1, std::memory_order_relaxed);
+        ++it;
+        continue;
+      }
+      if (t.blocked && cpu_ns == t.cpu_ns) {
+        t.pending += weight;
+        g_sampler_counters.wall_cached.fetch_add(1, std::memory_order_relaxed);
+        ++it;
+        continue;
+      }
+      t.cpu_ns = cpu_ns;
+      const WallThreadState state = read_state(t);
+      if (state.kind == WallThreadState::running) {
+        flush_thread(t, emit);
+        t.blocked = false;
+        // Never signalled. "running" is any runnable thread, and one woken in a system call that has not
+        // returned yet reads as "running" too, on a run queue or on a CPU in the kernel: a signal then
+        // makes poll() or epoll_wait() fail with EINTR on its way out. Measured: signalling every
+        // "running" thread gave 108 EINTR in 603 polls of a thread alternating 2 ms of CPU with a 3 ms
+        // poll (5 s); signalling only threads whose CPU time moved between two reads microseconds apart
+        // (on a CPU now) still gave 5 EINTR in 30 s (poll, epoll_wait: the thread was on a CPU in the
+        // kernel, between its wakeup and its return). So the tick is owed, and given to the thread's
+        // next CPU sample (the cpu sampler's own signal, which fires only while the thread runs and which
+        // the program sees with or without wall-clock sampling): where it runs next.
+        t.owed += weight;
+        g_sampler_counters.wall_running.fetch_add(1, std::memory_order_relaxed);
+      } else if (state.kind != WallThreadState::unknown) {
+        // Ticks owed from while it was runnable go to where it last ran (its latest CPU sample); a
+        // thread without one gets them on the stack it blocked at.
+        if (t.owed != 0 && !t.cpu_pcs.empty()) {
+          flush_thread(t, emit);
+          emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+          t.owed = 0;
+        }
+        sample_blocked(it->first, t, state, t.owed + weight, emit);
+        t.owed = 0;
+      }
+      // unknown (the file could not be read: the thread is exiting): no sample, no signal.
+      ++it;
+    }
+    g_sampler_counters.wall_ticks.fetch_add(1, std::memory_order_relaxed);
+    timespec cpu_end;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu_end);
+    g_sampler_counters.wall_tick_ns.fetch_add(
+        uint64_t((cpu_end.tv_sec - cpu_start.tv_sec) * 1000000000 + (cpu_end.tv_nsec - cpu_start.tv_nsec)),
+        std::memory_order_relaxed);
+    return true;
+  }
+
+  // A CPU sample drained from the ring (the agent drains after every tick): the ticks its thread was
+  // found running since its previous one are given to this stack, and it is remembered as where the
+  // thread last ran.
+  template <class Emit>
+  void note_cpu_sample(const SamplerSlot& slot, Emit&& emit) {
+    auto it = threads_.find(static_cast<pid_t>(slot.tid));
+    if (it == threads_.end()) return;
+    Thread& t = it->second;
+    t.cpu_pcs.assign(slot.pcs, slot.pcs + std::min<size_t>(slot.depth, kSamplerMaxFrames));
+    t.cpu_tag_set = slot.tag_set;
+    t.cpu_flags = static_cast<uint16_t>(slot.flags & (kSlotTruncated | kSlotIncomplete));
+    if (t.owed != 0) {
+      emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+      t.owed = 0;
+    }
+  }
+
+  // Hands every thread's counted samples to emit (before a block is written). Ticks owed by a running
+  // thread go to its latest CPU sample if it has one, else they wait for its next sample.
+  template <class Emit>
+  void flush(Emit&& emit) {
+    for (auto& entry : threads_) {
+      Thread& t = entry.second;
+      flush_thread(t, emit);
+      if (t.owed != 0 && !t.cpu_pcs.empty()) {
+        emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+        t.owed = 0;
+      }
+    }
+  }
+
+ private:
+  struct Thread {
+    int syscall_fd = -1;
+    uint64_t cpu_ns = 0;
+    bool blocked = false;  // the last read found it blocked: stack below is where
+    uint64_t pending = 0;  // samples counted on that stack, not yet emitted
+    uint64_t owed = 0;     // ticks that found it running: given to its next CPU sample
+    // Its latest CPU sample (drained from the ring): where it last ran.
+    std::vector<uintptr_t> cpu_pcs;
+    uint32_t cpu_tag_set = 0;
+    uint16_t cpu_flags = 0;
+    uint32_t tag_set = 0;
+    uint16_t flags = 0;
+    std::vector<uintptr_t> pcs;  // leaf first, as a slot holds them
+    uint64_t generation = 0;
+  };
+  uint32_t token_;
+  pid_t pid_;
+  std::unordered_map<pid_t, Thread> threads_;
+  int task_dir_ = -1;
+  std::vector<char> listing_;
+  uint64_t generation_ = 0;
+  uint64_t ticks_ = 0;
+  int64_t last_index_ = 0;
+  std::vector<uint8_t> stack_copy_;
+  SamplerSlot slot_;  // scratch, for emit
+
+  template <class Emit>
+  bool list_threads(const std::vector<pid_t>& skip_tids, std::string* error, Emit& emit) {
+    if (task_dir_ < 0) task_dir_ = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (task_dir_ < 0 || lseek(task_dir_, 0, SEEK_SET) != 0) {
+      *error = std::string("wall-clock sampling: cannot list /proc/self/task: ") + std::strerror(errno);
+      return false;
+    }
+    generation_++;
+    if (listing_.size() < 16384) listing_.resize(16384);
+    for (;;) {
+      const long n = syscall(SYS_getdents64, task_dir_, listing_.data(), listing_.size());
+      if (n <= 0) break;
+      for (long offset = 0; offset < n;) {
+        uint16_t record_length;  // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name
+        std::memcpy(&record_length, listing_.data() + offset + 16, sizeof record_length);
+        const char* name = listing_.data() + offset + 19;
+        offset += record_length;
+        if (name[0] < '0' || name[0] > '9') continue;
+        const pid_t tid = static_cast<pid_t>(std::strtol(name, nullptr, 10));
+        if (std::find(skip_tids.begin(), skip_tids.end(), tid) != skip_tids.end()) continue;
+        Thread& t = threads_[tid];
+        t.generation = generation_;
+        if (t.syscall_fd >= 0) continue;
+        const std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
+        t.syscall_fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (t.syscall_fd < 0 && errno != ENOENT && errno != ESRCH) {
+          *error = "wall-clock sampling: cannot open " + path + ": " + std::strerror(errno) +
+                   " (the kernel must provide /proc/<pid>/task/<tid>/syscall)";
+          threads_.erase(tid);
+          return false;
+        }
+      }
+    }
+    for (auto it = threads_.begin(); it != threads_.end();) {
+      if (it->second.generation == generation_ && it->second.syscall_fd >= 0) {
+        ++it;
+        continue;
+      }
+      flush_thread(it->second, emit);
+      close_thread(it->second);
+      it = threads_.erase(it);
+    }
+    return true;
+  }
+
+  static void close_thread(Thread& t) {
+    if (t.syscall_fd >= 0) close(t.syscall_fd);
+    t.syscall_fd = -1;
+  }
+
+  static WallThreadState read_state(const Thread& t) {
+    char text[256];
+    const ssize_t n = pread(t.syscall_fd, text, sizeof text - 1, 0);
+    if (n <= 0) return WallThreadState();
+    return wall_parse_syscall_file(text, size_t(n));
+  }
+
+  bool send_signal(pid_t tid, uint32_t weight) {
+    siginfo_t info;
+    std::memset(&info, 0, sizeof info);
+    info.si_signo = kSamplerSignal;
+    info.si_code = SI_QUEUE;
+    info.si_pid = pid_;
+    info.si_uid = getuid();
+    info.si_value.sival_int = static_cast<int>(token_ | (weight & kWallWeightMask));
+    return syscall(SYS_rt_tgsigqueueinfo, pid_, tid, kSamplerSignal, &info) == 0;
+  }
+
+  template <class Emit>
+  void flush_thread(Thread& t, Emit& emit) {
+    if (t.pending == 0) return;
+    emit_stack(t.tag_set, t.flags, t.pcs, t.pending, emit);
+    t.pending = 0;
+  }
+
+  template <class Emit>
+  void emit_stack(uint32_t tag_set, uint16_t flags, const std::vector<uintptr_t>& pcs, uint64_t weight, Emit& emit) {
+    slot_.tag_set = tag_set;
+    slot_.flags = static_cast<uint16_t>(flags | kSlotWall);
+    slot_.depth = static_cast<uint16_t>(pcs.size());
+    std::copy(pcs.begin(), pcs.end(), slot_.pcs);
+    while (weight > 0) {  // a slot's weight is 32 bits
+      const uint64_t part = std::min<uint64_t>(weight, UINT32_MAX);
+      slot_.weight = static_cast<uint32_t>(part);
+      emit(static_cast<const SamplerSlot&>(slot_));
+      weight -= part;
+    }
+  }
+
+  // The tag-set word the thread published (0 if it never entered a tag scope).
+  static uint32_t read_tag_set(pid_t tid) {
+    const std::atomic<uint32_t>* word = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(tag_registry().mutex());
+      auto it = thread_tag_words().find(tid);
+      if (it != thread_tag_words().end()) word = it->second;
+    }
+    uint32_t value = 0;
+    if (word != nullptr && wall_read_own_memory(reinterpret_cast<uintptr_t>(word), &value, sizeof value) != sizeof value)
+      value = 0;
+    return value;
+  }
+
+  template <class Emit>
+  void sample_blocked(pid_t tid, Thread& t, const WallThreadState& state, uint64_t weight, Emit& emit) {
+    uintptr_t pcs[kSamplerMaxFrames];
+    int depth = 0;
+    bool truncated = false;
+    bool complete = false;
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+    for (int attempt = 0; attempt < 2; attempt++) {
+      RemoteStack stack(&stack_copy_, state.sp);
+      depth = 0;
+      truncated = false;
+      const UnwindEnd end = sampler_unwind_walk(stack, state.pc, state.sp, 0, false, pcs, kSamplerMaxFrames, &depth,
+                                                &truncated);
+      complete = end == UnwindEnd::complete;
+      // A module the agent has no table for yet: build it now (we are the agent) and walk again.
+      if (end != UnwindEnd::no_table || unwind_tables().serve_requests() == 0) break;
+    }
+#else
+    pcs[0] = state.pc;
+    depth = state.pc != 0 ? 1 : 0;
+#endif
+    g_sampler_counters.wall_unwinds.fetch_add(1, std::memory_order_relaxed);
+    const uint32_t tag_set = read_tag_set(tid);
+    const uint16_t flags = static_cast<uint16_t>((truncated ? kSlotTruncated : 0) | (complete ? 0 : kSlotIncomplete));
+    const bool same = t.blocked && t.tag_set == tag_set && t.flags == flags && t.pcs.size() == size_t(depth) &&
+                      std::equal(t.pcs.begin(), t.pcs.end(), pcs);
+    if (!same) {
+      flush_thread(t, emit);
+      t.tag_set = tag_set;
+      t.flags = flags;
+      t.pcs.assign(pcs, pcs + depth);
+    }
+    t.blocked = true;
+    t.pending += weight;
+  }
+};
+
+}  // namespace detail
+}  // namespace pyroscope
+
 // [SECTION] Implementation: symbolizer (Linux) ====================================================
 //
 // Runs on the agent thread only, never in the handler. Modules come from dl_iterate_phdr (load bias
@@ -10853,7 +11393,7 @@ class SampleAggregator {
 
  private:
   std::string app_;
-  std::string type_;
+  std::string type_;  // the profile type of every series this aggregator makes
   Tags static_tags_;
   std::shared_ptr<SessionLog> log_;
   std::shared_ptr<SymbolTable> symbols_;
@@ -10954,6 +11494,18 @@ inline SeriesInfo sampler_series_info(int64_t period_ns) {
   return info;
 }
 
+// The info of the wall series (Config::wall_clock): samples, summed, each standing for one wall
+// interval of real time of one thread, running or not.
+inline SeriesInfo wall_series_info() {
+  SeriesInfo info = default_series_info("wall");
+  info.unit = "samples";
+  info.aggregation = Aggregation::sum;
+  info.period = kWallIntervalNs;
+  info.period_type = "wall";
+  info.period_unit = "nanoseconds";
+  return info;
+}
+
 inline bool sampler_handler_is_ours(const struct sigaction& action) {
   return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
 }
@@ -10979,6 +11531,12 @@ struct ProfilerSession {
   std::unique_ptr<SampleAggregator> alloc_aggregators[4];
   SeriesInfo alloc_info[4];
   std::vector<AllocStackValues> alloc_values;
+  // Config::wall_clock: the wall series, its info (null when appending to a version 1 or 2 file) and the
+  // sampler that ticks on the agent thread.
+  SeriesInfo wall_info;
+  const SeriesInfo* wall_append_info = &wall_info;
+  std::unique_ptr<SampleAggregator> wall_aggregator;
+  std::unique_ptr<WallSampler> wall;
   ThreadTimers timers;
   bool push_enabled = false;
   HttpEndpoint endpoint;
@@ -11008,7 +11566,12 @@ struct ProfilerSession {
     SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
     uint64_t skipped = 0;
     ring->drain(sampler_monotonic_ns(), &skipped, [this](const SamplerSlot& slot) {
-      aggregator->add(slot);
+      if ((slot.flags & kSlotWall) == 0) {
+        aggregator->add(slot);
+        if (wall) wall->note_cpu_sample(slot, [this](const SamplerSlot& sample) { wall_aggregator->add(sample); });
+      } else if (wall_aggregator) {
+        wall_aggregator->add(slot);
+      }
       g_sampler_counters.drained.fetch_add(1, std::memory_order_relaxed);
       g_sampler_counters.weight.fetch_add(slot.weight, std::memory_order_relaxed);
       g_sampler_counters.weight_squared.fetch_add(uint64_t(slot.weight) * slot.weight, std::memory_order_relaxed);
@@ -11095,7 +11658,7 @@ struct ProfilerSession {
   }
 
   void flush(int64_t block, int64_t until) {
-    flush_aggregator(*aggregator, append_info, block, until);
+    flush_series(*aggregator, append_info, config.sample_rate_hz, block, until);
     if (alloc_enabled) {
       // In use at the block's end: the sampled blocks still live.
       alloc_inuse(&alloc_values);
@@ -11104,11 +11667,16 @@ struct ProfilerSession {
         alloc_aggregators[3]->add_key(stack.key, stack.objects);
       }
       for (int i = 0; i < 4; i++)
-        flush_aggregator(*alloc_aggregators[i], append_info != nullptr ? &alloc_info[i] : nullptr, block, until);
+        flush_series(*alloc_aggregators[i], append_info != nullptr ? &alloc_info[i] : nullptr, config.sample_rate_hz,
+                     block, until);
+    }
+    if (wall_aggregator) {
+      wall->flush([this](const SamplerSlot& slot) { wall_aggregator->add(slot); });
+      flush_series(*wall_aggregator, wall_append_info, kWallSampleRateHz, block, until);
     }
   }
 
-  void flush_aggregator(SampleAggregator& source, const SeriesInfo* info, int64_t block, int64_t until) {
+  void flush_series(SampleAggregator& source, const SeriesInfo* info, int rate_hz, int64_t block, int64_t until) {
     std::vector<std::pair<SeriesKey, Tree>> trees;
     source.take(&trees);
     for (auto& entry : trees) {
@@ -11122,7 +11690,7 @@ struct ProfilerSession {
         if (agent_status.ok()) agent_status = status;
       }
       if (push) {
-        push->enqueue(ingest_target(endpoint, entry.first, block, until, config.sample_rate_hz,
+        push->enqueue(ingest_target(endpoint, entry.first, block, until, rate_hz,
                                     info != nullptr ? *info : default_series_info(entry.first.type)),
                       entry.second.to_folded());
       }
@@ -11194,12 +11762,41 @@ struct ProfilerSession {
     (*log)(LogLevel::info, "sampling " + std::to_string(timers.size()) + " thread(s) at " +
                                std::to_string(config.sample_rate_hz) + " Hz of CPU time, writing '" + output_path + "'");
 
+    if (wall) (*log)(LogLevel::info, "sampling every thread at " + std::to_string(kWallSampleRateHz) +
+                                         " Hz of wall-clock time too (series " + config.application_name + ".wall)");
+
+    // The agent wakes every kAgentWakeMs, or every wall interval when wall-clock sampling is on: then
+    // each wake is a wall tick and a drain, and every kAgentWakeMs also the rest (rescan, flush).
+    const auto step = std::chrono::nanoseconds(wall ? kWallIntervalNs : int64_t(kAgentWakeMs) * 1000000);
     auto next_wake = std::chrono::steady_clock::now();
+    if (wall) {
+      // Wall ticks in the middle of their intervals (steady_clock is CLOCK_MONOTONIC, as the sampler's
+      // clock): a little jitter then never moves a tick into the neighbouring interval.
+      const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next_wake.time_since_epoch()).count();
+      next_wake += std::chrono::nanoseconds(kWallIntervalNs - now_ns % kWallIntervalNs + kWallIntervalNs / 2 - kWallIntervalNs);
+    }
+    auto next_chores = next_wake + std::chrono::milliseconds(kAgentWakeMs);
+    bool wall_failed = false;
     for (;;) {
-      next_wake += std::chrono::milliseconds(kAgentWakeMs);
+      next_wake += step;
       if (!sleep_until(next_wake)) break;  // stop() asked
       const auto now_steady = std::chrono::steady_clock::now();
       if (now_steady > next_wake + std::chrono::seconds(1)) next_wake = now_steady;  // suspended: no catch-up
+      if (wall && !wall_failed) {
+        std::string wall_error;
+        wall_failed = !wall->tick(
+            sampler_monotonic_ns(), agent_tids(), &wall_error,
+            [this](const SamplerSlot& slot) { wall_aggregator->add(slot); },
+            [this] {
+              check_disposition();
+              return !handler_replaced;
+            });
+        if (wall_failed) (*log)(LogLevel::warning, wall_error + ": wall-clock sampling stopped");
+        drain();  // running threads' ticks go to their next CPU sample: keep that close to the tick
+      }
+      if (now_steady < next_chores) continue;
+      next_chores += std::chrono::milliseconds(kAgentWakeMs);
+      if (now_steady > next_chores + std::chrono::seconds(1)) next_chores = now_steady;
       // A dlopen or dlclose since the last wake: names and tables of modules that went away must not
       // serve the samples drained from now on.
       const auto counters = sampler_loader_counters();
@@ -11208,6 +11805,7 @@ struct ProfilerSession {
         aggregator->loader_changed();
         for (auto& alloc : alloc_aggregators)
           if (alloc) alloc->loader_changed();
+        if (wall_aggregator) wall_aggregator->loader_changed();
 #if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
         unwind_tables().forget_unloaded();
 #endif
@@ -11249,6 +11847,7 @@ struct ProfilerSession {
     // Stopping: no new samples, wait for handlers still running, then fold and write the rest.
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
     alloc_end();  // sampled allocations unwinding now are counted as handlers: waited for below
+    g_wall_token.store(0, std::memory_order_relaxed);
     timers.disarm_all();
     const bool all_returned = wait_for_handlers();
     drain();
@@ -11340,6 +11939,7 @@ inline void sampler_after_fork_in_parent() {
 // parent held at the fork): unlocks, atomics, sigaction.
 inline void sampler_after_fork_in_child() {
   alloc_after_fork_in_child();
+  g_sampler_thread_tid = 0;  // this thread has another tid in the child
   sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   ProfilerGlobal& global = profiler_global();
@@ -11487,14 +12087,24 @@ Status start(const Config& config) {
                       " s but Config.flush_interval_seconds is " + std::to_string(config.flush_interval_seconds));
   }
   session->series_info = sampler_series_info(session->period_ns);
+  session->wall_info = wall_series_info();
   if (file_existed) {
     // A series keeps the info it was created with: a file whose series of this application were
     // sampled at another rate would refuse every block, so start() refuses it now.
     File stored;
     if (stored.open_path(session->output_path).ok()) {
       if (stored.info().format_version < 3) session->append_info = nullptr;
+      if (stored.info().format_version < 3) session->wall_append_info = nullptr;
       for (size_t i = 0; session->append_info != nullptr && i < stored.series().size(); i++) {
         const SeriesKey& key = stored.series()[i];
+        if (config.wall_clock && key.app == config.application_name && key.type == "wall" &&
+            !(stored.series_info(i) == session->wall_info)) {
+          session->writer.close();
+          return Status(StatusCode::invalid_argument,
+                        "'" + session->output_path + "' holds " + key.to_string() + " as " +
+                            stored.series_info(i).to_string() + ", but Config.wall_clock writes " +
+                            session->wall_info.to_string() + ": write another file");
+        }
         if (key.app != config.application_name || key.type != kDefaultProfileType) continue;
         if (stored.series_info(i) == session->series_info) continue;
         session->writer.close();
@@ -11540,6 +12150,22 @@ Status start(const Config& config) {
     session->alloc_aggregators[i].reset(
         new SampleAggregator(config.application_name, kAllocationProfileTypes[i], config.tags, session->log));
     session->alloc_info[i] = default_series_info(kAllocationProfileTypes[i]);
+  }
+  if (config.wall_clock) {
+    // The token that tells the agent's wall signals from any other SIGPROF: nonzero, low 8 bits free for
+    // the weight.
+    uint64_t mix = uint64_t(sampler_monotonic_ns()) ^ (uint64_t(getpid()) << 29) ^ 0x9e3779b97f4a7c15ull;
+    mix ^= mix >> 31;
+    mix *= 0xbf58476d1ce4e5b9ull;
+    mix ^= mix >> 29;
+    uint32_t token = uint32_t(mix) & ~kWallWeightMask;
+    if (token == 0) token = kWallWeightMask + 1;
+    session->wall_aggregator.reset(new SampleAggregator(config.application_name, "wall", config.tags, session->log));
+    session->wall.reset(new WallSampler(token));
+    g_wall_pid.store(getpid(), std::memory_order_relaxed);
+    g_wall_token.store(token, std::memory_order_relaxed);
+  } else {
+    g_wall_token.store(0, std::memory_order_relaxed);
   }
   const int64_t now = sampler_realtime_s();
   session->block_start = now - now % session->resolution;

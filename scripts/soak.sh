@@ -16,10 +16,14 @@
 #              acknowledged == samples stored exactly; then SOAK_SERVE_KILLS (20) kill -9 of the server
 #              under load, each once it acknowledges pushes: the directory opens every time and holds
 #              every acknowledged sample (CI runs 10 s and 3 kills: ctest -R pyro_serve_load)
+#   wall       wall-clock sampling (Config::wall_clock) for SOAK_WALL_SECONDS (30) over nine kinds of
+#              blocking calls (sleep_for, clock_nanosleep, condition_variable::wait_for, pipe read,
+#              epoll_wait, poll, accept, thread::join, a busy thread's poll): zero EINTR and zero early
+#              wakeups (test_sampler_wall with PYROSCOPE_WALL_SOAK_SECONDS; CI runs 5 s)
 #
-# usage: bash scripts/soak.sh [fuzz] [crash] [diskfull] [readonly] [serve]     (no argument: all of them)
+# usage: bash scripts/soak.sh [fuzz] [crash] [diskfull] [readonly] [serve] [wall]   (no argument: all)
 # Environment: SOAK_FUZZ_RUNS, SOAK_FUZZ_SECONDS, SOAK_CRASH_TRIALS, SOAK_SERVE_SECONDS, SOAK_SERVE_KILLS,
-#              PYROSCOPE_JOBS (default 2).
+#              SOAK_WALL_SECONDS, PYROSCOPE_JOBS (default 2).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -27,7 +31,7 @@ jobs=${PYROSCOPE_JOBS:-2}
 fuzz_runs=${SOAK_FUZZ_RUNS:-10000000}
 fuzz_seconds=${SOAK_FUZZ_SECONDS:-3600}
 crash_trials=${SOAK_CRASH_TRIALS:-1000}
-campaigns=${*:-fuzz crash diskfull readonly serve}
+campaigns=${*:-fuzz crash diskfull readonly serve wall}
 out=build/soak
 mkdir -p "$out"
 results="$out/results.txt"
@@ -45,8 +49,8 @@ say "soak.sh $(date -u +%FT%TZ) on $(nproc) cores, commit $(git rev-parse --shor
 rel=$out/rel
 if ! { cmake -S . -B "$rel" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYROSCOPE_BUILD_TESTS=ON -DPYROSCOPE_BUILD_TOOLS=ON \
          -DPYROSCOPE_BUILD_VIEWER=OFF -DPYROSCOPE_BUILD_EXAMPLES=OFF -DPYROSCOPE_BUILD_BENCH=OFF \
-         -DPYROSCOPE_BUILD_FUZZ=OFF -DPYROSCOPE_TEST_FILTER='^test_core_crash$' &&
-       cmake --build "$rel" -j "$jobs" --target pyro test_core_crash; } >"$rel.log" 2>&1; then
+         -DPYROSCOPE_BUILD_FUZZ=OFF -DPYROSCOPE_TEST_FILTER='^test_(core_crash|sampler_wall)$' &&
+       cmake --build "$rel" -j "$jobs" --target pyro test_core_crash test_sampler_wall; } >"$rel.log" 2>&1; then
   tail -n 40 "$rel.log"
   echo "soak.sh: the release build failed (log: $rel.log)"
   exit 1
@@ -219,6 +223,20 @@ if wants serve; then
   else
     grep -E '^(FAIL|#)' "$log"
     fail "serve load and kill -9 trials (log: $log)"
+  fi
+fi
+
+if wants wall; then
+  log=$out/wall.log
+  seconds=${SOAK_WALL_SECONDS:-30}
+  mkdir -p "$out/wall-work"
+  if (cd "$out/wall-work" && PYROSCOPE_WALL_SOAK_SECONDS=$seconds "$root/$rel/tests/test_sampler_wall" \
+        -tc='*no EINTR and no early*') >"$log" 2>&1; then
+    say "wall: $seconds s with wall-clock sampling: $(grep -c ' 0 EINTR, 0 early' "$log") kinds of blocking call," \
+        "0 EINTR, 0 early wakeups; $(grep -oE '[0-9]+ wall ticks.*' "$log" | head -1)"
+  else
+    grep -E 'MESSAGE|ERROR' "$log"
+    fail "wall: blocking calls disturbed by wall-clock sampling (log: $log)"
   fi
 fi
 

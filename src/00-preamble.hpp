@@ -61,6 +61,7 @@
      [SECTION] Implementation: formats (pprof, folded, perf script, speedscope, .cpuprofile)
      [SECTION] Implementation: sampler backend (Linux)
      [SECTION] Implementation: allocation sampler (Linux)
+     [SECTION] Implementation: wall-clock sampler (Linux)
      [SECTION] Implementation: symbolizer (Linux)
      [SECTION] Implementation: push to a Pyroscope server (Linux)
      [SECTION] Implementation: profiler API (Linux)

@@ -15,6 +15,10 @@ struct Config {
   // (see allocation_profiling_compiled()); the series are app.alloc_space, app.alloc_objects,
   // app.inuse_space and app.inuse_objects.
   size_t allocation_sample_bytes = 512 * 1024;
+  // Opt-in: also sample every thread, running or blocked, 100 times a second of real time, into the
+  // series "<application_name>.wall" (where threads wait, not only where they burn CPU). Blocked threads
+  // are never signalled (docs/sampler.md, "Wall-clock time": how, what can still surface, the cost).
+  bool wall_clock = false;
   // Called on the profiler's background threads (never inside the signal handler). It may call
   // is_running(), start() (refused while a session runs or stops) and fork(); stop() from it returns
   // invalid_argument.

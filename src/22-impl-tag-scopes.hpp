@@ -14,6 +14,10 @@
 #define PYROSCOPE_TLS_INITIAL_EXEC
 #endif
 
+#if defined(PYROSCOPE_PLATFORM_LINUX) && !defined(PYROSCOPE_NO_SAMPLER)
+#include <sys/syscall.h>  // SYS_gettid: a thread's tag-set word is registered by tid
+#endif
+
 namespace pyroscope {
 namespace detail {
 
@@ -113,13 +117,48 @@ inline TagSetRegistry& tag_registry() {
   return *registry;
 }
 
+#if defined(PYROSCOPE_PLATFORM_LINUX) && !defined(PYROSCOPE_NO_SAMPLER)
+// Where each thread that entered a tag scope keeps its tag-set word, by tid: the wall-clock sampler reads
+// the tags of a thread blocked in a system call from outside (process_vm_readv, so a thread that exits
+// meanwhile cannot fault the reader). Guarded by the tag registry's mutex (held across fork()).
+inline std::unordered_map<pid_t, const std::atomic<uint32_t>*>& thread_tag_words() {
+  static auto* words = new std::unordered_map<pid_t, const std::atomic<uint32_t>*>;  // never destroyed
+  return *words;
+}
+// Registers the calling thread's word on its first scope and removes it when the thread exits, so a tid
+// the kernel reuses never points at another thread's word.
+struct ThreadTagWordRegistration {
+  pid_t tid = 0;
+  void ensure() {
+    if (tid != 0) return;
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    std::lock_guard<std::mutex> lock(tag_registry().mutex());
+    thread_tag_words()[tid] = &g_thread_tag_set;
+  }
+  ~ThreadTagWordRegistration() {
+    if (tid == 0) return;
+    std::lock_guard<std::mutex> lock(tag_registry().mutex());
+    auto it = thread_tag_words().find(tid);
+    if (it != thread_tag_words().end() && it->second == &g_thread_tag_set) thread_tag_words().erase(it);
+  }
+};
+inline void publish_thread_tag_word() {
+  static thread_local ThreadTagWordRegistration registration;
+  registration.ensure();
+}
+#else
+inline void publish_thread_tag_word() {}
+#endif
+
 uint32_t tag_push(std::string_view key, std::string_view value) {
+  publish_thread_tag_word();
   const uint32_t previous = g_thread_tag_set.load(std::memory_order_relaxed);
   g_thread_tag_set.store(tag_registry().child(previous, key, value), std::memory_order_relaxed);
   return previous;
 }
 
 uint32_t tag_push_all(const Tags& tags) {
+  publish_thread_tag_word();
   const uint32_t previous = g_thread_tag_set.load(std::memory_order_relaxed);
   uint32_t id = previous;
   for (const Tag& tag : tags) id = tag_registry().child(id, tag.key, tag.value);

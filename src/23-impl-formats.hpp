@@ -2331,6 +2331,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <unwind.h>

@@ -7,7 +7,8 @@
 // rescans every kThreadScanMs for new ones and deletes the timers of threads that are gone.
 //
 // The SIGPROF handler unwinds into a slot of a bounded lock-free ring (Vyukov's MPMC sequence scheme,
-// one consumer) and records the thread's tag-set id and the sample's weight, 1 + si_overrun.
+// one consumer) and records the thread's tag-set id, its tid (for wall-clock sampling) and the sample's
+// weight, 1 + si_overrun.
 //
 // What the handler may and may not do (docs/sampler.md names the test that holds each rule):
 //   1. No lock anywhere it calls: atomics, clock_gettime, _dl_find_object, reads of its own tables, and
@@ -69,14 +70,15 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free && std::atomic<int64_t>
 
 constexpr uint16_t kSlotTruncated = 1;   // deeper than kSamplerMaxFrames: the leaf side was kept
 constexpr uint16_t kSlotIncomplete = 2;  // the unwinder stopped before the stack's end
+constexpr uint16_t kSlotWall = 4;        // a wall-clock sample (the agent's signal), not a CPU-time one
 
 struct SamplerSlot {
   std::atomic<uint64_t> sequence;
   uint32_t tag_set;
   uint32_t weight;
   uint16_t depth;
-  uint16_t flags;  // kSlotTruncated, kSlotIncomplete
-  uint32_t reserved;
+  uint16_t flags;  // kSlotTruncated, kSlotIncomplete, kSlotWall
+  uint32_t tid;  // the sampled thread (the wall-clock sampler gives its deferred ticks the latest stack)
   uintptr_t pcs[kSamplerMaxFrames];  // leaf first; callers' return addresses already minus one
 };
 static_assert(sizeof(void*) != 8 || sizeof(SamplerSlot) == 1024, "a ring slot is one KiB on 64-bit");
@@ -198,9 +200,21 @@ struct SamplerCounters {
   std::atomic<uint64_t> tables_built{0};     // unwind tables built (each module once per load)
   std::atomic<uint64_t> tables_freed{0};     // tables of unloaded modules freed
   std::atomic<uint64_t> stack_maps_read{0};  // times the agent listed the stack mappings
+  // Wall-clock sampling (Config::wall_clock), per thread and tick:
+  std::atomic<uint64_t> wall_ticks{0};
+  std::atomic<uint64_t> wall_signals{0};   // threads signalled: the test hook g_wall_signal_every_thread only
+  std::atomic<uint64_t> wall_unwinds{0};   // blocked threads unwound from outside, without a signal
+  std::atomic<uint64_t> wall_cached{0};    // blocked threads that had not run since: counted, not read
+  std::atomic<uint64_t> wall_running{0};   // running threads: the tick goes to their next CPU sample
+  std::atomic<uint64_t> wall_tick_ns{0};   // agent CPU time spent in wall ticks
 };
 
 inline SamplerCounters g_sampler_counters;
+// Wall-clock sampling (Config::wall_clock): the agent's SIGPROFs carry this session token (0: off) in the
+// upper 24 bits of their value and the sample's weight in the low 8; g_wall_pid is the sender's pid.
+constexpr uint32_t kWallWeightMask = 0xffu;
+inline std::atomic<uint32_t> g_wall_token{0};
+inline std::atomic<pid_t> g_wall_pid{0};
 inline std::atomic<SamplerRing*> g_sampler_ring{nullptr};
 inline std::atomic<bool> g_sampler_enabled{false};
 inline std::atomic<int> g_sampler_in_flight{0};
@@ -218,6 +232,7 @@ struct SamplerStats {
   uint64_t incomplete_no_table = 0, incomplete_no_rule = 0, incomplete_stack = 0;
   uint64_t skipped_slots = 0, lost_publishes = 0, lost_handlers = 0;
   uint64_t tables_built = 0, tables_freed = 0, stack_maps_read = 0;
+  uint64_t wall_ticks = 0, wall_signals = 0, wall_unwinds = 0, wall_cached = 0, wall_running = 0, wall_tick_ns = 0;
   uint64_t handler_ns_log2[32] = {};
 
   uint64_t incomplete() const { return incomplete_no_table + incomplete_no_rule + incomplete_stack; }
@@ -269,6 +284,12 @@ inline SamplerStats sampler_stats() {
   s.tables_built = c.tables_built.load(std::memory_order_relaxed);
   s.tables_freed = c.tables_freed.load(std::memory_order_relaxed);
   s.stack_maps_read = c.stack_maps_read.load(std::memory_order_relaxed);
+  s.wall_ticks = c.wall_ticks.load(std::memory_order_relaxed);
+  s.wall_signals = c.wall_signals.load(std::memory_order_relaxed);
+  s.wall_unwinds = c.wall_unwinds.load(std::memory_order_relaxed);
+  s.wall_cached = c.wall_cached.load(std::memory_order_relaxed);
+  s.wall_running = c.wall_running.load(std::memory_order_relaxed);
+  s.wall_tick_ns = c.wall_tick_ns.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -1343,23 +1364,39 @@ inline UnwindTables& unwind_tables() {
 // How a walk ended. Anything but complete leaves the sample marked kSlotIncomplete.
 enum class UnwindEnd { complete, no_table, no_rule, outside_stack };
 
-// Walks the interrupted thread's stack with the tables, reading memory only inside the mapping that
-// holds its stack pointer (rule 4). Reads other functions' frames on purpose (return addresses, saved
-// rbp): not instrumented by ASan.
+// How a walk reads the stack. The handler reads its own thread's stack directly, inside the mapping that
+// holds the interrupted stack pointer (rule 4); the wall-clock sampler reads a blocked thread's stack
+// from outside, through a copy (HandlerStack here, RemoteStack in the wall-clock section).
+struct HandlerStack {
+  uintptr_t low = 0, high = 0;
+  bool known = false;
+  explicit HandlerStack(uintptr_t sp) { known = sampler_stack_bounds(sp, &low, &high); }
+  // A signal frame moved the walk to sp (possibly another stack: a handler on sigaltstack).
+  void moved_to(uintptr_t sp) {
+    if (sp < low || sp >= high) known = sampler_stack_bounds(sp, &low, &high);
+  }
+  // Reads other functions' frames on purpose (return addresses, saved rbp): not instrumented by ASan.
+#if defined(__clang__) || defined(__GNUC__)
+  __attribute__((no_sanitize("address")))
+#endif
+  bool read(uintptr_t a, uintptr_t* out) const {
+    // An 8-byte read at address a stays inside the stack's mapping.
+    if (!known || a < low || a >= high || high - a < 8) return false;
+    *out = *reinterpret_cast<const uintptr_t*>(a);
+    return true;
+  }
+};
+
+// Walks a stack with the tables from pc, sp and (if bp_known) rbp, reading it through `stack`. pc is the
+// instruction to resume at (the interrupted one, or the one after a system call). Without rbp the walk
+// stops, [incomplete], at the first frame whose CFA is rbp-based before any frame restored rbp.
+template <class Stack>
 #if defined(__clang__) || defined(__GNUC__)
 __attribute__((no_sanitize("address")))
 #endif
-inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs, int capacity, int* depth,
-                                            bool* truncated) {
+inline UnwindEnd sampler_unwind_walk(Stack& stack, uintptr_t pc, uintptr_t sp, uintptr_t bp, bool bp_known,
+                                     uintptr_t* pcs, int capacity, int* depth, bool* truncated) {
   const UnwindTables& tables = unwind_tables();
-  uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
-  uintptr_t sp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]);
-  uintptr_t bp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RBP]);
-  uintptr_t stack_low = 0, stack_high = 0;
-  bool stack_known = sampler_stack_bounds(sp, &stack_low, &stack_high);
-  // An 8-byte read at address a stays inside the stack's mapping.
-  auto readable = [&](uintptr_t a) { return stack_known && a >= stack_low && a < stack_high && stack_high - a >= 8; };
-  auto load = [](uintptr_t a) { return *reinterpret_cast<const uintptr_t*>(a); };
   int n = 0;
   bool interrupted = true;  // pc is the interrupted instruction itself (the leaf, or above a signal frame)
   const UnwindTable* table = nullptr;
@@ -1397,7 +1434,8 @@ inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs
       }
     }
     const UnwindRow* row = table->find(lookup - table->map_start);
-    if (row == nullptr || row->cfa_register == kNoRule || row->cfa_register == kRuleUnsupported) {
+    if (row == nullptr || row->cfa_register == kNoRule || row->cfa_register == kRuleUnsupported ||
+        (row->cfa_register == kCfaRbp && !bp_known)) {
       end = UnwindEnd::no_rule;
       break;
     }
@@ -1405,15 +1443,18 @@ inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs
     if (row->cfa_register == kCfaSignalFrame) {
       // __restore_rt: the frame below was interrupted by a signal; its registers are in the ucontext
       // at sp. It may have run on another stack (an application handler on sigaltstack).
-      if (!readable(sp + kUcontextRbp) || !readable(sp + kUcontextRsp) || !readable(sp + kUcontextRip)) {
+      uintptr_t next_bp, next_pc, next_sp;
+      if (!stack.read(sp + kUcontextRbp, &next_bp) || !stack.read(sp + kUcontextRsp, &next_sp) ||
+          !stack.read(sp + kUcontextRip, &next_pc)) {
         end = UnwindEnd::outside_stack;
         break;
       }
-      bp = load(sp + kUcontextRbp);
-      pc = load(sp + kUcontextRip);
-      sp = load(sp + kUcontextRsp);
+      bp = next_bp;
+      bp_known = true;
+      pc = next_pc;
+      sp = next_sp;
       interrupted = true;
-      if (sp < stack_low || sp >= stack_high) stack_known = sampler_stack_bounds(sp, &stack_low, &stack_high);
+      stack.moved_to(sp);
       if (pc == 0) break;
       continue;
     }
@@ -1422,18 +1463,17 @@ inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs
     else if (row->cfa_register == kCfaRbp) cfa = bp + uintptr_t(intptr_t(row->cfa_offset));
     else cfa = sp + uintptr_t(intptr_t(row->cfa_offset)) + ((pc & 15) >= uintptr_t(row->rbp_offset) ? 8 : 0);  // PLT
     // The caller's frame is above this one, on the same stack.
-    if (cfa <= sp || (cfa & 7) != 0 || !readable(cfa - 8)) {
+    uintptr_t return_address;
+    if (cfa <= sp || (cfa & 7) != 0 || !stack.read(cfa - 8, &return_address)) {
       end = UnwindEnd::outside_stack;
       break;
     }
-    const uintptr_t return_address = load(cfa - 8);
     if (row->cfa_register != kCfaPlt && row->rbp_offset != kRbpKept) {
-      const uintptr_t slot = cfa + uintptr_t(intptr_t(row->rbp_offset));
-      if (!readable(slot)) {
+      if (!stack.read(cfa + uintptr_t(intptr_t(row->rbp_offset)), &bp)) {
         end = UnwindEnd::outside_stack;
         break;
       }
-      bp = load(slot);
+      bp_known = true;
     }
     sp = cfa;
     pc = return_address;
@@ -1442,6 +1482,16 @@ inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs
   }
   *depth = n;
   return end;
+}
+
+// The handler's walk: the interrupted thread's own stack, from the registers in its ucontext.
+inline UnwindEnd sampler_unwind_with_tables(const ucontext_t* uc, uintptr_t* pcs, int capacity, int* depth,
+                                            bool* truncated) {
+  const uintptr_t pc = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+  const uintptr_t sp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]);
+  const uintptr_t bp = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RBP]);
+  HandlerStack stack(sp);
+  return sampler_unwind_walk(stack, pc, sp, bp, true, pcs, capacity, depth, truncated);
 }
 #endif  // table unwinder
 
@@ -1467,7 +1517,10 @@ inline int sampler_unwind_with_libgcc(void* ucontext, uintptr_t* pcs, int capaci
   return depth;
 }
 
-inline void sampler_take_sample(const siginfo_t* info, void* ucontext) {
+// The calling thread's tid, cached by the handler (initial-exec TLS; reset in a fork child's thread).
+thread_local pid_t g_sampler_thread_tid PYROSCOPE_TLS_INITIAL_EXEC = 0;
+
+inline void sampler_take_sample(void* ucontext, uint32_t weight, uint16_t kind) {
   const int64_t started = sampler_monotonic_ns();
   SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
   uint64_t position = 0;
@@ -1504,9 +1557,11 @@ inline void sampler_take_sample(const siginfo_t* info, void* ucontext) {
   depth = sampler_unwind_with_libgcc(ucontext, slot->pcs, kSamplerMaxFrames, &truncated);
 #endif
   slot->depth = static_cast<uint16_t>(depth);
-  slot->flags = static_cast<uint16_t>((truncated ? kSlotTruncated : 0) | (complete ? 0 : kSlotIncomplete));
+  slot->flags = static_cast<uint16_t>((truncated ? kSlotTruncated : 0) | (complete ? 0 : kSlotIncomplete) | kind);
   slot->tag_set = g_thread_tag_set.load(std::memory_order_relaxed);
-  slot->weight = 1u + static_cast<uint32_t>(info->si_overrun > 0 ? info->si_overrun : 0);
+  slot->weight = weight;
+  if (g_sampler_thread_tid == 0) g_sampler_thread_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  slot->tid = static_cast<uint32_t>(g_sampler_thread_tid);
   if (!ring->publish(slot, position)) g_sampler_counters.lost_publishes.fetch_add(1, std::memory_order_relaxed);
   const uint64_t elapsed = static_cast<uint64_t>(sampler_monotonic_ns() - started);
   g_sampler_counters.samples.fetch_add(1, std::memory_order_relaxed);
@@ -1533,9 +1588,20 @@ inline void sampler_on_signal(int, siginfo_t* info, void* ucontext) {
   const int saved_errno = errno;
   g_sampler_in_flight.fetch_add(1, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);  // see sampler_no_handler_running()
-  // SI_TIMER: only our timers' signals are samples (a kill(SIGPROF) or tgkill is ignored).
-  if (g_sampler_enabled.load(std::memory_order_seq_cst) && info != nullptr && info->si_code == SI_TIMER)
-    sampler_take_sample(info, ucontext);
+  // SI_TIMER: only our timers' signals are CPU samples (a kill(SIGPROF) or tgkill is ignored); a wall
+  // sample is a SIGPROF the agent queued (SI_QUEUE from this process) whose value carries the session's
+  // token in its upper 24 bits and the sample's weight in its low 8.
+  if (g_sampler_enabled.load(std::memory_order_seq_cst) && info != nullptr) {
+    if (info->si_code == SI_TIMER) {
+      sampler_take_sample(ucontext, 1u + static_cast<uint32_t>(info->si_overrun > 0 ? info->si_overrun : 0), 0);
+    } else if (info->si_code == SI_QUEUE) {
+      const uint32_t value = static_cast<uint32_t>(info->si_value.sival_int);
+      const uint32_t token = g_wall_token.load(std::memory_order_relaxed);
+      if (token != 0 && (value & ~kWallWeightMask) == token &&
+          info->si_pid == g_wall_pid.load(std::memory_order_relaxed))
+        sampler_take_sample(ucontext, value & kWallWeightMask, kSlotWall);
+    }
+  }
   g_sampler_in_flight.fetch_sub(1, std::memory_order_release);
   errno = saved_errno;
 }
@@ -1559,6 +1625,7 @@ inline void sampler_bind_handler_calls() {
   int frames = 0;
   _Unwind_Backtrace(sampler_count_frame, &frames);
   (void)sampler_monotonic_ns();
+  (void)syscall(SYS_gettid);
 #if defined(DLFO_EH_SEGMENT_TYPE)
   dl_find_object object;
   (void)_dl_find_object(reinterpret_cast<void*>(&sampler_bind_handler_calls), &object);

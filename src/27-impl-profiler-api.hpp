@@ -80,7 +80,7 @@ class SampleAggregator {
 
  private:
   std::string app_;
-  std::string type_;
+  std::string type_;  // the profile type of every series this aggregator makes
   Tags static_tags_;
   std::shared_ptr<SessionLog> log_;
   std::shared_ptr<SymbolTable> symbols_;
@@ -181,6 +181,18 @@ inline SeriesInfo sampler_series_info(int64_t period_ns) {
   return info;
 }
 
+// The info of the wall series (Config::wall_clock): samples, summed, each standing for one wall
+// interval of real time of one thread, running or not.
+inline SeriesInfo wall_series_info() {
+  SeriesInfo info = default_series_info("wall");
+  info.unit = "samples";
+  info.aggregation = Aggregation::sum;
+  info.period = kWallIntervalNs;
+  info.period_type = "wall";
+  info.period_unit = "nanoseconds";
+  return info;
+}
+
 inline bool sampler_handler_is_ours(const struct sigaction& action) {
   return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
 }
@@ -206,6 +218,12 @@ struct ProfilerSession {
   std::unique_ptr<SampleAggregator> alloc_aggregators[4];
   SeriesInfo alloc_info[4];
   std::vector<AllocStackValues> alloc_values;
+  // Config::wall_clock: the wall series, its info (null when appending to a version 1 or 2 file) and the
+  // sampler that ticks on the agent thread.
+  SeriesInfo wall_info;
+  const SeriesInfo* wall_append_info = &wall_info;
+  std::unique_ptr<SampleAggregator> wall_aggregator;
+  std::unique_ptr<WallSampler> wall;
   ThreadTimers timers;
   bool push_enabled = false;
   HttpEndpoint endpoint;
@@ -235,7 +253,12 @@ struct ProfilerSession {
     SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
     uint64_t skipped = 0;
     ring->drain(sampler_monotonic_ns(), &skipped, [this](const SamplerSlot& slot) {
-      aggregator->add(slot);
+      if ((slot.flags & kSlotWall) == 0) {
+        aggregator->add(slot);
+        if (wall) wall->note_cpu_sample(slot, [this](const SamplerSlot& sample) { wall_aggregator->add(sample); });
+      } else if (wall_aggregator) {
+        wall_aggregator->add(slot);
+      }
       g_sampler_counters.drained.fetch_add(1, std::memory_order_relaxed);
       g_sampler_counters.weight.fetch_add(slot.weight, std::memory_order_relaxed);
       g_sampler_counters.weight_squared.fetch_add(uint64_t(slot.weight) * slot.weight, std::memory_order_relaxed);
@@ -322,7 +345,7 @@ struct ProfilerSession {
   }
 
   void flush(int64_t block, int64_t until) {
-    flush_aggregator(*aggregator, append_info, block, until);
+    flush_series(*aggregator, append_info, config.sample_rate_hz, block, until);
     if (alloc_enabled) {
       // In use at the block's end: the sampled blocks still live.
       alloc_inuse(&alloc_values);
@@ -331,11 +354,16 @@ struct ProfilerSession {
         alloc_aggregators[3]->add_key(stack.key, stack.objects);
       }
       for (int i = 0; i < 4; i++)
-        flush_aggregator(*alloc_aggregators[i], append_info != nullptr ? &alloc_info[i] : nullptr, block, until);
+        flush_series(*alloc_aggregators[i], append_info != nullptr ? &alloc_info[i] : nullptr, config.sample_rate_hz,
+                     block, until);
+    }
+    if (wall_aggregator) {
+      wall->flush([this](const SamplerSlot& slot) { wall_aggregator->add(slot); });
+      flush_series(*wall_aggregator, wall_append_info, kWallSampleRateHz, block, until);
     }
   }
 
-  void flush_aggregator(SampleAggregator& source, const SeriesInfo* info, int64_t block, int64_t until) {
+  void flush_series(SampleAggregator& source, const SeriesInfo* info, int rate_hz, int64_t block, int64_t until) {
     std::vector<std::pair<SeriesKey, Tree>> trees;
     source.take(&trees);
     for (auto& entry : trees) {
@@ -349,7 +377,7 @@ struct ProfilerSession {
         if (agent_status.ok()) agent_status = status;
       }
       if (push) {
-        push->enqueue(ingest_target(endpoint, entry.first, block, until, config.sample_rate_hz,
+        push->enqueue(ingest_target(endpoint, entry.first, block, until, rate_hz,
                                     info != nullptr ? *info : default_series_info(entry.first.type)),
                       entry.second.to_folded());
       }
@@ -421,12 +449,41 @@ struct ProfilerSession {
     (*log)(LogLevel::info, "sampling " + std::to_string(timers.size()) + " thread(s) at " +
                                std::to_string(config.sample_rate_hz) + " Hz of CPU time, writing '" + output_path + "'");
 
+    if (wall) (*log)(LogLevel::info, "sampling every thread at " + std::to_string(kWallSampleRateHz) +
+                                         " Hz of wall-clock time too (series " + config.application_name + ".wall)");
+
+    // The agent wakes every kAgentWakeMs, or every wall interval when wall-clock sampling is on: then
+    // each wake is a wall tick and a drain, and every kAgentWakeMs also the rest (rescan, flush).
+    const auto step = std::chrono::nanoseconds(wall ? kWallIntervalNs : int64_t(kAgentWakeMs) * 1000000);
     auto next_wake = std::chrono::steady_clock::now();
+    if (wall) {
+      // Wall ticks in the middle of their intervals (steady_clock is CLOCK_MONOTONIC, as the sampler's
+      // clock): a little jitter then never moves a tick into the neighbouring interval.
+      const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next_wake.time_since_epoch()).count();
+      next_wake += std::chrono::nanoseconds(kWallIntervalNs - now_ns % kWallIntervalNs + kWallIntervalNs / 2 - kWallIntervalNs);
+    }
+    auto next_chores = next_wake + std::chrono::milliseconds(kAgentWakeMs);
+    bool wall_failed = false;
     for (;;) {
-      next_wake += std::chrono::milliseconds(kAgentWakeMs);
+      next_wake += step;
       if (!sleep_until(next_wake)) break;  // stop() asked
       const auto now_steady = std::chrono::steady_clock::now();
       if (now_steady > next_wake + std::chrono::seconds(1)) next_wake = now_steady;  // suspended: no catch-up
+      if (wall && !wall_failed) {
+        std::string wall_error;
+        wall_failed = !wall->tick(
+            sampler_monotonic_ns(), agent_tids(), &wall_error,
+            [this](const SamplerSlot& slot) { wall_aggregator->add(slot); },
+            [this] {
+              check_disposition();
+              return !handler_replaced;
+            });
+        if (wall_failed) (*log)(LogLevel::warning, wall_error + ": wall-clock sampling stopped");
+        drain();  // running threads' ticks go to their next CPU sample: keep that close to the tick
+      }
+      if (now_steady < next_chores) continue;
+      next_chores += std::chrono::milliseconds(kAgentWakeMs);
+      if (now_steady > next_chores + std::chrono::seconds(1)) next_chores = now_steady;
       // A dlopen or dlclose since the last wake: names and tables of modules that went away must not
       // serve the samples drained from now on.
       const auto counters = sampler_loader_counters();
@@ -435,6 +492,7 @@ struct ProfilerSession {
         aggregator->loader_changed();
         for (auto& alloc : alloc_aggregators)
           if (alloc) alloc->loader_changed();
+        if (wall_aggregator) wall_aggregator->loader_changed();
 #if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
         unwind_tables().forget_unloaded();
 #endif
@@ -476,6 +534,7 @@ struct ProfilerSession {
     // Stopping: no new samples, wait for handlers still running, then fold and write the rest.
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
     alloc_end();  // sampled allocations unwinding now are counted as handlers: waited for below
+    g_wall_token.store(0, std::memory_order_relaxed);
     timers.disarm_all();
     const bool all_returned = wait_for_handlers();
     drain();
@@ -567,6 +626,7 @@ inline void sampler_after_fork_in_parent() {
 // parent held at the fork): unlocks, atomics, sigaction.
 inline void sampler_after_fork_in_child() {
   alloc_after_fork_in_child();
+  g_sampler_thread_tid = 0;  // this thread has another tid in the child
   sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   ProfilerGlobal& global = profiler_global();
@@ -714,14 +774,24 @@ Status start(const Config& config) {
                       " s but Config.flush_interval_seconds is " + std::to_string(config.flush_interval_seconds));
   }
   session->series_info = sampler_series_info(session->period_ns);
+  session->wall_info = wall_series_info();
   if (file_existed) {
     // A series keeps the info it was created with: a file whose series of this application were
     // sampled at another rate would refuse every block, so start() refuses it now.
     File stored;
     if (stored.open_path(session->output_path).ok()) {
       if (stored.info().format_version < 3) session->append_info = nullptr;
+      if (stored.info().format_version < 3) session->wall_append_info = nullptr;
       for (size_t i = 0; session->append_info != nullptr && i < stored.series().size(); i++) {
         const SeriesKey& key = stored.series()[i];
+        if (config.wall_clock && key.app == config.application_name && key.type == "wall" &&
+            !(stored.series_info(i) == session->wall_info)) {
+          session->writer.close();
+          return Status(StatusCode::invalid_argument,
+                        "'" + session->output_path + "' holds " + key.to_string() + " as " +
+                            stored.series_info(i).to_string() + ", but Config.wall_clock writes " +
+                            session->wall_info.to_string() + ": write another file");
+        }
         if (key.app != config.application_name || key.type != kDefaultProfileType) continue;
         if (stored.series_info(i) == session->series_info) continue;
         session->writer.close();
@@ -767,6 +837,22 @@ Status start(const Config& config) {
     session->alloc_aggregators[i].reset(
         new SampleAggregator(config.application_name, kAllocationProfileTypes[i], config.tags, session->log));
     session->alloc_info[i] = default_series_info(kAllocationProfileTypes[i]);
+  }
+  if (config.wall_clock) {
+    // The token that tells the agent's wall signals from any other SIGPROF: nonzero, low 8 bits free for
+    // the weight.
+    uint64_t mix = uint64_t(sampler_monotonic_ns()) ^ (uint64_t(getpid()) << 29) ^ 0x9e3779b97f4a7c15ull;
+    mix ^= mix >> 31;
+    mix *= 0xbf58476d1ce4e5b9ull;
+    mix ^= mix >> 29;
+    uint32_t token = uint32_t(mix) & ~kWallWeightMask;
+    if (token == 0) token = kWallWeightMask + 1;
+    session->wall_aggregator.reset(new SampleAggregator(config.application_name, "wall", config.tags, session->log));
+    session->wall.reset(new WallSampler(token));
+    g_wall_pid.store(getpid(), std::memory_order_relaxed);
+    g_wall_token.store(token, std::memory_order_relaxed);
+  } else {
+    g_wall_token.store(0, std::memory_order_relaxed);
   }
   const int64_t now = sampler_realtime_s();
   session->block_start = now - now % session->resolution;

@@ -45,7 +45,8 @@ const char kUsage[] =
     "                       (env PYROSCOPE_SERVER_ADDRESS; default none)\n"
     "  --mutex-period S     seconds of each heavy and each light mutex_lock period\n"
     "                       (env MUTEX_PERIOD_SECONDS; default 60)\n"
-    "  --work-unit-us N     CPU microseconds per unit of search radius (env WORK_UNIT_US; default 1000)\n";
+    "  --work-unit-us N     CPU microseconds per unit of search radius (env WORK_UNIT_US; default 1000)\n"
+    "Environment: PYROSCOPE_WALL_CLOCK=1 also samples wall-clock time (series ride-sharing-app.wall).\n";
 
 bool parse_int(const std::string& text, int64_t min, int64_t max, int64_t* out) {
   if (text.empty()) return false;
@@ -150,6 +151,8 @@ int main(int argc, char** argv) {
   config.tags = {{"region", region}};
   config.output_path = options.output_path;
   config.server_address = options.server_address;
+  const char* wall_clock = std::getenv("PYROSCOPE_WALL_CLOCK");
+  config.wall_clock = wall_clock != nullptr && std::string(wall_clock) == "1";
   config.log = [region](pyroscope::LogLevel level, const std::string& message) {
     static const char* const names[] = {"debug", "info", "warning", "error"};
     std::fprintf(stderr, "rideshare %s: pyroscope %s: %s\n", region.c_str(), names[int(level)], message.c_str());
