@@ -1,11 +1,7 @@
-// Shared by the format fuzz targets: each compiles the implementation itself with zlib and the JSON
-// parser switched on (the other targets link the build's plain implementation), and checks that what an
-// importer accepts survives an export and a second import with the same totals per series.
+// Shared by the format fuzz targets: checks that what an importer accepts survives an export and a
+// second import with the same totals per series. The implementation, with zlib and the JSON parser
+// switched on, is the build's pyroscope_impl (fuzz/CMakeLists.txt).
 #pragma once
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_WITH_ZLIB 1
-#define PYROSCOPE_WITH_JSON 1
-#define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
 
 #include <cstdlib>

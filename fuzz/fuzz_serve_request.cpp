@@ -7,10 +7,7 @@
 // sample_type_config, prev_profile in that order). parse_request must answer without crashing with a
 // status it documents; a 200 carries only blocks with samples, and they add up to its count; a refusal carries no blocks. Content-Encoding decoding is fuzzed on the body
 // too (gzip and deflate, against the inflated cap).
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_WITH_ZLIB 1
-#define PYROSCOPE_WITH_JSON 1
-#define PYROSCOPE_IMPLEMENTATION
+// The implementation (with zlib and the JSON parser) is the build's pyroscope_impl (fuzz/CMakeLists.txt).
 #include "pyroscope.hpp"
 
 #include <cstdlib>

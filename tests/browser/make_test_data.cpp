@@ -15,8 +15,7 @@
 //   heap.pb.gz      a gzipped pprof heap profile, as Go writes them: alloc_space / inuse_space in bytes
 //                   (cache::fill holds 75 % of the bytes in use), for the formats and units.
 // usage: make_test_data OUTDIR [--month]
-#define PYROSCOPE_WITH_ZLIB 1
-#define PYROSCOPE_IMPLEMENTATION
+// The implementation is the build's pyroscope_impl (with zlib: tests/browser/CMakeLists.txt).
 #include "pyroscope.hpp"
 
 #include <cstdio>

@@ -10,10 +10,7 @@
 //   format_tool folded FILE.pyro TYPE               folded text of the type over the whole file
 //   format_tool export FILE.pyro pprof|speedscope -o OUT [--type T] [--plain]
 //                                                   every type (or one) over the whole file
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_WITH_ZLIB 1
-#define PYROSCOPE_WITH_JSON 1
-#define PYROSCOPE_IMPLEMENTATION
+// The implementation is the build's pyroscope_impl (with zlib and nlohmann/json: tests/formats/CMakeLists.txt).
 #include "pyroscope.hpp"
 
 #include <algorithm>
