@@ -60,6 +60,7 @@
      [SECTION] Implementation: tag scopes
      [SECTION] Implementation: formats (pprof, folded, perf script, speedscope, .cpuprofile)
      [SECTION] Implementation: sampler backend (Linux)
+     [SECTION] Implementation: allocation sampler (Linux)
      [SECTION] Implementation: symbolizer (Linux)
      [SECTION] Implementation: push to a Pyroscope server (Linux)
      [SECTION] Implementation: profiler API (Linux)
@@ -72,6 +73,9 @@
      PYROSCOPE_ASSERT(c)        replace the assert used for programmer errors (default: assert)
      PYROSCOPE_WITH_ZLIB        gzip for pprof import/export through zlib (<zlib.h>, link -lz)
      PYROSCOPE_WITH_JSON        speedscope and .cpuprofile import (nlohmann/json, <nlohmann/json.hpp>)
+     PYROSCOPE_ALLOCATION_PROFILING  with PYROSCOPE_IMPLEMENTATION: interpose malloc, free, operator new,
+                                ... in this program and sample allocations (docs/memory.md); ignored
+                                under ASan/TSan/MSan (allocation_profiling_compiled() says why)
 
    THREAD SAFETY (each declaration says more)
      Tree, SymbolTable, Writer, File, Dataset: one thread at a time per object; distinct objects are
@@ -932,6 +936,12 @@ struct Config {
   std::string output_path;            // default "<application_name>.pyro" in the working directory
   int flush_interval_seconds = 10;    // one block per interval; must equal the file's resolution
   std::string server_address;         // e.g. "http://localhost:4040": also POST each block to /ingest
+  // Allocation profiling (docs/memory.md): the mean number of allocated bytes between two sampled
+  // allocations (a Poisson process over bytes, as in tcmalloc and Go), 1 .. 2^40; 0 switches it off for
+  // the session. Only in a program whose implementation file defines PYROSCOPE_ALLOCATION_PROFILING
+  // (see allocation_profiling_compiled()); the series are app.alloc_space, app.alloc_objects,
+  // app.inuse_space and app.inuse_objects.
+  size_t allocation_sample_bytes = 512 * 1024;
   // Called on the profiler's background threads (never inside the signal handler). It may call
   // is_running(), start() (refused while a session runs or stops) and fork(); stop() from it returns
   // invalid_argument.
@@ -947,6 +957,12 @@ Status start(const Config& config);
 Status stop();
 // Thread safety: any thread, including the log callback.
 bool is_running();
+
+// True if this program interposes the allocation functions: its implementation file defines
+// PYROSCOPE_ALLOCATION_PROFILING and the build is not an AddressSanitizer, ThreadSanitizer or
+// MemorySanitizer one (their runtimes own malloc), on Linux with the sampler. Otherwise false, and
+// *why (if given) says which of these is missing. Thread safety: any thread.
+bool allocation_profiling_compiled(std::string* why = nullptr);
 
 // RAII form: starts in the constructor, stops in the destructor.
 class Profiler {
@@ -9252,6 +9268,632 @@ class ThreadTimers {
 }  // namespace detail
 }  // namespace pyroscope
 
+// [SECTION] Implementation: allocation sampler (Linux) =============================================
+//
+// With PYROSCOPE_ALLOCATION_PROFILING defined next to PYROSCOPE_IMPLEMENTATION, this translation unit
+// defines malloc, calloc, realloc, free, posix_memalign, aligned_alloc, memalign, valloc, pvalloc and
+// every replaceable operator new/delete. The executable's definitions interpose on the whole process
+// (shared libraries' calls included, glibc's own too); each forwards to glibc's allocator through its
+// __libc_* entry points (no dlsym, so no recursion at startup) and, while a session samples
+// allocations, notes what it did. docs/memory.md describes what is measured.
+//
+// Sampling is a Poisson process over allocated bytes (tcmalloc's and Go's): each thread counts down an
+// exponentially distributed number of bytes (mean Config.allocation_sample_bytes); the allocation that
+// crosses zero is sampled and a new countdown drawn. An allocation of n bytes is so sampled with
+// probability p = 1 - exp(-n/mean), and counts as n/p bytes and 1/p objects (pprof's unbiased scaling),
+// so totals estimate the real ones. The unsampled path is a relaxed load and a thread-local subtraction.
+//
+// A sampled allocation, on the allocating thread (not in a signal handler, but inside malloc):
+//   1. Never recursive: a per-thread guard in initial-exec TLS (usable from a thread's first
+//      instruction to its last, before and after its C++ thread_locals) is set while the sampler runs;
+//      allocations and frees made meanwhile, and all of the agent's and push thread's, are not looked at.
+//   2. The stack is unwound with the sampler's unwinder (the tables on x86-64) before any lock is taken,
+//      counted in g_sampler_in_flight like a handler, so the agent frees no table it may be reading.
+//   3. One mutex guards the interned stacks, the block's totals and the table of live sampled blocks;
+//      fork() takes it in the prepare handler (so the child's copy is consistent) and stops sampling
+//      in the child, as for the CPU sampler.
+// A free first looks at a counting filter on the address (lock-free, never freed): only an address
+// that hashes to a non-zero counter takes the mutex. A sampled block is taken out of the table before
+// glibc frees it (realloc: before it moves), so an address reused by another thread meanwhile can never
+// lose its own record.
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PYROSCOPE_ALLOCATION_SANITIZER "AddressSanitizer"
+#elif defined(PYROSCOPE_SAMPLER_UNDER_TSAN)
+#define PYROSCOPE_ALLOCATION_SANITIZER "ThreadSanitizer"
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PYROSCOPE_ALLOCATION_SANITIZER "AddressSanitizer"
+#elif __has_feature(memory_sanitizer)
+#define PYROSCOPE_ALLOCATION_SANITIZER "MemorySanitizer"
+#endif
+#endif
+
+#if defined(PYROSCOPE_ALLOCATION_PROFILING) && !defined(PYROSCOPE_ALLOCATION_SANITIZER) && defined(__GLIBC__)
+#define PYROSCOPE_ALLOCATION_INTERPOSED 1
+#endif
+
+#include <cmath>
+#include <new>
+
+extern "C" {
+void* __libc_malloc(size_t size);
+void* __libc_calloc(size_t count, size_t size);
+void* __libc_realloc(void* pointer, size_t size);
+void __libc_free(void* pointer);
+void* __libc_memalign(size_t alignment, size_t size);
+void* __libc_valloc(size_t size);
+void* __libc_pvalloc(size_t size);
+}
+
+namespace pyroscope {
+namespace detail {
+
+constexpr uint64_t kAllocationMaxSampleBytes = uint64_t(1) << 40;
+constexpr size_t kAllocationFilterBits = 18;          // 256 Ki counters (1 MiB, pages touched on demand)
+constexpr size_t kAllocationMaxLive = size_t(1) << 18;  // live sampled blocks tracked at most
+
+// Where an allocation or a free came in: for the statistics (and the test that each entry is reached).
+enum AllocEntry : int {
+  kAllocMalloc, kAllocCalloc, kAllocRealloc, kAllocPosixMemalign, kAllocAlignedAlloc, kAllocMemalign,
+  kAllocValloc, kAllocPvalloc, kAllocNew, kAllocNewArray, kAllocNewNothrow, kAllocNewArrayNothrow,
+  kAllocNewAligned, kAllocNewArrayAligned, kAllocNewAlignedNothrow, kAllocNewArrayAlignedNothrow,
+  kAllocFree, kAllocDelete, kAllocDeleteArray, kAllocDeleteNothrow, kAllocDeleteArrayNothrow, kAllocDeleteSized,
+  kAllocDeleteArraySized, kAllocDeleteAligned, kAllocDeleteArrayAligned, kAllocDeleteSizedAligned,
+  kAllocDeleteArraySizedAligned, kAllocDeleteAlignedNothrow, kAllocDeleteArrayAlignedNothrow,
+  kAllocEntries
+};
+
+// Per thread, in static TLS (zero until first use; never destroyed).
+struct AllocThreadState {
+  int64_t countdown;  // bytes until the next sample; <0: the next allocation goes the slow way
+  uint64_t random;    // xorshift64* state, 0 until seeded
+  int guard;          // >0: the profiler itself is allocating on this thread (rule 1)
+};
+thread_local AllocThreadState g_alloc_thread PYROSCOPE_TLS_INITIAL_EXEC = {0, 0, 0};
+
+// The session's mean interval in bytes; 0 when no session samples allocations.
+inline std::atomic<uint64_t> g_alloc_mean{0};
+// Counting filter over sampled live addresses; null until a first session sampled allocations.
+inline std::atomic<std::atomic<uint32_t>*> g_alloc_filter{nullptr};
+
+struct AllocCounters {
+  std::atomic<uint64_t> sampled{0};        // allocations sampled
+  std::atomic<uint64_t> freed_sampled{0};  // sampled blocks freed (or moved by realloc)
+  std::atomic<uint64_t> live_dropped{0};   // sampled blocks not tracked for inuse: the table was full
+  std::atomic<uint64_t> recursion_refused{0};  // slow paths entered with the guard set (the profiler's own)
+  std::atomic<uint64_t> by_entry[kAllocEntries] = {};  // sampled allocations / sampled frees by entry
+};
+inline AllocCounters g_alloc_counters;
+
+// Everything a sampled allocation or free shares, under one mutex. Made once, never destroyed (late
+// threads of a stopped session, and frees after exit(), may still come).
+struct AllocStack {
+  std::string key;     // SampleAggregator's layout: {tag set, flags}, then the pcs leaf first
+  double space = 0;    // estimated bytes allocated, not yet handed to the agent
+  double objects = 0;  // estimated objects
+  bool dirty = false;  // in AllocState::dirty
+};
+struct AllocLive {
+  uint32_t stack;
+  double space;
+  double objects;
+};
+struct AllocState {
+  std::mutex mutex;
+  std::unordered_map<std::string, uint32_t> stack_ids;
+  std::vector<AllocStack> stacks;
+  std::vector<uint32_t> dirty;  // stacks with space/objects not yet drained
+  std::unordered_map<uintptr_t, AllocLive> live;
+  std::string key;  // scratch
+};
+inline std::atomic<AllocState*> g_alloc_state{nullptr};
+
+inline size_t alloc_filter_index(uintptr_t address) {
+  return size_t(((address >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - kAllocationFilterBits));
+}
+
+// Held by the guard of the profiler's own threads and code paths (rule 1).
+struct AllocGuard {
+  AllocGuard() { g_alloc_thread.guard++; }
+  ~AllocGuard() { g_alloc_thread.guard--; }
+  AllocGuard(const AllocGuard&) = delete;
+  AllocGuard& operator=(const AllocGuard&) = delete;
+};
+
+// An exponentially distributed interval with the given mean, at least 1 byte... or 0 (sample the next).
+inline int64_t alloc_draw_interval(AllocThreadState& t, uint64_t mean) {
+  if (t.random == 0) {
+    t.random = (uint64_t(reinterpret_cast<uintptr_t>(&t)) * 0x9E3779B97F4A7C15ull) ^
+               uint64_t(sampler_monotonic_ns()) ^ 0x2545F4914F6CDD1Dull;
+    if (t.random == 0) t.random = 1;
+  }
+  t.random ^= t.random >> 12;
+  t.random ^= t.random << 25;
+  t.random ^= t.random >> 27;
+  const uint64_t r = t.random * 0x2545F4914F6CDD1Dull;
+  const double u = (double(r >> 11) + 1.0) * (1.0 / 9007199254740992.0);  // (0, 1]
+  const double interval = -std::log(u) * double(mean);
+  return interval >= 9.0e18 ? int64_t(9.0e18) : int64_t(interval);
+}
+
+// The calling thread's stack, leaf first, from the frame that called the allocation function
+// (return_address) on: the sampler's unwinder from here, then our own frames dropped. Returns the depth;
+// *flags gets kSlotTruncated / kSlotIncomplete.
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+__attribute__((noinline, no_sanitize("address")))
+#else
+__attribute__((noinline))
+#endif
+inline int alloc_unwind(uintptr_t return_address, uintptr_t* pcs, int capacity, uint16_t* flags) {
+  int depth = 0;
+  bool truncated = false;
+  bool complete = true;
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+  // A context as if this function were interrupted here: the tables give the CFA at this pc from rsp.
+  ucontext_t context;
+  uintptr_t rip, rsp, rbp;
+  __asm__ volatile("leaq 0(%%rip), %0\n\tmovq %%rsp, %1\n\tmovq %%rbp, %2" : "=r"(rip), "=r"(rsp), "=r"(rbp));
+  context.uc_mcontext.gregs[REG_RIP] = greg_t(rip);
+  context.uc_mcontext.gregs[REG_RSP] = greg_t(rsp);
+  context.uc_mcontext.gregs[REG_RBP] = greg_t(rbp);
+  const UnwindEnd end = sampler_unwind_with_tables(&context, pcs, capacity, &depth, &truncated);
+  complete = end == UnwindEnd::complete;
+#else
+  SamplerUnwindCursor cursor{pcs, capacity, 0, -1, false};
+  _Unwind_Backtrace(sampler_unwind_step, &cursor);
+  depth = cursor.count;
+  truncated = cursor.truncated;
+#endif
+  // Drop the frames of the profiler and of the allocation function: the stack starts at its caller.
+  const uintptr_t caller = return_address - 1;
+  int first = -1;
+  for (int i = 0; i < depth && i < 8; i++) {
+    if (pcs[i] == caller) {
+      first = i;
+      break;
+    }
+  }
+  if (first < 0) {
+    // The walk did not reach the caller: keep the caller alone, marked.
+    pcs[0] = caller;
+    depth = 1;
+    complete = false;
+    truncated = false;
+  } else {
+    for (int i = first; i < depth; i++) pcs[i - first] = pcs[i];
+    depth -= first;
+  }
+  *flags = uint16_t((truncated ? kSlotTruncated : 0) | (complete ? 0 : kSlotIncomplete));
+  return depth;
+}
+
+inline void alloc_filter_add(uintptr_t address, int delta) {
+  std::atomic<uint32_t>* filter = g_alloc_filter.load(std::memory_order_relaxed);
+  if (delta > 0) filter[alloc_filter_index(address)].fetch_add(1, std::memory_order_relaxed);
+  else filter[alloc_filter_index(address)].fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Slow path of a sampled allocation (the guard is set by the caller).
+inline void alloc_record(void* pointer, size_t size, uint64_t mean, AllocEntry entry, uintptr_t return_address) {
+  uintptr_t pcs[kSamplerMaxFrames];
+  uint16_t flags = 0;
+  int depth = 0;
+  // Counted like a signal handler: the agent frees no unwind table or mapping list this may read.
+  g_sampler_in_flight.fetch_add(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const bool sampling = g_alloc_mean.load(std::memory_order_seq_cst) != 0;
+  if (sampling) depth = alloc_unwind(return_address, pcs, kSamplerMaxFrames, &flags);
+  g_sampler_in_flight.fetch_sub(1, std::memory_order_release);
+  AllocState* state = g_alloc_state.load(std::memory_order_acquire);
+  if (!sampling || state == nullptr) return;
+
+  const double n = double(size == 0 ? 1 : size);
+  const double probability = -std::expm1(-n / double(mean));  // 1 - exp(-n/mean), exact for small n/mean
+  const double objects = probability > 0 ? 1.0 / probability : 1.0;
+  const double space = n * objects;
+  const uint32_t header[2] = {g_thread_tag_set.load(std::memory_order_relaxed), flags};
+
+  std::lock_guard<std::mutex> lock(state->mutex);
+  std::string& key = state->key;
+  key.clear();
+  key.append(reinterpret_cast<const char*>(header), sizeof header);
+  key.append(reinterpret_cast<const char*>(pcs), size_t(depth) * sizeof(uintptr_t));
+  auto found = state->stack_ids.find(key);
+  uint32_t id;
+  if (found != state->stack_ids.end()) {
+    id = found->second;
+  } else {
+    id = uint32_t(state->stacks.size());
+    state->stack_ids.emplace(key, id);
+    state->stacks.emplace_back();
+    state->stacks.back().key = key;
+  }
+  AllocStack& stack = state->stacks[id];
+  stack.space += space;
+  stack.objects += objects;
+  if (!stack.dirty) {
+    stack.dirty = true;
+    state->dirty.push_back(id);
+  }
+  g_alloc_counters.sampled.fetch_add(1, std::memory_order_relaxed);
+  g_alloc_counters.by_entry[entry].fetch_add(1, std::memory_order_relaxed);
+  if (pointer == nullptr) return;
+  if (state->live.size() >= kAllocationMaxLive) {
+    g_alloc_counters.live_dropped.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  auto inserted = state->live.emplace(reinterpret_cast<uintptr_t>(pointer), AllocLive{id, space, objects});
+  if (inserted.second) {
+    alloc_filter_add(reinterpret_cast<uintptr_t>(pointer), +1);
+  } else {
+    // A record for a block freed without us seeing it (freed inside a guarded section): replaced.
+    inserted.first->second = AllocLive{id, space, objects};
+  }
+}
+
+// After a successful allocation of `size` bytes at `pointer` (null: a failed one, not sampled).
+__attribute__((always_inline)) inline void alloc_note(void* pointer, size_t size, AllocEntry entry,
+                                                       uintptr_t return_address) {
+  const uint64_t mean = g_alloc_mean.load(std::memory_order_relaxed);
+  if (__builtin_expect(mean == 0 || pointer == nullptr, 1)) return;
+  AllocThreadState& t = g_alloc_thread;
+  t.countdown -= int64_t(size > size_t(INT64_MAX) ? INT64_MAX : size);
+  if (__builtin_expect(t.countdown >= 0, 1)) return;
+  if (t.guard != 0) {
+    g_alloc_counters.recursion_refused.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  t.guard++;
+  const int saved_errno = errno;
+  // This allocation crossed the sampling point; the next one is a fresh exponential interval away.
+  t.countdown = alloc_draw_interval(t, mean);
+  alloc_record(pointer, size, mean, entry, return_address);
+  errno = saved_errno;
+  t.guard--;
+}
+
+// Takes the record of a sampled block out of the live table, if `pointer` is one. False otherwise.
+inline bool alloc_take_live(uintptr_t address, AllocLive* out) {
+  AllocState* state = g_alloc_state.load(std::memory_order_acquire);
+  if (state == nullptr) return false;
+  std::lock_guard<std::mutex> lock(state->mutex);
+  auto it = state->live.find(address);
+  if (it == state->live.end()) return false;
+  *out = it->second;
+  state->live.erase(it);
+  alloc_filter_add(address, -1);
+  return true;
+}
+
+// Before `pointer` is freed or moved. True if it was a sampled block (then *record holds it, if given).
+__attribute__((always_inline)) inline bool alloc_note_free(void* pointer, AllocEntry entry,
+                                                            AllocLive* record = nullptr) {
+  if (pointer == nullptr) return false;
+  std::atomic<uint32_t>* filter = g_alloc_filter.load(std::memory_order_relaxed);
+  if (__builtin_expect(filter == nullptr, 1)) return false;
+  const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
+  if (__builtin_expect(filter[alloc_filter_index(address)].load(std::memory_order_relaxed) == 0, 1)) return false;
+  AllocThreadState& t = g_alloc_thread;
+  if (t.guard != 0) return false;  // the profiler's own memory (or a free inside a sampled allocation)
+  t.guard++;
+  const int saved_errno = errno;
+  AllocLive taken;
+  const bool found = alloc_take_live(address, &taken);
+  if (found) {
+    g_alloc_counters.freed_sampled.fetch_add(1, std::memory_order_relaxed);
+    g_alloc_counters.by_entry[entry].fetch_add(1, std::memory_order_relaxed);
+    if (record != nullptr) *record = taken;
+  }
+  errno = saved_errno;
+  t.guard--;
+  return found;
+}
+
+// realloc failed after its block's record was taken out: the block is still there.
+inline void alloc_put_back(void* pointer, const AllocLive& record) {
+  AllocState* state = g_alloc_state.load(std::memory_order_acquire);
+  if (state == nullptr) return;
+  AllocGuard guard;
+  std::lock_guard<std::mutex> lock(state->mutex);
+  if (state->live.emplace(reinterpret_cast<uintptr_t>(pointer), record).second)
+    alloc_filter_add(reinterpret_cast<uintptr_t>(pointer), +1);
+}
+
+// --- the session's side (agent thread, start, stop, fork) ------------------------------------------
+
+// A stack and its values, copied out of the state so the lock is not held while symbolizing.
+struct AllocStackValues {
+  std::string key;
+  uint64_t space = 0;
+  uint64_t objects = 0;
+};
+
+// The sampled allocations since the last call, per stack (whole bytes and objects; the fractions are
+// carried to the next call, so nothing is lost to rounding).
+inline void alloc_drain(std::vector<AllocStackValues>* out) {
+  out->clear();
+  AllocState* state = g_alloc_state.load(std::memory_order_acquire);
+  if (state == nullptr) return;
+  std::lock_guard<std::mutex> lock(state->mutex);
+  for (uint32_t id : state->dirty) {
+    AllocStack& stack = state->stacks[id];
+    stack.dirty = false;
+    const double space = std::floor(stack.space + 0.5), objects = std::floor(stack.objects + 0.5);
+    stack.space -= space;
+    stack.objects -= objects;
+    if (space > 0 || objects > 0) out->push_back(AllocStackValues{stack.key, uint64_t(space), uint64_t(objects)});
+  }
+  state->dirty.clear();
+}
+
+// The sampled blocks live now, per stack.
+inline void alloc_inuse(std::vector<AllocStackValues>* out) {
+  out->clear();
+  AllocState* state = g_alloc_state.load(std::memory_order_acquire);
+  if (state == nullptr) return;
+  std::vector<std::pair<double, double>> sums;
+  std::vector<uint32_t> used;
+  std::lock_guard<std::mutex> lock(state->mutex);
+  sums.resize(state->stacks.size());
+  for (const auto& entry : state->live) {
+    std::pair<double, double>& sum = sums[entry.second.stack];
+    if (sum.first == 0 && sum.second == 0) used.push_back(entry.second.stack);
+    sum.first += entry.second.space;
+    sum.second += entry.second.objects;
+  }
+  for (uint32_t id : used) {
+    const double space = std::floor(sums[id].first + 0.5), objects = std::floor(sums[id].second + 0.5);
+    if (space > 0 || objects > 0) out->push_back(AllocStackValues{state->stacks[id].key, uint64_t(space), uint64_t(objects)});
+  }
+}
+
+// start(): an empty state (stacks, totals and live blocks of an earlier session are dropped), then
+// sampling at `mean` bytes. Returns false if the filter cannot be mapped.
+inline bool alloc_begin(uint64_t mean) {
+  AllocGuard guard;
+  if (g_alloc_filter.load(std::memory_order_acquire) == nullptr) {
+    void* memory = mmap(nullptr, sizeof(std::atomic<uint32_t>) << kAllocationFilterBits, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) return false;
+    g_alloc_state.store(new AllocState, std::memory_order_release);
+    g_alloc_filter.store(static_cast<std::atomic<uint32_t>*>(memory), std::memory_order_release);
+  }
+  AllocState* state = g_alloc_state.load(std::memory_order_acquire);
+  {
+    std::lock_guard<std::mutex> lock(state->mutex);
+    for (const auto& entry : state->live) alloc_filter_add(entry.first, -1);
+    std::unordered_map<uintptr_t, AllocLive>().swap(state->live);
+    std::unordered_map<std::string, uint32_t>().swap(state->stack_ids);
+    std::vector<AllocStack>().swap(state->stacks);
+    state->dirty.clear();
+  }
+  g_alloc_mean.store(mean, std::memory_order_seq_cst);
+  return true;
+}
+
+// Stops sampling (the agent, before it waits for handlers: see alloc_record). Allocation-free.
+inline void alloc_end() { g_alloc_mean.store(0, std::memory_order_seq_cst); }
+
+// fork(): the prepare handler takes the state's lock, so that the child's copy is consistent.
+inline void alloc_before_fork() {
+  if (AllocState* state = g_alloc_state.load(std::memory_order_acquire)) state->mutex.lock();
+}
+inline void alloc_after_fork_in_parent() {
+  if (AllocState* state = g_alloc_state.load(std::memory_order_acquire)) state->mutex.unlock();
+}
+// The child samples no allocations (its copy of the session is abandoned); its frees of blocks the
+// parent sampled still find and drop their records, and a start() in the child begins afresh.
+inline void alloc_after_fork_in_child() {
+  g_alloc_mean.store(0, std::memory_order_seq_cst);
+  if (AllocState* state = g_alloc_state.load(std::memory_order_acquire)) state->mutex.unlock();
+}
+
+// A snapshot of the counters (tests and benchmarks).
+struct AllocStats {
+  uint64_t sampled = 0, freed_sampled = 0, live_dropped = 0, recursion_refused = 0, live = 0;
+  uint64_t by_entry[kAllocEntries] = {};
+};
+inline AllocStats alloc_stats() {
+  AllocStats s;
+  s.sampled = g_alloc_counters.sampled.load(std::memory_order_relaxed);
+  s.freed_sampled = g_alloc_counters.freed_sampled.load(std::memory_order_relaxed);
+  s.live_dropped = g_alloc_counters.live_dropped.load(std::memory_order_relaxed);
+  s.recursion_refused = g_alloc_counters.recursion_refused.load(std::memory_order_relaxed);
+  for (int i = 0; i < kAllocEntries; i++) s.by_entry[i] = g_alloc_counters.by_entry[i].load(std::memory_order_relaxed);
+  if (AllocState* state = g_alloc_state.load(std::memory_order_acquire)) {
+    AllocGuard guard;
+    std::lock_guard<std::mutex> lock(state->mutex);
+    s.live = state->live.size();
+  }
+  return s;
+}
+
+}  // namespace detail
+
+bool allocation_profiling_compiled(std::string* why) {
+#if defined(PYROSCOPE_ALLOCATION_INTERPOSED)
+  if (why != nullptr) why->clear();
+  return true;
+#else
+  if (why != nullptr) {
+#if !defined(PYROSCOPE_ALLOCATION_PROFILING)
+    *why = "the implementation file does not define PYROSCOPE_ALLOCATION_PROFILING";
+#elif defined(PYROSCOPE_ALLOCATION_SANITIZER)
+    *why = "a " PYROSCOPE_ALLOCATION_SANITIZER " build: its runtime owns malloc, so the allocation functions "
+           "are not interposed";
+#else
+    *why = "not a glibc system: the allocation functions forward to glibc's __libc_* entry points";
+#endif
+  }
+  return false;
+#endif
+}
+
+}  // namespace pyroscope
+
+// --- the interposers ---------------------------------------------------------------------------------
+
+#if defined(PYROSCOPE_ALLOCATION_INTERPOSED)
+
+#define PYROSCOPE_ALLOC_CALLER reinterpret_cast<uintptr_t>(__builtin_return_address(0))
+
+namespace pyroscope {
+namespace detail {
+
+// operator new's failure path: the new-handler loop, then std::bad_alloc (thrown by libstdc++, which
+// works in a translation unit built with -fno-exceptions too), or null for the nothrow forms.
+inline void* alloc_new_failed(size_t size, size_t alignment, bool nothrow) {
+  for (;;) {
+    std::new_handler handler = std::get_new_handler();
+    if (handler == nullptr) break;
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+    if (nothrow) {
+      try {
+        handler();
+      } catch (...) {
+        return nullptr;
+      }
+    } else {
+      handler();
+    }
+#else
+    handler();
+#endif
+    void* p = alignment != 0 ? __libc_memalign(alignment, size == 0 ? 1 : size) : __libc_malloc(size == 0 ? 1 : size);
+    if (p != nullptr) return p;
+  }
+  if (nothrow) return nullptr;
+#if defined(__GLIBCXX__)
+  std::__throw_bad_alloc();
+#else
+  std::abort();
+#endif
+}
+
+__attribute__((always_inline)) inline void* alloc_new(size_t size, size_t alignment, bool nothrow, AllocEntry entry,
+                                                       uintptr_t caller) {
+  const size_t n = size == 0 ? 1 : size;
+  void* p = alignment != 0 ? __libc_memalign(alignment, n) : __libc_malloc(n);
+  if (__builtin_expect(p == nullptr, 0)) p = alloc_new_failed(size, alignment, nothrow);
+  alloc_note(p, size, entry, caller);
+  return p;
+}
+
+__attribute__((always_inline)) inline void alloc_delete(void* p, AllocEntry entry) {
+  alloc_note_free(p, entry);
+  __libc_free(p);
+}
+
+}  // namespace detail
+}  // namespace pyroscope
+
+extern "C" {
+
+__attribute__((noinline, used)) void* malloc(size_t size) noexcept {
+  void* p = __libc_malloc(size);
+  pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocMalloc, PYROSCOPE_ALLOC_CALLER);
+  return p;
+}
+
+__attribute__((noinline, used)) void free(void* pointer) noexcept {
+  pyroscope::detail::alloc_note_free(pointer, pyroscope::detail::kAllocFree);
+  __libc_free(pointer);
+}
+
+__attribute__((noinline, used)) void* calloc(size_t count, size_t size) noexcept {
+  void* p = __libc_calloc(count, size);
+  size_t total = 0;
+  if (!__builtin_mul_overflow(count, size, &total))
+    pyroscope::detail::alloc_note(p, total, pyroscope::detail::kAllocCalloc, PYROSCOPE_ALLOC_CALLER);
+  return p;
+}
+
+// A realloc is a free of the old block and an allocation of the new (as tcmalloc and jemalloc count
+// it): the old block's record leaves the table before glibc may move or free it.
+__attribute__((noinline, used)) void* realloc(void* pointer, size_t size) noexcept {
+  using namespace pyroscope::detail;
+  AllocLive record;
+  const bool sampled = alloc_note_free(pointer, kAllocRealloc, &record);
+  void* p = __libc_realloc(pointer, size);
+  if (p == nullptr && pointer != nullptr && size != 0) {
+    if (sampled) alloc_put_back(pointer, record);  // failed: the old block is still there
+    return p;
+  }
+  alloc_note(p, size, kAllocRealloc, PYROSCOPE_ALLOC_CALLER);
+  return p;
+}
+
+__attribute__((noinline, used)) int posix_memalign(void** out, size_t alignment, size_t size) noexcept {
+  if (alignment < sizeof(void*) || (alignment & (alignment - 1)) != 0) return EINVAL;
+  void* p = __libc_memalign(alignment, size);
+  if (p == nullptr) return ENOMEM;
+  *out = p;
+  pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocPosixMemalign, PYROSCOPE_ALLOC_CALLER);
+  return 0;
+}
+
+__attribute__((noinline, used)) void* aligned_alloc(size_t alignment, size_t size) noexcept {
+  void* p = __libc_memalign(alignment, size);
+  pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocAlignedAlloc, PYROSCOPE_ALLOC_CALLER);
+  return p;
+}
+
+__attribute__((noinline, used)) void* memalign(size_t alignment, size_t size) noexcept {
+  void* p = __libc_memalign(alignment, size);
+  pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocMemalign, PYROSCOPE_ALLOC_CALLER);
+  return p;
+}
+
+__attribute__((noinline, used)) void* valloc(size_t size) noexcept {
+  void* p = __libc_valloc(size);
+  pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocValloc, PYROSCOPE_ALLOC_CALLER);
+  return p;
+}
+
+__attribute__((noinline, used)) void* pvalloc(size_t size) noexcept {
+  void* p = __libc_pvalloc(size);
+  pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocPvalloc, PYROSCOPE_ALLOC_CALLER);
+  return p;
+}
+
+}  // extern "C"
+
+#define PYROSCOPE_NEW(signature, alignment, nothrow, entry)                                                \
+  __attribute__((noinline, used)) void* signature {                                                       \
+    return pyroscope::detail::alloc_new(size, alignment, nothrow, pyroscope::detail::entry, PYROSCOPE_ALLOC_CALLER); \
+  }
+PYROSCOPE_NEW(operator new(size_t size), 0, false, kAllocNew)
+PYROSCOPE_NEW(operator new[](size_t size), 0, false, kAllocNewArray)
+PYROSCOPE_NEW(operator new(size_t size, const std::nothrow_t&) noexcept, 0, true, kAllocNewNothrow)
+PYROSCOPE_NEW(operator new[](size_t size, const std::nothrow_t&) noexcept, 0, true, kAllocNewArrayNothrow)
+PYROSCOPE_NEW(operator new(size_t size, std::align_val_t a), size_t(a), false, kAllocNewAligned)
+PYROSCOPE_NEW(operator new[](size_t size, std::align_val_t a), size_t(a), false, kAllocNewArrayAligned)
+PYROSCOPE_NEW(operator new(size_t size, std::align_val_t a, const std::nothrow_t&) noexcept, size_t(a), true,
+              kAllocNewAlignedNothrow)
+PYROSCOPE_NEW(operator new[](size_t size, std::align_val_t a, const std::nothrow_t&) noexcept, size_t(a), true,
+              kAllocNewArrayAlignedNothrow)
+#undef PYROSCOPE_NEW
+
+#define PYROSCOPE_DELETE(signature, entry) \
+  __attribute__((noinline, used)) void signature noexcept { pyroscope::detail::alloc_delete(p, pyroscope::detail::entry); }
+PYROSCOPE_DELETE(operator delete(void* p), kAllocDelete)
+PYROSCOPE_DELETE(operator delete[](void* p), kAllocDeleteArray)
+PYROSCOPE_DELETE(operator delete(void* p, const std::nothrow_t&), kAllocDeleteNothrow)
+PYROSCOPE_DELETE(operator delete[](void* p, const std::nothrow_t&), kAllocDeleteArrayNothrow)
+PYROSCOPE_DELETE(operator delete(void* p, size_t), kAllocDeleteSized)
+PYROSCOPE_DELETE(operator delete[](void* p, size_t), kAllocDeleteArraySized)
+PYROSCOPE_DELETE(operator delete(void* p, std::align_val_t), kAllocDeleteAligned)
+PYROSCOPE_DELETE(operator delete[](void* p, std::align_val_t), kAllocDeleteArrayAligned)
+PYROSCOPE_DELETE(operator delete(void* p, size_t, std::align_val_t), kAllocDeleteSizedAligned)
+PYROSCOPE_DELETE(operator delete[](void* p, size_t, std::align_val_t), kAllocDeleteArraySizedAligned)
+PYROSCOPE_DELETE(operator delete(void* p, std::align_val_t, const std::nothrow_t&), kAllocDeleteAlignedNothrow)
+PYROSCOPE_DELETE(operator delete[](void* p, std::align_val_t, const std::nothrow_t&), kAllocDeleteArrayAlignedNothrow)
+#undef PYROSCOPE_DELETE
+
+#undef PYROSCOPE_ALLOC_CALLER
+
+#endif  // PYROSCOPE_ALLOCATION_INTERPOSED
 // [SECTION] Implementation: symbolizer (Linux) ====================================================
 //
 // Runs on the agent thread only, never in the handler. Modules come from dl_iterate_phdr (load bias
@@ -9821,12 +10463,15 @@ inline std::string ingest_series_name(const SeriesKey& series) {
   return name + "}";
 }
 
+// The series' info gives the units and aggregationType the server is told: samples and sum for cpu,
+// bytes or objects for the allocation types, average for inuse_* (as Pyroscope's Go heap profiles).
 inline std::string ingest_target(const HttpEndpoint& endpoint, const SeriesKey& series, int64_t from, int64_t until,
-                                 int sample_rate_hz) {
+                                 int sample_rate_hz, const SeriesInfo& info) {
   return endpoint.base_path + "/ingest?name=" + url_encode(ingest_series_name(series)) +
          "&from=" + std::to_string(from) + "&until=" + std::to_string(until) +
          "&format=folded&sampleRate=" + std::to_string(sample_rate_hz) +
-         "&spyName=pyroscope-cpp&units=samples&aggregationType=sum";
+         "&spyName=pyroscope-cpp&units=" + url_encode(info.unit) +
+         "&aggregationType=" + aggregation_name(info.aggregation);
 }
 
 struct HttpResponse {
@@ -10133,8 +10778,8 @@ struct SessionLog {
 // of the slot's words; symbolization and tree insertion happen once per distinct stack and block.
 class SampleAggregator {
  public:
-  SampleAggregator(std::string app, Tags static_tags, std::shared_ptr<SessionLog> log)
-      : app_(std::move(app)), static_tags_(std::move(static_tags)), log_(std::move(log)),
+  SampleAggregator(std::string app, std::string type, Tags static_tags, std::shared_ptr<SessionLog> log)
+      : app_(std::move(app)), type_(std::move(type)), static_tags_(std::move(static_tags)), log_(std::move(log)),
         symbols_(std::make_shared<SymbolTable>()) {}
 
   void add(const SamplerSlot& slot) {
@@ -10145,14 +10790,26 @@ class SampleAggregator {
     const uint32_t header[2] = {slot.tag_set, uint32_t(slot.flags & (kSlotTruncated | kSlotIncomplete))};
     key_.append(reinterpret_cast<const char*>(header), sizeof header);
     key_.append(reinterpret_cast<const char*>(slot.pcs), depth * sizeof(uintptr_t));
-    auto it = stacks_.find(key_);
+    add_key(key_, slot.weight);
+  }
+
+  // A stack in add()'s key layout (uint32 tag set, uint32 flags, then the pcs leaf first) with its
+  // weight: how the allocation sampler hands over its stacks.
+  void add_key(const std::string& key, uint64_t weight) {
+    if (weight == 0 || key.size() < 2 * sizeof(uint32_t)) return;
+    auto it = stacks_.find(key);
     if (it == stacks_.end()) {
-      it = stacks_.emplace(key_, 0).first;
+      it = stacks_.emplace(key, 0).first;
       // Resolve a new stack's frames now: reading a module's symbols is a one-time cost best paid when
       // the module first shows up, not in the middle of a flush.
-      for (size_t i = 0; i < depth; i++) symbol_for(slot.pcs[i]);
+      const size_t depth = (key.size() - 2 * sizeof(uint32_t)) / sizeof(uintptr_t);
+      for (size_t i = 0; i < depth; i++) {
+        uintptr_t pc;
+        std::memcpy(&pc, key.data() + 2 * sizeof(uint32_t) + i * sizeof(uintptr_t), sizeof pc);
+        symbol_for(pc);
+      }
     }
-    it->second += slot.weight;
+    it->second += weight;
   }
 
   // The loader's counters changed (a dlopen or dlclose). The block's stacks so far are folded now,
@@ -10178,6 +10835,7 @@ class SampleAggregator {
 
  private:
   std::string app_;
+  std::string type_;
   Tags static_tags_;
   std::shared_ptr<SessionLog> log_;
   std::shared_ptr<SymbolTable> symbols_;
@@ -10250,7 +10908,7 @@ class SampleAggregator {
         (*log_)(LogLevel::warning, "dynamic tag left out: " + why);
       }
     }
-    SeriesKey key(app_, std::move(tags));
+    SeriesKey key(app_, type_, std::move(tags));
     auto found = series_index_.find(key);
     uint32_t index;
     if (found != series_index_.end()) {
@@ -10282,6 +10940,9 @@ inline bool sampler_handler_is_ours(const struct sigaction& action) {
   return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
 }
 
+// The allocation sampler's four series (docs/memory.md), in the order ProfilerSession keeps them.
+constexpr const char* kAllocationProfileTypes[4] = {"alloc_space", "alloc_objects", "inuse_space", "inuse_objects"};
+
 struct ProfilerSession {
   Config config;
   std::string output_path;
@@ -10294,6 +10955,12 @@ struct ProfilerSession {
   SeriesInfo series_info;
   const SeriesInfo* append_info = &series_info;
   std::unique_ptr<SampleAggregator> aggregator;
+  // Allocation profiling: one aggregator and one SeriesInfo per type of kAllocationProfileTypes (all
+  // null when the session does not sample allocations).
+  bool alloc_enabled = false;
+  std::unique_ptr<SampleAggregator> alloc_aggregators[4];
+  SeriesInfo alloc_info[4];
+  std::vector<AllocStackValues> alloc_values;
   ThreadTimers timers;
   bool push_enabled = false;
   HttpEndpoint endpoint;
@@ -10329,6 +10996,13 @@ struct ProfilerSession {
       g_sampler_counters.weight_squared.fetch_add(uint64_t(slot.weight) * slot.weight, std::memory_order_relaxed);
     });
     if (skipped != 0) g_sampler_counters.skipped_slots.fetch_add(skipped, std::memory_order_relaxed);
+    if (alloc_enabled) {
+      alloc_drain(&alloc_values);
+      for (const AllocStackValues& stack : alloc_values) {
+        alloc_aggregators[0]->add_key(stack.key, stack.space);
+        alloc_aggregators[1]->add_key(stack.key, stack.objects);
+      }
+    }
   }
 
   // Lists the mappings stacks can be in and publishes them for the handler (rule 4).
@@ -10403,10 +11077,24 @@ struct ProfilerSession {
   }
 
   void flush(int64_t block, int64_t until) {
+    flush_aggregator(*aggregator, append_info, block, until);
+    if (alloc_enabled) {
+      // In use at the block's end: the sampled blocks still live.
+      alloc_inuse(&alloc_values);
+      for (const AllocStackValues& stack : alloc_values) {
+        alloc_aggregators[2]->add_key(stack.key, stack.space);
+        alloc_aggregators[3]->add_key(stack.key, stack.objects);
+      }
+      for (int i = 0; i < 4; i++)
+        flush_aggregator(*alloc_aggregators[i], append_info != nullptr ? &alloc_info[i] : nullptr, block, until);
+    }
+  }
+
+  void flush_aggregator(SampleAggregator& source, const SeriesInfo* info, int64_t block, int64_t until) {
     std::vector<std::pair<SeriesKey, Tree>> trees;
-    aggregator->take(&trees);
+    source.take(&trees);
     for (auto& entry : trees) {
-      const Status status = writer.append(entry.first, block, entry.second, append_info);
+      const Status status = writer.append(entry.first, block, entry.second, info);
       if (status.ok()) {
         g_sampler_counters.blocks_written.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -10416,7 +11104,8 @@ struct ProfilerSession {
         if (agent_status.ok()) agent_status = status;
       }
       if (push) {
-        push->enqueue(ingest_target(endpoint, entry.first, block, until, config.sample_rate_hz),
+        push->enqueue(ingest_target(endpoint, entry.first, block, until, config.sample_rate_hz,
+                                    info != nullptr ? *info : default_series_info(entry.first.type)),
                       entry.second.to_folded());
       }
     }
@@ -10458,6 +11147,7 @@ struct ProfilerSession {
 
   void run_agent() {
     pthread_setname_np(pthread_self(), "pyroscope-agent");
+    g_alloc_thread.guard++;  // never sampled (the thread ends with the session)
     {
       std::lock_guard<std::mutex> lock(mutex);
       agent_tid = sampler_gettid();
@@ -10498,6 +11188,8 @@ struct ProfilerSession {
       if (counters != loader_counters) {
         loader_counters = counters;
         aggregator->loader_changed();
+        for (auto& alloc : alloc_aggregators)
+          if (alloc) alloc->loader_changed();
 #if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
         unwind_tables().forget_unloaded();
 #endif
@@ -10538,6 +11230,7 @@ struct ProfilerSession {
 
     // Stopping: no new samples, wait for handlers still running, then fold and write the rest.
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
+    alloc_end();  // sampled allocations unwinding now are counted as handlers: waited for below
     timers.disarm_all();
     const bool all_returned = wait_for_handlers();
     drain();
@@ -10614,8 +11307,10 @@ inline void sampler_before_fork() {
   profiler_global().control.lock();
   tag_registry().mutex().lock();
   sampler_loader_guard().lock();
+  alloc_before_fork();
 }
 inline void sampler_after_fork_in_parent() {
+  alloc_after_fork_in_parent();
   sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   profiler_global().control.unlock();
@@ -10626,6 +11321,7 @@ inline void sampler_after_fork_in_parent() {
 // Allocates nothing (a child that only execs must not meet an allocator lock another thread of the
 // parent held at the fork): unlocks, atomics, sigaction.
 inline void sampler_after_fork_in_child() {
+  alloc_after_fork_in_child();
   sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   ProfilerGlobal& global = profiler_global();
@@ -10667,6 +11363,11 @@ inline Status validate_config(const Config& config) {
     return Status(StatusCode::invalid_argument, "Config.flush_interval_seconds " +
                                                     std::to_string(config.flush_interval_seconds) +
                                                     " is outside 1..3600");
+  if (uint64_t(config.allocation_sample_bytes) > kAllocationMaxSampleBytes)
+    return Status(StatusCode::invalid_argument,
+                  "Config.allocation_sample_bytes " + std::to_string(config.allocation_sample_bytes) +
+                      " is above 2^40 (1 TiB): give the mean bytes between sampled allocations, or 0 to "
+                      "switch allocation profiling off");
   return Status();
 }
 
@@ -10706,6 +11407,7 @@ Status start(const Config& config) {
   using PreloadYield = int (*)();
   if (auto yield = reinterpret_cast<PreloadYield>(dlsym(RTLD_DEFAULT, "pyroscope_preload_yield"))) yield();
 #endif
+  AllocGuard not_sampled;  // the profiler's own allocations
   ProfilerGlobal& global = profiler_global();
   std::lock_guard<std::mutex> control(global.control);
   if (global.session != nullptr)
@@ -10805,7 +11507,22 @@ Status start(const Config& config) {
   // A handler given up on by an earlier stop() may still read the old tables: then they stay.
   if (g_sampler_lost_in_flight.load(std::memory_order_seq_cst) == 0) unwind_tables().clear();
 #endif
-  session->aggregator.reset(new SampleAggregator(config.application_name, config.tags, session->log));
+  session->aggregator.reset(
+      new SampleAggregator(config.application_name, kDefaultProfileType, config.tags, session->log));
+#if defined(PYROSCOPE_ALLOCATION_INTERPOSED)
+  session->alloc_enabled = config.allocation_sample_bytes > 0;
+#elif defined(PYROSCOPE_ALLOCATION_PROFILING)
+  if (config.allocation_sample_bytes > 0) {
+    std::string why;
+    allocation_profiling_compiled(&why);
+    (*session->log)(LogLevel::warning, "allocation profiling is off: " + why);
+  }
+#endif
+  for (int i = 0; session->alloc_enabled && i < 4; i++) {
+    session->alloc_aggregators[i].reset(
+        new SampleAggregator(config.application_name, kAllocationProfileTypes[i], config.tags, session->log));
+    session->alloc_info[i] = default_series_info(kAllocationProfileTypes[i]);
+  }
   const int64_t now = sampler_realtime_s();
   session->block_start = now - now % session->resolution;
   if (file_existed) {
@@ -10842,6 +11559,7 @@ Status start(const Config& config) {
     std::shared_ptr<PushClient> push = s->push;
     s->push_thread = sampler_spawn([push] {
       pthread_setname_np(pthread_self(), "pyroscope-push");
+      g_alloc_thread.guard++;  // never sampled
       push->run();
     });
     while (s->push->tid() == 0) std::this_thread::yield();  // the agent must know it, to skip it
@@ -10865,6 +11583,11 @@ Status start(const Config& config) {
     return agent_status;
   }
 
+  // Sampling allocations from here on: the agent is ready (the executable's unwind table, the stack
+  // mappings). The agent reads alloc_enabled, which no one changes while it runs.
+  if (s->alloc_enabled && !alloc_begin(config.allocation_sample_bytes))
+    (*s->log)(LogLevel::warning, std::string("allocation profiling is off: cannot map its filter: ") +
+                                     std::strerror(errno));
   if (!global.hooks_installed) {
     global.hooks_installed = true;
     pthread_atfork(sampler_before_fork, sampler_after_fork_in_parent, sampler_after_fork_in_child);
@@ -10876,6 +11599,7 @@ Status start(const Config& config) {
 
 Status stop() {
   using namespace detail;
+  AllocGuard not_sampled;  // the profiler's own allocations and frees
   ProfilerGlobal& global = profiler_global();
   ProfilerSession* s;
   {
@@ -10951,6 +11675,11 @@ Status start(const Config&) {
 Status stop() { return Status(StatusCode::not_running, "stop() without a running profiler (no sampler in this build)"); }
 
 bool is_running() { return false; }
+
+bool allocation_profiling_compiled(std::string* why) {
+  if (why != nullptr) *why = "the sampler is not available in this build (PYROSCOPE_NO_SAMPLER, or not Linux)";
+  return false;
+}
 
 }  // namespace pyroscope
 

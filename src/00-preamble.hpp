@@ -60,6 +60,7 @@
      [SECTION] Implementation: tag scopes
      [SECTION] Implementation: formats (pprof, folded, perf script, speedscope, .cpuprofile)
      [SECTION] Implementation: sampler backend (Linux)
+     [SECTION] Implementation: allocation sampler (Linux)
      [SECTION] Implementation: symbolizer (Linux)
      [SECTION] Implementation: push to a Pyroscope server (Linux)
      [SECTION] Implementation: profiler API (Linux)
@@ -72,6 +73,9 @@
      PYROSCOPE_ASSERT(c)        replace the assert used for programmer errors (default: assert)
      PYROSCOPE_WITH_ZLIB        gzip for pprof import/export through zlib (<zlib.h>, link -lz)
      PYROSCOPE_WITH_JSON        speedscope and .cpuprofile import (nlohmann/json, <nlohmann/json.hpp>)
+     PYROSCOPE_ALLOCATION_PROFILING  with PYROSCOPE_IMPLEMENTATION: interpose malloc, free, operator new,
+                                ... in this program and sample allocations (docs/memory.md); ignored
+                                under ASan/TSan/MSan (allocation_profiling_compiled() says why)
 
    THREAD SAFETY (each declaration says more)
      Tree, SymbolTable, Writer, File, Dataset: one thread at a time per object; distinct objects are

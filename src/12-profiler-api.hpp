@@ -9,6 +9,12 @@ struct Config {
   std::string output_path;            // default "<application_name>.pyro" in the working directory
   int flush_interval_seconds = 10;    // one block per interval; must equal the file's resolution
   std::string server_address;         // e.g. "http://localhost:4040": also POST each block to /ingest
+  // Allocation profiling (docs/memory.md): the mean number of allocated bytes between two sampled
+  // allocations (a Poisson process over bytes, as in tcmalloc and Go), 1 .. 2^40; 0 switches it off for
+  // the session. Only in a program whose implementation file defines PYROSCOPE_ALLOCATION_PROFILING
+  // (see allocation_profiling_compiled()); the series are app.alloc_space, app.alloc_objects,
+  // app.inuse_space and app.inuse_objects.
+  size_t allocation_sample_bytes = 512 * 1024;
   // Called on the profiler's background threads (never inside the signal handler). It may call
   // is_running(), start() (refused while a session runs or stops) and fork(); stop() from it returns
   // invalid_argument.
@@ -24,6 +30,12 @@ Status start(const Config& config);
 Status stop();
 // Thread safety: any thread, including the log callback.
 bool is_running();
+
+// True if this program interposes the allocation functions: its implementation file defines
+// PYROSCOPE_ALLOCATION_PROFILING and the build is not an AddressSanitizer, ThreadSanitizer or
+// MemorySanitizer one (their runtimes own malloc), on Linux with the sampler. Otherwise false, and
+// *why (if given) says which of these is missing. Thread safety: any thread.
+bool allocation_profiling_compiled(std::string* why = nullptr);
 
 // RAII form: starts in the constructor, stops in the destructor.
 class Profiler {

@@ -91,12 +91,15 @@ inline std::string ingest_series_name(const SeriesKey& series) {
   return name + "}";
 }
 
+// The series' info gives the units and aggregationType the server is told: samples and sum for cpu,
+// bytes or objects for the allocation types, average for inuse_* (as Pyroscope's Go heap profiles).
 inline std::string ingest_target(const HttpEndpoint& endpoint, const SeriesKey& series, int64_t from, int64_t until,
-                                 int sample_rate_hz) {
+                                 int sample_rate_hz, const SeriesInfo& info) {
   return endpoint.base_path + "/ingest?name=" + url_encode(ingest_series_name(series)) +
          "&from=" + std::to_string(from) + "&until=" + std::to_string(until) +
          "&format=folded&sampleRate=" + std::to_string(sample_rate_hz) +
-         "&spyName=pyroscope-cpp&units=samples&aggregationType=sum";
+         "&spyName=pyroscope-cpp&units=" + url_encode(info.unit) +
+         "&aggregationType=" + aggregation_name(info.aggregation);
 }
 
 struct HttpResponse {

@@ -23,8 +23,8 @@ struct SessionLog {
 // of the slot's words; symbolization and tree insertion happen once per distinct stack and block.
 class SampleAggregator {
  public:
-  SampleAggregator(std::string app, Tags static_tags, std::shared_ptr<SessionLog> log)
-      : app_(std::move(app)), static_tags_(std::move(static_tags)), log_(std::move(log)),
+  SampleAggregator(std::string app, std::string type, Tags static_tags, std::shared_ptr<SessionLog> log)
+      : app_(std::move(app)), type_(std::move(type)), static_tags_(std::move(static_tags)), log_(std::move(log)),
         symbols_(std::make_shared<SymbolTable>()) {}
 
   void add(const SamplerSlot& slot) {
@@ -35,14 +35,26 @@ class SampleAggregator {
     const uint32_t header[2] = {slot.tag_set, uint32_t(slot.flags & (kSlotTruncated | kSlotIncomplete))};
     key_.append(reinterpret_cast<const char*>(header), sizeof header);
     key_.append(reinterpret_cast<const char*>(slot.pcs), depth * sizeof(uintptr_t));
-    auto it = stacks_.find(key_);
+    add_key(key_, slot.weight);
+  }
+
+  // A stack in add()'s key layout (uint32 tag set, uint32 flags, then the pcs leaf first) with its
+  // weight: how the allocation sampler hands over its stacks.
+  void add_key(const std::string& key, uint64_t weight) {
+    if (weight == 0 || key.size() < 2 * sizeof(uint32_t)) return;
+    auto it = stacks_.find(key);
     if (it == stacks_.end()) {
-      it = stacks_.emplace(key_, 0).first;
+      it = stacks_.emplace(key, 0).first;
       // Resolve a new stack's frames now: reading a module's symbols is a one-time cost best paid when
       // the module first shows up, not in the middle of a flush.
-      for (size_t i = 0; i < depth; i++) symbol_for(slot.pcs[i]);
+      const size_t depth = (key.size() - 2 * sizeof(uint32_t)) / sizeof(uintptr_t);
+      for (size_t i = 0; i < depth; i++) {
+        uintptr_t pc;
+        std::memcpy(&pc, key.data() + 2 * sizeof(uint32_t) + i * sizeof(uintptr_t), sizeof pc);
+        symbol_for(pc);
+      }
     }
-    it->second += slot.weight;
+    it->second += weight;
   }
 
   // The loader's counters changed (a dlopen or dlclose). The block's stacks so far are folded now,
@@ -68,6 +80,7 @@ class SampleAggregator {
 
  private:
   std::string app_;
+  std::string type_;
   Tags static_tags_;
   std::shared_ptr<SessionLog> log_;
   std::shared_ptr<SymbolTable> symbols_;
@@ -140,7 +153,7 @@ class SampleAggregator {
         (*log_)(LogLevel::warning, "dynamic tag left out: " + why);
       }
     }
-    SeriesKey key(app_, std::move(tags));
+    SeriesKey key(app_, type_, std::move(tags));
     auto found = series_index_.find(key);
     uint32_t index;
     if (found != series_index_.end()) {
@@ -172,6 +185,9 @@ inline bool sampler_handler_is_ours(const struct sigaction& action) {
   return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
 }
 
+// The allocation sampler's four series (docs/memory.md), in the order ProfilerSession keeps them.
+constexpr const char* kAllocationProfileTypes[4] = {"alloc_space", "alloc_objects", "inuse_space", "inuse_objects"};
+
 struct ProfilerSession {
   Config config;
   std::string output_path;
@@ -184,6 +200,12 @@ struct ProfilerSession {
   SeriesInfo series_info;
   const SeriesInfo* append_info = &series_info;
   std::unique_ptr<SampleAggregator> aggregator;
+  // Allocation profiling: one aggregator and one SeriesInfo per type of kAllocationProfileTypes (all
+  // null when the session does not sample allocations).
+  bool alloc_enabled = false;
+  std::unique_ptr<SampleAggregator> alloc_aggregators[4];
+  SeriesInfo alloc_info[4];
+  std::vector<AllocStackValues> alloc_values;
   ThreadTimers timers;
   bool push_enabled = false;
   HttpEndpoint endpoint;
@@ -219,6 +241,13 @@ struct ProfilerSession {
       g_sampler_counters.weight_squared.fetch_add(uint64_t(slot.weight) * slot.weight, std::memory_order_relaxed);
     });
     if (skipped != 0) g_sampler_counters.skipped_slots.fetch_add(skipped, std::memory_order_relaxed);
+    if (alloc_enabled) {
+      alloc_drain(&alloc_values);
+      for (const AllocStackValues& stack : alloc_values) {
+        alloc_aggregators[0]->add_key(stack.key, stack.space);
+        alloc_aggregators[1]->add_key(stack.key, stack.objects);
+      }
+    }
   }
 
   // Lists the mappings stacks can be in and publishes them for the handler (rule 4).
@@ -293,10 +322,24 @@ struct ProfilerSession {
   }
 
   void flush(int64_t block, int64_t until) {
+    flush_aggregator(*aggregator, append_info, block, until);
+    if (alloc_enabled) {
+      // In use at the block's end: the sampled blocks still live.
+      alloc_inuse(&alloc_values);
+      for (const AllocStackValues& stack : alloc_values) {
+        alloc_aggregators[2]->add_key(stack.key, stack.space);
+        alloc_aggregators[3]->add_key(stack.key, stack.objects);
+      }
+      for (int i = 0; i < 4; i++)
+        flush_aggregator(*alloc_aggregators[i], append_info != nullptr ? &alloc_info[i] : nullptr, block, until);
+    }
+  }
+
+  void flush_aggregator(SampleAggregator& source, const SeriesInfo* info, int64_t block, int64_t until) {
     std::vector<std::pair<SeriesKey, Tree>> trees;
-    aggregator->take(&trees);
+    source.take(&trees);
     for (auto& entry : trees) {
-      const Status status = writer.append(entry.first, block, entry.second, append_info);
+      const Status status = writer.append(entry.first, block, entry.second, info);
       if (status.ok()) {
         g_sampler_counters.blocks_written.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -306,7 +349,8 @@ struct ProfilerSession {
         if (agent_status.ok()) agent_status = status;
       }
       if (push) {
-        push->enqueue(ingest_target(endpoint, entry.first, block, until, config.sample_rate_hz),
+        push->enqueue(ingest_target(endpoint, entry.first, block, until, config.sample_rate_hz,
+                                    info != nullptr ? *info : default_series_info(entry.first.type)),
                       entry.second.to_folded());
       }
     }
@@ -348,6 +392,7 @@ struct ProfilerSession {
 
   void run_agent() {
     pthread_setname_np(pthread_self(), "pyroscope-agent");
+    g_alloc_thread.guard++;  // never sampled (the thread ends with the session)
     {
       std::lock_guard<std::mutex> lock(mutex);
       agent_tid = sampler_gettid();
@@ -388,6 +433,8 @@ struct ProfilerSession {
       if (counters != loader_counters) {
         loader_counters = counters;
         aggregator->loader_changed();
+        for (auto& alloc : alloc_aggregators)
+          if (alloc) alloc->loader_changed();
 #if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
         unwind_tables().forget_unloaded();
 #endif
@@ -428,6 +475,7 @@ struct ProfilerSession {
 
     // Stopping: no new samples, wait for handlers still running, then fold and write the rest.
     g_sampler_enabled.store(false, std::memory_order_seq_cst);
+    alloc_end();  // sampled allocations unwinding now are counted as handlers: waited for below
     timers.disarm_all();
     const bool all_returned = wait_for_handlers();
     drain();
@@ -504,8 +552,10 @@ inline void sampler_before_fork() {
   profiler_global().control.lock();
   tag_registry().mutex().lock();
   sampler_loader_guard().lock();
+  alloc_before_fork();
 }
 inline void sampler_after_fork_in_parent() {
+  alloc_after_fork_in_parent();
   sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   profiler_global().control.unlock();
@@ -516,6 +566,7 @@ inline void sampler_after_fork_in_parent() {
 // Allocates nothing (a child that only execs must not meet an allocator lock another thread of the
 // parent held at the fork): unlocks, atomics, sigaction.
 inline void sampler_after_fork_in_child() {
+  alloc_after_fork_in_child();
   sampler_loader_guard().unlock();
   tag_registry().mutex().unlock();
   ProfilerGlobal& global = profiler_global();
@@ -557,6 +608,11 @@ inline Status validate_config(const Config& config) {
     return Status(StatusCode::invalid_argument, "Config.flush_interval_seconds " +
                                                     std::to_string(config.flush_interval_seconds) +
                                                     " is outside 1..3600");
+  if (uint64_t(config.allocation_sample_bytes) > kAllocationMaxSampleBytes)
+    return Status(StatusCode::invalid_argument,
+                  "Config.allocation_sample_bytes " + std::to_string(config.allocation_sample_bytes) +
+                      " is above 2^40 (1 TiB): give the mean bytes between sampled allocations, or 0 to "
+                      "switch allocation profiling off");
   return Status();
 }
 
@@ -596,6 +652,7 @@ Status start(const Config& config) {
   using PreloadYield = int (*)();
   if (auto yield = reinterpret_cast<PreloadYield>(dlsym(RTLD_DEFAULT, "pyroscope_preload_yield"))) yield();
 #endif
+  AllocGuard not_sampled;  // the profiler's own allocations
   ProfilerGlobal& global = profiler_global();
   std::lock_guard<std::mutex> control(global.control);
   if (global.session != nullptr)
@@ -695,7 +752,22 @@ Status start(const Config& config) {
   // A handler given up on by an earlier stop() may still read the old tables: then they stay.
   if (g_sampler_lost_in_flight.load(std::memory_order_seq_cst) == 0) unwind_tables().clear();
 #endif
-  session->aggregator.reset(new SampleAggregator(config.application_name, config.tags, session->log));
+  session->aggregator.reset(
+      new SampleAggregator(config.application_name, kDefaultProfileType, config.tags, session->log));
+#if defined(PYROSCOPE_ALLOCATION_INTERPOSED)
+  session->alloc_enabled = config.allocation_sample_bytes > 0;
+#elif defined(PYROSCOPE_ALLOCATION_PROFILING)
+  if (config.allocation_sample_bytes > 0) {
+    std::string why;
+    allocation_profiling_compiled(&why);
+    (*session->log)(LogLevel::warning, "allocation profiling is off: " + why);
+  }
+#endif
+  for (int i = 0; session->alloc_enabled && i < 4; i++) {
+    session->alloc_aggregators[i].reset(
+        new SampleAggregator(config.application_name, kAllocationProfileTypes[i], config.tags, session->log));
+    session->alloc_info[i] = default_series_info(kAllocationProfileTypes[i]);
+  }
   const int64_t now = sampler_realtime_s();
   session->block_start = now - now % session->resolution;
   if (file_existed) {
@@ -732,6 +804,7 @@ Status start(const Config& config) {
     std::shared_ptr<PushClient> push = s->push;
     s->push_thread = sampler_spawn([push] {
       pthread_setname_np(pthread_self(), "pyroscope-push");
+      g_alloc_thread.guard++;  // never sampled
       push->run();
     });
     while (s->push->tid() == 0) std::this_thread::yield();  // the agent must know it, to skip it
@@ -755,6 +828,11 @@ Status start(const Config& config) {
     return agent_status;
   }
 
+  // Sampling allocations from here on: the agent is ready (the executable's unwind table, the stack
+  // mappings). The agent reads alloc_enabled, which no one changes while it runs.
+  if (s->alloc_enabled && !alloc_begin(config.allocation_sample_bytes))
+    (*s->log)(LogLevel::warning, std::string("allocation profiling is off: cannot map its filter: ") +
+                                     std::strerror(errno));
   if (!global.hooks_installed) {
     global.hooks_installed = true;
     pthread_atfork(sampler_before_fork, sampler_after_fork_in_parent, sampler_after_fork_in_child);
@@ -766,6 +844,7 @@ Status start(const Config& config) {
 
 Status stop() {
   using namespace detail;
+  AllocGuard not_sampled;  // the profiler's own allocations and frees
   ProfilerGlobal& global = profiler_global();
   ProfilerSession* s;
   {

@@ -14,6 +14,11 @@ Status stop() { return Status(StatusCode::not_running, "stop() without a running
 
 bool is_running() { return false; }
 
+bool allocation_profiling_compiled(std::string* why) {
+  if (why != nullptr) *why = "the sampler is not available in this build (PYROSCOPE_NO_SAMPLER, or not Linux)";
+  return false;
+}
+
 }  // namespace pyroscope
 
 #endif  // sampler

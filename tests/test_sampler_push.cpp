@@ -186,9 +186,21 @@ TEST_CASE("push: server addresses and series names") {
   const pyroscope::SeriesKey key("ride-sharing-app", {{"vehicle", "car"}, {"region", "eu-north"}});
   CHECK(pyroscope::detail::ingest_series_name(key) == "ride-sharing-app.cpu{region=eu-north,vehicle=car}");
   REQUIRE(parse_http_endpoint("http://localhost:4040", &e).ok());
-  CHECK(pyroscope::detail::ingest_target(e, key, 1700000000, 1700000010, 100) ==
+  CHECK(pyroscope::detail::ingest_target(e, key, 1700000000, 1700000010, 100,
+                                         pyroscope::detail::sampler_series_info(10000000)) ==
         "/ingest?name=ride-sharing-app.cpu%7Bregion%3Deu-north%2Cvehicle%3Dcar%7D&from=1700000000&until=1700000010"
         "&format=folded&sampleRate=100&spyName=pyroscope-cpp&units=samples&aggregationType=sum");
+  // The allocation types: bytes or objects, inuse_* averaged (Pyroscope's ingest API, as for Go heap profiles).
+  const pyroscope::SeriesKey inuse("ride-sharing-app", "inuse_space", {{"region", "eu-north"}});
+  CHECK(pyroscope::detail::ingest_target(e, inuse, 1700000000, 1700000010, 100,
+                                         pyroscope::default_series_info("inuse_space")) ==
+        "/ingest?name=ride-sharing-app.inuse_space%7Bregion%3Deu-north%7D&from=1700000000&until=1700000010"
+        "&format=folded&sampleRate=100&spyName=pyroscope-cpp&units=bytes&aggregationType=average");
+  const pyroscope::SeriesKey objects("ride-sharing-app", "alloc_objects", {});
+  CHECK(pyroscope::detail::ingest_target(e, objects, 1700000000, 1700000010, 100,
+                                         pyroscope::default_series_info("alloc_objects")) ==
+        "/ingest?name=ride-sharing-app.alloc_objects%7B%7D&from=1700000000&until=1700000010"
+        "&format=folded&sampleRate=100&spyName=pyroscope-cpp&units=objects&aggregationType=sum");
 }
 
 TEST_CASE("push: every block is POSTed to /ingest with the exact query, the same samples as the file") {
