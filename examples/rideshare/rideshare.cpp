@@ -3,6 +3,9 @@
 #include <httplib.h>
 #include <time.h>
 
+#include <map>
+#include <vector>
+
 #include "pyroscope.hpp"
 
 // The walkthrough's premise: eu-north's mutex_lock is about 70% of the CPU in heavy periods and a
@@ -100,6 +103,32 @@ __attribute__((noinline)) Ride order_scooter(int search_radius) {
   return Ride{"scooter", find_nearest_vehicle(search_radius, "scooter")};
 }
 
+// Receipts keyed by ride id, then an index from month to ride ids: every ride costs a map node, its id,
+// a receipt grown field by field (several reallocations) and the index's copy of the id.
+__attribute__((noinline)) uint64_t build_ride_history(int rides) {
+  static const char* const kVehicles[] = {"car", "bike", "scooter"};
+  std::map<std::string, std::string> receipts;
+  std::map<std::string, std::vector<std::string>> by_month;
+  uint64_t x = 0x72696465ull ^ uint64_t(rides);
+  for (int i = 0; i < rides; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::string id = "ride-" + g_settings.region + "-" + std::to_string(1000000 + i);
+    std::string receipt = "vehicle: " + std::string(kVehicles[x % 3]);
+    receipt += ", driver: driver-" + std::to_string(x % 5000);
+    receipt += ", from: " + std::to_string(x % 90) + "." + std::to_string((x >> 8) % 100000);
+    receipt += ", to: " + std::to_string((x >> 16) % 90) + "." + std::to_string((x >> 24) % 100000);
+    receipt += ", fare: " + std::to_string(5 + x % 60) + "." + std::to_string(10 + (x >> 32) % 90) + " USD";
+    std::string month = "2026-" + std::to_string(1 + (x >> 40) % 12);
+    by_month[month].push_back(id);
+    receipts.emplace(std::move(id), std::move(receipt));
+  }
+  uint64_t length = 0;
+  for (const auto& [id, receipt] : receipts) length += id.size() + receipt.size();
+  return length + by_month.size();
+}
+
 // Named handlers rather than lambdas: the flame graph shows handle_car(...) instead of
 // std::_Function_handler<..., add_rideshare_routes(httplib::Server*)::{lambda(...)#2}>::_M_invoke.
 __attribute__((noinline)) static void handle_bike(const httplib::Request&, httplib::Response& response) {
@@ -114,10 +143,18 @@ __attribute__((noinline)) static void handle_scooter(const httplib::Request&, ht
   response.set_content(describe(order_scooter(2)), "text/plain");
 }
 
+__attribute__((noinline)) static void handle_history(const httplib::Request&, httplib::Response& response) {
+  const uint64_t length = build_ride_history(kHistoryRides);
+  response.set_content(std::to_string(kHistoryRides) + " rides in " + g_settings.region + ", " +
+                           std::to_string(length) + " bytes of receipts\n",
+                       "text/plain");
+}
+
 void add_rideshare_routes(httplib::Server* server) {
   server->Get("/bike", handle_bike);
   server->Get("/car", handle_car);
   server->Get("/scooter", handle_scooter);
+  server->Get("/history", handle_history);
   server->Get("/", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("ride-sharing-app region=" + g_settings.region + "\n", "text/plain");
   });
