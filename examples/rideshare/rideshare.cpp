@@ -104,10 +104,16 @@ __attribute__((noinline)) Ride order_scooter(int search_radius) {
 }
 
 // Receipts keyed by ride id, then an index from month to ride ids: every ride costs a map node, its id,
-// a receipt grown field by field (several reallocations) and the index's copy of the id.
+// a receipt grown field by field (several reallocations), the route it took (48 GPS points, one 768-byte
+// block) and the index's copy of the id.
+struct HistoryEntry {
+  std::string receipt;
+  std::vector<std::pair<double, double>> route;
+};
+
 __attribute__((noinline)) uint64_t build_ride_history(int rides) {
   static const char* const kVehicles[] = {"car", "bike", "scooter"};
-  std::map<std::string, std::string> receipts;
+  std::map<std::string, HistoryEntry> history;
   std::map<std::string, std::vector<std::string>> by_month;
   uint64_t x = 0x72696465ull ^ uint64_t(rides);
   for (int i = 0; i < rides; i++) {
@@ -115,17 +121,19 @@ __attribute__((noinline)) uint64_t build_ride_history(int rides) {
     x ^= x >> 7;
     x ^= x << 17;
     std::string id = "ride-" + g_settings.region + "-" + std::to_string(1000000 + i);
-    std::string receipt = "vehicle: " + std::string(kVehicles[x % 3]);
-    receipt += ", driver: driver-" + std::to_string(x % 5000);
-    receipt += ", from: " + std::to_string(x % 90) + "." + std::to_string((x >> 8) % 100000);
-    receipt += ", to: " + std::to_string((x >> 16) % 90) + "." + std::to_string((x >> 24) % 100000);
-    receipt += ", fare: " + std::to_string(5 + x % 60) + "." + std::to_string(10 + (x >> 32) % 90) + " USD";
+    HistoryEntry entry;
+    entry.receipt = "vehicle: " + std::string(kVehicles[x % 3]);
+    entry.receipt += ", driver: driver-" + std::to_string(x % 5000);
+    entry.receipt += ", fare: " + std::to_string(5 + x % 60) + "." + std::to_string(10 + (x >> 32) % 90) + " USD";
+    entry.route.resize(48);
+    for (size_t p = 0; p < entry.route.size(); p++)
+      entry.route[p] = {double((x >> 8) % 90) + 0.001 * double(p), double((x >> 24) % 180) - 0.001 * double(p)};
     std::string month = "2026-" + std::to_string(1 + (x >> 40) % 12);
     by_month[month].push_back(id);
-    receipts.emplace(std::move(id), std::move(receipt));
+    history.emplace(std::move(id), std::move(entry));
   }
   uint64_t length = 0;
-  for (const auto& [id, receipt] : receipts) length += id.size() + receipt.size();
+  for (const auto& [id, entry] : history) length += id.size() + entry.receipt.size() + entry.route.size();
   return length + by_month.size();
 }
 
@@ -146,7 +154,7 @@ __attribute__((noinline)) static void handle_scooter(const httplib::Request&, ht
 __attribute__((noinline)) static void handle_history(const httplib::Request&, httplib::Response& response) {
   const uint64_t length = build_ride_history(kHistoryRides);
   response.set_content(std::to_string(kHistoryRides) + " rides in " + g_settings.region + ", " +
-                           std::to_string(length) + " bytes of receipts\n",
+                           std::to_string(length) + " receipt bytes and route points\n",
                        "text/plain");
 }
 
