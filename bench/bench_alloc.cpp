@@ -1,7 +1,7 @@
 // bench_alloc: what the allocation profiler and the wall-clock mode cost (issue 14), against no
 // profiler, heaptrack and gperftools' heap profiler (HEAPPROFILE with tcmalloc), all in one run.
 //
-//   bench_alloc [--rounds 5] [--strings 2000000] [--window 500000] [--json-mb 60] [--dir DIR]
+//   bench_alloc [--rounds 5] [--strings 500000] [--window 100000] [--json-mb 6] [--dir DIR]
 //               [--only map,jq,wall] [--smoke]
 //
 // Every configuration runs as a child process (fork + exec), so its wall time, CPU time (user + sys)
@@ -426,8 +426,8 @@ std::string find_in_path(const std::string& name) {
   return "";
 }
 
-// Rides as JSON, about `megabytes` MB: many small objects and strings, what jq allocates a value for.
-void write_rides_json(const std::string& path, int megabytes) {
+// Rides as JSON, about `bytes` bytes: many small objects and strings, what jq allocates a value for.
+void write_rides_json(const std::string& path, long bytes) {
   FILE* f = std::fopen(path.c_str(), "w");
   if (!f) die("cannot write " + path);
   std::fputs("[", f);
@@ -435,7 +435,7 @@ void write_rides_json(const std::string& path, int megabytes) {
   const char* const regions[] = {"us-east", "eu-north", "ap-south"};
   uint64_t x = 88172645463325252ull;
   long written = 0;
-  for (uint64_t i = 0; written < long(megabytes) * 1000000; i++) {
+  for (uint64_t i = 0; written < bytes; i++) {
     x ^= x << 13, x ^= x >> 7, x ^= x << 17;
     written += std::fprintf(f,
                             "%s{\"id\":\"ride-%llu\",\"vehicle\":\"%s\",\"region\":\"%s\",\"rider\":{\"name\":\"rider "
@@ -454,8 +454,9 @@ void write_rides_json(const std::string& path, int megabytes) {
 }
 
 int driver_main(int argc, char** argv) {
-  int rounds = 5, json_mb = 60, wall_threads = 64, wall_trips = 2000;
-  uint64_t strings = 2000000, window = 500000;
+  int rounds = 5, wall_threads = 64, wall_trips = 1000;
+  double json_mb = 6;
+  uint64_t strings = 500000, window = 100000;
   std::string dir = "/tmp/bench_alloc", only = "map,jq,wall", skip;
   std::string ours_exe = self_dir() + "/bench_alloc_ours";
 #ifdef PYROSCOPE_BENCH_PRELOAD_LIBRARY
@@ -470,11 +471,11 @@ int driver_main(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (arg == "--smoke") {
       smoke = true;
-      rounds = 1, strings = 20000, window = 5000, json_mb = 1, wall_threads = 8, wall_trips = 50;
+      rounds = 1, strings = 10000, window = 2000, json_mb = 0.2, wall_threads = 8, wall_trips = 50;
     } else if (arg == "--rounds" && has_value) rounds = std::max(1, std::atoi(argv[++i]));
     else if (arg == "--strings" && has_value) strings = std::strtoull(argv[++i], nullptr, 10);
     else if (arg == "--window" && has_value) window = std::strtoull(argv[++i], nullptr, 10);
-    else if (arg == "--json-mb" && has_value) json_mb = std::max(1, std::atoi(argv[++i]));
+    else if (arg == "--json-mb" && has_value) json_mb = std::max(0.01, std::atof(argv[++i]));
     else if (arg == "--wall-threads" && has_value) wall_threads = std::max(4, std::atoi(argv[++i]));
     else if (arg == "--wall-trips" && has_value) wall_trips = std::max(1, std::atoi(argv[++i]));
     else if (arg == "--dir" && has_value) dir = argv[++i];
@@ -557,8 +558,9 @@ int driver_main(int argc, char** argv) {
     if (jq.empty()) {
       std::printf("\n== jq: skipped, jq not found (Debian package jq) ==\n");
     } else {
-      const std::string input = dir + "/rides-" + std::to_string(json_mb) + "mb.json";
-      if (::access(input.c_str(), R_OK) != 0) write_rides_json(input, json_mb);
+      const long json_bytes = long(json_mb * 1e6);
+      const std::string input = dir + "/rides-" + std::to_string(json_bytes) + ".json";
+      if (::access(input.c_str(), R_OK) != 0) write_rides_json(input, json_bytes);
       const std::vector<std::string> args = {jq, "-c", "map(.fare + .tip) | add", input};
       std::vector<Config> configs;
       configs.push_back({"none", {args, {}, ""}, "", "", false, {}});
