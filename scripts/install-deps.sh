@@ -22,6 +22,8 @@ packages=(
   nlohmann-json3-dev linux-perf:perf
   # the sampler and benchmarks: unwinding, symbols, gzip baseline, the gperftools baseline
   zlib1g-dev libunwind-dev libdw-dev libgoogle-perftools-dev google-perftools
+  # bench_alloc's comparisons (heaptrack; gperftools' HEAPPROFILE above) and its real program (jq)
+  heaptrack jq:jq
   # the rideshare example's HTTP server (found through pkg-config) and the demo's static file server
   libcpp-httplib-dev pkgconf:pkg-config python3:python3
   # pyro serve's client test: a venv for pyroscope-io (Go comes with the machine: /usr/local/go)

@@ -3,6 +3,9 @@
 #include <httplib.h>
 #include <time.h>
 
+#include <map>
+#include <vector>
+
 #include "pyroscope.hpp"
 
 // The walkthrough's premise: eu-north's mutex_lock is about 70% of the CPU in heavy periods and a
@@ -100,6 +103,40 @@ __attribute__((noinline)) Ride order_scooter(int search_radius) {
   return Ride{"scooter", find_nearest_vehicle(search_radius, "scooter")};
 }
 
+// Receipts keyed by ride id, then an index from month to ride ids: every ride costs a map node, its id,
+// a receipt grown field by field (several reallocations), the route it took (48 GPS points, one 768-byte
+// block) and the index's copy of the id.
+struct HistoryEntry {
+  std::string receipt;
+  std::vector<std::pair<double, double>> route;
+};
+
+__attribute__((noinline)) uint64_t build_ride_history(int rides) {
+  static const char* const kVehicles[] = {"car", "bike", "scooter"};
+  std::map<std::string, HistoryEntry> history;
+  std::map<std::string, std::vector<std::string>> by_month;
+  uint64_t x = 0x72696465ull ^ uint64_t(rides);
+  for (int i = 0; i < rides; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::string id = "ride-" + g_settings.region + "-" + std::to_string(1000000 + i);
+    HistoryEntry entry;
+    entry.receipt = "vehicle: " + std::string(kVehicles[x % 3]);
+    entry.receipt += ", driver: driver-" + std::to_string(x % 5000);
+    entry.receipt += ", fare: " + std::to_string(5 + x % 60) + "." + std::to_string(10 + (x >> 32) % 90) + " USD";
+    entry.route.resize(48);
+    for (size_t p = 0; p < entry.route.size(); p++)
+      entry.route[p] = {double((x >> 8) % 90) + 0.001 * double(p), double((x >> 24) % 180) - 0.001 * double(p)};
+    std::string month = "2026-" + std::to_string(1 + (x >> 40) % 12);
+    by_month[month].push_back(id);
+    history.emplace(std::move(id), std::move(entry));
+  }
+  uint64_t length = 0;
+  for (const auto& [id, entry] : history) length += id.size() + entry.receipt.size() + entry.route.size();
+  return length + by_month.size();
+}
+
 // Named handlers rather than lambdas: the flame graph shows handle_car(...) instead of
 // std::_Function_handler<..., add_rideshare_routes(httplib::Server*)::{lambda(...)#2}>::_M_invoke.
 __attribute__((noinline)) static void handle_bike(const httplib::Request&, httplib::Response& response) {
@@ -114,10 +151,18 @@ __attribute__((noinline)) static void handle_scooter(const httplib::Request&, ht
   response.set_content(describe(order_scooter(2)), "text/plain");
 }
 
+__attribute__((noinline)) static void handle_history(const httplib::Request&, httplib::Response& response) {
+  const uint64_t length = build_ride_history(kHistoryRides);
+  response.set_content(std::to_string(kHistoryRides) + " rides in " + g_settings.region + ", " +
+                           std::to_string(length) + " receipt bytes and route points\n",
+                       "text/plain");
+}
+
 void add_rideshare_routes(httplib::Server* server) {
   server->Get("/bike", handle_bike);
   server->Get("/car", handle_car);
   server->Get("/scooter", handle_scooter);
+  server->Get("/history", handle_history);
   server->Get("/", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("ride-sharing-app region=" + g_settings.region + "\n", "text/plain");
   });

@@ -50,10 +50,18 @@ uint64_t find_nearest_vehicle(int search_radius, const char* vehicle);
 uint64_t check_driver_availability(int search_radius);
 uint64_t mutex_lock(int search_radius);
 
+// GET /history: the rider's past rides, one receipt and route each, grouped by month. The memory view's
+// endpoint: it allocates on purpose (std::map nodes, receipt strings grown piece by piece, a route
+// vector per ride, the month index), about 0.5 MB per request for 500 rides, and costs little CPU
+// (~0.3 ms), so the CPU walkthrough reads as before. Returns the length of the receipts and routes.
+constexpr int kHistoryRides = 500;
+uint64_t build_ride_history(int rides);
+
 bool is_mutex_heavy_period(int64_t unix_seconds, int64_t period_seconds);
 int64_t thread_cpu_time_ns();
 
-// GET /bike, /car, /scooter (the orders) and GET / (which region this is, for health checks).
+// GET /bike, /car, /scooter (the orders), GET /history (the rider's past rides) and GET / (which region
+// this is, for health checks).
 void add_rideshare_routes(httplib::Server* server);
 
 #endif  // RIDESHARE_HPP_INCLUDED

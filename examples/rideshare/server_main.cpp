@@ -185,9 +185,12 @@ int main(int argc, char** argv) {
     }
   });
 
-  std::printf("rideshare %s: listening on http://%s:%d, profiling to %s (mutex period %lld s)\n", region.c_str(),
-              options.host.c_str(), options.port, options.output_path.c_str(),
-              static_cast<long long>(options.service.mutex_period_seconds));
+  std::string no_allocations;
+  const bool allocations = pyroscope::allocation_profiling_compiled(&no_allocations);
+  std::printf("rideshare %s: listening on http://%s:%d, profiling to %s (mutex period %lld s; allocations: %s)\n",
+              region.c_str(), options.host.c_str(), options.port, options.output_path.c_str(),
+              static_cast<long long>(options.service.mutex_period_seconds),
+              allocations ? "sampled" : ("off, " + no_allocations).c_str());
   std::fflush(stdout);
   const bool served = server.listen_after_bind();
   listen_returned.store(true);

@@ -9,7 +9,9 @@
 //      periods and low in the light ones, and the heavy share is far above the light one;
 //   3. the diff of a light range (left) against a heavy range (right) has mutex_lock as its biggest
 //      increase;
-//   4. us-east and ap-south have no mutex_lock and no alternation.
+//   4. us-east and ap-south have no mutex_lock and no alternation;
+//   5. the memory view: build_ride_history (GET /history) allocates most of the bytes of alloc_space,
+//      and only its callers weigh more.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -311,4 +313,48 @@ TEST_CASE("us-east and ap-south have no mutex_lock and no alternation") {
     CHECK(ratio > 0.75);
     CHECK(ratio < 1.33);
   }
+}
+
+TEST_CASE("the rider's history (GET /history) is on top of alloc_space") {
+  const Demo& d = demo();
+  REQUIRE(d.error.empty());
+  // The servers compile the implementation with PYROSCOPE_ALLOCATION_PROFILING (pyroscope_impl.cpp).
+  pyroscope::QueryResult space = query("ride-sharing-app.alloc_space{}", d.first, d.end);
+  const pyroscope::Tree& tree = space.tree;
+  REQUIRE(tree.total() > 0);
+
+  // Per function: its total (over all its nodes) and whether it is a caller of build_ride_history.
+  std::map<std::string, uint64_t> totals;
+  std::map<std::string, bool> caller;
+  for (uint32_t n = 1; n < tree.node_count(); n++) {
+    totals[std::string(function_name(tree.name(n)))] += tree.node_total(n);
+    if (function_name(tree.name(n)) != "build_ride_history") continue;
+    for (uint32_t up = tree.parent(n); up != pyroscope::Tree::kRoot && up != pyroscope::Tree::kNoNode; up = tree.parent(up))
+      caller[std::string(function_name(tree.name(up)))] = true;
+  }
+  const uint64_t history = totals["build_ride_history"];
+  std::vector<std::pair<uint64_t, std::string>> ranked;
+  for (const auto& [name, total] : totals) ranked.emplace_back(total, name);
+  std::sort(ranked.rbegin(), ranked.rend());
+  std::string top;
+  for (size_t i = 0; i < ranked.size() && i < 8; i++)
+    top += "\n  " + ranked[i].second + " " + std::to_string(100.0 * double(ranked[i].first) / double(tree.total())) + "%";
+  MESSAGE("alloc_space: " << tree.total() << " bytes (estimated); functions by total:" << top);
+
+  // Most of the allocated bytes, and every function that allocates more (in total) is one of its callers
+  // (main or the thread's entry, httplib's request handling, handle_history): it is where the memory
+  // view's flame graph branches into the endpoint, with nothing beside it weighing as much.
+  CHECK(double(history) / double(tree.total()) > 0.5);
+  for (const auto& [total, name] : ranked) {
+    if (total <= history) break;
+    CAPTURE(name);
+    CHECK(caller[name]);
+  }
+  // The orders allocate next to nothing: their work is CPU.
+  CHECK(total_of(tree, "order_car") < history / 10);
+
+  // The objects follow the bytes.
+  pyroscope::QueryResult objects = query("ride-sharing-app.alloc_objects{}", d.first, d.end);
+  REQUIRE(objects.tree.total() > 0);
+  CHECK(double(total_of(objects.tree, "build_ride_history")) / double(objects.tree.total()) > 0.5);
 }

@@ -54,6 +54,14 @@ TEST_CASE("the endpoints answer over HTTP with the vehicle and the region") {
     CHECK(result->body.rfind(c.vehicle, 0) == 0);
     CHECK(result->body.find("found in ap-south") != std::string::npos);
   }
+  // The rider's history: every receipt built (the same history each time: its content is a function of
+  // the ride count and the region).
+  httplib::Result history = client.Get("/history");
+  REQUIRE(history);
+  CHECK(history->status == 200);
+  CHECK(history->body.rfind(std::to_string(kHistoryRides) + " rides in ap-south, ", 0) == 0);
+  CHECK(build_ride_history(kHistoryRides) == build_ride_history(kHistoryRides));
+  CHECK(build_ride_history(2 * kHistoryRides) > build_ride_history(kHistoryRides));
   httplib::Result hello = client.Get("/");
   REQUIRE(hello);
   CHECK(hello->body == "ride-sharing-app region=ap-south\n");
