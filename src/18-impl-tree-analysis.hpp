@@ -14,25 +14,32 @@ struct TreeAccess {
     tree.nodes_.push_back({symbol, parent, self, total});
     return uint32_t(tree.nodes_.size() - 1);
   }
-  // Appends source's nodes [first, end), a preorder range (a subtree), under parent.
+  // Appends source's nodes [first, end), a preorder range (a subtree), under parent: copied as they
+  // are (no zeroing first), then their parents moved to the new ids while they are still in the cache.
   static void append_range(Tree& tree, const Tree& source, uint32_t first, uint32_t end, uint32_t parent) {
     const uint32_t base = uint32_t(tree.nodes_.size());
-    tree.nodes_.resize(tree.nodes_.size() + (end - first));
-    for (uint32_t i = first; i < end; i++) {
-      Tree::Node node = source.nodes_[i];
-      node.parent = i == first ? parent : node.parent - first + base;
-      tree.nodes_[base + i - first] = node;
-    }
-  }
-  // The nodes were appended in name preorder: the layout's fast path may read them so.
-  // count nodes to be set later (set): room a second pass fills.
-  static void append_blank(Tree& tree, uint32_t count) { tree.nodes_.resize(tree.nodes_.size() + count); }
-  static void set(Tree& tree, uint32_t node, uint32_t symbol, uint32_t parent, uint64_t self, uint64_t total) {
-    tree.nodes_[node] = {symbol, parent, self, total};
+    tree.nodes_.insert(tree.nodes_.end(), source.nodes_.begin() + first, source.nodes_.begin() + end);
+    Tree::Node* copied = tree.nodes_.data() + base;
+    copied[0].parent = parent;
+    const uint32_t shift = base - first;  // modulo 2^32: a parent id p in [first, end) becomes p + shift
+    for (uint32_t k = 1; k < end - first; k++) copied[k].parent += shift;
   }
   // Room for count nodes, so appending does not move what is there (on millions of nodes a growing
-  // vector copies everything about twice, and touches twice the memory).
-  static void reserve(Tree& tree, size_t count) { tree.nodes_.reserve(count); }
+  // vector copies everything about twice, and touches twice the memory). Room left by an earlier use
+  // (reset) is kept unless it is more than four times what is asked for.
+  static void reserve(Tree& tree, size_t count) {
+    if (tree.nodes_.capacity() > 4 * count + 1024) tree.nodes_.shrink_to_fit();
+    tree.nodes_.reserve(count);
+  }
+  // tree becomes an empty tree over symbols, as Tree(symbols) makes, but keeps its node array's room:
+  // a tree made again and again of millions of nodes reuses memory that is already in place.
+  static void reset(Tree& tree, std::shared_ptr<SymbolTable> symbols) {
+    std::vector<Tree::Node> nodes = std::move(tree.nodes_);
+    tree = Tree(std::move(symbols));
+    nodes.assign(tree.nodes_.begin(), tree.nodes_.end());
+    tree.nodes_ = std::move(nodes);
+  }
+  // The nodes were appended in name preorder: the layout's fast path may read them so.
   static void appended_in_name_preorder(Tree& tree) {
     tree.index_.clear();
     tree.index_built_.store(false, std::memory_order_relaxed);
@@ -45,14 +52,11 @@ struct TreeAccess {
 // child lists sorted by name.
 class SortedChildren {
  public:
-  SortedChildren(const Tree& tree, const std::vector<uint32_t>& rank) : preorder_(tree.in_name_preorder()) {
+  // A tree in name preorder, each node's subtree ending where subtree_end says.
+  explicit SortedChildren(std::vector<uint32_t> subtree_end) : preorder_(true), end_(std::move(subtree_end)) {}
+  // Any tree: child lists sorted by the names' ranks.
+  SortedChildren(const Tree& tree, const std::vector<uint32_t>& rank) : preorder_(false) {
     const uint32_t n = tree.node_count();
-    if (preorder_) {
-      end_.resize(n);
-      for (uint32_t i = 0; i < n; i++) end_[i] = i + 1;
-      for (uint32_t i = n; i-- > 1;) end_[tree.parent(i)] = std::max(end_[tree.parent(i)], end_[i]);
-      return;
-    }
     offsets_.assign(size_t(n) + 1, 0);
     for (uint32_t i = 1; i < n; i++) offsets_[tree.parent(i) + 1]++;
     for (uint32_t i = 0; i < n; i++) offsets_[i + 1] += offsets_[i];
@@ -107,28 +111,63 @@ Status sandwich(const Tree& tree, std::string_view function, Sandwich* out) {
 // sort. Instead each output node is a group of source nodes with the same path from the function,
 // and its children are the members' children (callees) or callers (callers) grouped by name: the
 // output comes out in name preorder. A group of one member is no merge any more: the callees copy
-// its subtree as it is, and the callers, whose one member's remaining path is a plain chain up to a
-// root-level frame, fill that chain in a second pass that reads the tree in order (a frame's callers
-// read one by one from the tree are a cache miss each).
+// its subtree as it is, and the callers write its one remaining path, a plain chain up to a root-level
+// frame. Every output node is appended once, in order, into the arrays of the previous sandwich
+// computed into `out` (no zeroing, and on millions of nodes no fresh pages to fault in). The walks
+// upwards read a packed (parent, symbol) copy of the tree's nodes: a third of their memory, so a
+// frame's callers, read one by one, mostly come from the cache.
 Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
-  *out = Sandwich();
+  using detail::MergeGroup;
+  using detail::TreeAccess;
+  {
+    Tree callers = std::move(out->callers), callees = std::move(out->callees);
+    *out = Sandwich();
+    TreeAccess::reset(callers, tree.shared_symbols());
+    TreeAccess::reset(callees, tree.shared_symbols());
+    out->callers = std::move(callers);
+    out->callees = std::move(callees);
+  }
   out->symbol = symbol;
-  out->callers = Tree(tree.shared_symbols());
-  out->callees = Tree(tree.shared_symbols());
   const uint32_t n = tree.node_count();
+  const bool preorder = tree.in_name_preorder();
   // One pass in id order (every node comes after its parent): the outermost calls (no call of the
-  // function above them), each node's depth, how many nodes lie under the outermost calls (the
-  // callees' size at most) and their depths added up (the callers' size at most).
-  std::vector<uint32_t> depth(n);
-  std::vector<uint32_t> outermost;
+  // function above them), the packed (parent, symbol) links, how many nodes lie under the outermost
+  // calls (the callees' size at most) and their depths added up (the callers' size at most); in a tree
+  // in preorder also each subtree's end (its nodes are the ids from it up to the end), from the stack
+  // of the current node's ancestors.
+  struct Link {
+    uint32_t parent, symbol;
+  };
+  std::vector<Link> link(n);
+  std::vector<uint32_t> outermost, end;
+  std::vector<uint32_t> rank(tree.symbols().size(), 0), used;  // each used symbol's place in name order
   size_t inside_count = 0, callers_bound = 1;
   {
+    std::vector<uint32_t> depth(n);
     std::vector<uint8_t> inside(n, 0);
+    std::vector<uint32_t> path;  // preorder: the current node's ancestors, the root first
+    if (preorder) {
+      end.resize(n);
+      path.push_back(Tree::kRoot);
+    }
+    link[Tree::kRoot] = {Tree::kNoNode, tree.symbol(Tree::kRoot)};
     depth[Tree::kRoot] = 0;
     for (uint32_t i = 1; i < n; i++) {
-      const uint32_t parent = tree.parent(i);
+      const uint32_t parent = tree.parent(i), s = tree.symbol(i);
+      link[i] = {parent, s};
+      if (rank[s] == 0) {
+        rank[s] = 1;
+        used.push_back(s);
+      }
+      if (preorder) {
+        while (path.size() > 1 && path.back() != parent) {
+          end[path.back()] = i;
+          path.pop_back();
+        }
+        path.push_back(i);
+      }
       depth[i] = depth[parent] + 1;
-      const bool call = tree.symbol(i) == symbol;
+      const bool call = s == symbol;
       inside[i] = inside[parent] || call;
       inside_count += inside[i];
       if (!call) continue;
@@ -138,13 +177,13 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
       out->total += tree.node_total(i);
       callers_bound += depth[i];
     }
+    for (uint32_t node : path) end[node] = n;
   }
   if (outermost.empty())
     return detail::error(StatusCode::not_found, "no call of function #" + std::to_string(symbol) + " in the tree");
-  std::vector<uint32_t> rank;
-  tree.rank_used_symbols(&rank);
-  using detail::MergeGroup;
-  using detail::TreeAccess;
+  // The ranks Tree::rank_used_symbols gives, without its own pass over the nodes.
+  std::sort(used.begin(), used.end(), [&](uint32_t a, uint32_t b) { return tree.symbols().name(a) < tree.symbols().name(b); });
+  for (uint32_t r = 0; r < used.size(); r++) rank[used[r]] = r;
 
   // Callers: the members are cursors walking up from the outermost calls, each with its call's samples;
   // a cursor at a root-level frame ends there (its stack begins there).
@@ -161,22 +200,24 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
       uint64_t samples;
       bool operator<(const Step& o) const { return rank != o.rank ? rank < o.rank : node < o.node; }
     };
-    struct Chain {
-      uint32_t node, first, parent;  // the source node, the first output node, the output parent
-      uint64_t samples;
-      bool operator<(const Chain& o) const { return node < o.node; }
-    };
     std::vector<Step> up;
     std::vector<uint32_t> run_starts;
-    std::vector<Chain> chains;
     while (!stack.empty()) {
       const MergeGroup g = stack.back();
       stack.pop_back();
       items.resize(g.area_end);
-      if (g.end - g.begin == 1) {  // one path up to the root from here: room for it, filled below
-        const uint32_t first = callers.node_count();
-        chains.push_back({items[g.begin].first, first, g.out_parent, items[g.begin].second});
-        TreeAccess::append_blank(callers, depth[items[g.begin].first]);
+      if (g.end - g.begin == 1) {
+        // One path up to the root from here: the source node's frame, its caller, ..., the root-level
+        // frame where the stack begins, each node the child of the one before.
+        const auto [from, samples] = items[g.begin];
+        uint32_t parent = g.out_parent;
+        for (uint32_t at = from;;) {
+          const Link l = link[at];
+          const bool first_frame = l.parent == Tree::kRoot;
+          parent = TreeAccess::append(callers, l.symbol, parent, first_frame ? samples : 0, samples);
+          if (first_frame) break;
+          at = l.parent;
+        }
         continue;
       }
       uint64_t total = 0, self = 0;
@@ -184,9 +225,9 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
       for (uint32_t k = g.begin; k < g.end; k++) {
         const auto [at, samples] = items[k];
         total += samples;
-        const uint32_t caller = tree.parent(at);
+        const uint32_t caller = link[at].parent;
         if (caller == Tree::kRoot) self += samples;
-        else up.push_back({rank[tree.symbol(caller)], caller, samples});
+        else up.push_back({rank[link[caller].symbol], caller, samples});
       }
       const uint32_t node = TreeAccess::append(callers, g.symbol, g.out_parent, self, total);
       std::sort(up.begin(), up.end());
@@ -198,46 +239,16 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
       const uint32_t area_end = uint32_t(items.size());
       for (size_t r = run_starts.size(); r-- > 0;) {
         const uint32_t b = run_starts[r], e = r + 1 < run_starts.size() ? run_starts[r + 1] : area_end;
-        stack.push_back({node, tree.symbol(items[b].first), b, e, area_end});
-      }
-    }
-    // The chains: the source node's frame, its caller, ..., a root-level frame where the stack begins.
-    auto fill = [&](const Chain& c, auto&& symbol_at) {
-      const uint32_t length = depth[c.node];
-      for (uint32_t j = 0; j < length; j++) {
-        TreeAccess::set(callers, c.first + j, symbol_at(j), j == 0 ? c.parent : c.first + j - 1,
-                        j + 1 == length ? c.samples : 0, c.samples);
-      }
-    };
-    if (tree.in_name_preorder()) {
-      // In preorder the path to the current node is a stack: read the tree once, in order.
-      std::sort(chains.begin(), chains.end());
-      std::vector<uint32_t> path_symbol;  // the symbols from the root-level frame to the current node
-      size_t next = 0;
-      for (uint32_t i = 1; i < n && next < chains.size(); i++) {
-        path_symbol.resize(depth[i] - 1);
-        path_symbol.push_back(tree.symbol(i));
-        for (; next < chains.size() && chains[next].node == i; next++) {
-          fill(chains[next], [&](uint32_t j) { return path_symbol[path_symbol.size() - 1 - j]; });
-        }
-      }
-    } else {
-      for (const Chain& c : chains) {
-        uint32_t at = c.node;
-        fill(c, [&](uint32_t) {
-          const uint32_t s = tree.symbol(at);
-          at = tree.parent(at);
-          return s;
-        });
+        stack.push_back({node, link[items[b].first].symbol, b, e, area_end});
       }
     }
     TreeAccess::appended_in_name_preorder(callers);
   }
-  depth = std::vector<uint32_t>();
 
   // Callees: the members of a group are source nodes; its children group the members' children by name.
   {
-    const detail::SortedChildren children(tree, rank);
+    const detail::SortedChildren children =
+        preorder ? detail::SortedChildren(std::move(end)) : detail::SortedChildren(tree, rank);
     Tree& callees = out->callees;
     TreeAccess::reserve(callees, inside_count + 1);
     TreeAccess::add(callees, Tree::kRoot, 0, out->total);
@@ -259,7 +270,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
         const uint32_t member = items[k];
         self += tree.self(member);
         total += tree.node_total(member);
-        children.for_each_child(member, [&](uint32_t c) { kids.emplace_back(rank[tree.symbol(c)], c); });
+        children.for_each_child(member, [&](uint32_t c) { kids.emplace_back(rank[link[c].symbol], c); });
       }
       const uint32_t node = TreeAccess::append(callees, g.symbol, g.out_parent, self, total);
       std::sort(kids.begin(), kids.end());
@@ -270,8 +281,8 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
       for (size_t run_end = kids.size(); run_end > 0;) {
         size_t run_begin = run_end - 1;
         while (run_begin > 0 && kids[run_begin - 1].first == kids[run_end - 1].first) run_begin--;
-        stack.push_back({node, tree.symbol(kids[run_begin].second), area + uint32_t(run_begin), area + uint32_t(run_end),
-                         area_end});
+        stack.push_back({node, link[kids[run_begin].second].symbol, area + uint32_t(run_begin),
+                         area + uint32_t(run_end), area_end});
         run_end = run_begin;
       }
     }

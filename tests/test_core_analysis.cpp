@@ -45,6 +45,21 @@ void expected_sandwich(const StackCounts& stacks, const std::string& function, S
   }
 }
 
+// The stacks with recursion collapsed, read off the stacks themselves (collapse_recursion's rules).
+StackCounts collapsed_stacks(const StackCounts& stacks, pyroscope::RecursionCollapse mode) {
+  StackCounts expected;
+  for (const auto& [stack, count] : stacks) {
+    std::vector<std::string> kept;
+    for (const std::string& f : frames_of(stack)) {
+      const bool drop = mode == pyroscope::RecursionCollapse::direct ? !kept.empty() && kept.back() == f
+                                                                      : std::find(kept.begin(), kept.end(), f) != kept.end();
+      if (!drop) kept.push_back(f);
+    }
+    expected[joined(kept)] += count;
+  }
+  return expected;
+}
+
 // A tree whose node ids are a name-ordered preorder walk, as a query answered by one stored tree gives.
 Tree decoded(const Tree& tree) {
   std::string bytes;
@@ -139,6 +154,60 @@ TEST_CASE("sandwich: random trees, both the copied-subtree and the merged path")
   CHECK(core_test::stacks_of(s.callees) == StackCounts{{"run;b;c", 3}, {"run;a", 2}});
 }
 
+// Deep recursion over a few names, on the trees the viewer computes sandwiches of: as built, decoded
+// (name preorder) and with recursion collapsed either way. Each sandwich is computed into a fresh
+// Sandwich and into one reused from function to function (its node arrays kept); both must be the
+// sandwich read off the stacks, node for node the same.
+TEST_CASE("sandwich: recursive random trees, recursion collapsed, and a reused result") {
+  std::mt19937 rng(2026);
+  const char* const names[] = {"f", "g", "h", "main", "std::sort<int*>(int*, int*)"};
+  for (int round = 0; round < 12; ++round) {
+    StackCounts stacks;
+    for (int k = 0; k < 40 + round * 10; ++k) {
+      std::string stack;
+      const int depth = 1 + int(rng() % 12);
+      for (int d = 0; d < depth; ++d) stack += (d ? ";" : "") + std::string(names[rng() % (round % 3 ? 5 : 3)]);
+      stacks[stack] += 1 + rng() % 50;
+    }
+    const Tree tree = core_test::tree_of(stacks);
+    pyroscope::Sandwich reused;
+    for (const auto mode : {pyroscope::RecursionCollapse::direct, pyroscope::RecursionCollapse::all}) {
+      const StackCounts collapsed = collapsed_stacks(stacks, mode);
+      const Tree collapsed_tree = pyroscope::collapse_recursion(tree, mode);
+      REQUIRE(core_test::stacks_of(collapsed_tree) == collapsed);
+      const std::pair<Tree, const StackCounts*> inputs[] = {
+          {tree, &stacks}, {decoded(tree), &stacks}, {collapsed_tree, &collapsed}, {decoded(collapsed_tree), &collapsed}};
+      for (const auto& [input, expected] : inputs) {
+        check_sandwiches(input, *expected);
+        std::vector<Tree::FunctionTotal> totals;
+        input.function_totals(&totals);
+        for (const Tree::FunctionTotal& t : totals) {
+          pyroscope::Sandwich fresh;
+          REQUIRE(pyroscope::sandwich(input, t.symbol, &fresh).ok());
+          REQUIRE(pyroscope::sandwich(input, t.symbol, &reused).ok());
+          CHECK(reused.symbol == fresh.symbol);
+          CHECK(reused.self == fresh.self);
+          CHECK(reused.total == fresh.total);
+          for (const auto& [a, b] : {std::make_pair(&fresh.callers, &reused.callers), std::make_pair(&fresh.callees, &reused.callees)}) {
+            REQUIRE(a->node_count() == b->node_count());
+            CHECK(b->in_name_preorder());
+            CHECK(&b->symbols() == &input.symbols());
+            bool same = true;
+            for (uint32_t i = 0; i < a->node_count(); ++i)
+              same = same && a->symbol(i) == b->symbol(i) && a->parent(i) == b->parent(i) && a->self(i) == b->self(i) &&
+                     a->node_total(i) == b->node_total(i);
+            CHECK(same);
+          }
+        }
+      }
+    }
+    // A function absent from the tree after a reused result: not_found, and nothing of the last one.
+    CHECK(pyroscope::sandwich(tree, "absent", &reused).code() == pyroscope::StatusCode::not_found);
+    CHECK(reused.total == 0);
+    CHECK(reused.callers.node_count() <= 1);
+  }
+}
+
 TEST_CASE("collapse recursion: direct and all, every function keeps its total") {
   std::mt19937 rng(37);
   for (int round = 0; round < 20; ++round) {
@@ -147,17 +216,7 @@ TEST_CASE("collapse recursion: direct and all, every function keeps its total") 
     stacks["parse;eval;parse;eval;lex"] += 3;
     const Tree tree = core_test::tree_of(stacks);
     for (auto mode : {pyroscope::RecursionCollapse::direct, pyroscope::RecursionCollapse::all}) {
-      StackCounts expected;
-      for (const auto& [stack, count] : stacks) {
-        std::vector<std::string> kept;
-        for (const std::string& f : frames_of(stack)) {
-          const bool drop = mode == pyroscope::RecursionCollapse::direct
-                                ? !kept.empty() && kept.back() == f
-                                : std::find(kept.begin(), kept.end(), f) != kept.end();
-          if (!drop) kept.push_back(f);
-        }
-        expected[joined(kept)] += count;
-      }
+      const StackCounts expected = collapsed_stacks(stacks, mode);
       for (const Tree& input : {tree, decoded(tree)}) {
         const Tree collapsed = pyroscope::collapse_recursion(input, mode);
         CHECK(core_test::stacks_of(collapsed) == expected);

@@ -271,9 +271,30 @@ async function waitStatus(page, predicate, timeoutMs = 60000) {
   }
 }
 
+// CPU time (ms) the main threads of the browser's renderer processes have run, from the scheduler's
+// own count (/proc/PID/task/PID/schedstat, nanoseconds; the page's WebAssembly runs on its main
+// thread). On a loaded machine the wall time also holds the time the page waited for a core; this
+// does not. null where /proc does not say.
+async function rendererMainCpuMs(browser) {
+  try {
+    const session = await browser.newBrowserCDPSession();
+    const info = await session.send('SystemInfo.getProcessInfo');
+    let ns = 0;
+    for (const p of info.processInfo) {
+      if (p.type !== 'renderer') continue;
+      ns += Number(fs.readFileSync(`/proc/${p.id}/task/${p.id}/schedstat`, 'utf8').split(' ')[0]);
+    }
+    await session.detach();
+    return ns / 1e6;
+  } catch (e) {
+    return null;
+  }
+}
+
 // (g) The sandwich view of the heaviest functions of the 2.7M-node tree: the setting, the sandwich
 // (callers and callees from the exact tree) and the layout of both graphs, as the page's
-// settingNow() times them, then the first frame that draws them.
+// settingNow() times them (and the renderer's CPU time over the call), then the first frame that
+// draws them.
 async function runSandwich(base, args) {
   const { browser, page } = await openOurs(base, '/?file=data/gen100k.pyro', args);
   try {
@@ -282,13 +303,16 @@ async function runSandwich(base, args) {
     await page.evaluate(() => window.pyroscopeViewer.settingNow('view', 'sandwich'));
     const results = [];
     for (const fn of heaviest) {
+      const cpuBefore = await rendererMainCpuMs(browser);
       const r = await page.evaluate((name) => window.pyroscopeViewer.settingNow('function', name), fn);
+      const cpuAfter = await rendererMainCpuMs(browser);
+      const cpuMs = cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore;
       const frames = (await status(page)).frames;
       s = await waitStatus(page, (st) => st.frames >= frames + 2 && st.sandwich.function === fn);
-      results.push({ function: fn, ms: r.ms, sandwich_ms: s.sandwich.ms, layout_ms: s.sandwich.layout_ms,
+      results.push({ function: fn, ms: r.ms, cpu_ms: cpuMs, sandwich_ms: s.sandwich.ms, layout_ms: s.sandwich.layout_ms,
                      callers_nodes: s.sandwich.callers_nodes, callees_nodes: s.sandwich.callees_nodes,
                      total: s.sandwich.total, frame_ms: s.frame_ms, ui_ms: s.ui_ms });
-      console.log(`  sandwich of ${fn}: ${r.ms.toFixed(1)} ms (sandwich ${s.sandwich.ms.toFixed(1)} ms, layout ` +
+      console.log(`  sandwich of ${fn}: ${r.ms.toFixed(1)} ms, renderer CPU ${cpuMs === null ? '?' : cpuMs.toFixed(1)} ms (sandwich ${s.sandwich.ms.toFixed(1)} ms, layout ` +
                   `${s.sandwich.layout_ms.toFixed(1)} ms; callers ${s.sandwich.callers_nodes} nodes, callees ` +
                   `${s.sandwich.callees_nodes} nodes), then a frame of ${s.frame_ms.toFixed(1)} ms (UI ${s.ui_ms.toFixed(1)} ms)`);
     }
