@@ -439,10 +439,12 @@ bool parse_top(const Args& a, size_t* top) {
   return true;
 }
 
+// The total is in the series' unit (samples, bytes, objects, nanoseconds...), named as such.
 void report_merges(const Selection& s, const pyroscope::QueryResult& r) {
-  std::fprintf(stderr, "%u series, %" PRIu64 " samples, %" PRIu64 " stored trees merged (bound %" PRIu64
+  const std::string unit = r.info.unit.empty() ? "samples" : r.info.unit;
+  std::fprintf(stderr, "%u series, %" PRIu64 " %s, %" PRIu64 " stored trees merged (bound %" PRIu64
                ") over %s .. %s\n",
-               r.series_matched, r.tree.total(), r.merges, r.merge_bound, format_utc(s.from).c_str(),
+               r.series_matched, r.tree.total(), unit.c_str(), r.merges, r.merge_bound, format_utc(s.from).c_str(),
                format_utc(s.until).c_str());
 }
 
