@@ -244,6 +244,10 @@ int child_main(int argc, char** argv) {
 
 // --- The driver ----------------------------------------------------------------------------------------
 
+// --smoke runs allocate ~1 MB: at the default 512 KiB mean a run gets no sample one time in ~12. The
+// smoke checks that every configuration runs and writes samples, so ours samples every 4 KiB there.
+constexpr const char* kSmokeSampleBytes = "4096";
+
 struct Run {
   double wall = 0, cpu = 0, maxrss_mb = 0;
 };
@@ -520,6 +524,9 @@ int driver_main(int argc, char** argv) {
     std::fclose(f);
   }
   std::printf("machine: %u CPUs, load average %.2f %.2f %.2f\n", hw, load[0], load[1], load[2]);
+  if (smoke)
+    std::printf("smoke run: tiny sizes, one round, and ours samples every %s bytes (not 512 KiB) so that each run holds samples\n",
+                kSmokeSampleBytes);
 
   auto want = [&](const char* name) { return only.find(name) != std::string::npos; };
   const std::string heap_prefix = dir + "/gperf";
@@ -532,8 +539,9 @@ int driver_main(int argc, char** argv) {
       configs.push_back({"ours, allocation sampling off (0)",
                          {{ours_exe, "--child", "map", n, w, "--profile", dir + "/off.pyro", "--sample-bytes", "0"}, {}, ""},
                          "", "", false, {}});
-      configs.push_back({"ours, default (512 KiB)",
-                         {{ours_exe, "--child", "map", n, w, "--profile", dir + "/ours.pyro"}, {}, ""},
+      std::vector<std::string> ours_args = {ours_exe, "--child", "map", n, w, "--profile", dir + "/ours.pyro"};
+      if (smoke) ours_args.insert(ours_args.end(), {"--sample-bytes", kSmokeSampleBytes});
+      configs.push_back({"ours, default (512 KiB)", {ours_args, {}, ""},
                          kHaveAllocationProfiling ? dir + "/ours.pyro" : "", "alloc_space", true, {}});
     }
     if (!heaptrack.empty())
@@ -573,7 +581,10 @@ int driver_main(int argc, char** argv) {
       if (have_shim) {  // the implementation with PYROSCOPE_ALLOCATION_PROFILING, preloaded
         const std::string out = dir + "/jq-shim.pyro";
         configs.push_back({"ours (bench preload), default",
-                           {args, {{"LD_PRELOAD", shim}, {"BENCH_ALLOC_OUTPUT", out}}, ""},
+                           {args,
+                            {{"LD_PRELOAD", shim}, {"BENCH_ALLOC_OUTPUT", out},
+                             {"BENCH_ALLOC_SAMPLE_BYTES", smoke ? kSmokeSampleBytes : ""}},
+                            ""},
                            kHaveAllocationProfiling ? out : "", "alloc_space", true, {}});
       }
       if (!heaptrack.empty()) {
@@ -620,7 +631,6 @@ int driver_main(int argc, char** argv) {
       if (!kHaveWallClock) std::printf("note: this header has no Config::wall_clock: both 'ours' rows are CPU-only\n");
     }
   }
-  (void)smoke;
   if (g_failures) std::printf("\nbench_alloc: %d run(s) of our profiler recorded nothing of what they profile\n", g_failures);
   return g_failures ? 1 : 0;
 }

@@ -22,6 +22,9 @@ __attribute__((constructor)) void bench_alloc_preload_start() {
   pyroscope::Config config;
   config.application_name = program_invocation_short_name;
   config.output_path = output;
+  // bench_alloc --smoke samples densely: its tiny run must hold samples, whatever the draw.
+  const char* bytes = std::getenv("BENCH_ALLOC_SAMPLE_BYTES");
+  if (bytes && *bytes) config.allocation_sample_bytes = std::strtoull(bytes, nullptr, 10);
   pyroscope::Status st = pyroscope::start(config);
   if (!st.ok()) std::fprintf(stderr, "bench-alloc-preload: %s\n", st.to_string().c_str());
 }
