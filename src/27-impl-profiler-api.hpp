@@ -169,26 +169,15 @@ class SampleAggregator {
   }
 };
 
-// The info of the sampler's cpu series: values are samples (weights), summed over time, and one sample
-// stands for period_ns nanoseconds of a thread's CPU time (pprof's period and period type cpu).
-inline SeriesInfo sampler_series_info(int64_t period_ns) {
-  SeriesInfo info = default_series_info(kDefaultProfileType);
+// The info of a sampler series: values are samples (weights), summed over time, each standing for
+// period_ns nanoseconds of one thread's time: CPU time for cpu (pprof's period type cpu), real time,
+// running or not, for wall (Config::wall_clock).
+inline SeriesInfo sampler_series_info(const char* type, int64_t period_ns) {
+  SeriesInfo info = default_series_info(type);
   info.unit = "samples";
   info.aggregation = Aggregation::sum;
   info.period = period_ns;
-  info.period_type = "cpu";
-  info.period_unit = "nanoseconds";
-  return info;
-}
-
-// The info of the wall series (Config::wall_clock): samples, summed, each standing for one wall
-// interval of real time of one thread, running or not.
-inline SeriesInfo wall_series_info() {
-  SeriesInfo info = default_series_info("wall");
-  info.unit = "samples";
-  info.aggregation = Aggregation::sum;
-  info.period = kWallIntervalNs;
-  info.period_type = "wall";
+  info.period_type = type;
   info.period_unit = "nanoseconds";
   return info;
 }
@@ -773,8 +762,8 @@ Status start(const Config& config) {
                   "'" + session->output_path + "' has a resolution of " + std::to_string(file_resolution) +
                       " s but Config.flush_interval_seconds is " + std::to_string(config.flush_interval_seconds));
   }
-  session->series_info = sampler_series_info(session->period_ns);
-  session->wall_info = wall_series_info();
+  session->series_info = sampler_series_info(kDefaultProfileType, session->period_ns);
+  session->wall_info = sampler_series_info("wall", kWallIntervalNs);
   if (file_existed) {
     // A series keeps the info it was created with: a file whose series of this application were
     // sampled at another rate would refuse every block, so start() refuses it now.

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 #if defined(__SANITIZE_THREAD__)
 #define SAMPLER_TEST_TSAN 1
@@ -66,6 +67,19 @@ uint64_t run_until_sampled(Slice&& slice, uint64_t signals, double max_cpu_secon
     taken = pyroscope::detail::sampler_stats().samples - before;
   } while (taken < signals && thread_cpu_seconds() < end);
   return taken;
+}
+
+// Samples under the outermost nodes whose name starts with prefix.
+inline uint64_t total_under(const pyroscope::Tree& tree, std::string_view prefix) {
+  uint64_t total = 0;
+  for (uint32_t n = 1; n < tree.node_count(); n++) {
+    if (tree.name(n).substr(0, prefix.size()) != prefix) continue;
+    bool nested = false;
+    for (uint32_t p = tree.parent(n); p != pyroscope::Tree::kRoot && p != pyroscope::Tree::kNoNode; p = tree.parent(p))
+      nested = nested || tree.name(p).substr(0, prefix.size()) == prefix;
+    if (!nested) total += tree.node_total(n);
+  }
+  return total;
 }
 
 inline std::string fresh_path(const char* name) {

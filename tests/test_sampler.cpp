@@ -28,19 +28,6 @@ namespace {
 
 using namespace sampler_test;
 
-// Samples under the outermost nodes whose name starts with prefix.
-uint64_t total_under(const pyroscope::Tree& tree, std::string_view prefix) {
-  uint64_t total = 0;
-  for (uint32_t n = 1; n < tree.node_count(); n++) {
-    if (tree.name(n).substr(0, prefix.size()) != prefix) continue;
-    bool nested = false;
-    for (uint32_t p = tree.parent(n); p != pyroscope::Tree::kRoot && p != pyroscope::Tree::kNoNode; p = tree.parent(p))
-      nested = nested || tree.name(p).substr(0, prefix.size()) == prefix;
-    if (!nested) total += tree.node_total(n);
-  }
-  return total;
-}
-
 // Samples in nodes named `child...` whose parent is named `parent...`.
 uint64_t total_of_edge(const pyroscope::Tree& tree, std::string_view parent, std::string_view child) {
   uint64_t total = 0;

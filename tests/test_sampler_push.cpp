@@ -187,7 +187,7 @@ TEST_CASE("push: server addresses and series names") {
   CHECK(pyroscope::detail::ingest_series_name(key) == "ride-sharing-app.cpu{region=eu-north,vehicle=car}");
   REQUIRE(parse_http_endpoint("http://localhost:4040", &e).ok());
   CHECK(pyroscope::detail::ingest_target(e, key, 1700000000, 1700000010, 100,
-                                         pyroscope::detail::sampler_series_info(10000000)) ==
+                                         pyroscope::detail::sampler_series_info("cpu", 10000000)) ==
         "/ingest?name=ride-sharing-app.cpu%7Bregion%3Deu-north%2Cvehicle%3Dcar%7D&from=1700000000&until=1700000010"
         "&format=folded&sampleRate=100&spyName=pyroscope-cpp&units=samples&aggregationType=sum");
   // The allocation types: bytes or objects, inuse_* averaged (Pyroscope's ingest API, as for Go heap profiles).

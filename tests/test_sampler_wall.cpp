@@ -36,19 +36,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Samples under the outermost nodes whose name starts with prefix.
-uint64_t total_under(const pyroscope::Tree& tree, std::string_view prefix) {
-  uint64_t total = 0;
-  for (uint32_t n = 1; n < tree.node_count(); n++) {
-    if (tree.name(n).substr(0, prefix.size()) != prefix) continue;
-    bool nested = false;
-    for (uint32_t p = tree.parent(n); p != pyroscope::Tree::kRoot && p != pyroscope::Tree::kNoNode; p = tree.parent(p))
-      nested = nested || tree.name(p).substr(0, prefix.size()) == prefix;
-    if (!nested) total += tree.node_total(n);
-  }
-  return total;
-}
-
 }  // namespace
 
 std::mutex g_contended;
