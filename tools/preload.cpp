@@ -11,6 +11,8 @@
 //   PYROSCOPE_TAGS              static tags, "k=v,k2=v2"
 //   PYROSCOPE_SERVER_ADDRESS    also push each block to a Pyroscope server (http://host:port)
 //   PYROSCOPE_SAMPLE_RATE       samples per second of CPU time (default 100)
+//   PYROSCOPE_WALL_CLOCK        "1": also sample wall-clock time, running or blocked, into the series
+//                               <app>.wall (Config::wall_clock; pyro record --wall); "0" (default): not
 //   PYROSCOPE_CHILDREN          "0": profile only the first process that loads the library, not the
 //                               programs it executes (default "1": they are profiled too)
 //   PYROSCOPE_LOG_LEVEL         debug, info, warning (default), error or silent; messages go to stderr
@@ -134,6 +136,17 @@ bool parse_rate(const char* text, int* rate, std::string* error) {
   return true;
 }
 
+// "1" or "0", as examples/rideshare reads the same variable; anything else is a mistake worth naming
+// (a "yes" or "true" silently read as off would give a profile without the series the user asked for).
+bool parse_wall_clock(const char* text, bool* wall, std::string* error) {
+  if (std::strcmp(text, "1") == 0 || std::strcmp(text, "0") == 0) {
+    *wall = text[0] == '1';
+    return true;
+  }
+  *error = std::string("PYROSCOPE_WALL_CLOCK '") + text + "': expected 1 (sample wall-clock time too) or 0";
+  return false;
+}
+
 bool parse_sample_bytes(const char* text, size_t* bytes, std::string* error) {
   char* end = nullptr;
   errno = 0;
@@ -198,6 +211,12 @@ __attribute__((constructor)) void preload_start() {
   if (const char* server = env("PYROSCOPE_SERVER_ADDRESS")) config.server_address = server;
   if (const char* rate = env("PYROSCOPE_SAMPLE_RATE")) {
     if (!parse_rate(rate, &config.sample_rate_hz, &error)) {
+      say(Verbosity::error, error + "; not profiling");
+      return;
+    }
+  }
+  if (const char* wall = env("PYROSCOPE_WALL_CLOCK")) {
+    if (!parse_wall_clock(wall, &config.wall_clock, &error)) {
       say(Verbosity::error, error + "; not profiling");
       return;
     }

@@ -1058,6 +1058,10 @@ int cmd_record(const Args& a) {
     ::setenv("PYROSCOPE_CHILDREN", a.has("--no-children") ? "0" : "1", 1);
     if (heap) ::setenv("PYROSCOPE_ALLOCATION_SAMPLE_BYTES", heap_bytes ? heap_bytes->c_str() : "524288", 1);
     else ::unsetenv("PYROSCOPE_ALLOCATION_SAMPLE_BYTES");
+    // As with --heap, the flag alone decides: a PYROSCOPE_WALL_CLOCK left in the environment (for a
+    // program that reads it itself, like examples/rideshare) does not turn it on.
+    if (a.has("--wall")) ::setenv("PYROSCOPE_WALL_CLOCK", "1", 1);
+    else ::unsetenv("PYROSCOPE_WALL_CLOCK");
     ::setenv("PYROSCOPE_RECORD_PID", std::to_string(::getpid()).c_str(), 1);
     std::vector<char*> argv;
     for (const std::string& word : command) argv.push_back(const_cast<char*>(word.c_str()));
@@ -1169,7 +1173,7 @@ const std::vector<Command>& commands() {
          return options;
        }(),
        0, [](const Args& a) { return pyroscope::serve::serve_command(a.values, a.flags); }},
-      {"record", "[-o OUT.pyro] [--app NAME] [--tags k=v,...] [--server URL] [--rate HZ] [--no-children] [--heap] -- CMD ARGS...",
+      {"record", "[-o OUT.pyro] [--app NAME] [--tags k=v,...] [--server URL] [--rate HZ] [--no-children] [--heap] [--wall] -- CMD ARGS...",
        "run a program built without pyroscope.hpp under the sampler (libpyroscope-preload.so) and write its "
        "profile, and those of the programs it runs, to OUT.pyro",
        {{"--output", "-o", "OUT", "the .pyro file (default: <app or command name>.pyro)"},
@@ -1181,6 +1185,8 @@ const std::vector<Command>& commands() {
         {"--heap", nullptr, nullptr, "sample allocations too: alloc_space, alloc_objects, inuse_space, inuse_objects "
                                      "(libpyroscope-preload-heap.so; docs/memory.md)"},
         {"--heap-bytes", nullptr, "BYTES", "with --heap: mean bytes between sampled allocations (default 524288)"},
+        {"--wall", nullptr, nullptr, "sample wall-clock time too: every thread, running or blocked, 100 times a "
+                                     "second, into the series <app>.wall (where threads wait; docs/sampler.md)"},
         kForce},
        0, cmd_record},
       {"help", "[COMMAND]", "this overview, or the options of one command", {}, 0, cmd_help},

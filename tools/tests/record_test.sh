@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pyro record and libpyroscope-preload.so on programs built without the header: a C program of our own,
-# Debian's xz, gzip and python3, a shell running several programs (children profiled, or not with
-# --no-children), exit codes passed through, and bad settings that must not change what the program does.
+# Debian's xz, gzip and python3, --heap and --wall (where the program blocks), a shell running several
+# programs (children profiled, or not with --no-children), exit codes passed through, and bad settings
+# that must not change what the program does.
 #
 #   record_test.sh PATH/TO/pyro PATH/TO/libpyroscope-preload.so PATH/TO/record_own WORK_DIR
 set -uo pipefail
@@ -116,6 +117,81 @@ expect_exit "record --heap-bytes: a nonsense mean is refused" 2 "heap-bytes" "$p
 expect_exit "record without --heap: CPU only" 0 "profiled" "$pyro" record -o plain.pyro -- ./heapc
 check "no allocation series without --heap" bash -c "! '$pyro' info plain.pyro | grep -q alloc_space"
 
+# --- --wall: where an unmodified program waits (PYROSCOPE_WALL_CLOCK=1, the series APP.wall) ---------
+# The main thread alternates 50 ms blocked in nanosleep (wait_here) with 10 ms of its own CPU time
+# (burn_here, which also allocates, for --heap), measures the share of real time it spent in wait_here,
+# and counts EINTRs: wall-clock sampling signals no blocked thread, so there must be none.
+cat >waiter.c <<'EOF'
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static double now(clockid_t c) { struct timespec t; clock_gettime(c, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+static int eintr;
+__attribute__((noinline)) void wait_here(void) {
+  struct timespec d = {0, 50000000};
+  while (nanosleep(&d, &d) != 0 && errno == EINTR) eintr++;
+}
+__attribute__((noinline)) double burn_here(double x) {
+  const double t0 = now(CLOCK_THREAD_CPUTIME_ID);
+  do {
+    for (int i = 0; i < 100000; i++) x = x * 1.0000001 + 0.5;
+    char* volatile p = malloc(65536);
+    p[0] = 1;
+    free(p);
+  } while (now(CLOCK_THREAD_CPUTIME_ID) - t0 < 0.010);
+  return x;
+}
+int main(int argc, char** argv) {
+  const double secs = argc > 1 ? atof(argv[1]) : 1.0, start = now(CLOCK_MONOTONIC);
+  double x = 1, waited = 0, t;
+  while ((t = now(CLOCK_MONOTONIC)) - start < secs) {
+    wait_here();
+    waited += now(CLOCK_MONOTONIC) - t;
+    x = burn_here(x);
+  }
+  const double elapsed = now(CLOCK_MONOTONIC) - start;
+  printf("waited %d elapsed_ms %d eintr %d (%g)\n", (int)(100 * waited / elapsed), (int)(1000 * elapsed), eintr, x);
+  return 0;
+}
+EOF
+check "wall test program built" cc -O1 -g waiter.c -o waiter
+# The inclusive share (percent, integer) of FUNCTION in the series SELECTOR of FILE; 0 if absent.
+total_share() {
+  "$pyro" query "$1" "$2" --format table 2>/dev/null |
+    awk -v f="$3" '$5 == f { sub(/%/, "", $4); v = int($4) } END { print v + 0 }'
+}
+expect_exit "record --wall: the program runs as without it" 0 "1 process\(es\) profiled \(waiter\)" \
+  "$pyro" record --wall -o wall.pyro -- ./waiter 1.5
+read -r truth elapsed_ms eintr < <(awk '/^waited/ { print $2, $4, $6 }' last.out)
+check "no EINTR in the program's nanosleep calls (${eintr:-?}; it waited ${truth:-?} % of ${elapsed_ms:-?} ms)" \
+  test "${eintr:-1}" -eq 0
+check "the file has waiter.wall and waiter.cpu" bash -c "'$pyro' info wall.pyro | grep -q 'waiter.wall{}' &&
+  '$pyro' info wall.pyro | grep -q 'waiter.cpu{}'"
+wall_share=$(total_share wall.pyro 'waiter.wall{}' wait_here)
+check "waiter.wall: wait_here holds ${wall_share} % of the samples (it waited ${truth:-?} % of the time; +-12 points, >= 50)" \
+  bash -c "[ $wall_share -ge 50 ] && [ $((wall_share - ${truth:-0})) -le 12 ] && [ $((${truth:-0} - wall_share)) -le 12 ]"
+cpu_share=$(total_share wall.pyro 'waiter.cpu{}' wait_here)
+burn_share=$(total_share wall.pyro 'waiter.cpu{}' burn_here)
+check "waiter.cpu: wait_here ${cpu_share} % (<= 10), burn_here ${burn_share} % (>= 70)" \
+  bash -c "[ $cpu_share -le 10 ] && [ $burn_share -ge 70 ]"
+n=$("$pyro" query wall.pyro 'waiter.wall{}' 2>/dev/null | awk '{ n += $NF } END { print n + 0 }')
+check "waiter.wall: ${n:-0} samples for ${elapsed_ms:-?} ms of one thread (100 per second, +-50 %)" \
+  bash -c "[ ${n:-0} -ge $((${elapsed_ms:-0} / 20)) ] && [ ${n:-0} -le $((${elapsed_ms:-0} * 3 / 20)) ]"
+expect_exit "record --wall --heap: both" 0 "profiled \(waiter\)" "$pyro" record --wall --heap -o wallheap.pyro -- ./waiter 0.8
+check "  ... the file has waiter.wall, waiter.cpu and waiter.alloc_space" bash -c "'$pyro' info wallheap.pyro | grep -q 'waiter.wall{}' &&
+  '$pyro' info wallheap.pyro | grep -q 'waiter.cpu{}' && '$pyro' info wallheap.pyro | grep -q 'waiter.alloc_space{}'"
+wall_share=$(total_share wallheap.pyro 'waiter.wall{}' wait_here)
+alloc_share=$(self_share wallheap.pyro waiter.alloc_space burn_here)
+check "  ... wait_here ${wall_share} % of waiter.wall (>= 50), burn_here ${alloc_share:-absent} % of alloc_space (>= 90)" \
+  bash -c "[ $wall_share -ge 50 ] && [ ${alloc_share:-0} -ge 90 ]"
+expect_exit "record without --wall: a PYROSCOPE_WALL_CLOCK=1 in the environment does not turn it on" 0 "profiled" \
+  env PYROSCOPE_WALL_CLOCK=1 "$pyro" record -o nowall.pyro -- ./waiter 0.3
+check "  ... no wall series" bash -c "'$pyro' info nowall.pyro | grep -q 'waiter.cpu{}' && ! '$pyro' info nowall.pyro | grep -q 'waiter.wall'"
+expect_exit "LD_PRELOAD alone with PYROSCOPE_WALL_CLOCK=1" 0 "" \
+  env LD_PRELOAD="$preload" PYROSCOPE_WALL_CLOCK=1 PYROSCOPE_OUTPUT=direct-wall.pyro ./waiter 0.3
+check "  ... writes waiter.wall" bash -c "'$pyro' info direct-wall.pyro | grep -q 'waiter.wall{}'"
+
 # --- children ------------------------------------------------------------------------------------
 cp hot hot2
 expect_exit "record: a shell and the programs it runs" 0 "" "$pyro" record -o kids.pyro -- bash -c './hot 0.3; ./hot2 0.3'
@@ -153,7 +229,7 @@ expect_exit "LD_PRELOAD alone: %n and %p in PYROSCOPE_OUTPUT" 0 "" \
   env LD_PRELOAD="$preload" PYROSCOPE_OUTPUT="direct-%n-%p.pyro" ./hot 0.2
 check "the file is named after the program and its pid" bash -c "ls direct-hot-[0-9]*.pyro >/dev/null 2>&1"
 for bad in "PYROSCOPE_SAMPLE_RATE=fast" "PYROSCOPE_SAMPLE_RATE=0" "PYROSCOPE_OUTPUT=out-%x.pyro" "PYROSCOPE_TAGS=novalue" \
-           "PYROSCOPE_LOG_LEVEL=loud" "PYROSCOPE_OUTPUT=/nonexistent/dir/x.pyro"; do
+           "PYROSCOPE_LOG_LEVEL=loud" "PYROSCOPE_OUTPUT=/nonexistent/dir/x.pyro" "PYROSCOPE_WALL_CLOCK=yes"; do
   var=${bad%%=*}
   expect_exit "bad setting $bad: one line on stderr naming it, the program runs as without it (exit 5)" 5 \
     "(${var}|/nonexistent)" env LD_PRELOAD="$preload" "$bad" ./hot 0.1 5
