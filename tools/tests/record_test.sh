@@ -169,8 +169,10 @@ check "no EINTR in the program's nanosleep calls (${eintr:-?}; it waited ${truth
 check "the file has waiter.wall and waiter.cpu" bash -c "'$pyro' info wall.pyro | grep -q 'waiter.wall{}' &&
   '$pyro' info wall.pyro | grep -q 'waiter.cpu{}'"
 wall_share=$(total_share wall.pyro 'waiter.wall{}' wait_here)
-check "waiter.wall: wait_here holds ${wall_share} % of the samples (it waited ${truth:-?} % of the time; +-12 points, >= 50)" \
-  bash -c "[ $wall_share -ge 50 ] && [ $((wall_share - ${truth:-0})) -le 12 ] && [ $((${truth:-0} - wall_share)) -le 12 ]"
+# (The share it waited falls as the machine's load stretches its 10 ms of CPU: 74 % at a load of 5 on 2
+# cores; so the share is checked against the program's own measurement, and against a floor.)
+check "waiter.wall: wait_here holds ${wall_share} % of the samples (it waited ${truth:-?} % of the time; +-12 points, >= 30)" \
+  bash -c "[ $wall_share -ge 30 ] && [ $((wall_share - ${truth:-0})) -le 12 ] && [ $((${truth:-0} - wall_share)) -le 12 ]"
 cpu_share=$(total_share wall.pyro 'waiter.cpu{}' wait_here)
 burn_share=$(total_share wall.pyro 'waiter.cpu{}' burn_here)
 check "waiter.cpu: wait_here ${cpu_share} % (<= 10), burn_here ${burn_share} % (>= 70)" \
@@ -181,13 +183,16 @@ check "waiter.wall: ${n:-0} samples for ${elapsed_ms:-?} ms of one thread (100 p
 expect_exit "record --wall --heap: both" 0 "profiled \(waiter\)" "$pyro" record --wall --heap -o wallheap.pyro -- ./waiter 0.8
 check "  ... the file has waiter.wall, waiter.cpu and waiter.alloc_space" bash -c "'$pyro' info wallheap.pyro | grep -q 'waiter.wall{}' &&
   '$pyro' info wallheap.pyro | grep -q 'waiter.cpu{}' && '$pyro' info wallheap.pyro | grep -q 'waiter.alloc_space{}'"
+read -r truth elapsed_ms eintr < <(awk '/^waited/ { print $2, $4, $6 }' last.out)
 wall_share=$(total_share wallheap.pyro 'waiter.wall{}' wait_here)
 alloc_share=$(self_share wallheap.pyro waiter.alloc_space burn_here)
-check "  ... wait_here ${wall_share} % of waiter.wall (>= 50), burn_here ${alloc_share:-absent} % of alloc_space (>= 90)" \
-  bash -c "[ $wall_share -ge 50 ] && [ ${alloc_share:-0} -ge 90 ]"
+check "  ... wait_here ${wall_share} % of waiter.wall (it waited ${truth:-?} %), burn_here ${alloc_share:-absent} % of alloc_space (>= 90)" \
+  bash -c "[ $wall_share -ge 30 ] && [ $((wall_share - ${truth:-0})) -le 12 ] && [ $((${truth:-0} - wall_share)) -le 12 ] &&
+  [ ${alloc_share:-0} -ge 90 ]"
+# (on the CPU-bound program: 0.3 s of waiter is ~50 ms of CPU, which a loaded machine may leave unsampled)
 expect_exit "record without --wall: a PYROSCOPE_WALL_CLOCK=1 in the environment does not turn it on" 0 "profiled" \
-  env PYROSCOPE_WALL_CLOCK=1 "$pyro" record -o nowall.pyro -- ./waiter 0.3
-check "  ... no wall series" bash -c "'$pyro' info nowall.pyro | grep -q 'waiter.cpu{}' && ! '$pyro' info nowall.pyro | grep -q 'waiter.wall'"
+  env PYROSCOPE_WALL_CLOCK=1 "$pyro" record -o nowall.pyro -- ./hot 0.3
+check "  ... no wall series" bash -c "'$pyro' info nowall.pyro | grep -q 'hot.cpu{}' && ! '$pyro' info nowall.pyro | grep -q 'hot.wall'"
 expect_exit "LD_PRELOAD alone with PYROSCOPE_WALL_CLOCK=1" 0 "" \
   env LD_PRELOAD="$preload" PYROSCOPE_WALL_CLOCK=1 PYROSCOPE_OUTPUT=direct-wall.pyro ./waiter 0.3
 check "  ... writes waiter.wall" bash -c "'$pyro' info direct-wall.pyro | grep -q 'waiter.wall{}'"
