@@ -169,10 +169,14 @@ check "no EINTR in the program's nanosleep calls (${eintr:-?}; it waited ${truth
 check "the file has waiter.wall and waiter.cpu" bash -c "'$pyro' info wall.pyro | grep -q 'waiter.wall{}' &&
   '$pyro' info wall.pyro | grep -q 'waiter.cpu{}'"
 wall_share=$(total_share wall.pyro 'waiter.wall{}' wait_here)
-# (The share it waited falls as the machine's load stretches its 10 ms of CPU: 74 % at a load of 5 on 2
-# cores; so the share is checked against the program's own measurement, and against a floor.)
-check "waiter.wall: wait_here holds ${wall_share} % of the samples (it waited ${truth:-?} % of the time; +-12 points, >= 30)" \
-  bash -c "[ $wall_share -ge 30 ] && [ $((wall_share - ${truth:-0})) -le 12 ] && [ $((${truth:-0} - wall_share)) -le 12 ]"
+# The share it waited falls as the machine's load stretches its 10 ms of CPU (74 % at a load of 5 on 2
+# cores), so the share is checked against the program's own measurement, and against a floor. Below it by
+# up to 20 points: after each sleep the thread is runnable before it runs, time the program counts as
+# waiting and the sampler gives to its next CPU sample (docs/sampler.md, "Wall-clock time"); 2 to 7
+# points at a load of 8.
+near_truth() { [ "$1" -ge 30 ] && [ $(($1 - ${truth:-0})) -le 12 ] && [ $((${truth:-0} - $1)) -le 20 ]; }
+check "waiter.wall: wait_here holds ${wall_share} % of the samples (it waited ${truth:-?} % of the time; -20..+12 points, >= 30)" \
+  near_truth "$wall_share"
 cpu_share=$(total_share wall.pyro 'waiter.cpu{}' wait_here)
 burn_share=$(total_share wall.pyro 'waiter.cpu{}' burn_here)
 check "waiter.cpu: wait_here ${cpu_share} % (<= 10), burn_here ${burn_share} % (>= 70)" \
@@ -187,8 +191,7 @@ read -r truth elapsed_ms eintr < <(awk '/^waited/ { print $2, $4, $6 }' last.out
 wall_share=$(total_share wallheap.pyro 'waiter.wall{}' wait_here)
 alloc_share=$(self_share wallheap.pyro waiter.alloc_space burn_here)
 check "  ... wait_here ${wall_share} % of waiter.wall (it waited ${truth:-?} %), burn_here ${alloc_share:-absent} % of alloc_space (>= 90)" \
-  bash -c "[ $wall_share -ge 30 ] && [ $((wall_share - ${truth:-0})) -le 12 ] && [ $((${truth:-0} - wall_share)) -le 12 ] &&
-  [ ${alloc_share:-0} -ge 90 ]"
+  bash -c "$(declare -f near_truth); truth=${truth:-0}; near_truth $wall_share && [ ${alloc_share:-0} -ge 90 ]"
 # (on the CPU-bound program: 0.3 s of waiter is ~50 ms of CPU, which a loaded machine may leave unsampled)
 expect_exit "record without --wall: a PYROSCOPE_WALL_CLOCK=1 in the environment does not turn it on" 0 "profiled" \
   env PYROSCOPE_WALL_CLOCK=1 "$pyro" record -o nowall.pyro -- ./hot 0.3
