@@ -7576,8 +7576,9 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 // rescans every kThreadScanMs for new ones and deletes the timers of threads that are gone.
 //
 // The SIGPROF handler unwinds into a slot of a bounded lock-free ring (Vyukov's MPMC sequence scheme,
-// one consumer) and records the thread's tag-set id, its tid (for wall-clock sampling) and the sample's
-// weight, 1 + si_overrun.
+// one consumer) and records the thread's tag-set id, its tid (for wall-clock sampling), the sample's
+// weight, 1 + si_overrun, and its time (CLOCK_MONOTONIC, read as the handler starts): the agent drains
+// every 100 ms, or later when it is starved, and puts each sample in the block it was taken in.
 //
 // What the handler may and may not do (docs/sampler.md names the test that holds each rule):
 //   1. No lock anywhere it calls: atomics, clock_gettime, _dl_find_object, reads of its own tables, and
@@ -7616,7 +7617,7 @@ namespace pyroscope {
 namespace detail {
 
 constexpr int kSamplerSignal = SIGPROF;
-constexpr int kSamplerMaxFrames = 125;       // a slot is 1 KiB; deeper stacks keep their leaf side
+constexpr int kSamplerMaxFrames = 124;       // a slot is 1 KiB; deeper stacks keep their leaf side
 constexpr size_t kSamplerRingSlots = 1024;   // ~10 s of 10 busy threads at 100 Hz between drains
 constexpr int kAgentWakeMs = 100;            // drain the ring and rescan threads this often
 constexpr int kPushStopBudgetMs = 3000;      // stop() waits at most this long for the push queue
@@ -7648,6 +7649,7 @@ struct SamplerSlot {
   uint16_t depth;
   uint16_t flags;  // kSlotTruncated, kSlotIncomplete, kSlotWall
   uint32_t tid;  // the sampled thread (the wall-clock sampler gives its deferred ticks the latest stack)
+  int64_t time_ns;  // CLOCK_MONOTONIC when the sample was taken: decides its block (ProfilerSession::route)
   uintptr_t pcs[kSamplerMaxFrames];  // leaf first; callers' return addresses already minus one
 };
 static_assert(sizeof(void*) != 8 || sizeof(SamplerSlot) == 1024, "a ring slot is one KiB on 64-bit");
@@ -7874,6 +7876,12 @@ inline int64_t sampler_realtime_s() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return int64_t(ts.tv_sec);
+}
+
+inline int64_t sampler_realtime_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
 // Memory a handler may be reading (a replaced list of mappings, an unloaded module's table) is freed
@@ -9131,6 +9139,7 @@ inline void sampler_take_sample(void* ucontext, uint32_t weight, uint16_t kind) 
   slot->weight = weight;
   if (g_sampler_thread_tid == 0) g_sampler_thread_tid = static_cast<pid_t>(syscall(SYS_gettid));
   slot->tid = static_cast<uint32_t>(g_sampler_thread_tid);
+  slot->time_ns = started;
   if (!ring->publish(slot, position)) g_sampler_counters.lost_publishes.fetch_add(1, std::memory_order_relaxed);
   const uint64_t elapsed = static_cast<uint64_t>(sampler_monotonic_ns() - started);
   g_sampler_counters.samples.fetch_add(1, std::memory_order_relaxed);
@@ -10060,7 +10069,9 @@ PYROSCOPE_DELETE(operator delete[](void* p, std::align_val_t, const std::nothrow
 //      fault). The file gives no rbp: a frame whose CFA is rbp-based before any frame restored rbp ends
 //      the walk, [incomplete]. The tags come from the thread's published tag-set word, read the same way.
 // So the wall-clock sampler sends no signal at all. Samples of blocked threads are counted per thread and
-// folded into the wall aggregator when the stack changes, the thread exits or the block is written.
+// folded into the wall aggregator when the stack changes, the thread exits or the block is written (and
+// before the first tick past a block's end); each carries the time of the latest tick it counts, which
+// decides its block, as a CPU sample's time decides its own.
 // Without the table unwinder (other architectures, ThreadSanitizer) a blocked thread's sample is its pc
 // alone, under [incomplete].
 
@@ -10182,7 +10193,8 @@ class WallSampler {
   // One tick at monotonic time now_ns: every thread but skip_tids gets a sample, weighted with the
   // intervals since the previous tick (a late agent does not lose time; at most one second is counted).
   // emit(const SamplerSlot&) receives the samples of blocked threads (possibly later: see flush); those of
-  // running threads wait for note_cpu_sample().
+  // running threads wait for note_cpu_sample(). An emitted slot's time_ns is the latest tick it counts
+  // (the caller puts it in that tick's block; flush() before a tick that crosses a block's end).
   // signal_ok() says whether SIGPROF's handler is still ours (the test hook's signals only).
   // False when the threads cannot be observed (then the log says why once, via *error).
   template <class Emit, class SignalOk>
@@ -10219,6 +10231,7 @@ class WallSampler {
       }
       if (t.blocked && cpu_ns == t.cpu_ns) {
         t.pending += weight;
+        t.pending_ns = now_ns;
         g_sampler_counters.wall_cached.fetch_add(1, std::memory_order_relaxed);
         ++it;
         continue;
@@ -10238,16 +10251,17 @@ class WallSampler {
         // next CPU sample (the cpu sampler's own signal, which fires only while the thread runs and which
         // the program sees with or without wall-clock sampling): where it runs next.
         t.owed += weight;
+        t.owed_ns = now_ns;
         g_sampler_counters.wall_running.fetch_add(1, std::memory_order_relaxed);
       } else if (state.kind != WallThreadState::unknown) {
         // Ticks owed from while it was runnable go to where it last ran (its latest CPU sample); a
         // thread without one gets them on the stack it blocked at.
         if (t.owed != 0 && !t.cpu_pcs.empty()) {
           flush_thread(t, emit);
-          emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+          emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, t.owed_ns, emit);
           t.owed = 0;
         }
-        sample_blocked(it->first, t, state, t.owed + weight, emit);
+        sample_blocked(it->first, t, state, t.owed + weight, now_ns, emit);
         t.owed = 0;
       }
       // unknown (the file could not be read: the thread is exiting): no sample, no signal.
@@ -10274,7 +10288,7 @@ class WallSampler {
     t.cpu_tag_set = slot.tag_set;
     t.cpu_flags = static_cast<uint16_t>(slot.flags & (kSlotTruncated | kSlotIncomplete));
     if (t.owed != 0) {
-      emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+      emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, t.owed_ns, emit);
       t.owed = 0;
     }
   }
@@ -10287,7 +10301,7 @@ class WallSampler {
       Thread& t = entry.second;
       flush_thread(t, emit);
       if (t.owed != 0 && !t.cpu_pcs.empty()) {
-        emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+        emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, t.owed_ns, emit);
         t.owed = 0;
       }
     }
@@ -10299,7 +10313,9 @@ class WallSampler {
     uint64_t cpu_ns = 0;
     bool blocked = false;  // the last read found it blocked: stack below is where
     uint64_t pending = 0;  // samples counted on that stack, not yet emitted
+    int64_t pending_ns = 0;  // the latest tick counted in pending
     uint64_t owed = 0;     // ticks that found it running: given to its next CPU sample
+    int64_t owed_ns = 0;   // the latest tick counted in owed
     // Its latest CPU sample (drained from the ring): where it last ran.
     std::vector<uintptr_t> cpu_pcs;
     uint32_t cpu_tag_set = 0;
@@ -10391,13 +10407,15 @@ class WallSampler {
   template <class Emit>
   void flush_thread(Thread& t, Emit& emit) {
     if (t.pending == 0) return;
-    emit_stack(t.tag_set, t.flags, t.pcs, t.pending, emit);
+    emit_stack(t.tag_set, t.flags, t.pcs, t.pending, t.pending_ns, emit);
     t.pending = 0;
   }
 
   template <class Emit>
-  void emit_stack(uint32_t tag_set, uint16_t flags, const std::vector<uintptr_t>& pcs, uint64_t weight, Emit& emit) {
+  void emit_stack(uint32_t tag_set, uint16_t flags, const std::vector<uintptr_t>& pcs, uint64_t weight,
+                  int64_t time_ns, Emit& emit) {
     slot_.tag_set = tag_set;
+    slot_.time_ns = time_ns;
     slot_.flags = static_cast<uint16_t>(flags | kSlotWall);
     slot_.depth = static_cast<uint16_t>(pcs.size());
     std::copy(pcs.begin(), pcs.end(), slot_.pcs);
@@ -10424,7 +10442,8 @@ class WallSampler {
   }
 
   template <class Emit>
-  void sample_blocked(pid_t tid, Thread& t, const WallThreadState& state, uint64_t weight, Emit& emit) {
+  void sample_blocked(pid_t tid, Thread& t, const WallThreadState& state, uint64_t weight, int64_t now_ns,
+                      Emit& emit) {
     uintptr_t pcs[kSamplerMaxFrames];
     int depth = 0;
     bool truncated = false;
@@ -10457,6 +10476,7 @@ class WallSampler {
     }
     t.blocked = true;
     t.pending += weight;
+    t.pending_ns = now_ns;
   }
 };
 
@@ -11352,14 +11372,17 @@ class SampleAggregator {
         symbols_(std::make_shared<SymbolTable>()) {}
 
   void add(const SamplerSlot& slot) {
-    // Key: tag set, flags and pcs, as raw bytes (the buffer keeps its capacity: no allocation for a
-    // stack seen before).
-    const size_t depth = std::min<size_t>(slot.depth, kSamplerMaxFrames);
-    key_.clear();
-    const uint32_t header[2] = {slot.tag_set, uint32_t(slot.flags & (kSlotTruncated | kSlotIncomplete))};
-    key_.append(reinterpret_cast<const char*>(header), sizeof header);
-    key_.append(reinterpret_cast<const char*>(slot.pcs), depth * sizeof(uintptr_t));
+    key_of(slot, &key_);  // the buffer keeps its capacity: no allocation for a stack seen before
     add_key(key_, slot.weight);
+  }
+
+  // A slot's key: tag set, flags and pcs, as raw bytes.
+  static void key_of(const SamplerSlot& slot, std::string* key) {
+    const size_t depth = std::min<size_t>(slot.depth, kSamplerMaxFrames);
+    key->clear();
+    const uint32_t header[2] = {slot.tag_set, uint32_t(slot.flags & (kSlotTruncated | kSlotIncomplete))};
+    key->append(reinterpret_cast<const char*>(header), sizeof header);
+    key->append(reinterpret_cast<const char*>(slot.pcs), depth * sizeof(uintptr_t));
   }
 
   // A stack in add()'s key layout (uint32 tag set, uint32 flags, then the pcs leaf first) with its
@@ -11510,6 +11533,10 @@ inline bool sampler_handler_is_ours(const struct sigaction& action) {
   return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
 }
 
+// Test hook: while set, the agent waits at the top of each wake, before its tick, drain and flush (a
+// starved agent, on demand); stop() still ends the wait. Tests only.
+inline std::atomic<bool> g_agent_test_stall{false};
+
 // The allocation sampler's four series (docs/memory.md), in the order ProfilerSession keeps them.
 constexpr const char* kAllocationProfileTypes[4] = {"alloc_space", "alloc_objects", "inuse_space", "inuse_objects"};
 
@@ -11553,6 +11580,23 @@ struct ProfilerSession {
   Status agent_status;  // the first error the agent could not recover from, for stop()
 
   int64_t block_start = 0;
+  // A sample goes to the block it was taken in (docs/sampler.md, "Blocks, stop, exit, crashes"): the
+  // current block's end on the monotonic clock (the samples' clock), converted from the realtime
+  // boundary at every drain, and the samples drained before that block was written but taken at or
+  // after its end, held here (bounded) until it is.
+  struct HeldSample {
+    int64_t time_ns;
+    SampleAggregator* aggregator;
+    uint32_t weight;
+    std::string key;  // SampleAggregator::key_of
+  };
+  static constexpr size_t kMaxHeldSamples = 4 * kSamplerRingSlots;
+  std::vector<HeldSample> held;
+  int64_t realtime_minus_monotonic_ns = 0;  // as of the last drain
+  int64_t block_end_ns = INT64_MAX;         // monotonic
+  int64_t last_wall_tick_ns = 0;
+  uint64_t held_overflow = 0;  // samples put in the block being filled because `held` was full
+  uint64_t reported_held_overflow = 0;
   std::pair<unsigned long long, unsigned long long> loader_counters{0, 0};
   uint64_t reported_drops = 0;
   uint64_t reported_tag_overflow = 0;
@@ -11562,15 +11606,76 @@ struct ProfilerSession {
   int64_t stack_mappings_read_ns = 0;
   std::vector<std::unique_ptr<StackMappings>> retired_mappings;  // freed once no handler runs
 
+  // The current block's end on the monotonic clock, from the realtime clock read now (a clock set
+  // forward or back moves it; a suspend, during which the monotonic clock stands still, too).
+  void update_block_end() {
+    const int64_t monotonic = sampler_monotonic_ns();
+    realtime_minus_monotonic_ns = sampler_realtime_ns() - monotonic;
+    set_block_end();
+  }
+  void set_block_end() { block_end_ns = (block_start + resolution) * 1000000000 - realtime_minus_monotonic_ns; }
+
+  // Puts a sample where its time says: into the block being filled if it was taken before that block's
+  // end (or before its start: a block already written takes nothing more), else held for a later block.
+  void route(SampleAggregator& into, const SamplerSlot& slot) {
+    if (slot.time_ns < block_end_ns) {
+      into.add(slot);
+    } else if (held.size() >= kMaxHeldSamples) {
+      held_overflow++;
+      into.add(slot);
+    } else {
+      held.push_back(HeldSample{slot.time_ns, &into, slot.weight, std::string()});
+      SampleAggregator::key_of(slot, &held.back().key);
+    }
+  }
+  void route_wall(const SamplerSlot& slot) { route(*wall_aggregator, slot); }
+
+  // The held samples taken before the current block's end join it.
+  void release_held() {
+    size_t kept = 0;
+    for (size_t i = 0; i < held.size(); i++) {
+      if (held[i].time_ns < block_end_ns) {
+        held[i].aggregator->add_key(held[i].key, held[i].weight);
+      } else {
+        if (kept != i) held[kept] = std::move(held[i]);
+        kept++;
+      }
+    }
+    held.resize(kept);
+  }
+
+  // Writes the block being filled if the realtime clock (now_s) is past its end, then every later block
+  // a held sample was taken in (an agent starved for longer than a block), and goes on in the block of
+  // now_s. Block starts only move forward, even if the wall clock is set back.
+  void write_blocks(int64_t now_s) {
+    bool first = true;
+    while (now_s >= block_start + resolution) {
+      flush(block_start, block_start + resolution, first);
+      first = false;
+      const int64_t next = block_start + resolution;
+      int64_t open = std::max(now_s - now_s % resolution, next);
+      for (const HeldSample& sample : held) {
+        const int64_t after_ns = sample.time_ns + realtime_minus_monotonic_ns - next * 1000000000;
+        const int64_t taken = after_ns <= 0 ? next : next + after_ns / (resolution * 1000000000) * resolution;
+        open = std::min(open, taken);
+      }
+      block_start = open;
+      set_block_end();
+      release_held();
+    }
+  }
+
   void drain() {
+    update_block_end();
+    if (!held.empty()) release_held();
     SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
     uint64_t skipped = 0;
     ring->drain(sampler_monotonic_ns(), &skipped, [this](const SamplerSlot& slot) {
       if ((slot.flags & kSlotWall) == 0) {
-        aggregator->add(slot);
-        if (wall) wall->note_cpu_sample(slot, [this](const SamplerSlot& sample) { wall_aggregator->add(sample); });
+        route(*aggregator, slot);
+        if (wall) wall->note_cpu_sample(slot, [this](const SamplerSlot& sample) { route_wall(sample); });
       } else if (wall_aggregator) {
-        wall_aggregator->add(slot);
+        route_wall(slot);
       }
       g_sampler_counters.drained.fetch_add(1, std::memory_order_relaxed);
       g_sampler_counters.weight.fetch_add(slot.weight, std::memory_order_relaxed);
@@ -11643,6 +11748,18 @@ struct ProfilerSession {
     }
   }
 
+  // The test hook g_agent_test_stall: waits while it is set. False when stop() asked meanwhile.
+  bool stall_for_test() {
+    while (g_agent_test_stall.load(std::memory_order_relaxed)) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (stop_requested) return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  }
+
   // Another handler took SIGPROF while we run (the application's, or a profiler loaded later): our
   // timers would feed it signals it does not expect, so they go; the session only drains and writes
   // from then on, and stop() leaves that handler in place.
@@ -11657,21 +11774,25 @@ struct ProfilerSession {
            "stopped; stop() will leave that handler in place");
   }
 
-  void flush(int64_t block, int64_t until) {
+  // Writes the block [block, until). inuse: with the allocation sampler's in-use snapshot (left out of a
+  // block written late only for the samples held for it).
+  void flush(int64_t block, int64_t until, bool inuse) {
     flush_series(*aggregator, append_info, config.sample_rate_hz, block, until);
     if (alloc_enabled) {
       // In use at the block's end: the sampled blocks still live.
-      alloc_inuse(&alloc_values);
-      for (const AllocStackValues& stack : alloc_values) {
-        alloc_aggregators[2]->add_key(stack.key, stack.space);
-        alloc_aggregators[3]->add_key(stack.key, stack.objects);
+      if (inuse) {
+        alloc_inuse(&alloc_values);
+        for (const AllocStackValues& stack : alloc_values) {
+          alloc_aggregators[2]->add_key(stack.key, stack.space);
+          alloc_aggregators[3]->add_key(stack.key, stack.objects);
+        }
       }
       for (int i = 0; i < 4; i++)
         flush_series(*alloc_aggregators[i], append_info != nullptr ? &alloc_info[i] : nullptr, config.sample_rate_hz,
                      block, until);
     }
     if (wall_aggregator) {
-      wall->flush([this](const SamplerSlot& slot) { wall_aggregator->add(slot); });
+      wall->flush([this](const SamplerSlot& slot) { route_wall(slot); });
       flush_series(*wall_aggregator, wall_append_info, kWallSampleRateHz, block, until);
     }
   }
@@ -11718,6 +11839,12 @@ struct ProfilerSession {
                                     " sample(s) lost: a signal handler claimed a slot of the sample ring and did "
                                     "not fill it within 1 s");
       reported_skipped_slots = skipped;
+    }
+    if (held_overflow != reported_held_overflow) {
+      (*log)(LogLevel::warning, std::to_string(held_overflow - reported_held_overflow) +
+                                    " sample(s) taken after a block's end put in that block: more than " +
+                                    std::to_string(kMaxHeldSamples) + " were waiting for it to be written");
+      reported_held_overflow = held_overflow;
     }
     if (timers.last_error() != reported_timer_error) {
       reported_timer_error = timers.last_error();
@@ -11780,13 +11907,18 @@ struct ProfilerSession {
     for (;;) {
       next_wake += step;
       if (!sleep_until(next_wake)) break;  // stop() asked
+      if (g_agent_test_stall.load(std::memory_order_relaxed) && !stall_for_test()) break;
       const auto now_steady = std::chrono::steady_clock::now();
       if (now_steady > next_wake + std::chrono::seconds(1)) next_wake = now_steady;  // suspended: no catch-up
       if (wall && !wall_failed) {
+        // The first tick at or after the block's end: what the threads counted so far belongs to the block.
+        const int64_t tick_ns = sampler_monotonic_ns();
+        if (tick_ns >= block_end_ns && last_wall_tick_ns < block_end_ns)
+          wall->flush([this](const SamplerSlot& slot) { route_wall(slot); });
+        last_wall_tick_ns = tick_ns;
         std::string wall_error;
         wall_failed = !wall->tick(
-            sampler_monotonic_ns(), agent_tids(), &wall_error,
-            [this](const SamplerSlot& slot) { wall_aggregator->add(slot); },
+            tick_ns, agent_tids(), &wall_error, [this](const SamplerSlot& slot) { route_wall(slot); },
             [this] {
               check_disposition();
               return !handler_replaced;
@@ -11835,12 +11967,7 @@ struct ProfilerSession {
           (*log)(LogLevel::warning, error);
         }
       }
-      const int64_t now = sampler_realtime_s();
-      if (now >= block_start + resolution) {
-        flush(block_start, block_start + resolution);
-        // Block starts only move forward, even if the wall clock is set back.
-        block_start = std::max(now - now % resolution, block_start + resolution);
-      }
+      write_blocks(sampler_realtime_s());
       report_problems();
     }
 
@@ -11863,8 +11990,13 @@ struct ProfilerSession {
       for (auto& retired : retired_mappings) retired.release();  // kept for a handler that never returned
       retired_mappings.clear();
     }
+    // The blocks that ended meanwhile, then the partial one with everything still held (taken after its
+    // end only if the realtime clock was set back).
     const int64_t now = sampler_realtime_s();
-    flush(block_start, std::min(block_start + resolution, std::max(block_start + 1, now + 1)));
+    write_blocks(now);
+    block_end_ns = INT64_MAX;
+    release_held();
+    flush(block_start, std::min(block_start + resolution, std::max(block_start + 1, now + 1)), true);
     report_problems();
     const Status closed = writer.close();
     if (!closed.ok()) {

@@ -7,8 +7,9 @@
 // rescans every kThreadScanMs for new ones and deletes the timers of threads that are gone.
 //
 // The SIGPROF handler unwinds into a slot of a bounded lock-free ring (Vyukov's MPMC sequence scheme,
-// one consumer) and records the thread's tag-set id, its tid (for wall-clock sampling) and the sample's
-// weight, 1 + si_overrun.
+// one consumer) and records the thread's tag-set id, its tid (for wall-clock sampling), the sample's
+// weight, 1 + si_overrun, and its time (CLOCK_MONOTONIC, read as the handler starts): the agent drains
+// every 100 ms, or later when it is starved, and puts each sample in the block it was taken in.
 //
 // What the handler may and may not do (docs/sampler.md names the test that holds each rule):
 //   1. No lock anywhere it calls: atomics, clock_gettime, _dl_find_object, reads of its own tables, and
@@ -47,7 +48,7 @@ namespace pyroscope {
 namespace detail {
 
 constexpr int kSamplerSignal = SIGPROF;
-constexpr int kSamplerMaxFrames = 125;       // a slot is 1 KiB; deeper stacks keep their leaf side
+constexpr int kSamplerMaxFrames = 124;       // a slot is 1 KiB; deeper stacks keep their leaf side
 constexpr size_t kSamplerRingSlots = 1024;   // ~10 s of 10 busy threads at 100 Hz between drains
 constexpr int kAgentWakeMs = 100;            // drain the ring and rescan threads this often
 constexpr int kPushStopBudgetMs = 3000;      // stop() waits at most this long for the push queue
@@ -79,6 +80,7 @@ struct SamplerSlot {
   uint16_t depth;
   uint16_t flags;  // kSlotTruncated, kSlotIncomplete, kSlotWall
   uint32_t tid;  // the sampled thread (the wall-clock sampler gives its deferred ticks the latest stack)
+  int64_t time_ns;  // CLOCK_MONOTONIC when the sample was taken: decides its block (ProfilerSession::route)
   uintptr_t pcs[kSamplerMaxFrames];  // leaf first; callers' return addresses already minus one
 };
 static_assert(sizeof(void*) != 8 || sizeof(SamplerSlot) == 1024, "a ring slot is one KiB on 64-bit");
@@ -305,6 +307,12 @@ inline int64_t sampler_realtime_s() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return int64_t(ts.tv_sec);
+}
+
+inline int64_t sampler_realtime_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
 // Memory a handler may be reading (a replaced list of mappings, an unloaded module's table) is freed
@@ -1562,6 +1570,7 @@ inline void sampler_take_sample(void* ucontext, uint32_t weight, uint16_t kind) 
   slot->weight = weight;
   if (g_sampler_thread_tid == 0) g_sampler_thread_tid = static_cast<pid_t>(syscall(SYS_gettid));
   slot->tid = static_cast<uint32_t>(g_sampler_thread_tid);
+  slot->time_ns = started;
   if (!ring->publish(slot, position)) g_sampler_counters.lost_publishes.fetch_add(1, std::memory_order_relaxed);
   const uint64_t elapsed = static_cast<uint64_t>(sampler_monotonic_ns() - started);
   g_sampler_counters.samples.fetch_add(1, std::memory_order_relaxed);

@@ -23,7 +23,9 @@
 //      fault). The file gives no rbp: a frame whose CFA is rbp-based before any frame restored rbp ends
 //      the walk, [incomplete]. The tags come from the thread's published tag-set word, read the same way.
 // So the wall-clock sampler sends no signal at all. Samples of blocked threads are counted per thread and
-// folded into the wall aggregator when the stack changes, the thread exits or the block is written.
+// folded into the wall aggregator when the stack changes, the thread exits or the block is written (and
+// before the first tick past a block's end); each carries the time of the latest tick it counts, which
+// decides its block, as a CPU sample's time decides its own.
 // Without the table unwinder (other architectures, ThreadSanitizer) a blocked thread's sample is its pc
 // alone, under [incomplete].
 
@@ -145,7 +147,8 @@ class WallSampler {
   // One tick at monotonic time now_ns: every thread but skip_tids gets a sample, weighted with the
   // intervals since the previous tick (a late agent does not lose time; at most one second is counted).
   // emit(const SamplerSlot&) receives the samples of blocked threads (possibly later: see flush); those of
-  // running threads wait for note_cpu_sample().
+  // running threads wait for note_cpu_sample(). An emitted slot's time_ns is the latest tick it counts
+  // (the caller puts it in that tick's block; flush() before a tick that crosses a block's end).
   // signal_ok() says whether SIGPROF's handler is still ours (the test hook's signals only).
   // False when the threads cannot be observed (then the log says why once, via *error).
   template <class Emit, class SignalOk>
@@ -182,6 +185,7 @@ class WallSampler {
       }
       if (t.blocked && cpu_ns == t.cpu_ns) {
         t.pending += weight;
+        t.pending_ns = now_ns;
         g_sampler_counters.wall_cached.fetch_add(1, std::memory_order_relaxed);
         ++it;
         continue;
@@ -201,16 +205,17 @@ class WallSampler {
         // next CPU sample (the cpu sampler's own signal, which fires only while the thread runs and which
         // the program sees with or without wall-clock sampling): where it runs next.
         t.owed += weight;
+        t.owed_ns = now_ns;
         g_sampler_counters.wall_running.fetch_add(1, std::memory_order_relaxed);
       } else if (state.kind != WallThreadState::unknown) {
         // Ticks owed from while it was runnable go to where it last ran (its latest CPU sample); a
         // thread without one gets them on the stack it blocked at.
         if (t.owed != 0 && !t.cpu_pcs.empty()) {
           flush_thread(t, emit);
-          emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+          emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, t.owed_ns, emit);
           t.owed = 0;
         }
-        sample_blocked(it->first, t, state, t.owed + weight, emit);
+        sample_blocked(it->first, t, state, t.owed + weight, now_ns, emit);
         t.owed = 0;
       }
       // unknown (the file could not be read: the thread is exiting): no sample, no signal.
@@ -237,7 +242,7 @@ class WallSampler {
     t.cpu_tag_set = slot.tag_set;
     t.cpu_flags = static_cast<uint16_t>(slot.flags & (kSlotTruncated | kSlotIncomplete));
     if (t.owed != 0) {
-      emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+      emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, t.owed_ns, emit);
       t.owed = 0;
     }
   }
@@ -250,7 +255,7 @@ class WallSampler {
       Thread& t = entry.second;
       flush_thread(t, emit);
       if (t.owed != 0 && !t.cpu_pcs.empty()) {
-        emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, emit);
+        emit_stack(t.cpu_tag_set, t.cpu_flags, t.cpu_pcs, t.owed, t.owed_ns, emit);
         t.owed = 0;
       }
     }
@@ -262,7 +267,9 @@ class WallSampler {
     uint64_t cpu_ns = 0;
     bool blocked = false;  // the last read found it blocked: stack below is where
     uint64_t pending = 0;  // samples counted on that stack, not yet emitted
+    int64_t pending_ns = 0;  // the latest tick counted in pending
     uint64_t owed = 0;     // ticks that found it running: given to its next CPU sample
+    int64_t owed_ns = 0;   // the latest tick counted in owed
     // Its latest CPU sample (drained from the ring): where it last ran.
     std::vector<uintptr_t> cpu_pcs;
     uint32_t cpu_tag_set = 0;
@@ -354,13 +361,15 @@ class WallSampler {
   template <class Emit>
   void flush_thread(Thread& t, Emit& emit) {
     if (t.pending == 0) return;
-    emit_stack(t.tag_set, t.flags, t.pcs, t.pending, emit);
+    emit_stack(t.tag_set, t.flags, t.pcs, t.pending, t.pending_ns, emit);
     t.pending = 0;
   }
 
   template <class Emit>
-  void emit_stack(uint32_t tag_set, uint16_t flags, const std::vector<uintptr_t>& pcs, uint64_t weight, Emit& emit) {
+  void emit_stack(uint32_t tag_set, uint16_t flags, const std::vector<uintptr_t>& pcs, uint64_t weight,
+                  int64_t time_ns, Emit& emit) {
     slot_.tag_set = tag_set;
+    slot_.time_ns = time_ns;
     slot_.flags = static_cast<uint16_t>(flags | kSlotWall);
     slot_.depth = static_cast<uint16_t>(pcs.size());
     std::copy(pcs.begin(), pcs.end(), slot_.pcs);
@@ -387,7 +396,8 @@ class WallSampler {
   }
 
   template <class Emit>
-  void sample_blocked(pid_t tid, Thread& t, const WallThreadState& state, uint64_t weight, Emit& emit) {
+  void sample_blocked(pid_t tid, Thread& t, const WallThreadState& state, uint64_t weight, int64_t now_ns,
+                      Emit& emit) {
     uintptr_t pcs[kSamplerMaxFrames];
     int depth = 0;
     bool truncated = false;
@@ -420,6 +430,7 @@ class WallSampler {
     }
     t.blocked = true;
     t.pending += weight;
+    t.pending_ns = now_ns;
   }
 };
 

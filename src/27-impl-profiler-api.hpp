@@ -28,14 +28,17 @@ class SampleAggregator {
         symbols_(std::make_shared<SymbolTable>()) {}
 
   void add(const SamplerSlot& slot) {
-    // Key: tag set, flags and pcs, as raw bytes (the buffer keeps its capacity: no allocation for a
-    // stack seen before).
-    const size_t depth = std::min<size_t>(slot.depth, kSamplerMaxFrames);
-    key_.clear();
-    const uint32_t header[2] = {slot.tag_set, uint32_t(slot.flags & (kSlotTruncated | kSlotIncomplete))};
-    key_.append(reinterpret_cast<const char*>(header), sizeof header);
-    key_.append(reinterpret_cast<const char*>(slot.pcs), depth * sizeof(uintptr_t));
+    key_of(slot, &key_);  // the buffer keeps its capacity: no allocation for a stack seen before
     add_key(key_, slot.weight);
+  }
+
+  // A slot's key: tag set, flags and pcs, as raw bytes.
+  static void key_of(const SamplerSlot& slot, std::string* key) {
+    const size_t depth = std::min<size_t>(slot.depth, kSamplerMaxFrames);
+    key->clear();
+    const uint32_t header[2] = {slot.tag_set, uint32_t(slot.flags & (kSlotTruncated | kSlotIncomplete))};
+    key->append(reinterpret_cast<const char*>(header), sizeof header);
+    key->append(reinterpret_cast<const char*>(slot.pcs), depth * sizeof(uintptr_t));
   }
 
   // A stack in add()'s key layout (uint32 tag set, uint32 flags, then the pcs leaf first) with its
@@ -186,6 +189,10 @@ inline bool sampler_handler_is_ours(const struct sigaction& action) {
   return (action.sa_flags & SA_SIGINFO) != 0 && action.sa_sigaction == sampler_on_signal;
 }
 
+// Test hook: while set, the agent waits at the top of each wake, before its tick, drain and flush (a
+// starved agent, on demand); stop() still ends the wait. Tests only.
+inline std::atomic<bool> g_agent_test_stall{false};
+
 // The allocation sampler's four series (docs/memory.md), in the order ProfilerSession keeps them.
 constexpr const char* kAllocationProfileTypes[4] = {"alloc_space", "alloc_objects", "inuse_space", "inuse_objects"};
 
@@ -229,6 +236,23 @@ struct ProfilerSession {
   Status agent_status;  // the first error the agent could not recover from, for stop()
 
   int64_t block_start = 0;
+  // A sample goes to the block it was taken in (docs/sampler.md, "Blocks, stop, exit, crashes"): the
+  // current block's end on the monotonic clock (the samples' clock), converted from the realtime
+  // boundary at every drain, and the samples drained before that block was written but taken at or
+  // after its end, held here (bounded) until it is.
+  struct HeldSample {
+    int64_t time_ns;
+    SampleAggregator* aggregator;
+    uint32_t weight;
+    std::string key;  // SampleAggregator::key_of
+  };
+  static constexpr size_t kMaxHeldSamples = 4 * kSamplerRingSlots;
+  std::vector<HeldSample> held;
+  int64_t realtime_minus_monotonic_ns = 0;  // as of the last drain
+  int64_t block_end_ns = INT64_MAX;         // monotonic
+  int64_t last_wall_tick_ns = 0;
+  uint64_t held_overflow = 0;  // samples put in the block being filled because `held` was full
+  uint64_t reported_held_overflow = 0;
   std::pair<unsigned long long, unsigned long long> loader_counters{0, 0};
   uint64_t reported_drops = 0;
   uint64_t reported_tag_overflow = 0;
@@ -238,15 +262,76 @@ struct ProfilerSession {
   int64_t stack_mappings_read_ns = 0;
   std::vector<std::unique_ptr<StackMappings>> retired_mappings;  // freed once no handler runs
 
+  // The current block's end on the monotonic clock, from the realtime clock read now (a clock set
+  // forward or back moves it; a suspend, during which the monotonic clock stands still, too).
+  void update_block_end() {
+    const int64_t monotonic = sampler_monotonic_ns();
+    realtime_minus_monotonic_ns = sampler_realtime_ns() - monotonic;
+    set_block_end();
+  }
+  void set_block_end() { block_end_ns = (block_start + resolution) * 1000000000 - realtime_minus_monotonic_ns; }
+
+  // Puts a sample where its time says: into the block being filled if it was taken before that block's
+  // end (or before its start: a block already written takes nothing more), else held for a later block.
+  void route(SampleAggregator& into, const SamplerSlot& slot) {
+    if (slot.time_ns < block_end_ns) {
+      into.add(slot);
+    } else if (held.size() >= kMaxHeldSamples) {
+      held_overflow++;
+      into.add(slot);
+    } else {
+      held.push_back(HeldSample{slot.time_ns, &into, slot.weight, std::string()});
+      SampleAggregator::key_of(slot, &held.back().key);
+    }
+  }
+  void route_wall(const SamplerSlot& slot) { route(*wall_aggregator, slot); }
+
+  // The held samples taken before the current block's end join it.
+  void release_held() {
+    size_t kept = 0;
+    for (size_t i = 0; i < held.size(); i++) {
+      if (held[i].time_ns < block_end_ns) {
+        held[i].aggregator->add_key(held[i].key, held[i].weight);
+      } else {
+        if (kept != i) held[kept] = std::move(held[i]);
+        kept++;
+      }
+    }
+    held.resize(kept);
+  }
+
+  // Writes the block being filled if the realtime clock (now_s) is past its end, then every later block
+  // a held sample was taken in (an agent starved for longer than a block), and goes on in the block of
+  // now_s. Block starts only move forward, even if the wall clock is set back.
+  void write_blocks(int64_t now_s) {
+    bool first = true;
+    while (now_s >= block_start + resolution) {
+      flush(block_start, block_start + resolution, first);
+      first = false;
+      const int64_t next = block_start + resolution;
+      int64_t open = std::max(now_s - now_s % resolution, next);
+      for (const HeldSample& sample : held) {
+        const int64_t after_ns = sample.time_ns + realtime_minus_monotonic_ns - next * 1000000000;
+        const int64_t taken = after_ns <= 0 ? next : next + after_ns / (resolution * 1000000000) * resolution;
+        open = std::min(open, taken);
+      }
+      block_start = open;
+      set_block_end();
+      release_held();
+    }
+  }
+
   void drain() {
+    update_block_end();
+    if (!held.empty()) release_held();
     SamplerRing* ring = g_sampler_ring.load(std::memory_order_acquire);
     uint64_t skipped = 0;
     ring->drain(sampler_monotonic_ns(), &skipped, [this](const SamplerSlot& slot) {
       if ((slot.flags & kSlotWall) == 0) {
-        aggregator->add(slot);
-        if (wall) wall->note_cpu_sample(slot, [this](const SamplerSlot& sample) { wall_aggregator->add(sample); });
+        route(*aggregator, slot);
+        if (wall) wall->note_cpu_sample(slot, [this](const SamplerSlot& sample) { route_wall(sample); });
       } else if (wall_aggregator) {
-        wall_aggregator->add(slot);
+        route_wall(slot);
       }
       g_sampler_counters.drained.fetch_add(1, std::memory_order_relaxed);
       g_sampler_counters.weight.fetch_add(slot.weight, std::memory_order_relaxed);
@@ -319,6 +404,18 @@ struct ProfilerSession {
     }
   }
 
+  // The test hook g_agent_test_stall: waits while it is set. False when stop() asked meanwhile.
+  bool stall_for_test() {
+    while (g_agent_test_stall.load(std::memory_order_relaxed)) {
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (stop_requested) return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  }
+
   // Another handler took SIGPROF while we run (the application's, or a profiler loaded later): our
   // timers would feed it signals it does not expect, so they go; the session only drains and writes
   // from then on, and stop() leaves that handler in place.
@@ -333,21 +430,25 @@ struct ProfilerSession {
            "stopped; stop() will leave that handler in place");
   }
 
-  void flush(int64_t block, int64_t until) {
+  // Writes the block [block, until). inuse: with the allocation sampler's in-use snapshot (left out of a
+  // block written late only for the samples held for it).
+  void flush(int64_t block, int64_t until, bool inuse) {
     flush_series(*aggregator, append_info, config.sample_rate_hz, block, until);
     if (alloc_enabled) {
       // In use at the block's end: the sampled blocks still live.
-      alloc_inuse(&alloc_values);
-      for (const AllocStackValues& stack : alloc_values) {
-        alloc_aggregators[2]->add_key(stack.key, stack.space);
-        alloc_aggregators[3]->add_key(stack.key, stack.objects);
+      if (inuse) {
+        alloc_inuse(&alloc_values);
+        for (const AllocStackValues& stack : alloc_values) {
+          alloc_aggregators[2]->add_key(stack.key, stack.space);
+          alloc_aggregators[3]->add_key(stack.key, stack.objects);
+        }
       }
       for (int i = 0; i < 4; i++)
         flush_series(*alloc_aggregators[i], append_info != nullptr ? &alloc_info[i] : nullptr, config.sample_rate_hz,
                      block, until);
     }
     if (wall_aggregator) {
-      wall->flush([this](const SamplerSlot& slot) { wall_aggregator->add(slot); });
+      wall->flush([this](const SamplerSlot& slot) { route_wall(slot); });
       flush_series(*wall_aggregator, wall_append_info, kWallSampleRateHz, block, until);
     }
   }
@@ -394,6 +495,12 @@ struct ProfilerSession {
                                     " sample(s) lost: a signal handler claimed a slot of the sample ring and did "
                                     "not fill it within 1 s");
       reported_skipped_slots = skipped;
+    }
+    if (held_overflow != reported_held_overflow) {
+      (*log)(LogLevel::warning, std::to_string(held_overflow - reported_held_overflow) +
+                                    " sample(s) taken after a block's end put in that block: more than " +
+                                    std::to_string(kMaxHeldSamples) + " were waiting for it to be written");
+      reported_held_overflow = held_overflow;
     }
     if (timers.last_error() != reported_timer_error) {
       reported_timer_error = timers.last_error();
@@ -456,13 +563,18 @@ struct ProfilerSession {
     for (;;) {
       next_wake += step;
       if (!sleep_until(next_wake)) break;  // stop() asked
+      if (g_agent_test_stall.load(std::memory_order_relaxed) && !stall_for_test()) break;
       const auto now_steady = std::chrono::steady_clock::now();
       if (now_steady > next_wake + std::chrono::seconds(1)) next_wake = now_steady;  // suspended: no catch-up
       if (wall && !wall_failed) {
+        // The first tick at or after the block's end: what the threads counted so far belongs to the block.
+        const int64_t tick_ns = sampler_monotonic_ns();
+        if (tick_ns >= block_end_ns && last_wall_tick_ns < block_end_ns)
+          wall->flush([this](const SamplerSlot& slot) { route_wall(slot); });
+        last_wall_tick_ns = tick_ns;
         std::string wall_error;
         wall_failed = !wall->tick(
-            sampler_monotonic_ns(), agent_tids(), &wall_error,
-            [this](const SamplerSlot& slot) { wall_aggregator->add(slot); },
+            tick_ns, agent_tids(), &wall_error, [this](const SamplerSlot& slot) { route_wall(slot); },
             [this] {
               check_disposition();
               return !handler_replaced;
@@ -511,12 +623,7 @@ struct ProfilerSession {
           (*log)(LogLevel::warning, error);
         }
       }
-      const int64_t now = sampler_realtime_s();
-      if (now >= block_start + resolution) {
-        flush(block_start, block_start + resolution);
-        // Block starts only move forward, even if the wall clock is set back.
-        block_start = std::max(now - now % resolution, block_start + resolution);
-      }
+      write_blocks(sampler_realtime_s());
       report_problems();
     }
 
@@ -539,8 +646,13 @@ struct ProfilerSession {
       for (auto& retired : retired_mappings) retired.release();  // kept for a handler that never returned
       retired_mappings.clear();
     }
+    // The blocks that ended meanwhile, then the partial one with everything still held (taken after its
+    // end only if the realtime clock was set back).
     const int64_t now = sampler_realtime_s();
-    flush(block_start, std::min(block_start + resolution, std::max(block_start + 1, now + 1)));
+    write_blocks(now);
+    block_end_ns = INT64_MAX;
+    release_held();
+    flush(block_start, std::min(block_start + resolution, std::max(block_start + 1, now + 1)), true);
     report_problems();
     const Status closed = writer.close();
     if (!closed.ok()) {
