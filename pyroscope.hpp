@@ -7553,6 +7553,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 #include <unwind.h>
@@ -7750,6 +7751,9 @@ struct SamplerCounters {
   std::atomic<uint64_t> timers_created{0};
   std::atomic<uint64_t> timers_deleted{0};
   std::atomic<uint64_t> thread_scans{0};
+  std::atomic<uint64_t> process_timer{0};      // 1 while the process-wide CPU-time timer is armed
+  std::atomic<uint64_t> process_samples{0};    // its samples: threads without a timer of their own yet
+  std::atomic<uint64_t> process_skipped{0};    // its signals that found a thread with its own timer
   std::atomic<uint64_t> blocks_written{0};
   std::atomic<uint64_t> push_sent{0};
   std::atomic<uint64_t> push_failed{0};      // attempts that failed (retried or dropped)
@@ -7788,6 +7792,21 @@ inline std::atomic<uint32_t> g_wall_token{0};
 inline std::atomic<pid_t> g_wall_pid{0};
 inline std::atomic<SamplerRing*> g_sampler_ring{nullptr};
 inline std::atomic<bool> g_sampler_enabled{false};
+// The timers' period, and their cookies (sigev_value): the handler re-arms (jitter) only a timer that
+// carries one, and tells the per-thread timers from the process-wide one. 0: none armed.
+inline std::atomic<int64_t> g_sampler_period_ns{0};
+inline std::atomic<int> g_thread_timer_cookie{0};
+inline std::atomic<int> g_process_timer_cookie{0};
+// Threads that have a CPU-time timer of their own, or are the profiler's: one bit per tid (pid_max is
+// at most 2^22), set by the agent before it arms a thread's timer. Samples of the process-wide timer
+// that land on such a thread are dropped: its own timer counts it. Never freed (handlers read it).
+constexpr uint32_t kTimedThreadBits = 1u << 22;
+inline std::atomic<std::atomic<uint64_t>*> g_timed_threads{nullptr};
+// Test and benchmark hooks: g_sampler_jitter false gives fixed timer intervals (as before jitter);
+// g_sampler_process_timer -1 = on where the kernel delivers its signal to the running thread, 0 = off,
+// 1 = on whatever the kernel.
+inline std::atomic<bool> g_sampler_jitter{true};
+inline std::atomic<int> g_sampler_process_timer{-1};
 inline std::atomic<int> g_sampler_in_flight{0};
 // Handlers stop() gave up waiting for (kInFlightWaitNs). They stay counted in g_sampler_in_flight:
 // later waits wait for it to come down to this, and nothing a handler reads is freed any more.
@@ -7798,6 +7817,7 @@ struct SamplerStats {
   uint64_t samples = 0, handler_ns = 0, handler_timed = 0, dropped_full = 0, drained = 0, weight = 0;
   uint64_t weight_squared = 0;
   uint64_t timers_armed = 0, timers_created = 0, timers_deleted = 0, thread_scans = 0;
+  uint64_t process_timer = 0, process_samples = 0, process_skipped = 0;
   uint64_t blocks_written = 0, push_sent = 0, push_failed = 0, push_dropped = 0, agent_cpu_ns = 0;
   uint64_t table_unwinds = 0, table_handler_ns = 0, table_timed = 0, verify_same = 0, verify_different = 0;
   uint64_t incomplete_no_table = 0, incomplete_no_rule = 0, incomplete_stack = 0;
@@ -7835,6 +7855,9 @@ inline SamplerStats sampler_stats() {
   s.timers_created = c.timers_created.load(std::memory_order_relaxed);
   s.timers_deleted = c.timers_deleted.load(std::memory_order_relaxed);
   s.thread_scans = c.thread_scans.load(std::memory_order_relaxed);
+  s.process_timer = c.process_timer.load(std::memory_order_relaxed);
+  s.process_samples = c.process_samples.load(std::memory_order_relaxed);
+  s.process_skipped = c.process_skipped.load(std::memory_order_relaxed);
   s.blocks_written = c.blocks_written.load(std::memory_order_relaxed);
   s.push_sent = c.push_sent.load(std::memory_order_relaxed);
   s.push_failed = c.push_failed.load(std::memory_order_relaxed);
@@ -9096,6 +9119,64 @@ inline int sampler_unwind_with_libgcc(void* ucontext, uintptr_t* pcs, int capaci
 
 // The calling thread's tid, cached by the handler (initial-exec TLS; reset in a fork child's thread).
 thread_local pid_t g_sampler_thread_tid PYROSCOPE_TLS_INITIAL_EXEC = 0;
+// The handler's random state for timer jitter (initial-exec TLS; 0 until the thread's first sample).
+thread_local uint64_t g_sampler_jitter_state PYROSCOPE_TLS_INITIAL_EXEC = 0;
+// Where in its period the next expiry of the thread's own timer lies (sampler_rearm_with_jitter), for
+// the timer id beside it. The process-wide timer's is shared (its signals go to any thread).
+thread_local int g_sampler_jitter_timer PYROSCOPE_TLS_INITIAL_EXEC = -1;
+thread_local int64_t g_sampler_jitter_offset_ns PYROSCOPE_TLS_INITIAL_EXEC = 0;
+inline std::atomic<int64_t> g_process_jitter_offset_ns{0};
+
+inline pid_t sampler_current_tid() {
+  if (g_sampler_thread_tid == 0) g_sampler_thread_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  return g_sampler_thread_tid;
+}
+
+inline bool sampler_thread_is_timed(pid_t tid) {
+  const std::atomic<uint64_t>* bits = g_timed_threads.load(std::memory_order_acquire);
+  if (bits == nullptr || tid < 0 || uint32_t(tid) >= kTimedThreadBits) return true;  // unknown: never count twice
+  return (bits[uint32_t(tid) / 64].load(std::memory_order_relaxed) >> (uint32_t(tid) % 64)) & 1u;
+}
+
+// Stratified jitter: the timer's schedule is a grid of periods, and each expiry is moved to a random
+// point of its own period (the handler draws the next one when the signal arrives). The mean rate stays
+// exactly one sample per period, but a workload that is itself periodic at the sampling rate is no
+// longer sampled at the same phase every time (aliasing). Fixed intervals lock onto one phase;
+// intervals drawn independently (a renewal process) would count a thread that lives a few periods
+// short by about half a sample. The kernel re-armed the timer when it delivered the signal, to its last
+// expiry plus the period (not to now plus the period: it checks CPU-time timers at ticks, and an
+// interval counted from each late firing would lose a share of the samples); the handler moves that
+// expiry within its period, so the grid stays anchored to the timer's own expiries. *offset_ns is where
+// in its period the scheduled expiry lies (the first expiry, random within one period, counts as the
+// middle); an expiry already in the past is set to "now" and the offset says so. The interval stays
+// armed, so a signal skipped or lost never stops the timer. timer_gettime and timer_settime are
+// async-signal-safe; for timers made with SIGEV_SIGNAL or SIGEV_THREAD_ID glibc's timer_t is the
+// kernel's timer id the signal carries.
+inline void sampler_rearm_with_jitter(const siginfo_t* info, int64_t* offset_ns) {
+  const int64_t period = g_sampler_period_ns.load(std::memory_order_relaxed);
+  if (period <= 0 || !g_sampler_jitter.load(std::memory_order_relaxed)) return;
+  const timer_t timer = reinterpret_cast<timer_t>(static_cast<intptr_t>(info->si_timerid));
+  itimerspec scheduled;
+  if (timer_gettime(timer, &scheduled) != 0) return;
+  const int64_t remaining = int64_t(scheduled.it_value.tv_sec) * 1000000000 + scheduled.it_value.tv_nsec;
+  if (remaining <= 0) return;  // disarmed meanwhile
+  uint64_t x = g_sampler_jitter_state;
+  if (x == 0) x = (uint64_t(sampler_current_tid()) << 32 ^ uint64_t(sampler_monotonic_ns())) | 1u;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  g_sampler_jitter_state = x;
+  constexpr int64_t kSoonestNs = 1000;
+  int64_t next = remaining + static_cast<int64_t>(x % static_cast<uint64_t>(period)) - *offset_ns;
+  if (next < kSoonestNs) next = kSoonestNs;
+  *offset_ns += next - remaining;
+  itimerspec spec;
+  spec.it_interval.tv_sec = period / 1000000000;
+  spec.it_interval.tv_nsec = period % 1000000000;
+  spec.it_value.tv_sec = next / 1000000000;
+  spec.it_value.tv_nsec = next % 1000000000;
+  timer_settime(timer, 0, &spec, nullptr);
+}
 
 inline void sampler_take_sample(void* ucontext, uint32_t weight, uint16_t kind) {
   const int64_t started = sampler_monotonic_ns();
@@ -9137,8 +9218,7 @@ inline void sampler_take_sample(void* ucontext, uint32_t weight, uint16_t kind) 
   slot->flags = static_cast<uint16_t>((truncated ? kSlotTruncated : 0) | (complete ? 0 : kSlotIncomplete) | kind);
   slot->tag_set = g_thread_tag_set.load(std::memory_order_relaxed);
   slot->weight = weight;
-  if (g_sampler_thread_tid == 0) g_sampler_thread_tid = static_cast<pid_t>(syscall(SYS_gettid));
-  slot->tid = static_cast<uint32_t>(g_sampler_thread_tid);
+  slot->tid = static_cast<uint32_t>(sampler_current_tid());
   slot->time_ns = started;
   if (!ring->publish(slot, position)) g_sampler_counters.lost_publishes.fetch_add(1, std::memory_order_relaxed);
   const uint64_t elapsed = static_cast<uint64_t>(sampler_monotonic_ns() - started);
@@ -9171,7 +9251,30 @@ inline void sampler_on_signal(int, siginfo_t* info, void* ucontext) {
   // token in its upper 24 bits and the sample's weight in its low 8.
   if (g_sampler_enabled.load(std::memory_order_seq_cst) && info != nullptr) {
     if (info->si_code == SI_TIMER) {
-      sampler_take_sample(ucontext, 1u + static_cast<uint32_t>(info->si_overrun > 0 ? info->si_overrun : 0), 0);
+      const uint32_t weight = 1u + static_cast<uint32_t>(info->si_overrun > 0 ? info->si_overrun : 0);
+      const int cookie = info->si_value.sival_int;
+      if (cookie != 0 && cookie == g_process_timer_cookie.load(std::memory_order_relaxed)) {
+        // The process-wide timer: the kernel (>= 6.3) sends it to the thread that was running. It
+        // counts only threads the agent has not given a timer yet (see ThreadTimers).
+        int64_t offset = g_process_jitter_offset_ns.load(std::memory_order_relaxed);
+        sampler_rearm_with_jitter(info, &offset);
+        g_process_jitter_offset_ns.store(offset, std::memory_order_relaxed);
+        if (sampler_thread_is_timed(sampler_current_tid())) {
+          g_sampler_counters.process_skipped.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          g_sampler_counters.process_samples.fetch_add(1, std::memory_order_relaxed);
+          sampler_take_sample(ucontext, weight, 0);
+        }
+      } else {
+        if (cookie != 0 && cookie == g_thread_timer_cookie.load(std::memory_order_relaxed)) {
+          if (g_sampler_jitter_timer != info->si_timerid) {  // the thread's first signal from this timer
+            g_sampler_jitter_timer = info->si_timerid;
+            g_sampler_jitter_offset_ns = g_sampler_period_ns.load(std::memory_order_relaxed) / 2;
+          }
+          sampler_rearm_with_jitter(info, &g_sampler_jitter_offset_ns);
+        }
+        sampler_take_sample(ucontext, weight, 0);
+      }
     } else if (info->si_code == SI_QUEUE) {
       const uint32_t value = static_cast<uint32_t>(info->si_value.sival_int);
       const uint32_t token = g_wall_token.load(std::memory_order_relaxed);
@@ -9204,6 +9307,9 @@ inline void sampler_bind_handler_calls() {
   _Unwind_Backtrace(sampler_count_frame, &frames);
   (void)sampler_monotonic_ns();
   (void)syscall(SYS_gettid);
+  itimerspec no_timer{};
+  (void)timer_gettime(reinterpret_cast<timer_t>(static_cast<intptr_t>(0x7fffffff)), &no_timer);  // EINVAL
+  (void)timer_settime(reinterpret_cast<timer_t>(static_cast<intptr_t>(0x7fffffff)), 0, &no_timer, nullptr);  // EINVAL
 #if defined(DLFO_EH_SEGMENT_TYPE)
   dl_find_object object;
   (void)_dl_find_object(reinterpret_cast<void*>(&sampler_bind_handler_calls), &object);
@@ -9253,11 +9359,48 @@ inline clockid_t sampler_thread_cpu_clock(pid_t tid) {
   return static_cast<clockid_t>((~static_cast<uint32_t>(tid) << 3) | 6u);
 }
 
+// The bit map of threads with a timer of their own (g_timed_threads), allocated once: 512 KiB of which
+// only the pages of tids in use become resident.
+inline std::atomic<uint64_t>* sampler_timed_threads_instance() {
+  std::atomic<uint64_t>* bits = g_timed_threads.load(std::memory_order_acquire);
+  if (bits != nullptr) return bits;
+  void* memory = mmap(nullptr, kTimedThreadBits / 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) return nullptr;
+  bits = static_cast<std::atomic<uint64_t>*>(memory);  // zero pages; lock-free atomics have no state
+  g_timed_threads.store(bits, std::memory_order_release);
+  return bits;
+}
+
+// Linux >= 6.3 sends a process-directed signal of a CPU-time timer to the thread that was running
+// (commit bcb7ee79029d, "posix-timers: Prefer delivery of signals to the current thread"); older
+// kernels prefer the main thread, which would charge other threads' time to its stack.
+inline bool sampler_kernel_signals_running_thread(std::string* release) {
+  utsname name;
+  if (uname(&name) != 0) return false;
+  *release = name.release;
+  int major = 0, minor = 0;
+  if (std::sscanf(name.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > 6 || (major == 6 && minor >= 3);
+}
+
+// Every thread gets a CPU-time timer of its own at the agent's rescan. A thread that lives less than a
+// rescan (thread-per-request servers, parallel loops) would be missed: until its timer is armed, the
+// process-wide CPU-time timer samples it. That timer's period is of the process's CPU time, and the
+// kernel sends each expiry to the thread that was running, so each of its samples stands for a period
+// of that thread's CPU time, as a per-thread timer's would; its samples of threads that have their own
+// timer (or are the profiler's) are dropped, so nothing is counted twice. Where the kernel cannot do
+// that (before 6.3) only the rescans run, and threads younger than kAgentWakeMs may be missed.
 class ThreadTimers {
  public:
   void configure(int64_t period_ns, uint64_t seed) {
     period_ns_ = period_ns;
     random_ = seed | 1;
+    g_sampler_period_ns.store(period_ns, std::memory_order_relaxed);
+    g_thread_timer_cookie.store(int(next_random() % 0x3fffffffu) + 1, std::memory_order_relaxed);
+    g_process_timer_cookie.store(int(next_random() % 0x3fffffffu) + 0x40000000, std::memory_order_relaxed);
+    // A fork child inherits its parent's marks, for tids it does not have: start from zero pages.
+    if (std::atomic<uint64_t>* bits = g_timed_threads.load(std::memory_order_acquire))
+      madvise(static_cast<void*>(bits), kTimedThreadBits / 8, MADV_DONTNEED);
   }
   ~ThreadTimers() {
     disarm_all();
@@ -9294,6 +9437,13 @@ class ThreadTimers {
       }
     }
     scan_generation_++;
+    // The profiler's own threads are never sampled, by the process-wide timer either.
+    for (const pid_t tid : skip_tids) {
+      if (std::find(skipped_.begin(), skipped_.end(), tid) == skipped_.end()) {
+        mark(tid, true);
+        skipped_.push_back(tid);
+      }
+    }
     // Every tenth scan (about once a second) also checks the timers of listed threads: a tid that is
     // listed but whose timer reads as disarmed belongs to a new thread that reused the number.
     const bool check_reuse = scan_generation_ % 10 == 0;
@@ -9312,21 +9462,27 @@ class ThreadTimers {
           continue;
         delete_timer(it->second.timer);
         timers_.erase(it);
+        mark(tid, false);
       }
       to_arm_.push_back(tid);
     }
     if (!to_arm_.empty()) before_arming();
     size_t armed_now = 0;
     for (const pid_t tid : to_arm_) {
+      // Marked first: a process-wide sample of this thread between the two would be counted twice.
+      mark(tid, true);
       timer_t timer;
       if (arm(tid, &timer)) {
         timers_[tid] = Entry{timer, scan_generation_};
         armed_now++;
+      } else {
+        mark(tid, false);
       }
     }
     for (auto it = timers_.begin(); it != timers_.end();) {
       if (it->second.generation != scan_generation_) {
         delete_timer(it->second.timer);
+        mark(it->first, false);
         it = timers_.erase(it);
       } else {
         ++it;
@@ -9336,9 +9492,54 @@ class ThreadTimers {
     return armed_now;
   }
 
+  // Arms the process-wide timer for threads younger than a rescan, where the kernel sends its signal
+  // to the running thread (or the test hook asks). Returns a sentence for the log.
+  std::string arm_process_timer() {
+    const int mode = g_sampler_process_timer.load(std::memory_order_relaxed);
+    std::string release;
+    const bool kernel_ok = sampler_kernel_signals_running_thread(&release);
+    if (mode == 0 || (mode < 0 && !kernel_ok)) {
+      return mode == 0 ? "threads younger than " + std::to_string(kAgentWakeMs) + " ms may be missed (process-wide timer off)"
+                       : "kernel " + release + " sends a process timer's signal to the main thread, not the running "
+                         "one (Linux >= 6.3 does): threads that live less than " + std::to_string(kAgentWakeMs) +
+                         " ms may be missed";
+    }
+    if (sampler_timed_threads_instance() == nullptr) return "threads younger than " + std::to_string(kAgentWakeMs) +
+                                                            " ms may be missed (no memory for the map of timed threads)";
+    sigevent event;
+    std::memset(&event, 0, sizeof event);
+    event.sigev_notify = SIGEV_SIGNAL;
+    event.sigev_signo = kSamplerSignal;
+    event.sigev_value.sival_int = g_process_timer_cookie.load(std::memory_order_relaxed);
+    g_process_jitter_offset_ns.store(period_ns_ / 2, std::memory_order_relaxed);  // its first expiry
+    timer_t timer;
+    if (timer_create(CLOCK_PROCESS_CPUTIME_ID, &event, &timer) != 0)
+      return std::string("threads younger than ") + std::to_string(kAgentWakeMs) +
+             " ms may be missed: timer_create(CLOCK_PROCESS_CPUTIME_ID): " + std::strerror(errno);
+    if (!start(timer)) {
+      timer_delete(timer);
+      return std::string("threads younger than ") + std::to_string(kAgentWakeMs) +
+             " ms may be missed: timer_settime: " + std::strerror(errno);
+    }
+    process_timer_ = timer;
+    has_process_timer_ = true;
+    g_sampler_counters.process_timer.store(1, std::memory_order_relaxed);
+    return "threads younger than a rescan are sampled by the process-wide CPU-time timer";
+  }
+
   void disarm_all() {
-    for (auto& entry : timers_) delete_timer(entry.second.timer);
+    if (has_process_timer_) {  // first: its samples of the threads below would count from here on
+      timer_delete(process_timer_);
+      has_process_timer_ = false;
+      g_sampler_counters.process_timer.store(0, std::memory_order_relaxed);
+    }
+    for (auto& entry : timers_) {
+      delete_timer(entry.second.timer);
+      mark(entry.first, false);
+    }
     timers_.clear();
+    for (const pid_t tid : skipped_) mark(tid, false);
+    skipped_.clear();
     g_sampler_counters.timers_armed.store(0, std::memory_order_relaxed);
   }
   size_t size() const { return timers_.size(); }
@@ -9350,6 +9551,9 @@ class ThreadTimers {
     uint64_t generation;
   };
   std::unordered_map<pid_t, Entry> timers_;
+  std::vector<pid_t> skipped_;  // the profiler's threads, marked as timed
+  timer_t process_timer_{};
+  bool has_process_timer_ = false;
   int64_t period_ns_ = 10000000;
   uint64_t random_ = 1;
   uint64_t scan_generation_ = 0;
@@ -9359,11 +9563,40 @@ class ThreadTimers {
   std::vector<pid_t> tids_;
   std::vector<pid_t> to_arm_;
 
+  uint64_t next_random() {
+    random_ ^= random_ << 13;
+    random_ ^= random_ >> 7;
+    random_ ^= random_ << 17;
+    return random_;
+  }
+
+  static void mark(pid_t tid, bool timed) {
+    std::atomic<uint64_t>* bits = g_timed_threads.load(std::memory_order_acquire);
+    if (bits == nullptr || tid < 0 || uint32_t(tid) >= kTimedThreadBits) return;
+    const uint64_t bit = uint64_t(1) << (uint32_t(tid) % 64);
+    if (timed) bits[uint32_t(tid) / 64].fetch_or(bit, std::memory_order_seq_cst);
+    else bits[uint32_t(tid) / 64].fetch_and(~bit, std::memory_order_seq_cst);
+  }
+
+  // The first expiry is random within one period (as Go does), so threads that live shorter than a
+  // period are still sampled in proportion to their CPU time instead of never; the handler then
+  // re-arms each expiry with jitter (sampler_rearm_with_jitter).
+  bool start(timer_t timer) {
+    const int64_t first = 1 + static_cast<int64_t>(next_random() % static_cast<uint64_t>(period_ns_));
+    itimerspec spec;
+    spec.it_interval.tv_sec = period_ns_ / 1000000000;
+    spec.it_interval.tv_nsec = period_ns_ % 1000000000;
+    spec.it_value.tv_sec = first / 1000000000;
+    spec.it_value.tv_nsec = first % 1000000000;
+    return timer_settime(timer, 0, &spec, nullptr) == 0;
+  }
+
   bool arm(pid_t tid, timer_t* out) {
     sigevent event;
     std::memset(&event, 0, sizeof event);
     event.sigev_notify = SIGEV_THREAD_ID;
     event.sigev_signo = kSamplerSignal;
+    event.sigev_value.sival_int = g_thread_timer_cookie.load(std::memory_order_relaxed);
     event._sigev_un._tid = tid;
     timer_t timer;
     if (timer_create(sampler_thread_cpu_clock(tid), &event, &timer) != 0) {
@@ -9372,18 +9605,7 @@ class ThreadTimers {
         last_error_ = "timer_create for thread " + std::to_string(tid) + ": " + std::strerror(errno);
       return false;
     }
-    // The first expiry is random within one period (as Go does), so threads that live shorter than a
-    // period are still sampled in proportion to their CPU time instead of never.
-    random_ ^= random_ << 13;
-    random_ ^= random_ >> 7;
-    random_ ^= random_ << 17;
-    const int64_t first = 1 + static_cast<int64_t>(random_ % static_cast<uint64_t>(period_ns_));
-    itimerspec spec;
-    spec.it_interval.tv_sec = period_ns_ / 1000000000;
-    spec.it_interval.tv_nsec = period_ns_ % 1000000000;
-    spec.it_value.tv_sec = first / 1000000000;
-    spec.it_value.tv_nsec = first % 1000000000;
-    if (timer_settime(timer, 0, &spec, nullptr) != 0) {
+    if (!start(timer)) {
       delete_timer(timer);
       return false;
     }
@@ -11875,6 +12097,7 @@ struct ProfilerSession {
     loader_counters = sampler_loader_counters();
     std::string error;
     timers.rescan(agent_tids(), &error, [this] { refresh_stack_mappings(); });
+    const std::string young_threads = timers.size() > 0 ? timers.arm_process_timer() : std::string();
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (timers.size() == 0) {
@@ -11887,7 +12110,8 @@ struct ProfilerSession {
     wake.notify_all();
     if (timers.size() == 0) return;
     (*log)(LogLevel::info, "sampling " + std::to_string(timers.size()) + " thread(s) at " +
-                               std::to_string(config.sample_rate_hz) + " Hz of CPU time, writing '" + output_path + "'");
+                               std::to_string(config.sample_rate_hz) + " Hz of CPU time, writing '" + output_path +
+                               "'; " + young_threads);
 
     if (wall) (*log)(LogLevel::info, "sampling every thread at " + std::to_string(kWallSampleRateHz) +
                                          " Hz of wall-clock time too (series " + config.application_name + ".wall)");

@@ -2332,6 +2332,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 #include <unwind.h>

@@ -531,6 +531,7 @@ struct ProfilerSession {
     loader_counters = sampler_loader_counters();
     std::string error;
     timers.rescan(agent_tids(), &error, [this] { refresh_stack_mappings(); });
+    const std::string young_threads = timers.size() > 0 ? timers.arm_process_timer() : std::string();
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (timers.size() == 0) {
@@ -543,7 +544,8 @@ struct ProfilerSession {
     wake.notify_all();
     if (timers.size() == 0) return;
     (*log)(LogLevel::info, "sampling " + std::to_string(timers.size()) + " thread(s) at " +
-                               std::to_string(config.sample_rate_hz) + " Hz of CPU time, writing '" + output_path + "'");
+                               std::to_string(config.sample_rate_hz) + " Hz of CPU time, writing '" + output_path +
+                               "'; " + young_threads);
 
     if (wall) (*log)(LogLevel::info, "sampling every thread at " + std::to_string(kWallSampleRateHz) +
                                          " Hz of wall-clock time too (series " + config.application_name + ".wall)");
