@@ -314,8 +314,11 @@ TEST_CASE("sampler: foo() 75% / bar() 25% measured within 4 standard errors, sta
   MESSAGE("TSan build: shares not checked");
 #else
   // The weighted share's standard error is that of `effective` independent samples; four of them (5
-  // points at least) leave a false failure once in 15,000 runs.
-  CHECK(effective >= 200);
+  // points at least) leave a false failure once in 15,000 runs. The floor only makes sure the check
+  // still means something: at 100 samples 4 errors are 17 points, which a wrong attribution (50/50,
+  // all foo) exceeds. With two busy loops and a build beside the test, both threads used their 8 s and
+  // the samples were worth 156 (issue-18 campaign; a floor of 200 failed there).
+  CHECK(effective >= 100);
   const double tolerance = std::max(5.0, 4 * 100 * std::sqrt(0.75 * 0.25 / std::max(effective, 1.0)));
   const double foo_share = 100.0 * double(foo) / double(foo + bar);
   MESSAGE("foo share " << foo_share << " %, allowed 75 +- " << tolerance);
