@@ -1828,9 +1828,12 @@ class ThreadTimers {
     g_sampler_period_ns.store(period_ns, std::memory_order_relaxed);
     g_thread_timer_cookie.store(int(next_random() % 0x3fffffffu) + 1, std::memory_order_relaxed);
     g_process_timer_cookie.store(int(next_random() % 0x3fffffffu) + 0x40000000, std::memory_order_relaxed);
-    // A fork child inherits its parent's marks, for tids it does not have: start from zero pages.
+    // Before the first rescan marks the threads it arms. A fork child inherits its parent's marks, for
+    // tids it does not have: start from zero pages.
     if (std::atomic<uint64_t>* bits = g_timed_threads.load(std::memory_order_acquire))
       madvise(static_cast<void*>(bits), kTimedThreadBits / 8, MADV_DONTNEED);
+    else
+      sampler_timed_threads_instance();  // if it fails, arm_process_timer() says so and arms nothing
   }
   ~ThreadTimers() {
     disarm_all();
@@ -1934,7 +1937,7 @@ class ThreadTimers {
                          "one (Linux >= 6.3 does): threads that live less than " + std::to_string(kAgentWakeMs) +
                          " ms may be missed";
     }
-    if (sampler_timed_threads_instance() == nullptr) return "threads younger than " + std::to_string(kAgentWakeMs) +
+    if (g_timed_threads.load(std::memory_order_acquire) == nullptr) return "threads younger than " + std::to_string(kAgentWakeMs) +
                                                             " ms may be missed (no memory for the map of timed threads)";
     sigevent event;
     std::memset(&event, 0, sizeof event);

@@ -115,6 +115,28 @@ TEST_CASE("sampler threads: threads shorter than a rescan are accounted (the pro
   CHECK(share <= 1.15);  // nothing counted twice
 }
 
+TEST_CASE("sampler threads: a thread with its own timer is not counted twice by the process-wide timer") {
+  // The main thread exists before start(): the first rescan gives it a timer, and the process-wide
+  // timer's signals that land on it are dropped. Counted twice, 1 s of CPU would read ~200 samples.
+  const std::string path = fresh_path("once");
+  pyroscope::Config config = test_config("once", path);
+  config.sample_rate_hz = 100;
+  REQUIRE(pyroscope::start(config).ok());
+  const pyroscope::detail::SamplerStats before = pyroscope::detail::sampler_stats();
+  const double start = thread_cpu_seconds();
+  sampler_short_thread_work(1.0);
+  const double cpu = thread_cpu_seconds() - start;
+  const pyroscope::detail::SamplerStats after = pyroscope::detail::sampler_stats();
+  REQUIRE(pyroscope::stop().ok());
+  const double samples = double(total_under(query_file(path, "once{}").tree, "sampler_short_thread_work(double)"));
+  MESSAGE(cpu << " s of CPU: " << samples << " samples at 100 Hz; process-wide timer signals dropped "
+              << after.process_skipped - before.process_skipped << ", taken "
+              << after.process_samples - before.process_samples);
+  CHECK(samples >= 70 * cpu);
+  CHECK(samples <= 130 * cpu);
+  if (after.process_timer == 1) CHECK(after.process_skipped > before.process_skipped);
+}
+
 TEST_CASE("sampler threads: a workload periodic at the sampling rate is not aliased (timer jitter)") {
   const std::string path = fresh_path("alias");
   pyroscope::Config config = test_config("alias", path);
