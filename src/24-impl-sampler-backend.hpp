@@ -233,8 +233,8 @@ inline std::atomic<int> g_process_timer_cookie{0};
 constexpr uint32_t kTimedThreadBits = 1u << 22;
 inline std::atomic<std::atomic<uint64_t>*> g_timed_threads{nullptr};
 // Test and benchmark hooks: g_sampler_jitter false gives fixed timer intervals (as before jitter);
-// g_sampler_process_timer -1 = on where the kernel delivers its signal to the running thread, 0 = off,
-// 1 = on whatever the kernel.
+// g_sampler_process_timer -1 = as Config::short_lived_threads says (where the kernel delivers its
+// signal to the running thread), 0 = off, 1 = on whatever the kernel.
 inline std::atomic<bool> g_sampler_jitter{true};
 inline std::atomic<int> g_sampler_process_timer{-1};
 inline std::atomic<int> g_sampler_in_flight{0};
@@ -1881,9 +1881,18 @@ class ThreadTimers {
     // listed but whose timer reads as disarmed belongs to a new thread that reused the number.
     const bool check_reuse = scan_generation_ % 10 == 0;
     to_arm_.clear();
+    young_next_.clear();
     for (const pid_t tid : tids_) {
       if (std::find(skip_tids.begin(), skip_tids.end(), tid) != skip_tids.end()) continue;
       auto it = timers_.find(tid);
+      if (it == timers_.end() && has_process_timer_ &&
+          !std::binary_search(young_.begin(), young_.end(), tid)) {
+        // First seen: the process-wide timer samples it until the next scan. A thread that ends
+        // before then loses nothing at its exit (an expiry its own timer would have seen too late
+        // goes to the next running thread instead), and costs no timer_create/timer_delete.
+        young_next_.push_back(tid);
+        continue;
+      }
       if (it != timers_.end()) {
         it->second.generation = scan_generation_;
         if (!check_reuse) continue;
@@ -1899,7 +1908,12 @@ class ThreadTimers {
       }
       to_arm_.push_back(tid);
     }
-    if (!to_arm_.empty()) before_arming();
+    // New threads' stacks must be listed before a signal (their own timer's or the process-wide
+    // timer's) can land on them: otherwise their samples end at the leaf, under [incomplete].
+    const bool new_threads = !to_arm_.empty() || !young_next_.empty();
+    young_.swap(young_next_);
+    std::sort(young_.begin(), young_.end());
+    if (new_threads) before_arming();
     size_t armed_now = 0;
     for (const pid_t tid : to_arm_) {
       // Marked first: a process-wide sample of this thread between the two would be counted twice.
@@ -1927,12 +1941,14 @@ class ThreadTimers {
 
   // Arms the process-wide timer for threads younger than a rescan, where the kernel sends its signal
   // to the running thread (or the test hook asks). Returns a sentence for the log.
-  std::string arm_process_timer() {
-    const int mode = g_sampler_process_timer.load(std::memory_order_relaxed);
+  std::string arm_process_timer(bool wanted) {
+    int mode = g_sampler_process_timer.load(std::memory_order_relaxed);
+    if (mode < 0 && !wanted) mode = 0;
     std::string release;
     const bool kernel_ok = sampler_kernel_signals_running_thread(&release);
     if (mode == 0 || (mode < 0 && !kernel_ok)) {
-      return mode == 0 ? "threads younger than " + std::to_string(kAgentWakeMs) + " ms may be missed (process-wide timer off)"
+      return mode == 0 ? "threads younger than " + std::to_string(kAgentWakeMs) +
+                             " ms may be missed (Config::short_lived_threads is off)"
                        : "kernel " + release + " sends a process timer's signal to the main thread, not the running "
                          "one (Linux >= 6.3 does): threads that live less than " + std::to_string(kAgentWakeMs) +
                          " ms may be missed";
@@ -1995,6 +2011,7 @@ class ThreadTimers {
   std::vector<char> listing_;
   std::vector<pid_t> tids_;
   std::vector<pid_t> to_arm_;
+  std::vector<pid_t> young_, young_next_;  // listed for the first time by the last scan (sorted) / this one
 
   uint64_t next_random() {
     random_ ^= random_ << 13;

@@ -531,7 +531,7 @@ struct ProfilerSession {
     loader_counters = sampler_loader_counters();
     std::string error;
     timers.rescan(agent_tids(), &error, [this] { refresh_stack_mappings(); });
-    const std::string young_threads = timers.size() > 0 ? timers.arm_process_timer() : std::string();
+    const std::string young_threads = timers.size() > 0 ? timers.arm_process_timer(config.short_lived_threads) : std::string();
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (timers.size() == 0) {
@@ -780,11 +780,14 @@ inline Status validate_config(const Config& config) {
 }
 
 // Starts a thread with SIGPROF blocked (it inherits the mask), so no sample ever lands on our threads.
+// Not with the process-wide timer (Config::short_lived_threads): a thread that blocks SIGPROF while it
+// runs makes the kernel send that timer's signal to another thread, which may be blocked in a call the
+// signal interrupts; there our threads take the signal and the handler drops it (they are marked timed).
 template <class Fn>
-std::thread sampler_spawn(Fn&& fn) {
+std::thread sampler_spawn(bool block_sigprof, Fn&& fn) {
   sigset_t block, previous;
   sigemptyset(&block);
-  sigaddset(&block, kSamplerSignal);
+  if (block_sigprof) sigaddset(&block, kSamplerSignal);
   pthread_sigmask(SIG_BLOCK, &block, &previous);
   std::thread thread(std::forward<Fn>(fn));
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
@@ -991,14 +994,14 @@ Status start(const Config& config) {
       (*log)(level, message);
     });
     std::shared_ptr<PushClient> push = s->push;
-    s->push_thread = sampler_spawn([push] {
+    s->push_thread = sampler_spawn(!config.short_lived_threads, [push] {
       pthread_setname_np(pthread_self(), "pyroscope-push");
       g_alloc_thread.guard++;  // never sampled
       push->run();
     });
     while (s->push->tid() == 0) std::this_thread::yield();  // the agent must know it, to skip it
   }
-  s->agent_thread = sampler_spawn([s] { s->run_agent(); });
+  s->agent_thread = sampler_spawn(!config.short_lived_threads, [s] { s->run_agent(); });
   Status agent_status;
   {
     std::unique_lock<std::mutex> lock(s->mutex);

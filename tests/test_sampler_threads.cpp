@@ -69,7 +69,7 @@ __attribute__((noinline)) void sampler_phase_b(double seconds) {
   asm volatile("" ::: "memory");  // not a tail call: this frame stays on the stack
 }
 
-TEST_CASE("sampler threads: threads shorter than a rescan are accounted (the process-wide timer)") {
+TEST_CASE("sampler threads: threads shorter than a rescan are accounted (Config::short_lived_threads)") {
   std::string release;
   if (!pyroscope::detail::sampler_kernel_signals_running_thread(&release)) {
     MESSAGE("skipped: kernel " << release << " sends a process timer's signal to the main thread (Linux >= 6.3 needed)");
@@ -78,6 +78,7 @@ TEST_CASE("sampler threads: threads shorter than a rescan are accounted (the pro
   const std::string path = fresh_path("short");
   pyroscope::Config config = test_config("short", path);
   config.sample_rate_hz = 100;
+  config.short_lived_threads = true;
   REQUIRE(pyroscope::start(config).ok());
   const pyroscope::detail::SamplerStats before = pyroscope::detail::sampler_stats();
   REQUIRE(before.process_timer == 1);
@@ -121,6 +122,7 @@ TEST_CASE("sampler threads: a thread with its own timer is not counted twice by 
   const std::string path = fresh_path("once");
   pyroscope::Config config = test_config("once", path);
   config.sample_rate_hz = 100;
+  config.short_lived_threads = true;
   REQUIRE(pyroscope::start(config).ok());
   const pyroscope::detail::SamplerStats before = pyroscope::detail::sampler_stats();
   const double start = thread_cpu_seconds();
