@@ -7589,8 +7589,9 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 // every 100 ms, or later when it is starved, and puts each sample in the block it was taken in.
 //
 // What the handler may and may not do (docs/sampler.md names the test that holds each rule):
-//   1. No lock anywhere it calls: atomics, clock_gettime, _dl_find_object, reads of its own tables, and
-//      write(2) to the agent's eventfd.
+//   1. No lock anywhere it calls: atomics, clock_gettime, _dl_find_object, reads of its own tables,
+//      write(2) to the agent's eventfd, and timer_gettime/timer_settime on the timer that sent the signal
+//      (jitter; both plain system calls, async-signal-safe in POSIX).
 //      On x86-64 it never calls libgcc's _Unwind_Backtrace: libgcc 12 takes object_mutex on every FDE
 //      lookup once any frames were registered with __register_frame_info (a -static program registers
 //      its own at startup, a JIT at run time), and the interrupted thread may be holding it.
