@@ -13,6 +13,9 @@
 //   PYROSCOPE_SAMPLE_RATE       samples per second of CPU time (default 100)
 //   PYROSCOPE_WALL_CLOCK        "1": also sample wall-clock time, running or blocked, into the series
 //                               <app>.wall (Config::wall_clock; pyro record --wall); "0" (default): not
+//   PYROSCOPE_SHORT_LIVED_THREADS  "1": also sample threads younger than the agent's scan with the
+//                               process-wide timer (Config::short_lived_threads; pyro record
+//                               --short-threads); "0" (default): not
 //   PYROSCOPE_CHILDREN          "0": profile only the first process that loads the library, not the
 //                               programs it executes (default "1": they are profiled too)
 //   PYROSCOPE_LOG_LEVEL         debug, info, warning (default), error or silent; messages go to stderr
@@ -138,12 +141,12 @@ bool parse_rate(const char* text, int* rate, std::string* error) {
 
 // "1" or "0", as examples/rideshare reads the same variable; anything else is a mistake worth naming
 // (a "yes" or "true" silently read as off would give a profile without the series the user asked for).
-bool parse_wall_clock(const char* text, bool* wall, std::string* error) {
+bool parse_switch(const char* name, const char* text, const char* meaning, bool* on, std::string* error) {
   if (std::strcmp(text, "1") == 0 || std::strcmp(text, "0") == 0) {
-    *wall = text[0] == '1';
+    *on = text[0] == '1';
     return true;
   }
-  *error = std::string("PYROSCOPE_WALL_CLOCK '") + text + "': expected 1 (sample wall-clock time too) or 0";
+  *error = std::string(name) + " '" + text + "': expected 1 (" + meaning + ") or 0";
   return false;
 }
 
@@ -216,7 +219,14 @@ __attribute__((constructor)) void preload_start() {
     }
   }
   if (const char* wall = env("PYROSCOPE_WALL_CLOCK")) {
-    if (!parse_wall_clock(wall, &config.wall_clock, &error)) {
+    if (!parse_switch("PYROSCOPE_WALL_CLOCK", wall, "sample wall-clock time too", &config.wall_clock, &error)) {
+      say(Verbosity::error, error + "; not profiling");
+      return;
+    }
+  }
+  if (const char* young = env("PYROSCOPE_SHORT_LIVED_THREADS")) {
+    if (!parse_switch("PYROSCOPE_SHORT_LIVED_THREADS", young, "sample threads shorter than a thread scan too",
+                      &config.short_lived_threads, &error)) {
       say(Verbosity::error, error + "; not profiling");
       return;
     }

@@ -1062,6 +1062,8 @@ int cmd_record(const Args& a) {
     // program that reads it itself, like examples/rideshare) does not turn it on.
     if (a.has("--wall")) ::setenv("PYROSCOPE_WALL_CLOCK", "1", 1);
     else ::unsetenv("PYROSCOPE_WALL_CLOCK");
+    if (a.has("--short-threads")) ::setenv("PYROSCOPE_SHORT_LIVED_THREADS", "1", 1);
+    else ::unsetenv("PYROSCOPE_SHORT_LIVED_THREADS");
     ::setenv("PYROSCOPE_RECORD_PID", std::to_string(::getpid()).c_str(), 1);
     std::vector<char*> argv;
     for (const std::string& word : command) argv.push_back(const_cast<char*>(word.c_str()));
@@ -1173,7 +1175,7 @@ const std::vector<Command>& commands() {
          return options;
        }(),
        0, [](const Args& a) { return pyroscope::serve::serve_command(a.values, a.flags); }},
-      {"record", "[-o OUT.pyro] [--app NAME] [--tags k=v,...] [--server URL] [--rate HZ] [--no-children] [--heap] [--wall] -- CMD ARGS...",
+      {"record", "[-o OUT.pyro] [--app NAME] [--tags k=v,...] [--server URL] [--rate HZ] [--no-children] [--heap] [--wall] [--short-threads] -- CMD ARGS...",
        "run a program built without pyroscope.hpp under the sampler (libpyroscope-preload.so) and write its "
        "profile, and those of the programs it runs, to OUT.pyro",
        {{"--output", "-o", "OUT", "the .pyro file (default: <app or command name>.pyro)"},
@@ -1187,6 +1189,8 @@ const std::vector<Command>& commands() {
         {"--heap-bytes", nullptr, "BYTES", "with --heap: mean bytes between sampled allocations (default 524288)"},
         {"--wall", nullptr, nullptr, "sample wall-clock time too: every thread, running or blocked, 100 times a "
                                      "second, into the series <app>.wall (where threads wait; docs/sampler.md)"},
+        {"--short-threads", nullptr, nullptr, "sample threads that live less than the 100-200 ms thread scan too "
+                                              "(Linux >= 6.3; Config::short_lived_threads in docs/sampler.md)"},
         kForce},
        0, cmd_record},
       {"help", "[COMMAND]", "this overview, or the options of one command", {}, 0, cmd_help},

@@ -200,6 +200,58 @@ expect_exit "LD_PRELOAD alone with PYROSCOPE_WALL_CLOCK=1" 0 "" \
   env LD_PRELOAD="$preload" PYROSCOPE_WALL_CLOCK=1 PYROSCOPE_OUTPUT=direct-wall.pyro ./waiter 0.3
 check "  ... writes waiter.wall" bash -c "'$pyro' info direct-wall.pyro | grep -q 'waiter.wall{}'"
 
+# --- --short-threads: threads that live less than the agent's 100 ms thread scan -----------------
+# 200 threads of 20 ms of CPU each in short_work, two at a time; the program prints their CPU time.
+# Without the process-wide timer about a quarter of it is accounted (bench_threads); with it, nearly all.
+cat >shorts.c <<'EOF'
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+static double cpu(void) { struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+static double used[2];
+__attribute__((noinline)) double short_work(double x) {
+  const double t0 = cpu();
+  while (cpu() - t0 < 0.020)
+    for (int i = 0; i < 20000; i++) x = x * 1.0000001 + 0.5;
+  return x;
+}
+static void* run(void* slot) {
+  const double t0 = cpu();
+  volatile double x = short_work(1);
+  (void)x;
+  *(double*)slot += cpu() - t0;
+  return NULL;
+}
+int main(void) {
+  for (int i = 0; i < 100; i++) {
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++) pthread_create(&t[k], NULL, run, &used[k]);
+    for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+  }
+  printf("cpu_ms %d\n", (int)(1000 * (used[0] + used[1])));
+  return 0;
+}
+EOF
+check "short-threads test program built" cc -O1 -g -pthread shorts.c -o shorts
+# Samples under FUNCTION (inclusive) in APP's profile in FILE; 0 if absent.
+samples_under() {
+  "$pyro" query "$1" "$2{}" --format table 2>/dev/null | awk -v f="$3" '$5 == f { v = $3 } END { print v + 0 }'
+}
+if [ "$(uname -r | awk -F. '{ print ($1 > 6 || ($1 == 6 && $2 >= 3)) }')" = 1 ]; then
+  expect_exit "record --short-threads: the program runs as without it" 0 "1 process\(es\) profiled \(shorts\)" \
+    "$pyro" record --short-threads -o shorts.pyro -- ./shorts
+  cpu_ms=$(awk '/^cpu_ms/ { print $2 }' last.out)
+  n=$(samples_under shorts.pyro shorts short_work)
+  check "  ... short_work holds >= 70 % of the threads' CPU time (${n} samples at 100 Hz for ${cpu_ms:-?} ms)" \
+    test $((n * 10)) -ge $((${cpu_ms:-100000} * 70 / 100))
+else
+  echo "skip - record --short-threads needs Linux >= 6.3 (this is $(uname -r))"
+fi
+expect_exit "PYROSCOPE_SHORT_LIVED_THREADS=yes: named on stderr, the program runs unprofiled" 0 \
+  "PYROSCOPE_SHORT_LIVED_THREADS 'yes'" env LD_PRELOAD="$preload" PYROSCOPE_SHORT_LIVED_THREADS=yes \
+  PYROSCOPE_OUTPUT=bad-short.pyro ./hot 0.1
+check "  ... and writes no file" test ! -e bad-short.pyro
+
 # --- children ------------------------------------------------------------------------------------
 cp hot hot2
 expect_exit "record: a shell and the programs it runs" 0 "" "$pyro" record -o kids.pyro -- bash -c './hot 0.3; ./hot2 0.3'
