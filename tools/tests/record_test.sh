@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # pyro record and libpyroscope-preload.so on programs built without the header: a C program of our own,
-# Debian's xz, gzip and python3, --heap, --wall (where the program blocks), --short-threads, a shell running several
-# programs (children profiled, or not with --no-children), exit codes passed through, and bad settings
-# that must not change what the program does.
+# Debian's xz, gzip and python3, --heap, --wall (where the program blocks), --short-threads, a shell
+# running several programs (children profiled, or not with --no-children), exit codes passed through,
+# and bad settings that must not change what the program does.
 #
 #   record_test.sh PATH/TO/pyro PATH/TO/libpyroscope-preload.so PATH/TO/record_own WORK_DIR
 set -uo pipefail
