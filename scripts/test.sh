@@ -99,7 +99,7 @@ if has_run tsan; then
     dir=build/test-tsan
     if configure_and_build tsan "$dir" "${common[@]}" "${lean[@]}" -DPYROSCOPE_BUILD_TOOLS=OFF \
          -DPYROSCOPE_SANITIZE=thread -DPYROSCOPE_NO_EXCEPTIONS=OFF -DPYROSCOPE_TEST_FILTER='^test_(sampler|core_tree)'; then
-      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions="$root/tests/tsan.supp" \
         run_ctest tsan "$dir" -L '^(sampler|tsan)$'
     fi
   else
