@@ -7546,6 +7546,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <gnu/libc-version.h>
 #include <link.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -7571,6 +7572,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <exception>
 #include <map>
 #include <thread>
 #include <unordered_map>
@@ -8684,14 +8686,33 @@ class UnwindTables {
         expected, eh_frame_hdr, std::memory_order_acq_rel);
   }
 
-  // Agent side: builds the requested tables. Each is built inside a dl_iterate_phdr callback: the
-  // loader holds its lock there, and glibc's dlclose unmaps under the same lock, so no object can go
-  // away while its .eh_frame is read. Returns how many were added.
+  // Agent side: builds the requested tables. Returns how many were added.
   size_t serve_requests() {
     std::vector<const void*> wanted;
     for (auto& slot : requests_) {
       if (const void* hdr = slot.exchange(nullptr, std::memory_order_acq_rel)) wanted.push_back(hdr);
     }
+    return build_tables(wanted);
+  }
+
+  // Agent side, at start: builds the tables of the objects holding these code addresses now, so the
+  // frames every stack passes through (the program, libc's thread entry, libstdc++'s) unwind from the
+  // first sample, however late a loaded machine lets the agent serve the requests of handlers.
+  size_t prebuild(const std::vector<const void*>& code_addresses) {
+    std::vector<const void*> wanted;
+    for (const void* address : code_addresses) {
+      dl_find_object object;
+      if (address != nullptr && _dl_find_object(const_cast<void*>(address), &object) == 0 &&
+          object.dlfo_eh_frame != nullptr && find(object) == nullptr)
+        wanted.push_back(object.dlfo_eh_frame);
+    }
+    return build_tables(wanted);
+  }
+
+  // Builds the tables of the objects whose .eh_frame_hdr is listed. Each is built inside a
+  // dl_iterate_phdr callback: the loader holds its lock there, and glibc's dlclose unmaps under the same
+  // lock, so no object can go away while its .eh_frame is read. Returns how many were added.
+  size_t build_tables(const std::vector<const void*>& wanted) {
     if (wanted.empty()) return 0;
     struct Pass {
       UnwindTables* self;
@@ -12121,6 +12142,11 @@ struct ProfilerSession {
     if (!unwind_tables().prepare_executable(&problem))
       (*log)(LogLevel::warning, "no unwind table for the executable (" + problem +
                                     "): stacks end at its frames, marked [incomplete]");
+    // libc by a function no sanitizer intercepts; the vDSO holds clock_gettime, where many samples land.
+    unwind_tables().prebuild({reinterpret_cast<const void*>(getauxval(AT_ENTRY)),
+                              reinterpret_cast<const void*>(&gnu_get_libc_version),
+                              reinterpret_cast<const void*>(&std::terminate),
+                              reinterpret_cast<const void*>(getauxval(AT_SYSINFO_EHDR))});
 #endif
     loader_counters = sampler_loader_counters();
     std::string error;

@@ -2318,6 +2318,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <gnu/libc-version.h>
 #include <link.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -2343,6 +2344,7 @@ Status export_speedscope(const std::vector<ExportProfile>& profiles, const Expor
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <exception>
 #include <map>
 #include <thread>
 #include <unordered_map>

@@ -1107,14 +1107,33 @@ class UnwindTables {
         expected, eh_frame_hdr, std::memory_order_acq_rel);
   }
 
-  // Agent side: builds the requested tables. Each is built inside a dl_iterate_phdr callback: the
-  // loader holds its lock there, and glibc's dlclose unmaps under the same lock, so no object can go
-  // away while its .eh_frame is read. Returns how many were added.
+  // Agent side: builds the requested tables. Returns how many were added.
   size_t serve_requests() {
     std::vector<const void*> wanted;
     for (auto& slot : requests_) {
       if (const void* hdr = slot.exchange(nullptr, std::memory_order_acq_rel)) wanted.push_back(hdr);
     }
+    return build_tables(wanted);
+  }
+
+  // Agent side, at start: builds the tables of the objects holding these code addresses now, so the
+  // frames every stack passes through (the program, libc's thread entry, libstdc++'s) unwind from the
+  // first sample, however late a loaded machine lets the agent serve the requests of handlers.
+  size_t prebuild(const std::vector<const void*>& code_addresses) {
+    std::vector<const void*> wanted;
+    for (const void* address : code_addresses) {
+      dl_find_object object;
+      if (address != nullptr && _dl_find_object(const_cast<void*>(address), &object) == 0 &&
+          object.dlfo_eh_frame != nullptr && find(object) == nullptr)
+        wanted.push_back(object.dlfo_eh_frame);
+    }
+    return build_tables(wanted);
+  }
+
+  // Builds the tables of the objects whose .eh_frame_hdr is listed. Each is built inside a
+  // dl_iterate_phdr callback: the loader holds its lock there, and glibc's dlclose unmaps under the same
+  // lock, so no object can go away while its .eh_frame is read. Returns how many were added.
+  size_t build_tables(const std::vector<const void*>& wanted) {
     if (wanted.empty()) return 0;
     struct Pass {
       UnwindTables* self;

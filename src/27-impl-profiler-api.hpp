@@ -527,6 +527,11 @@ struct ProfilerSession {
     if (!unwind_tables().prepare_executable(&problem))
       (*log)(LogLevel::warning, "no unwind table for the executable (" + problem +
                                     "): stacks end at its frames, marked [incomplete]");
+    // libc by a function no sanitizer intercepts; the vDSO holds clock_gettime, where many samples land.
+    unwind_tables().prebuild({reinterpret_cast<const void*>(getauxval(AT_ENTRY)),
+                              reinterpret_cast<const void*>(&gnu_get_libc_version),
+                              reinterpret_cast<const void*>(&std::terminate),
+                              reinterpret_cast<const void*>(getauxval(AT_SYSINFO_EHDR))});
 #endif
     loader_counters = sampler_loader_counters();
     std::string error;

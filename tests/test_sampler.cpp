@@ -373,6 +373,51 @@ TEST_CASE("sampler: static functions and garbage frame pointers unwind correctly
 #endif
 }
 
+#if defined(PYROSCOPE_SAMPLER_TABLE_UNWINDER)
+// Issue 18: on a loaded machine the agent can serve a handler's request for an unwind table late (seen:
+// a whole 0.3 s phase of a thread in the executable unwound to its leaf only, and 0.4 s more stopped
+// below libstdc++'s thread entry). start() builds the tables of the program, libc, libstdc++ and the
+// vDSO before any timer is armed, so those frames unwind from the first sample whatever the agent does.
+TEST_CASE("sampler: the program's, libc's and libstdc++'s frames unwind while the agent is held") {
+  const std::string path = fresh_path("held");
+  struct Release {
+    ~Release() { pyroscope::detail::g_agent_test_stall.store(false); }
+  } release;
+  pyroscope::detail::g_agent_test_stall.store(true);  // held from its first wake on (the first 100 ms)
+  const uint64_t built_before = pyroscope::detail::sampler_stats().tables_built;
+  const auto start_began = std::chrono::steady_clock::now();
+  REQUIRE(pyroscope::start(test_config("held", path)).ok());
+  const double start_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_began).count();
+  const uint64_t prebuilt = pyroscope::detail::sampler_stats().tables_built - built_before;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // no CPU time: no sample, no request
+  const uint64_t built_at_burn = pyroscope::detail::sampler_stats().tables_built;
+  sampler_test_static_worker(0.4);  // on the main thread: under doctest, main and libc's start code
+  const uint64_t built_during_burn = pyroscope::detail::sampler_stats().tables_built - built_at_burn;
+  pyroscope::detail::g_agent_test_stall.store(false);
+  REQUIRE(pyroscope::stop().ok());
+  const pyroscope::Tree tree = query_file(path, "held{}").tree;
+  const uint64_t worker = total_under(tree, "sampler_test_static_worker(double)");
+  uint64_t worker_from_libc = 0;
+  for (uint32_t n = 1; n < tree.node_count(); n++) {
+    if (tree.name(n) != "sampler_test_static_worker(double)") continue;
+    for (uint32_t p = tree.parent(n); p != pyroscope::Tree::kRoot; p = tree.parent(p)) {
+      if (tree.name(p) == "__libc_start_main" || tree.name(p).substr(0, 16) == "__libc_start_cal") {
+        worker_from_libc += tree.node_total(n);
+        break;
+      }
+    }
+  }
+  MESSAGE("start() took " << start_ms << " ms; tables built at start " << prebuilt << ", while held " << built_during_burn << "; samples "
+                                   << tree.total() << ", in the static worker " << worker << ", from libc's start "
+                                   << worker_from_libc << ", [incomplete] " << total_under(tree, "[incomplete]"));
+  CHECK(prebuilt >= 2);
+  CHECK(built_during_burn == 0);  // the agent was held: nothing was built on request
+  CHECK(worker > 20);
+  CHECK(worker_from_libc >= worker * 95 / 100);
+  CHECK(total_under(tree, "[incomplete]") <= tree.total() / 20);
+}
+#endif
+
 TEST_CASE("sampler: static tags, tag_scope and tag_wrapper put samples in the right series") {
   const std::string path = fresh_path("tagged");
   pyroscope::Config config = test_config("tagged", path);
