@@ -189,8 +189,10 @@
 
   // sources: [{name, size, modified (unix s), open: async () => ReadableStream}]. All of them open
   // together as one data set; .pyro bytes go to the viewer whole, folded text is parsed as it streams.
-  async function openSources(sources) {
+  // quiet: no progress overlay (live refreshes replace the data in place every few seconds).
+  async function openSources(sources, quiet = false) {
     if (!ready || busy || sources.length === 0) return false;
+    if (live.active && !sources.every((source) => source.live)) live.stop();  // the user opened files instead
     busy = true;
     let ok = false;
     const timing = { start: performance.now() };
@@ -203,7 +205,7 @@
         const source = sources[i];
         const label = sources.length > 1 ? `Loading ${source.name} (${i + 1} of ${sources.length})`
                                          : `Loading ${source.name}`;
-        showOverlay(label, '', total ? 0 : null);
+        if (!quiet) showOverlay(label, '', total ? 0 : null);
         let lastUpdate = 0;
         const progress = (done) => {
           const now = performance.now();
@@ -239,20 +241,20 @@
       }
       timing.read = performance.now();
       // Opening parses and checks every byte: for big data sets say so first (costs a frame).
-      if (before > (32 << 20)) {
+      if (!quiet && before > (32 << 20)) {
         showOverlay('Opening ' + sources.map((s) => s.name).join(', '), formatBytes(before), null);
         await nextPaint();
       }
       ok = Module._pv_open_end() === 1;
       timing.opened = performance.now();
       linkFiles = sources.filter((s) => s.url).map((s) => s.url);
-      linkMissesFiles = sources.some((s) => !s.url);
+      linkMissesFiles = sources.some((s) => !s.url && !s.live);
     } catch (e) {
       Module._pv_open_begin();  // drops what was read so far
       reportError(e && e.message ? e.message : String(e));
     } finally {
       busy = false;
-      hideOverlay();
+      if (!quiet) hideOverlay();
       Module._pv_redraw();
     }
     return ok;
@@ -418,6 +420,202 @@
     if (e.dataTransfer && e.dataTransfer.files.length) openSources(fileSources(e.dataTransfer.files));
   }, true);
 
+  // [Live mode] A page served by `pyro serve` (docs/serve.md) shows the server's data over a range that
+  // follows the clock (`now-15m` by default; `?live=now-1h` or the bar's menu) and asks for it again every
+  // `?refresh=` seconds (10; 0: only on demand). What the user is looking at (app, tags, view, focused
+  // frame, search, ...) is kept across refreshes, the ranges follow the new data. A refresh that fails
+  // keeps the data shown and says why in the bar. The server's token, if it has one, is read from the
+  // address' fragment (#token=...): browsers never send a fragment to a server or in a Referer.
+  const PAGE_PARAMS = new Set(['file', 'live', 'refresh']);
+  const LIVE_DEFAULT_RANGE = 'now-15m';
+  const LIVE_DEFAULT_REFRESH_S = 10;
+  const LIVE_RANGE_PATTERN = /^now-[1-9][0-9]{0,5}(s|m|h|d|w)$/;
+  const liveBar = document.getElementById('live-bar');
+  const liveRange = document.getElementById('live-range');
+  const livePause = document.getElementById('live-pause');
+  const liveNote = document.getElementById('live-note');
+  const live = {
+    active: false,
+    range: LIVE_DEFAULT_RANGE,
+    refreshSeconds: LIVE_DEFAULT_REFRESH_S,
+    paused: false,
+    loads: 0,          // refreshes that replaced the data shown
+    failures: 0,
+    empty: 0,          // answers with no series in the range (nothing shown changes)
+    lastError: '',
+    lastUrl: '',
+    note: '',
+    timer: null,
+    inFlight: null,    // the promise of the load under way
+
+    token() { return new URLSearchParams(location.hash.slice(1)).get('token') || ''; },
+    fetchApi(path, timeoutMs) {
+      const headers = {};
+      const token = live.token();
+      if (token) headers.Authorization = 'Bearer ' + token;
+      const options = { credentials: 'omit', cache: 'no-store', headers };
+      if (timeoutMs && typeof AbortController === 'function') {
+        const abort = new AbortController();
+        setTimeout(() => abort.abort(), timeoutMs);
+        options.signal = abort.signal;
+      }
+      return fetch(path, options);
+    },
+    say(text, failed) {
+      live.note = text;
+      if (liveNote) liveNote.textContent = text;
+      document.body.classList.toggle('live-failed', !!failed);
+    },
+    // The page was served by pyro serve (its /api/info answers as such) and names no file: go live.
+    async startIfServed(refresh) {
+      if (window.pyroscopeEmbedded || !/^https?:$/.test(location.protocol)) return;
+      let response;
+      try {
+        response = await live.fetchApi('api/info', 3000);
+      } catch (e) {
+        return;  // a plain static server, or none
+      }
+      const text = await response.text().catch(() => '');
+      if (response.status === 401 && /pyro serve/.test(text)) {
+        live.start(LIVE_DEFAULT_RANGE, refresh);
+        return;
+      }
+      try {
+        if (response.ok && JSON.parse(text).server === 'pyro serve') live.start(LIVE_DEFAULT_RANGE, refresh);
+      } catch (e) { /* not JSON: not our server */ }
+    },
+    start(range, refresh) {
+      live.active = true;
+      let problem = '';
+      if (refresh !== null && refresh !== undefined && refresh !== '') {
+        const seconds = /^[0-9]{1,4}$/.test(refresh) ? Number(refresh) : NaN;
+        if (seconds >= 0 && seconds <= 3600) live.refreshSeconds = seconds;
+        else problem = `refresh=${refresh} is not a number of seconds from 0 to 3600; refreshing every ${live.refreshSeconds} s`;
+      }
+      if (!LIVE_RANGE_PATTERN.test(range)) {
+        problem = `live=${range} is not a range like now-15m (s, m, h, d or w); showing ${LIVE_DEFAULT_RANGE}`;
+        range = LIVE_DEFAULT_RANGE;
+      }
+      live.range = range;
+      if (![...liveRange.options].some((o) => o.value === range)) liveRange.add(new Option(range, range));
+      liveRange.value = range;
+      document.body.classList.add('live');
+      liveBar.hidden = false;
+      resize();
+      live.load().then(() => {
+        if (problem) live.say(problem, true);
+        live.schedule();
+      });
+    },
+    stop() {
+      live.active = false;
+      clearTimeout(live.timer);
+      document.body.classList.remove('live', 'live-paused', 'live-failed');
+      liveBar.hidden = true;
+      resize();
+    },
+    schedule() {
+      clearTimeout(live.timer);
+      if (!live.active || live.refreshSeconds <= 0) return;
+      live.timer = setTimeout(async () => {
+        if (!live.paused && !document.hidden) await live.load();
+        live.schedule();
+      }, live.refreshSeconds * 1000);
+    },
+    load() {
+      if (!live.inFlight) live.inFlight = live.loadNow().finally(() => { live.inFlight = null; });
+      return live.inFlight;
+    },
+    async loadNow() {
+      if (!live.active || !ready) return false;
+      const range = live.range;
+      const url = 'api/query?' + new URLSearchParams({ format: 'pyro', query: '{}', from: range, until: 'now' });
+      live.lastUrl = url;
+      try {
+        let response;
+        try {
+          response = await live.fetchApi(url, 60000);
+        } catch (e) {
+          throw new Error(`the server did not answer (${e && e.message ? e.message : e})`);
+        }
+        if (!response.ok) {
+          const text = (await response.text().catch(() => '')).trim().slice(0, 300);
+          const hint = response.status === 401 ? ' (open this page with #token=TOKEN at the end of its address)' : '';
+          throw new Error(`HTTP ${response.status}: ${text || response.statusText}${hint}`);
+        }
+        const series = Number(response.headers.get('X-Pyro-Series') || '1');
+        const length = contentLength(response.headers);
+        if (length > heapLimit()) {
+          if (response.body) response.body.cancel().catch(() => {});
+          throw new Error(`the server has ${formatBytes(length)} for ${range}, more than the viewer can hold; choose a shorter range`);
+        }
+        const bytes = new Uint8Array(await response.arrayBuffer());
+        if (range !== live.range || !live.active) return false;  // the range changed meanwhile: that load wins
+        if (series === 0) {
+          live.empty++;
+          live.lastError = '';
+          live.say(`no data in the last ${range.slice(4)} yet: waiting for pushes (checked ${clock()})`);
+          return false;
+        }
+        // What is shown now, but the ranges: they follow the data.
+        const kept = [];
+        let before = null;
+        try { before = api.status(); } catch (e) { /* nothing open yet */ }
+        if (before && before.files && before.files.length && typeof before.link === 'string') {
+          for (const [key, value] of new URLSearchParams(before.link)) {
+            if (!/^(from|until|right_from|right_until)$/.test(key)) kept.push([key, value]);
+          }
+        }
+        const opened = await openSources([{ name: 'live.pyro', size: bytes.length, modified: Math.floor(Date.now() / 1000),
+                                             live: true, open: async () => null, whole: () => Promise.resolve(bytes) }], true);
+        if (!opened) throw new Error(api.status().error || 'the server\'s data did not open');
+        // The app chosen before may have stopped pushing: then the new data's default view, no error.
+        const keptApp = kept.find(([key]) => key === 'app');
+        if (!keptApp || (api.status().apps || []).includes(keptApp[1])) {
+          for (const [key, value] of kept) api.setting(key, value);
+        }
+        Module._pv_prepare();
+        Module._pv_redraw();
+        live.loads++;
+        live.lastError = '';
+        live.say(`updated ${clock()} · ${series} series · ${formatBytes(bytes.length)}` +
+                 (live.paused ? ' · paused' : live.refreshSeconds > 0 ? ` · every ${live.refreshSeconds} s` : ''));
+        return true;
+      } catch (e) {
+        live.failures++;
+        live.lastError = e && e.message ? e.message : String(e);
+        live.say(`refresh failed at ${clock()}: ${live.lastError}` + (live.loads ? ' (the data shown is from before)' : ''), true);
+        return false;
+      }
+    },
+    snapshot() {
+      return { active: live.active, range: live.range, refreshSeconds: live.refreshSeconds, paused: live.paused,
+               loads: live.loads, failures: live.failures, empty: live.empty, lastError: live.lastError,
+               lastUrl: live.lastUrl, note: live.note };
+    },
+  };
+  function clock() { return new Date().toTimeString().slice(0, 8); }
+  liveRange.addEventListener('change', () => {
+    live.range = liveRange.value;
+    if (!window.pyroscopeEmbedded && /^https?:$/.test(location.protocol)) {
+      try {
+        const address = new URL(location.href);
+        address.searchParams.set('live', live.range);
+        history.replaceState(null, '', address);
+      } catch (e) { /* another origin's frame */ }
+    }
+    live.load().then(() => live.schedule());
+    canvas.focus();
+  });
+  livePause.addEventListener('click', () => {
+    live.paused = !live.paused;
+    livePause.textContent = live.paused ? 'Resume' : 'Pause';
+    document.body.classList.toggle('live-paused', live.paused);
+    if (live.paused) live.say(live.note.replace(/ · (every [0-9]+ s|paused)$/, '') + ' · paused');
+    else live.load().then(() => live.schedule());
+    canvas.focus();
+  });
+
   function resize() {
     if (!ready) return;
     Module._pv_set_size(canvas.clientWidth, canvas.clientHeight, window.devicePixelRatio || 1);
@@ -430,7 +628,7 @@
     // Every parameter but file goes to the viewer, which says which ones it does not know: a misspelt
     // one would otherwise be ignored without a word (an embed showing the wrong data).
     for (const [key, value] of params) {
-      if (key === 'file') continue;
+      if (PAGE_PARAMS.has(key)) continue;
       withCString(key, (k) => withCString(value, (v) => Module._pv_setting(k, v)));
     }
     // ?file=a.pyro&file=b.pyro (or one comma-separated list) open together as one data set; a value
@@ -442,6 +640,8 @@
       else files.push(value);
     }
     if (files.length) openSources(urlSources(files));
+    else if (params.has('live')) live.start(params.get('live') || LIVE_DEFAULT_RANGE, params.get('refresh'));
+    else live.startIfServed(params.get('refresh'));
   }
 
   // A share file (`pyro export-html`) carries its data and the view it was saved with.
@@ -537,7 +737,13 @@
     copyLink(query) {
       const base = location.href.split(/[?#]/)[0];
       const files = linkFiles.map((u) => 'file=' + encodeURIComponent(u).replace(/%2F/g, '/').replace(/%3A/g, ':'));
-      const link = base + '?' + files.concat(query ? [query] : []).join('&');
+      // Live: the range that follows the clock instead of the absolute ranges shown now.
+      const liveParams = live.active ? ['live=' + encodeURIComponent(live.range)].concat(
+        live.refreshSeconds !== LIVE_DEFAULT_REFRESH_S ? ['refresh=' + live.refreshSeconds] : []) : [];
+      if (live.active && query) {
+        query = query.split('&').filter((part) => !/^(from|until|right_from|right_until)=/.test(part)).join('&');
+      }
+      const link = base + '?' + liveParams.concat(files, query ? [query] : []).join('&');
       api.lastLink = link;
       api.lastLinkMissesFiles = linkMissesFiles;
       if (!window.pyroscopeEmbedded && location.protocol !== 'file:') {
@@ -613,6 +819,10 @@
       return { ok, ms: performance.now() - start };
     },
     redraw() { if (ready) Module._pv_redraw(); },
+    // Live mode (a page served by pyro serve): its state, and a refresh now (resolves to true when the
+    // data shown was replaced).
+    get live() { return live.snapshot(); },
+    liveRefresh() { return live.load(); },
   };
   window.addEventListener('error', (e) => pageErrors.push(String(e.message)));
 })();
