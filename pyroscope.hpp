@@ -477,10 +477,16 @@ struct Sandwich {
   // root -> the function -> what it calls -> ...: the subtrees under its outermost calls, merged. A
   // recursive call stays where it is inside them; the function's node holds its outermost calls' self.
   Tree callees;
+  // Nodes whose total was below this were left out with their subtrees (min_fraction); 0: none.
+  uint64_t min_total = 0;
 };
 // Both trees share tree's symbol table. not_found when no node of the tree calls the function.
-Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out);
-Status sandwich(const Tree& tree, std::string_view function, Sandwich* out);
+// min_fraction > 0 leaves out the nodes (and their subtrees) whose total is below that fraction of the
+// function's total: a flame graph cannot draw them (at 2^-16, a node of 1,400 px would be 0.02 px), and
+// on millions of nodes they are most of the work. Every node kept still has its exact self and total
+// (they are not estimates from a truncated tree); its children may add up to less than it holds.
+Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fraction = 0);
+Status sandwich(const Tree& tree, std::string_view function, Sandwich* out, double min_fraction = 0);
 
 // How collapse_recursion treats a function that calls itself.
 enum class RecursionCollapse : uint8_t {
@@ -1005,6 +1011,7 @@ class Profiler {
 #include <cerrno>
 #include <cinttypes>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -2788,6 +2795,26 @@ struct TreeAccess {
     const uint32_t shift = base - first;  // modulo 2^32: a parent id p in [first, end) becomes p + shift
     for (uint32_t k = 1; k < end - first; k++) copied[k].parent += shift;
   }
+  // append_range without the nodes whose total is below min_total, nor their subtrees (subtree_end
+  // gives where each subtree ends). A kept node's parent is always kept: the path of kept ancestors,
+  // as (source id, new id) pairs, gives its new parent.
+  template <class SubtreeEnd>
+  static void append_range_pruned(Tree& tree, const Tree& source, uint32_t first, uint32_t end, uint32_t parent,
+                                  uint64_t min_total, SubtreeEnd&& subtree_end, std::vector<std::pair<uint32_t, uint32_t>>* path) {
+    path->clear();
+    for (uint32_t i = first; i < end;) {
+      const Tree::Node& node = source.nodes_[i];
+      if (node.total < min_total) {
+        i = subtree_end(i);
+        continue;
+      }
+      while (!path->empty() && path->back().first != node.parent) path->pop_back();
+      const uint32_t out_parent = path->empty() ? parent : path->back().second;
+      tree.nodes_.push_back({node.symbol, out_parent, node.self, node.total});
+      path->emplace_back(i, uint32_t(tree.nodes_.size() - 1));
+      i++;
+    }
+  }
   // Room for count nodes, so appending does not move what is there (on millions of nodes a growing
   // vector copies everything about twice, and touches twice the memory). Room left by an earlier use
   // (reset) is kept unless it is more than four times what is asked for.
@@ -2861,13 +2888,13 @@ struct MergeGroup {
 
 }  // namespace detail
 
-Status sandwich(const Tree& tree, std::string_view function, Sandwich* out) {
+Status sandwich(const Tree& tree, std::string_view function, Sandwich* out, double min_fraction) {
   const uint32_t symbol = tree.symbols().find(function);
   if (symbol == SymbolTable::kNone) {
     *out = Sandwich();
     return detail::error(StatusCode::not_found, "no function '" + std::string(function) + "' in the tree");
   }
-  return sandwich(tree, symbol, out);
+  return sandwich(tree, symbol, out, min_fraction);
 }
 
 // Both trees are merges of many places of the tree. Hashing each merged node into its parent (as
@@ -2880,7 +2907,7 @@ Status sandwich(const Tree& tree, std::string_view function, Sandwich* out) {
 // computed into `out` (no zeroing, and on millions of nodes no fresh pages to fault in). The walks
 // upwards read a packed (parent, symbol) copy of the tree's nodes: a third of their memory, so a
 // frame's callers, read one by one, mostly come from the cache.
-Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
+Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fraction) {
   using detail::MergeGroup;
   using detail::TreeAccess;
   {
@@ -2945,6 +2972,10 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
   }
   if (outermost.empty())
     return detail::error(StatusCode::not_found, "no call of function #" + std::to_string(symbol) + " in the tree");
+  // A group (an output node) below this is left out with everything under it.
+  const uint64_t min_total =
+      min_fraction > 0 ? std::max<uint64_t>(1, uint64_t(std::ceil(double(out->total) * std::min(min_fraction, 1.0)))) : 0;
+  out->min_total = min_total;
   // The ranks Tree::rank_used_symbols gives, without its own pass over the nodes.
   std::sort(used.begin(), used.end(), [&](uint32_t a, uint32_t b) { return tree.symbols().name(a) < tree.symbols().name(b); });
   for (uint32_t r = 0; r < used.size(); r++) rank[used[r]] = r;
@@ -3003,6 +3034,11 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
       const uint32_t area_end = uint32_t(items.size());
       for (size_t r = run_starts.size(); r-- > 0;) {
         const uint32_t b = run_starts[r], e = r + 1 < run_starts.size() ? run_starts[r + 1] : area_end;
+        if (min_total > 0) {
+          uint64_t run_total = 0;
+          for (uint32_t k = b; k < e; k++) run_total += items[k].second;
+          if (run_total < min_total) continue;
+        }
         stack.push_back({node, link[items[b].first].symbol, b, e, area_end});
       }
     }
@@ -3019,13 +3055,19 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
     std::vector<uint32_t> items(outermost);
     std::vector<MergeGroup> stack{{Tree::kRoot, symbol, 0, uint32_t(items.size()), uint32_t(items.size())}};
     std::vector<std::pair<uint32_t, uint32_t>> kids;  // (name rank, source node)
+    std::vector<std::pair<uint32_t, uint32_t>> kept_path;
     while (!stack.empty()) {
       const MergeGroup g = stack.back();
       stack.pop_back();
       items.resize(g.area_end);  // the subtrees of the groups before this one are done
       if (g.end - g.begin == 1 && children.preorder()) {
         const uint32_t only = items[g.begin];  // one place: its whole subtree, as it is
-        TreeAccess::append_range(callees, tree, only, children.subtree_end(only), g.out_parent);
+        if (min_total == 0) {
+          TreeAccess::append_range(callees, tree, only, children.subtree_end(only), g.out_parent);
+        } else {
+          TreeAccess::append_range_pruned(callees, tree, only, children.subtree_end(only), g.out_parent, min_total,
+                                          [&](uint32_t i) { return children.subtree_end(i); }, &kept_path);
+        }
         continue;
       }
       uint64_t self = 0, total = 0;
@@ -3045,8 +3087,14 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out) {
       for (size_t run_end = kids.size(); run_end > 0;) {
         size_t run_begin = run_end - 1;
         while (run_begin > 0 && kids[run_begin - 1].first == kids[run_end - 1].first) run_begin--;
-        stack.push_back({node, link[kids[run_begin].second].symbol, area + uint32_t(run_begin),
-                         area + uint32_t(run_end), area_end});
+        uint64_t run_total = min_total;
+        if (min_total > 0) {
+          run_total = 0;
+          for (size_t k = run_begin; k < run_end; k++) run_total += tree.node_total(kids[k].second);
+        }
+        if (run_total >= min_total)
+          stack.push_back({node, link[kids[run_begin].second].symbol, area + uint32_t(run_begin),
+                           area + uint32_t(run_end), area_end});
         run_end = run_begin;
       }
     }

@@ -2,7 +2,8 @@
 // against a straightforward merge measured in the same run, whose result must equal it node for node
 // (bench/README.md, "Viewer: the analysis views").
 //
-//   bench_sandwich --folded FILE [--top K] [--runs R]   FILE: gen_folded.py 100000 1's output (2.7M nodes)
+//   bench_sandwich --folded FILE [--top K] [--runs R] [--detail F]   FILE: gen_folded.py 100000 1's output
+//     (2.7M nodes); F: the min_fraction of the second measure, the viewer's (2^-16) by default
 //   bench_sandwich --smoke                              random trees, correctness only (CTest)
 //
 // The tree is read from folded text, encoded and decoded: a tree in name preorder, as the viewer gets
@@ -161,16 +162,18 @@ int smoke() {
 int main(int argc, char** argv) {
   std::string folded;
   int top = 5, runs = 5;
+  double detail = 1.0 / 65536;  // session::Session::kSandwichDetail
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (a == "--smoke") return smoke();
-    if (i + 1 >= argc) die("usage: bench_sandwich --folded FILE [--top K] [--runs R] | --smoke");
+    if (i + 1 >= argc) die("usage: bench_sandwich --folded FILE [--top K] [--runs R] [--detail F] | --smoke");
     if (a == "--folded") folded = argv[++i];
     else if (a == "--top") top = std::atoi(argv[++i]);
     else if (a == "--runs") runs = std::atoi(argv[++i]);
+    else if (a == "--detail") detail = std::atof(argv[++i]);
     else die("unknown argument " + a);
   }
-  if (folded.empty() || top < 1 || runs < 1) die("usage: bench_sandwich --folded FILE [--top K] [--runs R] | --smoke");
+  if (folded.empty() || top < 1 || runs < 1) die("usage: bench_sandwich --folded FILE [--top K] [--runs R] [--detail F] | --smoke");
   double started = wall_ms();
   Tree tree;
   {
@@ -189,7 +192,8 @@ int main(int argc, char** argv) {
   bool ok = true;
   pyroscope::Sandwich s;  // reused from one function to the next, as the viewer's session does
   std::printf("| function | total | callers nodes | callees nodes | sandwich wall ms (median of %d) | CPU ms | "
-              "reference CPU ms | speed-up |\n|---|---:|---:|---:|---:|---:|---:|---:|\n", runs);
+              "reference CPU ms | speed-up | at detail %g: callers / callees nodes | CPU ms | vs exact |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", runs, detail);
   for (const Tree::FunctionTotal& t : totals) {
     std::vector<double> wall, cpu;
     for (int r = 0; r < runs; r++) {
@@ -199,11 +203,39 @@ int main(int argc, char** argv) {
       wall.push_back(wall_ms() - w);
     }
     const double ref = check(tree, t.symbol, s, &ok);
+    const uint32_t exact_callers = s.callers.node_count(), exact_callees = s.callees.node_count();
+    // The viewer's sandwich: the same, without the nodes below `detail` of the function's total. Each
+    // node kept must be the exact one (same path, self and total), and every exact node at or above
+    // min_total must be kept.
+    std::vector<double> pruned_cpu;
+    pyroscope::Sandwich exact = s;
+    for (int r = 0; r < runs; r++) {
+      const double c = cpu_ms();
+      if (!pyroscope::sandwich(tree, t.symbol, &s, detail).ok()) die("no sandwich of a function of the tree");
+      pruned_cpu.push_back(cpu_ms() - c);
+    }
+    for (const auto& [whole, part] : {std::make_pair(&exact.callers, &s.callers), std::make_pair(&exact.callees, &s.callees)}) {
+      uint32_t expected = 0;
+      for (uint32_t n = 0; n < whole->node_count(); n++) expected += whole->node_total(n) >= s.min_total;
+      bool same = part->node_count() == expected;
+      for (uint32_t n = 1; same && n < part->node_count(); n++) {
+        std::vector<std::string_view> path;
+        for (uint32_t at = n; at != Tree::kRoot; at = part->parent(at)) path.insert(path.begin(), part->name(at));
+        const uint32_t m = whole->find_path(path);
+        same = m != Tree::kNoNode && whole->self(m) == part->self(n) && whole->node_total(m) == part->node_total(n) &&
+               part->node_total(n) >= s.min_total;
+      }
+      if (!same) {
+        std::fprintf(stderr, "bench_sandwich: the sandwich at detail %g is not the exact one without its small nodes\n", detail);
+        ok = false;
+      }
+    }
     std::string name(tree.symbols().name(t.symbol));
     if (name.size() > 40) name = name.substr(0, 37) + "...";
-    std::printf("| %s | %llu | %u | %u | %.1f | %.1f | %.0f | %.1fx |\n", name.c_str(),
-                static_cast<unsigned long long>(t.total), s.callers.node_count(), s.callees.node_count(), median(wall),
-                median(cpu), ref, ref / median(cpu));
+    std::printf("| %s | %llu | %u | %u | %.1f | %.1f | %.0f | %.1fx | %u / %u | %.1f | %.1fx |\n", name.c_str(),
+                static_cast<unsigned long long>(t.total), exact_callers, exact_callees, median(wall),
+                median(cpu), ref, ref / median(cpu), s.callers.node_count(), s.callees.node_count(), median(pruned_cpu),
+                median(cpu) / median(pruned_cpu));
     std::fflush(stdout);
   }
   std::printf("results equal to the reference: %s\n", ok ? "yes" : "NO");

@@ -1099,8 +1099,26 @@ std::string Session::view_key() const {
   return trees_key() + "|" + name_of(view_.names) + "|" + name_of(view_.recursion);
 }
 
+// The key of the sandwich for this view and function: with the detail refined for them, else the first.
+std::string Session::sandwich_key_for(const std::string& base) const {
+  char detail[40];
+  std::snprintf(detail, sizeof detail, "|%.17g", base == sandwich_base_ ? sandwich_detail_ : kSandwichDetail);
+  return base + detail;
+}
+
 bool Session::sandwich_stale() const {
-  return !empty() && selection_.view == ViewMode::sandwich && sandwich_key_ != view_key() + "|" + view_.function;
+  return !empty() && selection_.view == ViewMode::sandwich &&
+         sandwich_key_ != sandwich_key_for(view_key() + "|" + view_.function);
+}
+
+void Session::refine_sandwich(uint64_t focused_total) {
+  if (!sandwich_ || sandwich_->min_total <= 1 || focused_total == 0 || sandwich_->total == 0) return;
+  // Finer only when the focused node is 8 times smaller than the detail was made for: a zoom of a
+  // few steps does not compute the sandwich again, a deep one does (and a zoom out keeps the detail).
+  const double wanted = kSandwichDetail * double(focused_total) / double(sandwich_->total);
+  if (wanted * 8 > sandwich_detail_) return;
+  sandwich_base_ = view_key() + "|" + view_.function;
+  sandwich_detail_ = wanted;
 }
 
 unsigned Session::update_trees() {
@@ -1168,7 +1186,12 @@ unsigned Session::update_trees() {
 
   // The sandwich of the view's function, in the sandwich view.
   if (selection_.view == ViewMode::sandwich) {
-    const std::string sandwich_key = view_key + "|" + view_.function;
+    const std::string base = view_key + "|" + view_.function;
+    if (base != sandwich_base_) {
+      sandwich_base_ = base;
+      sandwich_detail_ = kSandwichDetail;
+    }
+    const std::string sandwich_key = sandwich_key_for(base);
     if (sandwich_key != sandwich_key_) {
       sandwich_key_ = sandwich_key;
       // The sandwich before is computed over: its millions of nodes' memory is reused, not freed and
@@ -1178,10 +1201,10 @@ unsigned Session::update_trees() {
       if (!view_.function.empty()) {
         if (!made) made = std::make_unique<Sandwich>();
         const Tree& tree = left_view();
-        Status status = pyroscope::sandwich(tree, view_.function, made.get());
+        Status status = pyroscope::sandwich(tree, view_.function, made.get(), sandwich_detail_);
         // A function named in full while the frames are short (a link made in another names mode).
         if (status.code() == StatusCode::not_found && view_.names == NameMode::merged)
-          status = pyroscope::sandwich(tree, short_function_name(view_.function), made.get());
+          status = pyroscope::sandwich(tree, short_function_name(view_.function), made.get(), sandwich_detail_);
         if (status.ok()) sandwich_ = std::move(made);
       }
       sandwich_ms_ = now_ms() - start;

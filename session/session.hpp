@@ -320,6 +320,13 @@ class Session {
   // so the memory serves the new one).
   bool sandwich_stale() const;
   double sandwich_ms() const { return sandwich_ms_; }  // how long the last sandwich took
+  // The sandwich leaves out nodes below this share of the function's total (pyroscope::sandwich's
+  // min_fraction): 2^-16, 0.02 px of a 1,400 px graph. A graph zoomed into a node holding far less than
+  // the whole would show the gaps, so refine_sandwich(that node's total) makes the next update_trees
+  // compute the sandwich again at a detail that many times finer (a new function starts coarse again).
+  static constexpr double kSandwichDetail = 1.0 / 65536;
+  void refine_sandwich(uint64_t focused_total);
+  double sandwich_detail() const { return sandwich_detail_; }
   const FrameNames& frame_names() const { return frame_names_; }
   // How the diff compares the sides: the view settings' mode, the sides' totals and range lengths.
   DiffScale diff_scale() const;
@@ -407,6 +414,9 @@ class Session {
   std::string view_key_;
   std::unique_ptr<Sandwich> sandwich_;
   std::string sandwich_key_;
+  std::string sandwich_base_;  // the view and function the detail below was refined for
+  double sandwich_detail_ = kSandwichDetail;
+  std::string sandwich_key_for(const std::string& base) const;
   double sandwich_ms_ = 0;
   TagBreakdown breakdown_;
   std::string breakdown_key_;

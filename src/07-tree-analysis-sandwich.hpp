@@ -18,10 +18,16 @@ struct Sandwich {
   // root -> the function -> what it calls -> ...: the subtrees under its outermost calls, merged. A
   // recursive call stays where it is inside them; the function's node holds its outermost calls' self.
   Tree callees;
+  // Nodes whose total was below this were left out with their subtrees (min_fraction); 0: none.
+  uint64_t min_total = 0;
 };
 // Both trees share tree's symbol table. not_found when no node of the tree calls the function.
-Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out);
-Status sandwich(const Tree& tree, std::string_view function, Sandwich* out);
+// min_fraction > 0 leaves out the nodes (and their subtrees) whose total is below that fraction of the
+// function's total: a flame graph cannot draw them (at 2^-16, a node of 1,400 px would be 0.02 px), and
+// on millions of nodes they are most of the work. Every node kept still has its exact self and total
+// (they are not estimates from a truncated tree); its children may add up to less than it holds.
+Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fraction = 0);
+Status sandwich(const Tree& tree, std::string_view function, Sandwich* out, double min_fraction = 0);
 
 // How collapse_recursion treats a function that calls itself.
 enum class RecursionCollapse : uint8_t {

@@ -3,6 +3,7 @@
 // (test_core_support.hpp), never through the code under test.
 #include "test_core_support.hpp"
 
+#include <cmath>
 #include <set>
 
 using pyroscope::Tree;
@@ -152,6 +153,70 @@ TEST_CASE("sandwich: random trees, both the copied-subtree and the merged path")
   CHECK(s.callees.in_name_preorder());
   CHECK(s.callees.find_path({"run", "b", "c"}) != Tree::kNoNode);  // the lookup index is built on demand
   CHECK(core_test::stacks_of(s.callees) == StackCounts{{"run;b;c", 3}, {"run;a", 2}});
+}
+
+// Every node of a tree by its path of names from the root's child: (self, total).
+std::map<std::string, std::pair<uint64_t, uint64_t>> nodes_by_path(const Tree& tree) {
+  std::map<std::string, std::pair<uint64_t, uint64_t>> out;
+  std::vector<std::string> path_of(tree.node_count());
+  for (uint32_t n = 1; n < tree.node_count(); ++n) {
+    const uint32_t parent = tree.parent(n);
+    path_of[n] = (parent == Tree::kRoot ? std::string() : path_of[parent] + ";") + std::string(tree.name(n));
+    out[path_of[n]] = {tree.self(n), tree.node_total(n)};
+  }
+  return out;
+}
+
+// The viewer's sandwich leaves out what a flame graph cannot draw: with min_fraction, exactly the nodes
+// whose total is below that share of the function's total (and their subtrees) are gone, and every
+// node kept has the exact sandwich's self and total.
+TEST_CASE("sandwich: min_fraction leaves out exactly the small nodes and keeps the rest exact") {
+  std::mt19937 rng(77);
+  int checked = 0, pruned_some = 0;
+  for (int round = 0; round < 16; ++round) {
+    const StackCounts stacks = round % 2 ? core_test::random_stacks(rng, 80, 10) : [&] {
+      StackCounts recursive;
+      const char* const names[] = {"f", "g", "h", "main"};
+      for (int k = 0; k < 120; ++k) {
+        std::string stack;
+        const int depth = 1 + int(rng() % 10);
+        for (int d = 0; d < depth; ++d) stack += (d ? ";" : "") + std::string(names[rng() % 4]);
+        recursive[stack] += 1 + rng() % 40;
+      }
+      return recursive;
+    }();
+    const Tree built = core_test::tree_of(stacks);
+    for (const Tree& tree : {built, decoded(built)}) {
+      std::vector<Tree::FunctionTotal> totals;
+      tree.function_totals(&totals);
+      for (const Tree::FunctionTotal& t : totals) {
+        pyroscope::Sandwich exact, pruned;
+        REQUIRE(pyroscope::sandwich(tree, t.symbol, &exact).ok());
+        CHECK(exact.min_total == 0);
+        for (const double fraction : {0.01, 0.05, 0.3}) {
+          REQUIRE(pyroscope::sandwich(tree, t.symbol, &pruned, fraction).ok());
+          const uint64_t min_total = std::max<uint64_t>(1, uint64_t(std::ceil(double(exact.total) * fraction)));
+          CHECK(pruned.min_total == min_total);
+          CHECK(pruned.total == exact.total);
+          CHECK(pruned.self == exact.self);
+          for (const auto& [whole, part] : {std::make_pair(&exact.callers, &pruned.callers),
+                                            std::make_pair(&exact.callees, &pruned.callees)}) {
+            CHECK(part->in_name_preorder());
+            CHECK(is_name_preorder(*part));
+            CHECK(part->total() == whole->total());
+            auto expected = nodes_by_path(*whole);
+            for (auto it = expected.begin(); it != expected.end();) it = it->second.second < min_total ? expected.erase(it) : std::next(it);
+            const auto got = nodes_by_path(*part);
+            CHECK(got == expected);
+            pruned_some += got.size() < nodes_by_path(*whole).size();
+            checked++;
+          }
+        }
+      }
+    }
+  }
+  MESSAGE(checked << " pruned trees checked, " << pruned_some << " of them smaller than the exact one");
+  CHECK(pruned_some > checked / 4);
 }
 
 // Deep recursion over a few names, on the trees the viewer computes sandwiches of: as built, decoded

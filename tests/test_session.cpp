@@ -565,6 +565,50 @@ TEST_CASE("session: the sandwich of every function totals what pyro query --form
   CHECK(s.settings_json().find("\"function\":\"no::such()\"") != std::string::npos);
 }
 
+// The viewer's sandwich leaves out nodes below 2^-16 of the function's total (Session::kSandwichDetail);
+// zooming far into a graph computes it again, finer, so the small nodes under the zoomed node are there.
+TEST_CASE("session: the sandwich leaves out what cannot be drawn, and a deep zoom brings it back") {
+  pyroscope::Writer writer;
+  REQUIRE(writer.open_memory().ok());
+  pyroscope::Tree tree;
+  core_test::insert_stack(&tree, "main;serve;work;big_leaf", 2000000);
+  core_test::insert_stack(&tree, "main;serve;work;mid;deeper", 3000);
+  for (int i = 0; i < 50; ++i) core_test::insert_stack(&tree, "main;serve;work;mid;tiny_" + std::to_string(i), 1);
+  REQUIRE(writer.append(pyroscope::SeriesKey("zoomed", {}), kStart, tree).ok());
+  session::Session s;
+  std::vector<session::LoadInput> inputs;
+  inputs.push_back(bytes_input("zoomed.pyro", writer.take_bytes()));
+  REQUIRE(s.open(std::move(inputs)).empty());
+  REQUIRE(s.apply_setting("view", "sandwich").ok());
+  REQUIRE(s.apply_setting("function", "work").ok());
+  s.update_trees();
+  REQUIRE(s.sandwich() != nullptr);
+  const uint64_t total = 2000000 + 3000 + 50;
+  CHECK(s.sandwich()->total == total);
+  CHECK(s.sandwich()->min_total == (total + 65535) / 65536);  // 32 samples
+  const pyroscope::Tree& coarse = s.sandwich()->callees;
+  const uint32_t mid = coarse.find_path({"work", "mid"});
+  REQUIRE(mid != pyroscope::Tree::kNoNode);
+  CHECK(coarse.node_total(mid) == 3050);  // exact, with its left-out children
+  CHECK(coarse.find_path({"work", "mid", "deeper"}) != pyroscope::Tree::kNoNode);
+  CHECK(coarse.find_path({"work", "mid", "tiny_7"}) == pyroscope::Tree::kNoNode);
+  CHECK(s.sandwich()->callers.total() == total);
+
+  s.refine_sandwich(1500000);  // a zoom of less than 8 times: no new sandwich
+  CHECK_FALSE(s.sandwich_stale());
+  s.refine_sandwich(3050);  // zoomed into mid: 656 times
+  CHECK(s.sandwich_stale());
+  CHECK(s.update_trees() == session::Session::kSandwichChanged);
+  CHECK(s.sandwich()->min_total == 1);
+  CHECK(s.sandwich()->callees.find_path({"work", "mid", "tiny_7"}) != pyroscope::Tree::kNoNode);
+  s.refine_sandwich(2000000);  // zooming out keeps the finer detail
+  CHECK_FALSE(s.sandwich_stale());
+  // Another function starts coarse again.
+  REQUIRE(s.apply_setting("function", "serve").ok());
+  s.update_trees();
+  CHECK(s.sandwich()->min_total == (total + 65535) / 65536);
+}
+
 TEST_CASE("session: names and recursion make the view trees; the queries' trees stay for exports") {
   session::Session s;
   open_rideshare(&s);

@@ -251,6 +251,12 @@ void update_trees(ViewerState& state) {
   names_of_path(state.flame_left, &left_focus);
   names_of_path(state.flame_right, &right_focus);
   names_of_path(state.flame_diff, &diff_focus);
+  // A sandwich computed again at a finer detail (Session::refine_sandwich) keeps both graphs' zoom.
+  std::vector<std::string> callers_focus, callees_focus;
+  const std::string sandwich_function = state.session.view_settings().function;
+  const bool same_function = sandwich_function == state.sandwich_function;
+  names_of_path(state.flame_callers, &callers_focus);
+  names_of_path(state.flame_callees, &callees_focus);
   // The sandwich view does not show the main graph: its layout's memory (and the old sandwich's)
   // serves the new sandwich's trees and layouts instead of growing the heap, whose fresh pages are
   // slow in the browser (docs/viewer.md).
@@ -294,6 +300,11 @@ void update_trees(ViewerState& state) {
       prepare_graph(state, state.flame_callees, &sandwich->callees, nullptr);
       state.flame_callers.set_whole_total(s.left_view().total());
       state.flame_callees.set_whole_total(s.left_view().total());
+      if (same_function) {
+        refocus(state.flame_callers, callers_focus);
+        refocus(state.flame_callees, callees_focus);
+      }
+      state.sandwich_function = sandwich_function;
     }
     state.sandwich_layout_ms = now_ms() - laid_out;
     char line[240];
@@ -1451,6 +1462,19 @@ void draw_sandwich(ViewerState& state, float height, bool with_table) {
   callees.root_label = "all callees";
   state.flame_callees.draw(ImVec2(0, 0), callees);
   ImGui::EndChild();
+  // Zoomed far into either graph: the sandwich again, with the nodes that zoom can show
+  // (Session::refine_sandwich; computed before the next frame).
+  uint64_t focused = 0;
+  for (const FlameGraph* graph : {&state.flame_callers, &state.flame_callees}) {
+    const Tree* tree = graph->tree();
+    if (!tree || graph->focused() == Tree::kRoot || graph->focused() >= tree->node_count()) continue;
+    const uint64_t total = tree->node_total(graph->focused());
+    focused = focused ? std::min(focused, total) : total;
+  }
+  if (focused) {
+    state.session.refine_sandwich(focused);
+    if (state.session.sandwich_stale()) request_redraw(state);
+  }
 }
 
 void draw_flame_header(ViewerState& state, FlameGraph& graph, const char* title, ImU32 title_colour) {
@@ -1993,6 +2017,8 @@ std::string status_json(const ViewerState& state) {
     j.key("self").integer(sandwich ? static_cast<int64_t>(sandwich->self) : 0);
     j.key("callers_nodes").integer(sandwich ? sandwich->callers.node_count() : 0);
     j.key("callees_nodes").integer(sandwich ? sandwich->callees.node_count() : 0);
+    j.key("min_total").integer(sandwich ? static_cast<int64_t>(sandwich->min_total) : 0);
+    j.key("detail").num(session.sandwich_detail());
     j.key("ms").num(session.sandwich_ms());
     j.key("layout_ms").num(state.sandwich_layout_ms);
     j.end_object();

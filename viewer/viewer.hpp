@@ -74,6 +74,7 @@ struct ViewerState {
   // --- Views --------------------------------------------------------------------------------------
   FlameGraph flame_left, flame_right, flame_diff;
   FlameGraph flame_callers, flame_callees;  // the sandwich view: callers above, callees below
+  std::string sandwich_function;  // the function of the sandwich the two graphs show
   const FlameGraph* focus_synced_graph = nullptr;  // the graph whose focus the session's focus setting follows
   uint64_t focus_synced_changes = 0;
   double sandwich_layout_ms = 0;
