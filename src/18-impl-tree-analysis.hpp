@@ -158,23 +158,29 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
   struct Link {
     uint32_t parent, symbol;
   };
-  std::vector<Link> link(n);
+  // The packed copy pays for the exact sandwich's millions of upward steps; a pruned one takes few and
+  // reads the tree's own nodes (no 8 bytes a node to allocate and fill). Filled before any read.
+  const bool packed = !(min_fraction > 0);
+  std::unique_ptr<Link[]> packed_links(packed ? new Link[n] : nullptr);
+  const auto link = [&](uint32_t i) { return packed ? packed_links[i] : Link{tree.parent(i), tree.symbol(i)}; };
   std::vector<uint32_t> outermost, end;
   std::vector<uint32_t> rank(tree.symbols().size(), 0), used;  // each used symbol's place in name order
   size_t inside_count = 0, callers_bound = 1;
   {
-    std::vector<uint32_t> depth(n);
+    // Depths only bound the callers' size for its reservation; a pruned sandwich is small and grows.
+    const bool exact = !(min_fraction > 0);
+    std::unique_ptr<uint32_t[]> depth(exact ? new uint32_t[n] : nullptr);
     std::vector<uint8_t> inside(n, 0);
     std::vector<uint32_t> path;  // preorder: the current node's ancestors, the root first
     if (preorder) {
       end.resize(n);
       path.push_back(Tree::kRoot);
     }
-    link[Tree::kRoot] = {Tree::kNoNode, tree.symbol(Tree::kRoot)};
-    depth[Tree::kRoot] = 0;
+    if (packed) packed_links[Tree::kRoot] = {Tree::kNoNode, tree.symbol(Tree::kRoot)};
+    if (exact) depth[Tree::kRoot] = 0;
     for (uint32_t i = 1; i < n; i++) {
       const uint32_t parent = tree.parent(i), s = tree.symbol(i);
-      link[i] = {parent, s};
+      if (packed) packed_links[i] = {parent, s};
       if (rank[s] == 0) {
         rank[s] = 1;
         used.push_back(s);
@@ -186,7 +192,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
         }
         path.push_back(i);
       }
-      depth[i] = depth[parent] + 1;
+      if (exact) depth[i] = depth[parent] + 1;
       const bool call = s == symbol;
       inside[i] = inside[parent] || call;
       inside_count += inside[i];
@@ -195,7 +201,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
       if (inside[parent]) continue;
       outermost.push_back(i);
       out->total += tree.node_total(i);
-      callers_bound += depth[i];
+      if (exact) callers_bound += depth[i];
     }
     for (uint32_t node : path) end[node] = n;
   }
@@ -213,7 +219,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
   // a cursor at a root-level frame ends there (its stack begins there).
   {
     Tree& callers = out->callers;
-    TreeAccess::reserve(callers, callers_bound);
+    if (min_total == 0) TreeAccess::reserve(callers, callers_bound);  // pruned: small, grows as needed
     TreeAccess::add(callers, Tree::kRoot, 0, out->total);
     std::vector<std::pair<uint32_t, uint64_t>> items;  // (source node, samples)
     items.reserve(outermost.size());
@@ -236,7 +242,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
         const auto [from, samples] = items[g.begin];
         uint32_t parent = g.out_parent;
         for (uint32_t at = from;;) {
-          const Link l = link[at];
+          const Link l = link(at);
           const bool first_frame = l.parent == Tree::kRoot;
           parent = TreeAccess::append(callers, l.symbol, parent, first_frame ? samples : 0, samples);
           if (first_frame) break;
@@ -249,9 +255,9 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
       for (uint32_t k = g.begin; k < g.end; k++) {
         const auto [at, samples] = items[k];
         total += samples;
-        const uint32_t caller = link[at].parent;
+        const uint32_t caller = link(at).parent;
         if (caller == Tree::kRoot) self += samples;
-        else up.push_back({rank[link[caller].symbol], caller, samples});
+        else up.push_back({rank[link(caller).symbol], caller, samples});
       }
       const uint32_t node = TreeAccess::append(callers, g.symbol, g.out_parent, self, total);
       std::sort(up.begin(), up.end());
@@ -268,7 +274,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
           for (uint32_t k = b; k < e; k++) run_total += items[k].second;
           if (run_total < min_total) continue;
         }
-        stack.push_back({node, link[items[b].first].symbol, b, e, area_end});
+        stack.push_back({node, link(items[b].first).symbol, b, e, area_end});
       }
     }
     TreeAccess::appended_in_name_preorder(callers);
@@ -279,7 +285,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
     const detail::SortedChildren children =
         preorder ? detail::SortedChildren(std::move(end)) : detail::SortedChildren(tree, rank);
     Tree& callees = out->callees;
-    TreeAccess::reserve(callees, inside_count + 1);
+    if (min_total == 0) TreeAccess::reserve(callees, inside_count + 1);
     TreeAccess::add(callees, Tree::kRoot, 0, out->total);
     std::vector<uint32_t> items(outermost);
     std::vector<MergeGroup> stack{{Tree::kRoot, symbol, 0, uint32_t(items.size()), uint32_t(items.size())}};
@@ -305,7 +311,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
         const uint32_t member = items[k];
         self += tree.self(member);
         total += tree.node_total(member);
-        children.for_each_child(member, [&](uint32_t c) { kids.emplace_back(rank[link[c].symbol], c); });
+        children.for_each_child(member, [&](uint32_t c) { kids.emplace_back(rank[link(c).symbol], c); });
       }
       const uint32_t node = TreeAccess::append(callees, g.symbol, g.out_parent, self, total);
       std::sort(kids.begin(), kids.end());
@@ -322,7 +328,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
           for (size_t k = run_begin; k < run_end; k++) run_total += tree.node_total(kids[k].second);
         }
         if (run_total >= min_total)
-          stack.push_back({node, link[kids[run_begin].second].symbol, area + uint32_t(run_begin),
+          stack.push_back({node, link(kids[run_begin].second).symbol, area + uint32_t(run_begin),
                            area + uint32_t(run_end), area_end});
         run_end = run_begin;
       }

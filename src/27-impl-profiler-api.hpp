@@ -527,11 +527,14 @@ struct ProfilerSession {
     if (!unwind_tables().prepare_executable(&problem))
       (*log)(LogLevel::warning, "no unwind table for the executable (" + problem +
                                     "): stacks end at its frames, marked [incomplete]");
-    // libc by a function no sanitizer intercepts; the vDSO holds clock_gettime, where many samples land.
+    // libc by a function no sanitizer intercepts; the vDSO holds clock_gettime, where many samples land;
+    // malloc and clock_gettime as the program resolves them: an allocator library (tcmalloc, jemalloc)
+    // or a sanitizer's runtime with its interceptors, when there is one.
     unwind_tables().prebuild({reinterpret_cast<const void*>(getauxval(AT_ENTRY)),
                               reinterpret_cast<const void*>(&gnu_get_libc_version),
                               reinterpret_cast<const void*>(&std::terminate),
-                              reinterpret_cast<const void*>(getauxval(AT_SYSINFO_EHDR))});
+                              reinterpret_cast<const void*>(getauxval(AT_SYSINFO_EHDR)),
+                              reinterpret_cast<const void*>(&malloc), reinterpret_cast<const void*>(&clock_gettime)});
 #endif
     loader_counters = sampler_loader_counters();
     std::string error;

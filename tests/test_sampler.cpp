@@ -339,15 +339,28 @@ TEST_CASE("sampler: foo() 75% / bar() 25% measured within 4 standard errors, sta
 
 TEST_CASE("sampler: static functions and garbage frame pointers unwind correctly") {
   const std::string path = fresh_path("unwind");
+  const pyroscope::detail::SamplerStats before = pyroscope::detail::sampler_stats();
   REQUIRE(pyroscope::start(test_config("unwind", path)).ok());
-  std::thread worker([] {
+  std::atomic<uint64_t> samples_in_spin{0};
+  std::thread worker([&] {
     sampler_test_static_worker(0.3);
 #if defined(__x86_64__)
+    const uint64_t at = pyroscope::detail::sampler_stats().samples;
     sampler_test_rbp_caller(0.4);
+    samples_in_spin = pyroscope::detail::sampler_stats().samples - at;
 #endif
   });
   worker.join();
   REQUIRE(pyroscope::stop().ok());
+  // For the log when a check below fails on a loaded machine (issue 18: once 0 spin samples in the file).
+  const pyroscope::detail::SamplerStats after = pyroscope::detail::sampler_stats();
+  MESSAGE("samples taken " << after.samples - before.samples << " (" << samples_in_spin.load()
+                           << " during the spin), drained " << after.drained - before.drained << ", dropped (ring full) "
+                           << after.dropped_full - before.dropped_full << ", incomplete: no table "
+                           << after.incomplete_no_table - before.incomplete_no_table << ", no rule "
+                           << after.incomplete_no_rule - before.incomplete_no_rule << ", outside the stack "
+                           << after.incomplete_stack - before.incomplete_stack << ", blocks written "
+                           << after.blocks_written - before.blocks_written);
   const pyroscope::Tree tree = query_file(path, "unwind{}").tree;
   const uint64_t static_worker = total_under(tree, "sampler_test_static_worker(double)");
   MESSAGE("static worker samples: " << static_worker);

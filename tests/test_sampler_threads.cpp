@@ -8,6 +8,9 @@
 
 #include <doctest/doctest.h>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <dirent.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -144,12 +147,23 @@ TEST_CASE("sampler threads: a workload periodic at the sampling rate is not alia
   pyroscope::Config config = test_config("alias", path);
   config.sample_rate_hz = 100;
   REQUIRE(pyroscope::start(config).ok());
-  // Two threads alternate 5 ms of CPU in phase A and 5 ms in phase B: a period of exactly the timers'
-  // 10 ms. With fixed intervals every sample of a thread falls at the same phase, and the profile
-  // reads close to all A or all B; jittered expiries read the true 50/50.
+  // A thread alternates 5 ms of CPU in phase A and 5 ms in phase B: a period of exactly the timers'
+  // 10 ms. With fixed intervals every sample falls at the same phase, and the profile reads close to
+  // all A or all B; jittered expiries read the true 50/50.
+  //
+  // The thread runs under SCHED_FIFO when the test may set it (root, or CAP_SYS_NICE; the kernel's RT
+  // throttling still leaves other tasks 5 % of that CPU). Under contention a thread's CPU time grows in
+  // slices that begin and end at the scheduler's ticks, so the phase a sample can see is fixed by the
+  // tick grid whatever the timer does: with two busy loops beside a parallel test run this read 68.5 %
+  // (issue 18). That is the kernel's CPU-time accounting (docs/sampler.md, "Timer"), not what jitter is
+  // for; uncontended, the test sees what jitter does.
   std::atomic<uint64_t> a_ns{0}, b_ns{0};
-  auto worker = [&] {
-    const double end = thread_cpu_seconds() + 4.0;
+  std::atomic<bool> realtime{false};
+  std::thread worker([&] {
+    sched_param param{};
+    param.sched_priority = 1;
+    realtime = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0;
+    const double end = thread_cpu_seconds() + 6.0;
     double a = 0, b = 0;
     while (thread_cpu_seconds() < end) {
       double t0 = thread_cpu_seconds();
@@ -161,19 +175,17 @@ TEST_CASE("sampler threads: a workload periodic at the sampling rate is not alia
     }
     a_ns += uint64_t(a * 1e9);
     b_ns += uint64_t(b * 1e9);
-  };
-  std::thread first(worker), second(worker);
-  first.join();
-  second.join();
+  });
+  worker.join();
   REQUIRE(pyroscope::stop().ok());
   const pyroscope::Tree tree = query_file(path, "alias{}").tree;
   const double a = double(total_under(tree, "sampler_phase_a(double)"));
   const double b = double(total_under(tree, "sampler_phase_b(double)"));
   const double truth = double(a_ns.load()) / double(a_ns.load() + b_ns.load());
   MESSAGE("phase A: " << a << " samples, B: " << b << " samples: A reads " << 100 * a / (a + b) << " %, truth "
-                      << 100 * truth << " %");
+                      << 100 * truth << " %; the thread ran " << std::string(realtime ? "under SCHED_FIFO" : "as any thread (SCHED_FIFO refused)"));
   REQUIRE(a + b > 400);
-  // 800 samples: the binomial standard deviation is 1.8 points. The kernel fires CPU timers at its
+  // 600 samples: the binomial standard deviation is 2.0 points. The kernel fires CPU timers at its
   // ticks (4 ms at CONFIG_HZ=250), which quantizes the phase a sample can fall at: jittered expiries
   // read 45-53 % here; fixed intervals read 17-67 % (bench_threads).
   CHECK(std::abs(a / (a + b) - truth) < 0.07);
