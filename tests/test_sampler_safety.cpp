@@ -837,10 +837,17 @@ int scenario_names_after_reload() {
     return 77;
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the agent sees the loader change
+  const pyroscope::detail::SamplerStats before_b = pyroscope::detail::sampler_stats();
   {
     pyroscope::tag_scope phase("phase", "b");
     bravo_burn(0.4);
   }
+  const pyroscope::detail::SamplerStats after_b = pyroscope::detail::sampler_stats();
+  // For the log (issue 18: once no sample of phase b in the file on a loaded machine).
+  std::fprintf(stderr, "scenario: phase b took %llu samples (%llu dropped, ring full), %llu drained so far\n",
+               static_cast<unsigned long long>(after_b.samples - before_b.samples),
+               static_cast<unsigned long long>(after_b.dropped_full - before_b.dropped_full),
+               static_cast<unsigned long long>(after_b.drained));
   SCENARIO_EXPECT(pyroscope::stop().ok(), 5);
   dlclose(bravo);
   pyroscope::Dataset data;
