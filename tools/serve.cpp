@@ -750,6 +750,9 @@ class Server {
     ::close(fd);
     bytes.resize(done);
     res.set_header("Cache-Control", "no-cache");
+    // The viewer's page reads this from its own navigation timing: served by pyro serve, it goes live
+    // (docs/serve.md); from any other server it asks for no /api/ address that would not be there.
+    res.set_header("Server-Timing", "pyro-serve");
     res.set_content(bytes, content_type_of(real).c_str());
   }
 };

@@ -466,9 +466,17 @@
       if (liveNote) liveNote.textContent = text;
       document.body.classList.toggle('live-failed', !!failed);
     },
-    // The page was served by pyro serve (its /api/info answers as such) and names no file: go live.
+    // The page was served by pyro serve (its static files carry `Server-Timing: pyro-serve`, and its
+    // /api/info answers as such) and names no file: go live. Other servers are not asked for /api/info,
+    // so their pages log no 404.
     async startIfServed(refresh) {
       if (window.pyroscopeEmbedded || !/^https?:$/.test(location.protocol)) return;
+      let marked = false;
+      try {
+        const navigation = performance.getEntriesByType('navigation')[0];
+        marked = !!navigation && (navigation.serverTiming || []).some((entry) => entry.name === 'pyro-serve');
+      } catch (e) { /* no navigation timing: not marked */ }
+      if (!marked) return;
       let response;
       try {
         response = await live.fetchApi('api/info', 3000);

@@ -8,7 +8,8 @@
 //    the refreshes, Resume asks at once;
 //  - a server that goes away: the bar says the refresh failed and the data shown stays;
 //  - a server with --token: without the token the bar says how to give it (#token=); with it, live;
-//  - a plain static server (no /api/info) does not turn live mode on.
+//  - a plain static server does not turn live mode on, nor is it asked for /api/info (the page goes live
+//    only when its own response carried `Server-Timing: pyro-serve`).
 // Screenshots of the live page and of the failed refresh are checked by pixels (the bar's green dot,
 // a painted flame graph) and looked at by hand.
 //
@@ -219,6 +220,8 @@ async function testStaticServer(browser, args) {
     const l = await live(page);
     const hidden = await page.evaluate(() => document.getElementById('live-bar').hidden);
     expect(!l.active && hidden, 'a plain static server: no live mode, no bar', l);
+    expect(page.pageErrors.length === 0, 'and no request for an /api/ address it does not have (no 404 logged)',
+           page.pageErrors);
     await page.close();
   } finally {
     server.close();
