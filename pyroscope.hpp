@@ -2929,17 +2929,16 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
   struct Link {
     uint32_t parent, symbol;
   };
-  // The packed copy pays for the exact sandwich's millions of upward steps; a pruned one takes few and
-  // reads the tree's own nodes (no 8 bytes a node to allocate and fill). Filled before any read.
-  const bool packed = !(min_fraction > 0);
-  std::unique_ptr<Link[]> packed_links(packed ? new Link[n] : nullptr);
-  const auto link = [&](uint32_t i) { return packed ? packed_links[i] : Link{tree.parent(i), tree.symbol(i)}; };
+  // The exact sandwich's millions of upward steps read a packed copy; a pruned one takes few and reads
+  // the tree's own nodes (no 8 bytes a node to allocate and fill). Filled before any read.
+  const bool exact = !(min_fraction > 0);
+  std::unique_ptr<Link[]> packed_links(exact ? new Link[n] : nullptr);
+  const auto link = [&](uint32_t i) { return exact ? packed_links[i] : Link{tree.parent(i), tree.symbol(i)}; };
   std::vector<uint32_t> outermost, end;
   std::vector<uint32_t> rank(tree.symbols().size(), 0), used;  // each used symbol's place in name order
   size_t inside_count = 0, callers_bound = 1;
   {
     // Depths only bound the callers' size for its reservation; a pruned sandwich is small and grows.
-    const bool exact = !(min_fraction > 0);
     std::unique_ptr<uint32_t[]> depth(exact ? new uint32_t[n] : nullptr);
     std::vector<uint8_t> inside(n, 0);
     std::vector<uint32_t> path;  // preorder: the current node's ancestors, the root first
@@ -2947,11 +2946,11 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
       end.resize(n);
       path.push_back(Tree::kRoot);
     }
-    if (packed) packed_links[Tree::kRoot] = {Tree::kNoNode, tree.symbol(Tree::kRoot)};
+    if (exact) packed_links[Tree::kRoot] = {Tree::kNoNode, tree.symbol(Tree::kRoot)};
     if (exact) depth[Tree::kRoot] = 0;
     for (uint32_t i = 1; i < n; i++) {
       const uint32_t parent = tree.parent(i), s = tree.symbol(i);
-      if (packed) packed_links[i] = {parent, s};
+      if (exact) packed_links[i] = {parent, s};
       if (rank[s] == 0) {
         rank[s] = 1;
         used.push_back(s);
