@@ -163,8 +163,13 @@ bool Store::parse_hour_file_name(const std::string& name, int64_t* hour_start, b
 Status Store::open(const StoreOptions& options, std::vector<std::string>* warnings) {
   options_ = options;
   if (options_.dir.empty()) return Status(StatusCode::invalid_argument, "no data directory");
-  if (::mkdir(options_.dir.c_str(), 0755) != 0 && errno != EEXIST)
-    return Status(StatusCode::io_error, options_.dir + ": " + std::strerror(errno));
+  // Like `mkdir -p`: a fresh install's --data /var/lib/pyro/data need not exist up to its parent.
+  for (size_t slash = options_.dir.find('/', 1);; slash = options_.dir.find('/', slash + 1)) {
+    const std::string prefix = options_.dir.substr(0, slash);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST)
+      return Status(StatusCode::io_error, prefix + ": " + std::strerror(errno));
+    if (slash == std::string::npos) break;
+  }
   struct stat st;
   if (::stat(options_.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return Status(StatusCode::invalid_argument, options_.dir + " is not a directory");

@@ -109,3 +109,28 @@ TEST_CASE("pushes racing the maintenance tick that closes their writer all succe
   CHECK(store.counters().refused.load() == 0);
   CHECK(store.open_writers() == 0);
 }
+
+// `--data` is documented as "created if missing": a path whose parents do not exist yet either.
+TEST_CASE("the data directory is created with its missing parents; a file in the way is an error") {
+  const std::string root = fresh_dir("store-parents");
+  serve::Store store;
+  serve::StoreOptions options;
+  options.dir = root + "/var/lib/pyro";
+  options.retention_seconds = 0;
+  std::vector<std::string> warnings;
+  const Status st = store.open(options, &warnings);
+  REQUIRE_MESSAGE(st.ok(), st.to_string());
+  const int64_t hour = 1700000000 / 3600 * 3600;
+  std::vector<ProfileBlock> blocks = one_block(hour, 5);
+  REQUIRE(store.write(&blocks, hour + 30).ok());
+  CHECK(stored_samples(store, hour) == 5);
+
+  const std::string blocked = fresh_dir("store-blocked");
+  REQUIRE(std::system(("touch '" + blocked + "'").c_str()) == 0);
+  serve::Store refused;
+  options.dir = blocked + "/data";
+  const Status no = refused.open(options, &warnings);
+  CHECK_FALSE(no.ok());
+  CHECK_MESSAGE(no.to_string().find(blocked) != std::string::npos, no.to_string());
+  std::system(("rm -rf '" + root + "' '" + blocked + "'").c_str());
+}
