@@ -81,8 +81,11 @@ class Tree {
   enum class Encoding : uint8_t { children_by_symbol_id = 1, children_by_name = 2 };
   // Compact binary form used by the file format (symbol ids refer to symbols(), or, with symbol_map,
   // to symbol_map[id]: a tree written in another table's ids without being copied into it first).
+  // name_rank, for children_by_name: any numbers of this tree's symbol ids in the order of their names
+  // (a file writer keeps its whole table ranked); without it the used names are sorted here.
   void encode(std::string* out, Encoding encoding = Encoding::children_by_name,
-              const std::vector<uint32_t>* symbol_map = nullptr) const;
+              const std::vector<uint32_t>* symbol_map = nullptr,
+              const std::vector<uint32_t>* name_rank = nullptr) const;
   // Decodes into *this (which must be empty) with symbol ids checked against symbols().size() and
   // the sibling order checked against the encoding (a repeated or misordered sibling is corrupt).
   Status decode(ByteSpan bytes, Encoding encoding = Encoding::children_by_name);

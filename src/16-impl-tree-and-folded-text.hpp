@@ -396,7 +396,8 @@ inline bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c ==
 // varint (child_count << 1 | has_self), [varint self], varint symbol. Children sorted by symbol id
 // store the first child's id and then id - previous id - 1; children sorted by name store the first
 // child's id and then zigzag(id - previous id). Totals are derived.
-void Tree::encode(std::string* out, Encoding encoding, const std::vector<uint32_t>* symbol_map) const {
+void Tree::encode(std::string* out, Encoding encoding, const std::vector<uint32_t>* symbol_map,
+                  const std::vector<uint32_t>* name_rank) const {
   size_t n = nodes_.size();
   const bool by_name = encoding == Encoding::children_by_name;
   auto id = [symbol_map](uint32_t symbol) { return symbol_map ? (*symbol_map)[symbol] : symbol; };
@@ -406,8 +407,10 @@ void Tree::encode(std::string* out, Encoding encoding, const std::vector<uint32_
   std::vector<uint32_t> fill(offsets.begin(), offsets.end() - 1);
   for (size_t i = 1; i < n; i++) children[fill[nodes_[i].parent]++] = uint32_t(i);
   if (by_name) {
-    std::vector<uint32_t> rank;
-    rank_used_symbols(&rank);
+    PYROSCOPE_ASSERT(!name_rank || name_rank->size() >= symbols_->size());
+    std::vector<uint32_t> own_rank;
+    if (!name_rank) rank_used_symbols(&own_rank);
+    const std::vector<uint32_t>& rank = name_rank ? *name_rank : own_rank;
     for (size_t i = 0; i < n; i++)
       if (offsets[i + 1] - offsets[i] > 1)
         std::sort(children.begin() + offsets[i], children.begin() + offsets[i + 1],

@@ -36,6 +36,29 @@ struct Writer::State {
   };
   std::vector<Series> series;
   int max_level = 1;
+  // The file's names in name order, extended as names are added: sorting the whole table for every
+  // block decoded and every tree encoded was a third of pyro serve's CPU on pprof pushes.
+  std::vector<uint32_t> ids_by_name;
+  std::vector<uint32_t> name_rank;  // name_rank[id]: position of the name in ids_by_name
+
+  const std::vector<uint32_t>& file_name_rank() {
+    const size_t known = ids_by_name.size(), n = symbols->size();
+    if (known == n) return name_rank;
+    auto by_name = [this](uint32_t a, uint32_t b) { return symbols->name(a) < symbols->name(b); };
+    if ((n - known) * 16 < known) {
+      // A few new names: a binary search each, then a move of the tail (no string compares).
+      for (uint32_t id = uint32_t(known); id < n; id++)
+        ids_by_name.insert(std::upper_bound(ids_by_name.begin(), ids_by_name.end(), id, by_name), id);
+    } else {
+      for (uint32_t id = uint32_t(known); id < n; id++) ids_by_name.push_back(id);
+      std::sort(ids_by_name.begin() + std::ptrdiff_t(known), ids_by_name.end(), by_name);
+      std::inplace_merge(ids_by_name.begin(), ids_by_name.begin() + std::ptrdiff_t(known), ids_by_name.end(), by_name);
+    }
+    name_rank.resize(n);
+    for (uint32_t r = 0; r < n; r++) name_rank[ids_by_name[r]] = r;
+    return name_rank;
+  }
+  bool by_name() const { return detail::tree_encoding(header) == Tree::Encoding::children_by_name; }
 
   ~State() {
     if (fd >= 0) ::close(fd);
@@ -86,14 +109,11 @@ struct Writer::State {
   }
 
   // A tree in the file's ids from its encoding (our own, so its order needs no other check).
-  std::unique_ptr<Tree> decoded(const std::string& encoded) const {
+  std::unique_ptr<Tree> decoded(const std::string& encoded) {
     auto tree = std::make_unique<Tree>(symbols);
-    std::vector<uint32_t> rank;
-    if (detail::tree_encoding(header) == Tree::Encoding::children_by_name) symbols->rank_by_name(&rank);
-    const uint32_t* name_rank = detail::tree_encoding(header) == Tree::Encoding::children_by_name
-                                    ? detail::rank_pointer(rank) : nullptr;
+    const uint32_t* rank = by_name() ? detail::rank_pointer(file_name_rank()) : nullptr;
     Status st = tree->merge_encoded_ranked({reinterpret_cast<const uint8_t*>(encoded.data()), encoded.size()},
-                                           nullptr, name_rank);
+                                           nullptr, rank);
     PYROSCOPE_ASSERT(st.ok());  // bytes this writer encoded a moment ago
     (void)st;
     return tree;
@@ -139,7 +159,7 @@ struct Writer::State {
         open.erase(open.begin());
         if (acc.children.size() >= 2) {
           std::string encoded;
-          acc.tree->encode(&encoded, detail::tree_encoding(header));
+          acc.tree->encode(&encoded, detail::tree_encoding(header), nullptr, by_name() ? &file_name_rank() : nullptr);
           tree_record(id, k, index, acc.tree->total(), encoded, out);
         }
         if (k == max_level) continue;
@@ -401,8 +421,17 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
       if (mapped == SymbolTable::kNone) mapped = s.symbols->intern(tree.name(node));
     }
   }
+  // Siblings go in name order: ranked through the file's table, kept sorted as it grows.
+  std::vector<uint32_t> tree_name_rank;
+  if (s.by_name() && !to_file_ids.empty()) {
+    const std::vector<uint32_t>& file_rank = s.file_name_rank();
+    tree_name_rank.assign(to_file_ids.size(), 0);
+    for (size_t i = 0; i < to_file_ids.size(); i++)
+      if (to_file_ids[i] != SymbolTable::kNone) tree_name_rank[i] = file_rank[to_file_ids[i]];
+  }
   std::string block_encoded;
-  tree.encode(&block_encoded, detail::tree_encoding(s.header), to_file_ids.empty() ? nullptr : &to_file_ids);
+  tree.encode(&block_encoded, detail::tree_encoding(s.header), to_file_ids.empty() ? nullptr : &to_file_ids,
+              !s.by_name() ? nullptr : to_file_ids.empty() ? &s.file_name_rank() : &tree_name_rank);
   if (s.symbols->size() > s.symbols_written) {
     std::string payload;
     s.symbols->encode_trie(s.symbols_written, &payload);

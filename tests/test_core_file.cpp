@@ -1030,3 +1030,65 @@ TEST_CASE("file: random late and repeated pushes, with reopens, read back exactl
       }
   }
 }
+
+TEST_CASE("file: a vocabulary that grows block by block, one new name or hundreds at a time, reads back exactly") {
+  // The writer keeps its table's names ranked as they arrive (a binary search each for a few, a sort
+  // and merge for many) and puts siblings in that order; the reader checks the order of every tree.
+  // New names land anywhere in name order: between old ones, before all, after all, sharing prefixes.
+  core_test::TempDir dir;
+  const std::string path = dir.file("vocabulary.pyro");
+  std::mt19937 rng(7);
+  std::vector<std::string> vocabulary = {"m", "main"};
+  auto new_name = [&] {
+    std::string name = vocabulary[rng() % vocabulary.size()];
+    switch (rng() % 4) {
+      case 0: name += char('a' + rng() % 26); break;
+      case 1: name = char('A' + rng() % 60) + name; break;
+      case 2: name = name.substr(0, name.size() / 2) + std::to_string(rng() % 1000); break;
+      default: name += "::f<" + std::to_string(rng() % 100) + ">"; break;
+    }
+    return name;
+  };
+  Written written;
+  written.series = {SeriesKey("grow", {})};
+  written.blocks.resize(1);
+  pyroscope::WriterOptions options;
+  options.multiplier = 4;
+  options.seal_delay_blocks = 2;
+  auto writer = std::make_unique<pyroscope::Writer>();
+  REQUIRE(writer->open(path, options).ok());
+  for (int block = 0; block < 120; ++block) {
+    if (block % 37 == 36) {  // a reopened writer ranks the names it reads back
+      REQUIRE(writer->close().ok());
+      writer = std::make_unique<pyroscope::Writer>();
+      REQUIRE(writer->open(path, options).ok());
+    }
+    const size_t fresh = block % 10 == 0 ? 100 + rng() % 300 : rng() % 3;
+    for (size_t i = 0; i < fresh; ++i) vocabulary.push_back(new_name());
+    for (int part = 0; part < 1 + block % 3; ++part) {  // a block in parts: merged through decoded parts
+      StackCounts stacks;
+      for (int i = 0; i < 20; ++i) {
+        std::string stack = "main";
+        const int depth = 1 + int(rng() % 5);
+        for (int d = 0; d < depth; ++d) {
+          // Recent names half the time, so the new ones are used at once.
+          const size_t pick = rng() % 2 ? vocabulary.size() - 1 - rng() % std::min<size_t>(vocabulary.size(), 8)
+                                        : rng() % vocabulary.size();
+          stack += ";" + vocabulary[pick];
+        }
+        stacks[stack] += 1 + rng() % 50;
+      }
+      const int64_t start = kStart + block * kStep;
+      const Status status = writer->append(written.series[0], start, core_test::tree_of(stacks));
+      REQUIRE_MESSAGE(status.ok(), status.to_string());
+      core_test::add_counts(&written.blocks[0][start], stacks);
+    }
+  }
+  REQUIRE(writer->close().ok());
+  Dataset data;
+  const Status opened = data.add_file(path);
+  REQUIRE_MESSAGE(opened.ok(), opened.to_string());
+  for (auto [from, until] : std::vector<std::pair<int64_t, int64_t>>{{0, 17}, {0, 120}, {13, 100}, {64, 120}, {37, 38}})
+    check_query(data, written, "grow", [](const SeriesKey&) { return true; }, kStart + from * kStep,
+                kStart + until * kStep);
+}

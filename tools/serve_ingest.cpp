@@ -360,25 +360,6 @@ bool parse_aggregation(std::string_view text, Aggregation* out) {
   return true;
 }
 
-// Where the DEFLATE data of a gzip member starts (after its header and optional fields).
-bool gzip_deflate_offset(std::string_view b, size_t* out) {
-  if (b.size() < 18 || uint8_t(b[0]) != 0x1f || uint8_t(b[1]) != 0x8b || b[2] != 8) return false;
-  const uint8_t flags = uint8_t(b[3]);
-  size_t pos = 10;
-  if (flags & 4) pos += 2 + (size_t(uint8_t(b[10])) | size_t(uint8_t(b[11])) << 8);
-  for (int bit : {8, 16})
-    if (flags & bit) {
-      while (pos < b.size() && b[pos] != 0) pos++;
-      pos++;
-    }
-  if (flags & 2) pos += 2;
-  if (pos + 8 > b.size()) return false;
-  *out = pos;
-  return true;
-}
-
-Status raw_inflate_hook(ByteSpan in, uint64_t max, std::string* out) { return inflate_raw(in, max, out); }
-
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
 // Checks a push's time range against the server's clock and the retention, and spreads each tree
@@ -432,7 +413,17 @@ bool import_pprof(Result* result, const Limits& limits, std::string_view bytes, 
   options.has_format = true;
   options.format = Format::pprof;
   options.max_inflated_bytes = limits.max_inflated_bytes;
-  options.inflate = raw_inflate_hook;
+  // The inflated profile is read again below for its time fields: kept from the importer's one inflate.
+  std::string inflated;
+  bool was_inflated = false;
+  options.inflate = [&inflated, &was_inflated](ByteSpan in, uint64_t max, std::string* out) {
+    const Status st = inflate_raw(in, max, out);
+    if (st.ok()) {
+      inflated = *out;
+      was_inflated = true;
+    }
+    return st;
+  };
   std::vector<ProfileBlock> blocks;
   ImportReport report;
   const ByteSpan span{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
@@ -446,14 +437,7 @@ bool import_pprof(Result* result, const Limits& limits, std::string_view bytes, 
   *time_ns = 0;
   *duration_ns = 0;
   {
-    std::string inflated;
-    std::string_view plain = bytes;
-    size_t deflate_at = 0;
-    if (gzip_deflate_offset(bytes, &deflate_at)) {
-      // The importer inflated it once already, within the limit.
-      inflate_raw(ByteSpan{span.data + deflate_at, span.size - deflate_at}, limits.max_inflated_bytes, &inflated);
-      plain = inflated;
-    }
+    const std::string_view plain = was_inflated ? std::string_view(inflated) : bytes;
     ProtoReader r = reader_of(plain);
     uint32_t field, wire;
     std::string_view unused;
