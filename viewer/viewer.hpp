@@ -82,6 +82,7 @@ struct ViewerState {
   std::vector<session::FunctionRow> table_rows;
   std::vector<uint32_t> table_order;    // indices into table_rows, sorted and filtered
   bool table_dirty = true;
+  uint64_t table_builds = 0;  // times the rows were built (status JSON: tests check what rebuilds them)
   bool table_order_dirty = true;
   TableSort table_sort = TableSort::total;
   bool table_ascending = false;

@@ -78,6 +78,7 @@ async function testSandwich(browser, base, args) {
   // Every function of the data: the sandwich's totals are pyro query --format table's, to the sample.
   const table = pyroTable(args);
   expect(table.length > 400, 'pyro query --format table lists the functions', table.length);
+  const tableBefore = (await waitFor(page, (st) => st.table.rows > 0, 'the table')).table;
   const results = await page.evaluate((names) => names.map((name) => {
     const r = window.pyroscopeViewer.settingNow('function', name);
     const st = window.pyroscopeViewer.status();
@@ -87,6 +88,11 @@ async function testSandwich(browser, base, args) {
   const wrong = results.filter((r, i) => !r.found || r.total !== table[i].total || r.self !== table[i].self);
   expect(wrong.length === 0, `the sandwich of each of the ${table.length} functions totals what pyro query --format table says`,
          wrong.slice(0, 5));
+  // The table lists the view tree's functions: a new sandwich leaves it as it is (building it again
+  // cost each sandwich a pass over the whole tree).
+  s = await waitFor(page, (st) => st.table.rows > 0, 'the table after the sandwiches');
+  expect(s.table.builds === tableBefore.builds && s.table.rows === tableBefore.rows,
+         'the sandwiches did not build the function table again', [tableBefore.builds, s.table.builds]);
   const slowest = Math.max(...results.map((r) => r.ms));
   console.log(`  ${results.length} sandwiches, slowest ${slowest.toFixed(1)} ms (setting, sandwich and layout)`);
 
