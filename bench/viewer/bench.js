@@ -303,6 +303,10 @@ async function runSandwich(base, args) {
     await page.evaluate(() => window.pyroscopeViewer.settingNow('view', 'sandwich'));
     const results = [];
     for (const fn of heaviest) {
+      // A user picks a function on an idle page. Right after the frames before, headless Chromium's
+      // software GPU (SwiftShader, in the GPU process) is still drawing them on the same two cores:
+      // the call then waited 40-90 ms of its wall time for a core (bench/README.md).
+      await sleep(1000);
       const cpuBefore = await rendererMainCpuMs(browser);
       const r = await page.evaluate((name) => window.pyroscopeViewer.settingNow('function', name), fn);
       const cpuAfter = await rendererMainCpuMs(browser);
