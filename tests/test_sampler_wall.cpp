@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -23,7 +24,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -360,6 +363,115 @@ double soak_seconds() {
 }
 
 }  // namespace
+
+std::atomic<int> g_late_phase{0};      // 1: in nanosleep; 2: burning CPU
+std::atomic<uint64_t> g_late_cycles{0};  // sleeps finished
+__attribute__((noinline)) void wall_late_sleeps() {
+  timespec d{0, 50000000};
+  while (nanosleep(&d, &d) != 0 && errno == EINTR) {
+  }
+  asm volatile("" ::: "memory");
+}
+
+// The agent is late when the CPUs are busy, and then it reads a woken thread as running. Its late tick
+// stands for intervals the thread partly slept: driven here by ticks placed as a starved agent's land,
+// 20 ms into each 50 ms sleep and at the start of the 10 ms CPU burst after it (3 intervals apart).
+// Given wholly to the state read at the tick, the sleeps got 53 % for a truth of 71 %. The truth is
+// the share of time the worker was blocked, neither on a CPU nor waiting for one.
+TEST_CASE("wall: a late tick is split by the CPU time the thread used, not given to the state it finds") {
+  int threads = 0;
+  if (DIR* task = opendir("/proc/self/task")) {
+    while (dirent* entry = readdir(task)) threads += entry->d_name[0] != '.';
+    closedir(task);
+  }
+  REQUIRE_MESSAGE(threads == 1, "threads left by earlier tests would be sampled too");
+  std::atomic<bool> stop{false};
+  std::atomic<pid_t> worker_tid{0};
+  std::atomic<int64_t> waited_ns{0};
+  auto mono_ns = [] {
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
+  };
+  std::thread worker([&] {
+    worker_tid = gettid();
+    while (!stop.load()) {
+      g_late_phase = 1;
+      const int64_t t0 = mono_ns();
+      wall_late_sleeps();
+      waited_ns += mono_ns() - t0;
+      g_late_cycles++;
+      g_late_phase = 2;
+      const double burst_start = thread_cpu_seconds();
+      uint64_t x = g_sink.load(std::memory_order_relaxed);
+      while (thread_cpu_seconds() - burst_start < 0.010)
+        for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1442695040888963407ull;
+      g_sink.store(x, std::memory_order_relaxed);
+    }
+  });
+  while (worker_tid.load() == 0) std::this_thread::yield();
+
+  pyroscope::detail::WallSampler sampler(1);
+  const std::vector<pid_t> skip{gettid()};
+  const uintptr_t kRanMarker = 0x5a5a5a5a;
+  uint64_t waiting = 0, running = 0;
+  auto emit = [&](const pyroscope::detail::SamplerSlot& slot) {
+    (slot.depth > 0 && slot.pcs[0] == kRanMarker ? running : waiting) += slot.weight;
+  };
+  std::unique_ptr<pyroscope::detail::SamplerSlot> cpu_sample(new pyroscope::detail::SamplerSlot());
+  cpu_sample->tid = uint32_t(worker_tid.load());
+  cpu_sample->depth = 1;
+  cpu_sample->pcs[0] = kRanMarker;
+  std::string error;
+  auto tick = [&] {
+    REQUIRE_MESSAGE(sampler.tick(mono_ns(), skip, &error, emit, [] { return true; }), error);
+    sampler.note_cpu_sample(*cpu_sample, emit);  // its next CPU sample: where it runs
+  };
+  auto wait_for = [](auto&& done) {
+    while (!done()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  };
+  // The truth: the share of real time the worker was blocked, neither on a CPU nor on a run queue
+  // (schedstat: "cpu_ns run_delay_ns timeslices"), what the sampler counts as waiting.
+  const std::string schedstat = "/proc/self/task/" + std::to_string(worker_tid.load()) + "/schedstat";
+  auto not_blocked_ns = [&] {
+    std::ifstream in(schedstat);
+    uint64_t cpu = 0, delay = 0;
+    in >> cpu >> delay;
+    REQUIRE(cpu > 0);
+    return int64_t(cpu + delay);
+  };
+  wait_for([] { return g_late_phase.load() == 2; });
+  int64_t first_ns = 0, first_busy = 0, first_waited = 0;
+  for (int round = 0; round < 16; round++) {
+    const uint64_t cycle = g_late_cycles.load();
+    wait_for([&] { return g_late_cycles.load() > cycle && g_late_phase.load() == 2; });
+    if (round == 0) {
+      first_ns = mono_ns();
+      first_busy = not_blocked_ns();
+      first_waited = waited_ns.load();
+    }
+    tick();                                   // running, at the start of a burst
+    wait_for([] { return g_late_phase.load() == 1; });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    tick();                                   // blocked, in the middle of the next sleep
+  }
+  const uint64_t cycle = g_late_cycles.load();
+  wait_for([&] { return g_late_cycles.load() > cycle + 1 && g_late_phase.load() == 2; });
+  tick();
+  const double elapsed = double(mono_ns() - first_ns);
+  const double truth = 100.0 - 100.0 * double(not_blocked_ns() - first_busy) / elapsed;
+  const double own = 100.0 * double(waited_ns.load() - first_waited) / elapsed;
+  sampler.flush(emit);
+  stop = true;
+  worker.join();
+  const double share = 100.0 * double(waiting) / double(std::max<uint64_t>(1, waiting + running));
+  MESSAGE("late ticks: " << waiting << " intervals waiting, " << running << " running: " << share
+                         << " % waiting; the worker was blocked " << truth << " % of the time (it counted "
+                         << own << " % from before to after its sleeps)");
+  CHECK(waiting + running >= 100);
+  CHECK(share > truth - 12);
+  CHECK(share < truth + 12);
+}
 
 TEST_CASE("wall: blocking calls see no EINTR and no early wakeup with wall-clock sampling on") {
   const std::string path = fresh_path("wallcalls");
