@@ -202,9 +202,13 @@ class WallSampler {
       const uint64_t run_delay_ns = read_run_delay(t);
       uint32_t ran = weight;  // intervals to give to where it ran, if it is running now
       if (weight > 1 && was_read) {
-        uint64_t busy_ns = cpu_ns > t.cpu_ns ? cpu_ns - t.cpu_ns : 0;
-        if (run_delay_ns > t.run_delay_ns) busy_ns += run_delay_ns - t.run_delay_ns;
-        ran = uint32_t(std::min<uint64_t>((busy_ns + uint64_t(kWallIntervalNs) / 2) / uint64_t(kWallIntervalNs), weight));
+        // What rounding leaves over is carried to the thread's next late tick, so that the short runs
+        // after wakeups, each less than half an interval, still add up.
+        int64_t busy_ns = t.busy_carry_ns + (cpu_ns > t.cpu_ns ? int64_t(cpu_ns - t.cpu_ns) : 0);
+        if (run_delay_ns > t.run_delay_ns) busy_ns += int64_t(run_delay_ns - t.run_delay_ns);
+        const int64_t intervals = std::max<int64_t>(0, (busy_ns + kWallIntervalNs / 2) / kWallIntervalNs);
+        ran = uint32_t(std::min<int64_t>(intervals, weight));
+        t.busy_carry_ns = std::max(-kWallIntervalNs, std::min(kWallIntervalNs, busy_ns - int64_t(ran) * kWallIntervalNs));
       }
       t.cpu_ns = cpu_ns;
       t.run_delay_ns = run_delay_ns;
@@ -296,6 +300,7 @@ class WallSampler {
     int schedstat_fd = -1;  // -1 when the kernel has none: late ticks are then split by CPU time alone
     uint64_t cpu_ns = 0;
     uint64_t run_delay_ns = 0;  // its time on a run queue (schedstat's second field) at the last read
+    int64_t busy_carry_ns = 0;  // running time a late tick's rounding left over
     bool blocked = false;  // the last read found it blocked: stack below is where
     uint64_t pending = 0;  // samples counted on that stack, not yet emitted
     int64_t pending_ns = 0;  // the latest tick counted in pending
