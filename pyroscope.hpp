@@ -10604,7 +10604,7 @@ class WallSampler {
       // was blocked at (read then, or now). "Running" is runnable, as for an on-time tick, which goes to
       // the state read now: a tick at a random moment finds each state in proportion to its time.
       const bool was_blocked = t.blocked, was_read = t.cpu_ns != 0;
-      const uint64_t run_delay_ns = read_run_delay(t);
+      const uint64_t run_delay_ns = read_run_delay(t, t.run_delay_ns);
       uint32_t ran = weight;  // intervals to give to where it ran, if it is running now
       if (weight > 1 && was_read) {
         // What rounding leaves over is carried to the thread's next late tick, so that the short runs
@@ -10787,16 +10787,20 @@ class WallSampler {
     t.schedstat_fd = -1;
   }
 
-  // "cpu_ns run_delay_ns timeslices" (the kernel's sched_info): the second field, 0 if unreadable.
-  static uint64_t read_run_delay(const Thread& t) {
-    if (t.schedstat_fd < 0) return 0;
+  // "cpu_ns run_delay_ns timeslices" (the kernel's sched_info): the second field; `previous` when the
+  // file cannot be read (no run-queue wait is counted then, rather than a thread's whole life's).
+  static uint64_t read_run_delay(const Thread& t, uint64_t previous) {
+    if (t.schedstat_fd < 0) return previous;
     char text[96];
     const ssize_t n = pread(t.schedstat_fd, text, sizeof text - 1, 0);
-    if (n <= 0) return 0;
+    if (n <= 0) return previous;
     text[n] = '\0';
     char* end = nullptr;
     std::strtoull(text, &end, 10);
-    return end != text ? std::strtoull(end, nullptr, 10) : 0;
+    if (end == text) return previous;
+    char* delay_end = nullptr;
+    const uint64_t delay = std::strtoull(end, &delay_end, 10);
+    return delay_end != end ? delay : previous;
   }
 
   static WallThreadState read_state(const Thread& t) {
