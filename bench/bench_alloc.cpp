@@ -23,10 +23,10 @@
 // Built twice from this file: bench_alloc (the driver, and the workloads without any profiler) and
 // bench_alloc_ours (the workloads with PYROSCOPE_ALLOCATION_PROFILING in the implementation, started
 // with the default Config; the driver execs it). The figures of record are in bench/README.md.
-#define PYROSCOPE_IMPLEMENTATION
 #ifdef BENCH_ALLOC_OURS
+#define PYROSCOPE_IMPLEMENTATION
 #define PYROSCOPE_ALLOCATION_PROFILING
-#endif
+#endif  // the driver links the build's pyroscope_impl (bench/CMakeLists.txt)
 #include "pyroscope.hpp"
 
 #include <fcntl.h>

@@ -17,8 +17,8 @@
 // fails (a query that disagrees with the scan, merges above the bound, a file that does not reopen).
 // --smoke runs tiny sizes for CTest (correctness only; the timings mean nothing there).
 
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_IMPLEMENTATION
+// The implementation is linked from pyroscope_impl_reader (CMakeLists.txt): without the sampler,
+// with zlib and the JSON importers.
 #include "pyroscope.hpp"
 
 #include <sys/utsname.h>

@@ -10,9 +10,8 @@
 // same total (checked), so both sides parse one valid file. Internal child modes:
 //   bench_formats --child-import FILE            read + import_profile (the result is checked)
 //   bench_formats --child-export FILE.pyro OUT   open + query + export_pprof (gzip)
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_WITH_ZLIB 1
-#define PYROSCOPE_IMPLEMENTATION
+// The implementation is linked from pyroscope_impl_reader (CMakeLists.txt): without the sampler,
+// with zlib and the JSON importers.
 #include "pyroscope.hpp"
 
 #include <sys/resource.h>

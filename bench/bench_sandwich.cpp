@@ -12,8 +12,8 @@
 // when it moves from one function to the next), its output sizes, and the reference: every stack of
 // the tree (a node with self samples) inserted up to its outermost call of the function (callers, read
 // upwards) and from it (callees), renumbered in name preorder. Exits non-zero if any result differs.
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_IMPLEMENTATION
+// The implementation is linked from pyroscope_impl_reader (CMakeLists.txt): without the sampler,
+// with zlib and the JSON importers.
 #include "pyroscope.hpp"
 
 #ifdef __EMSCRIPTEN__

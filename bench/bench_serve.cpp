@@ -10,9 +10,8 @@
 //   bench_serve --smoke --pyro PATH --dir DIR     (CTest: 1 s each, checks only that every push is 200)
 //
 // The clients run on this machine too (2 cores here): both servers share the cores with them alike.
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_WITH_ZLIB 1
-#define PYROSCOPE_IMPLEMENTATION
+// The implementation is linked from pyroscope_impl_reader (CMakeLists.txt): without the sampler,
+// with zlib and the JSON importers.
 #include "pyroscope.hpp"
 
 #include <httplib.h>

@@ -15,10 +15,8 @@
 // Exit codes: 0 success, 1 runtime or data error (unreadable or corrupt file, ...), 2 usage error.
 // Each command is one entry of commands(): adding one is a function plus a table row.
 
-#define PYROSCOPE_NO_SAMPLER 1
-#define PYROSCOPE_WITH_ZLIB 1  // gzipped pprof in and out (docs/formats.md)
-#define PYROSCOPE_WITH_JSON 1  // speedscope and .cpuprofile in
-#define PYROSCOPE_IMPLEMENTATION
+// The implementation is linked from pyroscope_impl_reader (CMakeLists.txt): without the sampler,
+// with zlib and the JSON importers.
 #include "pyroscope.hpp"
 #include "json.hpp"
 #include "serve.hpp"
