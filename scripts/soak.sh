@@ -50,7 +50,7 @@ rel=$out/rel
 if ! { cmake -S . -B "$rel" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYROSCOPE_BUILD_TESTS=ON -DPYROSCOPE_BUILD_TOOLS=ON \
          -DPYROSCOPE_BUILD_VIEWER=OFF -DPYROSCOPE_BUILD_EXAMPLES=OFF -DPYROSCOPE_BUILD_BENCH=OFF \
          -DPYROSCOPE_BUILD_FUZZ=OFF -DPYROSCOPE_TEST_FILTER='^test_(core_crash|sampler_wall)$' &&
-       cmake --build "$rel" -j "$jobs" --target pyro test_core_crash test_sampler_wall; } >"$rel.log" 2>&1; then
+       cmake --build "$rel" -j "$jobs" --target pyro test_core_crash test_group_internals; } >"$rel.log" 2>&1; then
   tail -n 40 "$rel.log"
   echo "soak.sh: the release build failed (log: $rel.log)"
   exit 1
@@ -230,8 +230,8 @@ if wants wall; then
   log=$out/wall.log
   seconds=${SOAK_WALL_SECONDS:-30}
   mkdir -p "$out/wall-work"
-  if (cd "$out/wall-work" && PYROSCOPE_WALL_SOAK_SECONDS=$seconds "$root/$rel/tests/test_sampler_wall" \
-        -tc='*no EINTR and no early*') >"$log" 2>&1; then
+  if (cd "$out/wall-work" && PYROSCOPE_WALL_SOAK_SECONDS=$seconds "$root/$rel/tests/test_group_internals" \
+        --source-file='*/test_sampler_wall.cpp' -tc='*no EINTR and no early*') >"$log" 2>&1; then
     say "wall: $seconds s with wall-clock sampling: $(grep -c ' 0 EINTR, 0 early' "$log") kinds of blocking call," \
         "0 EINTR, 0 early wakeups; $(grep -oE '[0-9]+ wall ticks.*' "$log" | head -1)"
   else

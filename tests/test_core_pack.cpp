@@ -1,5 +1,6 @@
 // Packing (LZ77 + range coder) of the symbol table: round trips, damaged streams that never crash or
 // read past their input, and files whose packed SYMBOLS records read back the same names.
+// pyroscope-test: group=internals
 #define PYROSCOPE_IMPLEMENTATION
 #include "test_core_support.hpp"
 

@@ -1,6 +1,6 @@
 // Sampler, tags and symbolizer (issue 3): shares of a known workload, stacks of -O2 code without frame
 // pointers, series per tag set, start/stop/start, SIGPROF coexistence, config errors, ELF robustness.
-// pyroscope-test: serial timeout=240
+// pyroscope-test: serial timeout=240 group=internals
 #define PYROSCOPE_IMPLEMENTATION
 #include "sampler_test_support.hpp"
 

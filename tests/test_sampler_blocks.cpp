@@ -4,7 +4,7 @@
 // machine can starve it, or, in the second case, for longer than a whole block; each block must hold
 // only its own function. The verdict rests on the samples'
 // own times, not on how the threads were scheduled.
-// pyroscope-test: timeout=120 serial
+// pyroscope-test: timeout=120 serial group=internals
 #define PYROSCOPE_IMPLEMENTATION
 #include "sampler_test_support.hpp"
 

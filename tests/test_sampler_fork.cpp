@@ -1,5 +1,5 @@
 // Sampler and process lifetime (issue 3): fork() while sampling, exit() without stop(), SIGKILL.
-// pyroscope-test: timeout=240
+// pyroscope-test: timeout=240 group=internals
 #define PYROSCOPE_IMPLEMENTATION
 #include "sampler_test_support.hpp"
 

@@ -1,7 +1,7 @@
 // Push to a Pyroscope server (issue 3): exact /ingest requests seen by a local HTTP receiver
 // (cpp-httplib, test only), retries with backoff, dropped rejects, and a down or silent server that
 // never holds the application or stop() up for long.
-// pyroscope-test: serial timeout=240 link=cpp-httplib
+// pyroscope-test: serial timeout=240 link=cpp-httplib group=internals
 #define PYROSCOPE_IMPLEMENTATION
 #include "sampler_test_support.hpp"
 
@@ -152,10 +152,6 @@ int closed_port() {
 // much CPU the test gets depends on what else runs on the machine, the sampling rate does not.
 uint64_t expected_samples(double cpu_seconds) {
   return std::max<uint64_t>(10, static_cast<uint64_t>(cpu_seconds * 250 / 2));
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace

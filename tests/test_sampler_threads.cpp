@@ -2,7 +2,7 @@
 // leak timers, threads shorter than a rescan are accounted (issue 17), a workload periodic at the
 // sampling rate is not aliased (issue 17), tag scopes race-free on many threads, blocking syscalls survive signals, start/stop
 // while threads come and go. The concurrency test of the sampler: run under TSan too.
-// pyroscope-test: timeout=240
+// pyroscope-test: timeout=240 group=internals
 #define PYROSCOPE_IMPLEMENTATION
 #include "sampler_test_support.hpp"
 

@@ -3,7 +3,7 @@
 // behave as without the profiler (no EINTR, no early wakeup), while a naive design (signalling every
 // thread) does break them, so the check can fail. PYROSCOPE_WALL_SOAK_SECONDS lengthens the no-errors run
 // (scripts/soak.sh runs it for 30 s).
-// pyroscope-test: timeout=120 serial
+// pyroscope-test: timeout=120 serial group=internals
 #define PYROSCOPE_IMPLEMENTATION
 #include "sampler_test_support.hpp"
 
@@ -37,8 +37,6 @@ namespace {
 
 using namespace sampler_test;
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 }  // namespace
 
