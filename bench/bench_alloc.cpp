@@ -197,7 +197,9 @@ __attribute__((noinline)) uint64_t wall_workload(int threads, int trips) {
   return done.load();
 }
 
-// `bench_alloc[_ours] --child WORKLOAD ARGS... [--profile PATH --sample-bytes B --wall-clock 0|1]`
+// `bench_alloc[_ours] --child WORKLOAD ARGS... [--profile PATH --sample-bytes B --wall-clock 0|1 --cpu-hz N]`
+// (--cpu-hz: the CPU sampler's rate, 100 by default; scripts/alloc-instructions.sh lowers it under
+// valgrind, whose slowed-down CPU time would otherwise take ~50 times the samples per instruction).
 int child_main(int argc, char** argv) {
   std::string workload = argv[2];
   uint64_t a = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 0;
@@ -205,10 +207,12 @@ int child_main(int argc, char** argv) {
   std::string profile;
   long long sample_bytes = -1;
   int wall_clock = 0;
+  int cpu_hz = 100;
   for (int i = 5; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--profile") == 0) profile = argv[i + 1];
     if (std::strcmp(argv[i], "--sample-bytes") == 0) sample_bytes = std::atoll(argv[i + 1]);
     if (std::strcmp(argv[i], "--wall-clock") == 0) wall_clock = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--cpu-hz") == 0) cpu_hz = std::atoi(argv[i + 1]);
   }
   if (!profile.empty()) {
     pyroscope::Config config;
@@ -216,6 +220,7 @@ int child_main(int argc, char** argv) {
     config.output_path = profile;
     set_allocation_sample_bytes(config, sample_bytes);
     set_wall_clock(config, wall_clock != 0);
+    config.sample_rate_hz = cpu_hz;
     pyroscope::Status st = pyroscope::start(config);
     if (!st.ok()) {
       std::fprintf(stderr, "bench_alloc: cannot start the profiler: %s\n", st.to_string().c_str());
