@@ -262,23 +262,23 @@ inline void alloc_record(void* pointer, size_t size, uint64_t mean, AllocEntry e
   }
 }
 
-// After a successful allocation of `size` bytes at `pointer` (null: a failed one, not sampled).
-__attribute__((always_inline)) inline void alloc_note(void* pointer, size_t size, AllocEntry entry,
-                                                       uintptr_t return_address) {
-  const uint64_t mean = g_alloc_mean.load(std::memory_order_relaxed);
-  if (__builtin_expect(mean == 0 || pointer == nullptr, 1)) return;
+// alloc_note's way past its fast path: a thread that crossed its sampling point, saw a new session or
+// is the profiler's own. Out of line, so that the interposers' common path saves no registers
+// (inlined, it made every operator new push and pop six: 28 instructions where 12 do).
+__attribute__((noinline)) inline void alloc_note_slow(void* pointer, size_t size, uint64_t mean, AllocEntry entry,
+                                                      uintptr_t return_address) {
   AllocThreadState& t = g_alloc_thread;
   // The profiler's own allocations (its threads, and the sampler's table inserts here) leave the
   // countdown alone: counting their bytes would make the next allocation after a sample likelier to be
   // sampled (measured: +1 % samples, biased, before this check came first).
-  if (__builtin_expect(t.guard != 0, 0)) return;
-  if (__builtin_expect(t.mean != mean, 0)) {
+  if (t.guard != 0) return;
+  if (t.mean != mean) {
     // A session with another mean began: a countdown drawn for the old one would bias the first sample.
     t.mean = mean;
     t.countdown = alloc_draw_interval(t, mean);
   }
   t.countdown -= int64_t(size > size_t(INT64_MAX) ? INT64_MAX : size);
-  if (__builtin_expect(t.countdown >= 0, 1)) return;
+  if (t.countdown >= 0) return;
   t.guard++;
   const int saved_errno = errno;
   // This allocation crossed the sampling point; the next one is a fresh exponential interval away.
@@ -286,6 +286,22 @@ __attribute__((always_inline)) inline void alloc_note(void* pointer, size_t size
   alloc_record(pointer, size, mean, entry, return_address);
   errno = saved_errno;
   t.guard--;
+}
+
+// After a successful allocation of `size` bytes at `pointer` (null: a failed one, not sampled).
+__attribute__((always_inline)) inline void alloc_note(void* pointer, size_t size, AllocEntry entry,
+                                                       uintptr_t return_address) {
+  const uint64_t mean = g_alloc_mean.load(std::memory_order_relaxed);
+  if (__builtin_expect(mean == 0 || pointer == nullptr, 1)) return;
+  AllocThreadState& t = g_alloc_thread;
+  if (__builtin_expect(t.guard == 0 && t.mean == mean, 1)) {
+    const int64_t left = t.countdown - int64_t(size > size_t(INT64_MAX) ? INT64_MAX : size);
+    if (__builtin_expect(left >= 0, 1)) {
+      t.countdown = left;
+      return;
+    }
+  }
+  alloc_note_slow(pointer, size, mean, entry, return_address);
 }
 
 // Takes the record of a sampled block out of the live table, if `pointer` is one. False otherwise.
@@ -301,14 +317,9 @@ inline bool alloc_take_live(uintptr_t address, AllocLive* out) {
   return true;
 }
 
-// Before `pointer` is freed or moved. True if it was a sampled block (then *record holds it, if given).
-__attribute__((always_inline)) inline bool alloc_note_free(void* pointer, AllocEntry entry,
-                                                            AllocLive* record = nullptr) {
-  if (pointer == nullptr) return false;
-  std::atomic<uint32_t>* filter = g_alloc_filter.load(std::memory_order_relaxed);
-  if (__builtin_expect(filter == nullptr, 1)) return false;
-  const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
-  if (__builtin_expect(filter[alloc_filter_index(address)].load(std::memory_order_relaxed) == 0, 1)) return false;
+// alloc_note_free's way past its fast path (out of line, as alloc_note_slow): the address may be a
+// sampled block's.
+__attribute__((noinline)) inline bool alloc_note_free_slow(uintptr_t address, AllocEntry entry, AllocLive* record) {
   AllocThreadState& t = g_alloc_thread;
   if (t.guard != 0) return false;  // the profiler's own memory (or a free inside a sampled allocation)
   t.guard++;
@@ -323,6 +334,17 @@ __attribute__((always_inline)) inline bool alloc_note_free(void* pointer, AllocE
   errno = saved_errno;
   t.guard--;
   return found;
+}
+
+// Before `pointer` is freed or moved. True if it was a sampled block (then *record holds it, if given).
+__attribute__((always_inline)) inline bool alloc_note_free(void* pointer, AllocEntry entry,
+                                                            AllocLive* record = nullptr) {
+  if (pointer == nullptr) return false;
+  std::atomic<uint32_t>* filter = g_alloc_filter.load(std::memory_order_relaxed);
+  if (__builtin_expect(filter == nullptr, 1)) return false;
+  const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
+  if (__builtin_expect(filter[alloc_filter_index(address)].load(std::memory_order_relaxed) == 0, 1)) return false;
+  return alloc_note_free_slow(address, entry, record);
 }
 
 // realloc failed after its block's record was taken out: the block is still there.
