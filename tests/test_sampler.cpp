@@ -363,7 +363,10 @@ TEST_CASE("sampler: static functions and garbage frame pointers unwind correctly
                            << after.incomplete_no_table - before.incomplete_no_table << ", no rule "
                            << after.incomplete_no_rule - before.incomplete_no_rule << ", outside the stack "
                            << after.incomplete_stack - before.incomplete_stack << ", blocks written "
-                           << after.blocks_written - before.blocks_written);
+                           << after.blocks_written - before.blocks_written << ", weight "
+                           << after.weight - before.weight << ", by the process-wide timer "
+                           << after.process_samples - before.process_samples << " (skipped "
+                           << after.process_skipped - before.process_skipped << ")");
   const pyroscope::Tree tree = query_file(path, "unwind{}").tree;
   const uint64_t static_worker = total_under(tree, "sampler_test_static_worker(double)");
   MESSAGE("static worker samples: " << static_worker);
