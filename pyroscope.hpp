@@ -9772,12 +9772,22 @@ class ThreadTimers {
 // exponentially distributed number of bytes (mean Config.allocation_sample_bytes); the allocation that
 // crosses zero is sampled and a new countdown drawn. An allocation of n bytes is so sampled with
 // probability p = 1 - exp(-n/mean), and counts as n/p bytes and 1/p objects (pprof's unbiased scaling),
-// so totals estimate the real ones. The unsampled path is a relaxed load and a thread-local subtraction.
+// so totals estimate the real ones. The unsampled path compares the size with a thread-local countdown
+// and subtracts it, before the allocation is made, and then tail-calls glibc (malloc: 7 instructions;
+// operator new: 13, since it must check for null). Whatever else could stop a sample is folded into
+// the countdown, as tcmalloc does:
+//   - The profiler's own code (the guard of rule 1 below) sets the countdown out of reach (INT64_MAX)
+//     and puts it back when it leaves.
+//   - The session's mean is read only when a countdown runs out. With no session, a thread's countdown
+//     is kAllocationIdleRecheckBytes, so a session that starts is seen within that many bytes of each
+//     thread's allocations (those bytes are not sampled; docs/memory.md); a countdown drawn for another
+//     mean is redrawn at its next crossing.
 //
 // A sampled allocation, on the allocating thread (not in a signal handler, but inside malloc):
 //   1. Never recursive: a per-thread guard in initial-exec TLS (usable from a thread's first
 //      instruction to its last, before and after its C++ thread_locals) is set while the sampler runs;
-//      allocations and frees made meanwhile, and all of the agent's and push thread's, are not looked at.
+//      allocations and frees made meanwhile, and all of the agent's and push thread's, are not looked at
+//      and do not move the countdown.
 //   2. The stack is unwound with the sampler's unwinder (the tables on x86-64) before any lock is taken,
 //      counted in g_sampler_in_flight like a handler, so the agent frees no table it may be reading.
 //   3. One mutex guards the interned stacks, the block's totals and the table of live sampled blocks;
@@ -9807,14 +9817,16 @@ class ThreadTimers {
 #include <cmath>
 #include <new>
 
+// noexcept, as glibc's functions are (__THROW): a noexcept interposer may then end in a tail call to
+// them, where a call to a function that might throw needs a frame of its own for std::terminate.
 extern "C" {
-void* __libc_malloc(size_t size);
-void* __libc_calloc(size_t count, size_t size);
-void* __libc_realloc(void* pointer, size_t size);
-void __libc_free(void* pointer);
-void* __libc_memalign(size_t alignment, size_t size);
-void* __libc_valloc(size_t size);
-void* __libc_pvalloc(size_t size);
+void* __libc_malloc(size_t size) noexcept;
+void* __libc_calloc(size_t count, size_t size) noexcept;
+void* __libc_realloc(void* pointer, size_t size) noexcept;
+void __libc_free(void* pointer) noexcept;
+void* __libc_memalign(size_t alignment, size_t size) noexcept;
+void* __libc_valloc(size_t size) noexcept;
+void* __libc_pvalloc(size_t size) noexcept;
 }
 
 namespace pyroscope {
@@ -9823,6 +9835,9 @@ namespace detail {
 constexpr uint64_t kAllocationMaxSampleBytes = uint64_t(1) << 40;
 constexpr size_t kAllocationFilterBits = 18;          // 256 Ki counters (1 MiB, pages touched on demand)
 constexpr size_t kAllocationMaxLive = size_t(1) << 18;  // live sampled blocks tracked at most
+// With no session, how many bytes a thread allocates between looks at whether one began: the bytes a
+// started session misses per thread, at most, against a call out of line per that many bytes idle.
+constexpr int64_t kAllocationIdleRecheckBytes = int64_t(64) << 10;
 
 // Where an allocation or a free came in: for the statistics (and the test that each entry is reached).
 enum AllocEntry : int {
@@ -9837,12 +9852,13 @@ enum AllocEntry : int {
 
 // Per thread, in static TLS (zero until first use; never destroyed).
 struct AllocThreadState {
-  int64_t countdown;  // bytes until the next sample; <0: the next allocation goes the slow way
-  uint64_t mean;      // the mean the countdown was drawn with
-  uint64_t random;    // xorshift64* state, 0 until seeded
-  int guard;          // >0: the profiler itself is allocating on this thread (rule 1)
+  int64_t countdown;        // bytes until the slow path looks (a sample, or a check); never negative
+  uint64_t mean;            // the mean the countdown was drawn with; 0: an idle recheck interval
+  uint64_t random;          // xorshift64* state, 0 until seeded
+  int64_t saved_countdown;  // the countdown while the guard holds it out of reach
+  int guard;                // >0: the profiler itself is allocating on this thread (rule 1)
 };
-thread_local AllocThreadState g_alloc_thread PYROSCOPE_TLS_INITIAL_EXEC = {0, 0, 0, 0};
+thread_local AllocThreadState g_alloc_thread PYROSCOPE_TLS_INITIAL_EXEC = {0, 0, 0, 0, 0};
 
 // The session's mean interval in bytes; 0 when no session samples allocations.
 inline std::atomic<uint64_t> g_alloc_mean{0};
@@ -9880,14 +9896,29 @@ struct AllocState {
 };
 inline std::atomic<AllocState*> g_alloc_state{nullptr};
 
+// Blocks are 16-byte aligned: the address bits above that, as they are (a multiplicative hash cost two
+// instructions more on every free, and spread nothing a counting filter needs spread: a collision
+// only sends one more free to the table's lookup).
 inline size_t alloc_filter_index(uintptr_t address) {
-  return size_t(((address >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - kAllocationFilterBits));
+  return size_t(address >> 4) & ((size_t(1) << kAllocationFilterBits) - 1);
 }
 
-// Held by the guard of the profiler's own threads and code paths (rule 1).
+// The guard of the profiler's own threads and code paths (rule 1). Nestable; the outermost holds the
+// countdown out of the allocation path's reach, so that path needs no test of its own.
+inline void alloc_guard_enter() {
+  AllocThreadState& t = g_alloc_thread;
+  if (t.guard++ == 0) {
+    t.saved_countdown = t.countdown;
+    t.countdown = INT64_MAX;
+  }
+}
+inline void alloc_guard_leave() {
+  AllocThreadState& t = g_alloc_thread;
+  if (--t.guard == 0) t.countdown = t.saved_countdown;
+}
 struct AllocGuard {
-  AllocGuard() { g_alloc_thread.guard++; }
-  ~AllocGuard() { g_alloc_thread.guard--; }
+  AllocGuard() { alloc_guard_enter(); }
+  ~AllocGuard() { alloc_guard_leave(); }
   AllocGuard(const AllocGuard&) = delete;
   AllocGuard& operator=(const AllocGuard&) = delete;
 };
@@ -10023,46 +10054,67 @@ inline void alloc_record(void* pointer, size_t size, uint64_t mean, AllocEntry e
   }
 }
 
-// alloc_note's way past its fast path: a thread that crossed its sampling point, saw a new session or
-// is the profiler's own. Out of line, so that the interposers' common path saves no registers
-// (inlined, it made every operator new push and pop six: 28 instructions where 12 do).
-__attribute__((noinline)) inline void alloc_note_slow(void* pointer, size_t size, uint64_t mean, AllocEntry entry,
+// alloc_note's way past its fast path: the thread's countdown ran out. Out of line, so that the
+// interposers' common path saves no registers (inlined, it made every operator new push and pop six).
+__attribute__((noinline)) inline void alloc_note_slow(void* pointer, size_t size, AllocEntry entry,
                                                       uintptr_t return_address) {
+  if (pointer == nullptr) return;  // failed: nothing allocated, nothing counted
   AllocThreadState& t = g_alloc_thread;
-  // The profiler's own allocations (its threads, and the sampler's table inserts here) leave the
-  // countdown alone: counting their bytes would make the next allocation after a sample likelier to be
-  // sampled (measured: +1 % samples, biased, before this check came first).
-  if (t.guard != 0) return;
-  if (t.mean != mean) {
-    // A session with another mean began: a countdown drawn for the old one would bias the first sample.
-    t.mean = mean;
-    t.countdown = alloc_draw_interval(t, mean);
+  // Guarded, the countdown starts at INT64_MAX: 2^63 bytes allocated meanwhile. Out of reach again.
+  if (t.guard != 0) {
+    t.countdown = INT64_MAX;
+    return;
   }
-  t.countdown -= int64_t(size > size_t(INT64_MAX) ? INT64_MAX : size);
-  if (t.countdown >= 0) return;
-  t.guard++;
-  const int saved_errno = errno;
+  const uint64_t mean = g_alloc_mean.load(std::memory_order_relaxed);
+  if (mean == 0) {
+    t.mean = 0;  // a countdown for the next session is drawn when it is seen
+    t.countdown = kAllocationIdleRecheckBytes;
+    return;
+  }
+  // Successful allocations are at most PTRDIFF_MAX bytes: the subtractions cannot overflow.
+  int64_t left;
+  if (t.mean != mean) {
+    // A session began, or one with another mean: a countdown drawn for none or the old one would bias
+    // this allocation's chance; a fresh interval starts here (memoryless, so nothing is lost).
+    t.mean = mean;
+    left = alloc_draw_interval(t, mean) - int64_t(size);
+  } else {
+    left = t.countdown - int64_t(size);
+  }
+  if (left >= 0) {
+    t.countdown = left;
+    return;
+  }
   // This allocation crossed the sampling point; the next one is a fresh exponential interval away.
   t.countdown = alloc_draw_interval(t, mean);
+  alloc_guard_enter();
+  const int saved_errno = errno;
   alloc_record(pointer, size, mean, entry, return_address);
   errno = saved_errno;
-  t.guard--;
+  alloc_guard_leave();
 }
 
-// After a successful allocation of `size` bytes at `pointer` (null: a failed one, not sampled).
+// Before an allocation of `size` bytes: true (almost always) when it crosses no sampling point, having
+// counted it down; the interposer then makes it and is done (a tail call to glibc where it can be).
+// False: the interposer makes it through its slow path, which calls alloc_note_slow. The bytes of an
+// allocation that then fails stay counted (rare; it moves the next sample, it loses none).
+__attribute__((always_inline)) inline bool alloc_count_down(size_t size) {
+  AllocThreadState& t = g_alloc_thread;
+  const int64_t countdown = t.countdown;
+  if (__builtin_expect(size <= uint64_t(countdown), 1)) {
+    t.countdown = countdown - int64_t(size);
+    return true;
+  }
+  return false;
+}
+
+// After a successful allocation of `size` bytes at `pointer` (null: a failed one, not sampled), for
+// the interposers that count after the fact (realloc, calloc, the aligned ones: rarer calls).
 __attribute__((always_inline)) inline void alloc_note(void* pointer, size_t size, AllocEntry entry,
                                                        uintptr_t return_address) {
-  const uint64_t mean = g_alloc_mean.load(std::memory_order_relaxed);
-  if (__builtin_expect(mean == 0 || pointer == nullptr, 1)) return;
-  AllocThreadState& t = g_alloc_thread;
-  if (__builtin_expect(t.guard == 0 && t.mean == mean, 1)) {
-    const int64_t left = t.countdown - int64_t(size > size_t(INT64_MAX) ? INT64_MAX : size);
-    if (__builtin_expect(left >= 0, 1)) {
-      t.countdown = left;
-      return;
-    }
-  }
-  alloc_note_slow(pointer, size, mean, entry, return_address);
+  if (__builtin_expect(pointer == nullptr, 0)) return;
+  if (__builtin_expect(alloc_count_down(size), 1)) return;
+  alloc_note_slow(pointer, size, entry, return_address);
 }
 
 // Takes the record of a sampled block out of the live table, if `pointer` is one. False otherwise.
@@ -10083,7 +10135,7 @@ inline bool alloc_take_live(uintptr_t address, AllocLive* out) {
 __attribute__((noinline)) inline bool alloc_note_free_slow(uintptr_t address, AllocEntry entry, AllocLive* record) {
   AllocThreadState& t = g_alloc_thread;
   if (t.guard != 0) return false;  // the profiler's own memory (or a free inside a sampled allocation)
-  t.guard++;
+  alloc_guard_enter();
   const int saved_errno = errno;
   AllocLive taken;
   const bool found = alloc_take_live(address, &taken);
@@ -10093,7 +10145,7 @@ __attribute__((noinline)) inline bool alloc_note_free_slow(uintptr_t address, Al
     if (record != nullptr) *record = taken;
   }
   errno = saved_errno;
-  t.guard--;
+  alloc_guard_leave();
   return found;
 }
 
@@ -10187,6 +10239,9 @@ inline bool alloc_begin(uint64_t mean) {
     state->dirty.clear();
   }
   g_alloc_mean.store(mean, std::memory_order_seq_cst);
+  // The thread that starts the session samples from its next allocation on (the guard puts this back
+  // as its countdown: the slow path then sees the new mean); the others within their idle interval.
+  g_alloc_thread.saved_countdown = 0;
   return true;
 }
 
@@ -10301,17 +10356,45 @@ inline void* alloc_new_failed(size_t size, size_t alignment, bool nothrow) {
 #endif
 }
 
-__attribute__((always_inline)) inline void* alloc_new(size_t size, size_t alignment, bool nothrow, AllocEntry entry,
-                                                       uintptr_t caller) {
-  const size_t n = size == 0 ? 1 : size;
-  void* p = alignment != 0 ? __libc_memalign(alignment, n) : __libc_malloc(n);
-  if (__builtin_expect(p == nullptr, 0)) p = alloc_new_failed(size, alignment, nothrow);
-  alloc_note(p, size, entry, caller);
+// operator new's way when its allocation crosses a sampling point (out of line: see alloc_note_slow).
+__attribute__((noinline)) inline void* alloc_new_crossing(size_t size, size_t alignment, bool nothrow,
+                                                          AllocEntry entry, uintptr_t caller) {
+  void* p = alignment != 0 ? __libc_memalign(alignment, size) : __libc_malloc(size);
+  if (p == nullptr) p = alloc_new_failed(size, alignment, nothrow);
+  alloc_note_slow(p, size, entry, caller);
   return p;
 }
 
-__attribute__((always_inline)) inline void alloc_delete(void* p, AllocEntry entry) {
-  alloc_note_free(p, entry);
+// malloc's way when its allocation crosses a sampling point.
+__attribute__((noinline)) inline void* alloc_malloc_crossing(size_t size, uintptr_t caller) {
+  void* p = __libc_malloc(size);
+  alloc_note_slow(p, size, kAllocMalloc, caller);
+  return p;
+}
+
+// glibc's malloc(0) returns a block of its own, as operator new(0) must: no size 0 -> 1 here.
+__attribute__((always_inline)) inline void* alloc_new(size_t size, size_t alignment, bool nothrow, AllocEntry entry,
+                                                       uintptr_t caller) {
+  if (__builtin_expect(!alloc_count_down(size), 0)) return alloc_new_crossing(size, alignment, nothrow, entry, caller);
+  void* p = alignment != 0 ? __libc_memalign(alignment, size) : __libc_malloc(size);
+  if (__builtin_expect(p == nullptr, 0)) return alloc_new_failed(size, alignment, nothrow);
+  return p;
+}
+
+// free's way when the filter says the block may be a sampled one.
+__attribute__((noinline)) inline void alloc_free_listed(void* p, AllocEntry entry) {
+  alloc_note_free_slow(reinterpret_cast<uintptr_t>(p), entry, nullptr);
+  __libc_free(p);
+}
+
+// A free and every operator delete: one load and, while a session samples, one filter counter, then a
+// tail call to glibc. A null pointer needs no test of its own: its counter is almost always 0, and
+// otherwise the table has no block at 0.
+__attribute__((always_inline)) inline void alloc_free(void* p, AllocEntry entry) {
+  std::atomic<uint32_t>* filter = g_alloc_filter.load(std::memory_order_relaxed);
+  if (__builtin_expect(filter != nullptr, 0) &&
+      __builtin_expect(filter[alloc_filter_index(reinterpret_cast<uintptr_t>(p))].load(std::memory_order_relaxed) != 0, 0))
+    return alloc_free_listed(p, entry);
   __libc_free(p);
 }
 
@@ -10321,14 +10404,12 @@ __attribute__((always_inline)) inline void alloc_delete(void* p, AllocEntry entr
 extern "C" {
 
 PYROSCOPE_ALLOC_EXPORT void* malloc(size_t size) noexcept {
-  void* p = __libc_malloc(size);
-  pyroscope::detail::alloc_note(p, size, pyroscope::detail::kAllocMalloc, PYROSCOPE_ALLOC_CALLER);
-  return p;
+  if (__builtin_expect(pyroscope::detail::alloc_count_down(size), 1)) return __libc_malloc(size);
+  return pyroscope::detail::alloc_malloc_crossing(size, PYROSCOPE_ALLOC_CALLER);
 }
 
 PYROSCOPE_ALLOC_EXPORT void free(void* pointer) noexcept {
-  pyroscope::detail::alloc_note_free(pointer, pyroscope::detail::kAllocFree);
-  __libc_free(pointer);
+  pyroscope::detail::alloc_free(pointer, pyroscope::detail::kAllocFree);
 }
 
 PYROSCOPE_ALLOC_EXPORT void* calloc(size_t count, size_t size) noexcept {
@@ -10406,7 +10487,7 @@ PYROSCOPE_NEW(operator new[](size_t size, std::align_val_t a, const std::nothrow
 #undef PYROSCOPE_NEW
 
 #define PYROSCOPE_DELETE(signature, entry) \
-  PYROSCOPE_ALLOC_EXPORT void signature noexcept { pyroscope::detail::alloc_delete(p, pyroscope::detail::entry); }
+  PYROSCOPE_ALLOC_EXPORT void signature noexcept { pyroscope::detail::alloc_free(p, pyroscope::detail::entry); }
 PYROSCOPE_DELETE(operator delete(void* p), kAllocDelete)
 PYROSCOPE_DELETE(operator delete[](void* p), kAllocDeleteArray)
 PYROSCOPE_DELETE(operator delete(void* p, const std::nothrow_t&), kAllocDeleteNothrow)
@@ -12299,7 +12380,7 @@ struct ProfilerSession {
 
   void run_agent() {
     pthread_setname_np(pthread_self(), "pyroscope-agent");
-    g_alloc_thread.guard++;  // never sampled (the thread ends with the session)
+    alloc_guard_enter();  // never sampled (the thread ends with the session)
     {
       std::lock_guard<std::mutex> lock(mutex);
       agent_tid = sampler_gettid();
@@ -12787,7 +12868,7 @@ Status start(const Config& config) {
     std::shared_ptr<PushClient> push = s->push;
     s->push_thread = sampler_spawn(!config.short_lived_threads, [push] {
       pthread_setname_np(pthread_self(), "pyroscope-push");
-      g_alloc_thread.guard++;  // never sampled
+      alloc_guard_enter();  // never sampled
       push->run();
     });
     while (s->push->tid() == 0) std::this_thread::yield();  // the agent must know it, to skip it

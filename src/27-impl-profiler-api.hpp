@@ -516,7 +516,7 @@ struct ProfilerSession {
 
   void run_agent() {
     pthread_setname_np(pthread_self(), "pyroscope-agent");
-    g_alloc_thread.guard++;  // never sampled (the thread ends with the session)
+    alloc_guard_enter();  // never sampled (the thread ends with the session)
     {
       std::lock_guard<std::mutex> lock(mutex);
       agent_tid = sampler_gettid();
@@ -1004,7 +1004,7 @@ Status start(const Config& config) {
     std::shared_ptr<PushClient> push = s->push;
     s->push_thread = sampler_spawn(!config.short_lived_threads, [push] {
       pthread_setname_np(pthread_self(), "pyroscope-push");
-      g_alloc_thread.guard++;  // never sampled
+      alloc_guard_enter();  // never sampled
       push->run();
     });
     while (s->push->tid() == 0) std::this_thread::yield();  // the agent must know it, to skip it

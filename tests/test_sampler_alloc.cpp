@@ -15,8 +15,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -28,6 +30,10 @@ using namespace sampler_test;
 
 // Keeps a pointer observable, so the compiler cannot drop an allocation and its free.
 inline void escape(void* p) { __asm__ volatile("" : : "r"(p) : "memory"); }
+inline void* escape_ptr(void* p) {
+  escape(p);
+  return p;
+}
 
 // True (and the case goes on) when this build interposes the allocation functions; otherwise says why.
 bool interposed() {
@@ -501,6 +507,80 @@ __attribute__((noinline)) void call_every_entry() {
   ::operator delete[](p, a, std::nothrow);
 }
 }  // namespace
+
+// The allocation path reads nothing but the thread's countdown (docs/memory.md): a thread that was
+// allocating before start() sees the session within kAllocationIdleRecheckBytes, the starting thread
+// at once, and the profiler's own allocations leave the countdown where it was.
+TEST_CASE("alloc: a session reaches the starting thread at once and the others within 64 KiB") {
+  if (!interposed()) return;
+  using namespace pyroscope::detail;
+  REQUIRE(kAllocationIdleRecheckBytes == 64 * 1024);
+  std::mutex mutex;
+  std::condition_variable changed;
+  int phase = 0;  // 1: the other thread allocated idle; 2: the session started; 3: it allocated again
+  uint64_t other_sampled = 0;
+  std::thread other([&] {
+    for (int i = 0; i < 1000; i++) std::free(escape_ptr(std::malloc(1000)));  // idle: a recheck interval
+    const int64_t idle_countdown = g_alloc_thread.countdown;
+    CHECK(idle_countdown >= 0);
+    CHECK(idle_countdown <= kAllocationIdleRecheckBytes);
+    CHECK(g_alloc_thread.mean == 0);
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      phase = 1;
+      changed.notify_all();
+      changed.wait(lock, [&] { return phase == 2; });
+    }
+    // A mean of 1 byte samples every allocation once the session is seen: at most 65 of these 200
+    // blocks of 1 KiB go by before (64 KiB, and the one that crosses is sampled).
+    const uint64_t before = alloc_stats().sampled;
+    for (int i = 0; i < 200; i++) std::free(escape_ptr(std::malloc(1024)));
+    other_sampled = alloc_stats().sampled - before;
+    CHECK(g_alloc_thread.mean == 1);
+    std::lock_guard<std::mutex> lock(mutex);
+    phase = 3;
+    changed.notify_all();
+  });
+  {
+    std::unique_lock<std::mutex> lock(mutex);
+    changed.wait(lock, [&] { return phase == 1; });
+  }
+  for (int i = 0; i < 1000; i++) std::free(escape_ptr(std::malloc(1000)));  // the main thread idle too
+  const int64_t countdown_before_start = g_alloc_thread.countdown;
+  CHECK(countdown_before_start <= kAllocationIdleRecheckBytes);
+  REQUIRE(pyroscope::start(alloc_config("allocreach", fresh_path("alloc-reach"), 1)).ok());
+  CHECK(g_alloc_thread.guard == 0);
+  CHECK(g_alloc_thread.countdown == 0);  // start()'s own allocations (hundreds of KiB) moved nothing
+  void* first = std::malloc(16);  // the starting thread's next allocation is sampled
+  CHECK(alloc_is_live(first));
+  std::free(first);
+  {
+    AllocGuard guard;  // the profiler's own code: its allocations neither sampled nor counted down
+    const int64_t held = g_alloc_thread.countdown;
+    CHECK(held == INT64_MAX);
+    void* own = std::malloc(4096);
+    CHECK(!alloc_is_live(own));
+    std::free(own);
+  }
+  const int64_t after_guard = g_alloc_thread.countdown;
+  CHECK(after_guard >= 0);
+  CHECK(after_guard < INT64_MAX);
+  {
+    std::unique_lock<std::mutex> lock(mutex);
+    phase = 2;
+    changed.notify_all();
+    changed.wait(lock, [&] { return phase == 3; });
+  }
+  other.join();
+  REQUIRE(pyroscope::stop().ok());
+  MESSAGE("the other thread's 200 allocations of 1 KiB after start(): " << other_sampled << " sampled");
+  CHECK(other_sampled >= 200 - 65);
+  CHECK(other_sampled <= 200);
+  // After stop(), a thread's next crossing finds no session and goes back to the idle interval.
+  for (int i = 0; i < 200; i++) std::free(escape_ptr(std::malloc(1024)));
+  CHECK(g_alloc_thread.mean == 0);
+  CHECK(g_alloc_thread.countdown <= kAllocationIdleRecheckBytes);
+}
 
 TEST_CASE("alloc: every interposed entry point is reached, and the profiler's own allocations are not sampled") {
   if (!interposed()) return;

@@ -736,10 +736,10 @@ int scenario_atfork_no_allocation() {
 #if !defined(SAFETY_TEST_SANITIZER)
 // Counts allocations in the child's window (a sanitizer build counts with its own hooks instead).
 extern "C" {
-void* __libc_malloc(size_t);
-void* __libc_calloc(size_t, size_t);
-void* __libc_realloc(void*, size_t);
-void* __libc_memalign(size_t, size_t);
+void* __libc_malloc(size_t) noexcept;
+void* __libc_calloc(size_t, size_t) noexcept;
+void* __libc_realloc(void*, size_t) noexcept;
+void* __libc_memalign(size_t, size_t) noexcept;
 void* malloc(size_t n) {
   if (g_count_allocations.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
   return __libc_malloc(n);
