@@ -20,13 +20,10 @@
 //   wall  this program: 64 threads that block (condition variables, sleep_for, pipe reads) for a fixed
 //         number of round trips; wall_clock off against on.
 //
-// Built twice from this file: bench_alloc (the driver, and the workloads without any profiler) and
-// bench_alloc_ours (the workloads with PYROSCOPE_ALLOCATION_PROFILING in the implementation, started
-// with the default Config; the driver execs it). The figures of record are in bench/README.md.
-#ifdef BENCH_ALLOC_OURS
-#define PYROSCOPE_IMPLEMENTATION
-#define PYROSCOPE_ALLOCATION_PROFILING
-#endif  // the driver links the build's pyroscope_impl (bench/CMakeLists.txt)
+// Built three times from this file: bench_alloc (the driver), and from one compile of its workloads
+// (BENCH_ALLOC_CHILD_ONLY) bench_alloc_plain (linked with the build's pyroscope_impl: no interposers)
+// and bench_alloc_ours (linked with bench_alloc_ours_impl.cpp: PYROSCOPE_ALLOCATION_PROFILING, started
+// with the default Config). The driver execs both. The figures of record are in bench/README.md.
 #include "pyroscope.hpp"
 
 #include <fcntl.h>
@@ -44,6 +41,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <string>
@@ -197,9 +195,12 @@ __attribute__((noinline)) uint64_t wall_workload(int threads, int trips) {
   return done.load();
 }
 
-// `bench_alloc[_ours] --child WORKLOAD ARGS... [--profile PATH --sample-bytes B --wall-clock 0|1 --cpu-hz N]`
-// (--cpu-hz: the CPU sampler's rate, 100 by default; scripts/alloc-instructions.sh lowers it under
-// valgrind, whose slowed-down CPU time would otherwise take ~50 times the samples per instruction).
+// `bench_alloc[_ours] --child WORKLOAD ARGS... [--profile PATH --sample-bytes B --wall-clock 0|1 --cpu-hz N]
+//                     [--cpu-report 1]`
+// (--cpu-hz: the CPU sampler's rate, 100 by default; bench/alloc_instructions.sh lowers it under
+// valgrind, whose slowed-down CPU time would otherwise take ~50 times the samples per instruction.
+// --cpu-report: after stop(), prints `cpu MAIN OTHER` to stderr, the CPU seconds of the main thread and
+// of every other thread the process had, the profiler's agent and push threads, exited, included.)
 int child_main(int argc, char** argv) {
   std::string workload = argv[2];
   uint64_t a = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 0;
@@ -208,11 +209,13 @@ int child_main(int argc, char** argv) {
   long long sample_bytes = -1;
   int wall_clock = 0;
   int cpu_hz = 100;
+  bool cpu_report = false;
   for (int i = 5; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--profile") == 0) profile = argv[i + 1];
     if (std::strcmp(argv[i], "--sample-bytes") == 0) sample_bytes = std::atoll(argv[i + 1]);
     if (std::strcmp(argv[i], "--wall-clock") == 0) wall_clock = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--cpu-hz") == 0) cpu_hz = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--cpu-report") == 0) cpu_report = std::atoi(argv[i + 1]) != 0;
   }
   if (!profile.empty()) {
     pyroscope::Config config;
@@ -241,11 +244,20 @@ int child_main(int argc, char** argv) {
       return 1;
     }
   }
+  if (cpu_report) {
+    // The process clock keeps the time of threads that have exited (the agent's, after stop()).
+    timespec main_thread{}, process{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &main_thread);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &process);
+    const double main_s = double(main_thread.tv_sec) + double(main_thread.tv_nsec) * 1e-9;
+    const double process_s = double(process.tv_sec) + double(process.tv_nsec) * 1e-9;
+    std::fprintf(stderr, "cpu %.6f %.6f\n", main_s, process_s - main_s);
+  }
   std::printf("%llu\n", static_cast<unsigned long long>(result));
   return 0;
 }
 
-#ifndef BENCH_ALLOC_OURS
+#ifndef BENCH_ALLOC_CHILD_ONLY
 
 // --- The driver ----------------------------------------------------------------------------------------
 
@@ -507,7 +519,10 @@ int driver_main(int argc, char** argv) {
     return 2;
   }
   ::mkdir(dir.c_str(), 0755);
-  const std::string self = self_dir() + "/bench_alloc";
+  // The rows without our profiler run bench_alloc_plain: the workloads' object code is the one
+  // bench_alloc_ours runs (one compile, bench/CMakeLists.txt), so a difference is the profiler's alone.
+  const std::string plain_exe = self_dir() + "/bench_alloc_plain";
+  const std::string self = executable(plain_exe) ? plain_exe : self_dir() + "/bench_alloc";
   const std::string heaptrack = skip.find("heaptrack") != std::string::npos ? "" : find_in_path("heaptrack");
   const std::string jq = find_in_path("jq");
   const bool have_tcmalloc = ::access(tcmalloc.c_str(), R_OK) == 0;
@@ -640,14 +655,14 @@ int driver_main(int argc, char** argv) {
   return g_failures ? 1 : 0;
 }
 
-#endif  // BENCH_ALLOC_OURS
+#endif  // BENCH_ALLOC_CHILD_ONLY
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 3 && std::strcmp(argv[1], "--child") == 0) return child_main(argc, argv);
-#ifdef BENCH_ALLOC_OURS
-  std::fprintf(stderr, "bench_alloc_ours: run by bench_alloc only (--child WORKLOAD ...)\n");
+#ifdef BENCH_ALLOC_CHILD_ONLY
+  std::fprintf(stderr, "%s: run by bench_alloc only (--child WORKLOAD ...)\n", argv[0]);
   return 2;
 #else
   return driver_main(argc, argv);
