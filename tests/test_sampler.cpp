@@ -346,10 +346,15 @@ TEST_CASE("sampler: static functions and garbage frame pointers unwind correctly
     // A new thread is armed at the agent's next scan, which a starved agent makes late (issue 18: a
     // whole 0.3 s phase without a signal). What is tested here is the unwinding: first be sampled.
     run_until_sampled([] { sampler_test_static_worker(0.005); }, 2, 10.0);
-    sampler_test_static_worker(0.3);
+    // Each phase lasts until 30 signals landed in it, not a fixed time: on a loaded machine the CPU
+    // timer's signals come late and few, each weighing the CPU time since the last (issue 18: 11 signals
+    // in 0.7 s gave the static phase 19 of 180 and the spin the rest).
+    sampler_test_static_worker(0.1);
+    run_until_sampled([] { sampler_test_static_worker(0.02); }, 30, 20.0);
 #if defined(__x86_64__)
     const uint64_t at = pyroscope::detail::sampler_stats().samples;
-    sampler_test_rbp_caller(0.4);
+    sampler_test_rbp_caller(0.1);
+    run_until_sampled([] { sampler_test_rbp_caller(0.02); }, 30, 20.0);
     samples_in_spin = pyroscope::detail::sampler_stats().samples - at;
 #endif
   });

@@ -196,7 +196,12 @@ TEST_CASE("order_car is the largest node where the requests branch, then order_s
   CHECK(scooter > bike);
   CHECK(car / bike == doctest::Approx(3.0).epsilon(0.25));
   CHECK(scooter / bike == doctest::Approx(2.0).epsilon(0.25));
-  CHECK(car / tree.total() > 0.4);  // half of all requests' work, apart from the server's own
+  // Half of the order handlers' work. Not of the whole tree: the server's own share (accepting,
+  // parsing, the load generator's threads) grows when the machine is busy, and took car to 0.396 of
+  // the total in 2 of 5 rounds beside two busy loops (issue 18).
+  CHECK(car / (car + scooter + bike) == doctest::Approx(0.5).epsilon(0.2));
+  MESSAGE("order_car's share of the three order functions " << car / (car + scooter + bike) << ", of the tree "
+                                                            << car / double(tree.total()));
 }
 
 TEST_CASE("the vehicle tag selects the samples of that vehicle's orders only") {
