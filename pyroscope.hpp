@@ -10150,14 +10150,18 @@ __attribute__((noinline)) inline bool alloc_note_free_slow(uintptr_t address, Al
 }
 
 // Before `pointer` is freed or moved. True if it was a sampled block (then *record holds it, if given).
+// Whether the block at `pointer` may be a sampled one: a session mapped the filter and the address's
+// counter is not 0. A null pointer needs no test of its own (the table has no block at 0).
+__attribute__((always_inline)) inline bool alloc_filter_may_hold(const void* pointer) {
+  std::atomic<uint32_t>* filter = g_alloc_filter.load(std::memory_order_relaxed);
+  return __builtin_expect(filter != nullptr, 0) &&
+         __builtin_expect(filter[alloc_filter_index(reinterpret_cast<uintptr_t>(pointer))].load(std::memory_order_relaxed) != 0, 0);
+}
+
 __attribute__((always_inline)) inline bool alloc_note_free(void* pointer, AllocEntry entry,
                                                             AllocLive* record = nullptr) {
-  if (pointer == nullptr) return false;
-  std::atomic<uint32_t>* filter = g_alloc_filter.load(std::memory_order_relaxed);
-  if (__builtin_expect(filter == nullptr, 1)) return false;
-  const uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
-  if (__builtin_expect(filter[alloc_filter_index(address)].load(std::memory_order_relaxed) == 0, 1)) return false;
-  return alloc_note_free_slow(address, entry, record);
+  if (__builtin_expect(!alloc_filter_may_hold(pointer), 1)) return false;
+  return alloc_note_free_slow(reinterpret_cast<uintptr_t>(pointer), entry, record);
 }
 
 // realloc failed after its block's record was taken out: the block is still there.
@@ -10388,13 +10392,9 @@ __attribute__((noinline)) inline void alloc_free_listed(void* p, AllocEntry entr
 }
 
 // A free and every operator delete: one load and, while a session samples, one filter counter, then a
-// tail call to glibc. A null pointer needs no test of its own: its counter is almost always 0, and
-// otherwise the table has no block at 0.
+// tail call to glibc.
 __attribute__((always_inline)) inline void alloc_free(void* p, AllocEntry entry) {
-  std::atomic<uint32_t>* filter = g_alloc_filter.load(std::memory_order_relaxed);
-  if (__builtin_expect(filter != nullptr, 0) &&
-      __builtin_expect(filter[alloc_filter_index(reinterpret_cast<uintptr_t>(p))].load(std::memory_order_relaxed) != 0, 0))
-    return alloc_free_listed(p, entry);
+  if (alloc_filter_may_hold(p)) return alloc_free_listed(p, entry);
   __libc_free(p);
 }
 
