@@ -668,9 +668,10 @@ __attribute__((noinline)) int sampler_test_recurse(int depth) {
 }
 // Burns CPU inside a signal handler: samples there unwind through the kernel's signal frame
 // (__restore_rt) back into the interrupted code.
+// It runs alone in the process and until 30 signals have landed (see run_until_sampled): a fixed 0.3 s
+// beside three busy threads of its own process and two of another got no sample at all once.
 __attribute__((noinline)) void sampler_test_burning_handler(int) {
-  const double end = thread_cpu_seconds() + 0.3;
-  while (thread_cpu_seconds() < end) sampler_test_burn(20000);
+  run_until_sampled([] { sampler_test_burn(20000); }, 30, 10.0);
   asm volatile("" ::: "memory");
 }
 using compress_bound_fn = unsigned long (*)(unsigned long);
@@ -701,30 +702,34 @@ TEST_CASE("sampler: the table unwinder gives libgcc's stacks, also across dlopen
     }
   };
   std::thread first([&] { mixed(0.8); });
-  // A library loaded, used and unloaded while sampling, then loaded again.
-  std::thread loader([] {
-    for (int round = 0; round < 2; round++) {
-      void* zlib = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
-      if (zlib == nullptr) {
-        MESSAGE("libz.so.1 not available: " << dlerror());
-        return;
-      }
-      const auto bound = reinterpret_cast<compress_bound_fn>(dlsym(zlib, "compressBound"));
-      const auto compress = reinterpret_cast<compress_fn>(dlsym(zlib, "compress"));
-      REQUIRE((bound != nullptr));
-      REQUIRE((compress != nullptr));
-      std::vector<unsigned char> input(1 << 16);
-      for (size_t i = 0; i < input.size(); i++) input[i] = static_cast<unsigned char>((i * 7919) >> 5);
-      std::vector<unsigned char> output(bound(input.size()));
-      const double end = thread_cpu_seconds() + 0.3;
-      while (thread_cpu_seconds() < end) {
-        unsigned long length = output.size();
-        compress(output.data(), &length, input.data(), input.size());
-      }
-      dlclose(zlib);
-      std::this_thread::sleep_for(std::chrono::milliseconds(150));  // the agent notices the unload
+  mixed(0.8);
+  first.join();
+  // A library loaded, used and unloaded while sampling, then loaded again; between the rounds this
+  // executable's and libc's frames are unwound again. Each step runs until sampled, alone: on a loaded
+  // machine a fixed 0.3 s of compress() beside the other threads could end with no sample in zlib.
+  for (int round = 0; round < 2; round++) {
+    void* zlib = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (zlib == nullptr) {
+      MESSAGE("libz.so.1 not available: " << std::string(dlerror()));
+      break;
     }
-  });
+    const auto bound = reinterpret_cast<compress_bound_fn>(dlsym(zlib, "compressBound"));
+    const auto compress = reinterpret_cast<compress_fn>(dlsym(zlib, "compress"));
+    REQUIRE((bound != nullptr));
+    REQUIRE((compress != nullptr));
+    std::vector<unsigned char> input(1 << 16);
+    for (size_t i = 0; i < input.size(); i++) input[i] = static_cast<unsigned char>((i * 7919) >> 5);
+    std::vector<unsigned char> output(bound(input.size()));
+    run_until_sampled(
+        [&] {
+          unsigned long length = output.size();
+          compress(output.data(), &length, input.data(), input.size());
+        },
+        15, 5.0);
+    dlclose(zlib);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // the agent notices the unload
+    run_until_sampled([&] { mixed(0.02); }, 15, 5.0);
+  }
   // A thread that spends its time in its own signal handler.
   std::thread handled([] {
     struct sigaction action;
@@ -734,9 +739,6 @@ TEST_CASE("sampler: the table unwinder gives libgcc's stacks, also across dlopen
     sigaction(SIGUSR2, &action, nullptr);
     raise(SIGUSR2);
   });
-  mixed(0.8);
-  first.join();
-  loader.join();
   handled.join();
   REQUIRE(pyroscope::stop().ok());
   pyroscope::detail::g_sampler_verify_unwind.store(false);
