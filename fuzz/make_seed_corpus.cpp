@@ -98,6 +98,28 @@ void file_seeds() {
     std::remove(path.c_str());
   }
   {
+    // The same kind of file closed with its index (docs/format.md, "Persisted index"): the reader
+    // opens it from the index and checks each record and chunk when a query first reads it.
+    std::string path = dir + "/indexed.pyro";
+    pyroscope::WriterOptions options;
+    options.multiplier = 4;
+    options.seal_delay_blocks = 1;
+    options.index_min_trees = 1;
+    pyroscope::Writer w;
+    must(w.open(path, options), path);
+    for (int i = 0; i < 40; ++i) {
+      must(w.append(pyroscope::SeriesKey("ride-sharing-app", {{"vehicle", "car"}}), t0 + 10 * i, tree_of(kFolded[i % 3])),
+           "append");
+      if (i % 4 == 1)  // a late part of the block before
+        must(w.append(pyroscope::SeriesKey("ride-sharing-app", {{"vehicle", "car"}}), t0 + 10 * (i - 1),
+                      tree_of(kFolded[2])),
+             "append");
+    }
+    must(w.close(), "close");
+    write_seed("fuzz_file", "indexed_m4.pyro", read_file(path));
+    std::remove(path.c_str());
+  }
+  {
     std::string path = dir + "/empty.pyro";
     pyroscope::Writer w;
     must(w.open(path), path);

@@ -10,6 +10,10 @@ struct WriterOptions {
   // order (the sampler); a receiver of many clients' pushes keeps spans open for stragglers. Stored
   // in the file (only used when creating one); at most 1,000,000.
   uint32_t seal_delay_blocks = 0;
+  // Closing a file of at least this many stored trees appends an index of them, so that a reader
+  // opens it in milliseconds instead of reading every record (docs/format.md, "Persisted index").
+  // The next writer to append cuts the index off and writes a new one when it closes.
+  uint64_t index_min_trees = 4096;
 };
 
 // Where a Writer sends a file that is not on a path: first the 64-byte header, then each append's

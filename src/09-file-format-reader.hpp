@@ -3,6 +3,9 @@
 struct OpenOptions {
   // Open the valid records before a corrupt one instead of failing (reading a damaged file).
   bool salvage = false;
+  // Check every record now, as a file without an index is read, instead of each record when first
+  // read (a file whose writer closed it carries an index that makes opening it take milliseconds).
+  bool check_every_record = false;
 };
 
 struct FileInfo {
@@ -18,6 +21,8 @@ struct FileInfo {
   int64_t first_time = 0;         // unix seconds, start of the first block
   int64_t end_time = 0;           // unix seconds, end of the last block
   std::string salvage_note;       // what salvage skipped, if anything
+  bool opened_from_index = false; // from the writer's index: records are checked when first read
+  uint64_t index_bytes = 0;       // of the writer's index at the end of the file (0: none)
 };
 
 // One .pyro file over a read-only byte span. The span must outlive the File unless the File owns it

@@ -131,12 +131,82 @@ inline bool storable_in_old_version(const SeriesKey& key, const SeriesInfo& info
   return key.type == kDefaultProfileType && info == SeriesInfo();
 }
 
-// One stored tree: level-0 blocks and the upper levels' aggregates alike.
+// One stored tree: level-0 blocks and the upper levels' aggregates alike. A file opened from its
+// writer's index (below) has not read the record yet: `unchecked`, offset is where the record starts,
+// and File::Impl::tree_bytes checks the record (checksum, header against this entry) when it is read.
 struct TreeEntry {
-  int64_t index;     // level k: covers blocks [index * m^k, (index + 1) * m^k)
-  uint64_t offset;   // of the encoded tree inside the file
-  uint32_t size;
-  uint64_t samples;  // the tree's total, kept here so timelines need no decoding
+  int64_t index;          // level k: covers blocks [index * m^k, (index + 1) * m^k)
+  uint64_t offset;        // of the encoded tree inside the file (of the record when unchecked)
+  uint32_t size;          // of the encoded tree (0 when unchecked)
+  uint8_t header_bytes;   // the record's header and TREE fields before the tree: offset - this = record
+  bool unchecked;
+  uint64_t samples;       // the tree's total, kept here so timelines need no decoding
+};
+
+// The persisted index. A writer that closes a file of many stored trees appends INDEX_CHUNK records
+// (runs of kIndexChunkEntries entries of one series and level) and, last, an INDEX_DIRECTORY record
+// ending in a fixed trailer, so a reader opens the file by reading its last record instead of every
+// record: checks move to first use (docs/format.md, "Persisted index").
+enum : uint32_t { kRecordIndexChunk = 5, kRecordIndexDirectory = 6 };
+constexpr size_t kIndexChunkEntries = 4096;
+constexpr char kIndexTrailerMagic[8] = {'P', 'Y', 'R', 'O', '-', 'I', 'D', 'X'};
+constexpr size_t kIndexTrailerSize = 16;  // u64 offset of the directory record, then the magic
+
+// The stored trees of one series at one level, in index order (at level 0 a block that came in parts
+// has several). Either read from the records at open (entries, prefix) or, for a file opened from
+// its index, decoded chunk by chunk on first use; the chunk's record is checked then.
+class LevelIndex {
+ public:
+  std::vector<TreeEntry> entries;  // read at open
+  std::vector<uint64_t> prefix;    // level 0: prefix[i] = samples of entries [0, i), size() + 1 values
+
+  struct Chunk {
+    int64_t first_index = 0;
+    uint64_t record = 0;         // offset of its INDEX_CHUNK record
+    uint64_t prefix_before = 0;  // level 0: samples of the entries before it
+    std::once_flag decoded;
+    std::vector<TreeEntry> entries;
+    std::vector<uint64_t> prefix;  // absolute, entries.size() + 1 values
+  };
+  std::unique_ptr<Chunk[]> chunks;  // set: opened from the index
+  size_t chunk_count = 0;
+  size_t indexed_size = 0;
+  uint64_t indexed_total = 0;       // level 0: samples of every entry
+  const File::Impl* file = nullptr;
+  uint32_t series_id = 0, level = 0;
+
+  bool indexed() const { return chunks != nullptr; }
+  size_t size() const { return indexed() ? indexed_size : entries.size(); }
+  bool empty() const { return size() == 0; }
+  const TreeEntry& at(size_t i) const {
+    if (!indexed()) return entries[i];
+    return chunk(i / kIndexChunkEntries).entries[i % kIndexChunkEntries];
+  }
+  uint64_t samples_before(size_t i) const {
+    if (!indexed()) return prefix[i];
+    if (i == indexed_size) return indexed_total;
+    return chunk(i / kIndexChunkEntries).prefix[i % kIndexChunkEntries];
+  }
+  // The first position from `from` on whose entry's index is >= index.
+  size_t lower_bound(int64_t index, size_t from = 0) const {
+    if (!indexed()) {
+      return size_t(std::lower_bound(entries.begin() + std::ptrdiff_t(from), entries.end(), index,
+                                     [](const TreeEntry& e, int64_t i) { return e.index < i; }) -
+                    entries.begin());
+    }
+    // The last chunk that starts below index holds the answer, or the answer is the next chunk's start.
+    const Chunk* first = chunks.get() + from / kIndexChunkEntries;
+    const Chunk* c = std::lower_bound(first, static_cast<const Chunk*>(chunks.get()) + chunk_count, index,
+                                      [](const Chunk& x, int64_t i) { return x.first_index < i; });
+    if (c == first) return from;
+    const size_t n = size_t(c - chunks.get()) - 1;
+    const Chunk& d = chunk(n);
+    const size_t start = n * kIndexChunkEntries, skip = from > start ? from - start : 0;
+    auto it = std::lower_bound(d.entries.begin() + std::ptrdiff_t(std::min(skip, d.entries.size())), d.entries.end(),
+                               index, [](const TreeEntry& e, int64_t i) { return e.index < i; });
+    return start + size_t(it - d.entries.begin());
+  }
+  const Chunk& chunk(size_t n) const;  // decoded (once; a damaged chunk marks the file damaged)
 };
 
 struct SeriesIndex {
@@ -144,8 +214,7 @@ struct SeriesIndex {
   SeriesInfo info;
   int64_t sealed_end = INT64_MIN;  // blocks before this lie in spans whose upper trees are written
   uint64_t extra_parts = 0;        // level-0 trees beyond one per block (blocks that came in parts)
-  std::vector<std::vector<TreeEntry>> levels;  // levels[k] sorted by index
-  std::vector<uint64_t> prefix_samples;        // prefix sums over levels[0]
+  std::vector<LevelIndex> levels;  // levels[k] sorted by index
 };
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
@@ -175,6 +244,9 @@ struct File::Impl {
   std::string owned;   // bytes when we own a copy
   void* mapping = nullptr;
   size_t mapping_size = 0;
+  // The open file behind a mapping, kept for reading index chunks with pread: a writer appending to
+  // the file cuts its index off, and a mapped page past the new end would be SIGBUS, not an error.
+  int fd = -1;
   ByteSpan bytes;
   FileInfo info;
   detail::FileHeader header;
@@ -185,12 +257,37 @@ struct File::Impl {
   // Just past the last level-0 TREE record. An append writes its SYMBOLS, SERIES and sealed upper
   // TREEs before the block's TREE, so records after this point are an append that did not finish.
   uint64_t appends_end = detail::kFileHeaderSize;
+  // Opened from the writer's index: records before covers_end are checked when first read.
+  bool from_index = false;
+  uint64_t covers_end = 0;
+  uint64_t index_directory = 0;       // offset of the INDEX_DIRECTORY record
+  std::vector<uint64_t> eager_records; // SYMBOLS and SERIES records (what a reader reads at open)
+  // The first damage found after open (a chunk or record that fails its checks); queries that meet it
+  // fail with it. Set once.
+  mutable std::once_flag damage_once;
+  mutable std::atomic<bool> damaged{false};
+  mutable std::string damage;
+  void mark_damaged(std::string what) const {
+    std::call_once(damage_once, [&] {
+      damage = std::move(what);
+      damaged.store(true, std::memory_order_release);
+    });
+  }
+  Status damage_status() const {
+    if (!damaged.load(std::memory_order_acquire)) return {};
+    return detail::error(StatusCode::corrupt_file, damage);
+  }
   // Rank by name of every symbol, to check the sibling order of name-ordered trees; made by the
   // first query that needs it (concurrent queries share it).
   mutable std::once_flag name_rank_once;
   mutable std::vector<uint32_t> name_rank;
 
-  ~Impl() { unmap(); }
+  ~Impl() {
+    unmap();
+#if defined(PYROSCOPE_PLATFORM_LINUX)
+    if (fd >= 0) ::close(fd);
+#endif
+  }
   // What decoding this file's trees takes: null for version 1 files (ordered by symbol id).
   const uint32_t* tree_name_rank() const {
     if (detail::tree_encoding(header) == Tree::Encoding::children_by_symbol_id) return nullptr;
@@ -206,26 +303,32 @@ struct File::Impl {
 
   Status parse(const OpenOptions& options);
   Status parse_record(uint32_t type, const uint8_t* payload, uint32_t size, uint64_t payload_offset);
+  // Opens from the persisted index when the file ends with one; false: it does not (read every record).
+  bool open_from_index(Status* failed);
+  Status read_stored(uint64_t offset, size_t size, std::string* out) const;
+  void decode_chunk(const detail::LevelIndex& level, size_t n, detail::LevelIndex::Chunk* c) const;
+  // The encoded tree of entry e of series s at level k; for an unchecked entry its record is checked.
+  Status tree_bytes(const detail::SeriesIndex& s, int level, const detail::TreeEntry& e, ByteSpan* out) const;
 
   const detail::TreeEntry* find_entry(const detail::SeriesIndex& s, int level, int64_t index) const {
     if (level >= int(s.levels.size())) return nullptr;
     const auto& v = s.levels[size_t(level)];
-    auto it = std::lower_bound(v.begin(), v.end(), index, [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-    return it != v.end() && it->index == index ? &*it : nullptr;
+    size_t at = v.lower_bound(index);
+    return at < v.size() && v.at(at).index == index ? &v.at(at) : nullptr;
   }
   // Samples of level-0 blocks in [a, b).
   uint64_t samples_in(const detail::SeriesIndex& s, int64_t a, int64_t b) const {
-    if (s.levels.empty() || s.prefix_samples.empty() || a >= b) return 0;
+    if (s.levels.empty() || a >= b) return 0;
     const auto& v = s.levels[0];
-    auto lo = std::lower_bound(v.begin(), v.end(), a, [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-    auto hi = std::lower_bound(lo, v.end(), b, [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-    return s.prefix_samples[size_t(hi - v.begin())] - s.prefix_samples[size_t(lo - v.begin())];
+    if (v.empty()) return 0;
+    size_t lo = v.lower_bound(a), hi = v.lower_bound(b, lo);
+    return v.samples_before(hi) - v.samples_before(lo);
   }
   bool has_blocks(const detail::SeriesIndex& s, int64_t a, int64_t b) const {
     if (s.levels.empty() || a >= b) return false;
     const auto& v = s.levels[0];
-    auto lo = std::lower_bound(v.begin(), v.end(), a, [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-    return lo != v.end() && lo->index < b;
+    size_t lo = v.lower_bound(a);
+    return lo < v.size() && v.at(lo).index < b;
   }
 
   // Calls visit(entry) for a minimal set of stored trees that together cover exactly the level-0
@@ -250,14 +353,13 @@ struct File::Impl {
       if (w.a >= w.b || !has_blocks(s, w.a, w.b)) continue;
       if (w.level == 0) {
         const auto& v = s.levels[0];
-        auto it = std::lower_bound(v.begin(), v.end(), w.a, [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-        for (; it != v.end() && it->index < w.b; ++it) visit(*it);
+        for (size_t i = v.lower_bound(w.a); i < v.size() && v.at(i).index < w.b; ++i) visit(v.at(i), 0);
         continue;
       }
       int64_t span = detail::power(m, w.level);
       if (w.whole_node) {
         if (const detail::TreeEntry* e = find_entry(s, w.level, detail::floor_div(w.a, span))) {
-          visit(*e);
+          visit(*e, w.level);
           continue;
         }
         int64_t child_span = span / m;
@@ -285,8 +387,10 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
   detail::ByteReader in(payload, size);
   switch (type) {
     case detail::kRecordSymbols:
+      eager_records.push_back(payload_offset - detail::kRecordHeaderSize);
       return symbols->decode_trie({payload, size});
     case detail::kRecordPackedSymbols: {
+      eager_records.push_back(payload_offset - detail::kRecordHeaderSize);
       const uint64_t raw_size = in.varint();
       if (in.failed || raw_size > uint64_t(in.remaining()) * detail::kMaxUnpackRatio || raw_size > detail::kMaxRecordPayload)
         return error(StatusCode::corrupt_file, "packed symbols: impossible size " + std::to_string(raw_size));
@@ -296,6 +400,7 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       return symbols->decode_trie({reinterpret_cast<const uint8_t*>(trie.data()), trie.size()});
     }
     case detail::kRecordSeries: {
+      eager_records.push_back(payload_offset - detail::kRecordHeaderSize);
       uint64_t id = in.varint();
       std::string_view app = in.bytes(in.varint());
       uint64_t tag_count = in.varint();
@@ -341,7 +446,7 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       detail::SeriesIndex& si = series[id];
       auto& levels_of = si.levels;
       if (levels_of.size() <= level) levels_of.resize(level + 1);
-      auto& entries = levels_of[level];
+      auto& entries = levels_of[level].entries;
       // Upper trees come in time order. A block may come again or late (version 3: a receiver of
       // pushes), but never inside a span already sealed: not in a span whose tree is written (it
       // would be stale), nor in a level-1 span the file's seal delay had closed (WriterOptions).
@@ -359,6 +464,8 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
       e.index = index;
       e.offset = payload_offset + uint64_t(in.p - payload);
       e.size = uint32_t(in.remaining());
+      e.header_bytes = uint8_t(detail::kRecordHeaderSize + size_t(in.p - payload));
+      e.unchecked = false;
       e.samples = samples;
       if (level > 0) {
         // The writer seals a span only after all its blocks, so they are already indexed: an upper
@@ -387,7 +494,7 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
         const bool new_block = at == entries.begin() || std::prev(at)->index != index;
         const size_t position = size_t(at - entries.begin());
         entries.insert(at, e);
-        auto& prefix = si.prefix_samples;
+        auto& prefix = levels_of[0].prefix;
         if (prefix.empty()) prefix.push_back(0);
         prefix.resize(position + 1);
         for (size_t i = position; i < entries.size(); i++) {
@@ -411,6 +518,276 @@ Status File::Impl::parse_record(uint32_t type, const uint8_t* payload, uint32_t 
   }
 }
 
+namespace detail {
+inline int64_t unzigzag(uint64_t v) { return int64_t(v >> 1) ^ -int64_t(v & 1); }
+inline uint64_t zigzag(int64_t v) { return (uint64_t(v) << 1) ^ uint64_t(v >> 63); }
+
+// A whole record at p with a matching checksum, within `available` bytes: its type and payload.
+inline Status checked_record_at(const uint8_t* p, uint64_t available, uint64_t offset, uint32_t* type, ByteSpan* payload) {
+  const uint32_t size = available < kRecordHeaderSize ? 0 : get_u32(p);
+  if (available < kRecordHeaderSize || size > available - kRecordHeaderSize)
+    return error(StatusCode::corrupt_file, "record at offset " + std::to_string(offset) + ": runs past its end");
+  uint32_t crc = crc32(p + 4, 4);
+  crc = crc32(p + kRecordHeaderSize, size, crc);
+  if (crc != get_u32(p + 8))
+    return error(StatusCode::corrupt_file, "record at offset " + std::to_string(offset) + ": checksum mismatch");
+  *type = get_u32(p + 4);
+  *payload = {p + kRecordHeaderSize, size};
+  return {};
+}
+// The record at `offset` of bytes, ending by `end`.
+inline Status checked_record(ByteSpan bytes, uint64_t offset, uint64_t end, uint32_t* type, ByteSpan* payload) {
+  if (offset < kFileHeaderSize || offset > end || end > bytes.size)
+    return error(StatusCode::corrupt_file, "record at offset " + std::to_string(offset) + ": outside the file");
+  return checked_record_at(bytes.data + offset, end - offset, offset, type, payload);
+}
+}  // namespace detail
+
+Status File::Impl::read_stored(uint64_t offset, size_t size, std::string* out) const {
+  out->resize(size);
+#if defined(PYROSCOPE_PLATFORM_LINUX)
+  if (fd >= 0) {
+    size_t done = 0;
+    while (done < size) {
+      ssize_t n = ::pread(fd, &(*out)[done], size - done, off_t(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0)
+        return detail::error(StatusCode::corrupt_file, "no longer in the file");
+      done += size_t(n);
+    }
+    return {};
+  }
+#endif
+  if (offset > bytes.size || size > bytes.size - offset)
+    return detail::error(StatusCode::corrupt_file, "index record at offset " + std::to_string(offset) + ": outside the file");
+  std::memcpy(&(*out)[0], bytes.data + offset, size);
+  return {};
+}
+
+// An INDEX_CHUNK record: varint series id, varint level, varint chunk number, varint count, zigzag
+// first index, varint samples before it, then per entry varint index delta, zigzag record offset
+// delta, varint samples. Checked against the directory, in itself (order, offsets before the index,
+// sums), and against the next chunk's start.
+void File::Impl::decode_chunk(const detail::LevelIndex& level, size_t n, detail::LevelIndex::Chunk* c) const {
+  using detail::error;
+  const size_t count = n + 1 < level.chunk_count ? detail::kIndexChunkEntries
+                                                 : level.indexed_size - n * detail::kIndexChunkEntries;
+  auto fail = [&](const std::string& why) {
+    std::string cause;
+#if defined(PYROSCOPE_PLATFORM_LINUX)
+    struct stat now;
+    if (fd >= 0 && fstat(fd, &now) == 0 && uint64_t(now.st_size) != bytes.size)
+      cause = " (the file changed since it was opened: a writer appending to it cut its index; open it again)";
+#endif
+    mark_damaged("index chunk " + std::to_string(n) + " of series " + std::to_string(level.series_id) + " level " +
+                 std::to_string(level.level) + " (record at offset " + std::to_string(c->record) + "): " + why + cause);
+    // Entries that keep every loop finite; nothing is read through them (the file is damaged).
+    detail::TreeEntry dead{c->first_index, 0, 0, 0, true, 0};
+    c->entries.assign(count, dead);
+    c->prefix.assign(count + 1, c->prefix_before);
+  };
+  std::string record;
+  Status st = read_stored(c->record, detail::kRecordHeaderSize, &record);
+  uint32_t payload_size = 0;
+  if (st.ok()) {
+    payload_size = detail::get_u32(reinterpret_cast<const uint8_t*>(record.data()));
+    if (payload_size > index_directory - c->record - detail::kRecordHeaderSize) st = error(StatusCode::corrupt_file, "bad size");
+  }
+  if (st.ok()) st = read_stored(c->record, detail::kRecordHeaderSize + payload_size, &record);
+  uint32_t type = 0;
+  ByteSpan payload;
+  if (st.ok()) {
+    st = detail::checked_record_at(reinterpret_cast<const uint8_t*>(record.data()), record.size(), c->record, &type, &payload);
+    if (st.ok() && type != detail::kRecordIndexChunk) st = error(StatusCode::corrupt_file, "not an index chunk");
+    if (st.ok()) {
+      detail::ByteReader in(payload.data, payload.size);
+      const uint64_t id = in.varint(), lvl = in.varint(), number = in.varint(), cnt = in.varint();
+      const int64_t first = detail::unzigzag(in.varint());
+      const uint64_t before = in.varint();
+      if (in.failed || id != level.series_id || lvl != level.level || number != n || cnt != count ||
+          first != c->first_index || before != c->prefix_before) {
+        fail("does not match the index directory");
+        return;
+      }
+      c->entries.reserve(count);
+      c->prefix.reserve(count + 1);
+      c->prefix.push_back(before);
+      int64_t index = first;
+      uint64_t offset = 0, sum = before;
+      for (size_t i = 0; i < count; i++) {
+        const uint64_t delta = in.varint();
+        const int64_t offset_delta = detail::unzigzag(in.varint());
+        const uint64_t samples = in.varint();
+        if (in.failed) break;
+        if (i > 0 && (delta == 0 && level.level > 0)) { fail("stored trees out of order"); return; }
+        if (delta > uint64_t(INT64_MAX) || __builtin_add_overflow(index, int64_t(delta), &index) ||
+            (level.level == 0 && !detail::block_in_time_limit(index, header.resolution))) {
+          fail("node index out of range");
+          return;
+        }
+        if (i == 0 && delta != 0) { fail("first entry differs from the directory"); return; }
+        offset += uint64_t(offset_delta);
+        if (offset < detail::kFileHeaderSize || offset >= covers_end) { fail("record offset outside the indexed records"); return; }
+        if (detail::add_overflows(sum, samples, &sum)) { fail("sample count overflow"); return; }
+        c->entries.push_back({index, offset, 0, 0, true, samples});
+        c->prefix.push_back(sum);
+      }
+      if (in.failed || !in.done() || c->entries.size() != count) { fail("bad entries"); return; }
+      const bool last = n + 1 == level.chunk_count;
+      if (level.level == 0 && sum != (last ? level.indexed_total : level.chunks[n + 1].prefix_before)) {
+        fail("samples disagree with the directory");
+        return;
+      }
+      if (!last && index > level.chunks[n + 1].first_index) { fail("overlaps the next chunk"); return; }
+      if (!last && level.level > 0 && index == level.chunks[n + 1].first_index) { fail("overlaps the next chunk"); return; }
+      return;
+    }
+  }
+  fail(st.message());
+}
+
+const detail::LevelIndex::Chunk& detail::LevelIndex::chunk(size_t n) const {
+  Chunk& c = chunks[n];
+  std::call_once(c.decoded, [&] { file->decode_chunk(*this, n, &c); });
+  return c;
+}
+
+Status File::Impl::tree_bytes(const detail::SeriesIndex& s, int level, const detail::TreeEntry& e, ByteSpan* out) const {
+  using detail::error;
+  if (!e.unchecked) {
+    *out = {bytes.data + e.offset, e.size};
+    return {};
+  }
+  if (Status damage = damage_status(); !damage.ok()) return damage;  // e may be a damaged chunk's stand-in
+  uint32_t type = 0;
+  ByteSpan payload;
+  Status st = detail::checked_record(bytes, e.offset, covers_end, &type, &payload);
+  if (!st.ok()) return st;
+  detail::ByteReader in(payload.data, payload.size);
+  const uint64_t id = in.varint(), lvl = in.varint();
+  const int64_t index = detail::unzigzag(in.varint());
+  const uint64_t samples = in.varint();
+  if (type != detail::kRecordTree || in.failed || id != uint64_t(&s - series.data()) || lvl != uint64_t(level) ||
+      index != e.index || samples != e.samples)
+    return error(StatusCode::corrupt_file, "record at offset " + std::to_string(e.offset) + ": not the tree the index names");
+  if (level > 0) {
+    // As when every record is read at open: an upper tree holds exactly its blocks' samples, or a
+    // query would disagree with its own timeline.
+    const int64_t span = detail::power(header.multiplier, level);
+    int64_t first, end;
+    const bool in_range = !__builtin_mul_overflow(e.index, span, &first) && !__builtin_add_overflow(first, span, &end);
+    const uint64_t below = in_range ? samples_in(s, first, end) : 0;
+    if (Status damage = damage_status(); !damage.ok()) return damage;  // found by samples_in
+    if (!in_range || below != e.samples)
+      return error(StatusCode::corrupt_file, "record at offset " + std::to_string(e.offset) + ": level-" +
+                                                 std::to_string(level) + " node " + std::to_string(e.index) +
+                                                 " does not hold the samples of its blocks");
+  }
+  *out = {in.p, in.remaining()};
+  return {};
+}
+
+// The directory: varint covers_end (the first index record), varint appends_end, varint block count,
+// varint stored trees, zigzag first time, zigzag end time, varint levels, varint eager record count
+// and their offsets (as increasing deltas), varint series count, and per series zigzag sealed_end
+// (INT64_MIN: none), varint extra parts, varint level count, and per level varint entry count,
+// varint total samples, and per chunk zigzag first index, varint record offset, varint samples
+// before it; then the trailer. Anything that does not fit makes the reader read every record.
+bool File::Impl::open_from_index(Status* failed) {
+  using detail::error;
+  const size_t end = bytes.size;
+  if (header.version < 3 || end < detail::kFileHeaderSize + detail::kRecordHeaderSize + detail::kIndexTrailerSize) return false;
+  const uint8_t* trailer = bytes.data + end - detail::kIndexTrailerSize;
+  if (std::memcmp(trailer + 8, detail::kIndexTrailerMagic, 8) != 0) return false;
+  const uint64_t at = detail::get_u64(trailer);
+  uint32_t type = 0;
+  ByteSpan payload;
+  if (at >= end || !detail::checked_record(bytes, at, end, &type, &payload).ok() || type != detail::kRecordIndexDirectory ||
+      payload.data + payload.size != bytes.data + end)
+    return false;
+  detail::ByteReader in(payload.data, payload.size - detail::kIndexTrailerSize);
+  const uint64_t covers = in.varint(), appends = in.varint(), blocks = in.varint(), trees = in.varint();
+  const int64_t first_time = detail::unzigzag(in.varint()), end_time = detail::unzigzag(in.varint());
+  const uint64_t level_count = in.varint(), eager = in.varint();
+  if (in.failed || covers > at || appends > covers || appends < detail::kFileHeaderSize || level_count > uint64_t(detail::kMaxLevels) ||
+      eager > payload.size)
+    return false;
+  covers_end = covers;
+  index_directory = at;
+  uint64_t offset = 0;
+  for (uint64_t i = 0; i < eager; i++) {
+    const uint64_t delta = in.varint();
+    if (in.failed || (i > 0 && delta == 0) || delta >= covers - offset) return false;
+    offset += delta;
+    ByteSpan record;
+    Status st = detail::checked_record(bytes, offset, covers, &type, &record);
+    if (!st.ok()) {
+      *failed = st;  // a checksum that fails before the end of the file is damage, as when scanning
+      return true;
+    }
+    if (type != detail::kRecordSymbols && type != detail::kRecordPackedSymbols && type != detail::kRecordSeries) return false;
+    st = parse_record(type, record.data, uint32_t(record.size), offset + detail::kRecordHeaderSize);
+    if (!st.ok()) {
+      *failed = Status(st.code(), "record at offset " + std::to_string(offset) + ": " + st.message());
+      return true;
+    }
+  }
+  const uint64_t series_count = in.varint();
+  if (in.failed || series_count != series.size()) return false;
+  uint64_t level0_entries = 0, all_entries = 0;
+  int max_levels = 1;
+  for (uint32_t id = 0; id < series.size(); id++) {
+    detail::SeriesIndex& si = series[id];
+    si.sealed_end = detail::unzigzag(in.varint());
+    si.extra_parts = in.varint();
+    const uint64_t n_levels = in.varint();
+    if (in.failed || n_levels == 0 || n_levels > level_count) return false;
+    si.levels.resize(size_t(n_levels));
+    for (uint32_t k = 0; k < n_levels; k++) {
+      detail::LevelIndex& li = si.levels[k];
+      const uint64_t n = in.varint(), total = in.varint();
+      const uint64_t chunk_count = (n + detail::kIndexChunkEntries - 1) / detail::kIndexChunkEntries;
+      if (in.failed || n > trees || chunk_count > in.remaining()) return false;
+      if (n > 0) max_levels = std::max(max_levels, int(k) + 1);
+      li.file = this;
+      li.series_id = id;
+      li.level = k;
+      li.indexed_size = size_t(n);
+      li.indexed_total = k == 0 ? total : 0;
+      li.chunk_count = size_t(chunk_count);
+      li.chunks.reset(new detail::LevelIndex::Chunk[std::max<size_t>(1, li.chunk_count)]);
+      uint64_t before = 0;
+      for (size_t c = 0; c < li.chunk_count; c++) {
+        detail::LevelIndex::Chunk& ch = li.chunks[c];
+        ch.first_index = detail::unzigzag(in.varint());
+        ch.record = in.varint();
+        ch.prefix_before = in.varint();
+        if (in.failed || ch.record < covers || ch.record > at - detail::kRecordHeaderSize || ch.prefix_before < before || (k == 0 && ch.prefix_before > total) ||
+            (c > 0 && ch.first_index < li.chunks[c - 1].first_index))
+          return false;
+        before = ch.prefix_before;
+      }
+      (k == 0 ? level0_entries : all_entries) += n;
+    }
+  }
+  if (in.failed || !in.done() || level0_entries < blocks || level0_entries + all_entries != trees ||
+      first_time < -detail::kTimeLimit || end_time > detail::kTimeLimit || int64_t(level_count) != max_levels)
+    return false;
+  from_index = true;
+  appends_end = appends;
+  levels = max_levels;
+  info.valid_bytes = end;
+  info.series_count = series.size();
+  info.symbol_count = symbols->size();
+  info.block_count = blocks;
+  info.stored_trees = trees;
+  info.first_time = blocks > 0 ? first_time : 0;
+  info.end_time = blocks > 0 ? end_time : 0;
+  info.opened_from_index = true;
+  info.index_bytes = end - covers;
+  return true;
+}
+
 Status File::Impl::parse(const OpenOptions& options) {
   using detail::error;
   Status st = detail::decode_file_header(bytes, &header);
@@ -420,6 +797,16 @@ Status File::Impl::parse(const OpenOptions& options) {
   info.resolution_seconds = header.resolution;
   info.multiplier = header.multiplier;
   info.file_bytes = bytes.size;
+  if (!options.salvage && !options.check_every_record) {
+    Status failed;
+    if (open_from_index(&failed)) return failed;
+    if (!failed.ok()) return failed;
+    // No usable index: start again from the records.
+    symbols = std::make_shared<SymbolTable>();
+    series.clear();
+    series_keys.clear();
+    eager_records.clear();
+  }
   size_t pos = detail::kFileHeaderSize;
   while (pos < bytes.size) {
     size_t left = bytes.size - pos;
@@ -459,7 +846,7 @@ Status File::Impl::parse(const OpenOptions& options) {
   info.symbol_count = symbols->size();
   for (auto& s : series) {
     if (s.levels.empty()) s.levels.resize(1);
-    if (s.prefix_samples.empty()) s.prefix_samples.push_back(0);
+    if (s.levels[0].prefix.empty()) s.levels[0].prefix.push_back(0);
   }
   return {};
 }
@@ -527,7 +914,7 @@ Status File::open_path(const std::string& path, const OpenOptions& options) {
     impl->mapping_size = size;
     impl->bytes = {static_cast<const uint8_t*>(m), size};
   }
-  ::close(fd);
+  impl->fd = fd;
 #else
   Status rs = detail::read_whole_file(path, &impl->owned);
   if (!rs.ok()) return rs;
@@ -712,6 +1099,7 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
     const File::Impl* file;
     const detail::SeriesIndex* series;
     const detail::TreeEntry* entry;
+    int level;
   };
   // Each matching series with every stored level-0 tree of it in the range, over all files.
   std::map<SeriesKey, std::vector<Stored>> by_series;
@@ -721,9 +1109,9 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
       if (!selector.matches(si.key) || si.levels.empty()) continue;
       std::vector<Stored>& stored = by_series[si.key];
       const auto& blocks = si.levels[0];
-      auto it = std::lower_bound(blocks.begin(), blocks.end(), a,
-                                 [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-      for (; it != blocks.end() && it->index < b; ++it) stored.push_back({it->index, &fi, &si, &*it});
+      for (size_t i = blocks.lower_bound(a); i < blocks.size() && blocks.at(i).index < b; ++i)
+        stored.push_back({blocks.at(i).index, &fi, &si, &blocks.at(i), 0});
+      if (Status damage = fi.damage_status(); !damage.ok()) return Status(damage.code(), "slice: " + damage.message());
     }
   }
   for (auto& [key, stored] : by_series) {
@@ -744,7 +1132,9 @@ Status Dataset::slice(const Selector& selector, int64_t from, int64_t until, Wri
         const detail::TreeEntry& e = *stored[i].entry;
         // Decoded against the file's own table, which is only read.
         decoded = Tree(fi.symbols);
-        Status st = decoded.decode_fresh({fi.bytes.data + e.offset, e.size}, fi.symbols->size(), fi.tree_name_rank());
+        ByteSpan tree_bytes;
+        Status st = fi.tree_bytes(*stored[i].series, stored[i].level, e, &tree_bytes);
+        if (st.ok()) st = decoded.decode_fresh(tree_bytes, fi.symbols->size(), fi.tree_name_rank());
         if (st.ok() && decoded.total() != e.samples)
           st = detail::error(StatusCode::corrupt_file, "tree total differs from its record");
         if (!st.ok())
@@ -837,14 +1227,14 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
       // Timeline without decoding trees: walk the level-0 entries in the range, or, when there are
       // many more entries than points, two binary searches in the prefix sums per point.
       const auto& blocks0 = s.levels[0];
-      auto first = std::lower_bound(blocks0.begin(), blocks0.end(), a,
-                                    [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
-      auto last = std::lower_bound(first, blocks0.end(), b,
-                                   [](const detail::TreeEntry& e, int64_t i) { return e.index < i; });
+      const size_t first = blocks0.lower_bound(a), last = blocks0.lower_bound(b, first);
       if (average)
-        for (auto it = first; it != last; ++it) blocks_with_data.push_back(it->index);
-      if (size_t(last - first) <= points * 32) {
-        for (auto it = first; it != last; ++it) out->timeline.samples[size_t((it->index - a) / step_blocks)] += it->samples;
+        for (size_t i = first; i < last; ++i) blocks_with_data.push_back(blocks0.at(i).index);
+      if (last - first <= points * 32) {
+        for (size_t i = first; i < last; ++i) {
+          const detail::TreeEntry& e = blocks0.at(i);
+          out->timeline.samples[size_t((e.index - a) / step_blocks)] += e.samples;
+        }
       } else {
         for (size_t i = 0; i < points; i++) {
           int64_t pa = a + int64_t(i) * step_blocks;
@@ -858,15 +1248,19 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
       const int64_t top_span = detail::power(m, top_level);
       int64_t cover_a = a, cover_b = b, edge;
       if (top_span < (int64_t(1) << 40)) {
-        edge = detail::floor_div(first->index, top_span) * top_span;
+        edge = detail::floor_div(blocks0.at(first).index, top_span) * top_span;
         cover_a = std::max(a, edge);
-        edge = detail::floor_div(std::prev(last)->index, top_span) * top_span + top_span;
+        edge = detail::floor_div(blocks0.at(last - 1).index, top_span) * top_span + top_span;
         cover_b = std::min(b, edge);
       }
       Status failed;
-      fi.cover(s, cover_a, cover_b, [&](const detail::TreeEntry& e) {
+      fi.cover(s, cover_a, cover_b, [&](const detail::TreeEntry& e, int level) {
         if (!failed.ok()) return;
-        ByteSpan tree_bytes{fi.bytes.data + e.offset, e.size};
+        ByteSpan tree_bytes;
+        if (Status rs = fi.tree_bytes(s, level, e, &tree_bytes); !rs.ok()) {
+          failed = Status(rs.code(), s.key.to_string() + " block " + std::to_string(e.index) + ": " + rs.message());
+          return;
+        }
         Tree& result = out->tree;
         if (result.nodes_.size() == 1 && result.nodes_[Tree::kRoot].total == 0) {
           // The first tree (often the only one): decoded in place, file symbol ids mapped afterwards.
@@ -908,6 +1302,11 @@ Status Dataset::query(const Selector& selector, int64_t from, int64_t until, Que
         out->merges++;
       });
       if (!failed.ok()) return failed;
+    }
+    // A damaged index chunk read on the way is an error, whatever the loops made of it.
+    if (Status damage = fi.damage_status(); !damage.ok()) {
+      *out = QueryResult();
+      return damage;
     }
   }
   out->series_matched = uint32_t(matched_keys.size());

@@ -14,6 +14,8 @@ struct Writer::State {
   detail::FileHeader header;
   WriterOptions options;
   uint64_t file_size = 0;
+  uint64_t stored_trees = 0;  // TREE records in the file, all levels
+  bool failed = false;        // a write failed: closing leaves the file as it is
   std::shared_ptr<SymbolTable> symbols = std::make_shared<SymbolTable>();
   uint32_t symbols_written = 0;  // names [0, symbols_written) are in the file
   std::map<SeriesKey, uint32_t> series_ids;
@@ -106,6 +108,7 @@ struct Writer::State {
     detail::put_varint(&payload, total);
     payload += encoded;
     detail::append_record(out, detail::kRecordTree, payload);
+    stored_trees++;
   }
 
   // A tree in the file's ids from its encoding (our own, so its order needs no other check).
@@ -240,9 +243,91 @@ Status Writer::open_function(WriteFunction write, const WriterOptions& options) 
   return {};
 }
 
+namespace detail {
+// The persisted index of a file read record by record (format in File::Impl::open_from_index and
+// decode_chunk): its INDEX_CHUNK records, then the INDEX_DIRECTORY record with its trailer, for a
+// file whose records end at `at`.
+inline std::string encode_index(const File::Impl& fi, uint64_t at) {
+  std::string out, directory;
+  put_varint(&directory, at);
+  put_varint(&directory, fi.appends_end);
+  put_varint(&directory, fi.info.block_count);
+  put_varint(&directory, fi.info.stored_trees);
+  put_varint(&directory, zigzag(fi.info.first_time));
+  put_varint(&directory, zigzag(fi.info.end_time));
+  put_varint(&directory, uint64_t(fi.levels));
+  put_varint(&directory, fi.eager_records.size());
+  uint64_t previous = 0;
+  for (uint64_t offset : fi.eager_records) {
+    put_varint(&directory, offset - previous);
+    previous = offset;
+  }
+  put_varint(&directory, fi.series.size());
+  std::string chunk;
+  for (size_t id = 0; id < fi.series.size(); id++) {
+    const SeriesIndex& si = fi.series[id];
+    put_varint(&directory, zigzag(si.sealed_end));
+    put_varint(&directory, si.extra_parts);
+    put_varint(&directory, si.levels.size());
+    for (size_t k = 0; k < si.levels.size(); k++) {
+      const LevelIndex& li = si.levels[k];
+      const size_t n = li.size();
+      put_varint(&directory, n);
+      put_varint(&directory, k == 0 ? li.samples_before(n) : 0);
+      uint64_t before = 0;
+      for (size_t c = 0; c * kIndexChunkEntries < n; c++) {
+        const size_t from = c * kIndexChunkEntries, to = std::min(n, from + kIndexChunkEntries);
+        const int64_t first = li.at(from).index;
+        put_varint(&directory, zigzag(first));
+        put_varint(&directory, at + out.size());
+        put_varint(&directory, before);
+        chunk.clear();
+        put_varint(&chunk, id);
+        put_varint(&chunk, k);
+        put_varint(&chunk, c);
+        put_varint(&chunk, to - from);
+        put_varint(&chunk, zigzag(first));
+        put_varint(&chunk, before);
+        int64_t index = first;
+        uint64_t offset = 0;
+        for (size_t i = from; i < to; i++) {
+          const TreeEntry& e = li.at(i);
+          const uint64_t record = e.offset - e.header_bytes;
+          put_varint(&chunk, uint64_t(e.index - index));
+          put_varint(&chunk, zigzag(int64_t(record - offset)));
+          put_varint(&chunk, e.samples);
+          index = e.index;
+          offset = record;
+          if (k == 0) before += e.samples;
+        }
+        append_record(&out, kRecordIndexChunk, chunk);
+      }
+    }
+  }
+  const uint64_t directory_at = at + out.size();
+  put_u64(&directory, directory_at);
+  directory.append(kIndexTrailerMagic, sizeof kIndexTrailerMagic);
+  append_record(&out, kRecordIndexDirectory, directory);
+  return out;
+}
+}  // namespace detail
+
 Status Writer::close() {
   if (!state_) return {};
   Status st;
+  State& s = *state_;
+  if (s.fd >= 0 && !s.failed && s.header.version >= 3 && s.stored_trees >= s.options.index_min_trees &&
+      s.stored_trees > 0) {
+    // Read back what this writer and the ones before it stored, every record checked, and index it.
+    // A file that does not read back whole gets no index (its readers read every record, as before).
+    File written;
+    OpenOptions every;
+    every.check_every_record = true;
+    Status rs = written.open_path(s.path, every);
+    const File::Impl& fi = written.impl();
+    if (rs.ok() && fi.info.valid_bytes == s.file_size && fi.info.file_bytes == s.file_size && fi.appends_end == s.file_size)
+      st = s.write_all(detail::encode_index(fi, s.file_size));
+  }
   if (state_->fd >= 0 && ::close(state_->fd) != 0)
     st = detail::error(StatusCode::io_error, state_->path + ": close: " + std::strerror(errno));
   state_->fd = -1;
@@ -314,6 +399,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
   uint32_t m = s->header.multiplier;
   s->max_level = detail::writer_max_level(m);
   s->file_size = fi.info.valid_bytes;
+  s->stored_trees = fi.info.stored_trees;
   if (lseek(s->fd, off_t(s->file_size), SEEK_SET) < 0) return error(StatusCode::io_error, path + ": seek failed");
   for (uint32_t i = 0; i < fi.symbols->size(); i++) s->symbols->intern(fi.symbols->name(i));
   s->symbols_written = s->symbols->size();
@@ -326,7 +412,7 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
     ws.open.resize(size_t(s->max_level) + 1);
     if (si.levels.empty() || si.levels[0].empty()) continue;
     ws.has_blocks = true;
-    ws.last_block = si.levels[0].back().index;
+    ws.last_block = si.levels[0].at(si.levels[0].size() - 1).index;
     // Rebuild the open spans' accumulators: at each level the spans the seal rule keeps open after
     // the last block, each holding its completed children (all its blocks at level 1; its sealed
     // children above). The same rule and the file's own seal delay made them, so they come back as
@@ -347,8 +433,10 @@ Status Writer::open(const std::string& path, const WriterOptions& options) {
         acc.parts = uint32_t(acc.children.size()) + 1;  // held as a merged tree from here on
         acc.tree.reset(new Tree(s->symbols));
         Status failed;
-        fi.cover(si, begin, sealed_children_end, [&](const detail::TreeEntry& e) {
-          if (failed.ok()) failed = acc.tree->merge_encoded_ranked({fi.bytes.data + e.offset, e.size}, nullptr, fi.tree_name_rank());
+        fi.cover(si, begin, sealed_children_end, [&](const detail::TreeEntry& e, int level) {
+          ByteSpan tree_bytes;
+          if (failed.ok()) failed = fi.tree_bytes(si, level, e, &tree_bytes);
+          if (failed.ok()) failed = acc.tree->merge_encoded_ranked(tree_bytes, nullptr, fi.tree_name_rank());
         });
         if (!failed.ok()) return Status(failed.code(), "refusing to append: " + path + ": " + failed.message());
       }
@@ -466,6 +554,7 @@ Status Writer::append(const SeriesKey& series_key, int64_t block_start, const Tr
   if (!st.ok()) {
     // The file was cut back to its last complete record, but the open spans already moved on: the
     // writer closes, and reopening the file rebuilds its state from what is stored.
+    s.failed = true;
     close();
     return Status(st.code(), st.message() + " (writer closed; reopen to continue)");
   }

@@ -9,11 +9,14 @@
 namespace {
 
 
-// Small on purpose: every offset of it is tried.
-std::string small_valid_file(const core_test::TempDir& dir) {
+// Small on purpose: every offset of it is tried. indexed: closed with its index (opened from it, each
+// record checked when a query reads it).
+std::string small_valid_file(const core_test::TempDir& dir, bool indexed = false) {
   const std::string path = dir.file("valid.pyro");
+  pyroscope::WriterOptions options;
+  options.index_min_trees = indexed ? 1 : UINT64_MAX;
   pyroscope::Writer writer;
-  REQUIRE(writer.open(path).ok());
+  REQUIRE(writer.open(path, options).ok());
   const SeriesKey series[] = {SeriesKey("ride", {{"region", "eu-north"}, {"vehicle", "car"}}),
                               SeriesKey("ride", {{"region", "us-east"}, {"vehicle", "bike"}}),
                               SeriesKey("db", {})};
@@ -85,7 +88,11 @@ Outcome exercise(const std::string& bytes, const pyroscope::OpenOptions& options
 
 TEST_CASE("corrupt input: truncated at every offset, the file opens with an error or a subset") {
   core_test::TempDir dir;
-  const std::string valid = small_valid_file(dir);
+  bool indexed = false;
+  SUBCASE("a file read record by record") {}
+  SUBCASE("a file closed with its index") { indexed = true; }
+  CAPTURE(indexed);
+  const std::string valid = small_valid_file(dir, indexed);
   MESSAGE("valid file: " << valid.size() << " bytes");
   REQUIRE(valid.size() < 64 * 1024);
   const Outcome reference = exercise(valid, {});
@@ -115,7 +122,11 @@ TEST_CASE("corrupt input: truncated at every offset, the file opens with an erro
 
 TEST_CASE("corrupt input: random byte flips never crash the reader") {
   core_test::TempDir dir;
-  const std::string valid = small_valid_file(dir);
+  bool indexed = false;
+  SUBCASE("a file read record by record") {}
+  SUBCASE("a file closed with its index") { indexed = true; }
+  CAPTURE(indexed);
+  const std::string valid = small_valid_file(dir, indexed);
   std::mt19937 rng(43);
   int opened = 0;
   const int variants = 4000;

@@ -3,6 +3,7 @@
 #include "test_core_support.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <set>
 
@@ -1091,4 +1092,347 @@ TEST_CASE("file: a vocabulary that grows block by block, one new name or hundred
   for (auto [from, until] : std::vector<std::pair<int64_t, int64_t>>{{0, 17}, {0, 120}, {13, 100}, {64, 120}, {37, 38}})
     check_query(data, written, "grow", [](const SeriesKey&) { return true; }, kStart + from * kStep,
                 kStart + until * kStep);
+}
+
+// ---- The persisted index (WriterOptions::index_min_trees; docs/format.md, "Persisted index") ----
+
+namespace {
+
+// Opens path twice, from its index and reading every record, and checks that both answer every
+// range the same: trees, timelines, merge counts. Returns the indexed file's info.
+pyroscope::FileInfo check_index_agrees(const std::string& path, std::mt19937& rng, int ranges) {
+  Dataset indexed, scanned;
+  Status st = indexed.add_file(path);
+  REQUIRE_MESSAGE(st.ok(), st.to_string());
+  pyroscope::OpenOptions every;
+  every.check_every_record = true;
+  st = scanned.add_file(path, every);
+  REQUIRE_MESSAGE(st.ok(), st.to_string());
+  const pyroscope::FileInfo& a = indexed.file(0).info();
+  const pyroscope::FileInfo& b = scanned.file(0).info();
+  CHECK_FALSE(b.opened_from_index);
+  CHECK(a.block_count == b.block_count);
+  CHECK(a.stored_trees == b.stored_trees);
+  CHECK(a.series_count == b.series_count);
+  CHECK(a.symbol_count == b.symbol_count);
+  CHECK(a.first_time == b.first_time);
+  CHECK(a.end_time == b.end_time);
+  CHECK(a.valid_bytes == a.file_bytes);
+  CHECK(indexed.file(0).series() == scanned.file(0).series());
+  const pyroscope::TimeRange span = scanned.time_span();
+  const int64_t blocks = (span.until - span.from) / kStep;
+  std::vector<std::string> selectors = {"{}"};
+  for (const SeriesKey& key : scanned.file(0).series()) selectors.push_back(key.to_string());
+  for (int i = 0; i < ranges; ++i) {
+    // Lengths log-uniform from one block to beyond the whole file, as the benchmark asks.
+    const int64_t length = std::max<int64_t>(1, static_cast<int64_t>(std::exp(std::uniform_real_distribution<double>(
+                                                    0, std::log(static_cast<double>(blocks + 20)))(rng))));
+    const int64_t from = span.from - 10 * kStep + static_cast<int64_t>(rng() % static_cast<uint64_t>(blocks + 20)) * kStep;
+    const std::string& selector = selectors[rng() % selectors.size()];
+    pyroscope::QueryOptions options;
+    options.timeline_points = i % 3 == 0 ? 0 : 1 + rng() % 300;
+    CAPTURE(selector);
+    CAPTURE(from);
+    CAPTURE(length);
+    QueryResult x, y;
+    st = indexed.query(selector, from, from + length * kStep, &x, options);
+    REQUIRE_MESSAGE(st.ok(), st.to_string());
+    st = scanned.query(selector, from, from + length * kStep, &y, options);
+    REQUIRE_MESSAGE(st.ok(), st.to_string());
+    CHECK(x.tree.to_folded() == y.tree.to_folded());
+    CHECK(x.timeline.samples == y.timeline.samples);
+    CHECK(x.merges == y.merges);
+    CHECK(x.merge_bound == y.merge_bound);
+  }
+  return a;
+}
+
+// The record types of a file, in order (a scan that trusts the sizes: for files this test wrote).
+std::vector<uint32_t> record_types(const std::string& bytes) {
+  std::vector<uint32_t> types;
+  for (size_t pos = 64; pos + 12 <= bytes.size();) {
+    uint32_t size, type;
+    std::memcpy(&size, bytes.data() + pos, 4);
+    std::memcpy(&type, bytes.data() + pos + 4, 4);
+    types.push_back(type);
+    pos += 12 + size;
+  }
+  return types;
+}
+
+}  // namespace
+
+TEST_CASE("index: a closed file opens from its index and answers every range as reading every record does") {
+  // Three series, blocks in parts and late (a seal delay), gaps, and more than one chunk per level
+  // (4,096 entries each), so chunk edges fall inside runs of a block's parts.
+  core_test::TempDir dir;
+  const std::string path = dir.file("indexed.pyro");
+  std::mt19937 rng(7);
+  pyroscope::WriterOptions options;
+  options.multiplier = 4;
+  options.seal_delay_blocks = 2;
+  options.index_min_trees = 1;
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path, options).ok());
+  const SeriesKey series[] = {SeriesKey("svc", {{"host", "a"}}), SeriesKey("svc", {{"host", "b"}}),
+                              SeriesKey("db", {})};
+  int64_t newest = 0;
+  for (int step = 0; step < 9000; ++step) {
+    const int64_t block = rng() % 3 ? newest++ : std::max<int64_t>(0, newest - 1 - static_cast<int64_t>(rng() % 3));
+    if (rng() % 17 == 0) newest += 1 + rng() % 40;  // a gap
+    std::mt19937 content(static_cast<uint32_t>(step));
+    const Status st =
+        writer.append(series[rng() % 3], kStart + block * kStep, core_test::tree_of(core_test::random_stacks(content, 3, 4)));
+    REQUIRE((st.ok() || st.code() == pyroscope::StatusCode::out_of_order));
+  }
+  REQUIRE(writer.close().ok());
+  const pyroscope::FileInfo info = check_index_agrees(path, rng, 400);
+  CHECK(info.opened_from_index);
+  MESSAGE(info.stored_trees << " stored trees, " << info.file_bytes << " bytes");
+  const std::vector<uint32_t> types = record_types(core_test::read_file(path));
+  REQUIRE_FALSE(types.empty());
+  CHECK(types.back() == 6u);  // the directory ends the file
+  CHECK(std::count(types.begin(), types.end(), 6u) == 1);
+
+  SUBCASE("a writer appending cuts the index and writes a new one when it closes") {
+    REQUIRE(writer.open(path, options).ok());
+    for (int i = 0; i < 50; ++i) {
+      std::mt19937 content(static_cast<uint32_t>(100000 + i));
+      REQUIRE(writer.append(series[i % 3], kStart + (newest + i) * kStep, core_test::tree_of(core_test::random_stacks(content, 3, 4)))
+                  .ok());
+    }
+    REQUIRE(writer.close().ok());
+    const std::vector<uint32_t> after = record_types(core_test::read_file(path));
+    CHECK(std::count(after.begin(), after.end(), 6u) == 1);
+    CHECK(after.back() == 6u);
+    CHECK(check_index_agrees(path, rng, 100).opened_from_index);
+  }
+  SUBCASE("slices of the indexed file equal slices of the file read record by record") {
+    Dataset indexed, scanned;
+    REQUIRE(indexed.add_file(path).ok());
+    pyroscope::OpenOptions every;
+    every.check_every_record = true;
+    REQUIRE(scanned.add_file(path, every).ok());
+    pyroscope::Selector all;
+    REQUIRE(pyroscope::Selector::parse("svc{}", &all).ok());
+    pyroscope::Writer x, y;
+    REQUIRE(x.open_memory().ok());
+    REQUIRE(y.open_memory().ok());
+    REQUIRE(indexed.slice(all, kStart + 300 * kStep, kStart + 4700 * kStep, &x).ok());
+    REQUIRE(scanned.slice(all, kStart + 300 * kStep, kStart + 4700 * kStep, &y).ok());
+    CHECK(x.bytes().size() > 10000);
+    CHECK(x.bytes().substr(64) == y.bytes().substr(64));  // the header holds the creation time
+  }
+  SUBCASE("a file cut anywhere inside its index reads every block, and a writer reopens it") {
+    const std::string whole = core_test::read_file(path);
+    size_t index_start = 64;
+    {
+      const std::vector<uint32_t> kinds = record_types(whole);
+      size_t pos = 64;
+      for (uint32_t type : kinds) {
+        if (type == 5u) break;
+        uint32_t size;
+        std::memcpy(&size, whole.data() + pos, 4);
+        pos += 12 + size;
+      }
+      index_start = pos;
+    }
+    REQUIRE(index_start < whole.size());
+    Dataset reference;
+    REQUIRE(reference.add_bytes(whole).ok());
+    QueryResult expected;
+    REQUIRE(reference.query("{}", kStart - kStep, kStart + (newest + 10) * kStep, &expected).ok());
+    for (size_t cut : {index_start, index_start + 1, index_start + 13, (index_start + whole.size()) / 2, whole.size() - 17,
+                       whole.size() - 1}) {
+      CAPTURE(cut);
+      Dataset data;
+      pyroscope::File file;
+      const Status st = file.open_bytes(whole.substr(0, cut));
+      REQUIRE_MESSAGE(st.ok(), st.to_string());
+      CHECK_FALSE(file.info().opened_from_index);
+      data.add(file);
+      QueryResult got;
+      REQUIRE(data.query("{}", kStart - kStep, kStart + (newest + 10) * kStep, &got).ok());
+      CHECK(got.tree.to_folded() == expected.tree.to_folded());
+    }
+    core_test::write_file(path, whole.substr(0, (index_start + whole.size()) / 2));
+    REQUIRE(writer.open(path, options).ok());
+    REQUIRE(writer.close().ok());
+    CHECK(check_index_agrees(path, rng, 50).opened_from_index);
+  }
+}
+
+TEST_CASE("index: damage is found when a record is first read, and is an error, never other data") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("damaged.pyro");
+  pyroscope::WriterOptions options;
+  options.index_min_trees = 1;
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path, options).ok());
+  std::mt19937 rng(11);
+  for (int block = 0; block < 5000; ++block) {
+    std::mt19937 content(static_cast<uint32_t>(block));
+    REQUIRE(writer.append(SeriesKey("app", {}), kStart + block * kStep, core_test::tree_of(core_test::random_stacks(content, 4, 5)))
+                .ok());
+  }
+  REQUIRE(writer.close().ok());
+  const std::string whole = core_test::read_file(path);
+  Dataset reference;
+  REQUIRE(reference.add_bytes(whole).ok());
+  REQUIRE(reference.file(0).info().opened_from_index);
+  const int64_t until = kStart + 5000 * kStep;
+  // Where each record starts, and its type.
+  std::vector<std::pair<size_t, uint32_t>> records;
+  for (size_t pos = 64; pos + 12 <= whole.size();) {
+    uint32_t size, type;
+    std::memcpy(&size, whole.data() + pos, 4);
+    std::memcpy(&type, whole.data() + pos + 4, 4);
+    records.push_back({pos, type});
+    pos += 12 + size;
+  }
+  // The varints at the start of a payload: a TREE's series, level, zigzag index; a chunk's series, level.
+  auto varints = [](const std::string& bytes, size_t pos, int count) {
+    std::vector<uint64_t> out;
+    for (int i = 0; i < count; ++i) {
+      uint64_t v = 0;
+      for (int shift = 0;; shift += 7) {
+        const uint8_t b = static_cast<uint8_t>(bytes[pos++]);
+        v |= uint64_t(b & 0x7f) << shift;
+        if (!(b & 0x80)) break;
+      }
+      out.push_back(v);
+    }
+    return out;
+  };
+  int targeted = 0, errors = 0, equal = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    // Damage a TREE record or an index chunk, inside its payload.
+    const auto& [at, type] = records[rng() % (records.size() - 1)];
+    if (type != 3u && type != 5u) continue;
+    std::string damaged = whole;
+    uint32_t size;
+    std::memcpy(&size, whole.data() + at, 4);
+    damaged[at + 12 + rng() % size] ^= static_cast<char>(1 + rng() % 255);
+    pyroscope::File file;
+    Status st = file.open_bytes(damaged);
+    REQUIRE_MESSAGE(st.ok(), st.to_string());  // nothing damaged is read at open
+    CHECK(file.info().opened_from_index);
+    Dataset data;
+    data.add(file);
+    // Random ranges: an error, or exactly the undamaged answer (the range did not need the record).
+    for (int q = 0; q < 5; ++q) {
+      const int64_t from = kStart + static_cast<int64_t>(rng() % 5000) * kStep;
+      QueryResult got, expected;
+      pyroscope::QueryOptions timeline;
+      timeline.timeline_points = 100;
+      st = data.query("app{}", from, until, &got, timeline);
+      REQUIRE(reference.query("app{}", from, until, &expected, timeline).ok());
+      if (!st.ok()) {
+        CHECK(st.code() == pyroscope::StatusCode::corrupt_file);
+        CHECK(st.message().find("offset") != std::string::npos);
+        ++errors;
+      } else {
+        CHECK(got.tree.to_folded() == expected.tree.to_folded());
+        CHECK(got.timeline.samples == expected.timeline.samples);
+        ++equal;
+      }
+    }
+    // A range that must read the damaged record fails.
+    const std::vector<uint64_t> fields = varints(whole, at + 12, 3);
+    QueryResult got;
+    if (type == 3u) {
+      const int64_t index = int64_t(fields[2] >> 1) ^ -int64_t(fields[2] & 1);
+      int64_t span = 1;
+      for (uint64_t k = 0; k < fields[1]; ++k) span *= 10;
+      st = data.query("app{}", index * span * kStep, (index + 1) * span * kStep, &got);
+      CHECK_FALSE(st.ok());
+      ++targeted;
+    } else if (fields[1] == 0) {  // a level-0 chunk: a timeline of every block reads them all
+      st = data.query("app{}", kStart, until, &got);
+      CHECK_FALSE(st.ok());
+      CHECK(st.message().find("index chunk") != std::string::npos);
+      ++targeted;
+    }
+    // Reading every record finds the damage at open.
+    pyroscope::OpenOptions every;
+    every.check_every_record = true;
+    pyroscope::File checked;
+    CHECK_FALSE(checked.open_bytes(damaged, every).ok());
+  }
+  // Every index chunk, damaged in turn: reading a timeline of every block and each level's nodes fails.
+  for (const auto& [at, type] : records) {
+    if (type != 5u) continue;
+    std::string damaged = whole;
+    damaged[at + 20] ^= 0x10;
+    Dataset data;
+    REQUIRE(data.add_bytes(damaged).ok());
+    QueryResult got;
+    Status st = data.query("app{}", kStart, until, &got);  // one timeline point per block
+    for (int64_t span = 10; st.ok() && span <= 1000; span *= 10)
+      for (int64_t node = kStart / kStep / span; st.ok() && node * span * kStep < until; ++node)
+        st = data.query("app{}", node * span * kStep, (node + 1) * span * kStep, &got);
+    CHECK_FALSE(st.ok());
+    CHECK(st.message().find("index chunk") != std::string::npos);
+    ++targeted;
+  }
+  MESSAGE(targeted << " damaged records read on purpose, all errors; random ranges: " << errors << " failed with corrupt_file, "
+                   << equal << " did not need the damaged record");
+  CHECK(targeted > 100);
+}
+
+TEST_CASE("index: a reader keeps working while a writer appends to its file and cuts the index") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("shared.pyro");
+  pyroscope::WriterOptions options;
+  options.index_min_trees = 1;
+  {
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path, options).ok());
+    for (int block = 0; block < 9000; ++block) {
+      std::mt19937 content(static_cast<uint32_t>(block));
+      REQUIRE(writer.append(SeriesKey("app", {}), kStart + block * kStep, core_test::tree_of(core_test::random_stacks(content, 2, 3)))
+                  .ok());
+    }
+    REQUIRE(writer.close().ok());
+  }
+  Dataset reader;
+  REQUIRE(reader.add_file(path).ok());
+  REQUIRE(reader.file(0).info().opened_from_index);
+  // The writer reopens (cutting the index off the file the reader has mapped) and appends.
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path, options).ok());
+  std::mt19937 content(1);
+  REQUIRE(writer.append(SeriesKey("app", {}), kStart + 9000 * kStep, core_test::tree_of(core_test::random_stacks(content, 2, 3))).ok());
+  // The reader's chunks are read with pread, not through the mapping: a chunk no longer in the file is
+  // an error naming why (a mapped page past the end would have been SIGBUS), and its data is intact.
+  QueryResult result;
+  const Status st = reader.query("app{}", kStart, kStart + 9000 * kStep, &result);
+  if (!st.ok()) {
+    CHECK(st.code() == pyroscope::StatusCode::corrupt_file);
+    CHECK_MESSAGE(st.message().find("a writer appending to it cut its index") != std::string::npos, st.to_string());
+  } else {
+    CHECK(result.tree.total() > 0);
+  }
+  REQUIRE(writer.close().ok());
+  Dataset again;
+  REQUIRE(again.add_file(path).ok());
+  CHECK(again.file(0).info().opened_from_index);
+  CHECK(again.file(0).info().block_count == 9001);
+}
+
+TEST_CASE("index: small files, memory writers and check_every_record read every record") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("small.pyro");
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path).ok());  // index_min_trees 4096 by default
+  std::mt19937 content(3);
+  for (int block = 0; block < 100; ++block)
+    REQUIRE(writer.append(SeriesKey("app", {}), kStart + block * kStep, core_test::tree_of(core_test::random_stacks(content, 2, 3))).ok());
+  REQUIRE(writer.close().ok());
+  const std::vector<uint32_t> types = record_types(core_test::read_file(path));
+  CHECK(std::count(types.begin(), types.end(), 5u) == 0);
+  CHECK(std::count(types.begin(), types.end(), 6u) == 0);
+  pyroscope::File file;
+  REQUIRE(file.open_path(path).ok());
+  CHECK_FALSE(file.info().opened_from_index);
 }

@@ -249,6 +249,7 @@ bool same_file(const std::string& a, const std::string& b) {
 pyroscope::OpenOptions open_options(const Args& a) {
   pyroscope::OpenOptions o;
   o.salvage = a.has("--salvage");
+  o.check_every_record = a.has("--check");
   return o;
 }
 
@@ -481,6 +482,12 @@ int cmd_info(const Args& a) {
     std::printf("stored trees  %" PRIu64 " (%.3f per block, all levels)\n", info.stored_trees,
                 info.block_count ? static_cast<double>(info.stored_trees) / info.block_count : 0.0);
     std::printf("symbols       %" PRIu64 "\n", info.symbol_count);
+    if (info.opened_from_index)
+      std::printf("index         %" PRIu64 " bytes at the end; opened from it, each record is checked when first read "
+                  "(--check: every record now)\n",
+                  info.index_bytes);
+    else
+      std::printf("index         %s\n", a.has("--check") ? "every record checked" : "none: every record was checked at open");
     if (!info.salvage_note.empty()) std::printf("salvage       %s\n", info.salvage_note.c_str());
     std::vector<std::string> apps = data.apps();
     std::printf("apps          %zu\n", apps.size());
@@ -1109,6 +1116,8 @@ int cmd_help(const Args& a) {
 }
 
 const OptionSpec kSalvage{"--salvage", nullptr, nullptr, "open damaged files: read the records before the damage"};
+const OptionSpec kCheck{"--check", nullptr, nullptr,
+                        "check every record now (a closed file is opened from its index and each record checked when read)"};
 const OptionSpec kFrom{"--from", nullptr, "T", "start of the range (default: start of the data)"};
 const OptionSpec kUntil{"--until", nullptr, "T", "end of the range, exclusive (default: end of the data)"};
 const OptionSpec kForce{"--force", nullptr, nullptr, "replace OUT if it exists"};
@@ -1124,7 +1133,7 @@ const OptionSpec kMultiplier{"--multiplier", nullptr, "M", "segment-tree multipl
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"info", "FILE...", "apps, series, tags, time span, blocks, stored trees, symbols and size of each file",
-       {kSalvage}, 1, cmd_info},
+       {kSalvage, kCheck}, 1, cmd_info},
       {"query", "FILE... SELECTOR [--from T] [--until T] [--format F] [--top N] [-o OUT]",
        "merged profile of the series matching SELECTOR, e.g. 'app{region=\"eu\",vehicle!=\"car\"}'",
        {kFrom, kUntil,
