@@ -13,7 +13,7 @@
 #   readonly   the same file on a read-only mount: pyro import refuses with a clear error, pyro info and
 #              query still read everything (needs root)
 #   serve      pyro serve under load on 127.0.0.1: 8 clients for SOAK_SERVE_SECONDS (60), samples
-#              acknowledged == samples stored exactly; then SOAK_SERVE_KILLS (20) kill -9 of the server
+#              acknowledged == samples stored exactly; then SOAK_SERVE_KILLS (100) kill -9 of the server
 #              under load, each once it acknowledges pushes: the directory opens every time and holds
 #              every acknowledged sample (CI runs 10 s and 3 kills: ctest -R pyro_serve_load)
 #   wall       wall-clock sampling (Config::wall_clock) for SOAK_WALL_SECONDS (30) over nine kinds of
@@ -217,7 +217,7 @@ if wants serve; then
   started=$SECONDS
   log=$out/serve.log
   python3 tools/tests/serve_test.py "$pyro" "$out/serve-work" load "${SOAK_SERVE_SECONDS:-60}" \
-    "${SOAK_SERVE_KILLS:-20}" >"$log" 2>&1
+    "${SOAK_SERVE_KILLS:-100}" >"$log" 2>&1
   if grep -qE '^[0-9]+ passed, 0 failed' "$log"; then
     say "serve: $(grep -E '^# load' "$log" | sed 's/^# //'); $(grep -E '^# kill' "$log" | sed 's/^# //') ($((SECONDS - started)) s)"
   else

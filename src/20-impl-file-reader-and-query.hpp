@@ -184,7 +184,7 @@ class LevelIndex {
   }
   uint64_t samples_before(size_t i) const {
     if (!indexed()) return prefix[i];
-    if (i == indexed_size) return indexed_total;
+    if (i == indexed_size) return chunk_count == 0 ? 0 : chunk(chunk_count - 1).prefix.back();  // checked against the total
     return chunk(i / kIndexChunkEntries).prefix[i % kIndexChunkEntries];
   }
   // The first position from `from` on whose entry's index is >= index.
@@ -747,7 +747,7 @@ bool File::Impl::open_from_index(Status* failed) {
       detail::LevelIndex& li = si.levels[k];
       const uint64_t n = in.varint(), total = in.varint();
       const uint64_t chunk_count = (n + detail::kIndexChunkEntries - 1) / detail::kIndexChunkEntries;
-      if (in.failed || n > trees || chunk_count > in.remaining()) return false;
+      if (in.failed || n > trees || chunk_count > in.remaining() || (n == 0 && total != 0)) return false;
       if (n > 0) max_levels = std::max(max_levels, int(k) + 1);
       li.file = this;
       li.series_id = id;

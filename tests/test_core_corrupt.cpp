@@ -117,7 +117,7 @@ TEST_CASE("corrupt input: truncated at every offset, the file opens with an erro
       }
     }
   }
-  MESSAGE(2 * valid.size() << " truncated variants, " << opened << " opened");
+  MESSAGE((2 * valid.size()) << " truncated variants, " << opened << " opened");
 }
 
 TEST_CASE("corrupt input: random byte flips never crash the reader") {

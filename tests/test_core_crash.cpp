@@ -42,14 +42,22 @@ void report(int fd, uint32_t value) {
   }
 }
 
-[[noreturn]] void child_write_forever(const std::string& path, int report_fd) {
+// with_index: the writer closes and reopens every few blocks, writing the file's index at each close
+// (index_min_trees 1) and cutting it at each reopen, so kills also land in both.
+[[noreturn]] void child_write_forever(const std::string& path, int report_fd, bool with_index) {
+  pyroscope::WriterOptions options;
+  if (with_index) options.index_min_trees = 1;
   pyroscope::Writer writer;
-  if (!writer.open(path).ok()) {
+  if (!writer.open(path, options).ok()) {
     report(report_fd, kFailed);
     _exit(1);
   }
   report(report_fd, kOpened);
   for (int block = 0; block < 1000000; ++block) {
+    if (with_index && block % 5 == 4 && !(writer.close().ok() && writer.open(path, options).ok())) {
+      report(report_fd, kFailed);
+      _exit(1);
+    }
     if (!writer.append(crash_series(), kStart + block * kStep, core_test::tree_of(block_stacks(block))).ok()) {
       report(report_fd, kFailed);
       _exit(1);
@@ -116,7 +124,7 @@ TEST_CASE("crash safety: kill -9 at random points loses at most the block being 
   // scripts/soak.sh runs 1000 trials (PYROSCOPE_CRASH_TRIALS); CI runs 60.
   const char* trials_env = std::getenv("PYROSCOPE_CRASH_TRIALS");
   const int trials = trials_env ? std::max(10, std::atoi(trials_env)) : 60;
-  int killed_mid_run = 0, killed_before_file = 0;
+  int killed_mid_run = 0, killed_before_file = 0, left_index = 0, left_torn = 0;
   int64_t most_blocks = 0;
   for (int trial = 0; trial < trials; ++trial) {
     CAPTURE(trial);
@@ -127,7 +135,7 @@ TEST_CASE("crash safety: kill -9 at random points loses at most the block being 
     REQUIRE(child >= 0);
     if (child == 0) {
       close(fds[0]);
-      child_write_forever(path, fds[1]);
+      child_write_forever(path, fds[1], trial % 2 == 1);
     }
     close(fds[1]);
 
@@ -158,6 +166,8 @@ TEST_CASE("crash safety: kill -9 at random points loses at most the block being 
     const Status status = file.open_path(path);
     REQUIRE_MESSAGE(status.ok(), status.to_string());
     const int64_t blocks = static_cast<int64_t>(file.info().block_count);
+    left_index += file.info().opened_from_index;
+    left_torn += file.info().valid_bytes < file.info().file_bytes;
     CAPTURE(blocks);
     CAPTURE(reports.finished_blocks);
     CHECK(blocks >= reports.finished_blocks);      // nothing finished is lost
@@ -180,7 +190,8 @@ TEST_CASE("crash safety: kill -9 at random points loses at most the block being 
     check_blocks(path, blocks + 1, rng);
   }
   MESSAGE(trials << " kills: " << killed_mid_run << " left a file (up to " << most_blocks << " blocks), "
-                 << killed_before_file << " came before the file existed");
+                 << killed_before_file << " came before the file existed; " << left_torn
+                 << " files ended in a torn record, " << left_index << " in a whole index");
   CHECK(killed_mid_run >= trials * 5 / 6);
 }
 
