@@ -6,6 +6,8 @@
 //
 // Write the current version's file (only for a new format version, never to make this test pass):
 //   PYROSCOPE_WRITE_GOLDEN=tests/data/golden-vN.pyro build/test-release/tests/test_core_golden
+// golden-v3-indexed.pyro holds the same content closed with the persisted index (a name that ends in
+// -indexed.pyro is written with it), so that index format keeps reading too.
 #include "test_core_support.hpp"
 
 
@@ -100,8 +102,11 @@ TEST_CASE("golden: write the golden file when asked to") {
   const char* target = std::getenv("PYROSCOPE_WRITE_GOLDEN");
   if (!target || !*target) return;
   std::remove(target);
+  pyroscope::WriterOptions options;
+  const std::string name = target;
+  if (name.size() > 13 && name.compare(name.size() - 13, 13, "-indexed.pyro") == 0) options.index_min_trees = 1;
   pyroscope::Writer writer;
-  REQUIRE(writer.open(target).ok());
+  REQUIRE(writer.open(target, options).ok());
   const std::vector<SeriesKey> series = golden_series(kNewestVersion);
   for (int block = 0; block < kBlocks; ++block)
     for (size_t s = 0; s < series.size(); ++s)
@@ -114,15 +119,20 @@ TEST_CASE("golden: write the golden file when asked to") {
 }
 
 TEST_CASE("golden: the files of every format version read back their content") {
-  for (int version = 1; version <= kNewestVersion; ++version) {
-    CAPTURE(version);
-    const std::string bytes = core_test::read_file(golden_path(version));
-    REQUIRE_MESSAGE(!bytes.empty(), "missing " << golden_path(version));
+  for (int variant = 1; variant <= kNewestVersion + 1; ++variant) {
+    // The last variant: the newest version's file with its persisted index.
+    const bool indexed = variant > kNewestVersion;
+    const int version = indexed ? kNewestVersion : variant;
+    const std::string path = indexed ? std::string(PYROSCOPE_TEST_DATA_DIR) + "/golden-v3-indexed.pyro" : golden_path(version);
+    CAPTURE(path);
+    const std::string bytes = core_test::read_file(path);
+    REQUIRE_MESSAGE(!bytes.empty(), "missing " << path);
     CHECK(bytes.size() < 20 * 1024);
 
     pyroscope::File file;
-    const Status status = file.open_path(golden_path(version));
+    const Status status = file.open_path(path);
     REQUIRE_MESSAGE(status.ok(), status.to_string());
+    CHECK(file.info().opened_from_index == indexed);
     const std::vector<SeriesKey> series = golden_series(version);
     size_t blocks = 0;
     for (size_t s = 0; s < series.size(); ++s)
