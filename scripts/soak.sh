@@ -63,8 +63,9 @@ real=$out/real
 make_real_inputs() {
   rm -rf "$real" && mkdir -p "$real"
   if command -v perf >/dev/null && perf record -q -g -o "$real/probe.data" -- true >/dev/null 2>&1; then
-    perf record -q -g -F 499 -o "$real/perf.data" -- g++ -std=c++17 -O1 -I"$root" -c "$root/tools/pyro.cpp" \
-      -o "$real/pyro.o" >/dev/null 2>&1
+    # The header's whole implementation: a compile of half a minute, with long template names.
+    perf record -q -g -F 499 -o "$real/perf.data" -- g++ -std=c++17 -O1 -I"$root" -c "$root/pyroscope.cpp" \
+      -o "$real/pyroscope.o" >/dev/null 2>&1
     perf script -i "$real/perf.data" >"$real/perf.txt" 2>/dev/null
   fi
   if [[ -s $real/perf.txt ]]; then

@@ -123,25 +123,38 @@ if has_run fuzz; then
          -DPYROSCOPE_SANITIZE=none -DPYROSCOPE_NO_EXCEPTIONS=OFF; then
       fuzz_passed=0
       fuzz_failed=0
-      while read -r target corpus; do
-        [[ -n $target ]] || continue
+      # One target per core at a time: each still runs for fuzz_seconds, the stage takes half as long.
+      fuzz_one() {
+        local target=$1 corpus=$2 name work
         name=$(basename "$target")
         # Work on a copy: the run adds inputs to its corpus, and the checked-in seeds stay untouched.
         work="$dir/corpus-run/$name"
         rm -rf "$work" && mkdir -p "$work"
         [[ -n $corpus && -d $corpus ]] && cp -r "$corpus"/. "$work"/
-        echo "=== fuzz: $name for ${fuzz_seconds} s"
-        if ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-             "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
-             -artifact_prefix="$dir/" "$work" >"$dir/$name.log" 2>&1; then
+        ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+          "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+          -artifact_prefix="$dir/$name-" "$work" >"$dir/$name.log" 2>&1
+        echo $? >"$dir/$name.status"
+      }
+      names=()
+      while read -r target corpus; do
+        [[ -n $target ]] || continue
+        names+=("$(basename "$target")")
+        echo "=== fuzz: $(basename "$target") for ${fuzz_seconds} s"
+        while (($(jobs -rp | wc -l) >= jobs)); do wait -n; done
+        fuzz_one "$target" "$corpus" &
+      done <"$dir/fuzz_targets.txt"
+      wait
+      for name in "${names[@]}"; do
+        if [[ $(cat "$dir/$name.status" 2>/dev/null) == 0 ]]; then
           fuzz_passed=$((fuzz_passed + 1))
-          tail -n 2 "$dir/$name.log"
+          echo "=== fuzz: $name: $(tail -n 1 "$dir/$name.log")"
         else
           fuzz_failed=$((fuzz_failed + 1))
           tail -n 60 "$dir/$name.log"
-          echo "=== fuzz: $name FAILED (log: $dir/$name.log, crash input under $dir/)"
+          echo "=== fuzz: $name FAILED (log: $dir/$name.log, crash input under $dir/$name-*)"
         fi
-      done <"$dir/fuzz_targets.txt"
+      done
       total_passed=$((total_passed + fuzz_passed))
       total_failed=$((total_failed + fuzz_failed))
       note fuzz "$fuzz_passed passed, $fuzz_failed failed"
