@@ -16,6 +16,9 @@ struct Writer::State {
   uint64_t file_size = 0;
   uint64_t stored_trees = 0;  // TREE records in the file, all levels
   bool failed = false;        // a write failed: closing leaves the file as it is
+  // The process that opened the file: a forked child that closes its copy of the writer (its
+  // destructors at exit) must not append an index to the file the parent is still writing.
+  pid_t owner = ::getpid();
   std::shared_ptr<SymbolTable> symbols = std::make_shared<SymbolTable>();
   uint32_t symbols_written = 0;  // names [0, symbols_written) are in the file
   std::map<SeriesKey, uint32_t> series_ids;
@@ -316,7 +319,7 @@ Status Writer::close() {
   if (!state_) return {};
   Status st;
   State& s = *state_;
-  if (s.fd >= 0 && !s.failed && s.header.version >= 3 && s.stored_trees >= s.options.index_min_trees &&
+  if (s.fd >= 0 && !s.failed && s.owner == ::getpid() && s.header.version >= 3 && s.stored_trees >= s.options.index_min_trees &&
       s.stored_trees > 0) {
     // Read back what this writer and the ones before it stored, every record checked, and index it.
     // A file that does not read back whole gets no index (its readers read every record, as before).

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <functional>
 #include <set>
 
@@ -1435,4 +1437,30 @@ TEST_CASE("index: small files, memory writers and check_every_record read every 
   pyroscope::File file;
   REQUIRE(file.open_path(path).ok());
   CHECK_FALSE(file.info().opened_from_index);
+}
+
+TEST_CASE("index: a forked child closing its copy of a writer leaves the parent's file alone") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("forked.pyro");
+  pyroscope::WriterOptions options;
+  options.index_min_trees = 1;
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path, options).ok());
+  std::mt19937 content(5);
+  for (int block = 0; block < 20; ++block)
+    REQUIRE(writer.append(SeriesKey("app", {}), kStart + block * kStep, core_test::tree_of(core_test::random_stacks(content, 2, 3))).ok());
+  const std::string before = core_test::read_file(path);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) _exit(writer.close().ok() ? 0 : 1);  // what its destructors at exit would do
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  CHECK(core_test::read_file(path) == before);  // no index written by the child
+  REQUIRE(writer.append(SeriesKey("app", {}), kStart + 20 * kStep, core_test::tree_of(core_test::random_stacks(content, 2, 3))).ok());
+  REQUIRE(writer.close().ok());
+  pyroscope::File file;
+  REQUIRE(file.open_path(path).ok());
+  CHECK(file.info().opened_from_index);
+  CHECK(file.info().block_count == 21);
 }
