@@ -25,6 +25,9 @@
 # Environment: SOAK_FUZZ_RUNS, SOAK_FUZZ_SECONDS, SOAK_CRASH_TRIALS, SOAK_SERVE_SECONDS, SOAK_SERVE_KILLS,
 #              SOAK_WALL_SECONDS, PYROSCOPE_JOBS (default 2).
 set -uo pipefail
+# The whole script is one block, read before any of it runs: an edit of this file during a campaign
+# of hours (a checkout, a pull) cannot change what the running campaign executes next.
+{
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 jobs=${PYROSCOPE_JOBS:-2}
@@ -243,3 +246,5 @@ fi
 
 say "soak.sh: $failures failure(s); results in $results"
 [[ $failures -eq 0 ]]
+exit
+}
