@@ -87,12 +87,24 @@ async function startXvfb() {
     const found = xdotool('search', '--sync', '--name', 'pyroscope viewer');
     const window = (found.stdout || '').trim().split('\n')[0];
     expect(!!window, 'xdotool finds the viewer window', found.stderr);
+    // Clicks a widget as a person does: the pointer moves onto it, the viewer draws a frame with it
+    // hovered, then the button goes down and up. (Moving and clicking in one burst let a loaded
+    // viewer take both in one frame, and a menu item sometimes missed the click: CI, 2026-12-03.)
+    // The widget's place comes from a frame drawn after the previous click (not a stale status).
+    let lastClickFrame = -1;
     const click = async (name) => {
-      const s = await waitStatus((st) => st.widgets[name], `widget ${name}`);
+      const s = await waitStatus((st) => st.frames > lastClickFrame && st.widgets[name], `widget ${name}`);
       const [x, y, w, hh] = s.widgets[name];
-      const r = xdotool('mousemove', '--window', window, String(Math.round(x + w / 2)), String(Math.round(y + hh / 2)),
-                        'click', '1');
+      let r = xdotool('mousemove', '--window', window, String(Math.round(x + w / 2)), String(Math.round(y + hh / 2)));
+      if (r.status !== 0) expect(false, `xdotool moves to ${name}`, r.stderr);
+      for (const start = Date.now(); Date.now() - start < 3000;) {  // no new frame if the pointer was there already
+        const st = readStatus();
+        if (st && st.frames > s.frames) break;
+        await sleep(30);
+      }
+      r = xdotool('click', '1');
       if (r.status !== 0) expect(false, `xdotool clicks ${name}`, r.stderr);
+      lastClickFrame = (readStatus() || s).frames;
     };
     // Export > item: opens the menu, picks the item, returns the file it writes.
     const exportItem = async (item, pattern) => {
