@@ -120,6 +120,21 @@ void file_seeds() {
     std::remove(path.c_str());
   }
   {
+    // Blocks 300 years apart, with upper levels written: a query over the whole span once walked every
+    // empty node between them (250 M nodes at m = 4; fuzz_file's timeout catches that again).
+    std::string path = dir + "/far_apart.pyro";
+    pyroscope::WriterOptions options;
+    options.multiplier = 4;
+    pyroscope::Writer w;
+    must(w.open(path, options), path);
+    for (int i = 0; i < 10; ++i)
+      must(w.append(pyroscope::SeriesKey("app", {}), t0 + 10 * i, tree_of(kFolded[i % 3])), "append");
+    must(w.append(pyroscope::SeriesKey("app", {}), t0 + 10 * 1000000000LL, tree_of(kFolded[0])), "append");
+    must(w.close(), "close");
+    write_seed("fuzz_file", "far_apart.pyro", read_file(path));
+    std::remove(path.c_str());
+  }
+  {
     std::string path = dir + "/empty.pyro";
     pyroscope::Writer w;
     must(w.open(path), path);
