@@ -4,7 +4,9 @@
 #
 #   fuzz       every libFuzzer target under ASan+UBSan for SOAK_FUZZ_RUNS executions (10 million) or
 #              SOAK_FUZZ_SECONDS (3600), whichever comes first, from the seed corpus plus real files:
-#              a perf capture of a real C++ compile imported, exported and cut into inputs
+#              a perf capture of a real C++ compile imported, exported and cut into inputs;
+#              SOAK_FUZZ_TARGETS (names, default all) runs some of them, so a campaign of hours can be
+#              split across runs
 #   crash      SOAK_CRASH_TRIALS (1000) kill -9 trials of a writer, each followed by open, query and an
 #              append by a new writer (test_core_crash with PYROSCOPE_CRASH_TRIALS), and the disk-full
 #              test of the same file
@@ -22,7 +24,7 @@
 #              wakeups (test_sampler_wall with PYROSCOPE_WALL_SOAK_SECONDS; CI runs 5 s)
 #
 # usage: bash scripts/soak.sh [fuzz] [crash] [diskfull] [readonly] [serve] [wall]   (no argument: all)
-# Environment: SOAK_FUZZ_RUNS, SOAK_FUZZ_SECONDS, SOAK_CRASH_TRIALS, SOAK_SERVE_SECONDS, SOAK_SERVE_KILLS,
+# Environment: SOAK_FUZZ_RUNS, SOAK_FUZZ_SECONDS, SOAK_FUZZ_TARGETS, SOAK_CRASH_TRIALS, SOAK_SERVE_SECONDS, SOAK_SERVE_KILLS,
 #              SOAK_WALL_SECONDS, PYROSCOPE_JOBS (default 2).
 set -uo pipefail
 # The whole script is one block, read before any of it runs: an edit of this file during a campaign
@@ -33,6 +35,7 @@ root=$(pwd)
 jobs=${PYROSCOPE_JOBS:-2}
 fuzz_runs=${SOAK_FUZZ_RUNS:-10000000}
 fuzz_seconds=${SOAK_FUZZ_SECONDS:-3600}
+fuzz_targets=${SOAK_FUZZ_TARGETS:-}
 crash_trials=${SOAK_CRASH_TRIALS:-1000}
 campaigns=${*:-fuzz crash diskfull readonly serve wall}
 out=build/soak
@@ -125,6 +128,7 @@ if wants fuzz; then
     while read -r target corpus; do
       [[ -n $target ]] || continue
       name=$(basename "$target")
+      [[ -z $fuzz_targets || " $fuzz_targets " == *" $name "* ]] || continue
       work=$fz/corpus-soak/$name
       rm -rf "$work" && mkdir -p "$work"
       [[ -n $corpus && -d $corpus ]] && cp -r "$corpus"/. "$work"/
@@ -140,6 +144,10 @@ if wants fuzz; then
         fail "fuzz $name: a finding after $((SECONDS - started)) s (log: $fz/$name.soak.log; input: $fz/$name-*)"
       fi
     done <"$fz/fuzz_targets.txt"
+    for name in $fuzz_targets; do
+      grep -q "/$name " "$fz/fuzz_targets.txt" || grep -q "/$name\$" "$fz/fuzz_targets.txt" ||
+        fail "SOAK_FUZZ_TARGETS names $name, which is not a fuzz target (see $fz/fuzz_targets.txt)"
+    done
   fi
 fi
 
