@@ -115,6 +115,25 @@ struct MergeGroup {
   uint32_t area_end;    // the end of the area its siblings share
 };
 
+// Orders a group's next members by their names' ranks (below `ranks`). The groups near the top of a
+// sandwich of a hot function have tens of thousands of members, where a counting sort (stable: within
+// a rank they keep their order, which no output depends on) costs O(n + ranks) instead of n log n:
+// on the benchmark tree's heaviest function the sorts were a quarter of the sandwich in WebAssembly.
+template <class T, class RankOf>
+void sort_by_rank(std::vector<T>* items, size_t ranks, RankOf rank_of, std::vector<uint32_t>* counts,
+                  std::vector<T>* scratch) {
+  if (items->size() < 1024 || items->size() * 4 < ranks) {
+    std::sort(items->begin(), items->end());
+    return;
+  }
+  counts->assign(ranks + 1, 0);
+  for (const T& item : *items) (*counts)[rank_of(item) + 1]++;
+  for (size_t r = 0; r < ranks; r++) (*counts)[r + 1] += (*counts)[r];
+  scratch->resize(items->size());
+  for (const T& item : *items) (*scratch)[(*counts)[rank_of(item)]++] = item;
+  items->swap(*scratch);
+}
+
 }  // namespace detail
 
 Status sandwich(const Tree& tree, std::string_view function, Sandwich* out, double min_fraction) {
@@ -229,8 +248,8 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
       uint64_t samples;
       bool operator<(const Step& o) const { return rank != o.rank ? rank < o.rank : node < o.node; }
     };
-    std::vector<Step> up;
-    std::vector<uint32_t> run_starts;
+    std::vector<Step> up, up_scratch;
+    std::vector<uint32_t> run_starts, counts;
     while (!stack.empty()) {
       const MergeGroup g = stack.back();
       stack.pop_back();
@@ -259,7 +278,7 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
         else up.push_back({rank[link(caller).symbol], caller, samples});
       }
       const uint32_t node = TreeAccess::append(callers, g.symbol, g.out_parent, self, total);
-      std::sort(up.begin(), up.end());
+      detail::sort_by_rank(&up, used.size(), [](const Step& step) { return step.rank; }, &counts, &up_scratch);
       run_starts.clear();
       for (size_t k = 0; k < up.size(); k++) {
         if (k == 0 || up[k].rank != up[k - 1].rank) run_starts.push_back(uint32_t(items.size()));
@@ -288,7 +307,8 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
     TreeAccess::add(callees, Tree::kRoot, 0, out->total);
     std::vector<uint32_t> items(outermost);
     std::vector<MergeGroup> stack{{Tree::kRoot, symbol, 0, uint32_t(items.size()), uint32_t(items.size())}};
-    std::vector<std::pair<uint32_t, uint32_t>> kids;  // (name rank, source node)
+    std::vector<std::pair<uint32_t, uint32_t>> kids, kids_scratch;  // (name rank, source node)
+    std::vector<uint32_t> counts;
     std::vector<std::pair<uint32_t, uint32_t>> kept_path;
     while (!stack.empty()) {
       const MergeGroup g = stack.back();
@@ -313,7 +333,8 @@ Status sandwich(const Tree& tree, uint32_t symbol, Sandwich* out, double min_fra
         children.for_each_child(member, [&](uint32_t c) { kids.emplace_back(rank[link(c).symbol], c); });
       }
       const uint32_t node = TreeAccess::append(callees, g.symbol, g.out_parent, self, total);
-      std::sort(kids.begin(), kids.end());
+      detail::sort_by_rank(&kids, used.size(), [](const std::pair<uint32_t, uint32_t>& kid) { return kid.first; }, &counts,
+                           &kids_scratch);
       const uint32_t area = uint32_t(items.size());
       for (const auto& kid : kids) items.push_back(kid.second);
       const uint32_t area_end = uint32_t(items.size());

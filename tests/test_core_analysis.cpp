@@ -90,28 +90,31 @@ bool is_name_preorder(const Tree& tree) {
   return true;
 }
 
+void check_sandwich(const Tree& tree, const StackCounts& stacks, const std::string& name,
+                    std::pair<uint64_t, uint64_t> self_total) {
+  CAPTURE(name);
+  pyroscope::Sandwich s;
+  REQUIRE(pyroscope::sandwich(tree, name, &s).ok());
+  CHECK(s.self == self_total.first);
+  CHECK(s.total == self_total.second);
+  CHECK(s.callers.total() == s.total);  // recursion counted once: the table's total, to the sample
+  CHECK(s.callees.total() == s.total);
+  CHECK(core_test::totals_consistent(s.callers));
+  CHECK(core_test::totals_consistent(s.callees));
+  CHECK(s.callers.in_name_preorder());  // written in drawing order: laid out without sorting
+  CHECK(s.callees.in_name_preorder());
+  CHECK(is_name_preorder(s.callers));
+  CHECK(is_name_preorder(s.callees));
+  StackCounts callers, callees;
+  expected_sandwich(stacks, name, &callers, &callees);
+  CHECK(core_test::stacks_of(s.callers) == callers);
+  CHECK(core_test::stacks_of(s.callees) == callees);
+}
+
 void check_sandwiches(const Tree& tree, const StackCounts& stacks) {
   const auto totals = totals_by_name(tree);
   REQUIRE_FALSE(totals.empty());
-  for (const auto& [name, self_total] : totals) {
-    CAPTURE(name);
-    pyroscope::Sandwich s;
-    REQUIRE(pyroscope::sandwich(tree, name, &s).ok());
-    CHECK(s.self == self_total.first);
-    CHECK(s.total == self_total.second);
-    CHECK(s.callers.total() == s.total);  // recursion counted once: the table's total, to the sample
-    CHECK(s.callees.total() == s.total);
-    CHECK(core_test::totals_consistent(s.callers));
-    CHECK(core_test::totals_consistent(s.callees));
-    CHECK(s.callers.in_name_preorder());  // written in drawing order: laid out without sorting
-    CHECK(s.callees.in_name_preorder());
-    CHECK(is_name_preorder(s.callers));
-    CHECK(is_name_preorder(s.callees));
-    StackCounts callers, callees;
-    expected_sandwich(stacks, name, &callers, &callees);
-    CHECK(core_test::stacks_of(s.callers) == callers);
-    CHECK(core_test::stacks_of(s.callees) == callees);
-  }
+  for (const auto& [name, self_total] : totals) check_sandwich(tree, stacks, name, self_total);
 }
 
 }  // namespace
@@ -153,6 +156,25 @@ TEST_CASE("sandwich: random trees, both the copied-subtree and the merged path")
   CHECK(s.callees.in_name_preorder());
   CHECK(s.callees.find_path({"run", "b", "c"}) != Tree::kNoNode);  // the lookup index is built on demand
   CHECK(core_test::stacks_of(s.callees) == StackCounts{{"run;b;c", 3}, {"run;a", 2}});
+}
+
+// A hot function called from thousands of places: the groups at the top of its sandwich have thousands
+// of members, which are ordered by a counting sort instead of std::sort (detail::sort_by_rank).
+TEST_CASE("sandwich: groups of thousands of members") {
+  StackCounts stacks;
+  std::mt19937 rng(31);
+  for (int i = 0; i < 3000; ++i) {
+    const std::string caller = "caller" + std::to_string(rng() % 2500);
+    stacks["root" + std::to_string(i % 40) + ";" + caller + ";hot;callee" + std::to_string(rng() % 1800) + ";leaf" +
+           std::to_string(i % 7)] += 1 + rng() % 5;
+    stacks["root" + std::to_string(i % 40) + ";" + caller + ";hot;hot;callee" + std::to_string(i % 3)] += 1;
+    stacks["root" + std::to_string(i % 40) + ";other"] += 1;
+  }
+  const Tree tree = core_test::tree_of(stacks);
+  const auto totals = totals_by_name(tree);
+  for (const Tree& t : {tree, decoded(tree)}) {
+    for (const char* name : {"hot", "root3", "leaf2", "callee1"}) check_sandwich(t, stacks, name, totals.at(name));
+  }
 }
 
 // Every node of a tree by its path of names from the root's child: (self, total).
