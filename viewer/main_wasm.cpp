@@ -66,7 +66,10 @@ struct App {
   std::vector<viewer::LoadInput> batch;
   float pixel_ratio = 1.0f;
   std::string status;
+  double idle_since = -1;  // page time of the first frame not drawn since the last drawn one
 };
+
+constexpr double kWarmUpAfterIdleMs = 250;
 
 App* g_app = nullptr;
 
@@ -106,8 +109,17 @@ void main_loop(void* arg) {
       return;
     }
   }
-  // An idle page draws nothing: the canvas keeps showing the last frame.
-  if (!viewer::needs_frame(app.state)) return;
+  // An idle page draws nothing: the canvas keeps showing the last frame. Once it has shown its first
+  // flame graph and stayed idle a while (a user reading it), it runs the analysis code once so V8
+  // optimises it before the first click on a function (viewer::warm_up_analysis).
+  if (!viewer::needs_frame(app.state)) {
+    const double now = emscripten_get_now();
+    if (app.idle_since < 0) app.idle_since = now;
+    if (app.state.first_flame_paint_ms >= 0 && app.state.warm_up_ms < 0 && now - app.idle_since > kWarmUpAfterIdleMs)
+      viewer::warm_up_analysis(app.state);
+    return;
+  }
+  app.idle_since = -1;
   const double start = emscripten_get_now();
   ImGui_ImplOpenGL3_NewFrame();
   ImGui_ImplGlfw_NewFrame();

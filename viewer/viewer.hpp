@@ -108,6 +108,7 @@ struct ViewerState {
   uint32_t frame_ms_count = 0;
   bool flame_painted = false;           // a frame with flame graph blocks has been drawn
   double first_flame_paint_ms = -1;     // set by the main (page time) when flame_painted first holds
+  double warm_up_ms = -1;               // warm_up_analysis ran, taking this long
   int bench_zoom_frames = 0;            // > 0: zoom in/out automatically, one step per frame
   int bench_zoom_total = 0;
   std::vector<double> bench_frame_ms;
@@ -142,6 +143,9 @@ void request_redraw(ViewerState& state, int frames = 6);
 bool needs_frame(ViewerState& state);
 // Records the last frame's time (ms): all of it, and the part spent building the UI.
 void record_frame_time(ViewerState& state, double ms, double ui_ms);
+// Runs the analysis views' code once on a small made-up tree, so a JIT compiling WebAssembly (V8)
+// has optimised it before a user first asks for a view (the browser main calls it on an idle page).
+void warm_up_analysis(ViewerState& state);
 // Starts the zoom benchmark: `frames` frames zooming the main flame graph in and out.
 void start_zoom_benchmark(ViewerState& state, int frames);
 // The page's / the tests' view of the state, as JSON (see docs/viewer.md).

@@ -291,6 +291,25 @@ async function rendererMainCpuMs(browser) {
   }
 }
 
+// Minor page faults of the same threads (/proc/PID/task/PID/stat, field 10): a first touch of a
+// WebAssembly memory page the page had not used yet is one, and costs the call its time.
+async function rendererMainMinorFaults(browser) {
+  try {
+    const session = await browser.newBrowserCDPSession();
+    const info = await session.send('SystemInfo.getProcessInfo');
+    let faults = 0;
+    for (const p of info.processInfo) {
+      if (p.type !== 'renderer') continue;
+      const stat = fs.readFileSync(`/proc/${p.id}/task/${p.id}/stat`, 'utf8');
+      faults += Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+    }
+    await session.detach();
+    return faults;
+  } catch (e) {
+    return null;
+  }
+}
+
 // (g) The sandwich view of the heaviest functions of the 2.7M-node tree: the setting, the sandwich
 // (callers and callees from the exact tree) and the layout of both graphs, as the page's
 // settingNow() times them (and the renderer's CPU time over the call), then the first frame that
@@ -307,16 +326,24 @@ async function runSandwich(base, args) {
       // software GPU (SwiftShader, in the GPU process) is still drawing them on the same two cores:
       // the call then waited 40-90 ms of its wall time for a core (bench/README.md).
       await sleep(1000);
+      if (results.length === 0) {
+        const warm = (await status(page)).warm_up_ms;
+        if (warm !== undefined) console.log(`  before it, the idle page's warm-up of the analysis code: ${warm < 0 ? 'not run' : warm.toFixed(1) + ' ms'}`);
+      }
+      const faultsBefore = await rendererMainMinorFaults(browser);
       const cpuBefore = await rendererMainCpuMs(browser);
       const r = await page.evaluate((name) => window.pyroscopeViewer.settingNow('function', name), fn);
       const cpuAfter = await rendererMainCpuMs(browser);
+      const faultsAfter = await rendererMainMinorFaults(browser);
+      const faults = faultsBefore === null || faultsAfter === null ? null : faultsAfter - faultsBefore;
       const cpuMs = cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore;
       const frames = (await status(page)).frames;
       s = await waitStatus(page, (st) => st.frames >= frames + 2 && st.sandwich.function === fn);
-      results.push({ function: fn, ms: r.ms, cpu_ms: cpuMs, sandwich_ms: s.sandwich.ms, layout_ms: s.sandwich.layout_ms,
+
+      results.push({ function: fn, ms: r.ms, cpu_ms: cpuMs, minor_faults: faults, sandwich_ms: s.sandwich.ms, layout_ms: s.sandwich.layout_ms,
                      callers_nodes: s.sandwich.callers_nodes, callees_nodes: s.sandwich.callees_nodes,
                      total: s.sandwich.total, frame_ms: s.frame_ms, ui_ms: s.ui_ms });
-      console.log(`  sandwich of ${fn}: ${r.ms.toFixed(1)} ms, renderer CPU ${cpuMs === null ? '?' : cpuMs.toFixed(1)} ms (sandwich ${s.sandwich.ms.toFixed(1)} ms, layout ` +
+      console.log(`  sandwich of ${fn}: ${r.ms.toFixed(1)} ms, renderer CPU ${cpuMs === null ? '?' : cpuMs.toFixed(1)} ms, ${faults ?? '?'} minor faults (sandwich ${s.sandwich.ms.toFixed(1)} ms, layout ` +
                   `${s.sandwich.layout_ms.toFixed(1)} ms; callers ${s.sandwich.callers_nodes} nodes, callees ` +
                   `${s.sandwich.callees_nodes} nodes), then a frame of ${s.frame_ms.toFixed(1)} ms (UI ${s.ui_ms.toFixed(1)} ms)`);
     }
