@@ -482,9 +482,10 @@ bool needs_frame(ViewerState& state) {
 // V8 compiles a WebAssembly function with its baseline compiler at its first call and, once it has run
 // a while, optimises it in the background for its later calls only. A sandwich is one call that walks
 // millions of nodes: the page's first ran at baseline speed, ~50 ms slower than the next (node: 171 ms
-// against 108-133 ms with the module optimised up front; bench/README.md). Three sandwiches of a tree
-// of ~40,000 nodes in name preorder, as queries give (one path of many callers and callees, one of
-// single chains, the pruned copies the viewer asks for) take ~20 ms once and leave the code optimised.
+// against 108-133 ms with the module optimised up front; bench/README.md). A tree of ~40,000 nodes in
+// name preorder (as queries give) has both kinds of group a sandwich handles, places merged from many
+// calls and single chains and subtrees copied as they are; three pruned sandwiches of it (as the viewer
+// asks for them) take 15-42 ms once and leave that code optimised.
 void warm_up_analysis(ViewerState& state) {
   if (state.warm_up_ms >= 0) return;
   const double started = now_ms();
