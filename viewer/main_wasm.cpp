@@ -111,11 +111,13 @@ void main_loop(void* arg) {
   }
   // An idle page draws nothing: the canvas keeps showing the last frame. Once it has shown its first
   // flame graph and stayed idle a while (a user reading it), it runs the analysis code once so V8
-  // optimises it before the first click on a function (viewer::warm_up_analysis).
+  // optimises it before the first click on a function (viewer::warm_up_analysis). Not when embedded:
+  // an embed's view is fixed by its URL, and a page may hold many.
   if (!viewer::needs_frame(app.state)) {
     const double now = emscripten_get_now();
     if (app.idle_since < 0) app.idle_since = now;
-    if (app.state.first_flame_paint_ms >= 0 && app.state.warm_up_ms < 0 && now - app.idle_since > kWarmUpAfterIdleMs)
+    if (app.state.first_flame_paint_ms >= 0 && app.state.warm_up_ms < 0 && now - app.idle_since > kWarmUpAfterIdleMs &&
+        !app.state.session.view_settings().embed)
       viewer::warm_up_analysis(app.state);
     return;
   }

@@ -426,6 +426,12 @@ async function testEmbed(browser, base, args) {
   await sleep(300);
   await page.screenshot({ path: path.join(args.out, '36-embed-sandwich.png') });
   console.log('  screenshot ' + path.join(args.out, '36-embed-sandwich.png'));
+  // An embed's view is fixed by its URL: it never runs the idle warm-up (viewer::warm_up_analysis),
+  // which a page of many embeds would pay once each.
+  await sleep(700);
+  const idle = await frame.evaluate(() => window.pyroscopeViewer.status());
+  expect(idle.first_flame_paint_ms >= 0 && idle.warm_up_ms === -1, 'an idle embed does not warm up',
+         [idle.first_flame_paint_ms, idle.warm_up_ms]);
   await page.close();
 }
 
