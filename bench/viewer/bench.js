@@ -271,43 +271,37 @@ async function waitStatus(page, predicate, timeoutMs = 60000) {
   }
 }
 
-// CPU time (ms) the main threads of the browser's renderer processes have run, from the scheduler's
-// own count (/proc/PID/task/PID/schedstat, nanoseconds; the page's WebAssembly runs on its main
-// thread). On a loaded machine the wall time also holds the time the page waited for a core; this
-// does not. null where /proc does not say.
-async function rendererMainCpuMs(browser) {
+// A figure of the main threads of the browser's renderer processes (the page's WebAssembly runs on its
+// main thread), added up over them: read(pid) reads it from /proc. null where /proc does not say.
+async function rendererMainSum(browser, read) {
   try {
     const session = await browser.newBrowserCDPSession();
     const info = await session.send('SystemInfo.getProcessInfo');
-    let ns = 0;
-    for (const p of info.processInfo) {
-      if (p.type !== 'renderer') continue;
-      ns += Number(fs.readFileSync(`/proc/${p.id}/task/${p.id}/schedstat`, 'utf8').split(' ')[0]);
-    }
+    let sum = 0;
+    for (const p of info.processInfo) if (p.type === 'renderer') sum += read(p.id);
     await session.detach();
-    return ns / 1e6;
+    return sum;
   } catch (e) {
     return null;
   }
 }
 
-// Minor page faults of the same threads (/proc/PID/task/PID/stat, field 10): a first touch of a
-// WebAssembly memory page the page had not used yet is one, and costs the call its time.
-async function rendererMainMinorFaults(browser) {
-  try {
-    const session = await browser.newBrowserCDPSession();
-    const info = await session.send('SystemInfo.getProcessInfo');
-    let faults = 0;
-    for (const p of info.processInfo) {
-      if (p.type !== 'renderer') continue;
-      const stat = fs.readFileSync(`/proc/${p.id}/task/${p.id}/stat`, 'utf8');
-      faults += Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
-    }
-    await session.detach();
-    return faults;
-  } catch (e) {
-    return null;
-  }
+// CPU time (ms) those threads have run, from the scheduler's own count (/proc/PID/task/PID/schedstat,
+// nanoseconds). On a loaded machine the wall time also holds the time the page waited for a core;
+// this does not.
+async function rendererMainCpuMs(browser) {
+  const ns = await rendererMainSum(browser, (pid) =>
+    Number(fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]));
+  return ns === null ? null : ns / 1e6;
+}
+
+// Their minor page faults (/proc/PID/task/PID/stat, field 10): a first touch of a WebAssembly memory
+// page the page had not used yet is one, and costs the call its time.
+function rendererMainMinorFaults(browser) {
+  return rendererMainSum(browser, (pid) => {
+    const stat = fs.readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+  });
 }
 
 // (g) The sandwich view of the heaviest functions of the 2.7M-node tree: the setting, the sandwich
