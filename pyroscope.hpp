@@ -4003,6 +4003,32 @@ struct File::Impl {
   Status parse_record(uint32_t type, const uint8_t* payload, uint32_t size, uint64_t payload_offset);
   // Opens from the persisted index when the file ends with one; false: it does not (read every record).
   bool open_from_index(Status* failed);
+  // Whether the directory's upper levels of s lie where the header's multiplier puts its blocks and
+  // seals. An index whose upper nodes name no span of its blocks (a header changed after the index
+  // was written) would make every query fall back to level 0: exact, but over the merge bound. The
+  // record-by-record read catches such a file; false sends it there. O(levels): the open stays fast.
+  bool upper_levels_fit(const detail::SeriesIndex& s, int64_t end_time) const {
+    const auto& lv = s.levels;
+    if (end_time > detail::kTimeLimit) return false;
+    bool any_upper = false;
+    for (size_t k = 1; k < lv.size(); k++) {
+      if (lv[k].indexed_size == 0) continue;
+      if (lv[0].indexed_size == 0) return false;
+      any_upper = true;
+      const int64_t span = detail::power(header.multiplier, int(k));
+      const int64_t first_block = lv[0].chunks[0].first_index;
+      const int64_t end_block = detail::floor_div(end_time, header.resolution) + 1;  // past every block
+      const int64_t first_node = lv[k].chunks[0].first_index, last_node = lv[k].chunks[lv[k].chunk_count - 1].first_index;
+      int64_t first_start, first_end, last_end;
+      if (span == INT64_MAX || __builtin_mul_overflow(first_node, span, &first_start) ||
+          __builtin_add_overflow(first_start, span, &first_end) || __builtin_mul_overflow(last_node, span, &last_end) ||
+          __builtin_add_overflow(last_end, span, &last_end))
+        return false;
+      // The first node holds one of the series' blocks; the last chunk's first node is sealed.
+      if (first_end <= first_block || first_start >= end_block || last_end > s.sealed_end) return false;
+    }
+    return any_upper || s.sealed_end == INT64_MIN;
+  }
   Status read_stored(uint64_t offset, size_t size, std::string* out) const;
   void decode_chunk(const detail::LevelIndex& level, size_t n, detail::LevelIndex::Chunk* c) const;
   // The encoded tree of entry e of series s at level k; for an unchecked entry its record is checked.
@@ -4477,6 +4503,7 @@ bool File::Impl::open_from_index(Status* failed) {
       }
       (k == 0 ? level0_entries : all_entries) += n;
     }
+    if (!upper_levels_fit(si, end_time)) return false;
   }
   if (in.failed || !in.done() || level0_entries < blocks || level0_entries + all_entries != trees ||
       first_time < -detail::kTimeLimit || end_time > detail::kTimeLimit || int64_t(level_count) != max_levels)

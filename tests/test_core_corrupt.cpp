@@ -237,6 +237,61 @@ TEST_CASE("corrupt input: unknown header flags and non-zero reserved bytes are r
   CHECK_FALSE(file.open_bytes(with_header_bytes(valid, 56, "\x02"), pyroscope::OpenOptions{true}).ok());
 }
 
+// The index promises the segment tree's merge bound; its upper nodes are placed by the header's
+// multiplier. A header whose multiplier was changed after the index was written (found by fuzz_file:
+// the index's level-1 node 45000000 = block 180000000 / 4 under m = 3) must not open from the index
+// and answer every query from level 0, over the bound; read record by record, it is refused.
+TEST_CASE("corrupt input: an indexed file whose header's multiplier was changed does not open from its index") {
+  core_test::TempDir dir;
+  for (int64_t start : {kStart, kStep}) {  // from block 1, upper nodes of any multiplier overlap the blocks
+    CAPTURE(start);
+    const std::string path = dir.file("indexed_m4_from_" + std::to_string(start) + ".pyro");
+    pyroscope::WriterOptions options;
+    options.multiplier = 4;
+    options.seal_delay_blocks = 1;
+    options.index_min_trees = 1;
+    pyroscope::Writer writer;
+    REQUIRE(writer.open(path, options).ok());
+    std::mt19937 rng(5);
+    for (int block = 0; block < 200; ++block)
+      REQUIRE(writer.append(SeriesKey("app", {}), start + block * kStep, core_test::tree_of(core_test::random_stacks(rng, 4, 4))).ok());
+    REQUIRE(writer.close().ok());
+    const std::string valid = core_test::read_file(path);
+    pyroscope::Dataset reference;
+    REQUIRE(reference.add_bytes(valid).ok());
+    REQUIRE(reference.file(0).info().opened_from_index);
+    pyroscope::QueryResult expected;
+    REQUIRE(reference.query("app{}", start, start + 200 * kStep, &expected).ok());
+    REQUIRE(expected.merges <= expected.merge_bound);
+    for (uint32_t m : {2u, 3u, 5u, 8u, 16u}) {
+      CAPTURE(m);
+      const std::string changed = with_header_bytes(valid, 24, std::string(reinterpret_cast<const char*>(&m), 4));
+      pyroscope::File file;
+      const Status st = file.open_bytes(changed);
+      if (start == kStart) {
+        // Far from 1970 no upper node of another multiplier names a span of the blocks.
+        CHECK_FALSE(st.ok());
+        CHECK(st.code() == pyroscope::StatusCode::corrupt_file);
+        CHECK_MESSAGE(st.message().find("level-") != std::string::npos, st.to_string());
+        continue;
+      }
+      // Near 1970 some do: the file may open, but a query reads an upper tree, whose samples are
+      // not its blocks' (an error), or answers exactly within the bound.
+      if (!st.ok()) continue;
+      pyroscope::Dataset data;
+      data.add(std::move(file));
+      pyroscope::QueryResult got;
+      const Status q = data.query("app{}", start, start + 200 * kStep, &got);
+      if (q.ok()) {
+        CHECK(got.merges <= got.merge_bound);
+        CHECK(got.tree.to_folded() == expected.tree.to_folded());
+      } else {
+        CHECK(q.code() == pyroscope::StatusCode::corrupt_file);
+      }
+    }
+  }
+}
+
 // A TREE record whose block lies beyond the times a file holds (+-2^61 s) is corrupt: the reader
 // derives each block's start and end from its index, which must not overflow 64 bits (UBSan in CI).
 TEST_CASE("corrupt input: a block time beyond +-2^61 s is an error, not an overflow") {
