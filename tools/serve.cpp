@@ -659,8 +659,6 @@ class Server {
     int64_t from, until;
     if (!range(req, res, &from, &until)) return;
     const std::string format = param(req, "format", "flamebearer");
-    Dataset data;
-    store_.dataset(from, until, &data);
     if (format == "pyro") {
       size_t max_blocks = 720;
       if (req.has_param("max_blocks")) {
@@ -672,7 +670,9 @@ class Server {
       std::string pyro;
       int64_t resolution = 0;
       SliceStats stats;
-      st = range_slice(data, selector, from, until, max_blocks, &pyro, &resolution, &stats);
+      st = store_.read(from, until, [&](const Dataset& data) {
+        return range_slice(data, selector, from, until, max_blocks, &pyro, &resolution, &stats);
+      });
       if (!st.ok()) return plain_error(req, res, 500, st.to_string());
       res.set_header("X-Pyro-From", std::to_string(from));
       res.set_header("X-Pyro-Until", std::to_string(until));
@@ -688,7 +688,7 @@ class Server {
     QueryResult r;
     QueryOptions options;
     options.timeline_points = 720;
-    st = data.query(selector, from, until, &r, options);
+    st = store_.read(from, until, [&](const Dataset& data) { return data.query(selector, from, until, &r, options); });
     if (!st.ok()) return plain_error(req, res, st.code() == StatusCode::invalid_argument ? 400 : 500, st.to_string());
     if (format == "folded") {
       res.set_content(r.tree.to_folded(), "text/plain; charset=utf-8");

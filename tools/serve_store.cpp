@@ -337,6 +337,34 @@ size_t Store::open_writers() const {
 }
 
 Status Store::dataset(int64_t from, int64_t until, Dataset* out, std::vector<std::string>* warnings) {
+  return dataset_with_paths(from, until, out, warnings, nullptr);
+}
+
+Status Store::read(int64_t from, int64_t until, const std::function<Status(const Dataset&)>& read,
+                   std::vector<std::string>* warnings) {
+  for (int attempt = 1;; attempt++) {
+    Dataset data;
+    std::vector<std::string> paths;
+    dataset_with_paths(from, until, &data, warnings, &paths);
+    const Status st = read(data);
+    if (st.ok() || st.code() != StatusCode::corrupt_file || attempt == 3) return st;
+    // The files whose size is no longer the one they were opened at are opened again by the next
+    // dataset(); a file damaged in place keeps its size and its error.
+    bool changed = false;
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    for (size_t i = 0; i < paths.size() && i < data.file_count(); i++) {
+      struct stat now;
+      if (::stat(paths[i].c_str(), &now) == 0 && uint64_t(now.st_size) == data.file(i).info().file_bytes) continue;
+      changed = true;
+      auto it = cache_.find(paths[i]);
+      if (it != cache_.end() && it->second->file.info().file_bytes == data.file(i).info().file_bytes) it->second->size = -1;
+    }
+    if (!changed) return st;
+  }
+}
+
+Status Store::dataset_with_paths(int64_t from, int64_t until, Dataset* out, std::vector<std::string>* warnings,
+                                 std::vector<std::string>* paths) {
   *out = Dataset();
   const std::vector<std::string> names = list_pyro_files(options_.dir);
   std::lock_guard<std::mutex> lock(cache_mutex_);
@@ -376,6 +404,7 @@ Status Store::dataset(int64_t from, int64_t until, Dataset* out, std::vector<std
       }
     }
     out->add(entry->file);
+    if (paths) paths->push_back(path);
   }
   return Status();
 }

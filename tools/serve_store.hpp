@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -63,6 +64,14 @@ class Store {
   // cache (File handles), opened again when their size changed, so a query sees every push answered before it.
   Status dataset(int64_t from, int64_t until, Dataset* out, std::vector<std::string>* warnings = nullptr);
 
+  // Runs read on dataset(from, until) and returns what it returns, except in one case: a query reads
+  // a file's index chunks when it first needs them, and a late writer reopening an indexed file cuts
+  // that index, so a data set taken before the cut fails with corrupt_file ("the file changed since
+  // it was opened"). Nothing is damaged: the files whose size changed are opened again and read runs
+  // again, at most three times in all.
+  Status read(int64_t from, int64_t until, const std::function<Status(const Dataset&)>& read,
+              std::vector<std::string>* warnings = nullptr);
+
   const StoreCounters& counters() const { return counters_; }
   const StoreOptions& options() const { return options_; }
   size_t open_writers() const;
@@ -90,6 +99,9 @@ class Store {
   std::mutex infos_mutex_;
   std::map<std::string, SeriesInfo> infos_;  // SeriesKey::to_string() -> what it is stored in
   struct CachedFile;
+  // dataset(), with each file's path in the order of out's files.
+  Status dataset_with_paths(int64_t from, int64_t until, Dataset* out, std::vector<std::string>* warnings,
+                            std::vector<std::string>* paths);
   std::mutex cache_mutex_;
   std::map<std::string, std::shared_ptr<CachedFile>> cache_;
 };
