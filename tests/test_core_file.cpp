@@ -120,6 +120,29 @@ uint64_t stated_bound(uint64_t multiplier, uint64_t blocks) {
 
 }  // namespace
 
+// A span is sealed, its upper tree written, only once a block its seal delay past its end arrives; a
+// late file of pyro serve (a delay of 1,000,000 blocks) seals none. Its blocks are merged one by one,
+// and the merge bound must say so rather than assume the segment tree.
+TEST_CASE("file: blocks in spans not sealed yet are merged one by one, within the merge bound") {
+  core_test::TempDir dir;
+  const std::string path = dir.file("open-spans.pyro");
+  pyroscope::WriterOptions options;
+  options.multiplier = 4;
+  options.seal_delay_blocks = 1000000;
+  pyroscope::Writer writer;
+  REQUIRE(writer.open(path, options).ok());
+  for (int block = 0; block < 300; ++block)
+    REQUIRE(writer.append(SeriesKey("late", {}), kStart + block * kStep, core_test::tree_of({{"main;work", 1}})).ok());
+  REQUIRE(writer.close().ok());
+  Dataset data;
+  REQUIRE(data.add_file(path).ok());
+  QueryResult whole;
+  REQUIRE(data.query("late", kStart, kStart + 300 * kStep, &whole).ok());
+  CHECK(whole.merges == 300);  // no upper tree was written
+  CHECK(whole.merges <= whole.merge_bound);
+  CHECK(whole.tree.total() == 300);
+}
+
 TEST_CASE("file: written blocks read back, with the index of apps, tag keys and values") {
   core_test::TempDir dir;
   const std::string path = dir.file("sample.pyro");
