@@ -4010,6 +4010,7 @@ struct File::Impl {
   bool upper_levels_fit(const detail::SeriesIndex& s, int64_t end_time) const {
     const auto& lv = s.levels;
     if (end_time > detail::kTimeLimit) return false;
+    const int64_t end_block = detail::floor_div(end_time, header.resolution) + 1;  // past every block
     bool any_upper = false;
     for (size_t k = 1; k < lv.size(); k++) {
       if (lv[k].indexed_size == 0) continue;
@@ -4017,7 +4018,6 @@ struct File::Impl {
       any_upper = true;
       const int64_t span = detail::power(header.multiplier, int(k));
       const int64_t first_block = lv[0].chunks[0].first_index;
-      const int64_t end_block = detail::floor_div(end_time, header.resolution) + 1;  // past every block
       const int64_t first_node = lv[k].chunks[0].first_index, last_node = lv[k].chunks[lv[k].chunk_count - 1].first_index;
       int64_t first_start, first_end, last_end;
       if (span == INT64_MAX || __builtin_mul_overflow(first_node, span, &first_start) ||
