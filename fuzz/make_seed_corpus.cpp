@@ -143,6 +143,22 @@ void file_seeds() {
     std::remove(path.c_str());
   }
   {
+    // An average series (in-use memory): its query tree is the blocks' mean, not their sum. The
+    // harness once checked every series as a sum, and aborted on a mutated file that held one.
+    std::string path = dir + "/average.pyro";
+    pyroscope::WriterOptions options;
+    options.multiplier = 4;
+    pyroscope::Writer w;
+    must(w.open(path, options), path);
+    const pyroscope::SeriesInfo inuse = pyroscope::default_series_info("inuse_space");
+    for (int i = 0; i < 9; ++i)
+      must(w.append(pyroscope::SeriesKey("app", "inuse_space", {}), t0 + 10 * i, tree_of(kFolded[i % 3]), &inuse),
+           "append");
+    must(w.close(), "close");
+    write_seed("fuzz_file", "average_m4.pyro", read_file(path));
+    std::remove(path.c_str());
+  }
+  {
     std::string path = dir + "/empty.pyro";
     pyroscope::Writer w;
     must(w.open(path), path);
