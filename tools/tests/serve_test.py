@@ -7,7 +7,10 @@
                                              8 clients pushing for SECONDS (60): samples acknowledged ==
                                              samples stored; then KILLS (20) kill -9 of the server under
                                              load: the directory opens each time and holds every
-                                             acknowledged sample (and nothing that was never sent)
+                                             acknowledged sample (and nothing that was never sent);
+                                             after every fifth kill, one more restart stopped with
+                                             SIGTERM under load: the same, and its hour file opens
+                                             from the index the clean stop wrote
 
 Each check prints "ok - ..." or "FAIL - ..."; the run ends with "N passed, N failed".
 """
@@ -88,7 +91,17 @@ class Server:
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        return self.proc.wait()
+
+    def stop_cleanly(self, timeout=120):
+        """SIGTERM and the exit code; a server that does not stop in time is killed and reported as -9."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return "no exit in %d s" % timeout
 
     def request(self, method, path, body=None, headers=None, timeout=30):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -408,6 +421,21 @@ def protocol():
     check("pyro info DIR describes each file", r.returncode == 0 and r.stdout.count("file ") == 2, r.stdout[:300])
 
 
+def info_files(text):
+    """pyro info's report, one dict per file: its path, stored trees and index line."""
+    files = []
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if key == "file":
+            files.append({"file": value, "trees": 0, "index": ""})
+        elif files and key == "stored" and value.startswith("trees"):
+            files[-1]["trees"] = int(value.split()[1])
+        elif files and key == "index":
+            files[-1]["index"] = value
+    return files
+
+
 def load(seconds, kills):
     d = fresh_dir("load")
     body = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "data", "rideshare.folded"),
@@ -478,19 +506,22 @@ def load(seconds, kills):
     rng = random.Random(13)
     acked_before = tally["acked"]
     port = free_port()
-    opened = 0
-    for k in range(kills):
+
+    def trial(label, clean):
+        """A restarted server under load, then kill -9 (or, clean, SIGTERM) at a random moment once it
+        acknowledged pushes: the directory opens and holds every acknowledged sample, nothing unsent."""
+        started = time.time() - 1  # file times may be coarser than the clock
         s = Server(d, port=port)
         stop = threading.Event()
         acked_at_start = tally["acked"]
         threads = run_clients(s.port, 120, tally, stop)
-        # Kill under load: once the restarted server has acknowledged pushes (reopening a large hour
-        # file for appending takes a while), at a random moment of the next 0.3 to 1.5 s.
+        # Once the restarted server has acknowledged pushes (reopening a large hour file for appending
+        # takes a while), at a random moment of the next 0.3 to 1.5 s.
         deadline = time.time() + 90
         while tally["acked"] == acked_at_start and time.time() < deadline:
             time.sleep(0.02)
         time.sleep(0.3 + rng.random() * 1.2)
-        s.kill9()
+        rc = s.stop_cleanly() if clean else s.kill9()
         stop.set()
         for t in threads:
             t.join()
@@ -498,16 +529,39 @@ def load(seconds, kills):
         total, err = stored()
         good = (r.returncode == 0 and total is not None and tally["acked"] <= total <= tally["acked"] + tally["doubt"]
                 and tally["acked"] > acked_at_start)
-        opened += good
+        # A clean stop closes the hour files, which writes the index of each that holds enough trees
+        # (index_min_trees, 4096): each such file written in this trial opens from its index.
+        unindexed = []
+        if clean:
+            for f in info_files(r.stdout):
+                if os.path.getmtime(f["file"]) >= started and f["trees"] >= 4096:
+                    tally["indexed"] += 1
+                    if "opened from it" not in f["index"]:
+                        unindexed.append(f["file"])
+            good = good and rc == 0 and not unindexed
         if not good:
-            fail("kill -9 #%d: info rc %d, stored %s, acknowledged %d (%d in this trial), in doubt %d %s %s" % (
-                k + 1, r.returncode, total, tally["acked"], tally["acked"] - acked_at_start, tally["doubt"], err, r.stderr[:300]))
-    print("# kill -9: %d kills, %d samples acknowledged under them, %d in doubt (sent, no answer)" % (
-        kills, tally["acked"] - acked_before, tally["doubt"]), flush=True)
+            fail("%s: exit %s, info rc %d, stored %s, acknowledged %d (%d in this trial), in doubt %d, not opened "
+                 "from an index: %s %s %s" % (label, rc, r.returncode, total, tally["acked"],
+                                              tally["acked"] - acked_at_start, tally["doubt"], unindexed, err, r.stderr[:300]))
+        return good
+
+    # After every fifth kill (the first included) one more restart ends in a clean stop under the same
+    # load, so kills also hit a server whose hour file was closed with its index (and reopened to append).
+    tally["indexed"] = 0
+    opened = stopped = clean_stops = 0
+    for k in range(kills):
+        opened += trial("kill -9 #%d" % (k + 1), False)
+        if k % 5 == 0:
+            clean_stops += 1
+            stopped += trial("clean stop #%d" % clean_stops, True)
+    print("# kill -9: %d kills and %d clean stops, %d samples acknowledged under them, %d in doubt (sent, no answer); "
+          "%d hour files opened from the index a clean stop wrote" % (
+              kills, clean_stops, tally["acked"] - acked_before, tally["doubt"], tally["indexed"]), flush=True)
     check("kill -9 x%d under load (each after the server acknowledged pushes): the directory opens every time "
           "and holds every acknowledged sample" % kills,
           opened == kills and tally["acked"] > acked_before, (opened, kills))
-
+    check("SIGTERM x%d under load: exit code 0, every acknowledged sample stored, the hour file opens from its index"
+          % clean_stops, stopped == clean_stops, (stopped, clean_stops))
 
 if __name__ == "__main__":
     os.makedirs(WORK, exist_ok=True)
