@@ -344,10 +344,14 @@ Status Store::read(int64_t from, int64_t until, const std::function<Status(const
                    std::vector<std::string>* warnings) {
   for (int attempt = 1;; attempt++) {
     Dataset data;
-    std::vector<std::string> paths;
-    dataset_with_paths(from, until, &data, warnings, &paths);
+    std::vector<std::string> paths, attempt_warnings;
+    dataset_with_paths(from, until, &data, &attempt_warnings, &paths);
     const Status st = read(data);
-    if (st.ok() || st.code() != StatusCode::corrupt_file || attempt == 3) return st;
+    // Only the answer's own warnings: a file that failed to open at every attempt is named once.
+    if (st.ok() || st.code() != StatusCode::corrupt_file || attempt == 3) {
+      if (warnings) warnings->insert(warnings->end(), attempt_warnings.begin(), attempt_warnings.end());
+      return st;
+    }
     // The files whose size is no longer the one they were opened at are opened again by the next
     // dataset(); a file damaged in place keeps its size and its error.
     bool changed = false;
@@ -359,7 +363,10 @@ Status Store::read(int64_t from, int64_t until, const std::function<Status(const
       auto it = cache_.find(paths[i]);
       if (it != cache_.end() && it->second->file.info().file_bytes == data.file(i).info().file_bytes) it->second->size = -1;
     }
-    if (!changed) return st;
+    if (!changed) {
+      if (warnings) warnings->insert(warnings->end(), attempt_warnings.begin(), attempt_warnings.end());
+      return st;
+    }
   }
 }
 

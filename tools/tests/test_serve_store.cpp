@@ -165,9 +165,19 @@ TEST_CASE("a read that races a late writer cutting a file's index is answered fr
   REQUIRE(store.dataset(0, 0, &before).ok());
   REQUIRE(before.file_count() == 1);
   REQUIRE(before.file(0).info().opened_from_index);
+  // A file of the same hour that does not open: named in the answer's warnings once, however many
+  // times the read runs.
+  const std::string unreadable = dir + "/" + serve::Store::hour_file_name(hour, false);
+  {
+    FILE* f = std::fopen(unreadable.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    std::fputs("not a pyro file, but long enough to have a header of 64 bytes: ............", f);
+    std::fclose(f);
+  }
   // The late block arrives between the read's data set and its query, as it may between two threads.
   QueryResult fresh;
   int runs = 0;
+  std::vector<std::string> read_warnings;
   const Status answered = store.read(hour, hour + 3600, [&](const Dataset& data) {
     if (++runs == 1) {
       std::vector<ProfileBlock> late = one_block(hour + 10 * 100, 7);  // reopens the late file: the index is cut
@@ -175,10 +185,13 @@ TEST_CASE("a read that races a late writer cutting a file's index is answered fr
       REQUIRE(store.write(&late, push_now + 300).ok());
     }
     return data.query("race{}", hour, hour + 3600, &fresh);
-  });
+  }, &read_warnings);
   REQUIRE_MESSAGE(answered.ok(), answered.to_string());
   CHECK(runs == 2);
   CHECK(fresh.tree.total() == sent);
+  REQUIRE(read_warnings.size() == 1);
+  CHECK(read_warnings[0].find(serve::Store::hour_file_name(hour, false)) != std::string::npos);
+  std::remove(unreadable.c_str());
   // The data set taken before the cut fails, as the read's first run did: the race did happen.
   QueryResult stale;
   const Status st = before.query("race{}", hour, hour + 3600, &stale);
