@@ -17,8 +17,8 @@
 #   serve      pyro serve under load on 127.0.0.1: 8 clients for SOAK_SERVE_SECONDS (60), samples
 #              acknowledged == samples stored exactly; then SOAK_SERVE_KILLS (100) kill -9 of the server
 #              under load, each once it acknowledges pushes: the directory opens every time and holds
-#              every acknowledged sample; after every fifth kill one restart is stopped with SIGTERM
-#              under load instead: exit 0, every acknowledged sample, the hour file it closed opens
+#              every acknowledged sample; after every fifth kill one more restart is stopped with SIGTERM
+#              under load: exit 0, every acknowledged sample, the hour file it closed opens
 #              from its index (CI runs 10 s and 3 kills, one clean stop: ctest -R pyro_serve_load)
 #   wall       wall-clock sampling (Config::wall_clock) for SOAK_WALL_SECONDS (30) over nine kinds of
 #              blocking calls (sleep_for, clock_nanosleep, condition_variable::wait_for, pipe read,
