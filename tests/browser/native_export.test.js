@@ -90,7 +90,7 @@ async function startXvfb() {
     // Clicks a widget as a person does: the pointer moves onto it, the viewer draws a frame with it
     // hovered, then the button goes down and up. (Moving and clicking in one burst let a loaded
     // viewer take both in one frame, and a menu item sometimes missed the click: CI, 2026-12-03.)
-    // The widget's place comes from a frame drawn after the previous click (not a stale status).
+    // The widget's place comes from a frame drawn after the previous click began (not a stale status).
     let lastClickFrame = -1;
     const click = async (name) => {
       const s = await waitStatus((st) => st.frames > lastClickFrame && st.widgets[name], `widget ${name}`);
@@ -102,9 +102,12 @@ async function startXvfb() {
         if (st && st.frames > s.frames) break;
         await sleep(30);
       }
+      // The count is taken before the click: the viewer idles until an event comes, so if it drew its
+      // answer to the click before we looked, no later frame would ever come (CI, 2026-12-04).
+      const beforeClick = (readStatus() || s).frames;
       r = xdotool('click', '1');
       if (r.status !== 0) expect(false, `xdotool clicks ${name}`, r.stderr);
-      lastClickFrame = (readStatus() || s).frames;
+      lastClickFrame = beforeClick;
     };
     // Export > item: opens the menu, picks the item, returns the file it writes.
     const exportItem = async (item, pattern) => {
