@@ -11845,7 +11845,9 @@ class Symbolizer {
   // Rereads the loaded objects if the loader's counters changed (a dlopen or dlclose since the last
   // look). A module still loaded at the same place from the same file keeps its symbol index; the
   // address ranges of the others (unloaded, or replaced by another file at the same place) are added
-  // to the list take_stale_ranges() hands out, so names cached for them can be dropped.
+  // to the list take_stale_ranges() hands out, so names cached for them can be dropped. So are the
+  // ranges of newly loaded modules: an address there may have been named "[unknown]" while nothing
+  // was loaded at it (a sample of an unloaded library), and that name must not outlive the newcomer.
   void refresh_if_changed() {
     const auto counters = sampler_loader_counters();
     if (counters.first == adds_ && counters.second == subs_) return;
@@ -11861,13 +11863,15 @@ class Symbolizer {
     std::vector<bool> kept(previous.size(), false);
     module_state_.clear();
     ranges_.clear();
+    const bool first_listing = previous.empty();
     for (Found& f : found) {
       if (f.state->memory_image == nullptr) stat_identity(f.state.get());
       // The same module as before: same file (and the same file contents on disk), same place.
+      bool known = false;
       for (size_t i = 0; i < previous.size(); i++) {
         if (!kept[i] && previous[i] && same_module(*previous[i], *f.state)) {
           f.state = std::move(previous[i]);
-          kept[i] = true;
+          kept[i] = known = true;
           break;
         }
       }
@@ -11875,6 +11879,7 @@ class Symbolizer {
       for (Module& m : f.ranges) {
         m.index = index;
         ranges_.push_back(m);
+        if (!known && !first_listing) stale_ranges_.emplace_back(m.start, m.end);
       }
       module_state_.push_back(std::move(f.state));
     }
