@@ -6,10 +6,14 @@
 #define PYROSCOPE_IMPLEMENTATION
 #include "pyroscope.hpp"
 
+#include <dirent.h>
 #include <elf.h>
+#include <fcntl.h>
 #include <link.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -70,6 +74,52 @@ std::vector<PltSlot> plt_slots() {
   return found.slots;
 }
 
+// Reads a small /proc file whole; empty if it cannot.
+std::string read_proc_file(const char* path) {
+  char buffer[4096];
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const ssize_t n = read(fd, buffer, sizeof buffer - 1);
+  close(fd);
+  return n > 0 ? std::string(buffer, size_t(n)) : std::string();
+}
+
+// The value of a "Name:\tvalue" line of a /proc status file; empty if there is none.
+std::string status_field(const std::string& status, const char* name) {
+  const std::string key = std::string("\n") + name + ":";
+  const size_t at = status.find(key);
+  if (at == std::string::npos) return {};
+  const size_t value = status.find_first_not_of(" \t", at + key.size());
+  return value == std::string::npos ? std::string() : status.substr(value, status.find('\n', value) - value);
+}
+
+// What the other threads of this process have done, as far as the scheduler knows: each one's id, how
+// many times it has left a CPU (context switches, voluntary and not), and whether it is on one now. Two
+// equal readings with nobody running in either mean no other thread ran in between: one that did (the
+// profiler's agent making its first call to poll, say) left a CPU at least once since. Such a thread
+// binds slots of its own between the two snapshots, and the handler would be blamed for them.
+std::string other_threads_activity() {
+  std::string activity;
+  const long self = syscall(SYS_gettid);
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return "unreadable";
+  while (const dirent* entry = readdir(tasks)) {
+    if (entry->d_name[0] == '.' || std::atol(entry->d_name) == self) continue;
+    const std::string status = read_proc_file((std::string("/proc/self/task/") + entry->d_name + "/status").c_str());
+    const std::string state = status_field(status, "State");
+    const std::string voluntary = status_field(status, "voluntary_ctxt_switches");
+    const std::string involuntary = status_field(status, "nonvoluntary_ctxt_switches");
+    if (state.empty() || voluntary.empty() || involuntary.empty()) {
+      activity += "unreadable";  // a thread that just ended: not a clean attempt
+      continue;
+    }
+    if (state[0] == 'R') activity += "running";
+    activity += std::string(entry->d_name) + ":" + voluntary + "/" + involuntary + ";";
+  }
+  closedir(tasks);
+  return activity;
+}
+
 // Spins without calling anything: no PLT slot is touched by the work itself.
 __attribute__((noinline)) void spin(long iterations) {
   for (long i = 0; i < iterations; i++) asm volatile("" ::: "memory");
@@ -98,8 +148,8 @@ int main(int argc, char** argv) {
   if (!pyroscope::start(config).ok()) return 3;
   int unbound_at_start = 0, bound_by_sample = 0, attempts = 0;
   for (;;) {
-    if (++attempts > 20) {
-      std::fprintf(stderr, "no attempt without the agent running meanwhile\n");
+    if (++attempts > 200) {
+      std::fprintf(stderr, "no attempt in 200 without another thread running meanwhile\n");
       return 4;
     }
     // Wait for this thread's timer to expire: the signal is then pending (blocked).
@@ -111,14 +161,20 @@ int main(int argc, char** argv) {
     // from doing anything that could bind a slot of its own before the second snapshot.
     pyroscope::detail::sampler_loader_guard().lock();
     const pyroscope::detail::SamplerStats stats_before = pyroscope::detail::sampler_stats();
+    const std::string others_before = other_threads_activity();
     for (size_t i = 0; i < slots.size(); i++) before[i] = *slots[i].address;
     pthread_sigmask(SIG_UNBLOCK, &prof, nullptr);  // the handler runs as this call returns
     for (size_t i = 0; i < slots.size(); i++) after[i] = *slots[i].address;
     pthread_sigmask(SIG_BLOCK, &prof, nullptr);
+    const std::string others_after = other_threads_activity();
     const pyroscope::detail::SamplerStats stats_after = pyroscope::detail::sampler_stats();
     pyroscope::detail::sampler_loader_guard().unlock();
     if (stats_after.samples == stats_before.samples) continue;          // no sample taken: again
     if (stats_after.thread_scans != stats_before.thread_scans) continue;  // the agent ran meanwhile: again
+    // Another thread ran between the snapshots (or might have): a slot bound meanwhile may be its own.
+    if (others_before != others_after || others_before.find("running") != std::string::npos ||
+        others_before.find("unreadable") != std::string::npos)
+      continue;
     // A slot not bound yet points back into the program's own PLT.
     for (size_t i = 0; i < slots.size(); i++) unbound_at_start += before[i] >= g_program_start && before[i] < g_program_end;
     for (size_t i = 0; i < slots.size(); i++) {
