@@ -169,9 +169,9 @@ int main(int argc, char** argv) {
     const std::string others_after = other_threads_activity();
     const pyroscope::detail::SamplerStats stats_after = pyroscope::detail::sampler_stats();
     pyroscope::detail::sampler_loader_guard().unlock();
-    if (stats_after.samples == stats_before.samples) continue;          // no sample taken: again
-    if (stats_after.thread_scans != stats_before.thread_scans) continue;  // the agent ran meanwhile: again
-    // Another thread ran between the snapshots (or might have): a slot bound meanwhile may be its own.
+    if (stats_after.samples == stats_before.samples) continue;  // no sample taken: again
+    // Another thread ran between the snapshots (the agent scanning threads, say), or might have: a slot
+    // bound meanwhile may be its own.
     if (others_before != others_after || others_before.find("running") != std::string::npos ||
         others_before.find("unreadable") != std::string::npos)
       continue;
