@@ -892,18 +892,17 @@ TEST_CASE("symbolizer: a library loaded where another was unloaded gets its own 
 namespace {
 int scenario_unknown_then_loaded() {  // in a fresh process, where bravo usually takes alpha's place
   pyroscope::detail::SampleAggregator aggregator("reload", "cpu", {}, std::make_shared<pyroscope::detail::SessionLog>());
-  const auto key_of = [](uintptr_t pc) {
-    const uint32_t header[2] = {0, 0};
-    std::string key(reinterpret_cast<const char*>(header), sizeof header);
-    return key.append(reinterpret_cast<const char*>(&pc), sizeof pc);
-  };
+  pyroscope::detail::SamplerSlot sample{};  // one frame, no tags: what the ring hands the agent
+  sample.depth = 1;
   void* alpha = dlopen(SAMPLER_PLUGIN_ALPHA, RTLD_NOW | RTLD_LOCAL);
   if (alpha == nullptr) return 2;
   const uintptr_t pc = reinterpret_cast<uintptr_t>(dlsym(alpha, "alpha_burn")) + 1;  // inside the function
+  sample.pcs[0] = pc;
   aggregator.loader_changed();
   dlclose(alpha);
-  aggregator.loader_changed();        // the agent notices the dlclose...
-  aggregator.add_key(key_of(pc), 1);  // ...then drains a late sample of alpha: no module there now
+  aggregator.loader_changed();  // the agent notices the dlclose...
+  sample.weight = 1;
+  aggregator.add(sample);  // ...then drains a late sample of alpha: no module there now
   void* bravo = dlopen(SAMPLER_PLUGIN_BRAVO, RTLD_NOW | RTLD_LOCAL);
   if (bravo == nullptr) return 3;
   if (reinterpret_cast<uintptr_t>(dlsym(bravo, "bravo_burn")) + 1 != pc) {
@@ -911,7 +910,8 @@ int scenario_unknown_then_loaded() {  // in a fresh process, where bravo usually
     return 77;
   }
   aggregator.loader_changed();
-  aggregator.add_key(key_of(pc), 10);
+  sample.weight = 10;
+  aggregator.add(sample);
   std::vector<std::pair<pyroscope::SeriesKey, pyroscope::Tree>> trees;
   aggregator.take(&trees);
   SCENARIO_EXPECT(trees.size() == 1, 4);
